@@ -1,0 +1,111 @@
+"""``wq-redis``: the command line (click).  Every option has an environment fallback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+
+import click
+
+from . import __version__
+
+REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wq-redis")
+def main() -> None:
+    """wq-redis: Work Queue's programming model on Redis."""
+
+
+@main.command()
+@click.option("--redis-url", "--redis", envvar=REDIS_URL_ENV, required=True,
+              help="Redis URL, e.g. redis://:PASSWORD@HOST:6379/0 (env WQ_REDIS_URL, then REDIS_URL).")
+@click.option("--queue", "-M", envvar="WQ_QUEUE", default="default", show_default=True, help="Queue name (env WQ_QUEUE).")
+@click.option("--cores", envvar="WQ_CORES", type=click.IntRange(min=1), help="Cores to offer (default: CPU affinity).")
+@click.option("--memory", envvar="WQ_MEMORY", type=click.IntRange(min=0), help="Memory in MB (default: detected).")
+@click.option("--disk", envvar="WQ_DISK", type=click.IntRange(min=0), help="Disk in MB (default: free space of --workdir).")
+@click.option("--gpus", envvar="WQ_GPUS", type=click.IntRange(min=0), help="GPUs (default: those NVML reports).")
+@click.option("--tags", envvar="WQ_TAGS", default="", help="Comma-separated tags to take (default: every tag).")
+@click.option("--name", envvar="WQ_WORKER_NAME", help="Worker name; shown as NAME@HOST (default: the pid).")
+@click.option("--idle-timeout", "-t", envvar="WQ_IDLE_TIMEOUT", type=float, default=0.0,
+              help="Exit after this many idle seconds (0: never).")
+@click.option("--burst", is_flag=True, envvar="WQ_BURST", help="Exit once nothing is left that this worker can take.")
+@click.option("--lease-seconds", envvar="WQ_LEASE_SECONDS", type=click.FloatRange(min=0.3), default=30.0,
+              show_default=True, help="Lease length; a task whose worker is silent this long runs again.")
+@click.option("--workdir", "-s", envvar="WQ_WORKDIR", type=click.Path(file_okay=False),
+              help="Where task sandboxes live (default: a temporary directory).")
+@click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
+           tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
+           log_level: str) -> None:
+    """Run tasks of QUEUE from the Redis at --redis-url."""
+    import os
+
+    from .manager import RedisUnavailable, open_client
+    from .worker.loop import Worker, WorkerOptions
+    from .worker.resources import declared
+
+    _setup_logging(log_level)
+    try:
+        client = open_client(redis_url)
+    except RedisUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    if workdir:
+        os.makedirs(workdir, exist_ok=True)
+    capacity = declared(workdir or os.getcwd(), cores, memory, disk, gpus)
+    options = WorkerOptions(
+        queue=queue, name=name, tags=[t.strip() for t in tags.split(",") if t.strip()], idle_timeout=idle_timeout,
+        burst=burst, lease_seconds=lease_seconds, workdir=workdir,
+    )
+    w = Worker(client, capacity, options)
+    w.install_signal_handlers()
+    sys.exit(w.run())
+
+
+@main.command()
+@click.option("--host", envvar="WQ_SERVER_HOST", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 for workers on other hosts; then set --password).")
+@click.option("--port", envvar="WQ_SERVER_PORT", type=int, default=6379, show_default=True)
+@click.option("--dir", "data_dir", envvar="WQ_SERVER_DIR", type=click.Path(file_okay=False),
+              help="Data directory for the AOF (default: a temporary directory, removed at exit).")
+@click.option("--password", envvar="WQ_SERVER_PASSWORD", help="Require this password (env WQ_SERVER_PASSWORD).")
+@click.option("--json", "as_json", is_flag=True, help="Print the URL as JSON once ready.")
+def server(host: str, port: int, data_dir: str | None, password: str | None, as_json: bool) -> None:
+    """Run the embedded Redis (AOF on) in the foreground for workers to join."""
+    import os
+
+    from .server import RedisServer
+
+    if data_dir:
+        os.makedirs(data_dir, exist_ok=True)
+    srv = RedisServer(host=host, port=port, data_dir=data_dir, password=password, tie_to_parent=True).start()
+    if as_json:
+        click.echo(json.dumps({"url": srv.url, "pid": srv.process.pid if srv.process else None, "dir": srv.data_dir}))
+    else:
+        click.echo(f"wq-redis server ready: {srv.url}  (data in {srv.data_dir}; Ctrl-C stops)")
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop["now"] and srv.process is not None and srv.process.poll() is None:
+            time.sleep(0.2)
+    finally:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()

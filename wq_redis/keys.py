@@ -1,0 +1,121 @@
+"""The Redis key schema of a queue, in one place.
+
+Every key of queue ``NAME`` starts with ``wq:{NAME}:``.  The braces are a Redis Cluster
+hash tag: all keys of one queue live in one slot, so every Lua script may touch any of
+them and the same code runs on a single Redis, on Sentinel and on Redis Cluster.
+
+The Lua scripts rebuild some of these names from the prefix (they are passed the prefix
+as an argument); the suffixes below are the contract between this module and
+``wq_redis/scripts/*.lua``.  Change one, change both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Suffixes shared with the Lua scripts.
+READY = "ready:"  # ZSET of waiting task ids for one (resource class, tag), see ready()
+WAKE = "wake:"  # LIST holding at most one data-free token, see wake()
+TASK = "t:"  # HASH of one task, see task()
+
+ID_WIDTH = 12  # task ids are zero-padded in ready sets, so equal priorities sort FIFO
+
+
+def check_queue_name(name: str) -> str:
+    """Reject queue names that would break the key schema or the cluster hash tag."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("queue name must be a non-empty string")
+    bad = set("{}|\n\r\t ") & set(name)
+    if bad:
+        raise ValueError(f"queue name {name!r} must not contain any of {sorted(bad)!r}")
+    return name
+
+
+def padded_id(task_id: int) -> str:
+    """The member string of a task id in a ready ZSET (FIFO among equal priorities)."""
+    return str(task_id).zfill(ID_WIDTH)
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """Names of every Redis key of one queue."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        check_queue_name(self.name)
+
+    @property
+    def prefix(self) -> str:
+        return f"wq:{{{self.name}}}:"
+
+    # -- counters and registries -------------------------------------------------
+    @property
+    def seq(self) -> str:
+        """STRING: last task id handed out (ids are reserved in blocks with INCRBY)."""
+        return self.prefix + "seq"
+
+    @property
+    def stats(self) -> str:
+        """HASH: cumulative counters (submitted, dispatched, retrieved, failed, ...)."""
+        return self.prefix + "stats"
+
+    @property
+    def registry(self) -> str:
+        """SET: the ready-queue members ``CLASS|TAG`` that currently hold tasks."""
+        return self.prefix + "queues"
+
+    @property
+    def leases(self) -> str:
+        """ZSET: running task id -> lease deadline in Redis milliseconds."""
+        return self.prefix + "leases"
+
+    @property
+    def done(self) -> str:
+        """LIST: ids of finished tasks waiting for the manager to retrieve them."""
+        return self.prefix + "done"
+
+    @property
+    def done_wake(self) -> str:
+        """LIST: data-free token rung on completion; the manager blocks on it."""
+        return self.prefix + "done:wake"
+
+    @property
+    def new_queue_wake(self) -> str:
+        """LIST: token rung when a new (class, tag) queue appears; idle workers block on it."""
+        return self.prefix + "wake"
+
+    @property
+    def workers(self) -> str:
+        """ZSET: worker name -> last heartbeat in Redis milliseconds."""
+        return self.prefix + "workers"
+
+    @property
+    def reaper_lock(self) -> str:
+        """STRING: SET NX PX guard so one worker at a time requeues expired leases."""
+        return self.prefix + "reaper"
+
+    # -- per-object keys -----------------------------------------------------------
+    def task(self, task_id: int | str) -> str:
+        """HASH: one task's spec, state, lease token and, once done, its results."""
+        return f"{self.prefix}{TASK}{int(task_id)}"
+
+    def ready(self, member: str) -> str:
+        """ZSET: waiting ids of one ``CLASS|TAG`` queue, scored by -priority."""
+        return self.prefix + READY + member
+
+    def wake(self, member: str) -> str:
+        """LIST: data-free token rung when ``CLASS|TAG`` gets tasks."""
+        return self.prefix + WAKE + member
+
+    def worker(self, worker_name: str) -> str:
+        """HASH: a worker's record (host, resources, in use, tags, started)."""
+        return f"{self.prefix}w:{worker_name}"
+
+    def worker_wake(self, worker_name: str) -> str:
+        """LIST: token a worker rings on itself when a local task finishes."""
+        return f"{self.prefix}ww:{worker_name}"
+
+    def function(self, digest: str) -> str:
+        """STRING: a cloudpickled function stored once by its SHA-256."""
+        return f"{self.prefix}fn:{digest}"

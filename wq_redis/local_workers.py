@@ -1,0 +1,42 @@
+"""Worker processes started by ``WorkQueue(name, local_workers=N)``: the laptop one-liner."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import Any, Mapping
+
+from .server import _die_with_parent
+
+
+class LocalWorkers:
+    """N ``wq-redis worker`` child processes that live as long as their queue object."""
+
+    def __init__(self, redis_url: str, queue: str, count: int, resources: Mapping[str, Any] | None = None) -> None:
+        self.processes: list[subprocess.Popen[bytes]] = []
+        args = [sys.executable, "-m", "wq_redis", "worker", "--redis-url", redis_url, "--queue", queue]
+        for name, value in (resources or {}).items():
+            if name not in ("cores", "memory", "disk", "gpus", "tags", "lease_seconds"):
+                raise ValueError(f"unknown local worker option {name!r}")
+            args += [f"--{name.replace('_', '-')}", ",".join(value) if name == "tags" else str(value)]
+        for index in range(count):
+            self.processes.append(
+                subprocess.Popen(args + ["--name", f"local{index}"], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            )
+
+    def alive(self) -> int:
+        return sum(1 for p in self.processes if p.poll() is None)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (finish running tasks), then SIGKILL whatever is left after ``timeout``."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()

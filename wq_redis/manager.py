@@ -1,0 +1,324 @@
+"""WorkQueue: the manager side of Work Queue's API, on Redis.
+
+>>> import wq_redis as wq
+>>> with wq.WorkQueue("demo", local_workers=2) as q:
+...     q.submit(wq.PythonTask(pow, 2, 10))
+...     t = q.wait(5)
+...     print(t.output)   # 1024
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+import warnings
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import redis
+
+from .codes import WORK_QUEUE_WAITFORTASK, TaskState
+from .local_workers import LocalWorkers
+from .mapping import map_tasks
+from .resources import DEFAULT_CORES, Request, queue_member
+from .serialize import EnvelopeError, FunctionCache
+from .server import acquire_embedded, release_embedded
+from .stats import Stats, stats_from_snapshot, waiting_cores
+from .store import QueueStore, connect
+from .task import Task
+from .wire import apply_results, encode_task, task_from_fields
+
+RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
+ID_BLOCK = 1024  # task ids reserved per round trip
+RETRIEVE_BATCH = 512  # finished tasks fetched per round trip
+WORKER_TIMEOUT_MS = 60_000  # a worker silent this long is no longer counted
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis could not be reached or refused our credentials."""
+
+
+def resolve_url(redis_url: str | None) -> str | None:
+    """The URL given, else ``WQ_REDIS_URL``, else ``REDIS_URL``, else None (embedded)."""
+    return redis_url or os.environ.get("WQ_REDIS_URL") or os.environ.get("REDIS_URL") or None
+
+
+def open_client(url: str) -> redis.Redis:
+    """Connect and check at once, so a wrong password or host fails here, clearly."""
+    client = connect(url)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise RedisUnavailable(f"Redis at {_safe(url)} refused the credentials: {exc}") from None
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise RedisUnavailable(f"Redis at {_safe(url)} needs a password: {exc}") from None
+        raise
+    except redis.ConnectionError as exc:
+        raise RedisUnavailable(f"cannot reach Redis at {_safe(url)}: {exc}") from None
+    return client
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+class WorkQueue:
+    """A named queue of tasks in Redis; workers anywhere that reach Redis run them.
+
+    ``WorkQueue(name="default", redis_url=None)``: the URL falls back to ``WQ_REDIS_URL``,
+    then ``REDIS_URL``; with neither, a private local Redis server is started (and stopped
+    with the last queue object).  ``local_workers=N`` also starts N local workers, with
+    ``local_worker_resources={"cores": 4, "gpus": 1}`` declaring each one's resources.
+    """
+
+    def __init__(
+        self,
+        name: str | int = "default",
+        redis_url: str | None = None,
+        *,
+        local_workers: int = 0,
+        local_worker_resources: Mapping[str, Any] | None = None,
+        keep_results: int = 0,
+        port: int | None = None,
+        **work_queue_options: Any,
+    ) -> None:
+        if isinstance(name, int):  # WorkQueue(9123): Work Queue's positional port
+            port, name = name, work_queue_options.pop("name", None) or "default"
+        if port is not None or work_queue_options:
+            warnings.warn(
+                f"ignored Work Queue options {sorted(work_queue_options) + (['port'] if port else [])}: "
+                "workers find this queue through Redis", stacklevel=2,
+            )
+        self.name = str(name)
+        self.keep_results = int(keep_results)
+        url = resolve_url(redis_url)
+        self._embedded = url is None
+        self.redis_url = url or acquire_embedded()
+        try:
+            self._client = open_client(self.redis_url)
+            self._store = QueueStore(self._client, self.name)
+        except Exception:
+            self._release_server()
+            raise
+        self._functions = FunctionCache()
+        self._uploaded: set[str] = set()
+        self._ids: Iterable[int] = iter(())
+        self._submitted: dict[int, Task] = {}
+        self._results: collections.OrderedDict[int, Task] = collections.OrderedDict()
+        self._returned: set[int] = set()
+        self._cancelled: set[int] = set()
+        self._categories: dict[str, dict[str, int]] = {}
+        self.hungry_minimum = 10
+        self._local: LocalWorkers | None = None
+        if local_workers:
+            self._local = LocalWorkers(self.redis_url, self.name, local_workers, local_worker_resources)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> "WorkQueue":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop local workers and, for an embedded Redis, the server when no queue uses it."""
+        if self._local is not None:
+            self._local.stop()
+            self._local = None
+        if getattr(self, "_client", None) is not None:
+            self._client.close()
+            self._client = None  # type: ignore[assignment]
+        self._release_server()
+
+    def _release_server(self) -> None:
+        if self._embedded:
+            self._embedded = False
+            release_embedded()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- categories ------------------------------------------------------------------
+    def specify_category_max_resources(self, category: str, resources: Mapping[str, int]) -> None:
+        """Resources given to tasks of ``category`` that declare none themselves."""
+        unknown = set(resources) - set(RESOURCE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown resources {sorted(unknown)}; use {RESOURCE_NAMES}")
+        self._categories[category] = {k: int(v) for k, v in resources.items() if v is not None and v >= 0}
+
+    def specify_max_resources(self, resources: Mapping[str, int]) -> None:
+        self.specify_category_max_resources("default", resources)
+
+    def _request(self, task: Task) -> Request:
+        spec = task._spec
+        category = self._categories.get(spec.category, {})
+        fallback = self._categories.get("default", {})
+        values = {}
+        for name in RESOURCE_NAMES:
+            value = getattr(spec, name)
+            if value is None:
+                value = category.get(name, fallback.get(name, DEFAULT_CORES if name == "cores" else 0))
+            values[name] = value
+        return Request(**values)
+
+    # -- submit ----------------------------------------------------------------------
+    def _next_id(self) -> int:
+        for task_id in self._ids:
+            return task_id
+        self._ids = iter(self._store.reserve_ids(ID_BLOCK))
+        return next(iter(self._ids))
+
+    def submit(self, task: Task) -> int:
+        """Queue ``task``; returns its id (one round trip)."""
+        return self.submit_many([task])[0]
+
+    def submit_many(self, tasks: Sequence[Task]) -> list[int]:
+        """Queue many tasks in one round trip; returns their ids in order."""
+        batch = []
+        bodies: dict[str, bytes] = {}
+        for task in tasks:
+            if not isinstance(task, Task):
+                raise TypeError(f"submit takes Task or PythonTask objects, got {type(task).__name__}")
+            if task._id is not None and task._id in self._submitted:
+                raise ValueError(f"task {task._id} is already submitted")
+            request = self._request(task)
+            fields, needed = encode_task(task, request, self._functions)
+            bodies.update({d: b for d, b in needed.items() if d not in self._uploaded})
+            batch.append((task, request, fields))
+        self._store.put_functions(bodies)
+        self._uploaded.update(bodies)
+        rows = []
+        for task, request, fields in batch:
+            task._id, task._fields = self._next_id(), {}
+            rows.append((task._id, queue_member(request, task.tag), task.priority, fields))
+        self._store.submit(rows)
+        for task, _, _ in batch:
+            self._submitted[task._id] = task  # type: ignore[index]
+        return [task._id for task, _, _ in batch]  # type: ignore[misc]
+
+    # -- wait ------------------------------------------------------------------------
+    def wait(self, timeout: float = WORK_QUEUE_WAITFORTASK) -> Task | None:
+        """The next finished task, or None after ``timeout`` seconds (-1: wait forever).
+
+        Returns None at once when nothing is outstanding, as Work Queue does.
+        """
+        return self._wait(timeout, lambda task: True)
+
+    def wait_for_tag(self, tag: str, timeout: float = WORK_QUEUE_WAITFORTASK) -> Task | None:
+        """Like ``wait`` but only for tasks with ``tag``; others stay for later ``wait`` calls."""
+        return self._wait(timeout, lambda task: task.tag == tag)
+
+    def _wait(self, timeout: float, wanted: Callable[[Task], bool]) -> Task | None:
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        while True:
+            for task_id, task in self._results.items():
+                if wanted(task):
+                    del self._results[task_id]
+                    self._returned.add(task_id)
+                    return task
+            if self._retrieve():
+                continue
+            if self._outstanding() == 0:
+                return None
+            remaining = 5.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._store.wait_done(min(remaining, 5.0))
+
+    def _retrieve(self) -> int:
+        rows = self._store.retrieve(RETRIEVE_BATCH, self.keep_results)
+        for task_id, fields in rows:
+            task = self._submitted.pop(task_id, None)
+            if task is None:
+                try:
+                    task = task_from_fields(task_id, fields)
+                except EnvelopeError:
+                    task = Task("<unreadable task spec>")
+            apply_results(task, task_id, fields)
+            self._results[task_id] = task
+        return len(rows)
+
+    def _outstanding(self) -> int:
+        submitted, retrieved, cancelled = self._client.hmget(self._store.keys.stats, ["submitted", "retrieved", "canceled"])
+        return int(submitted or 0) - int(retrieved or 0) - int(cancelled or 0)
+
+    def empty(self) -> bool:
+        """True when every submitted task has been returned by ``wait`` (or cancelled)."""
+        return not self._results and self._outstanding() == 0
+
+    def hungry(self) -> bool:
+        """True when workers could take more tasks than are waiting."""
+        snapshot = self._store.snapshot(WORKER_TIMEOUT_MS)
+        stats = stats_from_snapshot(snapshot)
+        if stats.tasks_waiting < self.hungry_minimum:
+            return True
+        return waiting_cores(snapshot.waiting) < stats.total_cores - stats.committed_cores
+
+    # -- state, stats, cancel --------------------------------------------------------
+    @property
+    def stats(self) -> Stats:
+        """A fresh snapshot with Work Queue's field names (one round trip)."""
+        return stats_from_snapshot(self._store.snapshot(WORKER_TIMEOUT_MS))
+
+    def task_state(self, task_id: int) -> TaskState:
+        if task_id in self._results:
+            return TaskState.RETRIEVED
+        if task_id in self._returned:
+            return TaskState.DONE
+        if task_id in self._cancelled:
+            return TaskState.CANCELED
+        (state,) = self._store.task_fields(task_id, "s")
+        return TaskState(int(state)) if state is not None else TaskState.UNKNOWN
+
+    def cancel_by_taskid(self, task_id: int) -> Task | None:
+        """Cancel a waiting, running or finished-but-not-returned task; returns it, or None."""
+        cancelled = self._cancel([task_id])
+        return cancelled[0] if cancelled else None
+
+    def cancel_by_tasktag(self, tag: str) -> list[Task]:
+        """Cancel every waiting or running task with ``tag``; returns them."""
+        found = [i for i, t in self._results.items() if t.tag == tag]
+        return self._cancel(found + self._store.ids_with_tag(tag))
+
+    def _cancel(self, task_ids: Sequence[int]) -> list[Task]:
+        out = []
+        local = {i: self._results.pop(i) for i in task_ids if i in self._results}
+        fields_by_id = self._store.cancel([i for i in task_ids if i not in local])
+        for task_id in task_ids:
+            if task_id in local:
+                task = local[task_id]  # already finished: handed back as it is
+            elif task_id in fields_by_id:
+                fields = fields_by_id[task_id]
+                task = self._submitted.pop(task_id, None) or task_from_fields(task_id, fields)
+                task._id = task_id
+                task._fields = {k: v for k, v in fields.items() if k in (b"a", b"w", b"host")}
+            else:
+                continue
+            self._cancelled.add(task_id)
+            out.append(task)
+        return out
+
+    # -- helpers ---------------------------------------------------------------------
+    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1,
+            progress: bool | None = None) -> list[Any]:
+        """``[func(x) for x in iterable]`` run on the workers; results in input order.
+
+        Streams: items are submitted in batches while results come back.  A failed call's
+        slot holds the exception (or ``PythonTaskNoResult``), as Work Queue's map does.
+        ``progress`` shows a progress bar (default: when stderr is a terminal).
+        """
+        return map_tasks(self, func, iterable, chunksize, progress)
+
+    def _take_result(self, task_id: int) -> Task | None:
+        task = self._results.pop(task_id, None)
+        if task is not None:
+            self._returned.add(task_id)
+        return task

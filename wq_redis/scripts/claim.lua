@@ -1,0 +1,101 @@
+-- Claim up to N tasks that fit a worker's free resources, atomically with their leases,
+-- so no crash between pop and lease can lose a task.
+-- Candidate queues are the registered (class, tag) queues whose tag the worker takes.
+-- Each pick takes the head with the highest priority among queues whose class still
+-- fits; ties go to the larger class (gpus, cores, memory, disk), so big tasks are not
+-- starved by a stream of small ones.
+-- KEYS: 1 registry set, 2 leases zset, 3 stats hash
+-- ARGV: 1 key prefix, 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
+--       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms
+-- Returns {claimed, eligible}: claimed = {{id, token, member, {hash fields...}}, ...};
+-- eligible = members that fit the free resources (the worker blocks on their wake keys).
+local prefix = ARGV[1]
+local worker = ARGV[2]
+local free = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])}
+local tags = nil
+if ARGV[7] ~= '' then
+  tags = {}
+  for t in string.gmatch(ARGV[7], '[^\n]+') do tags[t] = true end
+end
+local max_tasks = tonumber(ARGV[8])
+local lease_ms = tonumber(ARGV[9])
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
+
+local cands = {}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local cls, tag = string.match(m, '^([^|]*)|(.*)$')
+  if cls and (tags == nil or tags[tag]) then
+    local c, mem, d, g = string.match(cls, '^c(%d+)%.m(%d+)%.d(%d+)%.g(%d+)$')
+    if c then
+      cands[#cands + 1] = {member = m, key = prefix .. 'ready:' .. m,
+                           need = {tonumber(c), tonumber(mem), tonumber(d), tonumber(g)}}
+    end
+  end
+end
+local order = {4, 1, 2, 3}
+table.sort(cands, function(a, b)
+  for _, i in ipairs(order) do
+    if a.need[i] ~= b.need[i] then return a.need[i] > b.need[i] end
+  end
+  return a.member < b.member
+end)
+
+local function fits(need)
+  for i = 1, 4 do
+    if need[i] > free[i] then return false end
+  end
+  return true
+end
+
+local eligible = {}
+for _, c in ipairs(cands) do
+  if fits(c.need) then eligible[#eligible + 1] = c.member end
+end
+
+local claimed = {}
+local touched = {}
+while #claimed < max_tasks do
+  local best, best_score = nil, nil
+  for _, c in ipairs(cands) do
+    if not c.empty and fits(c.need) then
+      local head = redis.call('ZRANGE', c.key, 0, 0, 'WITHSCORES')
+      if #head == 0 then
+        c.empty = true
+      else
+        local score = tonumber(head[2])
+        if best == nil or score < best_score then best, best_score = c, score end
+      end
+    end
+  end
+  if best == nil then break end
+  local id = tonumber(redis.call('ZPOPMIN', best.key)[1])
+  touched[best.member] = best
+  local tkey = prefix .. 't:' .. id
+  if redis.call('EXISTS', tkey) == 1 then
+    local attempt = redis.call('HINCRBY', tkey, 'a', 1)
+    local token = worker .. ':' .. attempt
+    redis.call('HSET', tkey, 's', 2, 'tok', token, 'w', worker, 'ts', now_us)
+    redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
+    for i = 1, 4 do free[i] = free[i] - best.need[i] end
+    claimed[#claimed + 1] = {tostring(id), token, best.member, redis.call('HGETALL', tkey)}
+  end
+end
+
+-- Pass the baton: a queue that still holds tasks rings its wake key for the next idle
+-- worker; an emptied queue leaves the registry.
+for _, c in ipairs(cands) do
+  if c.empty or touched[c.member] then
+    if redis.call('EXISTS', c.key) == 1 then
+      if touched[c.member] then
+        redis.call('LPUSH', prefix .. 'wake:' .. c.member, 1)
+        redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
+      end
+    else
+      redis.call('SREM', KEYS[1], c.member)
+    end
+  end
+end
+if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', #claimed) end
+return {claimed, eligible}

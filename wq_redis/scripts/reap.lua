@@ -1,0 +1,48 @@
+-- Requeue tasks whose lease expired (their worker died, hung or was partitioned), or
+-- fail them with MAX_RETRIES when their attempts are spent; forget workers whose
+-- heartbeat stopped.  Uses Redis TIME, never a client clock.
+-- KEYS: 1 leases zset, 2 registry set, 3 done list, 4 done wake list, 5 stats hash,
+--       6 workers zset, 7 new-queue wake list
+-- ARGV: 1 key prefix, 2 max leases per call, 3 worker timeout ms
+local prefix = ARGV[1]
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[2]))
+local requeued, failed = 0, 0
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], id)
+  local tkey = prefix .. 't:' .. id
+  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w')
+  if t[1] == '2' then
+    local attempts = tonumber(t[4] or '0')
+    local max_retries = tonumber(t[5] or '0')
+    redis.call('HINCRBY', KEYS[5], 'lost_leases', 1)
+    if max_retries > 0 and attempts > max_retries then
+      redis.call('HSET', tkey, 's', 3, 'tok', '', 'r', 48, 'tf', now[1] .. string.format('%06d', tonumber(now[2])),
+        'err', 'worker ' .. (t[6] or '?') .. ' lost the task on attempt ' .. attempts ..
+        ' (lease expired); retries exhausted')
+      redis.call('RPUSH', KEYS[3], id)
+      redis.call('LPUSH', KEYS[4], 1)
+      redis.call('LTRIM', KEYS[4], 0, 0)
+      failed = failed + 1
+    else
+      redis.call('HSET', tkey, 's', 1, 'tok', '')
+      redis.call('ZADD', prefix .. 'ready:' .. t[2], t[3], string.format('%012d', tonumber(id)))
+      if redis.call('SADD', KEYS[2], t[2]) == 1 then
+        redis.call('LPUSH', KEYS[7], 1)
+        redis.call('LTRIM', KEYS[7], 0, 0)
+      end
+      redis.call('LPUSH', prefix .. 'wake:' .. t[2], 1)
+      redis.call('LTRIM', prefix .. 'wake:' .. t[2], 0, 0)
+      redis.call('HINCRBY', KEYS[5], 'requeued', 1)
+      requeued = requeued + 1
+    end
+  end
+end
+local dead = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now_ms - tonumber(ARGV[3]))
+for _, name in ipairs(dead) do
+  redis.call('ZREM', KEYS[6], name)
+  redis.call('DEL', prefix .. 'w:' .. name)
+  redis.call('HINCRBY', KEYS[5], 'workers_lost', 1)
+end
+return {#expired, requeued, failed, #dead}

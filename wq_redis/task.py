@@ -1,0 +1,325 @@
+"""Task and PythonTask: Work Queue's task model, with its method and attribute names.
+
+A task is built on the manager side with ``specify_*`` calls, turned into Redis hash
+fields by ``to_fields`` at submit time, and filled in from the result fields the worker
+wrote when ``WorkQueue.wait`` hands it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cloudpickle
+
+from .codes import Result, result_str
+
+
+@dataclass
+class Resources:
+    """Resources of a task as Work Queue reports them (memory and disk in MB, times in s)."""
+
+    cores: float | None = None
+    memory: int | None = None
+    disk: int | None = None
+    gpus: int | None = None
+    wall_time: float | None = None
+    cpu_time: float | None = None
+
+    @classmethod
+    def from_json(cls, data: bytes | None) -> "Resources":
+        if not data:
+            return cls()
+        values = json.loads(data)
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class InputFile:
+    local: str | None  # None for a buffer
+    remote: str
+    cache: bool = False
+    data: bytes | None = None  # a buffer's contents
+
+
+@dataclass
+class _Spec:
+    """What the user asked for; None means 'the category's value, else the default'."""
+
+    cores: int | None = None
+    memory: int | None = None
+    disk: int | None = None
+    gpus: int | None = None
+    tag: str | None = None
+    category: str = "default"
+    priority: float = 0.0
+    max_retries: int = 0
+    running_time_max: float = 0.0
+    end_time: int = 0  # microseconds since the epoch
+    env: dict[str, str | None] = field(default_factory=dict)
+    inputs: list[InputFile] = field(default_factory=list)
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+
+
+class PythonTaskNoResult(Exception):
+    """``PythonTask.output`` when the task failed as a task (lost, timed out, cancelled)."""
+
+
+class Task:
+    """A command line run on a worker, in a sandbox holding its input files.
+
+    >>> t = Task("wc -l < data.txt > count.txt")
+    >>> t.specify_input_file("data.txt"); t.specify_output_file("count.txt")
+    >>> t.specify_cores(1); t.specify_tag("count")
+    """
+
+    kind = "cmd"
+
+    def __init__(self, command: str) -> None:
+        self._command = command
+        self._spec = _Spec()
+        self._id: int | None = None
+        self._fields: dict[bytes, bytes] = {}
+        self.submit_time: int | None = None  # microseconds, as Work Queue reports them
+
+    # -- scheduling ------------------------------------------------------------------
+    def specify_command(self, command: str) -> None:
+        self._command = command
+
+    def specify_tag(self, tag: str) -> None:
+        """Label the task; workers started with ``--tags`` only take their tags."""
+        self._spec.tag = str(tag)
+
+    def specify_category(self, name: str) -> None:
+        self._spec.category = str(name)
+
+    def specify_priority(self, priority: float) -> None:
+        """Higher runs first among tasks a worker can take."""
+        self._spec.priority = float(priority)
+
+    def specify_feature(self, name: str) -> None:
+        """Work Queue's worker features are expressed as tags here."""
+        self.specify_tag(name)
+
+    # -- resources -------------------------------------------------------------------
+    def specify_cores(self, cores: int) -> None:
+        self._spec.cores = _non_negative("cores", cores)
+
+    def specify_memory(self, memory: int) -> None:
+        """Memory in MB."""
+        self._spec.memory = _non_negative("memory", memory)
+
+    def specify_disk(self, disk: int) -> None:
+        """Sandbox disk in MB."""
+        self._spec.disk = _non_negative("disk", disk)
+
+    def specify_gpus(self, gpus: int) -> None:
+        self._spec.gpus = _non_negative("gpus", gpus)
+
+    # -- retries and time ------------------------------------------------------------
+    def specify_max_retries(self, max_retries: int) -> None:
+        """Attempts allowed after the first when a worker is lost; 0 means unlimited."""
+        self._spec.max_retries = _non_negative("max_retries", max_retries)
+
+    def specify_running_time_max(self, seconds: float) -> None:
+        """Kill the task (its whole process group) after this many seconds of running."""
+        self._spec.running_time_max = float(seconds)
+
+    def specify_end_time(self, useconds: int) -> None:
+        """Absolute deadline, microseconds since the epoch (Work Queue's unit)."""
+        self._spec.end_time = int(useconds)
+
+    def specify_environment_variable(self, name: str, value: str | None = None) -> None:
+        """Set ``name`` for the task; ``None`` unsets it."""
+        self._spec.env[str(name)] = None if value is None else str(value)
+
+    # -- files -----------------------------------------------------------------------
+    def specify_input_file(self, local_name: str, remote_name: str | None = None, cache: bool | None = None) -> None:
+        """Copy ``local_name`` into the sandbox as ``remote_name`` (read at submit time)."""
+        remote = remote_name or os.path.basename(local_name)
+        self._spec.inputs.append(InputFile(local_name, _check_remote(remote), bool(cache)))
+
+    def specify_buffer(self, buffer: bytes | str, remote_name: str, cache: bool | None = None) -> None:
+        data = buffer.encode() if isinstance(buffer, str) else bytes(buffer)
+        self._spec.inputs.append(InputFile(None, _check_remote(remote_name), bool(cache), data))
+
+    def specify_output_file(
+        self, local_name: str, remote_name: str | None = None, cache: bool | None = None, failure_only: bool | None = None
+    ) -> None:
+        """Bring ``remote_name`` back from the sandbox to ``local_name`` after the task."""
+        remote = remote_name or os.path.basename(local_name)
+        self._spec.outputs.append((local_name, _check_remote(remote)))
+
+    # -- identity and request --------------------------------------------------------
+    @property
+    def id(self) -> int | None:
+        return self._id
+
+    @property
+    def command(self) -> str:
+        return self._command
+
+    @property
+    def tag(self) -> str | None:
+        return self._spec.tag
+
+    @property
+    def category(self) -> str:
+        return self._spec.category
+
+    @property
+    def priority(self) -> float:
+        return self._spec.priority
+
+    @property
+    def max_retries(self) -> int:
+        return self._spec.max_retries
+
+    # -- results ---------------------------------------------------------------------
+    def _get(self, name: str) -> bytes | None:
+        return self._fields.get(name.encode())
+
+    def _get_int(self, name: str) -> int | None:
+        value = self._get(name)
+        return None if value is None else int(value)
+
+    @property
+    def result(self) -> int | None:
+        """A ``WORK_QUEUE_RESULT_*`` code once the task is back, else None."""
+        code = self._get_int("r")
+        return None if code is None else Result(code)
+
+    @property
+    def result_str(self) -> str | None:
+        return result_str(self.result)
+
+    @property
+    def return_status(self) -> int | None:
+        """Exit code of the command (or signal number when ``result`` is SIGNAL)."""
+        return self._get_int("rs")
+
+    @property
+    def std_output(self) -> str | None:
+        """Standard output and error of the task."""
+        out = self._get("out")
+        return None if out is None else out.decode("utf-8", errors="replace")
+
+    @property
+    def output(self) -> Any:
+        return self.std_output
+
+    @property
+    def error(self) -> str | None:
+        """Why the task failed as a task (wq-redis addition; empty on success)."""
+        err = self._get("err")
+        return None if err is None else err.decode("utf-8", errors="replace")
+
+    @property
+    def hostname(self) -> str | None:
+        host = self._get("host")
+        return None if host is None else host.decode()
+
+    @property
+    def worker(self) -> str | None:
+        name = self._get("w")
+        return None if name is None else name.decode()
+
+    @property
+    def total_submissions(self) -> int:
+        return self._get_int("a") or 0
+
+    @property
+    def resources_requested(self) -> Resources:
+        spec = self._spec
+        return Resources(spec.cores, spec.memory, spec.disk, spec.gpus)
+
+    @property
+    def resources_allocated(self) -> Resources:
+        return Resources.from_json(self._get("alloc"))
+
+    @property
+    def resources_measured(self) -> Resources:
+        return Resources.from_json(self._get("meas"))
+
+    @property
+    def execute_cmd_start(self) -> int | None:
+        """When the task started on the worker, microseconds since the epoch."""
+        return self._get_int("ts")
+
+    @property
+    def finish_time(self) -> int | None:
+        return self._get_int("tf")
+
+    @property
+    def cmd_execution_time(self) -> int | None:
+        start, finish = self.execute_cmd_start, self.finish_time
+        return None if start is None or finish is None else finish - start
+
+    @property
+    def output_files(self) -> dict[str, bytes]:
+        """Contents of the output files that came back, by remote name."""
+        return {k[2:].decode(): v for k, v in self._fields.items() if k.startswith(b"o:")}
+
+    def _payload(self) -> dict[str, bytes]:
+        """Binary hash fields this kind of task adds (arguments for a PythonTask)."""
+        return {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self._id} result={self.result_str}>"
+
+
+class PythonTask(Task):
+    """A Python function call run on a worker: ``PythonTask(func, *args, **kwargs)``.
+
+    ``output`` is the return value, or the exception the function raised (its traceback
+    is in ``std_output``), or a ``PythonTaskNoResult`` when the task failed as a task.
+    """
+
+    kind = "py"
+
+    def __init__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if not callable(func):
+            raise TypeError(f"PythonTask needs a callable, got {type(func).__name__}")
+        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+        super().__init__(f"python:{name}")
+        self._func = func
+        self._args = args
+        self._kwargs = kwargs
+        self._value_loaded = False
+        self._value: Any = None
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        return self._func
+
+    @property
+    def output(self) -> Any:
+        if self.result != Result.SUCCESS or self._get("val") is None:
+            return PythonTaskNoResult(self.error or self.result_str or "task has no result yet")
+        if not self._value_loaded:
+            try:
+                self._value = cloudpickle.loads(self._get("val"))
+            except Exception as exc:  # e.g. the result's class is missing on the manager
+                self._value = exc
+            self._value_loaded = True
+        return self._value
+
+
+def _non_negative(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if number != value or number < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return number
+
+
+def _check_remote(remote: str) -> str:
+    """Remote names live inside the task's sandbox: no absolute paths, no '..'."""
+    norm = os.path.normpath(remote)
+    if os.path.isabs(remote) or norm == ".." or norm.startswith("../"):
+        raise ValueError(f"remote file name {remote!r} must be relative and stay inside the sandbox")
+    return norm

@@ -1,0 +1,104 @@
+"""Turning a Task into Redis hash fields and back.
+
+Hash fields of a task (short names: Redis keeps small hashes as compact listpacks):
+  s state, q queue member, p score (-priority), a attempts, mr max retries, tok lease
+  token, w worker, ts/tf start/finish (us, Redis time), sub submit time (us), spec the
+  envelope, fn function digest, args pickled arguments, in:<name> input file bytes;
+  results: r result code, rs return status, out stdout+stderr, val pickled return value,
+  err failure message, host, alloc/meas resources JSON, o:<name> output file bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .resources import Request
+from .serialize import FunctionCache, pack_spec, pickle_arguments, unpack_spec
+from .task import InputFile, PythonTask, Task
+
+
+def _input_bytes(item: InputFile) -> bytes:
+    if item.data is not None:
+        return item.data
+    assert item.local is not None
+    try:
+        with open(item.local, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise FileNotFoundError(f"input file {item.local!r} of the task cannot be read: {exc.strerror}") from None
+
+
+def encode_task(task: Task, request: Request, functions: FunctionCache) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Hash fields of ``task`` (without state fields) and the function bodies it needs."""
+    spec = task._spec
+    now_us = int(time.time() * 1e6)
+    envelope = {
+        "kind": task.kind,
+        "command": task.command,
+        "tag": spec.tag,
+        "category": spec.category,
+        "priority": spec.priority,
+        "max_retries": spec.max_retries,
+        "request": [spec.cores, spec.memory, spec.disk, spec.gpus],
+        "cores": request.cores,
+        "memory": request.memory,
+        "disk": request.disk,
+        "gpus": request.gpus,
+        "env": spec.env,
+        "inputs": [[i.local, i.remote] for i in spec.inputs],
+        "outputs": [list(o) for o in spec.outputs],
+        "running_time_max": spec.running_time_max,
+        "end_time": spec.end_time,
+    }
+    fields: dict[str, Any] = {"spec": pack_spec(envelope), "mr": spec.max_retries, "sub": now_us}
+    for item in spec.inputs:
+        fields[f"in:{item.remote}"] = _input_bytes(item)
+    bodies: dict[str, bytes] = {}
+    if isinstance(task, PythonTask):
+        digest, body = functions.get(task._func)
+        bodies[digest] = body
+        fields["fn"] = digest
+        fields["args"] = pickle_arguments(task._args, task._kwargs)
+    task.submit_time = now_us
+    return fields, bodies
+
+
+def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
+    """Rebuild a task submitted by another manager process (re-attach after a crash)."""
+    spec = unpack_spec(fields.get(b"spec"))
+    task: Task
+    if spec["kind"] == "py":
+        task = PythonTask.__new__(PythonTask)
+        Task.__init__(task, spec["command"])
+        task._func, task._args, task._kwargs = None, (), {}  # type: ignore[assignment]
+        task._value_loaded, task._value = False, None
+    else:
+        task = Task(spec["command"])
+    s = task._spec
+    s.cores, s.memory, s.disk, s.gpus = spec.get("request", [None] * 4)
+    s.tag, s.category = spec.get("tag"), spec.get("category", "default")
+    s.priority, s.max_retries = spec.get("priority", 0.0), spec.get("max_retries", 0)
+    s.running_time_max, s.end_time = spec.get("running_time_max", 0.0), spec.get("end_time", 0)
+    s.env = spec.get("env", {})
+    s.inputs = [InputFile(local, remote) for local, remote in spec.get("inputs", [])]
+    s.outputs = [(local, remote) for local, remote in spec.get("outputs", [])]
+    sub = fields.get(b"sub")
+    task.submit_time = int(sub) if sub else None
+    return task
+
+
+def apply_results(task: Task, task_id: int, fields: dict[bytes, bytes]) -> None:
+    """Fill ``task`` with the results a worker wrote, and write its output files locally."""
+    task._id = task_id
+    task._fields = fields
+    for local, remote in task._spec.outputs:
+        data = fields.get(f"o:{remote}".encode())
+        if data is None:
+            continue
+        directory = os.path.dirname(local)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        with open(local, "wb") as handle:
+            handle.write(data)

@@ -1,0 +1,146 @@
+"""A warm Python process that runs PythonTasks one after another.
+
+Started by the worker's pool as ``python -m wq_redis.worker.child FD`` in its own session
+(so a time limit or a cancel kills the function's whole process group).  It talks to the
+worker over the socket ``FD`` with pickled messages, keeps loaded functions by digest, and
+captures the file descriptors 1 and 2 for each call, so output of C extensions and of
+subprocesses the function starts lands in the task's ``std_output`` too.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import sys
+import tempfile
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+import cloudpickle
+
+MAX_CACHED_FUNCTIONS = 64
+from wq_redis.worker.limits import MAX_STDOUT_BYTES
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class Capture:
+    """Redirect fds 1 and 2 into one temporary file for the length of a call."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()
+
+    def __enter__(self) -> "Capture":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.file.seek(0)
+        self.file.truncate()
+        self.saved = os.dup(1), os.dup(2)
+        os.dup2(self.file.fileno(), 1)
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self.saved[0], 1)
+        os.dup2(self.saved[1], 2)
+        os.close(self.saved[0])
+        os.close(self.saved[1])
+
+    def read(self) -> bytes:
+        self.file.seek(0)
+        data = self.file.read(MAX_STDOUT_BYTES + 1)
+        if len(data) > MAX_STDOUT_BYTES:
+            data = data[:MAX_STDOUT_BYTES] + b"\n[wq-redis: output truncated at 16 MiB]\n"
+        return data
+
+
+class Child:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.functions: dict[str, Callable[..., Any]] = {}
+        self.capture = Capture()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                message = pickle.loads(self.conn.recv_bytes())
+            except EOFError:
+                return
+            self.conn.send_bytes(pickle.dumps(self.run(**message), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def load(self, digest: str, body: bytes | None) -> Callable[..., Any]:
+        func = self.functions.get(digest)
+        if func is None:
+            if body is None:
+                raise LookupError(f"function {digest[:12]} is not cached in this process")
+            func = cloudpickle.loads(body)
+            if len(self.functions) >= MAX_CACHED_FUNCTIONS:
+                self.functions.pop(next(iter(self.functions)))
+            self.functions[digest] = func
+        return func
+
+    def run(self, digest: str, body: bytes | None, args: bytes, env: dict[str, str | None], cwd: str) -> dict[str, Any]:
+        """Call the function; status 'ok', 'raised' (the exception is the output) or 'error'."""
+        saved_env = {k: os.environ.get(k) for k in env}
+        reply: dict[str, Any] = {"status": "error", "value": None, "error": ""}
+        start_cpu = _cpu_seconds()
+        with self.capture:
+            try:
+                _apply_env(env)
+                os.chdir(cwd)
+                try:
+                    func = self.load(digest, body)
+                    call_args, call_kwargs = cloudpickle.loads(args)
+                except Exception as exc:
+                    reply["error"] = f"cannot load the task's function or arguments on the worker: {exc!r}"
+                    traceback.print_exc()
+                else:
+                    try:
+                        value, reply["status"] = func(*call_args, **call_kwargs), "ok"
+                    except BaseException as exc:  # SystemExit too: the function's own failure
+                        traceback.print_exc()
+                        value, reply["status"] = exc, "raised"
+                    reply["value"] = _dump_result(value, reply)
+            finally:
+                _apply_env(saved_env)
+                os.chdir("/")
+        reply["stdout"] = self.capture.read()
+        reply["cpu_time"] = _cpu_seconds() - start_cpu
+        reply["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        return reply
+
+
+def _dump_result(value: Any, reply: dict[str, Any]) -> bytes | None:
+    try:
+        return cloudpickle.dumps(value)
+    except Exception as exc:
+        if reply["status"] == "raised":  # an exception that cannot travel: send its text
+            return cloudpickle.dumps(RuntimeError(f"{type(value).__name__}: {value}"))
+        reply["status"] = "error"
+        reply["error"] = f"the return value ({type(value).__name__}) cannot be pickled: {exc}"
+        print(reply["error"], file=sys.stderr)
+        return None
+
+
+def _apply_env(env: dict[str, str | None]) -> None:
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def main() -> None:
+    conn = Connection(int(sys.argv[1]))
+    Child(conn).serve()
+
+
+if __name__ == "__main__":
+    main()

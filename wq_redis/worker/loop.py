@@ -1,0 +1,272 @@
+"""The worker: claim tasks that fit, run them, deliver results, keep leases alive.
+
+Threads:
+  main       claims (claim.lua) whenever resources are free, delivers finished results in
+             pipelines, and otherwise blocks on data-free wake-up keys (never polls);
+  runner     one per running task (``TaskRun.execute``);
+  heartbeat  renews leases every ``lease/3`` (capped at 1 s, so cancels land fast) from its
+             own thread, which a CPU-bound task cannot starve: tasks run in other processes;
+             it also runs the reaper under a Redis lock.
+SIGTERM drains (finish running tasks, then exit); a second SIGTERM stops at once and hands
+the running tasks back without counting the attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from .. import __version__
+from ..resources import parse_class, split_member
+from ..store import Claimed, QueueStore
+from .pool import WarmPool
+from .resources import Allocator, Capacity
+from .runner import TaskRun
+
+log = logging.getLogger("wq_redis.worker")
+
+
+@dataclass
+class WorkerOptions:
+    queue: str = "default"
+    name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    idle_timeout: float = 0.0  # seconds; 0 = never
+    burst: bool = False  # exit once nothing is left that this worker can take
+    lease_seconds: float = 30.0
+    block_seconds: float = 1.0  # longest a lost wake-up can delay a claim
+    workdir: str | None = None
+    max_result_bytes: int = 256 * 1024 * 1024
+
+
+class Worker:
+    def __init__(self, client: redis.Redis, capacity: Capacity, options: WorkerOptions) -> None:
+        self.options = options
+        self.store = QueueStore(client, options.queue)
+        self.capacity = capacity
+        self.allocator = Allocator(capacity)
+        host = socket.gethostname()
+        self.name = options.name if options.name and "@" in options.name else f"{options.name or os.getpid()}@{host}"
+        self._own_workdir = options.workdir is None
+        self.workdir = options.workdir or tempfile.mkdtemp(prefix="wq-redis-worker-")
+        os.makedirs(self.workdir, exist_ok=True)
+        self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus))
+        self.lease_ms = int(options.lease_seconds * 1000)
+        self._running: dict[int, tuple[TaskRun, str]] = {}
+        self._outbox: list[tuple[int, str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
+        self._stopping = threading.Event()
+        self._blocked = False
+        self._draining = False
+        self._abort = False
+        self._functions: OrderedDict[str, bytes] = OrderedDict()
+        self.tasks_done = 0
+
+    # -- signals ----------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self._draining:
+            log.warning("second %s: stopping now, handing running tasks back", signal.Signals(signum).name)
+            self._abort = True
+        else:
+            log.info("%s: finishing running tasks, then exiting", signal.Signals(signum).name)
+            self._draining = True
+        self._changed.set()
+
+    # -- main loop --------------------------------------------------------------------
+    def run(self) -> int:
+        self._register()
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        heartbeat.start()
+        log.info("worker %s on queue %r: %s, tags %s", self.name, self.options.queue,
+                 self.capacity.as_dict(), self.options.tags or "all")
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+            self._stopping.set()
+            heartbeat.join(5)
+        return 0
+
+    def _loop(self) -> None:
+        idle_since = time.monotonic()
+        eligible: list[str] = []
+        while not self._abort:
+            self._deliver()
+            if self._draining:
+                if not self._running and not self._outbox:
+                    return
+                self._changed.wait(0.5)
+                self._changed.clear()
+                continue
+            free = self.allocator.free()
+            claimed: list[Claimed] = []
+            if free["cores"] >= 1:
+                claimed, eligible = self._claim(free)
+                for task in claimed:
+                    self._start(task)
+            if claimed or self._running:
+                idle_since = time.monotonic()
+                if claimed:
+                    continue
+            elif self.options.burst and not self._outbox:
+                log.info("burst mode: nothing left for this worker, exiting")
+                return
+            elif self.options.idle_timeout and time.monotonic() - idle_since > self.options.idle_timeout:
+                log.info("idle for %.0f s, exiting", self.options.idle_timeout)
+                return
+            self._wait_for_work(free["cores"] >= 1, eligible)
+
+    def _claim(self, free: dict[str, int]) -> tuple[list[Claimed], list[str]]:
+        try:
+            return self.store.claim(self.name, free, self.options.tags, max_tasks=free["cores"], lease_ms=self.lease_ms)
+        except redis.ConnectionError as exc:
+            log.warning("claim failed, Redis unreachable (%s); retrying", exc)
+            time.sleep(1.0)
+            return [], []
+
+    def _wait_for_work(self, can_take_more: bool, eligible: list[str]) -> None:
+        if not can_take_more:
+            self._changed.wait(self.options.block_seconds)
+            self._changed.clear()
+            return
+        self._blocked = True
+        try:
+            if not self._outbox and not self._draining:
+                self.store.block_for_work(eligible, self.name, self.options.block_seconds)
+        except redis.ConnectionError as exc:
+            log.warning("Redis unreachable while idle (%s); retrying", exc)
+            time.sleep(1.0)
+        finally:
+            self._blocked = False
+
+    # -- tasks ------------------------------------------------------------------------
+    def _start(self, task: Claimed) -> None:
+        request = parse_class(split_member(task.member)[0])
+        gpus = self.allocator.allocate(task.task_id, request)
+        run = TaskRun(task.task_id, task.fields, request, gpus, self.workdir, self.pool, self._function,
+                      self.options.max_result_bytes)
+        with self._lock:
+            self._running[task.task_id] = (run, task.token)
+        threading.Thread(target=self._execute, args=(run, task.token), name=f"task-{task.task_id}", daemon=True).start()
+
+    def _execute(self, run: TaskRun, token: str) -> None:
+        try:
+            fields = run.execute()
+        except Exception as exc:  # a bug of ours must not lose the task: report it as failed
+            log.exception("task %d crashed the runner", run.task_id)
+            fields = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
+        self.allocator.release(run.task_id)
+        with self._lock:
+            self._running.pop(run.task_id, None)
+            if fields is not None:
+                self._outbox.append((run.task_id, token, fields))
+        self._changed.set()
+        if self._blocked:
+            try:
+                self.store.ring_worker(self.name)
+            except redis.ConnectionError:
+                pass
+
+    def _function(self, digest: str) -> bytes | None:
+        body = self._functions.get(digest)
+        if body is None:
+            body = self.store.function(digest)
+            if body is not None:
+                self._functions[digest] = body
+                while len(self._functions) > 128:
+                    self._functions.popitem(last=False)
+        return body
+
+    def _deliver(self) -> None:
+        """Send finished results; on a Redis outage keep them and try again later."""
+        with self._lock:
+            batch, self._outbox = self._outbox, []
+        if not batch:
+            return
+        try:
+            accepted = self.store.complete(batch)
+        except redis.ConnectionError as exc:
+            log.warning("cannot deliver %d result(s) (%s); holding them", len(batch), exc)
+            with self._lock:
+                self._outbox[:0] = batch
+            time.sleep(0.5)
+            return
+        self.tasks_done += sum(accepted)
+        for (task_id, _, _), ok in zip(batch, accepted):
+            if not ok:
+                log.warning("result of task %d dropped: its lease was lost (it ran again elsewhere)", task_id)
+
+    # -- heartbeat, leases, reaper -----------------------------------------------------
+    def _status(self) -> str:
+        return json.dumps({"running": len(self._running), "in_use": self.allocator.in_use(), "done": self.tasks_done})
+
+    def _heartbeat_loop(self) -> None:
+        interval = min(self.options.lease_seconds / 3, 1.0)
+        beats = 0
+        while not self._stopping.wait(interval):
+            beats += 1
+            try:
+                self._heartbeat()
+                if beats % max(1, int(self.options.lease_seconds / 2 / interval)) == 0:
+                    self.store.reap(lock_ms=int(self.lease_ms / 2), worker_timeout_ms=self.lease_ms * 2)
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed (%s); retrying", exc)
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            held = {task_id: token for task_id, (_, token) in self._running.items()}
+        for task_id in self.store.renew(self.name, self._status(), held, self.lease_ms):
+            with self._lock:
+                entry = self._running.get(task_id)
+            if entry is not None:
+                log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
+                entry[0].cancel()
+
+    def _register(self) -> None:
+        record = {
+            "name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
+            "resources": json.dumps(self.capacity.as_dict()), "tags": ",".join(self.options.tags),
+            "gpus": json.dumps([{"index": g.index, "uuid": g.uuid, "model": g.model} for g in self.capacity.gpus]),
+            "started": time.time(), "status": self._status(),
+        }
+        self.store.register_worker(self.name, record)
+        self.store.renew(self.name, self._status(), {}, self.lease_ms)
+
+    def _shutdown(self) -> None:
+        if self._abort:
+            with self._lock:
+                running = dict(self._running)
+            for run, _ in running.values():
+                run.cancel()
+            try:
+                self.store.release({task_id: token for task_id, (_, token) in running.items()})
+                self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * 2, force=True)
+            except redis.RedisError as exc:
+                log.warning("could not hand tasks back (%s); their leases will expire", exc)
+        deadline = time.monotonic() + 30
+        while self._outbox and time.monotonic() < deadline:
+            self._deliver()
+        try:
+            self.store.unregister_worker(self.name)
+        except redis.RedisError:
+            pass
+        self.pool.close()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

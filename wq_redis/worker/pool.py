@@ -1,0 +1,121 @@
+"""Warm Python processes for PythonTasks, kept between tasks.
+
+A child is bound at start to the GPUs it may see (``CUDA_VISIBLE_DEVICES`` cannot change
+once CUDA is initialised in a process), so the pool keeps idle children per GPU set.  A
+child that was killed (time limit, cancel) or died is replaced by a fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .waiting import wait_readable
+
+
+class ChildDied(RuntimeError):
+    def __init__(self, returncode: int) -> None:
+        self.returncode = returncode
+        how = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        super().__init__(f"the task's Python process died ({how})")
+
+
+class Interrupted(RuntimeError):
+    """The call was cut short by a time limit or a cancel; the child was killed."""
+
+
+class WarmProcess:
+    def __init__(self, gpu_key: str, env: dict[str, str]) -> None:
+        self.gpu_key = gpu_key
+        parent, child = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "wq_redis.worker.child", str(child.fileno())],
+            pass_fds=[child.fileno()], start_new_session=True, stdin=subprocess.DEVNULL, env=env,
+        )
+        child.close()
+        self._socket = parent
+        self.conn = Connection(os.dup(parent.fileno()))
+        self.functions: set[str] = set()
+
+    def call(self, message: dict[str, Any], timeout: float | None, cancel_fd: int) -> dict[str, Any]:
+        """Run one call; raises ChildDied, or Interrupted after killing the process group."""
+        self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        if not wait_readable(self.conn.fileno(), cancel_fd, timeout):
+            self.kill()
+            raise Interrupted()
+        try:
+            reply: dict[str, Any] = pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            raise ChildDied(self.process.wait()) from None
+        self.functions.add(message["digest"])
+        return reply
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+        self._socket.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class WarmPool:
+    """Idle warm children by GPU set; at most ``max_idle`` kept."""
+
+    def __init__(self, max_idle: int, hide_gpus: bool) -> None:
+        self.max_idle = max_idle
+        self.hide_gpus = hide_gpus  # tasks that hold no GPU must not see the worker's GPUs
+        self._idle: list[WarmProcess] = []
+        self._lock = threading.Lock()
+
+    def acquire(self, gpu_ids: list[str]) -> WarmProcess:
+        key = ",".join(gpu_ids)
+        with self._lock:
+            for index, proc in enumerate(self._idle):
+                if proc.gpu_key == key:
+                    del self._idle[index]
+                    if proc.alive():
+                        return proc
+                    proc.close()
+                    break
+        env = dict(os.environ)
+        if gpu_ids or self.hide_gpus:
+            env["CUDA_VISIBLE_DEVICES"] = key
+        return WarmProcess(key, env)
+
+    def release(self, proc: WarmProcess) -> None:
+        if not proc.alive():
+            proc.close()
+            return
+        with self._lock:
+            self._idle.append(proc)
+            surplus = self._idle[: max(0, len(self._idle) - self.max_idle)]
+            del self._idle[: len(surplus)]
+        for old in surplus:
+            old.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for proc in idle:
+            proc.close()

@@ -1,0 +1,147 @@
+"""What a worker has (detected or declared) and what its running tasks hold.
+
+Resources given on the command line are taken as declared, as Work Queue does, with a
+warning where detection disagrees.  GPUs are named by NVML UUID when NVML sees them (so
+``CUDA_VISIBLE_DEVICES`` cannot point a task at the wrong board), else by index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from dataclasses import asdict, dataclass, field
+
+import psutil
+
+from ..resources import Request
+
+log = logging.getLogger("wq_redis.worker")
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    uuid: str
+    model: str = ""
+
+    @property
+    def device_id(self) -> str:
+        return self.uuid or str(self.index)
+
+
+def detect_gpus() -> list[GPU]:
+    """GPUs NVML reports; none (never an error) without a driver, a GPU or permission."""
+    try:
+        import pynvml  # nvidia-ml-py
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    try:
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            uuid, model = pynvml.nvmlDeviceGetUUID(handle), pynvml.nvmlDeviceGetName(handle)
+            gpus.append(GPU(index, uuid.decode() if isinstance(uuid, bytes) else uuid,
+                            model.decode() if isinstance(model, bytes) else model))
+        return gpus
+    except Exception as exc:
+        log.warning("NVML failed while listing GPUs: %s", exc)
+        return []
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+@dataclass
+class Capacity:
+    """A worker's total resources: cores, memory MB, disk MB and its GPUs."""
+
+    cores: int
+    memory: int
+    disk: int
+    gpus: list[GPU] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"cores": self.cores, "memory": self.memory, "disk": self.disk, "gpus": len(self.gpus)}
+
+
+def detect(workdir: str) -> Capacity:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return Capacity(cores, psutil.virtual_memory().total // MB, shutil.disk_usage(workdir).free // MB, detect_gpus())
+
+
+def declared(workdir: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None) -> Capacity:
+    """Declared values win over detected ones; disagreements are logged, not refused."""
+    found = detect(workdir)
+    chosen = Capacity(
+        cores if cores is not None else found.cores,
+        memory if memory is not None else found.memory,
+        disk if disk is not None else found.disk,
+    )
+    for name, value, seen in (("cores", cores, found.cores), ("memory", memory, found.memory), ("disk", disk, found.disk)):
+        if value is not None and value > seen:
+            log.warning("declared --%s %s exceeds the %s detected; taking it as declared", name, value, seen)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:  # a scheduler (Slurm, Kubernetes) already chose our GPUs
+        ids = [d.strip() for d in visible.split(",") if d.strip()]
+        pool = [GPU(int(d), "") if d.isdigit() else GPU(i, d) for i, d in enumerate(ids)]
+    else:
+        pool = found.gpus
+    count = gpus if gpus is not None else len(pool)
+    if count > len(pool):
+        log.warning("declared --gpus %d but %d GPU(s) detected; taking it as declared", count, len(pool))
+        pool = pool + [GPU(i, "", "") for i in range(len(pool), count)]
+    chosen.gpus = pool[:count]
+    if chosen.cores < 1:
+        raise ValueError("a worker needs at least one core")
+    return chosen
+
+
+class Allocator:
+    """Packs tasks into the worker's resources; never over-commits."""
+
+    def __init__(self, capacity: Capacity) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._held: dict[int, tuple[Request, list[GPU]]] = {}
+        self._free_gpus = list(capacity.gpus)
+
+    def free(self) -> dict[str, int]:
+        with self._lock:
+            used = self._used_locked()
+            return {k: v - used[k] for k, v in self.capacity.as_dict().items()}
+
+    def in_use(self) -> dict[str, int]:
+        with self._lock:
+            return self._used_locked()
+
+    def _used_locked(self) -> dict[str, int]:
+        used = {"cores": 0, "memory": 0, "disk": 0, "gpus": 0}
+        for request, _ in self._held.values():
+            for k, v in asdict(request).items():
+                used[k] += v
+        return used
+
+    def allocate(self, task_id: int, request: Request) -> list[GPU]:
+        with self._lock:
+            used = self._used_locked()
+            total = self.capacity.as_dict()
+            if any(getattr(request, k) > total[k] - used[k] for k in total):
+                raise RuntimeError(f"task {task_id} does not fit the free resources (claim and books disagree)")
+            gpus, self._free_gpus = self._free_gpus[: request.gpus], self._free_gpus[request.gpus:]
+            self._held[task_id] = (request, gpus)
+            return gpus
+
+    def release(self, task_id: int) -> None:
+        with self._lock:
+            held = self._held.pop(task_id, None)
+            if held is not None:
+                self._free_gpus.extend(held[1])
