@@ -62,7 +62,9 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
         raise click.ClickException(str(exc)) from None
     if workdir:
         os.makedirs(workdir, exist_ok=True)
-    capacity = declared(workdir or os.getcwd(), cores, memory, disk, gpus)
+    import tempfile
+
+    capacity = declared(workdir or tempfile.gettempdir(), cores, memory, disk, gpus)
     options = WorkerOptions(
         queue=queue, name=name, tags=[t.strip() for t in tags.split(",") if t.strip()], idle_timeout=idle_timeout,
         burst=burst, lease_seconds=lease_seconds, workdir=workdir,

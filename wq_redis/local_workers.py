@@ -7,7 +7,7 @@ import subprocess
 import sys
 from typing import Any, Mapping
 
-from .server import _die_with_parent
+from .server import tie_to_caller
 
 
 class LocalWorkers:
@@ -19,10 +19,12 @@ class LocalWorkers:
         for name, value in (resources or {}).items():
             if name not in ("cores", "memory", "disk", "gpus", "tags", "lease_seconds"):
                 raise ValueError(f"unknown local worker option {name!r}")
-            args += [f"--{name.replace('_', '-')}", ",".join(value) if name == "tags" else str(value)]
+            if name == "tags" and not isinstance(value, str):
+                value = ",".join(value)
+            args += [f"--{name.replace('_', '-')}", str(value)]
         for index in range(count):
             self.processes.append(
-                subprocess.Popen(args + ["--name", f"local{index}"], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                subprocess.Popen(args + ["--name", f"local{index}"], stdin=subprocess.DEVNULL, preexec_fn=tie_to_caller())  # type: ignore[arg-type]
             )
 
     def alive(self) -> int:

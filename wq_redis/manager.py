@@ -16,6 +16,8 @@ import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .codes import WORK_QUEUE_WAITFORTASK, TaskState
 from .local_workers import LocalWorkers
@@ -44,19 +46,29 @@ def resolve_url(redis_url: str | None) -> str | None:
 
 
 def open_client(url: str) -> redis.Redis:
-    """Connect and check at once, so a wrong password or host fails here, clearly."""
-    client = connect(url)
+    """Connect and check at once, so a wrong password or host fails here, clearly.
+
+    The check uses a client without retries: redis-py counts an authentication failure as
+    a connection error and would otherwise retry it with backoff for a long while.
+    """
+    probe = connect(url, retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_connect_timeout=5)
     try:
-        client.ping()
+        probe.ping()
     except redis.AuthenticationError as exc:
         raise RedisUnavailable(f"Redis at {_safe(url)} refused the credentials: {exc}") from None
     except redis.ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+        message = str(exc)
+        if "NOAUTH" in message or "WRONGPASS" in message:
             raise RedisUnavailable(f"Redis at {_safe(url)} needs a password: {exc}") from None
+        if "DENIED" in message:
+            raise RedisUnavailable(f"Redis at {_safe(url)} refuses remote clients (protected mode): "
+                                   "give it a password or bind it to this host only") from None
         raise
     except redis.ConnectionError as exc:
         raise RedisUnavailable(f"cannot reach Redis at {_safe(url)}: {exc}") from None
-    return client
+    finally:
+        probe.close()
+    return connect(url)
 
 
 def _safe(url: str) -> str:

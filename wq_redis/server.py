@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from typing import Sequence
+from urllib.parse import quote
 
 import redis
 
@@ -57,10 +58,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
+    """Ask the kernel to SIGKILL the child when its parent dies.
+
+    The kernel ties this to the *thread* that forked, so callers use it only from the
+    main thread (see ``tie_to_caller``); elsewhere atexit and close() stop the child.
+    """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         pass
+
+
+def tie_to_caller() -> object:
+    """``preexec_fn`` making a child die with this process, when that is safe to ask for."""
+    return _die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
 class RedisServer:
@@ -86,7 +97,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}{self.host}:{self.port}/0"
 
     def command(self) -> list[str]:
@@ -104,7 +115,7 @@ class RedisServer:
         log = open(os.path.join(self.data_dir, "server.log"), "ab")
         self.process = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if self.tie_to_parent else None,
+            preexec_fn=tie_to_caller() if self.tie_to_parent else None,  # type: ignore[arg-type]
         )
         log.close()
         self._wait_ready(timeout)

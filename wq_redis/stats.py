@@ -63,18 +63,22 @@ def stats_from_snapshot(snap: Snapshot) -> Stats:
         workers_lost=c.get("workers_lost", 0),
         waiting_by_queue={m: n for m, n in snap.waiting.items() if n},
     )
-    for record in snap.workers.values():
+    busy = {worker for worker, _ in snap.running_tasks}
+    for name, record in snap.workers.items():
         total = json.loads(record.get(b"resources", b"{}"))
-        status = json.loads(record.get(b"status", b"{}"))
-        in_use = status.get("in_use", {})
         s.workers_connected += 1
-        if status.get("running", 0):
+        if name in busy:
             s.workers_busy += 1
         else:
             s.workers_idle += 1
-        for name in ("cores", "memory", "disk", "gpus"):
-            setattr(s, f"total_{name}", getattr(s, f"total_{name}") + int(total.get(name, 0)))
-            setattr(s, f"committed_{name}", getattr(s, f"committed_{name}") + int(in_use.get(name, 0)))
+        for resource in ("cores", "memory", "disk", "gpus"):
+            setattr(s, f"total_{resource}", getattr(s, f"total_{resource}") + int(total.get(resource, 0)))
+    for _, member in snap.running_tasks:
+        held = parse_class(split_member(member)[0])
+        s.committed_cores += held.cores
+        s.committed_memory += held.memory
+        s.committed_disk += held.disk
+        s.committed_gpus += held.gpus
     s.capacity_cores = s.total_cores
     s.capacity_tasks = s.total_cores  # every task takes at least one core
     return s

@@ -61,6 +61,7 @@ class Snapshot:
     with_results: int
     counters: dict[str, int]
     workers: dict[str, Fields]
+    running_tasks: list[tuple[str, str]]  # (worker, member "CLASS|TAG") per running task
 
 
 class QueueStore:
@@ -142,7 +143,7 @@ class QueueStore:
 
     def snapshot(self, worker_timeout_ms: int) -> Snapshot:
         k = self.keys
-        queues, running, with_results, counters, workers = self._scripts["stats"](
+        queues, running, with_results, counters, workers, running_tasks = self._scripts["stats"](
             keys=[k.registry, k.leases, k.done, k.stats, k.workers], args=[k.prefix, worker_timeout_ms]
         )
         return Snapshot(
@@ -151,6 +152,7 @@ class QueueStore:
             with_results=int(with_results),
             counters={name.decode(): int(v) for name, v in _flat_to_dict(counters).items()},
             workers={name.decode(): _flat_to_dict(flat) for name, flat in workers},
+            running_tasks=[(w.decode(), m.decode()) for w, m in running_tasks],
         )
 
     # -- worker side ---------------------------------------------------------------

@@ -1,7 +1,10 @@
 -- One consistent snapshot for WorkQueue.stats and `wq-redis status`.
 -- KEYS: 1 registry set, 2 leases zset, 3 done list, 4 stats hash, 5 workers zset
 -- ARGV: 1 key prefix, 2 worker timeout ms
--- Returns {{member, waiting}..., running, with_results, {counters}, {{name, {record}}...}}
+-- Returns {{{member, waiting}...}, running count, with_results, {counters},
+--          {{name, {record}}...}, {{worker, member} per running task}}
+-- Committed resources come from the leases themselves, not from heartbeats, so they are
+-- exact at every instant.
 local prefix = ARGV[1]
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -13,5 +16,9 @@ local workers = {}
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], now_ms - tonumber(ARGV[2]), '+inf')) do
   workers[#workers + 1] = {name, redis.call('HGETALL', prefix .. 'w:' .. name)}
 end
-return {queues, redis.call('ZCARD', KEYS[2]), redis.call('LLEN', KEYS[3]),
-        redis.call('HGETALL', KEYS[4]), workers}
+local running = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local t = redis.call('HMGET', prefix .. 't:' .. id, 'w', 'q')
+  if t[1] and t[2] then running[#running + 1] = {t[1], t[2]} end
+end
+return {queues, #running, redis.call('LLEN', KEYS[3]), redis.call('HGETALL', KEYS[4]), workers, running}

@@ -1,0 +1,31 @@
+"""Functions the tests run as PythonTasks (importable on the workers: tests/ is on the path)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def my_sum(x, y):
+    import math  # noqa: F401  (the seed example imports inside the function)
+
+    return x + y
+
+
+def timed_sleep(seconds: float) -> tuple[float, float, str]:
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time(), os.environ.get("WQ_TASK_ID", "")
+
+
+def fail(message: str) -> None:
+    print("about to fail")
+    raise ValueError(message)
+
+
+def env_value(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def hard_exit(code: int) -> None:
+    os._exit(code)
