@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -22,10 +23,15 @@ class LocalWorkers:
             if name == "tags" and not isinstance(value, str):
                 value = ",".join(value)
             args += [f"--{name.replace('_', '-')}", str(value)]
+        # Same machine, same modules: local workers import what the manager can import, so
+        # functions of the user's own modules (pickled by reference) load on them too.
+        path = [os.path.abspath(p or os.getcwd()) for p in sys.path]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in path if os.path.isdir(p)))}
         for index in range(count):
-            self.processes.append(
-                subprocess.Popen(args + ["--name", f"local{index}"], stdin=subprocess.DEVNULL, preexec_fn=tie_to_caller())  # type: ignore[arg-type]
-            )
+            self.processes.append(subprocess.Popen(
+                args + ["--name", f"local{index}"], stdin=subprocess.DEVNULL, env=env,
+                preexec_fn=tie_to_caller(),  # type: ignore[arg-type]
+            ))
 
     def alive(self) -> int:
         return sum(1 for p in self.processes if p.poll() is None)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import pickle
 import resource
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -137,8 +139,20 @@ def _apply_env(env: dict[str, str | None]) -> None:
             os.environ[name] = value
 
 
+def _watch_lifeline(fd: int) -> None:
+    """Kill this process group when the worker dies, even by SIGKILL: its end of the
+    lifeline pipe closes and the read returns.  Without this a task would keep running,
+    orphaned, after its worker was killed (and run again elsewhere)."""
+    try:
+        while os.read(fd, 1):
+            pass
+    finally:
+        os.killpg(0, signal.SIGKILL)
+
+
 def main() -> None:
     conn = Connection(int(sys.argv[1]))
+    threading.Thread(target=_watch_lifeline, args=(int(sys.argv[2]),), daemon=True).start()
     Child(conn).serve()
 
 

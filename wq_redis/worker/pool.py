@@ -31,13 +31,30 @@ class Interrupted(RuntimeError):
     """The call was cut short by a time limit or a cancel; the child was killed."""
 
 
+def _lifeline() -> int:
+    """Read end of a pipe whose write end only this worker process holds (never inherited):
+    when the worker dies, even by SIGKILL, its children see EOF and kill themselves."""
+    global _LIFELINE_READ
+    with _LIFELINE_LOCK:
+        if _LIFELINE_READ is None:
+            _LIFELINE_READ, write_end = os.pipe()
+            _KEEP.append(write_end)  # held open for the life of the process
+        return _LIFELINE_READ
+
+
+_LIFELINE_READ: int | None = None
+_LIFELINE_LOCK = threading.Lock()
+_KEEP: list[int] = []
+
+
 class WarmProcess:
     def __init__(self, gpu_key: str, env: dict[str, str]) -> None:
         self.gpu_key = gpu_key
         parent, child = socket.socketpair()
+        lifeline = _lifeline()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wq_redis.worker.child", str(child.fileno())],
-            pass_fds=[child.fileno()], start_new_session=True, stdin=subprocess.DEVNULL, env=env,
+            [sys.executable, "-m", "wq_redis.worker.child", str(child.fileno()), str(lifeline)],
+            pass_fds=[child.fileno(), lifeline], start_new_session=True, stdin=subprocess.DEVNULL, env=env,
         )
         child.close()
         self._socket = parent

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from ..codes import Result
 from ..resources import Request
 from ..serialize import EnvelopeError, unpack_spec
+from ..server import _die_with_parent
 from .limits import MAX_STDOUT_BYTES
 from .pool import ChildDied, Interrupted, WarmPool
 from .resources import GPU
@@ -136,8 +137,10 @@ class TaskRun:
         if not self.gpus and self.pool.hide_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""
         with tempfile.TemporaryFile() as stdout:
+            # the shell dies with this runner thread's process if the worker is killed
             process = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.sandbox, env=env, stdout=stdout,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
             pidfd = os.pidfd_open(process.pid)
             try:
                 finished = wait_readable(pidfd, self.cancel_signal.read_fd, timeout)
