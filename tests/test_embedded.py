@@ -21,6 +21,10 @@ def no_url(monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
 
 
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _square(x):
     return x * x
 
@@ -30,8 +34,8 @@ def test_no_url_starts_a_private_server_and_stops_it_with_the_last_queue(no_url)
     second = wq.WorkQueue("b")
     assert first.redis_url == second.redis_url
     process = psutil.Process(embedded._Embedded.server.process.pid)
-    config = first._client.config_get("append*")
-    assert config["appendonly"] == b"yes" and config["appendfsync"] == b"everysec"
+    config = {_text(k): _text(v) for k, v in first._client.config_get("append*").items()}
+    assert config["appendonly"] == "yes" and config["appendfsync"] == "everysec"
     first.close()
     assert process.is_running()
     second.close()
