@@ -180,3 +180,13 @@ def test_work_queue_positional_port_is_accepted_and_ignored(redis_url, monkeypat
 def test_bad_queue_name_is_rejected(redis_url):
     with pytest.raises(ValueError, match="must not contain"):
         wq.WorkQueue("a{b}", redis_url=redis_url)
+
+
+def test_flushed_script_cache_is_reloaded_transparently(queue, workers, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    queue.submit(wq.PythonTask(my_sum, 1, 1))
+    workers.start("--cores", "1")
+    assert queue.wait(30).output == 2
+    client.script_flush()  # as after a Redis restart: every EVALSHA answers NOSCRIPT
+    queue.submit_many([wq.PythonTask(my_sum, 2, 2), wq.PythonTask(my_sum, 3, 3)])
+    assert sorted(t.output for t in drain(queue, 2)) == [4, 6]

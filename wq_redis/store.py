@@ -74,6 +74,36 @@ class QueueStore:
         self.keys = QueueKeys(queue)
         self._scripts = {name: _load_script(client, name) for name in self.SCRIPTS}
 
+    def _call_many(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run one script many times in one pipeline (one round trip).
+
+        Sends EVALSHA directly: redis-py's pipelines would first ask SCRIPT EXISTS, a second
+        round trip on every call.  Calls answered NOSCRIPT (Redis restarted or flushed its
+        script cache) did not run; the script is loaded and only those are sent again.
+        """
+        script = self._scripts[name]
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for index in todo:
+                keys, args = calls[index]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            answers = pipe.execute(raise_on_error=False)
+            retry = []
+            for index, answer in zip(todo, answers):
+                if isinstance(answer, redis.exceptions.NoScriptError):
+                    retry.append(index)
+                elif isinstance(answer, Exception):
+                    raise answer
+                else:
+                    results[index] = answer
+            if not retry:
+                return results
+            script.sha = self.client.script_load(script.script)
+            todo = retry
+        raise RuntimeError(f"script {name} could not be loaded into Redis")
+
     # -- manager side --------------------------------------------------------------
     def reserve_ids(self, count: int) -> range:
         """Reserve a block of task ids in one round trip."""
@@ -90,18 +120,13 @@ class QueueStore:
     def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> None:
         """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields)."""
         k = self.keys
-        script = self._scripts["submit"]
-        pipe = self.client.pipeline(transaction=False)
+        calls = []
         for task_id, member, priority, fields in tasks:
             args: list[Any] = [member, repr(-float(priority)), padded_id(task_id)]
             for name, value in fields.items():
                 args += (name, value)
-            script(
-                keys=[k.task(task_id), k.ready(member), k.registry, k.wake(member), k.new_queue_wake, k.stats],
-                args=args,
-                client=pipe,
-            )
-        pipe.execute()
+            calls.append(([k.task(task_id), k.ready(member), k.registry, k.wake(member), k.new_queue_wake, k.stats], args))
+        self._call_many("submit", calls)
 
     def retrieve(self, max_tasks: int, keep_seconds: int = 0) -> list[tuple[int, Fields]]:
         k = self.keys
@@ -114,11 +139,9 @@ class QueueStore:
 
     def cancel(self, task_ids: Sequence[int]) -> dict[int, Fields]:
         k = self.keys
-        script = self._scripts["cancel"]
-        pipe = self.client.pipeline(transaction=False)
-        for task_id in task_ids:
-            script(keys=[k.task(task_id), k.leases, k.done, k.stats], args=[k.prefix, task_id], client=pipe)
-        return {tid: _flat_to_dict(flat) for tid, flat in zip(task_ids, pipe.execute()) if flat}
+        answers = self._call_many(
+            "cancel", [([k.task(i), k.leases, k.done, k.stats], [k.prefix, i]) for i in task_ids])
+        return {tid: _flat_to_dict(flat) for tid, flat in zip(task_ids, answers) if flat}
 
     def ids_with_tag(self, tag: str) -> list[int]:
         """Ids of waiting and running tasks carrying ``tag`` (queues are partitioned by tag)."""
@@ -187,14 +210,13 @@ class QueueStore:
     def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[bool]:
         """Record results in one round trip; False where the lease was lost (result dropped)."""
         k = self.keys
-        script = self._scripts["complete"]
-        pipe = self.client.pipeline(transaction=False)
+        calls = []
         for task_id, token, fields in results:
             args: list[Any] = [task_id, token]
             for name, value in fields.items():
                 args += (name, value)
-            script(keys=[k.task(task_id), k.leases, k.done, k.done_wake, k.stats], args=args, client=pipe)
-        return [bool(r) for r in pipe.execute()]
+            calls.append(([k.task(task_id), k.leases, k.done, k.done_wake, k.stats], args))
+        return [bool(r) for r in self._call_many("complete", calls)]
 
     def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> list[int]:
         """Heartbeat and lease renewal in one call; returns ids whose lease this worker lost."""
@@ -207,11 +229,7 @@ class QueueStore:
 
     def release(self, held: dict[int, str]) -> None:
         k = self.keys
-        script = self._scripts["release"]
-        pipe = self.client.pipeline(transaction=False)
-        for task_id, token in held.items():
-            script(keys=[k.task(task_id), k.leases], args=[task_id, token], client=pipe)
-        pipe.execute()
+        self._call_many("release", [([k.task(i), k.leases], [i, token]) for i, token in held.items()])
 
     def reap(self, lock_ms: int, worker_timeout_ms: int, force: bool = False) -> list[int] | None:
         """Requeue expired leases if no other worker is reaping now (SET NX PX guard)."""
