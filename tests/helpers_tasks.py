@@ -29,3 +29,11 @@ def env_value(name: str) -> str | None:
 
 def hard_exit(code: int) -> None:
     os._exit(code)
+
+
+def logged_work(log_path: str, seconds: float, value: int) -> int:
+    """Record each execution (task id) in a shared log, then work; counts duplicate runs."""
+    with open(log_path, "a") as log:
+        log.write(os.environ.get("WQ_TASK_ID", "?") + "\n")
+    time.sleep(seconds)
+    return value

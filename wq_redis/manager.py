@@ -248,6 +248,8 @@ class WorkQueue:
     def _retrieve(self) -> int:
         rows = self._store.retrieve(RETRIEVE_BATCH, self.keep_results)
         for task_id, fields in rows:
+            if task_id in self._returned or task_id in self._results:
+                continue  # delivered again after Redis lost its last second of writes
             task = self._submitted.pop(task_id, None)
             if task is None:
                 try:

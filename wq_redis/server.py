@@ -148,6 +148,17 @@ class RedisServer:
         except OSError:
             return ""
 
+    def kill(self) -> None:
+        """SIGKILL the server (a crash): what was not yet fsynced to the AOF is lost."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self, timeout: float = 30.0) -> "RedisServer":
+        """Start again on the same port and data directory (reloading the AOF)."""
+        self.kill()
+        return self.start(timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

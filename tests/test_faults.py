@@ -1,0 +1,173 @@
+"""Fault injection with real processes: kill, pause and restart workers and Redis, then
+check the books: every task back exactly once with the right result, nothing left over."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+
+import pytest
+import redis
+
+import wq_redis as wq
+from conftest import drain, wait_until
+from helpers_tasks import logged_work
+from wq_redis.server import RedisServer
+
+pytestmark = pytest.mark.faults
+LEASE = "1"
+
+
+def submit_logged(queue, log_path, count, seconds):
+    tasks = [wq.PythonTask(logged_work, str(log_path), seconds, i) for i in range(count)]
+    queue.submit_many(tasks)
+    return tasks
+
+
+def check_books(queue, client, tasks, done):
+    """Each task came back once with its own result, and Redis holds nothing of it."""
+    ids = Counter(t.id for t in done)
+    assert all(n == 1 for n in ids.values()), f"tasks returned twice: {[i for i, n in ids.items() if n > 1]}"
+    assert set(ids) == {t.id for t in tasks}
+    assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for t in done), [t.error for t in done if t.result]
+    assert sorted(t.output for t in done) == list(range(len(tasks)))
+    k = queue._store.keys
+    assert client.zcard(k.leases) == 0
+    assert client.llen(k.done) == 0
+    assert not client.keys(k.prefix + "ready:*")
+    assert not client.keys(k.prefix + "t:*")
+    assert queue.empty()
+
+
+def executions(log_path):
+    return Counter(log_path.read_text().split()) if log_path.exists() else Counter()
+
+
+def test_sigkill_worker_mid_run_another_finishes(queue, workers, redis_url, tmp_path):
+    log = tmp_path / "runs.log"
+    client = redis.Redis.from_url(redis_url)
+    victim = workers.start("--cores", "20", "--lease-seconds", LEASE, "--name", "victim")
+    tasks = submit_logged(queue, log, 20, 1.5)
+    assert wait_until(lambda: queue.stats.tasks_running == 20, timeout=20)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    workers.start("--cores", "20", "--lease-seconds", LEASE, "--name", "rescuer")
+    done = drain(queue, 20, timeout=60)
+    check_books(queue, client, tasks, done)
+    assert all(t.total_submissions == 2 and t.worker.startswith("rescuer@") for t in done)
+    assert queue.stats.tasks_requeued == 20
+
+
+def test_paused_worker_loses_its_lease_and_its_late_result_is_dropped(queue, workers, redis_url, tmp_path):
+    log = tmp_path / "runs.log"
+    client = redis.Redis.from_url(redis_url)
+    sleeper = workers.start("--cores", "1", "--lease-seconds", LEASE, "--name", "sleeper")
+    tasks = submit_logged(queue, log, 1, 1.0)
+    assert wait_until(lambda: queue.stats.tasks_running == 1)
+    sleeper.send_signal(signal.SIGSTOP)  # the task itself (another process) runs on and finishes
+    try:
+        workers.start("--cores", "1", "--lease-seconds", LEASE, "--name", "other")
+        done = drain(queue, 1, timeout=30)
+        assert done[0].worker.startswith("other@")
+    finally:
+        sleeper.send_signal(signal.SIGCONT)
+    # the paused worker wakes, tries to deliver (or sees its lease gone); either way its
+    # result must not reach the manager a second time
+    time.sleep(3)
+    assert queue.wait(0.5) is None
+    check_books(queue, client, tasks, done)
+    assert executions(log)[str(tasks[0].id)] == 2
+    assert queue.stats.tasks_late_results <= 1
+
+
+def test_client_kill_of_worker_connections_loses_nothing(queue, workers, redis_url, tmp_path):
+    log = tmp_path / "runs.log"
+    client = redis.Redis.from_url(redis_url)
+    workers.start("--cores", "4", "--lease-seconds", "2")
+    tasks = submit_logged(queue, log, 40, 0.1)
+    done = []
+    kills = 0
+    deadline = time.monotonic() + 60
+    own = str(client.client_id())
+    while len(done) < 40 and time.monotonic() < deadline:
+        for entry in client.client_list():  # every connection but this one: workers' and the manager's
+            if entry["id"] != own:
+                try:
+                    kills += client.client_kill_filter(_id=entry["id"])
+                except redis.ResponseError:
+                    pass
+        while True:
+            task = queue.wait(0.2)
+            if task is None:
+                break
+            done.append(task)
+    assert kills >= 5, "the test must actually cut connections"
+    check_books(queue, client, tasks, done)
+
+
+@pytest.fixture
+def restartable_redis(tmp_path, monkeypatch):
+    os.makedirs(tmp_path / "redis", exist_ok=True)
+    server = RedisServer(data_dir=str(tmp_path / "redis")).start()
+    monkeypatch.delenv("WQ_REDIS_URL", raising=False)
+    yield server
+    server.stop()
+
+
+def test_redis_sigkill_and_aof_restart_loses_no_task(restartable_redis, queue_name, tmp_path):
+    from conftest import Workers
+
+    log = tmp_path / "runs.log"
+    server = restartable_redis
+    pool = Workers(server.url, queue_name)
+    try:
+        with wq.WorkQueue(queue_name, redis_url=server.url) as queue:
+            tasks = submit_logged(queue, log, 30, 0.2)
+            pool.start("--cores", "3", "--lease-seconds", "2")
+            time.sleep(1.5)  # appendfsync everysec: what was acknowledged is now on disk
+            server.kill()
+            unfinished = 30 - len(set(executions(log)))
+            time.sleep(1.0)
+            server.restart()
+            done = drain(queue, 30, timeout=90)
+            assert unfinished > 0, "Redis must die in the middle of the run"
+            client = redis.Redis.from_url(server.url)
+            check_books(queue, client, tasks, done)
+    finally:
+        pool.stop_all()
+
+
+def test_soak_workers_killed_and_restarted_at_random(queue, workers, redis_url, tmp_path):
+    """Soak: WQ_SOAK_TASKS tasks (default 300 in CI; 10,000 makes a ~10 minute run)."""
+    count = int(os.environ.get("WQ_SOAK_TASKS", "300"))
+    log = tmp_path / "runs.log"
+    client = redis.Redis.from_url(redis_url)
+    rng = random.Random(7)
+    tasks = submit_logged(queue, log, count, 0.05)
+    live = [workers.start("--cores", "2", "--lease-seconds", LEASE) for _ in range(3)]
+    kills = 0
+    done: list[wq.Task] = []
+    deadline = time.monotonic() + max(120, count * 0.2)
+    next_kill = time.monotonic() + rng.uniform(0.3, 1.0)
+    while len(done) < count:
+        assert time.monotonic() < deadline, f"soak stalled: {len(done)} of {count} back"
+        task = queue.wait(0.2)
+        if task is not None:
+            done.append(task)
+        if time.monotonic() >= next_kill and len(done) < count * 0.9:
+            victim = live.pop(rng.randrange(len(live)))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+            kills += 1
+            live.append(workers.start("--cores", "2", "--lease-seconds", LEASE))
+            next_kill = time.monotonic() + rng.uniform(0.3, 1.0)
+    runs = executions(log)
+    duplicated = sum(n - 1 for n in runs.values() if n > 1)
+    lost = count - len({t.id for t in done})
+    print(f"\nsoak: submitted={count} completed={len(done)} worker_kills={kills} "
+          f"duplicated_executions={duplicated} lost={lost}")
+    check_books(queue, client, tasks, done)
+    assert lost == 0
