@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import redis
 
@@ -234,3 +235,42 @@ def test_malformed_task_payload_fails_and_the_worker_goes_on(queue, workers, red
     assert "truncated or corrupt" in done[900003].error
     queue.submit(wq.PythonTask(my_sum, 1, 1))
     assert queue.wait(30).output == 2
+
+
+def test_memory_over_the_declared_limit_is_resource_exhaustion(redis_url, queue_name, workers):
+    hog = "import time; b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(10)"
+    with wq.WorkQueue(queue_name, redis_url=redis_url, enforce_limits=True) as q:
+        command = wq.Task(f'{sys.executable} -c "{hog}"')
+        command.specify_memory(100)
+
+        def python_hog():
+            exec(hog)
+
+        function = wq.PythonTask(python_hog)
+        function.specify_memory(100)
+        modest = wq.PythonTask(my_sum, 1, 1)
+        modest.specify_memory(100)
+        workers.start("--cores", "2", "--memory", "2000")
+        q.submit_many([command, function, modest])
+        done = {t.id: t for t in drain(q, 3)}
+    for hog_task in (command, function):
+        assert done[hog_task.id].result == wq.WORK_QUEUE_RESULT_RESOURCE_EXHAUSTION, done[hog_task.id].error
+        assert "100 MB of memory" in done[hog_task.id].error
+    assert done[modest.id].output == 2
+
+
+def test_disk_over_the_declared_limit_is_disk_alloc_full(redis_url, queue_name, workers):
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as q:
+        q.enable_monitoring()
+        task = wq.Task("head -c 5000000 /dev/zero > big; sleep 10")
+        task.specify_disk(1)
+        workers.start("--cores", "1")
+        q.submit(task)
+        assert q.wait(30) is task
+    assert task.result == wq.WORK_QUEUE_RESULT_DISK_ALLOC_FULL
+
+
+def test_limits_are_not_enforced_unless_asked(queue, workers):
+    task = wq.Task("head -c 3000000 /dev/zero > big")
+    task.specify_disk(1)
+    assert run_one(queue, workers, task).result == wq.WORK_QUEUE_RESULT_SUCCESS

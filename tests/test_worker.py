@@ -54,9 +54,11 @@ def test_idle_timeout_exits(queue, workers):
 @pytest.mark.faults
 def test_killed_worker_tasks_are_finished_by_another(queue, workers):
     doomed = workers.start("--cores", "2", "--lease-seconds", "1", "--name", "doomed")
-    ids = queue.submit_many([wq.PythonTask(timed_sleep, 2) for _ in range(2)])
+    ids = queue.submit_many([wq.PythonTask(timed_sleep, 2), wq.Task("sleep 2 | cat && sleep 1")])
     assert wait_until(lambda: queue.stats.tasks_running == 2)
+    time.sleep(0.3)
     children = psutil.Process(doomed.pid).children(recursive=True)
+    assert any(p.name() == "sleep" for p in children)
     assert children, "the tasks run in child processes of the worker"
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(10)

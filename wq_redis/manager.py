@@ -96,6 +96,7 @@ class WorkQueue:
         local_workers: int = 0,
         local_worker_resources: Mapping[str, Any] | None = None,
         keep_results: int = 0,
+        enforce_limits: bool = False,
         port: int | None = None,
         **work_queue_options: Any,
     ) -> None:
@@ -108,6 +109,7 @@ class WorkQueue:
             )
         self.name = str(name)
         self.keep_results = int(keep_results)
+        self.enforce_limits = bool(enforce_limits)
         url = resolve_url(redis_url)
         self._embedded = url is None
         self.redis_url = url or acquire_embedded()
@@ -166,6 +168,12 @@ class WorkQueue:
             raise ValueError(f"unknown resources {sorted(unknown)}; use {RESOURCE_NAMES}")
         self._categories[category] = {k: int(v) for k, v in resources.items() if v is not None and v >= 0}
 
+    def enable_monitoring(self, *args: Any, **kwargs: Any) -> None:
+        """Work Queue's resource monitoring: from now on, tasks that use more memory or disk
+        than they declared are killed and come back as RESOURCE_EXHAUSTION or
+        DISK_ALLOC_FULL (the same as ``WorkQueue(..., enforce_limits=True)``)."""
+        self.enforce_limits = True
+
     def specify_max_resources(self, resources: Mapping[str, int]) -> None:
         self.specify_category_max_resources("default", resources)
 
@@ -202,7 +210,7 @@ class WorkQueue:
             if task._id is not None and task._id in self._submitted:
                 raise ValueError(f"task {task._id} is already submitted")
             request = self._request(task)
-            fields, needed = encode_task(task, request, self._functions)
+            fields, needed = encode_task(task, request, self._functions, self.enforce_limits)
             bodies.update({d: b for d, b in needed.items() if d not in self._uploaded})
             batch.append((task, request, fields))
         self._store.put_functions(bodies)

@@ -30,7 +30,8 @@ def _input_bytes(item: InputFile) -> bytes:
         raise FileNotFoundError(f"input file {item.local!r} of the task cannot be read: {exc.strerror}") from None
 
 
-def encode_task(task: Task, request: Request, functions: FunctionCache) -> tuple[dict[str, Any], dict[str, bytes]]:
+def encode_task(task: Task, request: Request, functions: FunctionCache,
+                enforce: bool = False) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Hash fields of ``task`` (without state fields) and the function bodies it needs."""
     spec = task._spec
     now_us = int(time.time() * 1e6)
@@ -51,6 +52,7 @@ def encode_task(task: Task, request: Request, functions: FunctionCache) -> tuple
         "outputs": [list(o) for o in spec.outputs],
         "running_time_max": spec.running_time_max,
         "end_time": spec.end_time,
+        "enforce": enforce,
     }
     fields: dict[str, Any] = {"spec": pack_spec(envelope), "mr": spec.max_retries, "sub": now_us}
     for item in spec.inputs:

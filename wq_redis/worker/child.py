@@ -89,7 +89,10 @@ class Child:
         return func
 
     def run(self, digest: str, body: bytes | None, args: bytes, env: dict[str, str | None], cwd: str) -> dict[str, Any]:
-        """Call the function; status 'ok', 'raised' (the exception is the output) or 'error'."""
+        """Call the function; status 'ok', 'raised' (the exception is the output), 'error',
+        or 'need_body' when the function is no longer cached here and was sent without it."""
+        if body is None and digest not in self.functions:
+            return {"status": "need_body"}
         saved_env = {k: os.environ.get(k) for k in env}
         reply: dict[str, Any] = {"status": "error", "value": None, "error": ""}
         start_cpu = _cpu_seconds()

@@ -15,9 +15,9 @@ import subprocess
 import sys
 import threading
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
-from .waiting import wait_readable
+from .waiting import Limits, Verdict, supervise, tree_rss
 
 
 class ChildDied(RuntimeError):
@@ -27,11 +27,19 @@ class ChildDied(RuntimeError):
         super().__init__(f"the task's Python process died ({how})")
 
 
+class ChildGone(RuntimeError):
+    """The child was gone before the call reached it: the task never started."""
+
+
 class Interrupted(RuntimeError):
-    """The call was cut short by a time limit or a cancel; the child was killed."""
+    """The call was cut short (time or resource limit, cancel); the child was killed."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.value)
+        self.verdict = verdict
 
 
-def _lifeline() -> int:
+def worker_lifeline() -> int:
     """Read end of a pipe whose write end only this worker process holds (never inherited):
     when the worker dies, even by SIGKILL, its children see EOF and kill themselves."""
     global _LIFELINE_READ
@@ -51,7 +59,7 @@ class WarmProcess:
     def __init__(self, gpu_key: str, env: dict[str, str]) -> None:
         self.gpu_key = gpu_key
         parent, child = socket.socketpair()
-        lifeline = _lifeline()
+        lifeline = worker_lifeline()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "wq_redis.worker.child", str(child.fileno()), str(lifeline)],
             pass_fds=[child.fileno(), lifeline], start_new_session=True, stdin=subprocess.DEVNULL, env=env,
@@ -61,17 +69,39 @@ class WarmProcess:
         self.conn = Connection(os.dup(parent.fileno()))
         self.functions: set[str] = set()
 
-    def call(self, message: dict[str, Any], timeout: float | None, cancel_fd: int) -> dict[str, Any]:
-        """Run one call; raises ChildDied, or Interrupted after killing the process group."""
-        self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
-        if not wait_readable(self.conn.fileno(), cancel_fd, timeout):
+    def call(self, message: dict[str, Any], limits: Limits, cancel_fd: int,
+             fetch_body: Callable[[], bytes | None]) -> dict[str, Any]:
+        """Run one call; raises ChildGone, ChildDied, or Interrupted after killing the group.
+
+        The child answers ``need_body`` when it no longer holds the function (it keeps a
+        bounded cache); the body is then fetched and the call sent again.
+        """
+        if limits.memory_mb:
+            limits.baseline_rss = tree_rss(self.process.pid)
+        reply = self._exchange(message, limits, cancel_fd)
+        if reply.get("status") == "need_body":
+            self.functions.discard(message["digest"])
+            body = fetch_body()
+            if body is None:
+                return {"status": "error", "value": None, "stdout": b"", "cpu_time": 0.0, "max_rss_mb": 0,
+                        "error": f"the task's function {message['digest'][:12]} is missing from Redis"}
+            reply = self._exchange({**message, "body": body}, limits, cancel_fd)
+        self.functions.add(message["digest"])
+        return reply
+
+    def _exchange(self, message: dict[str, Any], limits: Limits, cancel_fd: int) -> dict[str, Any]:
+        try:
+            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            raise ChildGone() from None
+        verdict = supervise(self.conn.fileno(), self.process.pid, cancel_fd, limits)
+        if verdict is not Verdict.DONE:
             self.kill()
-            raise Interrupted()
+            raise Interrupted(verdict)
         try:
             reply: dict[str, Any] = pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError):
             raise ChildDied(self.process.wait()) from None
-        self.functions.add(message["digest"])
         return reply
 
     def alive(self) -> bool:

@@ -23,13 +23,18 @@ from typing import Any, Callable
 from ..codes import Result
 from ..resources import Request
 from ..serialize import EnvelopeError, unpack_spec
-from ..server import _die_with_parent
 from .limits import MAX_STDOUT_BYTES
-from .pool import ChildDied, Interrupted, WarmPool
+from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
 from .resources import GPU
-from .waiting import CancelSignal, wait_readable
+from .waiting import CancelSignal, Limits, Verdict, supervise
 
 HOSTNAME = socket.gethostname()
+
+# Runs a command task so that it cannot outlive its worker.  The shell's stdin is the
+# worker's lifeline pipe; a background subshell blocks reading it (via fd 3: background
+# jobs get /dev/null as stdin) and, when the worker dies (even by SIGKILL) and the pipe
+# closes, kills the task's whole process group.  The command itself reads /dev/null.
+GUARDED_SHELL = 'exec 3<&0; (while read -r _ <&3; do :; done; kill -KILL 0) >/dev/null 2>&1 & exec /bin/sh -c "$1" 3<&- </dev/null'
 
 
 @dataclass
@@ -60,6 +65,7 @@ class TaskRun:
         self.sandbox = os.path.join(workdir, f"t{task_id}.{self.attempt}")
         self.cancel_signal = CancelSignal()
         self.deadline_kind = Result.TASK_MAX_RUN_TIME
+        self.limits = Limits(sandbox=self.sandbox)
 
     def cancel(self) -> None:
         """Stop the task from another thread (lease lost or task cancelled)."""
@@ -86,8 +92,8 @@ class TaskRun:
             spec = unpack_spec(self.fields.get(b"spec"))
         except EnvelopeError as exc:
             return Outcome(Result.UNKNOWN, error=f"malformed task: {exc}"), {}
-        timeout = self._timeout(spec)
-        if timeout is not None and timeout <= 0:
+        limits = self._limits(spec)
+        if limits.timeout is not None and limits.timeout <= 0:
             return Outcome(Result.TASK_TIMEOUT, error="the task's end time passed before it started"), {}
         try:
             self._stage_inputs()
@@ -95,21 +101,25 @@ class TaskRun:
             return Outcome(Result.INPUT_MISSING, error=f"cannot stage input files: {exc}"), {}
         env = self._environment(spec.get("env") or {})
         if spec["kind"] == "py":
-            outcome = self._run_python(env, timeout)
+            outcome = self._run_python(env, limits)
         else:
-            outcome = self._run_command(spec["command"], env, timeout)
+            outcome = self._run_command(spec["command"], env, limits)
         return outcome, self._collect_outputs(spec, outcome)
 
-    def _timeout(self, spec: dict[str, Any]) -> float | None:
-        limits = []
+    def _limits(self, spec: dict[str, Any]) -> Limits:
+        """Time limits always; memory and disk only when the manager enforces them."""
+        deadlines = []
         if spec.get("running_time_max"):
-            limits.append((float(spec["running_time_max"]), Result.TASK_MAX_RUN_TIME))
+            deadlines.append((float(spec["running_time_max"]), Result.TASK_MAX_RUN_TIME))
         if spec.get("end_time"):
-            limits.append((spec["end_time"] / 1e6 - time.time(), Result.TASK_TIMEOUT))
-        if not limits:
-            return None
-        seconds, self.deadline_kind = min(limits)
-        return seconds
+            deadlines.append((spec["end_time"] / 1e6 - time.time(), Result.TASK_TIMEOUT))
+        limits = Limits(sandbox=self.sandbox)
+        if deadlines:
+            limits.timeout, self.deadline_kind = min(deadlines)
+        if spec.get("enforce"):
+            limits.memory_mb, limits.disk_mb = int(spec.get("memory") or 0), int(spec.get("disk") or 0)
+        self.limits = limits
+        return limits
 
     def _stage_inputs(self) -> None:
         os.makedirs(self.sandbox, exist_ok=True)
@@ -132,18 +142,19 @@ class TaskRun:
         env.update(task_env)
         return env
 
-    def _run_command(self, command: str, task_env: dict[str, str | None], timeout: float | None) -> Outcome:
+    def _run_command(self, command: str, task_env: dict[str, str | None], limits: Limits) -> Outcome:
         env = {k: v for k, v in {**os.environ, **task_env}.items() if v is not None}
         if not self.gpus and self.pool.hide_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""
+        lifeline = worker_lifeline()
         with tempfile.TemporaryFile() as stdout:
-            # the shell dies with this runner thread's process if the worker is killed
-            process = subprocess.Popen(["/bin/sh", "-c", command], cwd=self.sandbox, env=env, stdout=stdout,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                       preexec_fn=_die_with_parent)
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", GUARDED_SHELL, "wq-task", command], cwd=self.sandbox, env=env,
+                stdout=stdout, stderr=subprocess.STDOUT, stdin=lifeline, start_new_session=True,
+            )
             pidfd = os.pidfd_open(process.pid)
             try:
-                finished = wait_readable(pidfd, self.cancel_signal.read_fd, timeout)
+                verdict = supervise(pidfd, process.pid, self.cancel_signal.read_fd, limits)
             finally:
                 os.close(pidfd)
             _kill_group(process.pid)  # leftovers too: a task leaves nothing running behind
@@ -152,32 +163,35 @@ class TaskRun:
             stdout.seek(0)
             output = stdout.read(MAX_STDOUT_BYTES)
         cpu, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
-        if not finished:
-            return Outcome(self.deadline_kind, -signal.SIGKILL, output, self._limit_message(timeout), None, cpu, rss)
+        if verdict is not Verdict.DONE:
+            result, message = self._interruption(verdict)
+            return Outcome(result, -signal.SIGKILL, output, message, None, cpu, rss)
         code = process.returncode
         if code < 0:
             return Outcome(Result.SIGNAL, -code, output, f"killed by signal {-code}", None, cpu, rss)
         return Outcome(Result.SUCCESS, code, output, "", None, cpu, rss)
 
-    def _run_python(self, env: dict[str, str | None], timeout: float | None) -> Outcome:
+    def _run_python(self, env: dict[str, str | None], limits: Limits) -> Outcome:
         digest = self.fields.get(b"fn", b"").decode()
-        proc = self.pool.acquire([g.device_id for g in self.gpus])
-        body = None
-        if digest not in proc.functions:
-            body = self.fetch_function(digest)
-            if body is None:
-                self.pool.release(proc)
-                return Outcome(Result.UNKNOWN, error=f"the task's function {digest[:12]} is missing from Redis")
-        message = {"digest": digest, "body": body, "args": self.fields.get(b"args", b""), "env": env,
+        message = {"digest": digest, "body": None, "args": self.fields.get(b"args", b""), "env": env,
                    "cwd": self.sandbox}
-        try:
-            reply = proc.call(message, timeout, self.cancel_signal.read_fd)
-        except Interrupted:
-            return Outcome(self.deadline_kind, -signal.SIGKILL, b"", self._limit_message(timeout))
-        except ChildDied as exc:
-            proc.close()
-            status = -exc.returncode if exc.returncode < 0 else exc.returncode
-            return Outcome(Result.SIGNAL, status, b"", str(exc))
+        for _ in range(2):  # a warm child that died while idle is replaced once
+            proc = self.pool.acquire([g.device_id for g in self.gpus])
+            try:
+                reply = proc.call(message, limits, self.cancel_signal.read_fd, lambda: self.fetch_function(digest))
+            except ChildGone:
+                proc.close()
+                continue
+            except Interrupted as exc:
+                result, text = self._interruption(exc.verdict)
+                return Outcome(result, -signal.SIGKILL, b"", text)
+            except ChildDied as exc:
+                proc.close()
+                status = -exc.returncode if exc.returncode < 0 else exc.returncode
+                return Outcome(Result.SIGNAL, status, b"", str(exc))
+            break
+        else:
+            return Outcome(Result.UNKNOWN, error="could not start a Python process for the task")
         self.pool.release(proc)
         outcome = Outcome(Result.SUCCESS, 0, reply["stdout"], reply["error"], reply["value"],
                           reply["cpu_time"], reply["max_rss_mb"])
@@ -187,12 +201,18 @@ class TaskRun:
             outcome.result, outcome.return_status = Result.UNKNOWN, 1
         return outcome
 
-    def _limit_message(self, timeout: float | None) -> str:
-        if self.cancelled:
-            return "cancelled"
+    def _interruption(self, verdict: Verdict) -> tuple[Result, str]:
+        """Result code and message of a task stopped before it finished."""
+        limits = self.limits
+        if verdict is Verdict.CANCELLED:
+            return Result.UNKNOWN, "cancelled"
+        if verdict is Verdict.MEMORY:
+            return Result.RESOURCE_EXHAUSTION, f"used more than its {limits.memory_mb} MB of memory; it was killed"
+        if verdict is Verdict.DISK:
+            return Result.DISK_ALLOC_FULL, f"wrote more than its {limits.disk_mb} MB of disk; it was killed"
         if self.deadline_kind == Result.TASK_TIMEOUT:
-            return "the task's end time passed; it was killed"
-        return f"ran past its running time limit of {timeout:g} s; it was killed"
+            return Result.TASK_TIMEOUT, "the task's end time passed; it was killed"
+        return Result.TASK_MAX_RUN_TIME, f"ran past its running time limit of {limits.timeout:g} s; it was killed"
 
     def _collect_outputs(self, spec: dict[str, Any], outcome: Outcome) -> dict[str, bytes]:
         outputs: dict[str, bytes] = {}
