@@ -129,6 +129,7 @@ def test_results_are_removed_from_redis_once_retrieved(queue, workers, redis_url
     workers.start("--cores", "2")
     queue.submit_many([wq.PythonTask(my_sum, 1, 2) for _ in range(10)])
     drain(queue, 10)
+    assert queue.empty()
     client = redis.Redis.from_url(redis_url)
     assert client.keys(f"wq:{{{queue.name}}}:t:*") == []
 

@@ -34,12 +34,13 @@ def check_books(queue, client, tasks, done):
     assert set(ids) == {t.id for t in tasks}
     assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for t in done), [t.error for t in done if t.result]
     assert sorted(t.output for t in done) == list(range(len(tasks)))
+    assert queue.empty()  # also acknowledges the last batch taken
     k = queue._store.keys
     assert client.zcard(k.leases) == 0
     assert client.llen(k.done) == 0
     assert not client.keys(k.prefix + "ready:*")
     assert not client.keys(k.prefix + "t:*")
-    assert queue.empty()
+    assert client.scard(k.retrieving) == 0
 
 
 def executions(log_path):
@@ -66,7 +67,7 @@ def test_paused_worker_loses_its_lease_and_its_late_result_is_dropped(queue, wor
     client = redis.Redis.from_url(redis_url)
     sleeper = workers.start("--cores", "1", "--lease-seconds", LEASE, "--name", "sleeper")
     tasks = submit_logged(queue, log, 1, 1.0)
-    assert wait_until(lambda: queue.stats.tasks_running == 1)
+    assert wait_until(lambda: len(executions(log)) == 1)  # the task itself has started
     sleeper.send_signal(signal.SIGSTOP)  # the task itself (another process) runs on and finishes
     try:
         workers.start("--cores", "1", "--lease-seconds", LEASE, "--name", "other")

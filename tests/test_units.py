@@ -186,7 +186,7 @@ NAME = "proj-1"
 # every public name of QueueKeys, with the argument a method takes (None: a property)
 KEY_NAMES = {
     "prefix": None, "seq": None, "stats": None, "registry": None, "leases": None, "done": None,
-    "done_wake": None, "new_queue_wake": None, "workers": None, "reaper_lock": None,
+    "done_wake": None, "retrieving": None, "new_queue_wake": None, "workers": None, "reaper_lock": None,
     "task": 42, "ready": "c1.m0.d0.g0|tag", "wake": "c1.m0.d0.g0|tag", "worker": "7@host",
     "worker_wake": "7@host", "function": "ab" * 32,
 }
@@ -718,10 +718,6 @@ def test_a_task_without_gpus_gets_none():
     assert _allocator(cores=8, gpus=GPUS).allocate(1, Request(2)) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Allocator.allocate silently overwrites the entry of a task id that still holds resources: "
-    "the first allocation's GPUs are lost from the pool and its cores stop being counted. The worker "
-    "loop reaches this when it re-claims its own task after the lease expired (loop.py _start)."))
 def test_a_second_allocation_for_a_task_id_that_still_holds_resources_is_not_lost():
     a = _allocator(cores=4, gpus=GPUS)
     a.allocate(5, Request(1, 0, 0, 1))
@@ -813,9 +809,6 @@ def test_an_empty_cuda_visible_devices_means_no_gpus(detected, tmp_path, monkeyp
     assert declared(str(tmp_path), None, None, None, None).gpus == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "declared() turns CUDA_VISIBLE_DEVICES=-1 (the usual way to hide every GPU; CUDA stops at the "
-    "first invalid entry) into one GPU with device id '-1', so the worker advertises a GPU it lacks"))
 def test_cuda_visible_devices_minus_one_means_no_gpus(detected, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert declared(str(tmp_path), None, None, None, None).gpus == []
@@ -895,10 +888,6 @@ def test_stats_of_a_worker_record_without_resources_count_it_with_none():
 # worker/runner.py + pool.py: warm children keep functions by digest (one child, no Redis)
 # ======================================================================================
 
-@pytest.mark.xfail(strict=True, reason=(
-    "WarmProcess.functions (parent side) never forgets a digest, but the child evicts beyond "
-    "MAX_CACHED_FUNCTIONS=64; the runner then sends body=None and the task fails with UNKNOWN "
-    "'function ... is not cached in this process'"))
 def test_a_warm_child_runs_a_function_again_after_running_many_others(tmp_path):
     from wq_redis.serialize import pickle_arguments
     from wq_redis.worker.child import MAX_CACHED_FUNCTIONS

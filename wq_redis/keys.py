@@ -76,6 +76,11 @@ class QueueKeys:
         return self.prefix + "done"
 
     @property
+    def retrieving(self) -> str:
+        """SET: ids handed to the manager and not yet acknowledged (see retrieve.lua)."""
+        return self.prefix + "retrieving"
+
+    @property
     def done_wake(self) -> str:
         """LIST: data-free token rung on completion; the manager blocks on it."""
         return self.prefix + "done:wake"

@@ -16,7 +16,8 @@ class LocalWorkers:
 
     def __init__(self, redis_url: str, queue: str, count: int, resources: Mapping[str, Any] | None = None) -> None:
         self.processes: list[subprocess.Popen[bytes]] = []
-        args = [sys.executable, "-m", "wq_redis", "worker", "--redis-url", redis_url, "--queue", queue]
+        # the URL (and its password) travels in the environment, not on the command line
+        args = [sys.executable, "-m", "wq_redis", "worker", "--queue", queue]
         for name, value in (resources or {}).items():
             if name not in ("cores", "memory", "disk", "gpus", "tags", "lease_seconds"):
                 raise ValueError(f"unknown local worker option {name!r}")
@@ -26,10 +27,11 @@ class LocalWorkers:
         # Same machine, same modules: local workers import what the manager can import, so
         # functions of the user's own modules (pickled by reference) load on them too.
         path = [os.path.abspath(p or os.getcwd()) for p in sys.path]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in path if os.path.isdir(p)))}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in path if os.path.isdir(p))),
+               "WQ_REDIS_URL": redis_url}
         for index in range(count):
             self.processes.append(subprocess.Popen(
-                args + ["--name", f"local{index}"], stdin=subprocess.DEVNULL, env=env,
+                args + ["--name", f"local{index}-{os.getpid()}"], stdin=subprocess.DEVNULL, env=env,
                 preexec_fn=tie_to_caller(),  # type: ignore[arg-type]
             ))
 

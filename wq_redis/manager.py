@@ -19,7 +19,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .codes import WORK_QUEUE_WAITFORTASK, TaskState
+from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
 from .local_workers import LocalWorkers
 from .mapping import map_tasks
 from .resources import DEFAULT_CORES, Request, queue_member
@@ -125,6 +125,7 @@ class WorkQueue:
         self._submitted: dict[int, Task] = {}
         self._results: collections.OrderedDict[int, Task] = collections.OrderedDict()
         self._returned: set[int] = set()
+        self._unacked: list[int] = []  # taken from Redis, acknowledged with the next retrieve
         self._cancelled: set[int] = set()
         self._categories: dict[str, dict[str, int]] = {}
         self.hungry_minimum = 10
@@ -144,6 +145,11 @@ class WorkQueue:
         if self._local is not None:
             self._local.stop()
             self._local = None
+        if getattr(self, "_unacked", None) and getattr(self, "_client", None) is not None:
+            try:
+                self._flush_acks()
+            except redis.RedisError:
+                pass  # not acknowledged: a manager re-attaching gets them again
         if getattr(self, "_client", None) is not None:
             self._client.close()
             self._client = None  # type: ignore[assignment]
@@ -253,20 +259,38 @@ class WorkQueue:
                 return None
             self._store.wait_done(min(remaining, 5.0))
 
-    def _retrieve(self) -> int:
-        rows = self._store.retrieve(RETRIEVE_BATCH, self.keep_results)
+    def _retrieve(self, max_tasks: int = RETRIEVE_BATCH) -> int:
+        """Acknowledge what was taken last time and take a batch of finished tasks."""
+        acked, self._unacked = self._unacked, []
+        try:
+            rows = self._store.retrieve(max_tasks, self.keep_results, acked)
+        except Exception:
+            self._unacked = acked + self._unacked
+            raise
+        taken = 0
         for task_id, fields in rows:
+            self._unacked.append(task_id)
             if task_id in self._returned or task_id in self._results:
-                continue  # delivered again after Redis lost its last second of writes
+                continue  # handed out again: a lost reply, or Redis lost its last writes
             task = self._submitted.pop(task_id, None)
             if task is None:
                 try:
                     task = task_from_fields(task_id, fields)
                 except EnvelopeError:
                     task = Task("<unreadable task spec>")
-            apply_results(task, task_id, fields)
+            try:
+                apply_results(task, task_id, fields)
+            except OSError as exc:  # e.g. an output file's local path cannot be written
+                task._fields[b"r"] = str(int(Result.OUTPUT_TRANSFER_ERROR)).encode()
+                task._fields[b"err"] = f"output file could not be written on the manager: {exc}".encode()
             self._results[task_id] = task
-        return len(rows)
+            taken += 1
+        return taken
+
+    def _flush_acks(self) -> None:
+        """Tell Redis the tasks taken so far are ours, so counters and memory are current."""
+        if self._unacked:
+            self._retrieve(0)
 
     def _outstanding(self) -> int:
         submitted, retrieved, cancelled = self._client.hmget(self._store.keys.stats, ["submitted", "retrieved", "canceled"])
@@ -274,6 +298,7 @@ class WorkQueue:
 
     def empty(self) -> bool:
         """True when every submitted task has been returned by ``wait`` (or cancelled)."""
+        self._flush_acks()
         return not self._results and self._outstanding() == 0
 
     def hungry(self) -> bool:
@@ -288,6 +313,7 @@ class WorkQueue:
     @property
     def stats(self) -> Stats:
         """A fresh snapshot with Work Queue's field names (one round trip)."""
+        self._flush_acks()
         return stats_from_snapshot(self._store.snapshot(WORKER_TIMEOUT_MS))
 
     def task_state(self, task_id: int) -> TaskState:

@@ -33,8 +33,8 @@ class Request:
         for field, value in asdict(self).items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
-        if self.cores < 1:
-            raise ValueError("a task needs at least one core")
+        if self.cores < 1 and self.gpus < 1:
+            raise ValueError("a task needs at least one core or one GPU (cores=0 suits GPU-only tasks)")
 
     def fits(self, free: Request | dict[str, int]) -> bool:
         f = free if isinstance(free, dict) else asdict(free)

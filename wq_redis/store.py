@@ -26,6 +26,10 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     options: dict[str, Any] = dict(
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        # longer than any blocking call we make (at most 5 s), short enough that a
+        # partition is noticed instead of hanging until TCP gives up
+        socket_timeout=30,
+        socket_connect_timeout=10,
         socket_keepalive=True,
         health_check_interval=30,
     )
@@ -128,9 +132,11 @@ class QueueStore:
             calls.append(([k.task(task_id), k.ready(member), k.registry, k.wake(member), k.new_queue_wake, k.stats], args))
         self._call_many("submit", calls)
 
-    def retrieve(self, max_tasks: int, keep_seconds: int = 0) -> list[tuple[int, Fields]]:
+    def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int]) -> list[tuple[int, Fields]]:
+        """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more."""
         k = self.keys
-        rows = self._scripts["retrieve"](keys=[k.done, k.stats], args=[k.prefix, max_tasks, keep_seconds])
+        rows = self._scripts["retrieve"](
+            keys=[k.done, k.stats, k.retrieving], args=[k.prefix, max_tasks, keep_seconds, *acked])
         return [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows]
 
     def wait_done(self, timeout: float) -> None:
@@ -180,13 +186,14 @@ class QueueStore:
 
     # -- worker side ---------------------------------------------------------------
     def claim(
-        self, worker: str, free: dict[str, int], tags: Sequence[str], max_tasks: int, lease_ms: int
+        self, worker: str, free: dict[str, int], tags: Sequence[str], max_tasks: int, lease_ms: int,
+        token_prefix: str,
     ) -> tuple[list[Claimed], list[str]]:
         k = self.keys
         claimed, eligible = self._scripts["claim"](
             keys=[k.registry, k.leases, k.stats],
             args=[k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
-                  "\n".join(tags), max_tasks, lease_ms],
+                  "\n".join(tags), max_tasks, lease_ms, token_prefix],
         )
         tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat)) for i, tok, member, flat in claimed]
         return tasks, [m.decode() for m in eligible]
@@ -218,14 +225,15 @@ class QueueStore:
             calls.append(([k.task(task_id), k.leases, k.done, k.done_wake, k.stats], args))
         return [bool(r) for r in self._call_many("complete", calls)]
 
-    def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> list[int]:
-        """Heartbeat and lease renewal in one call; returns ids whose lease this worker lost."""
+    def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> tuple[list[int], bool]:
+        """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and
+        whether its record is still there (False after a reaper gave it up for dead)."""
         k = self.keys
         args: list[Any] = [k.prefix, lease_ms, worker, status]
         for task_id, token in held.items():
             args += (task_id, token)
-        lost = self._scripts["renew"](keys=[k.leases, k.workers, k.worker(worker)], args=args)
-        return [int(i) for i in lost]
+        lost, registered = self._scripts["renew"](keys=[k.leases, k.workers, k.worker(worker)], args=args)
+        return [int(i) for i in lost], bool(registered)
 
     def release(self, held: dict[int, str]) -> None:
         k = self.keys

@@ -8,6 +8,7 @@ wrote when ``WorkQueue.wait`` hands it back.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -97,7 +98,10 @@ class Task:
 
     def specify_priority(self, priority: float) -> None:
         """Higher runs first among tasks a worker can take."""
-        self._spec.priority = float(priority)
+        value = float(priority)
+        if not math.isfinite(value):
+            raise ValueError(f"priority must be a finite number, got {priority!r}")
+        self._spec.priority = value
 
     def specify_feature(self, name: str) -> None:
         """Work Queue's worker features are expressed as tags here."""

@@ -6,7 +6,8 @@
 -- starved by a stream of small ones.
 -- KEYS: 1 registry set, 2 leases zset, 3 stats hash
 -- ARGV: 1 key prefix, 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
---       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms
+--       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms,
+--       10 token prefix (unique per worker process, so tokens never repeat)
 -- Returns {claimed, eligible}: claimed = {{id, token, member, {hash fields...}}, ...};
 -- eligible = members that fit the free resources (the worker blocks on their wake keys).
 local prefix = ARGV[1]
@@ -75,7 +76,7 @@ while #claimed < max_tasks do
   local tkey = prefix .. 't:' .. id
   if redis.call('EXISTS', tkey) == 1 then
     local attempt = redis.call('HINCRBY', tkey, 'a', 1)
-    local token = worker .. ':' .. attempt
+    local token = ARGV[10] .. ':' .. id .. ':' .. attempt
     redis.call('HSET', tkey, 's', 2, 'tok', token, 'w', worker, 'ts', now_us)
     redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
     for i = 1, 4 do free[i] = free[i] - best.need[i] end

@@ -2,7 +2,9 @@
 -- (reaped after expiry, or cancelled), so it can stop those tasks.
 -- KEYS: 1 leases zset, 2 workers zset, 3 this worker's record hash
 -- ARGV: 1 key prefix, 2 lease ms, 3 worker name, 4 status (JSON), 5.. id, token pairs
+-- Returns {lost ids, 1 if the worker's record is intact else 0 (reaped: register again)}
 local now = redis.call('TIME')
+local registered = redis.call('HEXISTS', KEYS[3], 'resources')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local deadline = now_ms + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[2], now_ms, ARGV[3])
@@ -16,4 +18,4 @@ for i = 5, #ARGV, 2 do
     lost[#lost + 1] = id
   end
 end
-return lost
+return {lost, registered}

@@ -1,17 +1,20 @@
--- Hand finished tasks to the manager, many per round trip, and end their life in Redis
--- (deleted, or kept as RETRIEVED for a TTL).
--- KEYS: 1 done list, 2 stats hash
--- ARGV: 1 key prefix, 2 max tasks, 3 keep seconds (0 = delete now)
-local ids = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
-if not ids then return {} end
+-- Hand finished tasks to the manager, many per round trip, in two phases so that no
+-- result is lost between Redis and the manager (a reply lost on the wire and re-asked by
+-- the client's retry, or a manager that crashed before it took them):
+--   1. ack: ids the manager has taken since its last call end their life here (deleted,
+--      or kept as RETRIEVED for a TTL) and are counted;
+--   2. hand out: ids still in flight (handed out, never acked) plus ids moved from the
+--      done list, up to the maximum.  The manager ignores ids it already has.
+-- KEYS: 1 done list, 2 stats hash, 3 in-flight set
+-- ARGV: 1 key prefix, 2 max tasks, 3 keep seconds (0 = delete now), 4.. acked ids
+local prefix = ARGV[1]
+local max_tasks = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
-local out = {}
-local failed = 0
-for _, id in ipairs(ids) do
-  local tkey = ARGV[1] .. 't:' .. id
-  local fields = redis.call('HGETALL', tkey)
-  if #fields > 0 then
-    out[#out + 1] = {id, fields}
+local retrieved, failed = 0, 0
+for i = 4, #ARGV do
+  if redis.call('SREM', KEYS[3], ARGV[i]) == 1 then
+    local tkey = prefix .. 't:' .. ARGV[i]
+    retrieved = retrieved + 1
     if redis.call('HGET', tkey, 'r') ~= '0' then failed = failed + 1 end
     if keep > 0 then
       redis.call('HSET', tkey, 's', 4)
@@ -21,6 +24,28 @@ for _, id in ipairs(ids) do
     end
   end
 end
-redis.call('HINCRBY', KEYS[2], 'retrieved', #out)
-redis.call('HINCRBY', KEYS[2], 'failed', failed)
+if retrieved > 0 then
+  redis.call('HINCRBY', KEYS[2], 'retrieved', retrieved)
+  redis.call('HINCRBY', KEYS[2], 'failed', failed)
+end
+if max_tasks <= 0 then return {} end
+local ids = redis.call('SRANDMEMBER', KEYS[3], max_tasks)
+if #ids < max_tasks then
+  local more = redis.call('LPOP', KEYS[1], max_tasks - #ids)
+  if more then
+    for _, id in ipairs(more) do
+      redis.call('SADD', KEYS[3], id)
+      ids[#ids + 1] = id
+    end
+  end
+end
+local out = {}
+for _, id in ipairs(ids) do
+  local fields = redis.call('HGETALL', prefix .. 't:' .. id)
+  if #fields > 0 then
+    out[#out + 1] = {id, fields}
+  else
+    redis.call('SREM', KEYS[3], id)
+  end
+end
 return out

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import secrets
 import signal
 import socket
 import tempfile
@@ -64,7 +65,8 @@ class Worker:
         os.makedirs(self.workdir, exist_ok=True)
         self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus))
         self.lease_ms = int(options.lease_seconds * 1000)
-        self._running: dict[int, tuple[TaskRun, str]] = {}
+        self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
+        self._running: dict[str, TaskRun] = {}  # by lease token: one entry per attempt
         self._outbox: list[tuple[int, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._changed = threading.Event()
@@ -81,13 +83,14 @@ class Worker:
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        # Only flags: taking a lock here (Event.set) could deadlock with the interrupted
+        # main thread.  Every wait of the main loop is bounded by block_seconds.
         if self._draining:
             log.warning("second %s: stopping now, handing running tasks back", signal.Signals(signum).name)
             self._abort = True
         else:
             log.info("%s: finishing running tasks, then exiting", signal.Signals(signum).name)
             self._draining = True
-        self._changed.set()
 
     # -- main loop --------------------------------------------------------------------
     def run(self) -> int:
@@ -112,12 +115,13 @@ class Worker:
             if self._draining:
                 if not self._running and not self._outbox:
                     return
-                self._changed.wait(0.5)
+                self._changed.wait(0.2)
                 self._changed.clear()
                 continue
             free = self.allocator.free()
             claimed: list[Claimed] = []
-            if free["cores"] >= 1:
+            can_take_more = free["cores"] >= 1 or free["gpus"] >= 1
+            if can_take_more:
                 claimed, eligible = self._claim(free)
                 for task in claimed:
                     self._start(task)
@@ -131,13 +135,14 @@ class Worker:
             elif self.options.idle_timeout and time.monotonic() - idle_since > self.options.idle_timeout:
                 log.info("idle for %.0f s, exiting", self.options.idle_timeout)
                 return
-            self._wait_for_work(free["cores"] >= 1, eligible)
+            self._wait_for_work(can_take_more, eligible)
 
     def _claim(self, free: dict[str, int]) -> tuple[list[Claimed], list[str]]:
         try:
-            return self.store.claim(self.name, free, self.options.tags, max_tasks=free["cores"], lease_ms=self.lease_ms)
-        except redis.ConnectionError as exc:
-            log.warning("claim failed, Redis unreachable (%s); retrying", exc)
+            return self.store.claim(self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
+                                    lease_ms=self.lease_ms, token_prefix=self.session)
+        except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
+            log.warning("claim failed (%s); retrying", exc)
             time.sleep(1.0)
             return [], []
 
@@ -150,7 +155,7 @@ class Worker:
         try:
             if not self._outbox and not self._draining:
                 self.store.block_for_work(eligible, self.name, self.options.block_seconds)
-        except redis.ConnectionError as exc:
+        except redis.RedisError as exc:
             log.warning("Redis unreachable while idle (%s); retrying", exc)
             time.sleep(1.0)
         finally:
@@ -159,11 +164,16 @@ class Worker:
     # -- tasks ------------------------------------------------------------------------
     def _start(self, task: Claimed) -> None:
         request = parse_class(split_member(task.member)[0])
-        gpus = self.allocator.allocate(task.task_id, request)
+        with self._lock:
+            # Our own earlier attempt of this task lost its lease (we were stalled) and the
+            # task came back to us: that attempt must stop, its result is void.
+            for stale in [r for r in self._running.values() if r.task_id == task.task_id]:
+                stale.cancel()
+        gpus = self.allocator.allocate(task.token, request)
         run = TaskRun(task.task_id, task.fields, request, gpus, self.workdir, self.pool, self._function,
                       self.options.max_result_bytes)
         with self._lock:
-            self._running[task.task_id] = (run, task.token)
+            self._running[task.token] = run
         threading.Thread(target=self._execute, args=(run, task.token), name=f"task-{task.task_id}", daemon=True).start()
 
     def _execute(self, run: TaskRun, token: str) -> None:
@@ -172,11 +182,12 @@ class Worker:
         except Exception as exc:  # a bug of ours must not lose the task: report it as failed
             log.exception("task %d crashed the runner", run.task_id)
             fields = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
-        self.allocator.release(run.task_id)
+        self.allocator.release(token)
         with self._lock:
-            self._running.pop(run.task_id, None)
-            if fields is not None:
+            self._running.pop(token, None)
+            if fields is not None and not run.cancelled:
                 self._outbox.append((run.task_id, token, fields))
+        run.close()
         self._changed.set()
         if self._blocked:
             try:
@@ -202,7 +213,7 @@ class Worker:
             return
         try:
             accepted = self.store.complete(batch)
-        except redis.ConnectionError as exc:
+        except redis.RedisError as exc:
             log.warning("cannot deliver %d result(s) (%s); holding them", len(batch), exc)
             with self._lock:
                 self._outbox[:0] = batch
@@ -228,16 +239,24 @@ class Worker:
                     self.store.reap(lock_ms=int(self.lease_ms / 2), worker_timeout_ms=self.lease_ms * 2)
             except redis.RedisError as exc:
                 log.warning("heartbeat failed (%s); retrying", exc)
+            except Exception:  # the heartbeat thread must never die: leases depend on it
+                log.exception("heartbeat error; retrying")
 
     def _heartbeat(self) -> None:
         with self._lock:
-            held = {task_id: token for task_id, (_, token) in self._running.items()}
-        for task_id in self.store.renew(self.name, self._status(), held, self.lease_ms):
+            # finished results waiting for delivery (Redis was away) keep their leases too
+            held = {task_id: token for task_id, token, _ in self._outbox}
+            held.update({run.task_id: token for token, run in self._running.items()})
+        lost, registered = self.store.renew(self.name, self._status(), held, self.lease_ms)
+        if not registered:
+            log.warning("this worker had been given up for dead; registering again")
+            self._register()
+        for task_id in lost:
             with self._lock:
-                entry = self._running.get(task_id)
-            if entry is not None:
+                runs = [run for run in self._running.values() if run.task_id == task_id]
+            for run in runs:
                 log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
-                entry[0].cancel()
+                run.cancel()
 
     def _register(self) -> None:
         record = {
@@ -247,16 +266,16 @@ class Worker:
             "started": time.time(), "status": self._status(),
         }
         self.store.register_worker(self.name, record)
-        self.store.renew(self.name, self._status(), {}, self.lease_ms)
+        self.store.renew(self.name, self._status(), {}, self.lease_ms)  # listed as live at once
 
     def _shutdown(self) -> None:
         if self._abort:
             with self._lock:
                 running = dict(self._running)
-            for run, _ in running.values():
+            for run in running.values():
                 run.cancel()
             try:
-                self.store.release({task_id: token for task_id, (_, token) in running.items()})
+                self.store.release({run.task_id: token for token, run in running.items()})
                 self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * 2, force=True)
             except redis.RedisError as exc:
                 log.warning("could not hand tasks back (%s); their leases will expire", exc)

@@ -60,6 +60,20 @@ def detect_gpus() -> list[GPU]:
             pass
 
 
+def _visible_gpus(visible: str) -> list[GPU]:
+    """GPUs named by CUDA_VISIBLE_DEVICES, read as CUDA reads it: up to the first entry
+    that is neither an index nor a UUID (so ``-1`` or ``NoDevFiles`` mean none)."""
+    gpus: list[GPU] = []
+    for position, entry in enumerate(part.strip() for part in visible.split(",")):
+        if entry.isdigit():
+            gpus.append(GPU(int(entry), ""))
+        elif entry.startswith(("GPU-", "MIG-")):
+            gpus.append(GPU(position, entry))
+        else:
+            break
+    return gpus
+
+
 @dataclass
 class Capacity:
     """A worker's total resources: cores, memory MB, disk MB and its GPUs."""
@@ -91,8 +105,7 @@ def declared(workdir: str, cores: int | None, memory: int | None, disk: int | No
             log.warning("declared --%s %s exceeds the %s detected; taking it as declared", name, value, seen)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:  # a scheduler (Slurm, Kubernetes) already chose our GPUs
-        ids = [d.strip() for d in visible.split(",") if d.strip()]
-        pool = [GPU(int(d), "") if d.isdigit() else GPU(i, d) for i, d in enumerate(ids)]
+        pool = _visible_gpus(visible)
     else:
         pool = found.gpus
     count = gpus if gpus is not None else len(pool)
@@ -111,7 +124,7 @@ class Allocator:
     def __init__(self, capacity: Capacity) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._held: dict[int, tuple[Request, list[GPU]]] = {}
+        self._held: dict[object, tuple[Request, list[GPU]]] = {}
         self._free_gpus = list(capacity.gpus)
 
     def free(self) -> dict[str, int]:
@@ -130,18 +143,21 @@ class Allocator:
                 used[k] += v
         return used
 
-    def allocate(self, task_id: int, request: Request) -> list[GPU]:
+    def allocate(self, key: object, request: Request) -> list[GPU]:
+        """Reserve ``request`` for ``key`` (one attempt of a task); its GPUs are returned."""
         with self._lock:
+            if key in self._held:
+                raise RuntimeError(f"{key!r} already holds resources")
             used = self._used_locked()
             total = self.capacity.as_dict()
             if any(getattr(request, k) > total[k] - used[k] for k in total):
-                raise RuntimeError(f"task {task_id} does not fit the free resources (claim and books disagree)")
+                raise RuntimeError(f"{key!r} does not fit the free resources (claim and books disagree)")
             gpus, self._free_gpus = self._free_gpus[: request.gpus], self._free_gpus[request.gpus:]
-            self._held[task_id] = (request, gpus)
+            self._held[key] = (request, gpus)
             return gpus
 
-    def release(self, task_id: int) -> None:
+    def release(self, key: object) -> None:
         with self._lock:
-            held = self._held.pop(task_id, None)
+            held = self._held.pop(key, None)
             if held is not None:
                 self._free_gpus.extend(held[1])

@@ -71,6 +71,10 @@ class TaskRun:
         """Stop the task from another thread (lease lost or task cancelled)."""
         self.cancel_signal.set()
 
+    def close(self) -> None:
+        """Release the cancel pipe (after the worker stopped tracking this run)."""
+        self.cancel_signal.close()
+
     @property
     def cancelled(self) -> bool:
         return self.cancel_signal.is_set
@@ -81,7 +85,6 @@ class TaskRun:
             outcome, outputs = self._run()
         finally:
             shutil.rmtree(self.sandbox, ignore_errors=True)
-            self.cancel_signal.close()
         if self.cancelled:
             return None
         return self._fields(outcome, outputs, time.monotonic() - started)

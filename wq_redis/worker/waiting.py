@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import select
+import threading
 import time
 from dataclasses import dataclass
 
@@ -26,15 +27,21 @@ class CancelSignal:
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe()
         self.is_set = False
+        self._closed = False
+        self._lock = threading.Lock()
 
     def set(self) -> None:
-        if not self.is_set:
+        with self._lock:  # never write to a closed (and perhaps reused) descriptor
+            if not self.is_set and not self._closed:
+                os.write(self.write_fd, b"x")
             self.is_set = True
-            os.write(self.write_fd, b"x")
 
     def close(self) -> None:
-        os.close(self.read_fd)
-        os.close(self.write_fd)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.read_fd)
+                os.close(self.write_fd)
 
 
 class Verdict(enum.Enum):
