@@ -37,3 +37,18 @@ def logged_work(log_path: str, seconds: float, value: int) -> int:
         log.write(os.environ.get("WQ_TASK_ID", "?") + "\n")
     time.sleep(seconds)
     return value
+
+
+def busy(seconds: float) -> int:
+    """Burn CPU without sleeping (a task that would starve an in-process heartbeat)."""
+    end = time.time() + seconds
+    n = 0
+    while time.time() < end:
+        n += 1
+    return n
+
+
+def segfault() -> None:
+    import ctypes
+
+    ctypes.string_at(0)

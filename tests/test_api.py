@@ -148,6 +148,9 @@ def test_wrong_password_is_a_clear_error(protected_server):
     with pytest.raises(wq.RedisUnavailable, match="refused the credentials") as info:
         wq.WorkQueue("q", redis_url=f"redis://:wrong@{base}")
     assert "wrong" not in str(info.value)  # the password is never echoed
+    import psutil
+
+    assert not any("s3cret" in part for part in psutil.Process(protected_server.process.pid).cmdline())
     with pytest.raises(wq.RedisUnavailable, match="needs a password|refused"):
         wq.WorkQueue("q", redis_url=f"redis://{base}")
 

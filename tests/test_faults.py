@@ -172,3 +172,89 @@ def test_soak_workers_killed_and_restarted_at_random(queue, workers, redis_url, 
           f"duplicated_executions={duplicated} lost={lost}")
     check_books(queue, client, tasks, done)
     assert lost == 0
+
+
+def test_cpu_bound_task_longer_than_its_lease_runs_once(queue, workers, redis_url):
+    from helpers_tasks import busy
+
+    workers.start("--cores", "2", "--lease-seconds", "1")
+    tasks = [wq.PythonTask(busy, 4.0) for _ in range(2)]
+    queue.submit_many(tasks)
+    done = drain(queue, 2, timeout=60)
+    assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS and t.total_submissions == 1 for t in done)
+    stats = queue.stats
+    assert (stats.tasks_requeued, stats.tasks_late_results) == (0, 0)
+
+
+def test_segfault_is_signal_and_the_worker_goes_on(queue, workers):
+    from helpers_tasks import segfault
+
+    workers.start("--cores", "1")
+    queue.submit(wq.PythonTask(segfault))
+    task = queue.wait(30)
+    assert task.result == wq.WORK_QUEUE_RESULT_SIGNAL and task.return_status == signal.SIGSEGV
+    queue.submit(wq.PythonTask(sum, [1, 2]))
+    assert queue.wait(30).output == 3
+
+
+def test_a_crashed_manager_process_is_replaced_by_a_new_one(redis_url, queue_name, workers, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "manager.py"
+    script.write_text(
+        "import os, sys, wq_redis as wq\n"
+        "from helpers_tasks import my_sum\n"
+        f"q = wq.WorkQueue({queue_name!r}, redis_url={redis_url!r})\n"
+        "q.submit_many([wq.PythonTask(my_sum, i, 100) for i in range(20)])\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    assert subprocess.run([sys.executable, str(script)], env=env).returncode == -9
+    workers.start("--cores", "2")
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as queue:
+        done = drain(queue, 20)
+        assert sorted(t.output for t in done) == [i + 100 for i in range(20)]
+        assert queue.empty()
+
+
+def test_a_manager_that_dies_after_taking_results_leaves_them_for_the_next(redis_url, queue_name, workers):
+    from helpers_tasks import my_sum
+
+    workers.start("--cores", "2")
+    first = wq.WorkQueue(queue_name, redis_url=redis_url)
+    first.submit_many([wq.PythonTask(my_sum, i, 0) for i in range(10)])
+    assert wait_until(lambda: first.stats.tasks_with_results == 10)
+    assert first.wait(5) is not None  # it took the whole batch from Redis, returned one...
+    first._unacked.clear()  # ...and died before acknowledging any of it
+    first._client.close()
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as second:
+        assert sorted(t.output for t in drain(second, 10)) == list(range(10))
+
+
+def test_redis_memory_does_not_grow_with_finished_tasks(queue, workers, redis_url):
+    from helpers_tasks import my_sum
+
+    client = redis.Redis.from_url(redis_url)
+    workers.start("--cores", "2")
+    for round_ in range(3):
+        queue.submit_many([wq.PythonTask(my_sum, i, round_) for i in range(200)])
+        drain(queue, 200)
+        assert queue.empty()
+        keys = {k.decode().split(":", 2)[2].split(":")[0] for k in client.keys(f"wq:{{{queue.name}}}:*")}
+        # only the fixed keys of the queue (and the one function) remain, whatever the volume
+        assert keys <= {"seq", "stats", "wake", "workers", "w", "ww", "reaper", "fn", "done", "queues"}, keys
+        assert len(client.keys(f"wq:{{{queue.name}}}:*")) <= 12
+
+
+def test_keep_results_keeps_retrieved_tasks_for_their_ttl(redis_url, queue_name, workers):
+    from helpers_tasks import my_sum
+
+    workers.start("--cores", "1")
+    with wq.WorkQueue(queue_name, redis_url=redis_url, keep_results=60) as queue:
+        task_id = queue.submit(wq.PythonTask(my_sum, 1, 1))
+        assert queue.wait(30).output == 2
+        assert queue.empty()
+        client = redis.Redis.from_url(redis_url)
+        key = queue._store.keys.task(task_id)
+        assert client.hget(key, "s") == b"4" and 0 < client.ttl(key) <= 60

@@ -353,6 +353,36 @@ def test_function_cache_pickles_a_function_once(dumps_calls):
     assert first[1] is second[1]
 
 
+def test_function_cache_repickles_a_callable_object_whose_state_changed():
+    class Scale:
+        def __init__(self, k):
+            self.k = k
+
+        def __call__(self, x):
+            return self.k * x
+
+    cache = FunctionCache()
+    scale = Scale(1)
+    before = cache.get(scale)
+    scale.k = 10
+    after = cache.get(scale)
+    assert before[0] != after[0]
+    assert cloudpickle.loads(after[1])(2) == 20
+
+
+def test_function_cache_repickles_a_closure_whose_cell_changed():
+    box = [1]
+
+    def read():
+        return box[0]
+
+    cache = FunctionCache()
+    before = cache.get(read)
+    box[0] = 2
+    assert cloudpickle.loads(cache.get(read)[1])() == 2
+    assert before[0] != cache.get(read)[0]
+
+
 def test_function_cache_names_a_function_by_the_sha256_of_its_pickle():
     import hashlib
 

@@ -34,6 +34,8 @@ RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 ID_BLOCK = 1024  # task ids reserved per round trip
 RETRIEVE_BATCH = 512  # finished tasks fetched per round trip
 WORKER_TIMEOUT_MS = 60_000  # a worker silent this long is no longer counted
+FUNCTION_TTL_SECONDS = 7 * 24 * 3600  # a stored function outlives its last submit by this much
+FUNCTION_REFRESH_SECONDS = 3600  # how often a manager re-stores (and re-times) a function it uses
 
 
 class RedisUnavailable(ConnectionError):
@@ -120,7 +122,7 @@ class WorkQueue:
             self._release_server()
             raise
         self._functions = FunctionCache()
-        self._uploaded: set[str] = set()
+        self._uploaded: dict[str, float] = {}  # digest -> when this manager last stored it
         self._ids: Iterable[int] = iter(())
         self._submitted: dict[int, Task] = {}
         self._results: collections.OrderedDict[int, Task] = collections.OrderedDict()
@@ -217,10 +219,11 @@ class WorkQueue:
                 raise ValueError(f"task {task._id} is already submitted")
             request = self._request(task)
             fields, needed = encode_task(task, request, self._functions, self.enforce_limits)
-            bodies.update({d: b for d, b in needed.items() if d not in self._uploaded})
+            stale = time.monotonic() - FUNCTION_REFRESH_SECONDS
+            bodies.update({d: b for d, b in needed.items() if self._uploaded.get(d, stale - 1) < stale})
             batch.append((task, request, fields))
-        self._store.put_functions(bodies)
-        self._uploaded.update(bodies)
+        self._store.put_functions(bodies, FUNCTION_TTL_SECONDS)
+        self._uploaded.update(dict.fromkeys(bodies, time.monotonic()))
         rows = []
         for task, request, fields in batch:
             task._id, task._fields = self._next_id(), {}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import types
 import weakref
 from typing import Any, Callable
 
@@ -43,28 +45,34 @@ def unpack_spec(data: bytes | None) -> dict[str, Any]:
 
 
 class FunctionCache:
-    """Pickle each function once per manager and name it by the SHA-256 of its pickle.
+    """Pickle functions for the wire, once where that cannot change the result.
 
-    Keyed by the function object itself (weakly), so a function used by a million tasks is
-    pickled once.  As with Ray's remote functions, globals a function reads are captured
-    when it is first pickled.
+    A plain function of an importable module pickles *by reference* (its module and name),
+    so its pickle is the same every time and is cached per function object.  Anything that
+    pickles *by value* (lambdas, closures, functions of ``__main__``, callable objects)
+    captures state that may change between submits, so it is pickled at every submit, as
+    Work Queue does; identical bytes still get the same digest and are stored in Redis once.
     """
 
     def __init__(self) -> None:
         self._by_object: weakref.WeakKeyDictionary[Any, tuple[str, bytes]] = weakref.WeakKeyDictionary()
 
     def get(self, func: Callable[..., Any]) -> tuple[str, bytes]:
-        try:
-            cached = self._by_object.get(func)
-        except TypeError:  # not weak-referenceable (e.g. a builtin): pickle each time
+        if not _pickled_by_reference(func):
             return digest_pickle(func)
+        cached = self._by_object.get(func)
         if cached is None:
-            cached = digest_pickle(func)
-            try:
-                self._by_object[func] = cached
-            except TypeError:
-                pass
+            cached = self._by_object[func] = digest_pickle(func)
         return cached
+
+
+def _pickled_by_reference(func: Any) -> bool:
+    if not isinstance(func, types.FunctionType) or func.__closure__:
+        return False
+    module = getattr(func, "__module__", None)
+    if not module or module == "__main__" or "<locals>" in func.__qualname__ or func.__name__ == "<lambda>":
+        return False
+    return getattr(sys.modules.get(module), func.__name__, None) is func
 
 
 def digest_pickle(func: Callable[..., Any]) -> tuple[str, bytes]:

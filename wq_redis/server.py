@@ -69,6 +69,11 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def _config_quote(value: str) -> str:
+    """A value in redis.conf syntax (double quotes, backslash escapes)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def tie_to_caller() -> object:
     """``preexec_fn`` making a child die with this process, when that is safe to ask for."""
     return _die_with_parent if threading.current_thread() is threading.main_thread() else None
@@ -107,17 +112,21 @@ class RedisServer:
             "--protected-mode", "no" if self.password or self.host in ("127.0.0.1", "::1", "localhost") else "yes",
             "--daemonize", "no", "--loglevel", "warning",
         ]
-        if self.password:
-            args += ["--requirepass", self.password]
+        if self.password:  # from stdin (see start), so `ps` never shows it
+            args.insert(1, "-")
         return args + self.extra_args
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         log = open(os.path.join(self.data_dir, "server.log"), "ab")
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.command(), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
             preexec_fn=tie_to_caller() if self.tie_to_parent else None,  # type: ignore[arg-type]
         )
         log.close()
+        if self.password and self.process.stdin is not None:
+            self.process.stdin.write(f"requirepass {_config_quote(self.password)}\n".encode())
+            self.process.stdin.close()
         self._wait_ready(timeout)
         return self
 

@@ -114,11 +114,14 @@ class QueueStore:
         last = int(self.client.incrby(self.keys.seq, count))
         return range(last - count + 1, last + 1)
 
-    def put_functions(self, functions: dict[str, bytes]) -> None:
+    def put_functions(self, functions: dict[str, bytes], ttl_seconds: int) -> None:
+        """Store function bodies by digest; the TTL (refreshed by each manager that submits
+        with them) keeps Redis from filling up with functions nobody uses any more."""
         if functions:
             pipe = self.client.pipeline(transaction=False)
             for digest, body in functions.items():
-                pipe.set(self.keys.function(digest), body, nx=True)
+                pipe.set(self.keys.function(digest), body, nx=True, ex=ttl_seconds)
+                pipe.expire(self.keys.function(digest), ttl_seconds)
             pipe.execute()
 
     def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> None:
