@@ -10,11 +10,12 @@ VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test clean
+.PHONY: help venv demo test clean prometheus
 
 help:
 	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
 	@echo "make test    run the test suite (pass options with PYTEST_ARGS='-k name -x')"
+	@echo "make prometheus  install Debian's prometheus (and promtool) for the monitoring tests, when root"
 	@echo "make venv    create $(VENV) and install wq-redis with its test extras (PYTHON=$(PYTHON))"
 	@echo "make clean   remove $(VENV), build outputs and caches"
 	@echo "demo and test create the venv first when needed."
@@ -55,8 +56,34 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(VPY) examples/quickstart.py
 
-test: venv
+test: venv prometheus
 	$(VPY) -m pytest -ra tests $(PYTEST_ARGS)
+
+# The monitoring tests run a real Prometheus (tests/test_prometheus.py) and promtool.  As
+# root, Debian's package is installed when `prometheus` is not on PATH; elsewhere the tests
+# skip with a message (under CI=true they fail instead).  The package's postinst would
+# start its service (invoke-rc.d runs /etc/init.d/prometheus where there is no systemd):
+# a policy-rc.d answering 101 ("action forbidden") is put in place for the install when
+# none exists, and removed after, so nothing is left running.
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then \
+	  exit 0; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "prometheus not found and not root: the monitoring tests will be skipped (apt-get install prometheus)"; \
+	else \
+	  guard=; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    guard=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' > $$guard; chmod +x $$guard; \
+	  fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  status=$$?; \
+	  if [ -n "$$guard" ]; then rm -f $$guard; fi; \
+	  if [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then \
+	    /etc/init.d/prometheus stop >/dev/null 2>&1 || true; \
+	  fi; \
+	  exit $$status; \
+	fi
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

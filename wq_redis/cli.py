@@ -6,13 +6,31 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
+from typing import Any
 
 import click
 
 from . import __version__
 
 REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
+
+
+class PortRange(click.ParamType):
+    """``9750``, ``9750-9799`` (the first free one), or ``0`` (any free port)."""
+
+    name = "port[-port]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> range:
+        if isinstance(value, range):
+            return value
+        from .metrics_server import parse_port_range
+
+        try:
+            return parse_port_range(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def _setup_logging(level: str) -> None:
@@ -46,15 +64,25 @@ def main() -> None:
 @click.option("--max-result-bytes", envvar="WQ_MAX_RESULT_BYTES", type=click.IntRange(min=1024),
               default=256 * 1024 * 1024, show_default=True,
               help="Largest result (return value, output, output files) a task may send back.")
+@click.option("--metrics-port", envvar="WQ_METRICS_PORT", type=PortRange(),
+              help="Serve Prometheus /metrics and /healthz on this port, the first free one of a range "
+                   "(9750-9799), or any free port (0); off when not given.")
+@click.option("--metrics-addr", envvar="WQ_METRICS_ADDR", default="0.0.0.0", show_default=True,
+              help="Address the metrics server binds.")
+@click.option("--metrics-advertise", envvar="WQ_METRICS_ADVERTISE",
+              help="Host other machines scrape, recorded in Redis for service discovery "
+                   "(default: --metrics-addr, or this host's name when that is a wildcard).")
 @click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
            tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
-           max_result_bytes: int, log_level: str) -> None:
+           max_result_bytes: int, metrics_port: range | None, metrics_addr: str, metrics_advertise: str | None,
+           log_level: str) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
     from .manager import RedisUnavailable, open_client
+    from .metrics_server import PortUnavailable
     from .worker.loop import Worker, WorkerOptions
     from .worker.resources import declared
 
@@ -71,10 +99,63 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
     options = WorkerOptions(
         queue=queue, name=name, tags=[t.strip() for t in tags.split(",") if t.strip()], idle_timeout=idle_timeout,
         burst=burst, lease_seconds=lease_seconds, workdir=workdir, max_result_bytes=max_result_bytes,
+        metrics_ports=metrics_port, metrics_addr=metrics_addr, metrics_advertise=metrics_advertise,
     )
     w = Worker(client, capacity, options)
     w.install_signal_handlers()
-    sys.exit(w.run())
+    try:
+        sys.exit(w.run())
+    except PortUnavailable as exc:
+        raise click.ClickException(f"cannot serve metrics: {exc}") from None
+
+
+@main.command()
+@click.option("--redis-url", "--redis", envvar=REDIS_URL_ENV, required=True,
+              help="Redis URL (env WQ_REDIS_URL, then REDIS_URL).")
+@click.option("--queue", "-M", "queues", envvar="WQ_EXPORTER_QUEUES", multiple=True,
+              help="Export only this queue (repeatable; default: every queue found on this Redis).")
+@click.option("--port", envvar="WQ_EXPORTER_PORT", type=PortRange(), default="9750", show_default=True,
+              help="Port to serve /metrics, /sd and /healthz on (a range takes the first free one; 0 any).")
+@click.option("--addr", envvar="WQ_EXPORTER_ADDR", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option("--stale-seconds", envvar="WQ_EXPORTER_STALE_SECONDS", type=click.FloatRange(min=0.5), default=10.0,
+              show_default=True, help="A worker silent this long counts as unresponsive and leaves /sd.")
+@click.option("--discover-seconds", envvar="WQ_EXPORTER_DISCOVER_SECONDS", type=click.FloatRange(min=0),
+              default=30.0, show_default=True, help="How long the list of queues (found by SCAN) is reused.")
+@click.option("--json", "as_json", is_flag=True, help="Print every queue's metrics and targets as JSON once, and exit.")
+@click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+def exporter(redis_url: str, queues: tuple[str, ...], port: range, addr: str, stale_seconds: float,
+             discover_seconds: float, as_json: bool, log_level: str) -> None:
+    """Export queue metrics (waiting, running, workers, counters) of every queue on a Redis
+    to Prometheus, and serve Prometheus' http_sd list of the workers' metrics addresses."""
+    from .exporter import QueueExporter
+    from .manager import RedisUnavailable, open_client
+    from .metrics_server import PortUnavailable
+
+    _setup_logging(log_level)
+    try:
+        client = open_client(redis_url)
+    except RedisUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    names = [q for item in queues for q in item.split(",") if q]  # the env var may list several
+    collector = QueueExporter(client, names, discover_seconds=discover_seconds, stale_seconds=stale_seconds)
+    if as_json:
+        click.echo(json.dumps(collector.dump(), indent=2, sort_keys=True))
+        return
+    try:
+        srv = collector.serve(addr, port)
+    except PortUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.getLogger("wq_redis.exporter").info("serving http://%s/metrics and /sd", srv.address)
+    click.echo(json.dumps({"port": srv.port, "metrics": f"http://{srv.address}/metrics",
+                           "sd": f"http://{srv.address}/sd"}), err=False)
+    sys.stdout.flush()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    collector.close()
 
 
 @main.command()

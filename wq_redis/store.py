@@ -68,10 +68,35 @@ class Snapshot:
     running_tasks: list[tuple[str, str]]  # (worker, member "CLASS|TAG") per running task
 
 
+@dataclass
+class ExportSnapshot:
+    """What ``wq-redis exporter`` reads of one queue at scrape time (export.lua)."""
+
+    now_us: int  # Redis time
+    waiting: dict[str, tuple[int, int]]  # "CLASS|TAG" -> (tasks, oldest submit time us or -1)
+    running: dict[str, int]  # "CLASS|TAG" -> running tasks
+    counters: dict[str, int]
+    workers: dict[str, tuple[int, Fields]]  # name -> (last heartbeat ms, record fields)
+    finished: int  # tasks waiting for retrieval
+    result_bytes: int  # of the sampled finished tasks
+    sampled: int
+
+
+def find_queues(client: redis.Redis, count: int = 1000) -> list[str]:
+    """Names of the queues on this Redis: those with counters or workers (SCAN, never KEYS)."""
+    names: set[str] = set()
+    for suffix, kind in (("stats", "hash"), ("workers", "zset")):
+        for key in client.scan_iter(match=f"wq:{{*}}:{suffix}", count=count, _type=kind):
+            text = key.decode() if isinstance(key, bytes) else key
+            if text.startswith("wq:{") and text.endswith("}:" + suffix):
+                names.add(text[4:-len(suffix) - 2])
+    return sorted(names)
+
+
 class QueueStore:
     """Redis operations of one queue."""
 
-    SCRIPTS = ("submit", "claim", "renew", "complete", "release", "reap", "retrieve", "cancel", "stats")
+    SCRIPTS = ("submit", "claim", "renew", "complete", "release", "reap", "retrieve", "cancel", "stats", "export")
 
     def __init__(self, client: redis.Redis, queue: str) -> None:
         self.client = client
@@ -185,6 +210,20 @@ class QueueStore:
             counters={name.decode(): int(v) for name, v in _flat_to_dict(counters).items()},
             workers={name.decode(): _flat_to_dict(flat) for name, flat in workers},
             running_tasks=[(w.decode(), m.decode()) for w, m in running_tasks],
+        )
+
+    def export_snapshot(self, levels: int = 16, sample: int = 1000) -> ExportSnapshot:
+        k = self.keys
+        now_us, waiting, running, counters, workers, finished, result_bytes, sampled = self._scripts["export"](
+            keys=[k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving], args=[k.prefix, levels, sample])
+        return ExportSnapshot(
+            now_us=int(now_us),
+            waiting={m.decode(): (int(n), int(oldest)) for m, n, oldest in waiting},
+            running={m.decode(): int(n) for m, n in running},
+            counters={name.decode(): int(v) for name, v in _flat_to_dict(counters).items()},
+            workers={w[0].decode(): (int(float(w[1])), {name.encode(): value for name, value in zip(
+                ("status", "metrics", "host", "tags", "resources"), w[2:])}) for w in workers},
+            finished=int(finished), result_bytes=int(result_bytes), sampled=int(sampled),
         )
 
     # -- worker side ---------------------------------------------------------------

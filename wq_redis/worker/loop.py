@@ -32,6 +32,7 @@ import redis
 from .. import __version__
 from ..resources import parse_class, split_member
 from ..store import Claimed, QueueStore
+from .metrics import WorkerMetrics
 from .pool import WarmPool
 from .resources import Allocator, Capacity
 from .runner import TaskRun
@@ -51,6 +52,9 @@ class WorkerOptions:
     block_seconds: float = 1.0  # longest a lost wake-up can delay a claim
     workdir: str | None = None
     max_result_bytes: int = 256 * 1024 * 1024
+    metrics_ports: range | None = None  # serve Prometheus metrics on the first free one
+    metrics_addr: str = "0.0.0.0"
+    metrics_advertise: str | None = None  # host others scrape (default: metrics_addr or hostname)
 
 
 class Worker:
@@ -77,6 +81,12 @@ class Worker:
         self._abort = False
         self._functions: OrderedDict[str, bytes] = OrderedDict()
         self.tasks_done = 0
+        self._last_beat = time.monotonic()
+        self.metrics: WorkerMetrics | None = None
+        self.metrics_address = ""
+        if options.metrics_ports is not None:
+            self.metrics = WorkerMetrics(self.name, capacity, self.allocator, options.tags,
+                                         running=lambda: len(self._running), healthy=self._health)
 
     # -- signals ----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -95,6 +105,10 @@ class Worker:
 
     # -- main loop --------------------------------------------------------------------
     def run(self) -> int:
+        if self.metrics is not None:
+            o = self.options
+            self.metrics_address = self.metrics.serve(o.metrics_addr, o.metrics_ports or range(0, 1), o.metrics_advertise)
+            log.info("Prometheus metrics: http://%s/metrics (bound to %s)", self.metrics_address, o.metrics_addr)
         self._register()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         heartbeat.start()
@@ -175,6 +189,8 @@ class Worker:
                       self.options.max_result_bytes)
         with self._lock:
             self._running[task.token] = run
+        if self.metrics is not None:
+            self.metrics.task_started(task.fields)
         threading.Thread(target=self._execute, args=(run, task.token), name=f"task-{task.task_id}", daemon=True).start()
 
     def _execute(self, run: TaskRun, token: str) -> None:
@@ -184,6 +200,8 @@ class Worker:
             log.exception("task %d crashed the runner", run.task_id)
             fields = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
         self.allocator.release(token)
+        if self.metrics is not None:
+            self.metrics.task_finished(None if run.cancelled else fields)
         with self._lock:
             self._running.pop(token, None)
             if fields is not None and not run.cancelled:
@@ -227,7 +245,8 @@ class Worker:
 
     # -- heartbeat, leases, reaper -----------------------------------------------------
     def _status(self) -> str:
-        return json.dumps({"running": len(self._running), "in_use": self.allocator.in_use(), "done": self.tasks_done})
+        return json.dumps({"running": len(self._running), "in_use": self.allocator.in_use(), "done": self.tasks_done,
+                           "draining": self._draining})
 
     def _heartbeat_loop(self) -> None:
         interval = min(self.options.lease_seconds / 3, HEARTBEAT_MAX_SECONDS)
@@ -236,6 +255,7 @@ class Worker:
             beats += 1
             try:
                 self._heartbeat()
+                self._last_beat = time.monotonic()
                 if beats % max(1, int(self.options.lease_seconds / 2 / interval)) == 0:
                     self.store.reap(lock_ms=int(self.lease_ms / 2), worker_timeout_ms=self.lease_ms * 2)
             except redis.RedisError as exc:
@@ -259,6 +279,13 @@ class Worker:
                 log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
                 run.cancel()
 
+    def _health(self) -> tuple[bool, str]:
+        """For ``/healthz``: healthy while heartbeats (and so lease renewals) reach Redis."""
+        silent = time.monotonic() - self._last_beat
+        if silent > self.options.lease_seconds:
+            return False, f"no heartbeat reached Redis for {silent:.0f} s"
+        return True, "draining" if self._draining else "ok"
+
     def _register(self) -> None:
         record = {
             "name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
@@ -266,6 +293,8 @@ class Worker:
             "gpus": json.dumps([{"index": g.index, "uuid": g.uuid, "model": g.model} for g in self.capacity.gpus]),
             "started": time.time(), "status": self._status(),
         }
+        if self.metrics_address:
+            record["metrics"] = self.metrics_address  # found by `wq-redis exporter`'s service discovery
         self.store.register_worker(self.name, record)
         self.store.renew(self.name, self._status(), {}, self.lease_ms)  # listed as live at once
 
@@ -288,5 +317,7 @@ class Worker:
         except redis.RedisError:
             pass
         self.pool.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,269 @@
+"""``wq-redis exporter``: queue-level Prometheus metrics and service discovery, read from Redis.
+
+Queue metrics (waiting, running, counters, workers by state) are exported once, by this
+process, not by every worker: N workers each exporting the queue's depth would make every
+sum N times too large and load Redis N times per scrape (dask#8544).
+
+A custom collector reads Redis at scrape time, one Lua call per queue (``export.lua``,
+read-only and bounded).  Queues are found by SCAN (cached for ``discover_seconds``) unless
+named.  ``/sd`` serves Prometheus' ``http_sd_configs`` format: the metrics addresses live
+workers recorded in Redis, with the queue as a target label.
+
+>>> exporter = QueueExporter(open_client("redis://localhost:6379"))
+>>> exporter.serve("0.0.0.0", range(9750, 9751))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .metrics_server import MetricsServer, json_route, serve
+from .resources import parse_class, split_member
+from .store import ExportSnapshot, QueueStore, find_queues
+
+log = logging.getLogger("wq_redis.exporter")
+DEFAULT_PORT = 9750
+WORKER_STATES = ("idle", "busy", "draining", "unresponsive")
+# counter in the queue's stats hash -> (metric name without _total, help)
+COUNTERS = {
+    "submitted": ("wq_tasks_submitted", "Tasks submitted to the queue."),
+    "dispatched": ("wq_tasks_dispatched", "Task attempts handed to workers (claims)."),
+    "retrieved": ("wq_tasks_retrieved", "Finished tasks the manager retrieved."),
+    "failed": ("wq_tasks_failed", "Retrieved tasks whose result was not SUCCESS."),
+    "canceled": ("wq_tasks_cancelled", "Tasks cancelled."),
+    "requeued": ("wq_tasks_requeued", "Attempts whose lease expired and whose task was queued again."),
+    "lost_leases": ("wq_leases_lost", "Leases that expired: the worker died, hung or was cut off."),
+    "late_results": ("wq_late_results", "Results dropped because their attempt had lost its lease."),
+    "workers_lost": ("wq_workers_lost", "Workers given up for dead (heartbeat stopped)."),
+}
+
+
+@dataclass
+class WorkerView:
+    name: str
+    state: str
+    heartbeat_age: float  # seconds
+    metrics: str  # host:port, "" when the worker exports none
+    host: str
+    tags: str
+    resources: dict[str, int]
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+def worker_views(snap: ExportSnapshot, stale_seconds: float) -> list[WorkerView]:
+    """Workers listed in Redis, with a state: idle, busy, draining, or unresponsive when
+    their heartbeat is older than ``stale_seconds`` (not yet reaped)."""
+    views = []
+    for name, (beat_ms, record) in sorted(snap.workers.items()):
+        try:
+            status = json.loads(record.get(b"status") or b"{}")
+            resources = json.loads(record.get(b"resources") or b"{}")
+        except ValueError:
+            status, resources = {}, {}
+        age = max(snap.now_us / 1e6 - beat_ms / 1e3, 0.0)
+        if age > stale_seconds:
+            state = "unresponsive"
+        elif status.get("draining"):
+            state = "draining"
+        else:
+            state = "busy" if status.get("running") else "idle"
+        views.append(WorkerView(name, state, age, _text(record.get(b"metrics")), _text(record.get(b"host")),
+                                _text(record.get(b"tags")), {k: int(v) for k, v in resources.items()}))
+    return views
+
+
+class QueueExporter(Collector):
+    """Collector of every queue's metrics, and the http_sd target list."""
+
+    def __init__(self, client: redis.Redis, queues: list[str] | None = None, discover_seconds: float = 30.0,
+                 stale_seconds: float = 10.0, result_sample: int = 1000) -> None:
+        self.client = client
+        self.fixed_queues = list(queues or [])
+        self.discover_seconds = discover_seconds
+        self.stale_seconds = stale_seconds
+        self.result_sample = result_sample
+        self._stores: dict[str, QueueStore] = {}
+        self._found: tuple[float, list[str]] = (float("-inf"), [])
+        self._lock = threading.Lock()
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
+        self.server: MetricsServer | None = None
+
+    # -- reading Redis -----------------------------------------------------------------
+    def queues(self) -> list[str]:
+        if self.fixed_queues:
+            return self.fixed_queues
+        with self._lock:
+            when, names = self._found
+            if time.monotonic() - when >= self.discover_seconds:
+                names = find_queues(self.client)
+                self._found = (time.monotonic(), names)
+            return names
+
+    def snapshots(self) -> dict[str, ExportSnapshot]:
+        out = {}
+        for queue in self.queues():
+            store = self._stores.get(queue)
+            if store is None:
+                store = self._stores[queue] = QueueStore(self.client, queue)
+            out[queue] = store.export_snapshot(sample=self.result_sample)
+        return out
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Prometheus http_sd: one target group per live worker that serves metrics."""
+        groups = []
+        for queue, snap in self.snapshots().items():
+            for w in worker_views(snap, self.stale_seconds):
+                if w.metrics and w.state != "unresponsive":
+                    groups.append({"targets": [w.metrics], "labels": {
+                        "queue": queue, "__meta_wq_worker": w.name, "__meta_wq_host": w.host,
+                        "__meta_wq_tags": w.tags}})
+        return groups
+
+    def dump(self) -> dict[str, Any]:
+        """Everything the metrics say, as plain data (``wq-redis exporter --json``)."""
+        queues = {}
+        for queue, snap in self.snapshots().items():
+            queues[queue] = {
+                "waiting": {m: n for m, (n, _) in snap.waiting.items()},
+                "oldest_waiting_age_seconds": {m: _age(snap, sub) for m, (_, sub) in snap.waiting.items() if sub >= 0},
+                "running": snap.running, "counters": snap.counters, "with_results": snap.finished,
+                "result_bytes": _result_bytes(snap),
+                "workers": [vars(w) for w in worker_views(snap, self.stale_seconds)],
+            }
+        return {"queues": queues, "targets": self.targets()}
+
+    # -- Prometheus ----------------------------------------------------------------------
+    def describe(self) -> Iterable[Metric]:
+        return []  # collect() reads Redis: never at registration
+
+    def collect(self) -> Iterable[Metric]:
+        started = time.monotonic()
+        up = GaugeMetricFamily("wq_redis_up", "1 when the exporter's last read of Redis succeeded.")
+        try:
+            snapshots = self.snapshots()
+            memory = int(self.client.info("memory").get("used_memory", 0))
+        except (redis.RedisError, OSError) as exc:
+            log.warning("cannot read Redis: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield GaugeMetricFamily("wq_redis_memory_used_bytes", "Memory Redis uses (INFO memory).", value=memory)
+        yield GaugeMetricFamily("wq_exporter_queues", "Queues found on this Redis.", value=len(snapshots))
+        yield from queue_metrics(snapshots, self.stale_seconds)
+        yield GaugeMetricFamily("wq_exporter_scrape_duration_seconds", "Time this scrape spent reading Redis.",
+                                value=time.monotonic() - started)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def serve(self, bind: str, ports: range, advertise: str | None = None) -> MetricsServer:
+        """``/metrics``, ``/sd`` (alias ``/http_sd``) and ``/healthz`` on the first free port."""
+        sd = json_route(self.targets)
+        self.server = serve(self.registry, bind, ports, {"/sd": sd, "/http_sd": sd, "/healthz": self._health},
+                            advertise, name="exporter")
+        return self.server
+
+    def _health(self) -> tuple[int, str, bytes]:
+        try:
+            self.client.ping()
+        except (redis.RedisError, OSError) as exc:
+            return 503, "application/json", json.dumps({"status": "unhealthy", "reason": str(exc)}).encode()
+        return 200, "application/json", b'{"status": "ok"}'
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+
+def _age(snap: ExportSnapshot, submitted_us: int) -> float:
+    return max(snap.now_us - submitted_us, 0) / 1e6  # submit times come from the manager's clock
+
+
+def _result_bytes(snap: ExportSnapshot) -> float:
+    if snap.sampled == 0:
+        return 0
+    return snap.result_bytes * max(snap.finished, snap.sampled) / snap.sampled
+
+
+def queue_metrics(snapshots: dict[str, ExportSnapshot], stale_seconds: float) -> Iterable[Metric]:
+    """The metric families of every queue (each family once, with a ``queue`` label)."""
+    per_class = ["queue", "resource_class", "tag"]
+    waiting = GaugeMetricFamily("wq_tasks_waiting", "Tasks waiting for a worker, by resource class and tag.",
+                                labels=per_class)
+    oldest = GaugeMetricFamily("wq_oldest_waiting_task_age_seconds", "Age of the longest-waiting task of each "
+                               "resource class and tag (since submission).", labels=per_class)
+    running = GaugeMetricFamily("wq_tasks_running", "Task attempts holding a lease, by resource class and tag.",
+                                labels=per_class)
+    finished = GaugeMetricFamily("wq_tasks_with_results", "Finished tasks waiting for the manager to retrieve them.",
+                                 labels=["queue"])
+    result_bytes = GaugeMetricFamily("wq_result_bytes", "Bytes of results (output, return values, output files) "
+                                     "held in Redis for the manager; estimated from a sample when many wait.",
+                                     labels=["queue"])
+    workers = GaugeMetricFamily("wq_workers", "Workers listed in Redis, by state.", labels=["queue", "state"])
+    cores = {
+        "workers": GaugeMetricFamily("wq_workers_cores", "Cores offered by responsive workers.", labels=["queue"]),
+        "running": GaugeMetricFamily("wq_tasks_running_cores", "Cores held by running tasks.", labels=["queue"]),
+        "waiting": GaugeMetricFamily("wq_tasks_waiting_cores", "Cores the waiting tasks ask for.", labels=["queue"]),
+    }
+    gpus = {
+        "workers": GaugeMetricFamily("wq_workers_gpus", "GPUs offered by responsive workers.", labels=["queue"]),
+        "running": GaugeMetricFamily("wq_tasks_running_gpus", "GPUs held by running tasks.", labels=["queue"]),
+        "waiting": GaugeMetricFamily("wq_tasks_waiting_gpus", "GPUs the waiting tasks ask for.", labels=["queue"]),
+    }
+    counters = {key: CounterMetricFamily(name, text, labels=["queue"]) for key, (name, text) in COUNTERS.items()}
+    for queue, snap in snapshots.items():
+        held = {"workers": [0, 0], "running": [0, 0], "waiting": [0, 0]}
+        for member, (count, submitted) in snap.waiting.items():
+            cls, tag = split_member(member)
+            waiting.add_metric([queue, cls, tag], count)
+            if submitted >= 0 and count:
+                oldest.add_metric([queue, cls, tag], _age(snap, submitted))
+            _add_held(held["waiting"], cls, count)
+        for member, count in snap.running.items():
+            cls, tag = split_member(member)
+            running.add_metric([queue, cls, tag], count)
+            _add_held(held["running"], cls, count)
+        finished.add_metric([queue], snap.finished)
+        result_bytes.add_metric([queue], _result_bytes(snap))
+        states = dict.fromkeys(WORKER_STATES, 0)
+        for w in worker_views(snap, stale_seconds):
+            states[w.state] += 1
+            if w.state != "unresponsive":
+                held["workers"][0] += w.resources.get("cores", 0)
+                held["workers"][1] += w.resources.get("gpus", 0)
+        for state, n in states.items():
+            workers.add_metric([queue, state], n)
+        for key, (c, g) in held.items():
+            cores[key].add_metric([queue], c)
+            gpus[key].add_metric([queue], g)
+        for key, family in counters.items():
+            family.add_metric([queue], snap.counters.get(key, 0))
+    yield from (waiting, oldest, running, finished, result_bytes, workers, *cores.values(), *gpus.values(),
+                *counters.values())
+
+
+def _add_held(total: list[int], cls: str, count: int) -> None:
+    try:
+        request = parse_class(cls)
+    except ValueError:
+        return
+    total[0] += request.cores * count
+    total[1] += request.gpus * count

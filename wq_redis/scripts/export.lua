@@ -1,0 +1,66 @@
+-- One consistent read of a queue for `wq-redis exporter` (Prometheus scrape time).
+-- Read-only and bounded: O(ready queues x priority levels + running tasks + workers +
+-- sampled results), so a scrape never holds Redis for long.
+-- KEYS: 1 registry set, 2 leases zset, 3 done list, 4 stats hash, 5 workers zset,
+--       6 in-flight (retrieving) set
+-- ARGV: 1 key prefix, 2 priority levels looked at per ready queue, 3 results sampled
+-- Returns {now_us, {{member, waiting, oldest submit us or -1}...}, {{member, running}...},
+--          {counters}, {{name, heartbeat ms, status, metrics, host, tags, resources}...},
+--          finished tasks waiting for retrieval, result bytes sampled, tasks sampled}
+local prefix = ARGV[1]
+local levels = tonumber(ARGV[2])
+local sample = tonumber(ARGV[3])
+local now = redis.call('TIME')
+local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
+
+-- Waiting tasks per (class, tag).  A ready set is ordered by priority, then id; the oldest
+-- task is the head of one of its priority levels (ids of one manager grow with time,
+-- several managers reserve id blocks, so the submit times decide).
+local waiting = {}
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = prefix .. 'ready:' .. m
+  local count = redis.call('ZCARD', key)
+  local oldest = -1
+  local floor = '-inf'
+  for _ = 1, levels do
+    local head = redis.call('ZRANGEBYSCORE', key, floor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #head == 0 then break end
+    local sub = tonumber(redis.call('HGET', prefix .. 't:' .. tonumber(head[1]), 'sub') or '-1')
+    if sub >= 0 and (oldest < 0 or sub < oldest) then oldest = sub end
+    floor = '(' .. head[2]
+  end
+  waiting[#waiting + 1] = {m, count, oldest}
+end
+
+local by_member = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local m = redis.call('HGET', prefix .. 't:' .. id, 'q')
+  if m then by_member[m] = (by_member[m] or 0) + 1 end
+end
+local running = {}
+for m, n in pairs(by_member) do running[#running + 1] = {m, n} end
+
+local workers = {}
+local listed = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
+for i = 1, #listed, 2 do
+  local w = redis.call('HMGET', prefix .. 'w:' .. listed[i], 'status', 'metrics', 'host', 'tags', 'resources')
+  workers[#workers + 1] = {listed[i], listed[i + 1], w[1] or '', w[2] or '', w[3] or '', w[4] or '', w[5] or ''}
+end
+
+-- Bytes of results held for the manager (stdout, return value, output files): summed over
+-- at most `sample` of the finished tasks; the caller scales up when more wait.
+local finished = redis.call('LLEN', KEYS[3]) + redis.call('SCARD', KEYS[6])
+local ids = redis.call('LRANGE', KEYS[3], 0, sample - 1)
+if #ids < sample then
+  for _, id in ipairs(redis.call('SRANDMEMBER', KEYS[6], sample - #ids)) do ids[#ids + 1] = id end
+end
+local bytes = 0
+for _, id in ipairs(ids) do
+  local tkey = prefix .. 't:' .. id
+  for _, field in ipairs(redis.call('HKEYS', tkey)) do
+    if field == 'out' or field == 'val' or string.sub(field, 1, 2) == 'o:' then
+      bytes = bytes + redis.call('HSTRLEN', tkey, field)
+    end
+  end
+end
+return {now_us, waiting, running, redis.call('HGETALL', KEYS[4]), workers, finished, bytes, #ids}
