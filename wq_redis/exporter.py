@@ -64,10 +64,11 @@ def _text(value: bytes | str | None) -> str:
 
 
 def worker_views(snap: ExportSnapshot, stale_seconds: float) -> list[WorkerView]:
-    """Workers listed in Redis, with a state: idle, busy, draining, or unresponsive when
-    their heartbeat is older than ``stale_seconds`` (not yet reaped)."""
+    """Workers listed in Redis, with a state: busy (holds leases), idle, draining (finishing
+    its tasks before exiting), or unresponsive when its heartbeat is older than
+    ``stale_seconds`` (it is not given up for dead yet)."""
     views = []
-    for name, (beat_ms, record) in sorted(snap.workers.items()):
+    for name, (beat_ms, leases, record) in sorted(snap.workers.items()):
         try:
             status = json.loads(record.get(b"status") or b"{}")
             resources = json.loads(record.get(b"resources") or b"{}")
@@ -79,7 +80,7 @@ def worker_views(snap: ExportSnapshot, stale_seconds: float) -> list[WorkerView]
         elif status.get("draining"):
             state = "draining"
         else:
-            state = "busy" if status.get("running") else "idle"
+            state = "busy" if leases else "idle"
         views.append(WorkerView(name, state, age, _text(record.get(b"metrics")), _text(record.get(b"host")),
                                 _text(record.get(b"tags")), {k: int(v) for k, v in resources.items()}))
     return views

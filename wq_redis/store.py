@@ -76,7 +76,7 @@ class ExportSnapshot:
     waiting: dict[str, tuple[int, int]]  # "CLASS|TAG" -> (tasks, oldest submit time us or -1)
     running: dict[str, int]  # "CLASS|TAG" -> running tasks
     counters: dict[str, int]
-    workers: dict[str, tuple[int, Fields]]  # name -> (last heartbeat ms, record fields)
+    workers: dict[str, tuple[int, int, Fields]]  # name -> (last heartbeat ms, leases held, record fields)
     finished: int  # tasks waiting for retrieval
     result_bytes: int  # of the sampled finished tasks
     sampled: int
@@ -221,8 +221,8 @@ class QueueStore:
             waiting={m.decode(): (int(n), int(oldest)) for m, n, oldest in waiting},
             running={m.decode(): int(n) for m, n in running},
             counters={name.decode(): int(v) for name, v in _flat_to_dict(counters).items()},
-            workers={w[0].decode(): (int(float(w[1])), {name.encode(): value for name, value in zip(
-                ("status", "metrics", "host", "tags", "resources"), w[2:])}) for w in workers},
+            workers={w[0].decode(): (int(float(w[1])), int(w[2]), dict(zip(
+                (b"status", b"metrics", b"host", b"tags", b"resources"), w[3:]))) for w in workers},
             finished=int(finished), result_bytes=int(result_bytes), sampled=int(sampled),
         )
 

@@ -5,7 +5,7 @@
 --       6 in-flight (retrieving) set
 -- ARGV: 1 key prefix, 2 priority levels looked at per ready queue, 3 results sampled
 -- Returns {now_us, {{member, waiting, oldest submit us or -1}...}, {{member, running}...},
---          {counters}, {{name, heartbeat ms, status, metrics, host, tags, resources}...},
+--          {counters}, {{name, heartbeat ms, leases held, status, metrics, host, tags, resources}...},
 --          finished tasks waiting for retrieval, result bytes sampled, tasks sampled}
 local prefix = ARGV[1]
 local levels = tonumber(ARGV[2])
@@ -32,10 +32,11 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   waiting[#waiting + 1] = {m, count, oldest}
 end
 
-local by_member = {}
+local by_member, holding = {}, {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local m = redis.call('HGET', prefix .. 't:' .. id, 'q')
-  if m then by_member[m] = (by_member[m] or 0) + 1 end
+  local t = redis.call('HMGET', prefix .. 't:' .. id, 'q', 'w')
+  if t[1] then by_member[t[1]] = (by_member[t[1]] or 0) + 1 end
+  if t[2] then holding[t[2]] = (holding[t[2]] or 0) + 1 end
 end
 local running = {}
 for m, n in pairs(by_member) do running[#running + 1] = {m, n} end
@@ -44,7 +45,8 @@ local workers = {}
 local listed = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
 for i = 1, #listed, 2 do
   local w = redis.call('HMGET', prefix .. 'w:' .. listed[i], 'status', 'metrics', 'host', 'tags', 'resources')
-  workers[#workers + 1] = {listed[i], listed[i + 1], w[1] or '', w[2] or '', w[3] or '', w[4] or '', w[5] or ''}
+  workers[#workers + 1] = {listed[i], listed[i + 1], holding[listed[i]] or 0,
+                           w[1] or '', w[2] or '', w[3] or '', w[4] or '', w[5] or ''}
 end
 
 -- Bytes of results held for the manager (stdout, return value, output files): summed over
