@@ -298,6 +298,7 @@ def test_exporter_reports_waiting_tasks_by_class_and_tag_with_the_oldest_age(red
 def test_exporter_reports_running_tasks_workers_by_state_and_held_results(redis_url, queue, workers):
     workers.start("--cores", "2", "--name", "busy")
     workers.start("--cores", "1", "--name", "idle", "--tags", "nothing")
+    assert wait_until(lambda: len(record_of(redis_url, queue.name, "resources")) == 2)
     queue.submit(wq.Task("sleep 30"))
     queue.submit(wq.Task("head -c 5000 /dev/zero"))
     q = queue.name
