@@ -31,6 +31,7 @@ import redis
 
 from .. import __version__
 from ..resources import parse_class, split_member
+from ..signing import Signer, verify_function_body
 from ..store import Claimed, QueueStore
 from .pool import WarmPool
 from .resources import Allocator, Capacity
@@ -51,6 +52,7 @@ class WorkerOptions:
     block_seconds: float = 1.0  # longest a lost wake-up can delay a claim
     workdir: str | None = None
     max_result_bytes: int = 256 * 1024 * 1024
+    secret: bytes | None = None  # verify tasks and sign results (HMAC-SHA256)
 
 
 class Worker:
@@ -77,6 +79,7 @@ class Worker:
         self._abort = False
         self._functions: OrderedDict[str, bytes] = OrderedDict()
         self.tasks_done = 0
+        self.signer = Signer(options.secret) if options.secret else None
 
     # -- signals ----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -172,7 +175,7 @@ class Worker:
                 stale.cancel()
         gpus = self.allocator.allocate(task.token, request)
         run = TaskRun(task.task_id, task.fields, request, gpus, self.workdir, self.pool, self._function,
-                      self.options.max_result_bytes)
+                      self.options.max_result_bytes, self.signer)
         with self._lock:
             self._running[task.token] = run
         threading.Thread(target=self._execute, args=(run, task.token), name=f"task-{task.task_id}", daemon=True).start()
@@ -201,6 +204,7 @@ class Worker:
         if body is None:
             body = self.store.function(digest)
             if body is not None:
+                verify_function_body(digest, body)
                 self._functions[digest] = body
                 while len(self._functions) > 128:
                     self._functions.popitem(last=False)

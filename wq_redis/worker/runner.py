@@ -23,6 +23,7 @@ from typing import Any, Callable
 from ..codes import Result
 from ..resources import Request
 from ..serialize import EnvelopeError, unpack_spec
+from ..signing import SignatureError, Signer
 from .limits import MAX_STDOUT_BYTES
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
 from .resources import GPU
@@ -53,7 +54,8 @@ class TaskRun:
 
     def __init__(self, task_id: int, fields: dict[bytes, bytes], allocation: Request, gpus: list[GPU],
                  workdir: str, pool: WarmPool, fetch_function: Callable[[str], bytes | None],
-                 max_result_bytes: int) -> None:
+                 max_result_bytes: int, signer: Signer | None = None) -> None:
+        self.signer = signer
         self.task_id = task_id
         self.fields = fields
         self.allocation = allocation
@@ -91,6 +93,11 @@ class TaskRun:
 
     # -- the attempt -------------------------------------------------------------------
     def _run(self) -> tuple[Outcome, dict[str, bytes]]:
+        if self.signer is not None:
+            try:
+                self.signer.verify_task(self.task_id, self.fields)
+            except SignatureError as exc:
+                return Outcome(Result.UNKNOWN, error=f"refused: {exc}"), {}
         try:
             spec = unpack_spec(self.fields.get(b"spec"))
         except EnvelopeError as exc:
@@ -185,6 +192,9 @@ class TaskRun:
             except ChildGone:
                 proc.close()
                 continue
+            except SignatureError as exc:  # the function body is not the one the task names
+                self.pool.release(proc)
+                return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
             except Interrupted as exc:
                 result, text = self._interruption(exc.verdict)
                 return Outcome(result, -signal.SIGKILL, b"", text)
@@ -251,6 +261,8 @@ class TaskRun:
             fields["err"] = outcome.error
         if outcome.value is not None:
             fields["val"] = outcome.value
+            if self.signer is not None:
+                fields["rsig"] = self.signer.sign_result(self.task_id, outcome.value)
         for remote, data in outputs.items():
             fields[f"o:{remote}"] = data
         return fields
