@@ -139,6 +139,7 @@ class WorkQueue:
         self._results: collections.OrderedDict[int, Task] = collections.OrderedDict()
         self._returned: set[int] = set()
         self._unacked: list[int] = []  # taken from Redis, acknowledged with the next retrieve
+        self._outstanding_seen = 0
         self._cancelled: set[int] = set()
         self._categories: dict[str, dict[str, int]] = {}
         self.hungry_minimum = 10
@@ -268,7 +269,7 @@ class WorkQueue:
                     return task
             if self._retrieve():
                 continue
-            if self._outstanding() == 0:
+            if self._outstanding_seen <= 0:  # as of that same call: nothing more will come
                 return None
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
@@ -279,7 +280,7 @@ class WorkQueue:
         """Acknowledge what was taken last time and take a batch of finished tasks."""
         acked, self._unacked = self._unacked, []
         try:
-            rows = self._store.retrieve(max_tasks, self.keep_results, acked)
+            rows, self._outstanding_seen = self._store.retrieve(max_tasks, self.keep_results, acked)
         except Exception:
             self._unacked = acked + self._unacked
             raise
@@ -314,14 +315,12 @@ class WorkQueue:
         if self._unacked:
             self._retrieve(0)
 
-    def _outstanding(self) -> int:
-        submitted, retrieved, cancelled = self._client.hmget(self._store.keys.stats, ["submitted", "retrieved", "canceled"])
-        return int(submitted or 0) - int(retrieved or 0) - int(cancelled or 0)
-
     def empty(self) -> bool:
         """True when every submitted task has been returned by ``wait`` (or cancelled)."""
-        self._flush_acks()
-        return not self._results and self._outstanding() == 0
+        if self._results:
+            return False
+        self._retrieve(0)
+        return self._outstanding_seen <= 0
 
     def hungry(self) -> bool:
         """True when workers could take more tasks than are waiting."""

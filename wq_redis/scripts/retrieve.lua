@@ -7,6 +7,7 @@
 --      done list, up to the maximum.  The manager ignores ids it already has.
 -- KEYS: 1 done list, 2 stats hash, 3 in-flight set
 -- ARGV: 1 key prefix, 2 max tasks, 3 keep seconds (0 = delete now), 4.. acked ids
+-- Returns {{{id, {fields}}...}, tasks outstanding (submitted, neither retrieved nor cancelled)}
 local prefix = ARGV[1]
 local max_tasks = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
@@ -28,7 +29,9 @@ if retrieved > 0 then
   redis.call('HINCRBY', KEYS[2], 'retrieved', retrieved)
   redis.call('HINCRBY', KEYS[2], 'failed', failed)
 end
-if max_tasks <= 0 then return {} end
+local counts = redis.call('HMGET', KEYS[2], 'submitted', 'retrieved', 'canceled')
+local outstanding = (tonumber(counts[1]) or 0) - (tonumber(counts[2]) or 0) - (tonumber(counts[3]) or 0)
+if max_tasks <= 0 then return {{}, outstanding} end
 local ids = redis.call('SRANDMEMBER', KEYS[3], max_tasks)
 if #ids < max_tasks then
   local more = redis.call('LPOP', KEYS[1], max_tasks - #ids)
@@ -48,4 +51,4 @@ for _, id in ipairs(ids) do
     redis.call('SREM', KEYS[3], id)
   end
 end
-return out
+return {out, outstanding}

@@ -115,8 +115,8 @@ class Worker:
         idle_since = time.monotonic()
         eligible: list[str] = []
         while not self._abort:
-            self._deliver()
             if self._draining:
+                self._deliver()
                 if not self._running and not self._outbox:
                     return
                 self._changed.wait(0.2)
@@ -126,9 +126,11 @@ class Worker:
             claimed: list[Claimed] = []
             can_take_more = free["cores"] >= 1 or free["gpus"] >= 1
             if can_take_more:
-                claimed, eligible = self._claim(free)
+                claimed, eligible = self._deliver_and_claim(free)
                 for task in claimed:
                     self._start(task)
+            else:
+                self._deliver()
             if claimed or self._running:
                 idle_since = time.monotonic()
                 if claimed:
@@ -141,14 +143,20 @@ class Worker:
                 return
             self._wait_for_work(can_take_more, eligible)
 
-    def _claim(self, free: dict[str, int]) -> tuple[list[Claimed], list[str]]:
+    def _deliver_and_claim(self, free: dict[str, int]) -> tuple[list[Claimed], list[str]]:
+        """Deliver finished results and claim what fits, in one round trip."""
+        batch = self._take_outbox()
         try:
-            return self.store.claim(self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
-                                    lease_ms=self.lease_ms, token_prefix=self.session)
+            claimed, eligible, accepted = self.store.claim(
+                self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
+                lease_ms=self.lease_ms, token_prefix=self.session, results=batch)
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             log.warning("claim failed (%s); retrying", exc)
+            self._hold(batch)
             time.sleep(1.0)
             return [], []
+        self._delivered(batch, accepted)
+        return claimed, eligible
 
     def _wait_for_work(self, can_take_more: bool, eligible: list[str]) -> None:
         if not can_take_more:
@@ -210,20 +218,33 @@ class Worker:
                     self._functions.popitem(last=False)
         return body
 
-    def _deliver(self) -> None:
-        """Send finished results; on a Redis outage keep them and try again later."""
+    def _take_outbox(self) -> list[tuple[int, str, dict[str, Any]]]:
         with self._lock:
             batch, self._outbox = self._outbox, []
+        return batch
+
+    def _hold(self, batch: list[tuple[int, str, dict[str, Any]]]) -> None:
+        """Keep undelivered results (Redis is away) for the next try; leases stay renewed."""
+        if batch:
+            log.warning("cannot deliver %d result(s) now; holding them", len(batch))
+            with self._lock:
+                self._outbox[:0] = batch
+
+    def _deliver(self) -> None:
+        """Send finished results; on a Redis outage keep them and try again later."""
+        batch = self._take_outbox()
         if not batch:
             return
         try:
             accepted = self.store.complete(batch)
         except redis.RedisError as exc:
-            log.warning("cannot deliver %d result(s) (%s); holding them", len(batch), exc)
-            with self._lock:
-                self._outbox[:0] = batch
+            log.warning("delivery failed (%s)", exc)
+            self._hold(batch)
             time.sleep(0.5)
             return
+        self._delivered(batch, accepted)
+
+    def _delivered(self, batch: list[tuple[int, str, dict[str, Any]]], accepted: list[bool]) -> None:
         self.tasks_done += sum(accepted)
         for (task_id, _, _), ok in zip(batch, accepted):
             if not ok:

@@ -32,10 +32,12 @@ from .waiting import CancelSignal, Limits, Verdict, supervise
 HOSTNAME = socket.gethostname()
 
 # Runs a command task so that it cannot outlive its worker.  The shell's stdin is the
-# worker's lifeline pipe; a background subshell blocks reading it (via fd 3: background
-# jobs get /dev/null as stdin) and, when the worker dies (even by SIGKILL) and the pipe
-# closes, kills the task's whole process group.  The command itself reads /dev/null.
-GUARDED_SHELL = 'exec 3<&0; (while read -r _ <&3; do :; done; kill -KILL 0) >/dev/null 2>&1 & exec /bin/sh -c "$1" 3<&- </dev/null'
+# worker's lifeline pipe; it is moved to fd 3 and a background subshell blocks reading it
+# and, when the worker dies (even by SIGKILL) and the pipe closes, kills the task's whole
+# process group.  The shell then drops fd 3 and runs the command itself (eval: no second
+# shell to start), with stdin from /dev/null.
+GUARDED_SHELL = ('exec 3<&0 </dev/null; (while read -r _ <&3; do :; done; kill -KILL 0) >/dev/null 2>&1 & '
+                 'exec 3<&-; eval "$1"')
 
 
 @dataclass
