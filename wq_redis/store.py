@@ -197,12 +197,15 @@ class QueueStore:
     def claim(
         self, worker: str, free: dict[str, int], tags: Sequence[str], max_tasks: int, lease_ms: int,
         token_prefix: str, results: Sequence[tuple[int, str, dict[str, Any]]] = (),
+        total: dict[str, int] | None = None, reserve_after_ms: int = 0,
     ) -> tuple[list[Claimed], list[str], list[bool]]:
         """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
         trip: the results' resources are free again, so the claim may use them."""
         k = self.keys
         claim_args = [k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
                       "\n".join(tags), max_tasks, lease_ms, token_prefix]
+        total = total or free
+        claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms]
         answers = self._pipeline(self._complete_calls(results) + [("claim", [k.registry, k.leases, k.stats], claim_args)])
         claimed, eligible = answers[-1]
         tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat)) for i, tok, member, flat in claimed]

@@ -50,6 +50,7 @@ class WorkerOptions:
     burst: bool = False  # exit once nothing is left that this worker can take
     lease_seconds: float = 30.0
     block_seconds: float = 1.0  # longest a lost wake-up can delay a claim
+    reserve_after: float = 30.0  # seconds a too-big-for-now task waits before smaller ones yield
     workdir: str | None = None
     max_result_bytes: int = 256 * 1024 * 1024
     secret: bytes | None = None  # verify tasks and sign results (HMAC-SHA256)
@@ -149,7 +150,8 @@ class Worker:
         try:
             claimed, eligible, accepted = self.store.claim(
                 self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
-                lease_ms=self.lease_ms, token_prefix=self.session, results=batch)
+                lease_ms=self.lease_ms, token_prefix=self.session, results=batch,
+                total=self.capacity.as_dict(), reserve_after_ms=int(self.options.reserve_after * 1000))
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             log.warning("claim failed (%s); retrying", exc)
             self._hold(batch)
