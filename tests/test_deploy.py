@@ -85,10 +85,14 @@ def example(name: str) -> dict[str, Any]:
 CASES = {"defaults": None, **{os.path.basename(p)[:-5]: p for p in sorted(glob.glob(os.path.join(EXAMPLES, "*.yaml")))}}
 
 
+def case_values(name: str) -> dict[str, Any] | None:
+    path = CASES[name]
+    return example(os.path.basename(path)) if path else None
+
+
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
-    path = CASES[request.param]
-    return request.param, render(example(os.path.basename(path)) if path else None)
+    return request.param, render(case_values(request.param))
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -113,8 +117,9 @@ def flags(args: list[str]) -> dict[str, str]:
 
 
 # -- the chart and its values -----------------------------------------------------------
-def test_chart_lints_without_warnings() -> None:
-    report = helm.lint(CHART, strict=True)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_chart_lints_without_warnings(name: str) -> None:
+    report = helm.lint(CHART, case_values(name), strict=True)
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
 
