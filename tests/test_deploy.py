@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -35,85 +34,16 @@ from redis.retry import Retry
 
 import wq_redis as wq
 from conftest import wait_until
+from helpers_chart import (CASES, CHART, CRD_SCHEMAS, KUBE_VERSIONS, QUANTITY, ROOT, by_kind, case_values,
+                           container, example, flags, helm, jsonschema, kubernetes_validate, render, worker_pools,
+                           yaml)
 from helpers_tasks import timed_sleep
 from wq_redis.server import find_server_binary, free_port
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHART = os.path.join(ROOT, "deploy", "helm", "wq-redis")
-EXAMPLES = os.path.join(ROOT, "deploy", "helm", "examples")
-CRD_SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deploy_schemas")
-QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
-
-
-def _require(module: str) -> Any:
-    """The module, or a skip; in CI (which installs the test extra) a missing one fails."""
-    if os.environ.get("CI"):
-        return __import__(module)
-    return pytest.importorskip(module, reason=f"{module} comes with `pip install -e '.[test]'`")
-
-
-helm = _require("helm_python")
-kubernetes_validate = _require("kubernetes_validate")
-jsonschema = _require("jsonschema")
-yaml = _require("yaml")
-
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
-
-
-# Chart.yaml's kubeVersion floor (or the oldest schemas there are), and the newest schemas
-_SCHEMAS = sorted(kubernetes_validate.utils.all_versions(), key=_version)
-KUBE_VERSIONS = (max(_SCHEMAS[0], "1.25.0", key=_version), _SCHEMAS[-1])
-
-
-# -- rendering --------------------------------------------------------------------------
-def render(values: dict[str, Any] | None = None, release: str = "demo") -> list[dict[str, Any]]:
-    """The chart's objects as `helm template` renders them (values checked by the schema)."""
-    with helm.Chart.load(CHART) as chart:
-        manifests = chart.render(values, name=release, namespace="wq")
-    return [doc for path, text in sorted(manifests.items()) if path.endswith(".yaml")
-            for doc in yaml.safe_load_all(text) if doc]
-
-
-def example(name: str) -> dict[str, Any]:
-    with open(os.path.join(EXAMPLES, name)) as handle:
-        return yaml.safe_load(handle)
-
-
-CASES = {"defaults": None, **{os.path.basename(p)[:-5]: p for p in sorted(glob.glob(os.path.join(EXAMPLES, "*.yaml")))}}
-
-
-def case_values(name: str) -> dict[str, Any] | None:
-    path = CASES[name]
-    return example(os.path.basename(path)) if path else None
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
     return request.param, render(case_values(request.param))
-
-
-def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
-
-
-def worker_pools(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Worker Deployments by pool name."""
-    return {o["metadata"]["labels"]["wq-redis/pool"]: o for o in by_kind(objects, "Deployment").values()
-            if o["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"}
-
-
-def container(workload: dict[str, Any]) -> dict[str, Any]:
-    (only,) = workload["spec"]["template"]["spec"]["containers"]
-    return only
-
-
-def flags(args: list[str]) -> dict[str, str]:
-    """`worker --cores 4 --gpus 1 ...` as {"--cores": "4", ...} (every chart flag takes a value)."""
-    assert args[0] == "worker" and len(args) % 2 == 1, args
-    return dict(zip(args[1::2], args[2::2]))
 
 
 # -- the chart and its values -----------------------------------------------------------
@@ -273,8 +203,17 @@ def test_external_redis_replaces_the_bundled_one() -> None:
     assert secret["data"]["redis-url"]
 
 
+def test_existing_password_secret_is_used_not_created() -> None:
+    objects = render({"redis": {"auth": {"existingSecret": "ops-redis", "existingSecretPasswordKey": "pw"}}})
+    assert not by_kind(objects, "Secret")
+    (redis_set,) = by_kind(objects, "StatefulSet").values()
+    for c in [container(redis_set), *map(container, worker_pools(objects).values())]:
+        ref = {e["name"]: e for e in c["env"]}["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "ops-redis", "key": "pw"}
+
+
 def test_pools_merge_with_pool_defaults() -> None:
-    pools = worker_pools(render({"pools": {"cpu": None, "small": {"cores": 1, "podDisruptionBudget": {"enabled": False}},
+    pools = worker_pools(render({"pools": {"cpu": None, "small": {"cores": 1},
                                            "big": {"cores": 16, "memory": 65536, "tags": ["big"]}}}))
     assert sorted(pools) == ["big", "small"]
     assert flags(container(pools["small"])["args"])["--memory"] == "1024"  # poolDefaults.memory
@@ -285,11 +224,13 @@ def test_pools_merge_with_pool_defaults() -> None:
 
 def test_every_pool_has_a_disruption_budget(case: tuple[str, list[dict[str, Any]]]) -> None:
     _, objects = case
-    pdbs = {p["spec"]["selector"]["matchLabels"]["wq-redis/pool"] for p in by_kind(objects, "PodDisruptionBudget").values()}
+    pdbs = {pdb["spec"]["selector"]["matchLabels"]["wq-redis/pool"]
+            for pdb in by_kind(objects, "PodDisruptionBudget").values()}
     assert pdbs == set(worker_pools(objects))
 
 
-def test_worker_args_are_accepted_by_the_cli(case: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_args_are_accepted_by_the_cli(case: tuple[str, list[dict[str, Any]]],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from wq_redis.cli import main
 
     monkeypatch.setenv("WQ_REDIS_URL", "redis://127.0.0.1:1/0")
@@ -418,7 +359,8 @@ def _pings(client: redis.Redis) -> bool:
 def test_keda_scales_each_autoscaled_pool_from_zero() -> None:
     objects = render(example("keda.yaml"))
     pools, scaled = worker_pools(objects), by_kind(objects, "ScaledObject")
-    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == {p["metadata"]["name"] for p in pools.values()}
+    targets = {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()}
+    assert targets == {p["metadata"]["name"] for p in pools.values()}
     for obj in scaled.values():
         spec = obj["spec"]
         assert spec["minReplicaCount"] == 0
