@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -256,9 +257,48 @@ def test_prestop_hook_times_the_second_sigterm_before_the_kill(case: tuple[str, 
 
 
 def _child_pid(parent: int, timeout: float = 5.0) -> int:
-    path = f"/proc/{parent}/task/{parent}/children"
-    assert wait_until(lambda: os.path.exists(path) and open(path).read().split(), timeout)
-    return int(open(path).read().split()[0])
+    def children() -> list[str]:
+        with open(f"/proc/{parent}/task/{parent}/children") as handle:
+            return handle.read().split()
+
+    assert wait_until(lambda: bool(children()), timeout), "unshare started no child"
+    return int(children()[0])
+
+
+def _worker_args(pool: dict[str, Any], workdir: str, metrics_port: int | None = None) -> list[str]:
+    """The pool's rendered worker arguments, runnable here: own workdir, metrics on loopback."""
+    from wq_redis.cli import main
+
+    known = {opt for param in main.commands["worker"].params for opt in param.opts}
+    local = {"--workdir": workdir, "--metrics-addr": "127.0.0.1", "--metrics-port": str(metrics_port or free_port())}
+    return ["worker", *[a for k, v in flags(container(pool)["args"]).items() if k in known
+                        for a in (k, local.get(k, v))], "--log-level", "warning"]
+
+
+def test_worker_serves_healthz_where_the_probes_look(redis_url: str, tmp_path: Any) -> None:
+    from wq_redis.cli import main
+
+    if "--metrics-port" not in {opt for param in main.commands["worker"].params for opt in param.opts}:
+        pytest.skip("wq-redis worker has no --metrics-port yet (it comes with the metrics work)")
+    pool = worker_pools(render())["cpu"]
+    port = free_port()
+    env = {**os.environ, "WQ_REDIS_URL": redis_url}
+    worker = subprocess.Popen([sys.executable, "-m", "wq_redis", *_worker_args(pool, str(tmp_path), port)], env=env)
+    try:
+        for probe in ("livenessProbe", "readinessProbe"):
+            url = f"http://127.0.0.1:{port}{container(pool)[probe]['httpGet']['path']}"
+            assert wait_until(lambda url=url: _http_status(url) == 200, 15), f"{probe}: {url} never answered 200"
+    finally:
+        worker.terminate()
+        worker.wait(15)
+
+
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except (OSError, ValueError):
+        return None
 
 
 @pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="needs root for a PID namespace")
@@ -267,19 +307,15 @@ def test_prestop_hook_drains_then_hands_back_running_tasks(queue: wq.WorkQueue, 
     for tool in ("unshare", "nsenter"):
         assert shutil.which(tool), f"{tool} (util-linux) is missing"
     pool = worker_pools(render({"queue": queue.name, "pools": {"cpu": {
-        "terminationGracePeriodSeconds": 4, "handBackSeconds": 2, "cores": 1, "memory": 256, "disk": 64}}}))["cpu"]
-    from wq_redis.cli import main
-
-    known = {opt for param in main.commands["worker"].params for opt in param.opts}
-    args = [a for k, v in flags(container(pool)["args"]).items() if k in known and k != "--workdir" for a in (k, v)]
+        "terminationGracePeriodSeconds": 6, "handBackSeconds": 3, "cores": 1, "memory": 256, "disk": 64}}}))["cpu"]
     hook = container(pool)["lifecycle"]["preStop"]["exec"]["command"]
     env = {**os.environ, "WQ_REDIS_URL": redis_url, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
     worker = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "wq_redis",
-                               "worker", *args, "--workdir", str(tmp_path), "--log-level", "warning"], env=env)
+                               *_worker_args(pool, str(tmp_path))], env=env)
+    client = redis.Redis.from_url(redis_url)
     try:
         task = wq.PythonTask(timed_sleep, 60)
         queue.submit(task)
-        client = redis.Redis.from_url(redis_url)
         key = queue._store.keys.task(task.id)
         assert wait_until(lambda: client.hget(key, "s") == b"2", 15), "the worker never started the task"
         started = time.monotonic()
@@ -287,11 +323,14 @@ def test_prestop_hook_drains_then_hands_back_running_tasks(queue: wq.WorkQueue, 
         assert worker.wait(10) == 0
         elapsed = time.monotonic() - started
         assert prestop.returncode == 0
-        assert 1.5 < elapsed < 4, f"handed back after {elapsed:.1f} s; the hook sleeps 2 s"
+        # still running after the first SIGTERM (draining), gone soon after the second and
+        # before the grace period's end, when Kubernetes would kill it
+        assert 2.5 < elapsed < 6, f"handed back after {elapsed:.1f} s; the hook sleeps 3 s"
         assert wait_until(lambda: client.hget(key, "s") == b"1", 5), "the task was not requeued"
         assert client.hget(key, "a") == b"0", "a handed-back attempt must not count"
         assert queue.stats.tasks_waiting == 1
     finally:
+        client.close()
         if worker.poll() is None:
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
