@@ -461,3 +461,8 @@ def test_image_runs_as_the_charts_user_with_the_charts_entrypoint() -> None:
     (user,) = [line.split()[1] for line in final if line.startswith("USER")]
     assert user.split(":")[0] == str(values["podSecurityContext"]["runAsUser"]) != "0"
     assert any("slim" in line for line in lines if line.startswith("ARG PYTHON_IMAGE"))
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    with open(os.path.join(CHART, "Chart.yaml")) as handle:
+        assert yaml.safe_load(handle)["appVersion"] == wq.__version__
