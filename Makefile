@@ -10,11 +10,12 @@ VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test clean
+.PHONY: help venv demo test deploy-check clean
 
 help:
 	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
 	@echo "make test    run the test suite (pass options with PYTEST_ARGS='-k name -x')"
+	@echo "make deploy-check  render the Helm chart (deploy/) and validate it offline (part of make test)"
 	@echo "make venv    create $(VENV) and install wq-redis with its test extras (PYTHON=$(PYTHON))"
 	@echo "make clean   remove $(VENV), build outputs and caches"
 	@echo "demo and test create the venv first when needed."
@@ -57,6 +58,11 @@ demo: venv
 
 test: venv
 	$(VPY) -m pytest -ra tests $(PYTEST_ARGS)
+
+# The Helm chart rendered by Helm's own Go SDK (helm-python-sdk) and checked against the
+# Kubernetes schemas (kubernetes-validate): no cluster, no helm binary, no network.
+deploy-check: venv
+	$(VPY) -m pytest -ra tests/test_deploy.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
