@@ -1,0 +1,147 @@
+"""Run the benchmark: ``python -m bench.run [--quick] [--systems wq,huey,...]``.
+
+One Redis server for every system (started here on a free loopback port, unless
+``--redis-url`` names one, which is then FLUSHALLed), FLUSHALL between systems, the
+same worker count and task counts for all; prints one table, wq/peer ratios and the
+goals of issue 4.  ``make bench`` runs it from the bench virtualenv, where the peers are
+installed; ``--systems wq,handwritten`` needs only the project's own dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from typing import Any
+
+import redis
+
+from bench import harness, report
+from bench.systems import MODULES, ORDER
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = harness.Config()
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--systems", default=",".join(ORDER), help=f"comma-separated, from {','.join(ORDER)}")
+    parser.add_argument("--tasks", type=int, help=f"no-op tasks per round (default {defaults.tasks}; quick 200)")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="worker processes per system")
+    parser.add_argument("--latency-samples", type=int, help=f"round trips timed (default {defaults.latency_samples})")
+    parser.add_argument("--mib-tasks", type=int, help=f"1 MiB tasks per round (default {defaults.mib_tasks})")
+    parser.add_argument("--queued", type=int, help=f"tasks queued for the memory reading (default {defaults.queued})")
+    parser.add_argument("--min-seconds", type=float,
+                        help=f"repeat throughput rounds until this long (default {defaults.min_seconds}; quick 0)")
+    parser.add_argument("--quick", action="store_true", help="tiny counts: checks that the benchmark runs (CI)")
+    parser.add_argument("--aof", action="store_true",
+                        help="Redis with wq-redis' own AOF setting (appendfsync everysec); default: appendonly no")
+    parser.add_argument("--redis-url", help="use this Redis instead of starting one (it is FLUSHALLed!)")
+    parser.add_argument("--json", dest="json_out", metavar="OUT", help="also write every reading to this JSON file")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal fails (not only on errors)")
+    return parser.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace) -> harness.Config:
+    config = harness.Config.quick_mode(args.workers) if args.quick else harness.Config(workers=args.workers)
+    for name in ("tasks", "latency_samples", "mib_tasks", "queued", "min_seconds"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    return config
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = make_config(args)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in MODULES]
+    if unknown:
+        log(f"unknown systems {unknown}; choose from {ORDER}")
+        return 2
+    systems = [s for s in ORDER if s in systems]
+
+    server = None
+    if args.redis_url:
+        url = args.redis_url
+    else:
+        from wq_redis.server import RedisServer
+
+        server = RedisServer(extra_args=[] if args.aof else ["--appendonly", "no"]).start()
+        url = server.url
+    client = redis.Redis.from_url(url)
+    logs = harness.log_dir()
+    results: dict[str, dict[str, Any]] = {}
+    started = time.monotonic()
+    try:
+        info = client.info("server")
+        meta = {
+            "redis": f"{'valkey ' + info['valkey_version'] if 'valkey_version' in info else 'redis'} "
+                     f"(redis_version {info['redis_version']}), {'AOF everysec' if args.aof else 'appendonly no'}"
+                     f"{'' if server else ', external'}",
+            "python": f"{platform.python_version()} ({sys.executable})",
+            "cpus": os.cpu_count(),
+            "config": harness.config_dict(config),
+            "worker_logs": logs,
+        }
+        log(f"bench: {', '.join(systems)}; {config.workers} workers; {meta['redis']}; {meta['cpus']} CPUs; "
+            f"tasks {config.tasks}, latency samples {config.latency_samples}, 1 MiB tasks {config.mib_tasks}, "
+            f"queued {config.queued}, min {config.min_seconds} s per reading; worker logs in {logs}")
+        for name in systems:
+            log(f"[{name}]")
+            try:
+                module = importlib.import_module(MODULES[name])
+            except ImportError as exc:
+                results[name] = {"system": name, "error": f"not installed ({exc}); `make bench` installs the peers"}
+                log(f"  {name}: skipped, {results[name]['error']}")
+                continue
+            system = module.SYSTEM(url, config, logs)
+            began = time.monotonic()
+            try:
+                results[name] = harness.measure(system, client, log)
+            except Exception as exc:  # one broken system must not hide the others' readings
+                results[name] = {"system": name, "error": f"{type(exc).__name__}: {exc}",
+                                 "traceback": traceback.format_exc(), "worker_log": system.procs.log_tail()}
+                log(f"  {name}: FAILED: {results[name]['error']}\n{results[name]['traceback']}{results[name]['worker_log']}")
+            results[name]["seconds"] = round(time.monotonic() - began, 1)
+    finally:
+        client.close()
+        if server is not None:
+            server.stop()
+
+    goal_rows = report.goals(results)
+    print()
+    print(f"wq-redis benchmark: {config.workers} workers x 1 task at a time; {meta['redis']}; {meta['cpus']} CPUs; "
+          f"python {platform.python_version()}{'; QUICK MODE (counts too small to mean anything)' if config.quick else ''}")
+    versions = {k: v for r in results.values() for k, v in (r.get("versions") or {}).items()}
+    if versions:
+        print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(f"per round: {config.tasks} no-op tasks, {config.mib_tasks} x 1 MiB; rounds repeat for at least "
+          f"{config.min_seconds} s; {config.latency_samples} round trips; {config.queued} tasks queued for memory")
+    print()
+    print(report.table(results))
+    print()
+    print(report.goals_table(goal_rows))
+    print(f"\n{time.monotonic() - started:.0f} s in all")
+    if args.json_out:
+        with open(args.json_out, "w") as handle:
+            json.dump({"meta": meta, "results": results, "goals": goal_rows}, handle, indent=2, default=str)
+    failed = [n for n, r in results.items() if "error" in r and not r["error"].startswith("not installed")]
+    if failed:
+        print(f"errors: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    if args.strict and any(row[3] == "FAIL" for row in goal_rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
