@@ -273,6 +273,55 @@ def measure(system: System, client: redis.Redis, log: Callable[[str], None]) -> 
     return out
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (steal included) since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+    except OSError:
+        return float("nan")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    return (total - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """How busy the machine was with work that is not the benchmark's, while it measured.
+
+    Ours: this process and its reaped children (every worker, once stopped, with the
+    processes it reaped), plus the Redis server.  Everything else busy on the machine in
+    that time (other people's test suites, steal time of a shared VM) takes CPU from the
+    systems under test and makes the readings low and noisy: the report shows it.
+    """
+
+    def __init__(self, redis_pid: int | None) -> None:
+        self.redis_pid = redis_pid
+
+    def _ours(self) -> float:
+        times = os.times()
+        total = times.user + times.system + times.children_user + times.children_system
+        if self.redis_pid:
+            try:
+                with open(f"/proc/{self.redis_pid}/stat") as handle:
+                    stat = handle.read().rpartition(")")[2].split()
+                total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    def start(self) -> "CpuMeter":
+        self.wall, self.busy, self.ours = time.monotonic(), _machine_busy_seconds(), self._ours()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        wall = time.monotonic() - self.wall
+        busy = _machine_busy_seconds() - self.busy
+        ours = self._ours() - self.ours
+        capacity = wall * (os.cpu_count() or 1)
+        return {"wall_s": round(wall, 2), "ours_cpu_pct": round(100 * ours / capacity, 1),
+                "other_cpu_pct": round(max(0.0, 100 * (busy - ours) / capacity), 1)}
+
+
 def log_dir() -> str:
     return tempfile.mkdtemp(prefix="wq-bench-logs-")
 

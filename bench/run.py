@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -42,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Redis with wq-redis' own AOF setting (appendfsync everysec); default: appendonly no")
     parser.add_argument("--redis-url", help="use this Redis instead of starting one (it is FLUSHALLed!)")
     parser.add_argument("--json", dest="json_out", metavar="OUT", help="also write every reading to this JSON file")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every system this many times (interleaved) and keep the best readings")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal fails (not only on errors)")
     return parser.parse_args(argv)
 
@@ -53,6 +56,44 @@ def make_config(args: argparse.Namespace) -> harness.Config:
         if value is not None:
             setattr(config, name, value)
     return config
+
+
+def run_one(system: harness.System, client: redis.Redis, server: Any) -> dict[str, Any]:
+    """One system's readings, with how busy the machine was with other work meanwhile."""
+    meter = harness.CpuMeter(server.process.pid if server is not None and server.process else None).start()
+    try:
+        result = harness.measure(system, client, log)
+    except Exception as exc:  # one broken system must not hide the others' readings
+        result = {"system": system.name, "error": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc(), "worker_log": system.procs.log_tail()}
+        log(f"  {system.name}: FAILED: {result['error']}\n{result['traceback']}{result['worker_log']}")
+    result["cpu"] = meter.stop()
+    log(f"  {system.name}: {result['cpu']['wall_s']:.0f} s; CPU used by the benchmark {result['cpu']['ours_cpu_pct']}%, "
+        f"by other work on this machine {result['cpu']['other_cpu_pct']}%")
+    return result
+
+
+HIGHER_BETTER = ("per_call", "batch", "map", "mib", "cmd")
+LOWER_BETTER = ("p50_ms", "p99_ms", "bytes_per_task")
+
+
+def combine(readings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best of several runs: the highest rates, the lowest latencies and memory (noise on a
+    shared machine only ever makes a reading worse); the busiest 'other CPU' seen."""
+    good = [r for r in readings if "error" not in r]
+    if not good:
+        return readings[-1]
+    best = dict(good[-1])
+    for key in HIGHER_BETTER + LOWER_BETTER:
+        values = [r[key] for r in good if r.get(key) is not None]
+        if values:
+            best[key] = max(values) if key in HIGHER_BETTER else min(values)
+    best["pubsub_calls"] = max(r.get("pubsub_calls", 0) for r in good)
+    best["other_cpu_pct"] = max(r["cpu"]["other_cpu_pct"] for r in readings)
+    best["runs"] = len(readings)
+    if len(readings) > 1:
+        best["all_runs"] = [{k: r.get(k) for k in HIGHER_BETTER + LOWER_BETTER + ("cpu", "error")} for r in readings]
+    return best
 
 
 def log(message: str) -> None:
@@ -95,23 +136,19 @@ def main(argv: list[str] | None = None) -> int:
         log(f"bench: {', '.join(systems)}; {config.workers} workers; {meta['redis']}; {meta['cpus']} CPUs; "
             f"tasks {config.tasks}, latency samples {config.latency_samples}, 1 MiB tasks {config.mib_tasks}, "
             f"queued {config.queued}, min {config.min_seconds} s per reading; worker logs in {logs}")
+        modules = {}
         for name in systems:
-            log(f"[{name}]")
             try:
-                module = importlib.import_module(MODULES[name])
+                modules[name] = importlib.import_module(MODULES[name])
             except ImportError as exc:
                 results[name] = {"system": name, "error": f"not installed ({exc}); `make bench` installs the peers"}
-                log(f"  {name}: skipped, {results[name]['error']}")
-                continue
-            system = module.SYSTEM(url, config, logs)
-            began = time.monotonic()
-            try:
-                results[name] = harness.measure(system, client, log)
-            except Exception as exc:  # one broken system must not hide the others' readings
-                results[name] = {"system": name, "error": f"{type(exc).__name__}: {exc}",
-                                 "traceback": traceback.format_exc(), "worker_log": system.procs.log_tail()}
-                log(f"  {name}: FAILED: {results[name]['error']}\n{results[name]['traceback']}{results[name]['worker_log']}")
-            results[name]["seconds"] = round(time.monotonic() - began, 1)
+                log(f"[{name}] skipped: {results[name]['error']}")
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modules}
+        for repeat in range(args.repeat):
+            for name, module in modules.items():
+                log(f"[{name}]" + (f" run {repeat + 1} of {args.repeat}" if args.repeat > 1 else ""))
+                runs[name].append(run_one(module.SYSTEM(url, config, logs), client, server))
+        results.update({name: combine(readings) for name, readings in runs.items()})
     finally:
         client.close()
         if server is not None:
@@ -134,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         with open(args.json_out, "w") as handle:
             json.dump({"meta": meta, "results": results, "goals": goal_rows}, handle, indent=2, default=str)
+    busy = {n: r["other_cpu_pct"] for n, r in results.items() if r.get("other_cpu_pct", 0) > 10}
+    if busy:
+        print("WARNING: other work kept this machine busy while it measured "
+              f"({', '.join(f'{n} {v:.0f}%' for n, v in busy.items())} of its CPU): the readings are low and noisy; "
+              "run again on an idle machine, or with --repeat 3")
     failed = [n for n, r in results.items() if "error" in r and not r["error"].startswith("not installed")]
+    if not failed:
+        shutil.rmtree(logs, ignore_errors=True)
     if failed:
         print(f"errors: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -34,7 +34,8 @@ class CeleryBench(System):
             self.procs.start([sys.executable, "-m", "celery", "-A", "bench.systems.celery_app", "worker",
                               "--pool=solo", "--concurrency=1", "-n", f"bench{index}@%h", "-Q", "bench",
                               "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],
-                             env={"BENCH_REDIS_URL": self.url})
+                             # C_FORCE_ROOT: Celery refuses pickle as root (CI runs as root)
+                             env={"BENCH_REDIS_URL": self.url, "C_FORCE_ROOT": "1"})
 
     def _get(self, results: list) -> list:
         return [r.get(timeout=RESULT_TIMEOUT) for r in results]
