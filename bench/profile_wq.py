@@ -212,6 +212,35 @@ def client_cpu() -> float:
     return t.user + t.system
 
 
+def latency_breakdown(system: WQ, n: int) -> dict[str, dict[str, float]]:
+    """Where one round trip's time goes, from the task's own timestamps (one clock: the
+    manager's ``time.time()`` and Redis' TIME on the same machine): submit -> claimed by a
+    worker (``execute_cmd_start``) -> result recorded (``finish_time``) -> back from wait."""
+    from wq_redis import PythonTask
+
+    from bench import tasks
+
+    segments: dict[str, list[float]] = {"submit -> claimed": [], "claimed -> result stored": [],
+                                        "result stored -> wait() returned": [], "total": []}
+    for _ in range(n):
+        started = time.time()
+        system.q.submit(PythonTask(tasks.noop))
+        task = system.q.wait(10)
+        back = time.time()
+        if task is None or task.execute_cmd_start is None or task.finish_time is None:
+            continue
+        claimed, stored = task.execute_cmd_start / 1e6, task.finish_time / 1e6
+        segments["submit -> claimed"].append(claimed - started)
+        segments["claimed -> result stored"].append(stored - claimed)
+        segments["result stored -> wait() returned"].append(back - stored)
+        segments["total"].append(back - started)
+    out = {}
+    for name, values in segments.items():
+        values.sort()
+        out[name] = {"p50_ms": 1000 * harness.percentile(values, 0.5), "p99_ms": 1000 * harness.percentile(values, 0.99)}
+    return out
+
+
 # -- the run --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile_wq", description=__doc__.split("\n\n")[0])
@@ -331,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
                     + ", ".join(f"{k} {100 * v / stacks['samples']:.0f}%" for k, v in stacks["roles"][:6]))
                 say(f"  self:      " + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["self"][:args.top]))
                 say(f"  inclusive: " + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["inclusive"][:args.top]))
+            if phase == "latency":
+                entry["breakdown"] = latency_breakdown(system, n)
+                say("round trip by segment (task timestamps): " + "; ".join(
+                    f"{k} p50 {v['p50_ms']:.2f} ms / p99 {v['p99_ms']:.2f} ms" for k, v in entry["breakdown"].items()))
             stream = io.StringIO()
             pstats.Stats(prof_path, stream=stream).sort_stats("tottime").print_stats(args.top)
             say(f"client cProfile, top {args.top} by own time:")
