@@ -109,17 +109,12 @@ while #claimed < max_tasks do
 end
 
 -- Pass the baton: a queue that still holds tasks rings its wake key for the next idle
--- worker; an emptied queue leaves the registry.
+-- worker.  Emptied queues stay registered (so the next submit does not wake every worker
+-- as for a new queue); the reaper forgets the ones that stay empty.
 for _, c in ipairs(cands) do
-  if c.empty or touched[c.member] then
-    if redis.call('EXISTS', c.key) == 1 then
-      if touched[c.member] then
-        redis.call('LPUSH', prefix .. 'wake:' .. c.member, 1)
-        redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
-      end
-    else
-      redis.call('SREM', KEYS[1], c.member)
-    end
+  if touched[c.member] and redis.call('EXISTS', c.key) == 1 then
+    redis.call('LPUSH', prefix .. 'wake:' .. c.member, 1)
+    redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
   end
 end
 if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', #claimed) end

@@ -42,10 +42,28 @@ if #ids < max_tasks then
     end
   end
 end
+-- Everything but what the manager sent itself (arguments, input files, signature):
+-- a 1 MiB argument does not travel back with its result.
+local function wanted(name)
+  return name ~= 'args' and name ~= 'sig' and name ~= 'fn' and string.sub(name, 1, 3) ~= 'in:'
+end
 local out = {}
 for _, id in ipairs(ids) do
-  local fields = redis.call('HGETALL', prefix .. 't:' .. id)
-  if #fields > 0 then
+  local tkey = prefix .. 't:' .. id
+  local names = {}
+  for _, name in ipairs(redis.call('HKEYS', tkey)) do
+    if wanted(name) then names[#names + 1] = name end
+  end
+  local fields = {}
+  for first = 1, #names, 500 do  -- HMGET in chunks: unpack() has a stack limit
+    local chunk = {unpack(names, first, math.min(first + 499, #names))}
+    local values = redis.call('HMGET', tkey, unpack(chunk))
+    for i, name in ipairs(chunk) do
+      fields[#fields + 1] = name
+      fields[#fields + 1] = values[i]
+    end
+  end
+  if #names > 0 then
     out[#out + 1] = {id, fields}
   else
     redis.call('SREM', KEYS[3], id)

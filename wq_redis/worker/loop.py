@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,9 @@ class Worker:
         self.workdir = options.workdir or tempfile.mkdtemp(prefix="wq-redis-worker-")
         os.makedirs(self.workdir, exist_ok=True)
         self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus))
+        # one runner thread per task slot (every task holds a core or a GPU), reused
+        self._threads = ThreadPoolExecutor(max_workers=capacity.cores + len(capacity.gpus) + 2,
+                                           thread_name_prefix="task")
         self.lease_ms = int(options.lease_seconds * 1000)
         self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
         self._running: dict[str, TaskRun] = {}  # by lease token: one entry per attempt
@@ -188,7 +192,7 @@ class Worker:
                       self.options.max_result_bytes, self.signer)
         with self._lock:
             self._running[task.token] = run
-        threading.Thread(target=self._execute, args=(run, task.token), name=f"task-{task.task_id}", daemon=True).start()
+        self._threads.submit(self._execute, run, task.token)
 
     def _execute(self, run: TaskRun, token: str) -> None:
         try:
@@ -314,6 +318,7 @@ class Worker:
             self.store.unregister_worker(self.name)
         except redis.RedisError:
             pass
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
