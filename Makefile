@@ -8,16 +8,25 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_VENV := bench/.venv
+BPY := $(BENCH_VENV)/bin/python
+BENCH_ARGS ?=
+PROFILE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test clean prometheus
+.PHONY: help venv demo test deploy-check clean bench bench-quick bench-venv bench-profile prometheus
 
 help:
 	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
 	@echo "make test    run the test suite (pass options with PYTEST_ARGS='-k name -x')"
 	@echo "make prometheus  install Debian's prometheus (and promtool) for the monitoring tests, when root"
+	@echo "make deploy-check  render the Helm chart (deploy/) and validate it offline (part of make test)"
 	@echo "make venv    create $(VENV) and install wq-redis with its test extras (PYTHON=$(PYTHON))"
-	@echo "make clean   remove $(VENV), build outputs and caches"
+	@echo "make bench   benchmark wq-redis against huey, RQ, Celery and a hand-written queue (a few minutes;"
+	@echo "             BENCH_ARGS='--tasks 10000 --workers 2 --systems wq,huey --repeat 3 --json out.json')"
+	@echo "make bench-quick    the same with tiny counts: checks that the benchmark runs (well under a minute)"
+	@echo "make bench-profile  profile wq-redis: client (cProfile), workers (py-spy), Redis (per-script times)"
+	@echo "make clean   remove $(VENV), $(BENCH_VENV), build outputs and caches"
 	@echo "demo and test create the venv first when needed."
 
 venv: $(VENV)/.installed
@@ -53,6 +62,33 @@ $(VENV)/.installed: pyproject.toml
 	$(VPY) -m pip install -e '.[test]'
 	@touch $@
 
+# The benchmark's own venv: the peers (huey, RQ, Celery) and py-spy live there, never in
+# the project's dependencies; the project itself is installed editable next to them.
+bench-venv: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
+	@if ! $(BPY) -m pip --version >/dev/null 2>&1; then \
+	  rm -rf $(BENCH_VENV); \
+	  echo "$(PYTHON) -m venv $(BENCH_VENV)"; \
+	  if ! $(PYTHON) -m venv $(BENCH_VENV); then \
+	    echo "no ensurepip: creating $(BENCH_VENV) without pip and bootstrapping pip from PyPI"; \
+	    rm -rf $(BENCH_VENV) && $(PYTHON) -m venv --without-pip $(BENCH_VENV) && $(BPY) -c "$$BOOTSTRAP_PIP" || exit 1; \
+	  fi; \
+	fi
+	$(BPY) -m pip install --upgrade pip
+	$(BPY) -m pip install -r bench/requirements.txt
+	$(BPY) -m pip install -e .
+	@touch $@
+
+bench: bench-venv
+	$(BPY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: bench-venv
+	$(BPY) -m bench.run --quick $(BENCH_ARGS)
+
+bench-profile: bench-venv
+	$(BPY) -m bench.profile_wq $(PROFILE_ARGS)
+
 demo: venv
 	$(VPY) examples/quickstart.py
 
@@ -84,7 +120,11 @@ prometheus:
 	  fi; \
 	  exit $$status; \
 	fi
+# The Helm chart rendered by Helm's own Go SDK (helm-python-sdk) and checked against the
+# Kubernetes schemas (kubernetes-validate): no cluster, no helm binary, no network.
+deploy-check: venv
+	$(VPY) -m pytest -ra tests/test_deploy.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -88,12 +88,12 @@ def test_client_kill_of_worker_connections_loses_nothing(queue, workers, redis_u
     log = tmp_path / "runs.log"
     client = redis.Redis.from_url(redis_url)
     workers.start("--cores", "4", "--lease-seconds", "2")
-    tasks = submit_logged(queue, log, 40, 0.1)
+    tasks = submit_logged(queue, log, 60, 0.2)
     done = []
     kills = 0
     deadline = time.monotonic() + 60
     own = str(client.client_id())
-    while len(done) < 40 and time.monotonic() < deadline:
+    while len(done) < 60 and time.monotonic() < deadline:
         for entry in client.client_list():  # every connection but this one: workers' and the manager's
             if entry["id"] != own:
                 try:
@@ -105,7 +105,7 @@ def test_client_kill_of_worker_connections_loses_nothing(queue, workers, redis_u
             if task is None:
                 break
             done.append(task)
-    assert kills >= 5, "the test must actually cut connections"
+    assert kills >= 3, "the test must actually cut connections"
     check_books(queue, client, tasks, done)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import wq_redis as wq
 from conftest import drain, wait_until
@@ -178,3 +179,21 @@ def test_claims_never_exceed_free_cores_with_many_waiting(queue, workers):
     done = drain(queue, 12)
     assert peak <= 3
     assert max_overlap([t.output[:2] for t in done]) <= 3
+
+
+def test_a_big_task_is_not_starved_by_a_stream_of_small_ones(queue, workers):
+    workers.start("--cores", "2", "--reserve-after", "0.5")
+    # staggered small tasks: one core frees up while the other is still busy, every time
+    queue.submit_many([sleeper(1, 0.25), sleeper(1, 0.4), sleeper(1, 0.25), sleeper(1, 0.4)])
+    assert wait_until(lambda: queue.stats.tasks_running == 2)
+    big = sleeper(2, 0.1)
+    queue.submit(big)
+    done: list[wq.Task] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(t is big for t in done):
+        queue.submit_many([sleeper(1, 0.25), sleeper(1, 0.4)])  # the stream never dries up
+        task = queue.wait(1)
+        while task is not None:
+            done.append(task)
+            task = queue.wait(0)
+    assert any(t is big for t in done), "the 2-core task never ran"

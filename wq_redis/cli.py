@@ -72,12 +72,17 @@ def main() -> None:
 @click.option("--metrics-advertise", envvar="WQ_METRICS_ADVERTISE",
               help="Host other machines scrape, recorded in Redis for service discovery "
                    "(default: --metrics-addr, or this host's name when that is a wildcard).")
+@click.option("--reserve-after", envvar="WQ_RESERVE_AFTER", type=click.FloatRange(min=0), default=30.0,
+              show_default=True, help="A task too big for the free resources that waited this long makes "
+              "the worker take nothing smaller until it fits (0: never; big tasks may then starve).")
+@click.option("--secret", envvar="WQ_REDIS_SECRET",
+              help="Shared secret: run only tasks signed with it, sign results (env WQ_REDIS_SECRET).")
 @click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
            tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
            max_result_bytes: int, metrics_port: range | None, metrics_addr: str, metrics_advertise: str | None,
-           log_level: str) -> None:
+           reserve_after: float, secret: str | None, log_level: str) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
@@ -100,6 +105,7 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
         queue=queue, name=name, tags=[t.strip() for t in tags.split(",") if t.strip()], idle_timeout=idle_timeout,
         burst=burst, lease_seconds=lease_seconds, workdir=workdir, max_result_bytes=max_result_bytes,
         metrics_ports=metrics_port, metrics_addr=metrics_addr, metrics_advertise=metrics_advertise,
+        secret=secret.encode() if secret else None, reserve_after=reserve_after,
     )
     w = Worker(client, capacity, options)
     w.install_signal_handlers()

@@ -24,6 +24,7 @@ from .local_workers import LocalWorkers
 from .mapping import map_tasks
 from .resources import DEFAULT_CORES, Request, queue_member
 from .serialize import EnvelopeError, FunctionCache
+from .signing import SignatureError, Signer, secret_from
 from .server import acquire_embedded, release_embedded
 from .stats import Stats, stats_from_snapshot, waiting_cores
 from .store import QueueStore, connect
@@ -73,6 +74,10 @@ def open_client(url: str) -> redis.Redis:
     return connect(url)
 
 
+def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
+    return {k.encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in fields.items()}
+
+
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""
     if "@" not in url:
@@ -88,6 +93,9 @@ class WorkQueue:
     then ``REDIS_URL``; with neither, a private local Redis server is started (and stopped
     with the last queue object).  ``local_workers=N`` also starts N local workers, with
     ``local_worker_resources={"cores": 4, "gpus": 1}`` declaring each one's resources.
+    ``keep_results=SECONDS`` keeps retrieved tasks in Redis that long (default: deleted);
+    ``enforce_limits=True`` kills tasks that use more memory or disk than they declared.
+    ``secret=`` (or ``WQ_REDIS_SECRET``) signs tasks and checks signed results (HMAC).
     """
 
     def __init__(
@@ -99,6 +107,7 @@ class WorkQueue:
         local_worker_resources: Mapping[str, Any] | None = None,
         keep_results: int = 0,
         enforce_limits: bool = False,
+        secret: str | bytes | None = None,
         port: int | None = None,
         **work_queue_options: Any,
     ) -> None:
@@ -112,6 +121,8 @@ class WorkQueue:
         self.name = str(name)
         self.keep_results = int(keep_results)
         self.enforce_limits = bool(enforce_limits)
+        key = secret_from(secret)
+        self._signer = Signer(key) if key else None
         url = resolve_url(redis_url)
         self._embedded = url is None
         self.redis_url = url or acquire_embedded()
@@ -128,6 +139,7 @@ class WorkQueue:
         self._results: collections.OrderedDict[int, Task] = collections.OrderedDict()
         self._returned: set[int] = set()
         self._unacked: list[int] = []  # taken from Redis, acknowledged with the next retrieve
+        self._outstanding_seen = 0
         self._cancelled: set[int] = set()
         self._categories: dict[str, dict[str, int]] = {}
         self.hungry_minimum = 10
@@ -227,6 +239,8 @@ class WorkQueue:
         rows = []
         for task, request, fields in batch:
             task._id, task._fields = self._next_id(), {}
+            if self._signer is not None:
+                fields["sig"] = self._signer.sign_task(task._id, _bytes_fields(fields))
             rows.append((task._id, queue_member(request, task.tag), task.priority, fields))
         self._store.submit(rows)
         for task, _, _ in batch:
@@ -255,7 +269,7 @@ class WorkQueue:
                     return task
             if self._retrieve():
                 continue
-            if self._outstanding() == 0:
+            if self._outstanding_seen <= 0:  # as of that same call: nothing more will come
                 return None
             remaining = 5.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
@@ -266,7 +280,7 @@ class WorkQueue:
         """Acknowledge what was taken last time and take a batch of finished tasks."""
         acked, self._unacked = self._unacked, []
         try:
-            rows = self._store.retrieve(max_tasks, self.keep_results, acked)
+            rows, self._outstanding_seen = self._store.retrieve(max_tasks, self.keep_results, acked)
         except Exception:
             self._unacked = acked + self._unacked
             raise
@@ -281,6 +295,12 @@ class WorkQueue:
                     task = task_from_fields(task_id, fields)
                 except EnvelopeError:
                     task = Task("<unreadable task spec>")
+            if self._signer is not None and b"val" in fields:
+                try:
+                    self._signer.verify_result(task_id, fields[b"val"], fields.get(b"rsig"))
+                except SignatureError as exc:  # never unpickle what a stranger wrote
+                    fields = {**fields, b"r": str(int(Result.UNKNOWN)).encode(), b"err": str(exc).encode()}
+                    del fields[b"val"]
             try:
                 apply_results(task, task_id, fields)
             except OSError as exc:  # e.g. an output file's local path cannot be written
@@ -295,14 +315,12 @@ class WorkQueue:
         if self._unacked:
             self._retrieve(0)
 
-    def _outstanding(self) -> int:
-        submitted, retrieved, cancelled = self._client.hmget(self._store.keys.stats, ["submitted", "retrieved", "canceled"])
-        return int(submitted or 0) - int(retrieved or 0) - int(cancelled or 0)
-
     def empty(self) -> bool:
         """True when every submitted task has been returned by ``wait`` (or cancelled)."""
-        self._flush_acks()
-        return not self._results and self._outstanding() == 0
+        if self._results:
+            return False
+        self._retrieve(0)
+        return self._outstanding_seen <= 0
 
     def hungry(self) -> bool:
         """True when workers could take more tasks than are waiting."""

@@ -30,7 +30,8 @@ class Request:
     gpus: int = 0
 
     def __post_init__(self) -> None:
-        for field, value in asdict(self).items():
+        for field in ("cores", "memory", "disk", "gpus"):  # (not asdict: this runs per task)
+            value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
         if self.cores < 1 and self.gpus < 1:

@@ -104,20 +104,23 @@ class QueueStore:
         self._scripts = {name: _load_script(client, name) for name in self.SCRIPTS}
 
     def _call_many(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run one script many times in one pipeline (one round trip).
+        """Run one script many times in one pipeline (one round trip)."""
+        return self._pipeline([(name, keys, args) for keys, args in calls])
+
+    def _pipeline(self, calls: Sequence[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Run scripts in one pipeline (one round trip); answers in order.
 
         Sends EVALSHA directly: redis-py's pipelines would first ask SCRIPT EXISTS, a second
         round trip on every call.  Calls answered NOSCRIPT (Redis restarted or flushed its
-        script cache) did not run; the script is loaded and only those are sent again.
+        script cache) did not run; their scripts are loaded and only those are sent again.
         """
-        script = self._scripts[name]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
             for index in todo:
-                keys, args = calls[index]
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                name, keys, args = calls[index]
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
             answers = pipe.execute(raise_on_error=False)
             retry = []
             for index, answer in zip(todo, answers):
@@ -129,9 +132,11 @@ class QueueStore:
                     results[index] = answer
             if not retry:
                 return results
-            script.sha = self.client.script_load(script.script)
+            for name in {calls[index][0] for index in retry}:
+                script = self._scripts[name]
+                script.sha = self.client.script_load(script.script)
             todo = retry
-        raise RuntimeError(f"script {name} could not be loaded into Redis")
+        raise RuntimeError("scripts could not be loaded into Redis")
 
     # -- manager side --------------------------------------------------------------
     def reserve_ids(self, count: int) -> range:
@@ -160,12 +165,13 @@ class QueueStore:
             calls.append(([k.task(task_id), k.ready(member), k.registry, k.wake(member), k.new_queue_wake, k.stats], args))
         self._call_many("submit", calls)
 
-    def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int]) -> list[tuple[int, Fields]]:
-        """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more."""
+    def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int]) -> tuple[list[tuple[int, Fields]], int]:
+        """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more;
+        also says how many tasks are outstanding (submitted, not retrieved nor cancelled)."""
         k = self.keys
-        rows = self._scripts["retrieve"](
+        rows, outstanding = self._scripts["retrieve"](
             keys=[k.done, k.stats, k.retrieving], args=[k.prefix, max_tasks, keep_seconds, *acked])
-        return [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows]
+        return [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows], int(outstanding)
 
     def wait_done(self, timeout: float) -> None:
         """Block until a completion rings the manager's wake key, or ``timeout`` passes."""
@@ -229,16 +235,20 @@ class QueueStore:
     # -- worker side ---------------------------------------------------------------
     def claim(
         self, worker: str, free: dict[str, int], tags: Sequence[str], max_tasks: int, lease_ms: int,
-        token_prefix: str,
-    ) -> tuple[list[Claimed], list[str]]:
+        token_prefix: str, results: Sequence[tuple[int, str, dict[str, Any]]] = (),
+        total: dict[str, int] | None = None, reserve_after_ms: int = 0,
+    ) -> tuple[list[Claimed], list[str], list[bool]]:
+        """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
+        trip: the results' resources are free again, so the claim may use them."""
         k = self.keys
-        claimed, eligible = self._scripts["claim"](
-            keys=[k.registry, k.leases, k.stats],
-            args=[k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
-                  "\n".join(tags), max_tasks, lease_ms, token_prefix],
-        )
+        claim_args = [k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
+                      "\n".join(tags), max_tasks, lease_ms, token_prefix]
+        total = total or free
+        claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms]
+        answers = self._pipeline(self._complete_calls(results) + [("claim", [k.registry, k.leases, k.stats], claim_args)])
+        claimed, eligible = answers[-1]
         tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat)) for i, tok, member, flat in claimed]
-        return tasks, [m.decode() for m in eligible]
+        return tasks, [m.decode() for m in eligible], [bool(a) for a in answers[:-1]]
 
     def function(self, digest: str) -> bytes | None:
         return self.client.get(self.keys.function(digest))
@@ -258,14 +268,17 @@ class QueueStore:
 
     def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[bool]:
         """Record results in one round trip; False where the lease was lost (result dropped)."""
+        return [bool(r) for r in self._pipeline(self._complete_calls(results))]
+
+    def _complete_calls(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
         k = self.keys
         calls = []
         for task_id, token, fields in results:
             args: list[Any] = [task_id, token]
             for name, value in fields.items():
                 args += (name, value)
-            calls.append(([k.task(task_id), k.leases, k.done, k.done_wake, k.stats], args))
-        return [bool(r) for r in self._call_many("complete", calls)]
+            calls.append(("complete", [k.task(task_id), k.leases, k.done, k.done_wake, k.stats], args))
+        return calls
 
     def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> tuple[list[int], bool]:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and

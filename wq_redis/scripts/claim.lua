@@ -7,7 +7,11 @@
 -- KEYS: 1 registry set, 2 leases zset, 3 stats hash
 -- ARGV: 1 key prefix, 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
 --       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms,
---       10 token prefix (unique per worker process, so tokens never repeat)
+--       10 token prefix (unique per worker process, so tokens never repeat),
+--       11-14 the worker's total cores, memory, disk, gpus, 15 reserve after ms (0 = never)
+-- A task that fits the worker's total but not its free resources, and has waited longer
+-- than "reserve after", makes the worker claim nothing smaller until it fits: without
+-- that, a stream of small tasks would starve it forever.
 -- Returns {claimed, eligible}: claimed = {{id, token, member, {hash fields...}}, ...};
 -- eligible = members that fit the free resources (the worker blocks on their wake keys).
 local prefix = ARGV[1]
@@ -55,6 +59,26 @@ for _, c in ipairs(cands) do
   if fits(c.need) then eligible[#eligible + 1] = c.member end
 end
 
+local total = {tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])}
+local reserve_after_ms = tonumber(ARGV[15])
+if reserve_after_ms > 0 then
+  for _, c in ipairs(cands) do
+    local fits_total = true
+    for i = 1, 4 do
+      if c.need[i] > total[i] then fits_total = false end
+    end
+    if fits_total and not fits(c.need) then
+      local head = redis.call('ZRANGE', c.key, 0, 0)
+      if #head > 0 then
+        local submitted = redis.call('HGET', prefix .. 't:' .. tonumber(head[1]), 'sub')
+        if submitted and now_ms - tonumber(submitted) / 1000 > reserve_after_ms then
+          return {{}, {}}  -- draining for it: wake on our own key when a task finishes
+        end
+      end
+    end
+  end
+end
+
 local claimed = {}
 local touched = {}
 while #claimed < max_tasks do
@@ -85,17 +109,12 @@ while #claimed < max_tasks do
 end
 
 -- Pass the baton: a queue that still holds tasks rings its wake key for the next idle
--- worker; an emptied queue leaves the registry.
+-- worker.  Emptied queues stay registered (so the next submit does not wake every worker
+-- as for a new queue); the reaper forgets the ones that stay empty.
 for _, c in ipairs(cands) do
-  if c.empty or touched[c.member] then
-    if redis.call('EXISTS', c.key) == 1 then
-      if touched[c.member] then
-        redis.call('LPUSH', prefix .. 'wake:' .. c.member, 1)
-        redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
-      end
-    else
-      redis.call('SREM', KEYS[1], c.member)
-    end
+  if touched[c.member] and redis.call('EXISTS', c.key) == 1 then
+    redis.call('LPUSH', prefix .. 'wake:' .. c.member, 1)
+    redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
   end
 end
 if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', #claimed) end

@@ -1,6 +1,6 @@
 -- Requeue tasks whose lease expired (their worker died, hung or was partitioned), or
 -- fail them with MAX_RETRIES when their attempts are spent; forget workers whose
--- heartbeat stopped.  Uses Redis TIME, never a client clock.
+-- heartbeat stopped, and empty ready queues.  Uses Redis TIME, never a client clock.
 -- KEYS: 1 leases zset, 2 registry set, 3 done list, 4 done wake list, 5 stats hash,
 --       6 workers zset, 7 new-queue wake list
 -- ARGV: 1 key prefix, 2 max leases per call, 3 worker timeout ms
@@ -45,4 +45,11 @@ for _, name in ipairs(dead) do
   redis.call('DEL', prefix .. 'w:' .. name)
   redis.call('HINCRBY', KEYS[5], 'workers_lost', 1)
 end
-return {#expired, requeued, failed, #dead}
+local forgotten = 0
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', prefix .. 'ready:' .. member) == 0 then
+    redis.call('SREM', KEYS[2], member)
+    forgotten = forgotten + 1
+  end
+end
+return {#expired, requeued, failed, #dead, forgotten}

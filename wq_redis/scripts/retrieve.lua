@@ -7,6 +7,7 @@
 --      done list, up to the maximum.  The manager ignores ids it already has.
 -- KEYS: 1 done list, 2 stats hash, 3 in-flight set
 -- ARGV: 1 key prefix, 2 max tasks, 3 keep seconds (0 = delete now), 4.. acked ids
+-- Returns {{{id, {fields}}...}, tasks outstanding (submitted, neither retrieved nor cancelled)}
 local prefix = ARGV[1]
 local max_tasks = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
@@ -28,7 +29,9 @@ if retrieved > 0 then
   redis.call('HINCRBY', KEYS[2], 'retrieved', retrieved)
   redis.call('HINCRBY', KEYS[2], 'failed', failed)
 end
-if max_tasks <= 0 then return {} end
+local counts = redis.call('HMGET', KEYS[2], 'submitted', 'retrieved', 'canceled')
+local outstanding = (tonumber(counts[1]) or 0) - (tonumber(counts[2]) or 0) - (tonumber(counts[3]) or 0)
+if max_tasks <= 0 then return {{}, outstanding} end
 local ids = redis.call('SRANDMEMBER', KEYS[3], max_tasks)
 if #ids < max_tasks then
   local more = redis.call('LPOP', KEYS[1], max_tasks - #ids)
@@ -39,13 +42,31 @@ if #ids < max_tasks then
     end
   end
 end
+-- Everything but what the manager sent itself (arguments, input files, signature):
+-- a 1 MiB argument does not travel back with its result.
+local function wanted(name)
+  return name ~= 'args' and name ~= 'sig' and name ~= 'fn' and string.sub(name, 1, 3) ~= 'in:'
+end
 local out = {}
 for _, id in ipairs(ids) do
-  local fields = redis.call('HGETALL', prefix .. 't:' .. id)
-  if #fields > 0 then
+  local tkey = prefix .. 't:' .. id
+  local names = {}
+  for _, name in ipairs(redis.call('HKEYS', tkey)) do
+    if wanted(name) then names[#names + 1] = name end
+  end
+  local fields = {}
+  for first = 1, #names, 500 do  -- HMGET in chunks: unpack() has a stack limit
+    local chunk = {unpack(names, first, math.min(first + 499, #names))}
+    local values = redis.call('HMGET', tkey, unpack(chunk))
+    for i, name in ipairs(chunk) do
+      fields[#fields + 1] = name
+      fields[#fields + 1] = values[i]
+    end
+  end
+  if #names > 0 then
     out[#out + 1] = {id, fields}
   else
     redis.call('SREM', KEYS[3], id)
   end
 end
-return out
+return {out, outstanding}

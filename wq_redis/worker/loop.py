@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ import redis
 
 from .. import __version__
 from ..resources import parse_class, split_member
+from ..signing import Signer, verify_function_body
 from ..store import Claimed, QueueStore
 from .metrics import WorkerMetrics
 from .pool import WarmPool
@@ -50,11 +52,13 @@ class WorkerOptions:
     burst: bool = False  # exit once nothing is left that this worker can take
     lease_seconds: float = 30.0
     block_seconds: float = 1.0  # longest a lost wake-up can delay a claim
+    reserve_after: float = 30.0  # seconds a too-big-for-now task waits before smaller ones yield
     workdir: str | None = None
     max_result_bytes: int = 256 * 1024 * 1024
     metrics_ports: range | None = None  # serve Prometheus metrics on the first free one
     metrics_addr: str = "0.0.0.0"
     metrics_advertise: str | None = None  # host others scrape (default: metrics_addr or hostname)
+    secret: bytes | None = None  # verify tasks and sign results (HMAC-SHA256)
 
 
 class Worker:
@@ -69,6 +73,9 @@ class Worker:
         self.workdir = options.workdir or tempfile.mkdtemp(prefix="wq-redis-worker-")
         os.makedirs(self.workdir, exist_ok=True)
         self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus))
+        # one runner thread per task slot (every task holds a core or a GPU), reused
+        self._threads = ThreadPoolExecutor(max_workers=capacity.cores + len(capacity.gpus) + 2,
+                                           thread_name_prefix="task")
         self.lease_ms = int(options.lease_seconds * 1000)
         self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
         self._running: dict[str, TaskRun] = {}  # by lease token: one entry per attempt
@@ -87,6 +94,7 @@ class Worker:
         if options.metrics_ports is not None:
             self.metrics = WorkerMetrics(self.name, capacity, self.allocator, options.tags,
                                          running=lambda: len(self._running), healthy=self._health)
+        self.signer = Signer(options.secret) if options.secret else None
 
     # -- signals ----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -126,8 +134,8 @@ class Worker:
         idle_since = time.monotonic()
         eligible: list[str] = []
         while not self._abort:
-            self._deliver()
             if self._draining:
+                self._deliver()
                 if not self._running and not self._outbox:
                     return
                 self._changed.wait(0.2)
@@ -137,9 +145,11 @@ class Worker:
             claimed: list[Claimed] = []
             can_take_more = free["cores"] >= 1 or free["gpus"] >= 1
             if can_take_more:
-                claimed, eligible = self._claim(free)
+                claimed, eligible = self._deliver_and_claim(free)
                 for task in claimed:
                     self._start(task)
+            else:
+                self._deliver()
             if claimed or self._running:
                 idle_since = time.monotonic()
                 if claimed:
@@ -152,14 +162,21 @@ class Worker:
                 return
             self._wait_for_work(can_take_more, eligible)
 
-    def _claim(self, free: dict[str, int]) -> tuple[list[Claimed], list[str]]:
+    def _deliver_and_claim(self, free: dict[str, int]) -> tuple[list[Claimed], list[str]]:
+        """Deliver finished results and claim what fits, in one round trip."""
+        batch = self._take_outbox()
         try:
-            return self.store.claim(self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
-                                    lease_ms=self.lease_ms, token_prefix=self.session)
+            claimed, eligible, accepted = self.store.claim(
+                self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
+                lease_ms=self.lease_ms, token_prefix=self.session, results=batch,
+                total=self.capacity.as_dict(), reserve_after_ms=int(self.options.reserve_after * 1000))
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             log.warning("claim failed (%s); retrying", exc)
+            self._hold(batch)
             time.sleep(1.0)
             return [], []
+        self._delivered(batch, accepted)
+        return claimed, eligible
 
     def _wait_for_work(self, can_take_more: bool, eligible: list[str]) -> None:
         if not can_take_more:
@@ -186,12 +203,12 @@ class Worker:
                 stale.cancel()
         gpus = self.allocator.allocate(task.token, request)
         run = TaskRun(task.task_id, task.fields, request, gpus, self.workdir, self.pool, self._function,
-                      self.options.max_result_bytes)
+                      self.options.max_result_bytes, self.signer)
         with self._lock:
             self._running[task.token] = run
         if self.metrics is not None:
             self.metrics.task_started(task.fields)
-        threading.Thread(target=self._execute, args=(run, task.token), name=f"task-{task.task_id}", daemon=True).start()
+        self._threads.submit(self._execute, run, task.token)
 
     def _execute(self, run: TaskRun, token: str) -> None:
         try:
@@ -219,25 +236,39 @@ class Worker:
         if body is None:
             body = self.store.function(digest)
             if body is not None:
+                verify_function_body(digest, body)
                 self._functions[digest] = body
                 while len(self._functions) > 128:
                     self._functions.popitem(last=False)
         return body
 
-    def _deliver(self) -> None:
-        """Send finished results; on a Redis outage keep them and try again later."""
+    def _take_outbox(self) -> list[tuple[int, str, dict[str, Any]]]:
         with self._lock:
             batch, self._outbox = self._outbox, []
+        return batch
+
+    def _hold(self, batch: list[tuple[int, str, dict[str, Any]]]) -> None:
+        """Keep undelivered results (Redis is away) for the next try; leases stay renewed."""
+        if batch:
+            log.warning("cannot deliver %d result(s) now; holding them", len(batch))
+            with self._lock:
+                self._outbox[:0] = batch
+
+    def _deliver(self) -> None:
+        """Send finished results; on a Redis outage keep them and try again later."""
+        batch = self._take_outbox()
         if not batch:
             return
         try:
             accepted = self.store.complete(batch)
         except redis.RedisError as exc:
-            log.warning("cannot deliver %d result(s) (%s); holding them", len(batch), exc)
-            with self._lock:
-                self._outbox[:0] = batch
+            log.warning("delivery failed (%s)", exc)
+            self._hold(batch)
             time.sleep(0.5)
             return
+        self._delivered(batch, accepted)
+
+    def _delivered(self, batch: list[tuple[int, str, dict[str, Any]]], accepted: list[bool]) -> None:
         self.tasks_done += sum(accepted)
         for (task_id, _, _), ok in zip(batch, accepted):
             if not ok:
@@ -316,6 +347,7 @@ class Worker:
             self.store.unregister_worker(self.name)
         except redis.RedisError:
             pass
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
         if self.metrics is not None:
             self.metrics.close()

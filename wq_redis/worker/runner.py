@@ -23,6 +23,7 @@ from typing import Any, Callable
 from ..codes import Result
 from ..resources import Request
 from ..serialize import EnvelopeError, unpack_spec
+from ..signing import SignatureError, Signer
 from .limits import MAX_STDOUT_BYTES
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
 from .resources import GPU
@@ -31,10 +32,12 @@ from .waiting import CancelSignal, Limits, Verdict, supervise
 HOSTNAME = socket.gethostname()
 
 # Runs a command task so that it cannot outlive its worker.  The shell's stdin is the
-# worker's lifeline pipe; a background subshell blocks reading it (via fd 3: background
-# jobs get /dev/null as stdin) and, when the worker dies (even by SIGKILL) and the pipe
-# closes, kills the task's whole process group.  The command itself reads /dev/null.
-GUARDED_SHELL = 'exec 3<&0; (while read -r _ <&3; do :; done; kill -KILL 0) >/dev/null 2>&1 & exec /bin/sh -c "$1" 3<&- </dev/null'
+# worker's lifeline pipe; it is moved to fd 3 and a background subshell blocks reading it
+# and, when the worker dies (even by SIGKILL) and the pipe closes, kills the task's whole
+# process group.  The shell then drops fd 3 and runs the command itself (eval: no second
+# shell to start), with stdin from /dev/null.
+GUARDED_SHELL = ('exec 3<&0 </dev/null; (while read -r _ <&3; do :; done; kill -KILL 0) >/dev/null 2>&1 & '
+                 'exec 3<&-; eval "$1"')
 
 
 @dataclass
@@ -53,7 +56,8 @@ class TaskRun:
 
     def __init__(self, task_id: int, fields: dict[bytes, bytes], allocation: Request, gpus: list[GPU],
                  workdir: str, pool: WarmPool, fetch_function: Callable[[str], bytes | None],
-                 max_result_bytes: int) -> None:
+                 max_result_bytes: int, signer: Signer | None = None) -> None:
+        self.signer = signer
         self.task_id = task_id
         self.fields = fields
         self.allocation = allocation
@@ -84,13 +88,18 @@ class TaskRun:
         try:
             outcome, outputs = self._run()
         finally:
-            shutil.rmtree(self.sandbox, ignore_errors=True)
+            _remove_sandbox(self.sandbox)
         if self.cancelled:
             return None
         return self._fields(outcome, outputs, time.monotonic() - started)
 
     # -- the attempt -------------------------------------------------------------------
     def _run(self) -> tuple[Outcome, dict[str, bytes]]:
+        if self.signer is not None:
+            try:
+                self.signer.verify_task(self.task_id, self.fields)
+            except SignatureError as exc:
+                return Outcome(Result.UNKNOWN, error=f"refused: {exc}"), {}
         try:
             spec = unpack_spec(self.fields.get(b"spec"))
         except EnvelopeError as exc:
@@ -125,7 +134,7 @@ class TaskRun:
         return limits
 
     def _stage_inputs(self) -> None:
-        os.makedirs(self.sandbox, exist_ok=True)
+        os.mkdir(self.sandbox)
         for name, data in self.fields.items():
             if name.startswith(b"in:"):
                 path = os.path.join(self.sandbox, name[3:].decode())
@@ -185,6 +194,9 @@ class TaskRun:
             except ChildGone:
                 proc.close()
                 continue
+            except SignatureError as exc:  # the function body is not the one the task names
+                self.pool.release(proc)
+                return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
             except Interrupted as exc:
                 result, text = self._interruption(exc.verdict)
                 return Outcome(result, -signal.SIGKILL, b"", text)
@@ -251,9 +263,20 @@ class TaskRun:
             fields["err"] = outcome.error
         if outcome.value is not None:
             fields["val"] = outcome.value
+            if self.signer is not None:
+                fields["rsig"] = self.signer.sign_result(self.task_id, outcome.value)
         for remote, data in outputs.items():
             fields[f"o:{remote}"] = data
         return fields
+
+
+def _remove_sandbox(path: str) -> None:
+    try:
+        os.rmdir(path)  # the common case, a task that left nothing behind: one syscall
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _kill_group(pgid: int) -> None:
