@@ -254,6 +254,18 @@ def test_a_taken_metrics_port_stops_the_worker_with_a_clear_message(redis_url, q
     assert result.returncode != 0 and "cannot serve metrics" in result.stderr
 
 
+def test_healthz_answers_503_when_the_worker_is_unhealthy():
+    metrics = make_metrics()
+    metrics.healthy = lambda: (False, "no heartbeat reached Redis for 31 s")
+    address = metrics.serve("127.0.0.1", range(0, 1))
+    try:
+        status, body = http_get(f"http://{address}/healthz")
+        assert status == 503 and json.loads(body)["reason"].startswith("no heartbeat")
+        assert http_get(f"http://{address}/nothing")[0] == 404
+    finally:
+        metrics.close()
+
+
 def test_metrics_ports_and_advertised_addresses():
     assert parse_port_range("0") == range(0, 1) and parse_port_range("9750-9752") == range(9750, 9753)
     for bad in ("x", "10-5", "0-10", "70000"):

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..codes import Result
-from ..metrics_server import MetricsServer, json_route, serve
+from ..metrics_server import MetricsServer, serve
 from .resources import GPU, Allocator, Capacity
 
 log = logging.getLogger("wq_redis.worker")
@@ -304,9 +304,8 @@ class WorkerMetrics:
 
     def _health(self) -> tuple[int, str, bytes]:
         ok, reason = self.healthy()
-        status, content_type, body = json_route(lambda: {"status": "ok" if ok else "unhealthy", "reason": reason,
-                                                         "worker": self.worker})()
-        return (200 if ok else 503), content_type, body
+        body = json.dumps({"status": "ok" if ok else "unhealthy", "reason": reason, "worker": self.worker})
+        return (200 if ok else 503), "application/json", body.encode()
 
     def close(self) -> None:
         if self.server is not None:
