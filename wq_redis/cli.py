@@ -49,13 +49,16 @@ def main() -> None:
 @click.option("--reserve-after", envvar="WQ_RESERVE_AFTER", type=click.FloatRange(min=0), default=30.0,
               show_default=True, help="A task too big for the free resources that waited this long makes "
               "the worker take nothing smaller until it fits (0: never; big tasks may then starve).")
+@click.option("--connect-timeout", envvar="WQ_CONNECT_TIMEOUT", type=click.FloatRange(min=0), default=30.0,
+              show_default=True, help="Seconds to keep trying to reach Redis at start (wrong passwords fail at once).")
 @click.option("--secret", envvar="WQ_REDIS_SECRET",
               help="Shared secret: run only tasks signed with it, sign results (env WQ_REDIS_SECRET).")
 @click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
            tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
-           max_result_bytes: int, reserve_after: float, secret: str | None, log_level: str) -> None:
+           max_result_bytes: int, reserve_after: float, connect_timeout: float, secret: str | None,
+           log_level: str) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
@@ -65,7 +68,7 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
 
     _setup_logging(log_level)
     try:
-        client = open_client(redis_url)
+        client = open_client(redis_url, wait_seconds=connect_timeout)
     except RedisUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     if workdir:

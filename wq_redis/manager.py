@@ -48,30 +48,38 @@ def resolve_url(redis_url: str | None) -> str | None:
     return redis_url or os.environ.get("WQ_REDIS_URL") or os.environ.get("REDIS_URL") or None
 
 
-def open_client(url: str) -> redis.Redis:
+def open_client(url: str, wait_seconds: float = 2.0) -> redis.Redis:
     """Connect and check at once, so a wrong password or host fails here, clearly.
 
-    The check uses a client without retries: redis-py counts an authentication failure as
-    a connection error and would otherwise retry it with backoff for a long while.
+    Refused or dropped connections are retried for ``wait_seconds`` (a Redis that is still
+    starting, a connection cut at the wrong moment); wrong credentials fail at once.  The
+    check uses a client without redis-py's own retries: it counts an authentication
+    failure as a connection error and would retry it with backoff for a long while.
     """
-    probe = connect(url, retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_connect_timeout=5)
-    try:
-        probe.ping()
-    except redis.AuthenticationError as exc:
-        raise RedisUnavailable(f"Redis at {_safe(url)} refused the credentials: {exc}") from None
-    except redis.ResponseError as exc:
-        message = str(exc)
-        if "NOAUTH" in message or "WRONGPASS" in message:
-            raise RedisUnavailable(f"Redis at {_safe(url)} needs a password: {exc}") from None
-        if "DENIED" in message:
-            raise RedisUnavailable(f"Redis at {_safe(url)} refuses remote clients (protected mode): "
-                                   "give it a password or bind it to this host only") from None
-        raise
-    except redis.ConnectionError as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {_safe(url)}: {exc}") from None
-    finally:
-        probe.close()
-    return connect(url)
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
+        probe = connect(url, retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_connect_timeout=5)
+        try:
+            probe.ping()
+            return connect(url)
+        except redis.AuthenticationError as exc:
+            raise RedisUnavailable(f"Redis at {_safe(url)} refused the credentials: {exc}") from None
+        except redis.ResponseError as exc:
+            message = str(exc)
+            if "NOAUTH" in message or "WRONGPASS" in message:
+                raise RedisUnavailable(f"Redis at {_safe(url)} needs a password: {exc}") from None
+            if "DENIED" in message:
+                raise RedisUnavailable(f"Redis at {_safe(url)} refuses remote clients (protected mode): "
+                                       "give it a password or bind it to this host only") from None
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise RedisUnavailable(f"cannot reach Redis at {_safe(url)}: {exc}") from None
+        finally:
+            probe.close()
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
