@@ -1,4 +1,7 @@
-"""``wq-redis``: the command line (click).  Every option has an environment fallback."""
+"""``wq-redis``: the command line (click).  Every option has an environment fallback.
+
+Commands: ``worker``, ``server``, and ``status`` (defined in ``status.py``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import time
 import click
 
 from . import __version__
+from .status import status_command
 
 REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
 
@@ -46,11 +50,13 @@ def main() -> None:
 @click.option("--max-result-bytes", envvar="WQ_MAX_RESULT_BYTES", type=click.IntRange(min=1024),
               default=256 * 1024 * 1024, show_default=True,
               help="Largest result (return value, output, output files) a task may send back.")
+@click.option("--cache-size", "cache_mb", envvar="WQ_CACHE_SIZE", type=click.IntRange(min=0), default=1024,
+              show_default=True, help="MB of cached input files (cache=True) kept for reuse, least recently used evicted.")
 @click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
            tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
-           max_result_bytes: int, log_level: str) -> None:
+           max_result_bytes: int, cache_mb: int, log_level: str) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
@@ -71,6 +77,7 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
     options = WorkerOptions(
         queue=queue, name=name, tags=[t.strip() for t in tags.split(",") if t.strip()], idle_timeout=idle_timeout,
         burst=burst, lease_seconds=lease_seconds, workdir=workdir, max_result_bytes=max_result_bytes,
+        cache_mb=cache_mb,
     )
     w = Worker(client, capacity, options)
     w.install_signal_handlers()
@@ -111,6 +118,8 @@ def server(host: str, port: int, data_dir: str | None, password: str | None, as_
     finally:
         srv.stop()
 
+
+main.add_command(status_command)
 
 if __name__ == "__main__":
     main()

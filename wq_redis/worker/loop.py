@@ -32,6 +32,7 @@ import redis
 from .. import __version__
 from ..resources import parse_class, split_member
 from ..store import Claimed, QueueStore
+from .cache import FileCache
 from .pool import WarmPool
 from .resources import Allocator, Capacity
 from .runner import TaskRun
@@ -51,6 +52,7 @@ class WorkerOptions:
     block_seconds: float = 1.0  # longest a lost wake-up can delay a claim
     workdir: str | None = None
     max_result_bytes: int = 256 * 1024 * 1024
+    cache_mb: int = 1024  # size of the cache of inputs declared with cache=True
 
 
 class Worker:
@@ -64,6 +66,7 @@ class Worker:
         self._own_workdir = options.workdir is None
         self.workdir = options.workdir or tempfile.mkdtemp(prefix="wq-redis-worker-")
         os.makedirs(self.workdir, exist_ok=True)
+        self.files = FileCache(os.path.join(self.workdir, "cache"), options.cache_mb * 1024 * 1024, self.store.file)
         self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus))
         self.lease_ms = int(options.lease_seconds * 1000)
         self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
@@ -172,7 +175,7 @@ class Worker:
                 stale.cancel()
         gpus = self.allocator.allocate(task.token, request)
         run = TaskRun(task.task_id, task.fields, request, gpus, self.workdir, self.pool, self._function,
-                      self.options.max_result_bytes)
+                      self.options.max_result_bytes, files=self.files)
         with self._lock:
             self._running[task.token] = run
         threading.Thread(target=self._execute, args=(run, task.token), name=f"task-{task.task_id}", daemon=True).start()
