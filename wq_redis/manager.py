@@ -22,6 +22,7 @@ from redis.retry import Retry
 
 from .categories import CategoryBook, cancel_category, category_stats
 from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
+from .compat import WorkQueueCompat
 from .files import FileStager
 from .local_workers import LocalWorkers
 from .mapping import map_tasks, pair_tasks, reduce_tree
@@ -84,7 +85,7 @@ def _safe(url: str) -> str:
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
-class WorkQueue:
+class WorkQueue(WorkQueueCompat):
     """A named queue of tasks in Redis; workers anywhere that reach Redis run them.
 
     ``WorkQueue(name="default", redis_url=None)``: the URL falls back to ``WQ_REDIS_URL``,

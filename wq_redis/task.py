@@ -16,6 +16,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from .codes import WORK_QUEUE_CACHE, WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
+from .compat import TaskCompat
 
 
 @dataclass
@@ -71,7 +72,7 @@ class PythonTaskNoResult(Exception):
     """``PythonTask.output`` when the task failed as a task (lost, timed out, cancelled)."""
 
 
-class Task:
+class Task(TaskCompat):
     """A command line run on a worker, in a sandbox holding its input files.
 
     >>> t = Task("wc -l < data.txt > count.txt")
@@ -143,43 +144,48 @@ class Task:
         self._spec.env[str(name)] = None if value is None else str(value)
 
     # -- files -----------------------------------------------------------------------
-    def specify_input_file(self, local_name: str, remote_name: str | None = None, cache: bool | None = None) -> None:
+    # Signatures as in Work Queue: ``flags`` (WORK_QUEUE_CACHE or WORK_QUEUE_NOCACHE) comes
+    # before ``cache``; ``cache``, when given, wins.
+    def specify_input_file(self, local_name: str, remote_name: str | None = None, flags: int | None = None,
+                           cache: bool | None = None) -> None:
         """Copy ``local_name`` into the sandbox as ``remote_name`` (read at submit time).
 
         With ``cache=True`` the file is stored in Redis once by content hash, and each
         worker keeps one copy in its cache for every task that uses it.
         """
         remote = remote_name or os.path.basename(local_name)
-        self._spec.inputs.append(InputFile(local_name, _check_remote(remote), bool(cache)))
+        self._spec.inputs.append(InputFile(local_name, _check_remote(remote), _cache_flag(flags, cache)))
 
-    def specify_buffer(self, buffer: bytes | str, remote_name: str, cache: bool | None = None) -> None:
+    def specify_buffer(self, buffer: bytes | str, remote_name: str, flags: int | None = None,
+                       cache: bool | None = None) -> None:
+        """A file of the sandbox holding ``buffer``."""
         data = buffer.encode() if isinstance(buffer, str) else bytes(buffer)
-        self._spec.inputs.append(InputFile(None, _check_remote(remote_name), bool(cache), data))
+        self._spec.inputs.append(InputFile(None, _check_remote(remote_name), _cache_flag(flags, cache), data))
 
-    def specify_output_file(
-        self, local_name: str, remote_name: str | None = None, cache: bool | None = None, failure_only: bool | None = None
-    ) -> None:
+    def specify_output_file(self, local_name: str, remote_name: str | None = None, flags: int | None = None,
+                            cache: bool | None = None, failure_only: bool | None = None) -> None:
         """Bring ``remote_name`` back from the sandbox to ``local_name`` after the task."""
         remote = remote_name or os.path.basename(local_name)
         self._spec.outputs.append((local_name, _check_remote(remote)))
 
-    def specify_file(self, local_name: str, remote_name: str | None = None, type: int = WORK_QUEUE_INPUT,
+    def specify_file(self, local_name: str, remote_name: str | None = None, type: int | None = None,
                      flags: int | None = None, cache: bool | None = None, failure_only: bool | None = None) -> None:
-        """Work Queue's general form: ``type`` is ``WORK_QUEUE_INPUT`` or ``WORK_QUEUE_OUTPUT``;
-        ``cache`` (or ``flags=WORK_QUEUE_CACHE``) caches an input on the workers."""
+        """Work Queue's general form: ``type`` is ``WORK_QUEUE_INPUT`` (default) or
+        ``WORK_QUEUE_OUTPUT``."""
         if type == WORK_QUEUE_OUTPUT:
-            self.specify_output_file(local_name, remote_name, cache, failure_only)
-        elif type == WORK_QUEUE_INPUT:
-            self.specify_input_file(local_name, remote_name, _cache_flag(flags, cache))
+            self.specify_output_file(local_name, remote_name, flags, cache, failure_only)
+        elif type in (None, WORK_QUEUE_INPUT):
+            self.specify_input_file(local_name, remote_name, flags, cache)
         else:
             raise ValueError(f"type must be WORK_QUEUE_INPUT or WORK_QUEUE_OUTPUT, got {type!r}")
 
-    def specify_directory(self, local_name: str, remote_name: str | None = None, type: int = WORK_QUEUE_INPUT,
-                          flags: int | None = None, recursive: bool = False, cache: bool | None = None) -> None:
+    def specify_directory(self, local_name: str, remote_name: str | None = None, type: int | None = None,
+                          flags: int | None = None, recursive: bool = False, cache: bool | None = None,
+                          failure_only: bool | None = None) -> None:
         """A directory: as input, ``local_name`` is packed at submit time and unpacked in the
-        sandbox as ``remote_name`` (with its contents only when ``recursive``, as in Work
-        Queue); as output (``type=WORK_QUEUE_OUTPUT``), the sandbox's ``remote_name`` comes
-        back, whole, to ``local_name``.
+        sandbox as ``remote_name``, with its contents only when ``recursive`` (else empty),
+        as in Work Queue; as output (``type=WORK_QUEUE_OUTPUT``), the sandbox's
+        ``remote_name`` comes back, whole, to ``local_name``.
 
         >>> t = Task("ls data > listing.txt; mkdir out; cp data/* out/")
         >>> t.specify_directory("inputs", "data", recursive=True, cache=True)
@@ -188,7 +194,7 @@ class Task:
         remote = _check_remote(remote_name or os.path.basename(os.path.normpath(local_name)))
         if type == WORK_QUEUE_OUTPUT:
             self._spec.output_dirs.append((local_name, remote))
-        elif type == WORK_QUEUE_INPUT:
+        elif type in (None, WORK_QUEUE_INPUT):
             self._spec.inputs.append(InputFile(local_name, remote, _cache_flag(flags, cache), directory=True,
                                                recursive=bool(recursive)))
         else:
