@@ -183,3 +183,10 @@ def test_file_cache_reports_an_input_gone_from_redis(tmp_path):
     cache = FileCache(str(tmp_path / "cache"), 10_000, lambda d: None)
     with pytest.raises(FileNotFoundError, match="no longer in Redis"):
         cache.path("0" * 64)
+
+
+def test_file_cache_starts_empty_in_a_reused_workdir(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / ("e" * 64)).write_bytes(b"left by an earlier worker")
+    cache = FileCache(str(tmp_path / "cache"), 10_000, lambda d: None)
+    assert os.listdir(tmp_path / "cache") == [] and cache.size == 0

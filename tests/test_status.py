@@ -36,7 +36,7 @@ def _by_name(report: dict) -> dict:
 def one_running(queue, workers):
     """A worker running one task of a queue that has two more waiting (one too big to run)."""
     queue.submit(wq.PythonTask(nap, 30.0))
-    workers.start("--cores", "1", "--tags", "", "--name", "w1")
+    workers.start("--cores", "1", "--name", "w1")
     assert wait_until(lambda: queue.stats.tasks_running == 1)
     big = wq.PythonTask(square, 2)
     big.specify_cores(8)

@@ -19,6 +19,7 @@ import io
 import os
 import tarfile
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ FILE_TTL_SECONDS = 7 * 24 * 3600  # a cached input outlives its last submit by t
 FILE_REFRESH_SECONDS = 3600  # how often a manager re-times (or re-stores) an input it uses
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # Redis refuses strings past 512 MB
 DEFAULT_MAX_TASK_BYTES = 512 * 1024 * 1024  # all inputs of one task, cached or not
+MEMO_ENTRIES = 65_536  # digests a manager remembers (of files it sent, and that Redis holds)
 
 Body = Union[bytes, Callable[[], bytes]]
 
@@ -135,8 +137,10 @@ class FileStager:
         self.max_task_bytes = max_task_bytes
         self.files_uploaded = 0  # cached inputs this manager stored (not already in Redis)
         self.bytes_uploaded = 0
-        self._digests: dict[tuple[Any, ...], tuple[str, int]] = {}  # (path, signature) -> (digest, size)
-        self._confirmed: dict[str, float] = {}  # digest -> when Redis last had it, per this manager
+        # (path, signature) -> (digest, size), and digest -> when Redis last had it (per this
+        # manager); both bounded, least recently added dropped first
+        self._digests: OrderedDict[tuple[Any, ...], tuple[str, int]] = OrderedDict()
+        self._confirmed: OrderedDict[str, float] = OrderedDict()
         self._pending: dict[str, Body] = {}  # digests to check (and upload) before the submit
 
     def input_fields(self, inputs: Sequence["InputFile"]) -> dict[str, Any]:
@@ -181,7 +185,7 @@ class FileStager:
         known = self._digests.get(key)
         if known is None:
             data = _read(item)
-            known = self._digests[key] = (sha256(data), len(data))
+            known = self._remember(key, (sha256(data), len(data)))
             self._want(known[0], data)
         else:
             path = item.local
@@ -196,15 +200,22 @@ class FileStager:
             return INLINE_DIR, data, len(data)
         if not os.path.isdir(item.local):
             raise FileNotFoundError(f"directory {item.local!r} of the task does not exist")
-        key = ("dir", os.path.abspath(item.local), item.recursive, tree_signature(item.local) if item.recursive else ())
+        signature = repr(tree_signature(item.local)).encode() if item.recursive else b""
+        key = ("dir", os.path.abspath(item.local), item.recursive, sha256(signature))
         known = self._digests.get(key)
         if known is None:
             data = pack()
-            known = self._digests[key] = (sha256(data), len(data))
+            known = self._remember(key, (sha256(data), len(data)))
             self._want(known[0], data)
         else:
             self._want(known[0], pack)
         return CACHED_DIR, known[0], known[1]
+
+    def _remember(self, key: tuple[Any, ...], known: tuple[str, int]) -> tuple[str, int]:
+        self._digests[key] = known
+        while len(self._digests) > MEMO_ENTRIES:
+            self._digests.popitem(last=False)
+        return known
 
     def _want(self, digest: str, body: Body) -> None:
         stale = time.monotonic() - FILE_REFRESH_SECONDS
@@ -231,7 +242,11 @@ class FileStager:
         self.files_uploaded += len(stored)
         self.bytes_uploaded += sum(len(bodies[d]) for d in stored)
         now = time.monotonic()
-        self._confirmed.update(dict.fromkeys(digests, now))
+        for digest in digests:
+            self._confirmed.pop(digest, None)
+            self._confirmed[digest] = now
+        while len(self._confirmed) > MEMO_ENTRIES:
+            self._confirmed.popitem(last=False)
 
 
 def _read(item: "InputFile") -> bytes:

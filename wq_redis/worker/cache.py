@@ -6,6 +6,7 @@ used once the cache holds more than its size.  Tasks get a hard link into their 
 (a copy across file systems), so a cached input takes its disk space once however many
 tasks use it.  A task that writes to its linked input changes the cached copy; the cache
 notices the changed size or time stamp at the next use and fetches the file again.
+The cache lives as long as its worker: a new worker starts with an empty one.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class FileCache:
         self.fetches = 0  # downloads from Redis
         self.hits = 0
         self.evictions = 0
+        # Start empty: files left by an earlier worker in the same --workdir are not in our
+        # books (their size, or whether a task changed them), so they go.
+        shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
 
     @property
@@ -75,6 +79,7 @@ class FileCache:
                 self._loading.pop(digest).set()
         with self._lock:
             self._entries[digest] = entry
+            self.fetches += 1
             self._evict(keep=digest)
         return path
 
@@ -88,7 +93,6 @@ class FileCache:
                                     "submit the task again")
         if hashlib.sha256(data).hexdigest() != digest:
             raise OSError(f"cached input {digest[:12]} arrived corrupted")
-        self.fetches += 1
         fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".part-")
         try:
             with os.fdopen(fd, "wb") as handle:
