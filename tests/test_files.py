@@ -69,7 +69,7 @@ def test_a_changed_cached_input_is_uploaded_again(queue, workers, tmp_path):
 def test_the_worker_cache_keeps_within_its_size_by_evicting_the_least_recently_used(
         queue, workers, tmp_path):
     workdir = tmp_path / "worker"
-    workers.start("--cores", "1", "--cache-size", "1", "--workdir", str(workdir))
+    worker = workers.start("--cores", "1", "--cache-size", "1", "--workdir", str(workdir))
     digests = []
     for name in "abc":
         data = os.urandom(600_000)
@@ -78,7 +78,7 @@ def test_the_worker_cache_keeps_within_its_size_by_evicting_the_least_recently_u
         task.specify_input_file(_file(tmp_path / name, data), "blob", cache=True)
         queue.submit(task)
         assert queue.wait(30).output.strip() == "600000"
-    assert sorted(os.listdir(workdir / "cache")) == [digests[2]]
+    assert sorted(os.listdir(workdir / f"cache.{worker.pid}")) == [digests[2]]
 
 
 def test_an_input_directory_arrives_whole_and_an_output_directory_comes_back(queue, workers, tmp_path):

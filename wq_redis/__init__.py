@@ -6,6 +6,9 @@ on Redis.  Port a Work Queue program by changing its import::
     t = wq.PythonTask(my_sum, 10, 20)
     q.submit(t)
     t = q.wait(5)
+
+``wq.Executor`` runs calls as a ``concurrent.futures`` executor (futures are awaitable);
+``wq-redis status`` shows queues, workers, tasks and categories.
 """
 
 __version__ = "0.1.0"

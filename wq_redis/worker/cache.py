@@ -121,6 +121,12 @@ class FileCache:
             except FileNotFoundError:
                 pass
 
+    def close(self) -> None:
+        """Remove the cache (the worker is stopping; sandboxes keep their hard links)."""
+        with self._lock:
+            self._entries.clear()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
     def link_into(self, digest: str, destination: str) -> None:
         """Put the cached file of ``digest`` at ``destination`` (a hard link, else a copy)."""
         os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)

@@ -66,7 +66,9 @@ class Worker:
         self._own_workdir = options.workdir is None
         self.workdir = options.workdir or tempfile.mkdtemp(prefix="wq-redis-worker-")
         os.makedirs(self.workdir, exist_ok=True)
-        self.files = FileCache(os.path.join(self.workdir, "cache"), options.cache_mb * 1024 * 1024, self.store.file)
+        # one cache per worker process: workers may share a --workdir
+        self.files = FileCache(os.path.join(self.workdir, f"cache.{os.getpid()}"), options.cache_mb * 1024 * 1024,
+                               self.store.file)
         self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus))
         self.lease_ms = int(options.lease_seconds * 1000)
         self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
@@ -291,5 +293,6 @@ class Worker:
         except redis.RedisError:
             pass
         self.pool.close()
+        self.files.close()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
