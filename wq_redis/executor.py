@@ -15,9 +15,8 @@ executor.  ``wait_async`` is ``WorkQueue.wait`` for asyncio programs.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import collections
+import concurrent.futures
 import copy
 import threading
 import time
@@ -45,6 +44,8 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self.task: Task | None = None  # the finished task (std_output, resources_measured, ...)
 
     def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio  # here, not at the top: workers import this package and need no event loop
+
         return asyncio.wrap_future(self).__await__()
 
 
@@ -239,6 +240,8 @@ async def wait_async(queue: "WorkQueue", timeout: float = WORK_QUEUE_WAITFORTASK
     """``queue.wait(timeout)`` without blocking the event loop: the queue is read in the
     loop's thread (a quick round trip), and only the blocking wait for a completion runs in
     a thread, so queue objects are never used by two threads at once."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None or timeout < 0 else loop.time() + timeout
     while True:
