@@ -69,6 +69,13 @@ def test_a_task_template_gives_every_call_its_settings(executor):
     assert future.task.resources_allocated.cores == 2
 
 
+def test_executor_wide_resources_apply_unless_a_call_says_otherwise(redis_url, queue_name, workers):
+    workers.start("--cores", "4")
+    with wq.Executor(queue_name, redis_url=redis_url, resources={"cores": 2}) as pool:
+        default, own = pool.submit(cores_seen), pool.submit(cores_seen, resources={"cores": 3})
+        assert (default.result(timeout=30), own.result(timeout=30)) == ("2", "3")
+
+
 def test_unknown_resource_names_are_refused(executor):
     with pytest.raises(ValueError, match="unknown resource"):
         executor.submit(square, 2, resources={"cpus": 2})

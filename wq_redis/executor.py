@@ -139,8 +139,9 @@ class Executor(concurrent.futures.Executor):
     def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
               resources: Mapping[str, int] | None, template: Task | None) -> Task:
         task = PythonTask(fn, *args, **kwargs)
-        _configure(task, template or self.template, self.resources)
-        return _configure(task, None, resources)
+        if template is None:  # a template of this call replaces the executor's settings whole
+            _configure(task, self.template, self.resources)
+        return _configure(task, template, resources)
 
     def _submit_tasks(self, tasks: list[Task]) -> list[TaskFuture]:
         futures = []
