@@ -1,4 +1,7 @@
-"""``wq-redis``: the command line (click).  Every option has an environment fallback."""
+"""``wq-redis``: the command line (click).  Every option has an environment fallback.
+
+Commands: ``worker``, ``server``, and ``status`` (defined in ``status.py``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import time
 import click
 
 from . import __version__
+from .status import status_command
 
 REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
 
@@ -53,12 +57,14 @@ def main() -> None:
               show_default=True, help="Seconds to keep trying to reach Redis at start (wrong passwords fail at once).")
 @click.option("--secret", envvar="WQ_REDIS_SECRET",
               help="Shared secret: run only tasks signed with it, sign results (env WQ_REDIS_SECRET).")
+@click.option("--cache-size", "cache_mb", envvar="WQ_CACHE_SIZE", type=click.IntRange(min=0), default=1024,
+              show_default=True, help="MB of cached input files (cache=True) kept for reuse, least recently used evicted.")
 @click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
            tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
            max_result_bytes: int, reserve_after: float, connect_timeout: float, secret: str | None,
-           log_level: str) -> None:
+           cache_mb: int, log_level: str) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
@@ -79,7 +85,7 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
     options = WorkerOptions(
         queue=queue, name=name, tags=[t.strip() for t in tags.split(",") if t.strip()], idle_timeout=idle_timeout,
         burst=burst, lease_seconds=lease_seconds, workdir=workdir, max_result_bytes=max_result_bytes,
-        secret=secret.encode() if secret else None, reserve_after=reserve_after,
+        secret=secret.encode() if secret else None, reserve_after=reserve_after, cache_mb=cache_mb,
     )
     w = Worker(client, capacity, options)
     w.install_signal_handlers()
@@ -120,6 +126,8 @@ def server(host: str, port: int, data_dir: str | None, password: str | None, as_
     finally:
         srv.stop()
 
+
+main.add_command(status_command)
 
 if __name__ == "__main__":
     main()

@@ -34,6 +34,7 @@ from .. import __version__
 from ..resources import parse_class, split_member
 from ..signing import Signer, verify_function_body
 from ..store import Claimed, QueueStore
+from .cache import FileCache
 from .pool import WarmPool
 from .resources import Allocator, Capacity
 from .runner import TaskRun
@@ -55,6 +56,7 @@ class WorkerOptions:
     workdir: str | None = None
     max_result_bytes: int = 256 * 1024 * 1024
     secret: bytes | None = None  # verify tasks and sign results (HMAC-SHA256)
+    cache_mb: int = 1024  # size of the cache of inputs declared with cache=True
 
 
 class Worker:
@@ -68,6 +70,9 @@ class Worker:
         self._own_workdir = options.workdir is None
         self.workdir = options.workdir or tempfile.mkdtemp(prefix="wq-redis-worker-")
         os.makedirs(self.workdir, exist_ok=True)
+        # one cache per worker process: workers may share a --workdir
+        self.files = FileCache(os.path.join(self.workdir, f"cache.{os.getpid()}"), options.cache_mb * 1024 * 1024,
+                               self.store.file)
         self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus))
         # one runner thread per task slot (every task holds a core or a GPU), reused
         self._threads = ThreadPoolExecutor(max_workers=capacity.cores + len(capacity.gpus) + 2,
@@ -189,7 +194,7 @@ class Worker:
                 stale.cancel()
         gpus = self.allocator.allocate(task.token, request)
         run = TaskRun(task.task_id, task.fields, request, gpus, self.workdir, self.pool, self._function,
-                      self.options.max_result_bytes, self.signer)
+                      self.options.max_result_bytes, self.signer, files=self.files)
         with self._lock:
             self._running[task.token] = run
         self._threads.submit(self._execute, run, task.token)
@@ -320,5 +325,6 @@ class Worker:
             pass
         self._threads.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
+        self.files.close()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
