@@ -18,7 +18,8 @@ from .codes import Result, TaskState, result_str  # noqa: E402
 from .errors import RemoteTraceback, TaskFailed  # noqa: E402
 from .executor import Executor, TaskFuture  # noqa: E402
 from .files import FileTooLarge  # noqa: E402
-from .manager import RedisUnavailable, WorkQueue  # noqa: E402
+from .connection import RedisUnavailable  # noqa: E402
+from .manager import WorkQueue  # noqa: E402
 from .serialize import EnvelopeError  # noqa: E402
 from .stats import Stats  # noqa: E402
 from .task import PythonTask, PythonTaskNoResult, Resources, Task  # noqa: E402

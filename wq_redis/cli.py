@@ -68,7 +68,7 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
-    from .manager import RedisUnavailable, open_client
+    from .connection import RedisUnavailable, open_client
     from .worker.loop import Worker, WorkerOptions
     from .worker.resources import declared
 

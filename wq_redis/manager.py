@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import collections
 import json
-import os
+
 import time
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .categories import CategoryBook, cancel_category, category_stats
 from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
+from .connection import RedisUnavailable, open_client, resolve_url  # noqa: F401  (kept importable from here)
 from .compat import WorkQueueCompat
 from .files import FileStager
 from .local_workers import LocalWorkers
@@ -31,7 +30,7 @@ from .serialize import EnvelopeError, FunctionCache
 from .signing import SignatureError, Signer, secret_from
 from .server import acquire_embedded, release_embedded
 from .stats import Stats, stats_from_snapshot, waiting_cores
-from .store import QueueStore, connect
+from .store import QueueStore
 from .task import Task
 from .wire import apply_results, encode_task, task_from_fields
 
@@ -43,59 +42,8 @@ FUNCTION_TTL_SECONDS = 7 * 24 * 3600  # a stored function outlives its last subm
 FUNCTION_REFRESH_SECONDS = 3600  # how often a manager re-stores (and re-times) a function it uses
 
 
-class RedisUnavailable(ConnectionError):
-    """Redis could not be reached or refused our credentials."""
-
-
-def resolve_url(redis_url: str | None) -> str | None:
-    """The URL given, else ``WQ_REDIS_URL``, else ``REDIS_URL``, else None (embedded)."""
-    return redis_url or os.environ.get("WQ_REDIS_URL") or os.environ.get("REDIS_URL") or None
-
-
-def open_client(url: str, wait_seconds: float = 2.0) -> redis.Redis:
-    """Connect and check at once, so a wrong password or host fails here, clearly.
-
-    Refused or dropped connections are retried for ``wait_seconds`` (a Redis that is still
-    starting, a connection cut at the wrong moment); wrong credentials fail at once.  The
-    check uses a client without redis-py's own retries: it counts an authentication
-    failure as a connection error and would retry it with backoff for a long while.
-    """
-    deadline = time.monotonic() + wait_seconds
-    delay = 0.05
-    while True:
-        probe = connect(url, retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_connect_timeout=5)
-        try:
-            probe.ping()
-            return connect(url)
-        except redis.AuthenticationError as exc:
-            raise RedisUnavailable(f"Redis at {_safe(url)} refused the credentials: {exc}") from None
-        except redis.ResponseError as exc:
-            message = str(exc)
-            if "NOAUTH" in message or "WRONGPASS" in message:
-                raise RedisUnavailable(f"Redis at {_safe(url)} needs a password: {exc}") from None
-            if "DENIED" in message:
-                raise RedisUnavailable(f"Redis at {_safe(url)} refuses remote clients (protected mode): "
-                                       "give it a password or bind it to this host only") from None
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise RedisUnavailable(f"cannot reach Redis at {_safe(url)}: {exc}") from None
-        finally:
-            probe.close()
-        time.sleep(delay)
-        delay = min(delay * 2, 1.0)
-
-
 def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
     return {k.encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in fields.items()}
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 class WorkQueue(WorkQueueCompat):

@@ -221,7 +221,7 @@ def status_command(redis_url: str, queues: tuple[str, ...], workers: bool, tasks
     """Show the queues, workers, tasks and categories on a Redis (reads only)."""
     from rich.console import Console
 
-    from .manager import RedisUnavailable, open_client
+    from .connection import RedisUnavailable, open_client
 
     try:
         client = open_client(redis_url)
