@@ -122,7 +122,7 @@ def test_worker_without_url_says_what_is_missing(monkeypatch):
 def test_worker_with_unreachable_redis_fails_clearly():
     from wq_redis.server import free_port
 
-    run = subprocess.run([sys.executable, "-m", "wq_redis", "worker", "--redis-url",
+    run = subprocess.run([sys.executable, "-m", "wq_redis", "worker", "--connect-timeout", "0.5", "--redis-url",
                           f"redis://127.0.0.1:{free_port()}/0"], capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert "cannot reach Redis" in run.stderr
@@ -131,3 +131,27 @@ def test_worker_with_unreachable_redis_fails_clearly():
 def test_worker_help_names_the_environment_fallbacks():
     run = subprocess.run([sys.executable, "-m", "wq_redis", "worker", "--help"], capture_output=True, text=True)
     assert run.returncode == 0 and "WQ_REDIS_URL" in run.stdout
+
+
+def test_worker_started_before_redis_waits_for_it(tmp_path, queue_name):
+    from wq_redis.server import RedisServer, free_port
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    worker = subprocess.Popen([sys.executable, "-m", "wq_redis", "worker", "--redis-url", url, "--queue", queue_name,
+                               "--cores", "1", "--connect-timeout", "30", "--log-level", "warning"], env=env)
+    server = None
+    try:
+        time.sleep(1.0)
+        assert worker.poll() is None, "the worker gave up instead of waiting for Redis"
+        server = RedisServer(port=port, data_dir=str(tmp_path)).start()
+        with wq.WorkQueue(queue_name, redis_url=url) as q:
+            q.submit(wq.PythonTask(my_sum, 4, 4))
+            task = q.wait(30)
+            assert task is not None and task.output == 8
+    finally:
+        worker.kill()
+        worker.wait()
+        if server is not None:
+            server.stop()

@@ -1,4 +1,7 @@
-"""``wq-redis``: the command line (click).  Every option has an environment fallback."""
+"""``wq-redis``: the command line (click).  Every option has an environment fallback.
+
+Commands: ``worker``, ``server``, and ``status`` (defined in ``status.py``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .status import status_command
 
 REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
 
@@ -75,25 +79,29 @@ def main() -> None:
 @click.option("--reserve-after", envvar="WQ_RESERVE_AFTER", type=click.FloatRange(min=0), default=30.0,
               show_default=True, help="A task too big for the free resources that waited this long makes "
               "the worker take nothing smaller until it fits (0: never; big tasks may then starve).")
+@click.option("--connect-timeout", envvar="WQ_CONNECT_TIMEOUT", type=click.FloatRange(min=0), default=30.0,
+              show_default=True, help="Seconds to keep trying to reach Redis at start (wrong passwords fail at once).")
 @click.option("--secret", envvar="WQ_REDIS_SECRET",
               help="Shared secret: run only tasks signed with it, sign results (env WQ_REDIS_SECRET).")
+@click.option("--cache-size", "cache_mb", envvar="WQ_CACHE_SIZE", type=click.IntRange(min=0), default=1024,
+              show_default=True, help="MB of cached input files (cache=True) kept for reuse, least recently used evicted.")
 @click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
            tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
            max_result_bytes: int, metrics_port: range | None, metrics_addr: str, metrics_advertise: str | None,
-           reserve_after: float, secret: str | None, log_level: str) -> None:
+           reserve_after: float, connect_timeout: float, secret: str | None, cache_mb: int, log_level: str) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
-    from .manager import RedisUnavailable, open_client
+    from .connection import RedisUnavailable, open_client
     from .metrics_server import PortUnavailable
     from .worker.loop import Worker, WorkerOptions
     from .worker.resources import declared
 
     _setup_logging(log_level)
     try:
-        client = open_client(redis_url)
+        client = open_client(redis_url, wait_seconds=connect_timeout)
     except RedisUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     if workdir:
@@ -105,7 +113,7 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
         queue=queue, name=name, tags=[t.strip() for t in tags.split(",") if t.strip()], idle_timeout=idle_timeout,
         burst=burst, lease_seconds=lease_seconds, workdir=workdir, max_result_bytes=max_result_bytes,
         metrics_ports=metrics_port, metrics_addr=metrics_addr, metrics_advertise=metrics_advertise,
-        secret=secret.encode() if secret else None, reserve_after=reserve_after,
+        secret=secret.encode() if secret else None, reserve_after=reserve_after, cache_mb=cache_mb,
     )
     w = Worker(client, capacity, options)
     w.install_signal_handlers()
@@ -134,8 +142,8 @@ def exporter(redis_url: str, queues: tuple[str, ...], port: range, addr: str, st
              discover_seconds: float, as_json: bool, log_level: str) -> None:
     """Export queue metrics (waiting, running, workers, counters) of every queue on a Redis
     to Prometheus, and serve Prometheus' http_sd list of the workers' metrics addresses."""
+    from .connection import RedisUnavailable, open_client
     from .exporter import QueueExporter
-    from .manager import RedisUnavailable, open_client
     from .metrics_server import PortUnavailable
 
     _setup_logging(log_level)
@@ -198,6 +206,8 @@ def server(host: str, port: int, data_dir: str | None, password: str | None, as_
     finally:
         srv.stop()
 
+
+main.add_command(status_command)
 
 if __name__ == "__main__":
     main()

@@ -73,5 +73,10 @@ WORK_QUEUE_TASK_RETRIEVED = TaskState.RETRIEVED
 WORK_QUEUE_TASK_DONE = TaskState.DONE
 WORK_QUEUE_TASK_CANCELED = TaskState.CANCELED
 
+WORK_QUEUE_INPUT = 0  # specify_file / specify_directory: the type of a file
+WORK_QUEUE_OUTPUT = 1
+WORK_QUEUE_NOCACHE = 0  # specify_file / specify_directory: flags
+WORK_QUEUE_CACHE = 1
+
 WORK_QUEUE_WAITFORTASK = -1  # wait(timeout=WORK_QUEUE_WAITFORTASK) waits forever
 WORK_QUEUE_DEFAULT_PORT = 9123  # accepted and ignored: workers find the queue through Redis

@@ -96,6 +96,11 @@ class QueueKeys:
         return self.prefix + "workers"
 
     @property
+    def categories(self) -> str:
+        """HASH: category -> JSON of the resources its tasks get when they declare none."""
+        return self.prefix + "categories"
+
+    @property
     def reaper_lock(self) -> str:
         """STRING: SET NX PX guard so one worker at a time requeues expired leases."""
         return self.prefix + "reaper"
@@ -124,3 +129,7 @@ class QueueKeys:
     def function(self, digest: str) -> str:
         """STRING: a cloudpickled function stored once by its SHA-256."""
         return f"{self.prefix}fn:{digest}"
+
+    def file(self, digest: str) -> str:
+        """STRING: a cached input (a file, or a directory as tar) stored once by its SHA-256."""
+        return f"{self.prefix}file:{digest}"

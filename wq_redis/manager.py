@@ -10,24 +10,27 @@
 from __future__ import annotations
 
 import collections
-import os
+import json
+
 import time
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from .categories import CategoryBook, cancel_category, category_stats
 from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
+from .connection import RedisUnavailable, open_client, resolve_url  # noqa: F401  (kept importable from here)
+from .compat import WorkQueueCompat
+from .files import FileStager
 from .local_workers import LocalWorkers
-from .mapping import map_tasks
+from .mapping import map_tasks, pair_tasks, reduce_tree
 from .resources import DEFAULT_CORES, Request, queue_member
 from .serialize import EnvelopeError, FunctionCache
 from .signing import SignatureError, Signer, secret_from
 from .server import acquire_embedded, release_embedded
 from .stats import Stats, stats_from_snapshot, waiting_cores
-from .store import QueueStore, connect
+from .store import QueueStore
 from .task import Task
 from .wire import apply_results, encode_task, task_from_fields
 
@@ -39,54 +42,11 @@ FUNCTION_TTL_SECONDS = 7 * 24 * 3600  # a stored function outlives its last subm
 FUNCTION_REFRESH_SECONDS = 3600  # how often a manager re-stores (and re-times) a function it uses
 
 
-class RedisUnavailable(ConnectionError):
-    """Redis could not be reached or refused our credentials."""
-
-
-def resolve_url(redis_url: str | None) -> str | None:
-    """The URL given, else ``WQ_REDIS_URL``, else ``REDIS_URL``, else None (embedded)."""
-    return redis_url or os.environ.get("WQ_REDIS_URL") or os.environ.get("REDIS_URL") or None
-
-
-def open_client(url: str) -> redis.Redis:
-    """Connect and check at once, so a wrong password or host fails here, clearly.
-
-    The check uses a client without retries: redis-py counts an authentication failure as
-    a connection error and would otherwise retry it with backoff for a long while.
-    """
-    probe = connect(url, retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_connect_timeout=5)
-    try:
-        probe.ping()
-    except redis.AuthenticationError as exc:
-        raise RedisUnavailable(f"Redis at {_safe(url)} refused the credentials: {exc}") from None
-    except redis.ResponseError as exc:
-        message = str(exc)
-        if "NOAUTH" in message or "WRONGPASS" in message:
-            raise RedisUnavailable(f"Redis at {_safe(url)} needs a password: {exc}") from None
-        if "DENIED" in message:
-            raise RedisUnavailable(f"Redis at {_safe(url)} refuses remote clients (protected mode): "
-                                   "give it a password or bind it to this host only") from None
-        raise
-    except redis.ConnectionError as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {_safe(url)}: {exc}") from None
-    finally:
-        probe.close()
-    return connect(url)
-
-
 def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
     return {k.encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in fields.items()}
 
 
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
-
-
-class WorkQueue:
+class WorkQueue(WorkQueueCompat):
     """A named queue of tasks in Redis; workers anywhere that reach Redis run them.
 
     ``WorkQueue(name="default", redis_url=None)``: the URL falls back to ``WQ_REDIS_URL``,
@@ -142,6 +102,8 @@ class WorkQueue:
         self._outstanding_seen = 0
         self._cancelled: set[int] = set()
         self._categories: dict[str, dict[str, int]] = {}
+        self._category_book = CategoryBook()
+        self._files = FileStager()
         self.hungry_minimum = 10
         self._local: LocalWorkers | None = None
         if local_workers:
@@ -187,6 +149,7 @@ class WorkQueue:
         if unknown:
             raise ValueError(f"unknown resources {sorted(unknown)}; use {RESOURCE_NAMES}")
         self._categories[category] = {k: int(v) for k, v in resources.items() if v is not None and v >= 0}
+        self._store.set_category(category, json.dumps(self._categories[category]))  # for `wq-redis status -A`
 
     def enable_monitoring(self, *args: Any, **kwargs: Any) -> None:
         """Work Queue's resource monitoring: from now on, tasks that use more memory or disk
@@ -230,12 +193,13 @@ class WorkQueue:
             if task._id is not None and task._id in self._submitted:
                 raise ValueError(f"task {task._id} is already submitted")
             request = self._request(task)
-            fields, needed = encode_task(task, request, self._functions, self.enforce_limits)
+            fields, needed = encode_task(task, request, self._functions, self.enforce_limits, self._files)
             stale = time.monotonic() - FUNCTION_REFRESH_SECONDS
             bodies.update({d: b for d, b in needed.items() if self._uploaded.get(d, stale - 1) < stale})
             batch.append((task, request, fields))
         self._store.put_functions(bodies, FUNCTION_TTL_SECONDS)
         self._uploaded.update(dict.fromkeys(bodies, time.monotonic()))
+        self._files.flush(self._store)
         rows = []
         for task, request, fields in batch:
             task._id, task._fields = self._next_id(), {}
@@ -245,6 +209,7 @@ class WorkQueue:
         self._store.submit(rows)
         for task, _, _ in batch:
             self._submitted[task._id] = task  # type: ignore[index]
+        self._category_book.submitted([task for task, _, _ in batch])
         return [task._id for task, _, _ in batch]  # type: ignore[misc]
 
     # -- wait ------------------------------------------------------------------------
@@ -307,6 +272,7 @@ class WorkQueue:
                 task._fields[b"r"] = str(int(Result.OUTPUT_TRANSFER_ERROR)).encode()
                 task._fields[b"err"] = f"output file could not be written on the manager: {exc}".encode()
             self._results[task_id] = task
+            self._category_book.finished(task)
             taken += 1
         return taken
 
@@ -372,6 +338,7 @@ class WorkQueue:
             else:
                 continue
             self._cancelled.add(task_id)
+            self._category_book.cancelled(task)
             out.append(task)
         return out
 
@@ -385,6 +352,53 @@ class WorkQueue:
         ``progress`` shows a progress bar (default: when stderr is a terminal).
         """
         return map_tasks(self, func, iterable, chunksize, progress)
+
+    def pair(self, func: Callable[[Any, Any], Any], seq1: Iterable[Any], seq2: Iterable[Any], chunksize: int = 1,
+             progress: bool | None = None) -> list[Any]:
+        """``[func(x, y) for x, y in itertools.product(seq1, seq2)]`` run on the workers, in
+        that order (Work Queue's ``pair``); failed calls' slots hold their exceptions."""
+        return pair_tasks(self, func, seq1, seq2, chunksize, progress)
+
+    def tree_reduce(self, func: Callable[[list[Any]], Any], seq: Iterable[Any], chunksize: int = 2,
+                    progress: bool | None = None) -> Any:
+        """Reduce ``seq`` to one value by calling ``func`` on consecutive chunks of up to
+        ``chunksize`` elements (``func`` takes a list, e.g. ``sum`` or ``max``), then on
+        chunks of those results, and so on, as Work Queue's ``tree_reduce`` does.  Chunks
+        are submitted as soon as their inputs are ready; a failed call raises its error."""
+        return reduce_tree(self, func, seq, chunksize, progress)
+
+    async def wait_async(self, timeout: float = WORK_QUEUE_WAITFORTASK) -> Task | None:
+        """``wait`` for asyncio programs: the event loop keeps running while it waits.
+
+        >>> task = await queue.wait_async(5)
+        """
+        from .executor import wait_async
+
+        return await wait_async(self, timeout)
+
+    # -- categories and files ----------------------------------------------------------
+    def stats_category(self, category: str) -> Stats:
+        """Work Queue's per-category statistics: this manager's tasks of ``category``."""
+        self._flush_acks()
+        return category_stats(self, category)
+
+    def cancel_by_category(self, category: str) -> list[Task]:
+        """Cancel every waiting or running task of ``category``; returns them."""
+        return cancel_category(self, category)
+
+    def specify_file_limits(self, max_file_bytes: int | None = None, max_task_bytes: int | None = None) -> None:
+        """Largest input file, and largest total of one task's inputs, that ``submit``
+        accepts (a ``ValueError`` names the offending file); defaults 256 MB and 512 MB."""
+        if max_file_bytes is not None:
+            self._files.max_file_bytes = int(max_file_bytes)
+        if max_task_bytes is not None:
+            self._files.max_task_bytes = int(max_task_bytes)
+
+    @property
+    def files_uploaded(self) -> int:
+        """Cached input files (and directories) this manager stored in Redis: each distinct
+        content once, however many tasks use it."""
+        return self._files.files_uploaded
 
     def _take_result(self, task_id: int) -> Task | None:
         task = self._results.pop(task_id, None)

@@ -1,12 +1,22 @@
-"""``WorkQueue.map``: stream an iterable through the queue, results in input order."""
+"""``WorkQueue.map``, ``pair`` and ``tree_reduce``: Work Queue's helpers, streamed.
+
+``map`` and ``pair`` submit in batches while results come back (at most ``MAX_IN_FLIGHT``
+tasks outstanding, so a huge input stays bounded in memory) and return results in input
+order; a failed call's slot holds its exception, as in Work Queue.  ``tree_reduce``
+submits each chunk as soon as its inputs are ready instead of level by level.  All three
+show a progress bar on stderr when it is a terminal (``progress=True``/``False`` forces it).
+"""
 
 from __future__ import annotations
 
 import itertools
+import math
 import sys
+from collections.abc import Sized
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from .task import PythonTask
+from .errors import task_exception
+from .task import PythonTask, Task
 
 if TYPE_CHECKING:
     from .manager import WorkQueue
@@ -25,6 +35,16 @@ class ChunkRunner:
         return [self.func(item) for item in items]
 
 
+class PairChunkRunner:
+    """Calls ``func(x, y)`` on each pair of a chunk."""
+
+    def __init__(self, func: Callable[[Any, Any], Any]) -> None:
+        self.func = func
+
+    def __call__(self, pairs: list[tuple[Any, Any]]) -> list[Any]:
+        return [self.func(x, y) for x, y in pairs]
+
+
 def _chunks(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(iterable)
     while True:
@@ -34,64 +54,155 @@ def _chunks(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _progress(enabled: bool | None, total: int | None) -> Any:
+def _chunk_calls(items: Iterable[Any], size: int, sizes: list[int]) -> Iterator[tuple[list[Any]]]:
+    """Chunks as one-argument calls, recording each chunk's length in ``sizes``."""
+    for chunk in _chunks(items, size):
+        sizes.append(len(chunk))
+        yield (chunk,)
+
+
+def _progress(enabled: bool | None, total: int | None, label: str) -> Any:
+    """A rich progress bar on stderr (None when off); default on when stderr is a terminal."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    progress = Progress("map", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False)
+    progress = Progress(label, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=Console(stderr=True), transient=False)
     progress.start()
-    progress.add_task("map", total=total)
+    progress.add_task(label, total=total)
     return progress
+
+
+def _advance(bar: Any, amount: int) -> None:
+    if bar is not None and amount:
+        bar.advance(bar.task_ids[0], amount)
+
+
+def _finished(queue: "WorkQueue", pending: dict[int, Any], block: bool) -> list[tuple[Any, Task | None]]:
+    """Take the finished tasks among ``pending`` (id -> what the caller keeps for it); with
+    ``block``, wait until there is at least one."""
+    while True:
+        done = [(pending.pop(i), queue._take_result(i)) for i in [i for i in queue._results if i in pending]]
+        if done or not block or not pending:
+            return done
+        if not queue._retrieve():
+            queue._store.wait_done(1.0)
+
+
+def _stream(queue: "WorkQueue", func: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
+            weight: Callable[[tuple[Any, ...]], int], bar: Any) -> list[Any]:
+    """Run ``func(*args)`` for each ``args`` of ``calls``; the outputs, in order."""
+    slots: list[Any] = []
+    pending: dict[int, tuple[int, int]] = {}  # task id -> (slot, items it stands for)
+
+    def collect(block: bool) -> None:
+        for (slot, items), task in _finished(queue, pending, block):
+            slots[slot] = task.output if task is not None else None
+            _advance(bar, items)
+
+    try:
+        for batch in _chunks(calls, SUBMIT_BATCH):
+            while len(pending) + len(batch) > MAX_IN_FLIGHT:
+                collect(block=True)
+            ids = queue.submit_many([PythonTask(func, *args) for args in batch])
+            for task_id, args in zip(ids, batch):
+                pending[task_id] = (len(slots), weight(args))
+                slots.append(None)
+            collect(block=False)
+        while pending:
+            collect(block=True)
+    finally:
+        if bar is not None:
+            bar.stop()
+        if pending:  # interrupted: do not leave our tasks running for nobody
+            queue._cancel(list(pending))
+    return slots
+
+
+def _flatten(outputs: list[Any], sizes: list[int]) -> list[Any]:
+    """Chunk outputs to item outputs; a chunk that failed as a whole fills each of its
+    items' places with its error."""
+    return [x for chunk, n in zip(outputs, sizes) for x in (chunk if isinstance(chunk, list) else [chunk] * n)]
+
+
+def _length(*iterables: Any) -> int | None:
+    if all(isinstance(i, Sized) for i in iterables):
+        return math.prod(len(i) for i in iterables)
+    return None
 
 
 def map_tasks(queue: "WorkQueue", func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int,
               progress: bool | None) -> list[Any]:
     if chunksize < 1:
         raise ValueError("chunksize must be at least 1")
-    total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
-    runner = ChunkRunner(func) if chunksize > 1 else func
-    bar = _progress(progress, total)
-    slots: list[Any] = []  # per task: its output once back
-    sizes: list[int] = []  # per task: items in its chunk
-    pending: dict[int, int] = {}  # task id -> slot
+    bar = _progress(progress, _length(iterable), "map")
+    if chunksize == 1:
+        return _stream(queue, func, ((item,) for item in iterable), lambda args: 1, bar)
+    sizes: list[int] = []
+    chunks = _chunk_calls(iterable, chunksize, sizes)
+    return _flatten(_stream(queue, ChunkRunner(func), chunks, lambda args: len(args[0]), bar), sizes)
+
+
+def pair_tasks(queue: "WorkQueue", func: Callable[[Any, Any], Any], seq1: Iterable[Any], seq2: Iterable[Any],
+               chunksize: int, progress: bool | None) -> list[Any]:
+    if chunksize < 1:
+        raise ValueError("chunksize must be at least 1")
+    bar = _progress(progress, _length(seq1, seq2), "pair")
+    pairs = itertools.product(seq1, seq2)
+    if chunksize == 1:
+        return _stream(queue, func, pairs, lambda args: 1, bar)
+    sizes: list[int] = []
+    chunks = _chunk_calls(pairs, chunksize, sizes)
+    return _flatten(_stream(queue, PairChunkRunner(func), chunks, lambda args: len(args[0]), bar), sizes)
+
+
+def reduce_tree(queue: "WorkQueue", func: Callable[[list[Any]], Any], seq: Iterable[Any], chunksize: int,
+                progress: bool | None) -> Any:
+    """Level 0 is ``seq``; element ``i`` of level ``L+1`` is ``func`` of chunk ``i`` of
+    level ``L``.  A chunk is submitted once all its inputs are known."""
+    if chunksize < 2:
+        raise ValueError("chunksize must be at least 2 for tree_reduce")
+    levels: list[list[Any]] = [list(seq)]
+    if not levels[0]:
+        raise ValueError("tree_reduce of an empty sequence")
+    while len(levels[-1]) > 1:
+        levels.append([None] * math.ceil(len(levels[-1]) / chunksize))
+    if len(levels) == 1:
+        return levels[0][0]
+    ready = [[0] * len(level) for level in levels]  # inputs known, per chunk of the next level
+    bar = _progress(progress, sum(len(level) for level in levels[1:]), "tree_reduce")
+    pending: dict[int, tuple[int, int]] = {}  # task id -> (level, index)
+
+    def submit(chunks: list[tuple[int, int]]) -> None:
+        tasks = [PythonTask(func, levels[lv - 1][i * chunksize:(i + 1) * chunksize]) for lv, i in chunks]
+        for start in range(0, len(tasks), SUBMIT_BATCH):
+            ids = queue.submit_many(tasks[start:start + SUBMIT_BATCH])
+            pending.update(zip(ids, chunks[start:start + SUBMIT_BATCH]))
+
     try:
-        for batch in _chunks(_chunks(iterable, chunksize) if chunksize > 1 else iterable, SUBMIT_BATCH):
-            while len(pending) + len(batch) > MAX_IN_FLIGHT:
-                _collect(queue, pending, slots, bar, chunksize, block=True)
-            ids = queue.submit_many([PythonTask(runner, item) for item in batch])
-            for task_id, item in zip(ids, batch):
-                pending[task_id] = len(slots)
-                slots.append(None)
-                sizes.append(len(item) if chunksize > 1 else 1)
-            _collect(queue, pending, slots, bar, chunksize, block=False)
-        while pending:
-            _collect(queue, pending, slots, bar, chunksize, block=True)
+        submit([(1, i) for i in range(len(levels[1]))])
+        while True:
+            newly_ready = []
+            for (level, index), task in _finished(queue, pending, block=True):
+                assert task is not None
+                error = task_exception(task)
+                if error is not None:
+                    raise error
+                levels[level][index] = task.output
+                _advance(bar, 1)
+                if level == len(levels) - 1:
+                    return levels[level][0]
+                parent = index // chunksize
+                ready[level][parent] += 1
+                if ready[level][parent] == min(chunksize, len(levels[level]) - parent * chunksize):
+                    newly_ready.append((level + 1, parent))
+            submit(newly_ready)
     finally:
         if bar is not None:
             bar.stop()
-        if pending:  # interrupted: do not leave our tasks running for nobody
+        if pending:
             queue._cancel(list(pending))
-    if chunksize == 1:
-        return slots
-    # a chunk that failed as a whole fills each of its items' places with its error
-    return [x for chunk, n in zip(slots, sizes) for x in (chunk if isinstance(chunk, list) else [chunk] * n)]
-
-
-def _collect(queue: "WorkQueue", pending: dict[int, int], slots: list[Any], bar: Any, chunksize: int,
-             block: bool) -> None:
-    """Move finished map tasks into their slots; with ``block``, wait for at least one."""
-    while True:
-        found = 0
-        for task_id in [i for i in queue._results if i in pending]:
-            task = queue._take_result(task_id)
-            slots[pending.pop(task_id)] = task.output if task is not None else None
-            found += 1
-        if bar is not None and found:
-            bar.advance(bar.task_ids[0], found * chunksize)
-        if found or not block or not pending:
-            return
-        if not queue._retrieve():
-            queue._store.wait_done(1.0)

@@ -16,7 +16,7 @@ import hmac
 import os
 from typing import Mapping
 
-SIGNED_PREFIXES = (b"in:",)
+SIGNED_PREFIXES = (b"in:", b"cin:", b"tin:", b"ctin:")  # inputs: inline, cached (digest), directories
 DOMAIN_TASK = b"wq-redis task v1"
 DOMAIN_RESULT = b"wq-redis result v1"
 

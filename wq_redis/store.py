@@ -154,6 +154,32 @@ class QueueStore:
                 pipe.expire(self.keys.function(digest), ttl_seconds)
             pipe.execute()
 
+    def refresh_files(self, digests: Sequence[str], ttl_seconds: int) -> list[bool]:
+        """Extend the TTL of stored cached inputs; False where one is missing (upload it)."""
+        pipe = self.client.pipeline(transaction=False)
+        for digest in digests:
+            pipe.expire(self.keys.file(digest), ttl_seconds)
+        return [bool(found) for found in pipe.execute()]
+
+    def put_files(self, bodies: dict[str, bytes], ttl_seconds: int) -> list[str]:
+        """Store cached inputs by digest (once: SET NX); returns the digests that were new,
+        counted in the queue's ``files_uploaded``/``file_bytes_uploaded`` counters."""
+        if not bodies:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for digest, body in bodies.items():
+            pipe.set(self.keys.file(digest), body, nx=True, ex=ttl_seconds)
+        stored = [d for d, new in zip(bodies, pipe.execute()) if new]
+        if stored:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hincrby(self.keys.stats, "files_uploaded", len(stored))
+            pipe.hincrby(self.keys.stats, "file_bytes_uploaded", sum(len(bodies[d]) for d in stored))
+            pipe.execute()
+        return stored
+
+    def set_category(self, category: str, resources_json: str) -> None:
+        self.client.hset(self.keys.categories, category, resources_json)
+
     def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> None:
         """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields)."""
         k = self.keys
@@ -252,6 +278,10 @@ class QueueStore:
 
     def function(self, digest: str) -> bytes | None:
         return self.client.get(self.keys.function(digest))
+
+    def file(self, digest: str) -> bytes | None:
+        """A cached input's bytes (None once it expired from Redis)."""
+        return self.client.get(self.keys.file(digest))
 
     def block_for_work(self, members: Sequence[str], worker: str, timeout: float) -> bool:
         """Block on data-free wake keys: the eligible queues', new queues', and our own."""

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from .codes import Result, result_str
+from .codes import WORK_QUEUE_CACHE, WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
+from .compat import TaskCompat
 
 
 @dataclass
@@ -43,6 +44,8 @@ class InputFile:
     remote: str
     cache: bool = False
     data: bytes | None = None  # a buffer's contents
+    directory: bool = False  # a tree, packed as tar (see files.py)
+    recursive: bool = True  # for a directory: with its contents, or just the empty directory
 
 
 @dataclass
@@ -62,13 +65,14 @@ class _Spec:
     env: dict[str, str | None] = field(default_factory=dict)
     inputs: list[InputFile] = field(default_factory=list)
     outputs: list[tuple[str, str]] = field(default_factory=list)
+    output_dirs: list[tuple[str, str]] = field(default_factory=list)
 
 
 class PythonTaskNoResult(Exception):
     """``PythonTask.output`` when the task failed as a task (lost, timed out, cancelled)."""
 
 
-class Task:
+class Task(TaskCompat):
     """A command line run on a worker, in a sandbox holding its input files.
 
     >>> t = Task("wc -l < data.txt > count.txt")
@@ -140,21 +144,61 @@ class Task:
         self._spec.env[str(name)] = None if value is None else str(value)
 
     # -- files -----------------------------------------------------------------------
-    def specify_input_file(self, local_name: str, remote_name: str | None = None, cache: bool | None = None) -> None:
-        """Copy ``local_name`` into the sandbox as ``remote_name`` (read at submit time)."""
+    # Signatures as in Work Queue: ``flags`` (WORK_QUEUE_CACHE or WORK_QUEUE_NOCACHE) comes
+    # before ``cache``; ``cache``, when given, wins.
+    def specify_input_file(self, local_name: str, remote_name: str | None = None, flags: int | None = None,
+                           cache: bool | None = None) -> None:
+        """Copy ``local_name`` into the sandbox as ``remote_name`` (read at submit time).
+
+        With ``cache=True`` the file is stored in Redis once by content hash, and each
+        worker keeps one copy in its cache for every task that uses it.
+        """
         remote = remote_name or os.path.basename(local_name)
-        self._spec.inputs.append(InputFile(local_name, _check_remote(remote), bool(cache)))
+        self._spec.inputs.append(InputFile(local_name, _check_remote(remote), _cache_flag(flags, cache)))
 
-    def specify_buffer(self, buffer: bytes | str, remote_name: str, cache: bool | None = None) -> None:
+    def specify_buffer(self, buffer: bytes | str, remote_name: str, flags: int | None = None,
+                       cache: bool | None = None) -> None:
+        """A file of the sandbox holding ``buffer``."""
         data = buffer.encode() if isinstance(buffer, str) else bytes(buffer)
-        self._spec.inputs.append(InputFile(None, _check_remote(remote_name), bool(cache), data))
+        self._spec.inputs.append(InputFile(None, _check_remote(remote_name), _cache_flag(flags, cache), data))
 
-    def specify_output_file(
-        self, local_name: str, remote_name: str | None = None, cache: bool | None = None, failure_only: bool | None = None
-    ) -> None:
+    def specify_output_file(self, local_name: str, remote_name: str | None = None, flags: int | None = None,
+                            cache: bool | None = None, failure_only: bool | None = None) -> None:
         """Bring ``remote_name`` back from the sandbox to ``local_name`` after the task."""
         remote = remote_name or os.path.basename(local_name)
         self._spec.outputs.append((local_name, _check_remote(remote)))
+
+    def specify_file(self, local_name: str, remote_name: str | None = None, type: int | None = None,
+                     flags: int | None = None, cache: bool | None = None, failure_only: bool | None = None) -> None:
+        """Work Queue's general form: ``type`` is ``WORK_QUEUE_INPUT`` (default) or
+        ``WORK_QUEUE_OUTPUT``."""
+        if type == WORK_QUEUE_OUTPUT:
+            self.specify_output_file(local_name, remote_name, flags, cache, failure_only)
+        elif type in (None, WORK_QUEUE_INPUT):
+            self.specify_input_file(local_name, remote_name, flags, cache)
+        else:
+            raise ValueError(f"type must be WORK_QUEUE_INPUT or WORK_QUEUE_OUTPUT, got {type!r}")
+
+    def specify_directory(self, local_name: str, remote_name: str | None = None, type: int | None = None,
+                          flags: int | None = None, recursive: bool = False, cache: bool | None = None,
+                          failure_only: bool | None = None) -> None:
+        """A directory: as input, ``local_name`` is packed at submit time and unpacked in the
+        sandbox as ``remote_name``, with its contents only when ``recursive`` (else empty),
+        as in Work Queue; as output (``type=WORK_QUEUE_OUTPUT``), the sandbox's
+        ``remote_name`` comes back, whole, to ``local_name``.
+
+        >>> t = Task("ls data > listing.txt; mkdir out; cp data/* out/")
+        >>> t.specify_directory("inputs", "data", recursive=True, cache=True)
+        >>> t.specify_directory("results", "out", type=WORK_QUEUE_OUTPUT)
+        """
+        remote = _check_remote(remote_name or os.path.basename(os.path.normpath(local_name)))
+        if type == WORK_QUEUE_OUTPUT:
+            self._spec.output_dirs.append((local_name, remote))
+        elif type in (None, WORK_QUEUE_INPUT):
+            self._spec.inputs.append(InputFile(local_name, remote, _cache_flag(flags, cache), directory=True,
+                                               recursive=bool(recursive)))
+        else:
+            raise ValueError(f"type must be WORK_QUEUE_INPUT or WORK_QUEUE_OUTPUT, got {type!r}")
 
     # -- identity and request --------------------------------------------------------
     @property
@@ -319,6 +363,13 @@ def _non_negative(name: str, value: Any) -> int:
     if number != value or number < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return number
+
+
+def _cache_flag(flags: int | None, cache: bool | None) -> bool:
+    """Work Queue's rule: ``cache`` when given, else the ``WORK_QUEUE_CACHE`` bit of ``flags``."""
+    if cache is not None:
+        return bool(cache)
+    return bool((flags or 0) & WORK_QUEUE_CACHE)
 
 
 def _check_remote(remote: str) -> str:

@@ -3,9 +3,11 @@
 Hash fields of a task (short names: Redis keeps small hashes as compact listpacks):
   s state, q queue member, p score (-priority), a attempts, mr max retries, tok lease
   token, w worker, ts/tf start/finish (us, Redis time), sub submit time (us), spec the
-  envelope, fn function digest, args pickled arguments, in:<name> input file bytes;
+  envelope, fn function digest, args pickled arguments, cat category (when not "default"),
+  in:<name> input file bytes, cin:/tin:/ctin:<name> cached files and directories (files.py);
   results: r result code, rs return status, out stdout+stderr, val pickled return value,
-  err failure message, host, alloc/meas resources JSON, o:<name> output file bytes.
+  err failure message, host, alloc/meas resources JSON, o:<name> output file bytes,
+  od:<name> output directory as tar.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import time
 from typing import Any
 
+from .files import OUTPUT_DIR, FileStager, unpack_directory
 from .resources import Request
 from .serialize import FunctionCache, pack_spec, pickle_arguments, unpack_spec
 from .task import InputFile, PythonTask, Task
@@ -22,24 +25,17 @@ from .task import InputFile, PythonTask, Task
 SPEC_DEFAULTS: dict[str, Any] = {
     "tag": None, "category": "default", "priority": 0.0, "max_retries": 0, "request": [None] * 4,
     "cores": 1, "memory": 0, "disk": 0, "gpus": 0, "env": {}, "inputs": [], "outputs": [],
-    "running_time_max": 0.0, "end_time": 0, "enforce": False,
+    "running_time_max": 0.0, "end_time": 0, "enforce": False, "output_dirs": [],
 }
 
 
-def _input_bytes(item: InputFile) -> bytes:
-    if item.data is not None:
-        return item.data
-    assert item.local is not None
-    try:
-        with open(item.local, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise FileNotFoundError(f"input file {item.local!r} of the task cannot be read: {exc.strerror}") from None
-
-
 def encode_task(task: Task, request: Request, functions: FunctionCache,
-                enforce: bool = False) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Hash fields of ``task`` (without state fields) and the function bodies it needs."""
+                enforce: bool = False, files: FileStager | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Hash fields of ``task`` (without state fields) and the function bodies it needs.
+
+    Cached inputs are left with ``files`` to upload (``FileStager.flush``) before the
+    submit; without ``files`` every input is inlined.
+    """
     spec = task._spec
     now_us = int(time.time() * 1e6)
     envelope = {
@@ -57,6 +53,7 @@ def encode_task(task: Task, request: Request, functions: FunctionCache,
         "env": spec.env,
         "inputs": [[i.local, i.remote] for i in spec.inputs],
         "outputs": [list(o) for o in spec.outputs],
+        "output_dirs": [list(o) for o in spec.output_dirs],
         "running_time_max": spec.running_time_max,
         "end_time": spec.end_time,
         "enforce": enforce,
@@ -67,8 +64,9 @@ def encode_task(task: Task, request: Request, functions: FunctionCache,
     fields: dict[str, Any] = {"spec": pack_spec(envelope), "sub": now_us}
     if spec.max_retries:
         fields["mr"] = spec.max_retries
-    for item in spec.inputs:
-        fields[f"in:{item.remote}"] = _input_bytes(item)
+    if spec.category != "default":
+        fields["cat"] = spec.category
+    fields.update((files or FileStager(use_cache=False)).input_fields(spec.inputs))
     bodies: dict[str, bytes] = {}
     if isinstance(task, PythonTask):
         digest, body = functions.get(task._func)
@@ -98,6 +96,7 @@ def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
     s.env = spec.get("env", {})
     s.inputs = [InputFile(local, remote) for local, remote in spec.get("inputs", [])]
     s.outputs = [(local, remote) for local, remote in spec.get("outputs", [])]
+    s.output_dirs = [(local, remote) for local, remote in spec.get("output_dirs", [])]
     sub = fields.get(b"sub")
     task.submit_time = int(sub) if sub else None
     return task
@@ -116,3 +115,7 @@ def apply_results(task: Task, task_id: int, fields: dict[bytes, bytes]) -> None:
             os.makedirs(directory, exist_ok=True)
         with open(local, "wb") as handle:
             handle.write(data)
+    for local, remote in task._spec.output_dirs:
+        data = fields.get(f"{OUTPUT_DIR}{remote}".encode())
+        if data is not None:
+            unpack_directory(data, local)

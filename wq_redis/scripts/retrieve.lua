@@ -44,8 +44,11 @@ if #ids < max_tasks then
 end
 -- Everything but what the manager sent itself (arguments, input files, signature):
 -- a 1 MiB argument does not travel back with its result.
+local inputs = {['in:'] = true, ['cin:'] = true, ['tin:'] = true, ['ctin:'] = true}
 local function wanted(name)
-  return name ~= 'args' and name ~= 'sig' and name ~= 'fn' and string.sub(name, 1, 3) ~= 'in:'
+  if name == 'args' or name == 'sig' or name == 'fn' then return false end
+  local kind = string.match(name, '^(%a+:)')
+  return not (kind and inputs[kind])
 end
 local out = {}
 for _, id in ipairs(ids) do

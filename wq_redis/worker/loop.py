@@ -34,6 +34,7 @@ from .. import __version__
 from ..resources import parse_class, split_member
 from ..signing import Signer, verify_function_body
 from ..store import Claimed, QueueStore
+from .cache import FileCache
 from .metrics import WorkerMetrics
 from .pool import WarmPool
 from .resources import Allocator, Capacity
@@ -59,6 +60,7 @@ class WorkerOptions:
     metrics_addr: str = "0.0.0.0"
     metrics_advertise: str | None = None  # host others scrape (default: metrics_addr or hostname)
     secret: bytes | None = None  # verify tasks and sign results (HMAC-SHA256)
+    cache_mb: int = 1024  # size of the cache of inputs declared with cache=True
 
 
 class Worker:
@@ -72,6 +74,9 @@ class Worker:
         self._own_workdir = options.workdir is None
         self.workdir = options.workdir or tempfile.mkdtemp(prefix="wq-redis-worker-")
         os.makedirs(self.workdir, exist_ok=True)
+        # one cache per worker process: workers may share a --workdir
+        self.files = FileCache(os.path.join(self.workdir, f"cache.{os.getpid()}"), options.cache_mb * 1024 * 1024,
+                               self.store.file)
         self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus))
         # one runner thread per task slot (every task holds a core or a GPU), reused
         self._threads = ThreadPoolExecutor(max_workers=capacity.cores + len(capacity.gpus) + 2,
@@ -203,7 +208,7 @@ class Worker:
                 stale.cancel()
         gpus = self.allocator.allocate(task.token, request)
         run = TaskRun(task.task_id, task.fields, request, gpus, self.workdir, self.pool, self._function,
-                      self.options.max_result_bytes, self.signer)
+                      self.options.max_result_bytes, self.signer, files=self.files)
         with self._lock:
             self._running[task.token] = run
         if self.metrics is not None:
@@ -351,5 +356,6 @@ class Worker:
         self.pool.close()
         if self.metrics is not None:
             self.metrics.close()
+        self.files.close()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)

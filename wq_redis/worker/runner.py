@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..codes import Result
+from ..files import (CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DIR, OUTPUT_FILE, pack_directory,
+                     unpack_directory)
 from ..resources import Request
 from ..serialize import EnvelopeError, unpack_spec
 from ..signing import SignatureError, Signer
+from .cache import FileCache
 from .limits import MAX_STDOUT_BYTES
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
 from .resources import GPU
@@ -56,7 +59,7 @@ class TaskRun:
 
     def __init__(self, task_id: int, fields: dict[bytes, bytes], allocation: Request, gpus: list[GPU],
                  workdir: str, pool: WarmPool, fetch_function: Callable[[str], bytes | None],
-                 max_result_bytes: int, signer: Signer | None = None) -> None:
+                 max_result_bytes: int, signer: Signer | None = None, files: FileCache | None = None) -> None:
         self.signer = signer
         self.task_id = task_id
         self.fields = fields
@@ -65,6 +68,7 @@ class TaskRun:
         self.pool = pool
         self.fetch_function = fetch_function
         self.max_result_bytes = max_result_bytes
+        self.files = files
         self.attempt = int(fields.get(b"a", b"1"))
         self.sandbox = os.path.join(workdir, f"t{task_id}.{self.attempt}")
         self.cancel_signal = CancelSignal()
@@ -134,13 +138,26 @@ class TaskRun:
         return limits
 
     def _stage_inputs(self) -> None:
-        os.mkdir(self.sandbox)
+        """Files inline or from the cache, directories unpacked (field names in files.py)."""
+        os.makedirs(self.sandbox, exist_ok=True)
         for name, data in self.fields.items():
-            if name.startswith(b"in:"):
-                path = os.path.join(self.sandbox, name[3:].decode())
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+            kind, colon, remote = name.decode(errors="replace").partition(":")
+            kind += colon
+            if kind not in (INLINE_FILE, CACHED_FILE, INLINE_DIR, CACHED_DIR):
+                continue
+            path = os.path.join(self.sandbox, remote)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if kind == INLINE_FILE:
                 with open(path, "wb") as handle:
                     handle.write(data)
+            elif kind == INLINE_DIR:
+                unpack_directory(data, path)
+            elif self.files is None:
+                raise OSError("this worker has no file cache for cached inputs")
+            elif kind == CACHED_FILE:
+                self.files.link_into(data.decode(), path)
+            else:
+                unpack_directory(self.files.path(data.decode()), path)
 
     def _environment(self, task_env: dict[str, str | None]) -> dict[str, str | None]:
         """Work Queue's CORES/MEMORY/DISK/GPUS, the GPUs held, then the task's own variables."""
@@ -230,14 +247,21 @@ class TaskRun:
         return Result.TASK_MAX_RUN_TIME, f"ran past its running time limit of {limits.timeout:g} s; it was killed"
 
     def _collect_outputs(self, spec: dict[str, Any], outcome: Outcome) -> dict[str, bytes]:
+        """Result fields of the output files (``o:NAME``) and directories (``od:NAME``)."""
         outputs: dict[str, bytes] = {}
         missing = []
         for _local, remote in spec.get("outputs", []):
             try:
                 with open(os.path.join(self.sandbox, remote), "rb") as handle:
-                    outputs[remote] = handle.read(self.max_result_bytes + 1)
+                    outputs[OUTPUT_FILE + remote] = handle.read(self.max_result_bytes + 1)
             except OSError:
                 missing.append(remote)
+        for _local, remote in spec.get("output_dirs", []):
+            try:
+                outputs[OUTPUT_DIR + remote] = pack_directory(os.path.join(self.sandbox, remote),
+                                                              max_file_bytes=self.max_result_bytes)
+            except (OSError, ValueError):  # absent, unreadable, or a file past the result limit
+                missing.append(remote + "/")
         if missing and outcome.result == Result.SUCCESS:
             outcome.result = Result.OUTPUT_MISSING
             outcome.error = f"output file(s) not produced: {', '.join(missing)}"
@@ -265,8 +289,7 @@ class TaskRun:
             fields["val"] = outcome.value
             if self.signer is not None:
                 fields["rsig"] = self.signer.sign_result(self.task_id, outcome.value)
-        for remote, data in outputs.items():
-            fields[f"o:{remote}"] = data
+        fields.update(outputs)
         return fields
 
 

@@ -1,0 +1,178 @@
+"""The rest of Work Queue's API, so a ported program runs unchanged.
+
+Calls that tune Work Queue's own machinery (catalog, keepalives, fast abort, logs, the
+manager's TCP connections) have nothing to tune here: they warn once and do nothing.
+Calls whose effect wq-redis cannot give raise ``NotImplementedError`` saying what to do
+instead, rather than quietly changing what the program computes.
+``docs/porting-from-work-queue.md`` lists every call and its twin.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .manager import WorkQueue
+    from .task import Task
+
+_warned: set[str] = set()
+
+
+def _ignored(name: str, why: str) -> Callable[..., None]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> None:
+        if name not in _warned:
+            _warned.add(name)
+            warnings.warn(f"{name}() has no effect in wq-redis: {why}", stacklevel=2)
+
+    method.__name__ = name
+    method.__doc__ = f"Accepted for Work Queue compatibility; no effect ({why})."
+    return method
+
+
+def _unsupported(name: str, instead: str) -> Callable[..., None]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(f"{name}() is not available in wq-redis: {instead}")
+
+    method.__name__ = name
+    method.__doc__ = f"Not available in wq-redis: {instead}."
+    return method
+
+
+_MANAGER = "workers connect to Redis, not to the manager"
+_CATALOG = "workers find the queue through Redis, not a catalog server"
+
+
+class WorkQueueCompat:
+    """Work Queue manager calls without a job in wq-redis, and a few read-only twins."""
+
+    # -- twins ---------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """0: there is no manager port (workers reach Redis)."""
+        return 0
+
+    @property
+    def using_ssl(self: "WorkQueue") -> bool:  # type: ignore[misc]
+        """Whether Redis is reached over TLS (a ``rediss://`` URL)."""
+        return self.redis_url.startswith("rediss://")
+
+    def status(self: "WorkQueue", request: str) -> list[dict[str, Any]]:  # type: ignore[misc]
+        """Work Queue's ``status(request)``: ``"queue"``, ``"tasks"``, ``"workers"`` or
+        ``"categories"`` of this queue as a list of dicts (what ``wq-redis status --json``
+        prints)."""
+        from .status import gather
+
+        sections = {"queue": None, "tasks": "tasks", "workers": "worker_list", "categories": "categories"}
+        if request not in sections:
+            raise ValueError(f"request must be one of {sorted(sections)}, got {request!r}")
+        (report,) = gather(self._client, [self.name], workers=request == "workers", tasks=request == "tasks",
+                           categories=request == "categories")["queues"]
+        key = sections[request]
+        return [report] if key is None else report[key]
+
+    def workers_summary(self) -> list[dict[str, int]]:
+        """How many connected workers have each combination of cores, memory, disk, GPUs."""
+        counts: dict[tuple[int, ...], int] = {}
+        for worker in self.status("workers"):
+            r = worker["resources"]
+            key = tuple(int(r.get(name, 0)) for name in ("cores", "memory", "disk", "gpus"))
+            counts[key] = counts.get(key, 0) + 1
+        return [{"workers": n, "cores": c, "memory": m, "disk": d, "gpus": g}
+                for (c, m, d, g), n in sorted(counts.items())]
+
+    def wait_for_task_id(self: "WorkQueue", task_id: int, timeout: float = -1) -> "Task | None":  # type: ignore[misc]
+        """Like ``wait``, but only for the task ``task_id``; others stay for later ``wait`` calls."""
+        return self._wait(timeout, lambda task: task.id == task_id)
+
+    def enable_monitoring_full(self: "WorkQueue", *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]
+        """As ``enable_monitoring`` (no time series are written)."""
+        self.enable_monitoring()
+
+    def specify_category_mode(self, category: str | None, mode: int) -> None:
+        """Only Work Queue's FIXED mode (1) exists here: a task gets its declared or its
+        category's resources and is not resized."""
+        if mode not in (None, 0, 1):
+            warnings.warn("wq-redis has only the FIXED category mode; tasks are not resized", stacklevel=2)
+
+    # -- nothing to tune -----------------------------------------------------------------
+    specify_name = _ignored("specify_name", "a queue's name is given when it is created")
+    specify_log = _ignored("specify_log", "use `wq-redis status` or WorkQueue.stats")
+    specify_transactions_log = _ignored("specify_transactions_log", "use `wq-redis status` or WorkQueue.stats")
+    specify_catalog_server = _ignored("specify_catalog_server", _CATALOG)
+    specify_manager_mode = _ignored("specify_manager_mode", _CATALOG)
+    specify_master_mode = _ignored("specify_master_mode", _CATALOG)
+    specify_manager_preferred_connection = _ignored("specify_manager_preferred_connection", _MANAGER)
+    specify_master_preferred_connection = _ignored("specify_master_preferred_connection", _MANAGER)
+    specify_keepalive_interval = _ignored("specify_keepalive_interval", "workers renew leases (--lease-seconds)")
+    specify_keepalive_timeout = _ignored("specify_keepalive_timeout", "workers renew leases (--lease-seconds)")
+    tune = _ignored("tune", "Work Queue's tunables belong to its manager loop")
+    estimate_capacity = _ignored("estimate_capacity", "stats report capacity always")
+    activate_fast_abort = _ignored("activate_fast_abort", "no fast abort; use specify_running_time_max")
+    activate_fast_abort_category = _ignored("activate_fast_abort_category", "no fast abort; use specify_running_time_max")
+    specify_algorithm = _ignored("specify_algorithm", "workers choose tasks that fit them")
+    specify_task_order = _ignored("specify_task_order", "tasks run by priority, then FIFO")
+    specify_priority = _ignored("specify_priority", "queues have no priority among themselves")
+    specify_num_tasks_left = _ignored("specify_num_tasks_left", "there is no work_queue_factory")
+    specify_category_autolabel_resource = _ignored("specify_category_autolabel_resource", "tasks are not resized")
+    specify_category_first_allocation_guess = _ignored("specify_category_first_allocation_guess",
+                                                       "use specify_category_max_resources")
+    initialize_categories = _ignored("initialize_categories", "use specify_category_max_resources")
+
+    # -- effects wq-redis cannot give --------------------------------------------------------
+    specify_password = _unsupported("specify_password", "put the password in the Redis URL (redis://:PASSWORD@host)")
+    specify_password_file = _unsupported("specify_password_file", "put the password in the Redis URL")
+    specify_min_resources = _unsupported("specify_min_resources", "there are no minimums; declare what tasks need")
+    specify_category_min_resources = _unsupported("specify_category_min_resources", "there are no minimums")
+    specify_min_taskid = _unsupported("specify_min_taskid", "ids come from the queue's Redis counter")
+    block_host = _unsupported("block_host", "stop that host's workers, or route tasks with tags")
+    blacklist = _unsupported("blacklist", "stop that host's workers, or route tasks with tags")
+    block_host_with_timeout = _unsupported("block_host_with_timeout", "stop that host's workers")
+    blacklist_with_timeout = _unsupported("blacklist_with_timeout", "stop that host's workers")
+    unblock_host = _unsupported("unblock_host", "hosts are never blocked")
+    blacklist_clear = _unsupported("blacklist_clear", "hosts are never blocked")
+    specify_draining_by_hostname = _unsupported("specify_draining_by_hostname", "send the workers SIGTERM: they drain")
+    shutdown_workers = _unsupported("shutdown_workers", "send the workers SIGTERM (or start them with --burst)")
+    invalidate_cache_file = _unsupported(
+        "invalidate_cache_file", "cached inputs are found by content hash, so a changed file is a new entry and "
+        "stale copies are never used")
+
+
+class TaskCompat:
+    """Work Queue task calls without an effect here, and a few twins."""
+
+    def clone(self: "Task") -> "Task":  # type: ignore[misc]
+        """A copy of this task's specification that can be submitted again."""
+        new = copy.copy(self)
+        new._spec = copy.deepcopy(self._spec)
+        new._id, new._fields, new.submit_time = None, {}, None
+        if hasattr(new, "_value_loaded"):
+            new._value_loaded, new._value = False, None  # type: ignore[attr-defined]
+        return new
+
+    @property
+    def execute_cmd_finish(self) -> int | None:
+        """When the task finished on the worker, microseconds since the epoch."""
+        return self.finish_time  # type: ignore[attr-defined,no-any-return]
+
+    def specify_running_time(self, useconds: int) -> None:
+        """The running-time limit in microseconds (Work Queue's older form)."""
+        self.specify_running_time_max(int(useconds) / 1e6)  # type: ignore[attr-defined]
+
+    @property
+    def host(self) -> str | None:
+        """Where the task ran (a host name: workers have no address of their own here)."""
+        return self.hostname  # type: ignore[attr-defined,no-any-return]
+
+    specify_monitor_output = _ignored("specify_monitor_output", "measured resources are in resources_measured")
+    specify_snapshot_file = _ignored("specify_snapshot_file", "there is no resource monitor")
+    specify_algorithm = _ignored("specify_algorithm", "workers choose tasks that fit them")
+    specify_url = _unsupported("specify_url", "download it in the task's command, or pass it with specify_input_file")
+    specify_file_command = _unsupported("specify_file_command", "run the command in the task itself")
+    specify_file_piece = _unsupported("specify_file_piece", "pass the piece with specify_buffer")
+    specify_running_time_min = _unsupported("specify_running_time_min", "tasks are not resized or retried for time")
+    specify_start_time_min = _unsupported("specify_start_time_min", "submit the task when it may start")
+    specify_coprocess = _unsupported("specify_coprocess", "use PythonTask: warm Python processes are built in")
+    specify_environment = _unsupported("specify_environment", "install the environment on the workers")
+    specify_package = _unsupported("specify_package", "install the environment on the workers")

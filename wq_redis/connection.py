@@ -1,0 +1,63 @@
+"""Connecting to Redis: which URL, and a connection check that fails clearly."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .store import connect
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis could not be reached or refused our credentials."""
+
+
+def resolve_url(redis_url: str | None) -> str | None:
+    """The URL given, else ``WQ_REDIS_URL``, else ``REDIS_URL``, else None (embedded)."""
+    return redis_url or os.environ.get("WQ_REDIS_URL") or os.environ.get("REDIS_URL") or None
+
+
+def open_client(url: str, wait_seconds: float = 2.0) -> redis.Redis:
+    """Connect and check at once, so a wrong password or host fails here, clearly.
+
+    Refused or dropped connections are retried for ``wait_seconds`` (a Redis that is still
+    starting, a connection cut at the wrong moment); wrong credentials fail at once.  The
+    check uses a client without redis-py's own retries: it counts an authentication
+    failure as a connection error and would retry it with backoff for a long while.
+    """
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.05
+    while True:
+        probe = connect(url, retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_connect_timeout=5)
+        try:
+            probe.ping()
+            return connect(url)
+        except redis.AuthenticationError as exc:
+            raise RedisUnavailable(f"Redis at {_safe(url)} refused the credentials: {exc}") from None
+        except redis.ResponseError as exc:
+            message = str(exc)
+            if "NOAUTH" in message or "WRONGPASS" in message:
+                raise RedisUnavailable(f"Redis at {_safe(url)} needs a password: {exc}") from None
+            if "DENIED" in message:
+                raise RedisUnavailable(f"Redis at {_safe(url)} refuses remote clients (protected mode): "
+                                       "give it a password or bind it to this host only") from None
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise RedisUnavailable(f"cannot reach Redis at {_safe(url)}: {exc}") from None
+        finally:
+            probe.close()
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"

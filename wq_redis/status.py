@@ -1,0 +1,249 @@
+"""``wq-redis status``: queues, workers, tasks and categories of a Redis, in the manner of
+``work_queue_status`` and ``rq info``.
+
+It only reads (see ``views.py``): queues are found by SCAN unless ``--queue`` names them;
+listings are capped by ``--limit``.  Text output is rich tables; ``--json`` prints one JSON
+document for scripts; ``--watch`` redraws the tables every ``--interval`` seconds.
+
+    wq-redis status                 queues: waiting (by resource class and tag), running, done, failed
+    wq-redis status -W              workers: host, resources total and in use, tasks, last heartbeat
+    wq-redis status -T -M demo      tasks of a queue: id, state, tag, category, worker, age
+    wq-redis status -A              categories: declared resources, tasks waiting and running
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Iterable
+
+import click
+import redis
+
+from .resources import parse_class, split_member
+from .views import QueueView, count_by, discover_queues
+
+RESOURCES = ("cores", "memory", "disk", "gpus")
+
+
+# -- gathering ---------------------------------------------------------------------------
+def _class_dict(name: str) -> dict[str, int]:
+    try:
+        request = parse_class(name)
+    except ValueError:
+        return dict.fromkeys(RESOURCES, 0)
+    return {r: getattr(request, r) for r in RESOURCES}
+
+
+def queue_report(view: QueueView, now_us: int, workers: bool, tasks: bool, categories: bool,
+                 limit: int) -> dict[str, Any]:
+    """Everything ``status`` shows of one queue, as plain data (what ``--json`` prints)."""
+    snap = view.snapshot()
+    c = snap.counters
+    report: dict[str, Any] = {
+        "name": view.name,
+        "waiting": sum(snap.waiting.values()),
+        "running": snap.running,
+        "with_results": snap.with_results,
+        "submitted": c.get("submitted", 0),
+        "done": c.get("retrieved", 0),
+        "failed": c.get("failed", 0),
+        "cancelled": c.get("canceled", 0),
+        "requeued": c.get("requeued", 0),
+        "workers": len(snap.workers),
+        "files_uploaded": c.get("files_uploaded", 0),
+        "waiting_by_class": [
+            {"class": cls, "tag": tag, "tasks": n}
+            for (cls, tag), n in sorted((split_member(m), n) for m, n in snap.waiting.items() if n)
+        ],
+    }
+    if workers:
+        report["worker_list"] = _workers(view, snap, now_us)
+    rows = view.tasks(limit) if tasks or categories else []
+    if tasks:
+        report["tasks"] = [_task_dict(row, now_us) for row in rows]
+    if categories:
+        report["categories"] = _categories(view, rows)
+    return report
+
+
+def _workers(view: QueueView, snap: Any, now_us: int) -> list[dict[str, Any]]:
+    beats = view.heartbeats()
+    in_use: dict[str, dict[str, int]] = {}
+    running: dict[str, int] = {}
+    for worker, member in snap.running_tasks:  # from the leases: exact at this instant
+        used = in_use.setdefault(worker, dict.fromkeys(RESOURCES, 0))
+        for name, value in _class_dict(split_member(member)[0]).items():
+            used[name] += value
+        running[worker] = running.get(worker, 0) + 1
+    out = []
+    for name, record in sorted(snap.workers.items()):
+        status = json.loads(record.get(b"status", b"{}") or b"{}")
+        beat = beats.get(name)
+        out.append({
+            "name": name,
+            "host": record.get(b"host", b"").decode(),
+            "tags": [t for t in record.get(b"tags", b"").decode().split(",") if t],
+            "resources": json.loads(record.get(b"resources", b"{}") or b"{}"),
+            "in_use": in_use.get(name, dict.fromkeys(RESOURCES, 0)),
+            "tasks_running": running.get(name, 0),
+            "tasks_done": status.get("done", 0),
+            "last_heartbeat_s": None if beat is None else round(now_us / 1e6 - beat / 1e3, 3),
+            "version": record.get(b"version", b"").decode(),
+        })
+    return out
+
+
+def _task_dict(row: Any, now_us: int) -> dict[str, Any]:
+    return {
+        "id": row.id, "state": row.state, "tag": row.tag, "category": row.category, "class": row.resource_class,
+        "worker": row.worker, "attempts": row.attempts,
+        "age_s": None if row.submitted_us is None else round((now_us - row.submitted_us) / 1e6, 3),
+        "running_s": None if row.started_us is None or row.state != "RUNNING" else
+        round((now_us - row.started_us) / 1e6, 3),
+    }
+
+
+def _categories(view: QueueView, rows: list[Any]) -> list[dict[str, Any]]:
+    declared = view.declared_categories()
+    counts = count_by(rows, "category", "state")
+    names = sorted(set(declared) | {category for category, _ in counts})
+    return [{
+        "name": name,
+        "max_resources": declared.get(name, {}),
+        "waiting": counts.get((name, "READY"), 0),
+        "running": counts.get((name, "RUNNING"), 0),
+        "with_results": counts.get((name, "WAITING_RETRIEVAL"), 0),
+    } for name in names]
+
+
+def gather(client: redis.Redis, queues: Iterable[str] | None, workers: bool = False, tasks: bool = False,
+           categories: bool = False, limit: int = 100) -> dict[str, Any]:
+    """The status of the named queues (or of every queue found) as one JSON-able dict."""
+    names = list(queues) if queues else discover_queues(client)
+    views = [QueueView(client, name) for name in names]
+    now_us = views[0].now_us() if views else int(time.time() * 1e6)
+    return {"time": now_us / 1e6,
+            "queues": [queue_report(v, now_us, workers, tasks, categories, limit) for v in views]}
+
+
+# -- rendering ---------------------------------------------------------------------------
+def _resources(values: dict[str, int]) -> str:
+    return " ".join(f"{values.get(name, 0)}{unit}" for name, unit in
+                    (("cores", "c"), ("memory", "M"), ("disk", "D"), ("gpus", "g")))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool) -> Any:
+    """The rich tables of a report (a Group, printable or usable in a Live display)."""
+    from rich.console import Group
+    from rich.table import Table
+
+    parts: list[Any] = []
+    queues = report["queues"]
+    only_queues = not (workers or tasks or categories)
+    if only_queues:
+        table = Table(title="queues", title_justify="left")
+        for column in ("QUEUE", "WAITING", "RUNNING", "RESULTS", "DONE", "FAILED", "CANCELLED", "WORKERS"):
+            table.add_column(column, justify="left" if column == "QUEUE" else "right")
+        for q in queues:
+            table.add_row(q["name"], *(str(q[k]) for k in
+                                       ("waiting", "running", "with_results", "done", "failed", "cancelled", "workers")))
+        parts.append(table)
+        waiting = Table(title="waiting by resource class and tag", title_justify="left")
+        for column in ("QUEUE", "CLASS", "TAG", "TASKS"):
+            waiting.add_column(column, justify="right" if column == "TASKS" else "left")
+        for q in queues:
+            for row in q["waiting_by_class"]:
+                waiting.add_row(q["name"], row["class"], row["tag"] or "-", str(row["tasks"]))
+        if waiting.row_count:
+            parts.append(waiting)
+    if workers:
+        table = Table(title="workers", title_justify="left")
+        for column in ("QUEUE", "WORKER", "HOST", "RESOURCES", "IN USE", "RUNNING", "DONE", "TAGS", "HEARTBEAT"):
+            table.add_column(column, justify="right" if column in ("RUNNING", "DONE", "HEARTBEAT") else "left")
+        for q in queues:
+            for w in q["worker_list"]:
+                table.add_row(q["name"], w["name"], w["host"], _resources(w["resources"]), _resources(w["in_use"]),
+                              str(w["tasks_running"]), str(w["tasks_done"]), ",".join(w["tags"]) or "(all)",
+                              _age(w["last_heartbeat_s"]) + " ago")
+        parts.append(table)
+    if tasks:
+        table = Table(title="tasks", title_justify="left")
+        for column in ("QUEUE", "ID", "STATE", "TAG", "CATEGORY", "CLASS", "WORKER", "ATTEMPTS", "AGE"):
+            table.add_column(column, justify="right" if column in ("ID", "ATTEMPTS", "AGE") else "left")
+        for q in queues:
+            for t in q["tasks"]:
+                table.add_row(q["name"], str(t["id"]), t["state"], t["tag"] or "-", t["category"], t["class"],
+                              t["worker"] or "-", str(t["attempts"]), _age(t["age_s"]))
+        parts.append(table)
+    if categories:
+        table = Table(title="categories", title_justify="left")
+        for column in ("QUEUE", "CATEGORY", "MAX RESOURCES", "WAITING", "RUNNING", "RESULTS"):
+            table.add_column(column, justify="left" if column in ("QUEUE", "CATEGORY", "MAX RESOURCES") else "right")
+        for q in queues:
+            for cat in q["categories"]:
+                declared = cat["max_resources"]
+                table.add_row(q["name"], cat["name"], _resources(declared) if declared else "-",
+                              str(cat["waiting"]), str(cat["running"]), str(cat["with_results"]))
+        parts.append(table)
+    if not queues:
+        parts.append("no queues on this Redis")
+    return Group(*parts)
+
+
+# -- the command -------------------------------------------------------------------------
+@click.command("status")
+@click.option("--redis-url", "--redis", envvar=["WQ_REDIS_URL", "REDIS_URL"], required=True,
+              help="Redis URL (env WQ_REDIS_URL, then REDIS_URL).")
+@click.option("--queue", "-M", "queues", multiple=True, help="Queue to show (repeatable; default: every queue found).")
+@click.option("--workers", "-W", is_flag=True, help="List workers: host, resources, tasks, last heartbeat.")
+@click.option("--tasks", "-T", is_flag=True, help="List tasks: id, state, tag, category, worker, age.")
+@click.option("--categories", "-A", is_flag=True, help="List categories: declared resources, tasks.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Most tasks listed per queue (and per ready queue scanned).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
+@click.option("--watch", is_flag=True, help="Redraw the tables until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between redraws with --watch.")
+def status_command(redis_url: str, queues: tuple[str, ...], workers: bool, tasks: bool, categories: bool,
+                   limit: int, as_json: bool, watch: bool, interval: float) -> None:
+    """Show the queues, workers, tasks and categories on a Redis (reads only)."""
+    from rich.console import Console
+
+    from .connection import RedisUnavailable, open_client
+
+    try:
+        client = open_client(redis_url)
+    except RedisUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def snapshot() -> dict[str, Any]:
+        return gather(client, queues, workers, tasks, categories, limit)
+
+    if as_json:
+        click.echo(json.dumps(snapshot(), indent=2, sort_keys=True))
+        return
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if not watch:
+        console.print(render(snapshot(), workers, tasks, categories))
+        return
+    from rich.live import Live
+
+    try:
+        with Live(render(snapshot(), workers, tasks, categories), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render(snapshot(), workers, tasks, categories), refresh=True)
+    except KeyboardInterrupt:
+        pass

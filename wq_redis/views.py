@@ -1,0 +1,138 @@
+"""Read-only views of queues: what ``wq-redis status``, ``stats_category`` and
+``cancel_by_category`` need to see.
+
+The write side of the store (``store.py``) changes a queue only through atomic Lua
+scripts.  These reads need no atomicity: they are plain pipelined reads (SCAN, ZRANGE,
+LRANGE, HMGET), each O(1) or bounded by a limit, so looking at a busy queue never holds
+Redis, or its workers, for long.  Task listings are capped (``limit`` ids per source).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import redis
+
+from .codes import TaskState
+from .keys import QueueKeys
+from .resources import split_member
+from .store import QueueStore, Snapshot
+
+WORKER_TIMEOUT_MS = 60_000  # as WorkQueue.stats: a worker silent this long is not listed
+TASK_FIELDS = ("s", "q", "w", "sub", "ts", "cat", "a")
+
+
+def discover_queues(client: redis.Redis) -> list[str]:
+    """Names of the queues on this Redis: those with counters or with workers."""
+    names: set[str] = set()
+    for pattern in ("wq:{*}:stats", "wq:{*}:workers"):
+        for key in client.scan_iter(match=pattern, count=1000):
+            text = key.decode() if isinstance(key, bytes) else key
+            names.add(text[len("wq:{"):text.rindex("}:")])
+    return sorted(names)
+
+
+@dataclass
+class TaskRow:
+    """One task as ``wq-redis status -T`` lists it."""
+
+    id: int
+    state: str
+    resource_class: str
+    tag: str
+    category: str
+    worker: str | None
+    attempts: int
+    submitted_us: int | None
+    started_us: int | None
+
+
+class QueueView:
+    """Reads of one queue (no writes, no scripts but the stats snapshot)."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self.client = client
+        self.store = QueueStore(client, name)
+        self.keys: QueueKeys = self.store.keys
+        self.name = name
+
+    def snapshot(self) -> Snapshot:
+        return self.store.snapshot(WORKER_TIMEOUT_MS)
+
+    def now_us(self) -> int:
+        seconds, micros = self.client.time()
+        return int(seconds) * 1_000_000 + int(micros)
+
+    def heartbeats(self) -> dict[str, int]:
+        """Worker name -> last heartbeat (Redis ms)."""
+        return {name.decode(): int(score) for name, score in self.client.zrange(self.keys.workers, 0, -1, withscores=True)}
+
+    def declared_categories(self) -> dict[str, dict[str, int]]:
+        """Category -> the resources its tasks get when they declare none (as the managers set them)."""
+        raw = self.client.hgetall(self.keys.categories)
+        return {name.decode(): json.loads(value) for name, value in raw.items()}
+
+    # -- tasks ---------------------------------------------------------------------------
+    def task_ids(self, limit: int = 1000, running: bool = True, finished: bool = True) -> list[int]:
+        """Ids of waiting (up to ``limit`` per ready queue), running and finished tasks."""
+        k = self.keys
+        members = [m.decode() for m in self.client.smembers(k.registry)]
+        pipe = self.client.pipeline(transaction=False)
+        for member in members:
+            pipe.zrange(k.ready(member), 0, limit - 1)
+        if running:
+            pipe.zrange(k.leases, 0, limit - 1)
+        if finished:
+            pipe.lrange(k.done, 0, limit - 1)
+            pipe.srandmember(k.retrieving, limit)
+        ids = {int(i) for batch in pipe.execute() for i in (batch or [])}
+        return sorted(ids)
+
+    def task_fields(self, ids: Sequence[int], names: Sequence[str] = TASK_FIELDS) -> list[list[bytes | None]]:
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(self.keys.task(task_id), list(names))
+        return pipe.execute() if ids else []
+
+    def tasks(self, limit: int = 1000) -> list[TaskRow]:
+        ids = self.task_ids(limit)
+        rows = []
+        for task_id, values in zip(ids, self.task_fields(ids)):
+            state, member, worker, sub, started, category, attempts = (_text(v) for v in values)
+            if state is None:
+                continue  # retrieved or cancelled meanwhile
+            cls, tag = split_member(member or "|")
+            rows.append(TaskRow(
+                id=task_id, state=TaskState(int(state)).name, resource_class=cls, tag=tag,
+                category=category or "default", worker=worker if state != "1" else None,
+                attempts=int(attempts or 0), submitted_us=_int(sub), started_us=_int(started),
+            ))
+        return rows[:limit]
+
+    def ids_with_category(self, category: str, limit: int = 1_000_000) -> list[int]:
+        """Ids of waiting and running tasks of ``category`` (a scan: O(tasks))."""
+        ids = self.task_ids(limit, finished=False)
+        out = []
+        for task_id, (state, found) in zip(ids, self.task_fields(ids, ("s", "cat"))):
+            if state in (b"1", b"2") and (_text(found) or "default") == category:
+                out.append(task_id)
+        return out
+
+
+def _text(value: Any) -> str | None:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def count_by(rows: Iterable[TaskRow], *attributes: str) -> dict[tuple[Any, ...], int]:
+    """How many rows share each combination of ``attributes``."""
+    counts: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        key = tuple(getattr(row, a) for a in attributes)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
