@@ -336,6 +336,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         if self._abort:
+            self._stopping.set()  # no more renewals: the leases are being handed back
             with self._lock:
                 running = dict(self._running)
             for run in running.values():
