@@ -136,11 +136,12 @@ def test_worker_help_names_the_environment_fallbacks():
 def test_worker_started_before_redis_waits_for_it(tmp_path, queue_name):
     from wq_redis.server import RedisServer, free_port
 
+    from conftest import Workers
+
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
-    worker = subprocess.Popen([sys.executable, "-m", "wq_redis", "worker", "--redis-url", url, "--queue", queue_name,
-                               "--cores", "1", "--connect-timeout", "30", "--log-level", "warning"], env=env)
+    pool = Workers(url, queue_name)
+    worker = pool.start("--cores", "1", "--connect-timeout", "30")
     server = None
     try:
         time.sleep(1.0)
@@ -151,7 +152,6 @@ def test_worker_started_before_redis_waits_for_it(tmp_path, queue_name):
             task = q.wait(30)
             assert task is not None and task.output == 8
     finally:
-        worker.kill()
-        worker.wait()
+        pool.stop_all()
         if server is not None:
             server.stop()

@@ -20,7 +20,7 @@ import redis
 
 from .categories import CategoryBook, cancel_category, category_stats
 from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
-from .connection import RedisUnavailable, open_client, resolve_url  # noqa: F401  (kept importable from here)
+from .connection import open_client, resolve_url
 from .compat import WorkQueueCompat
 from .files import FileStager
 from .local_workers import LocalWorkers
@@ -187,6 +187,7 @@ class WorkQueue(WorkQueueCompat):
         """Queue many tasks in one round trip; returns their ids in order."""
         batch = []
         bodies: dict[str, bytes] = {}
+        stale = time.monotonic() - FUNCTION_REFRESH_SECONDS  # stored longer ago: store again
         for task in tasks:
             if not isinstance(task, Task):
                 raise TypeError(f"submit takes Task or PythonTask objects, got {type(task).__name__}")
@@ -194,7 +195,6 @@ class WorkQueue(WorkQueueCompat):
                 raise ValueError(f"task {task._id} is already submitted")
             request = self._request(task)
             fields, needed = encode_task(task, request, self._functions, self.enforce_limits, self._files)
-            stale = time.monotonic() - FUNCTION_REFRESH_SECONDS
             bodies.update({d: b for d, b in needed.items() if self._uploaded.get(d, stale - 1) < stale})
             batch.append((task, request, fields))
         self._store.put_functions(bodies, FUNCTION_TTL_SECONDS)
@@ -229,9 +229,7 @@ class WorkQueue(WorkQueueCompat):
         while True:
             for task_id, task in self._results.items():
                 if wanted(task):
-                    del self._results[task_id]
-                    self._returned.add(task_id)
-                    return task
+                    return self._take_result(task_id)
             if self._retrieve():
                 continue
             if self._outstanding_seen <= 0:  # as of that same call: nothing more will come

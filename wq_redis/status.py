@@ -144,34 +144,38 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.0f}h"
 
 
+def _table(title: str, *runs: tuple[str, ...]) -> Any:
+    """A rich table whose column runs alternate left-aligned (text) and right-aligned (numbers)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for index, run in enumerate(runs):
+        for column in run:
+            table.add_column(column, justify="left" if index % 2 == 0 else "right")
+    return table
+
+
 def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool) -> Any:
     """The rich tables of a report (a Group, printable or usable in a Live display)."""
     from rich.console import Group
-    from rich.table import Table
-
     parts: list[Any] = []
     queues = report["queues"]
     only_queues = not (workers or tasks or categories)
     if only_queues:
-        table = Table(title="queues", title_justify="left")
-        for column in ("QUEUE", "WAITING", "RUNNING", "RESULTS", "DONE", "FAILED", "CANCELLED", "WORKERS"):
-            table.add_column(column, justify="left" if column == "QUEUE" else "right")
+        table = _table("queues", ("QUEUE",), ("WAITING", "RUNNING", "RESULTS", "DONE", "FAILED", "CANCELLED", "WORKERS"))
         for q in queues:
             table.add_row(q["name"], *(str(q[k]) for k in
                                        ("waiting", "running", "with_results", "done", "failed", "cancelled", "workers")))
         parts.append(table)
-        waiting = Table(title="waiting by resource class and tag", title_justify="left")
-        for column in ("QUEUE", "CLASS", "TAG", "TASKS"):
-            waiting.add_column(column, justify="right" if column == "TASKS" else "left")
+        waiting = _table("waiting by resource class and tag", ("QUEUE", "CLASS", "TAG"), ("TASKS",))
         for q in queues:
             for row in q["waiting_by_class"]:
                 waiting.add_row(q["name"], row["class"], row["tag"] or "-", str(row["tasks"]))
         if waiting.row_count:
             parts.append(waiting)
     if workers:
-        table = Table(title="workers", title_justify="left")
-        for column in ("QUEUE", "WORKER", "HOST", "RESOURCES", "IN USE", "RUNNING", "DONE", "TAGS", "HEARTBEAT"):
-            table.add_column(column, justify="right" if column in ("RUNNING", "DONE", "HEARTBEAT") else "left")
+        table = _table("workers", ("QUEUE", "WORKER", "HOST", "RESOURCES", "IN USE"), ("RUNNING", "DONE"),
+                       ("TAGS",), ("HEARTBEAT",))
         for q in queues:
             for w in q["worker_list"]:
                 table.add_row(q["name"], w["name"], w["host"], _resources(w["resources"]), _resources(w["in_use"]),
@@ -179,18 +183,14 @@ def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool)
                               _age(w["last_heartbeat_s"]) + " ago")
         parts.append(table)
     if tasks:
-        table = Table(title="tasks", title_justify="left")
-        for column in ("QUEUE", "ID", "STATE", "TAG", "CATEGORY", "CLASS", "WORKER", "ATTEMPTS", "AGE"):
-            table.add_column(column, justify="right" if column in ("ID", "ATTEMPTS", "AGE") else "left")
+        table = _table("tasks", ("QUEUE",), ("ID",), ("STATE", "TAG", "CATEGORY", "CLASS", "WORKER"), ("ATTEMPTS", "AGE"))
         for q in queues:
             for t in q["tasks"]:
                 table.add_row(q["name"], str(t["id"]), t["state"], t["tag"] or "-", t["category"], t["class"],
                               t["worker"] or "-", str(t["attempts"]), _age(t["age_s"]))
         parts.append(table)
     if categories:
-        table = Table(title="categories", title_justify="left")
-        for column in ("QUEUE", "CATEGORY", "MAX RESOURCES", "WAITING", "RUNNING", "RESULTS"):
-            table.add_column(column, justify="left" if column in ("QUEUE", "CATEGORY", "MAX RESOURCES") else "right")
+        table = _table("categories", ("QUEUE", "CATEGORY", "MAX RESOURCES"), ("WAITING", "RUNNING", "RESULTS"))
         for q in queues:
             for cat in q["categories"]:
                 declared = cat["max_resources"]

@@ -346,14 +346,3 @@ class QueueStore:
         pipe.zrem(self.keys.workers, worker)
         pipe.delete(self.keys.worker(worker), self.keys.worker_wake(worker))
         pipe.execute()
-
-    def has_waiting(self, members: Sequence[str] | None = None) -> bool:
-        """Whether any (or any of ``members``) ready queue holds tasks."""
-        k = self.keys
-        names = members if members is not None else [m.decode() for m in self.client.smembers(k.registry)]
-        if not names:
-            return False
-        pipe = self.client.pipeline(transaction=False)
-        for member in names:
-            pipe.zcard(k.ready(member))
-        return any(pipe.execute())

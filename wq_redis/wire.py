@@ -22,23 +22,10 @@ from .serialize import FunctionCache, pack_spec, pickle_arguments, unpack_spec
 from .task import InputFile, PythonTask, Task
 
 
-SPEC_DEFAULTS: dict[str, Any] = {
-    "tag": None, "category": "default", "priority": 0.0, "max_retries": 0, "request": [None] * 4,
-    "cores": 1, "memory": 0, "disk": 0, "gpus": 0, "env": {}, "inputs": [], "outputs": [],
-    "running_time_max": 0.0, "end_time": 0, "enforce": False, "output_dirs": [],
-}
-
-
-def encode_task(task: Task, request: Request, functions: FunctionCache,
-                enforce: bool = False, files: FileStager | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Hash fields of ``task`` (without state fields) and the function bodies it needs.
-
-    Cached inputs are left with ``files`` to upload (``FileStager.flush``) before the
-    submit; without ``files`` every input is inlined.
-    """
+def _envelope(task: Task, request: Request, enforce: bool) -> dict[str, Any]:
+    """Everything the worker needs to know of a task, before defaults are left out."""
     spec = task._spec
-    now_us = int(time.time() * 1e6)
-    envelope = {
+    return {
         "kind": task.kind,
         "command": task.command,
         "tag": spec.tag,
@@ -58,6 +45,22 @@ def encode_task(task: Task, request: Request, functions: FunctionCache,
         "end_time": spec.end_time,
         "enforce": enforce,
     }
+
+
+# What a task that specifies nothing looks like: these values are left out of the wire.
+SPEC_DEFAULTS: dict[str, Any] = _envelope(Task(""), Request(), enforce=False)
+
+
+def encode_task(task: Task, request: Request, functions: FunctionCache,
+                enforce: bool = False, files: FileStager | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Hash fields of ``task`` (without state fields) and the function bodies it needs.
+
+    Cached inputs are left with ``files`` to upload (``FileStager.flush``) before the
+    submit; without ``files`` every input is inlined.
+    """
+    spec = task._spec
+    now_us = int(time.time() * 1e6)
+    envelope = _envelope(task, request, enforce)
     # Only what differs from the defaults travels: a small spec keeps the task's hash in
     # Redis' compact listpack encoding (values up to 64 bytes), about 5x smaller.
     envelope = {k: v for k, v in envelope.items() if k in ("kind", "command") or v != SPEC_DEFAULTS.get(k)}

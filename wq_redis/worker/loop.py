@@ -100,6 +100,8 @@ class Worker:
             self.metrics = WorkerMetrics(self.name, capacity, self.allocator, options.tags,
                                          running=lambda: len(self._running), healthy=self._health)
         self.signer = Signer(options.secret) if options.secret else None
+        self._total = capacity.as_dict()  # what claims may pack into; fixed for the worker's life
+        self._reserve_after_ms = int(options.reserve_after * 1000)
 
     # -- signals ----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -174,7 +176,7 @@ class Worker:
             claimed, eligible, accepted = self.store.claim(
                 self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
                 lease_ms=self.lease_ms, token_prefix=self.session, results=batch,
-                total=self.capacity.as_dict(), reserve_after_ms=int(self.options.reserve_after * 1000))
+                total=self._total, reserve_after_ms=self._reserve_after_ms)
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             log.warning("claim failed (%s); retrying", exc)
             self._hold(batch)
@@ -233,12 +235,15 @@ class Worker:
         if self._blocked:
             try:
                 self.store.ring_worker(self.name)
-            except redis.ConnectionError:
-                pass
+            except redis.RedisError:
+                pass  # the main loop's wait is bounded by block_seconds anyway
 
     def _function(self, digest: str) -> bytes | None:
+        """A function body by digest, from a small LRU cache of this worker, else Redis."""
         body = self._functions.get(digest)
-        if body is None:
+        if body is not None:
+            self._functions.move_to_end(digest)
+        else:
             body = self.store.function(digest)
             if body is not None:
                 verify_function_body(digest, body)
