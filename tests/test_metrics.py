@@ -348,6 +348,7 @@ def test_exporter_finds_every_queue_on_the_redis(redis_url):
     with wq.WorkQueue("alpha", redis_url=redis_url) as a, wq.WorkQueue("beta", redis_url=redis_url) as b:
         a.submit(wq.Task("true"))
         b.submit(wq.Task("true"))
+        a._buffer.flush(), b._buffer.flush()  # submit() returns before its task is in Redis
         client = redis.Redis.from_url(redis_url)
         assert find_queues(client) == ["alpha", "beta"]
         client.close()
@@ -434,6 +435,7 @@ def test_dashboard_has_a_fixed_uid_and_queue_and_datasource_variables():
 
 def test_dashboard_uses_only_metrics_that_exist(redis_url, queue):
     queue.submit(wq.Task("true"))
+    queue._buffer.flush()  # submit() returns before its task is in Redis
     client = redis.Redis.from_url(redis_url)
     try:
         exported = family_names(QueueExporter(client).exposition())

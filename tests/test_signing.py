@@ -8,6 +8,7 @@ import pickle
 import redis
 
 import wq_redis as wq
+from wq_redis.serialize import function_digest
 from conftest import drain
 from helpers_tasks import my_sum
 
@@ -52,6 +53,7 @@ def test_altered_arguments_are_refused_before_unpickling(redis_url, queue_name, 
     marker = tmp_path / "unpickled"
     with wq.WorkQueue(queue_name, redis_url=redis_url, secret="s3cret") as q:
         task_id = q.submit(wq.PythonTask(my_sum, 1, 1))
+        q._buffer.flush()  # submit() returns before its task is in Redis
         client = redis.Redis.from_url(redis_url)
         client.hset(q._store.keys.task(task_id), "args", pickle.dumps(((Boom(str(marker)), 1), {})))
         workers.start("--cores", "1", "--secret", "s3cret")
@@ -63,8 +65,9 @@ def test_altered_arguments_are_refused_before_unpickling(redis_url, queue_name, 
 def test_a_function_body_that_does_not_match_its_digest_is_refused(queue, workers, redis_url, tmp_path):
     marker = tmp_path / "unpickled"
     task_id = queue.submit(wq.PythonTask(lambda: 1))
+    queue._buffer.flush()  # submit() returns before its task is in Redis
     client = redis.Redis.from_url(redis_url)
-    digest = client.hget(queue._store.keys.task(task_id), "fn").decode()
+    digest = function_digest({b"fn": client.hget(queue._store.keys.task(task_id), "fn")})
     client.set(queue._store.keys.function(digest), pickle.dumps(Boom(str(marker))))
     workers.start("--cores", "1")
     task = queue.wait(30)

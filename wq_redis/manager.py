@@ -23,6 +23,7 @@ from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
 from .connection import open_client, resolve_url
 from .compat import WorkQueueCompat
 from .files import FileStager
+from .flusher import SubmitBuffer
 from .local_workers import LocalWorkers
 from .mapping import map_tasks, pair_tasks, reduce_tree
 from .resources import DEFAULT_CORES, Request, queue_member
@@ -95,6 +96,8 @@ class WorkQueue(WorkQueueCompat):
         self._functions = FunctionCache()
         self._uploaded: dict[str, float] = {}  # digest -> when this manager last stored it
         self._ids: Iterable[int] = iter(())
+        self._placements: dict[tuple[Any, ...], tuple[Request, str]] = {}
+        self._buffer = SubmitBuffer(self._store.submit)
         self._submitted: dict[int, Task] = {}
         self._results: collections.OrderedDict[int, Task] = collections.OrderedDict()
         self._returned: set[int] = set()
@@ -117,7 +120,11 @@ class WorkQueue(WorkQueueCompat):
         self.close()
 
     def close(self) -> None:
-        """Stop local workers and, for an embedded Redis, the server when no queue uses it."""
+        """Send the tasks still buffered (raises if Redis cannot take them: the queue stays
+        open, nothing is dropped), stop local workers and, for an embedded Redis, the
+        server when no queue uses it."""
+        if getattr(self, "_buffer", None) is not None and getattr(self, "_client", None) is not None:
+            self._buffer.close()
         if self._local is not None:
             self._local.stop()
             self._local = None
@@ -149,6 +156,7 @@ class WorkQueue(WorkQueueCompat):
         if unknown:
             raise ValueError(f"unknown resources {sorted(unknown)}; use {RESOURCE_NAMES}")
         self._categories[category] = {k: int(v) for k, v in resources.items() if v is not None and v >= 0}
+        self._placements.clear()
         self._store.set_category(category, json.dumps(self._categories[category]))  # for `wq-redis status -A`
 
     def enable_monitoring(self, *args: Any, **kwargs: Any) -> None:
@@ -160,17 +168,29 @@ class WorkQueue(WorkQueueCompat):
     def specify_max_resources(self, resources: Mapping[str, int]) -> None:
         self.specify_category_max_resources("default", resources)
 
-    def _request(self, task: Task) -> Request:
+    def _placement(self, task: Task) -> tuple[Request, str]:
+        """The task's resolved request and its ready queue ``CLASS|TAG`` (memoized: most
+        tasks of a queue share a handful of (category, request, tag) combinations)."""
         spec = task._spec
-        category = self._categories.get(spec.category, {})
-        fallback = self._categories.get("default", {})
-        values = {}
-        for name in RESOURCE_NAMES:
-            value = getattr(spec, name)
-            if value is None:
-                value = category.get(name, fallback.get(name, DEFAULT_CORES if name == "cores" else 0))
-            values[name] = value
-        return Request(**values)
+        key = (spec.category, spec.cores, spec.memory, spec.disk, spec.gpus, spec.tag)
+        found = self._placements.get(key)
+        if found is None:
+            category = self._categories.get(spec.category, {})
+            fallback = self._categories.get("default", {})
+            values = {}
+            for name in RESOURCE_NAMES:
+                value = getattr(spec, name)
+                if value is None:
+                    value = category.get(name, fallback.get(name, DEFAULT_CORES if name == "cores" else 0))
+                values[name] = value
+            request = Request(**values)
+            if len(self._placements) >= 4096:
+                self._placements.clear()
+            found = self._placements[key] = (request, queue_member(request, spec.tag))
+        return found
+
+    def _request(self, task: Task) -> Request:
+        return self._placement(task)[0]
 
     # -- submit ----------------------------------------------------------------------
     def _next_id(self) -> int:
@@ -180,37 +200,68 @@ class WorkQueue(WorkQueueCompat):
         return next(iter(self._ids))
 
     def submit(self, task: Task) -> int:
-        """Queue ``task``; returns its id (one round trip)."""
-        return self.submit_many([task])[0]
+        """Queue ``task``; returns its id at once.  A background thread sends it to Redis
+        (with whatever else was submitted meanwhile, one round trip); ``wait`` and every
+        other call that reads the queue send it first."""
+        if self._buffer.error is not None:
+            self._buffer.flush()  # an earlier send failed: raises if Redis is still away
+        if not isinstance(task, Task) or task._spec.inputs:
+            return self.submit_many([task])[0]  # input files are staged and stored first
+        fields, bodies, request, member = self._encode(task)
+        self._upload_functions(bodies)
+        row = self._row(task, request, member, fields)
+        self._submitted[row[0]] = task
+        self._category_book.submitted([task])
+        if self._buffer.add(row, len(fields.get("args", b""))):
+            self._buffer.flush()
+        return row[0]
 
     def submit_many(self, tasks: Sequence[Task]) -> list[int]:
-        """Queue many tasks in one round trip; returns their ids in order."""
-        batch = []
+        """Queue many tasks in one round trip (with anything ``submit`` buffered before);
+        returns their ids in order.  If Redis cannot take them, raises: they are not queued."""
+        encoded = [self._encode(task) for task in tasks]
         bodies: dict[str, bytes] = {}
-        stale = time.monotonic() - FUNCTION_REFRESH_SECONDS  # stored longer ago: store again
-        for task in tasks:
-            if not isinstance(task, Task):
-                raise TypeError(f"submit takes Task or PythonTask objects, got {type(task).__name__}")
-            if task._id is not None and task._id in self._submitted:
-                raise ValueError(f"task {task._id} is already submitted")
-            request = self._request(task)
-            fields, needed = encode_task(task, request, self._functions, self.enforce_limits, self._files)
-            bodies.update({d: b for d, b in needed.items() if self._uploaded.get(d, stale - 1) < stale})
-            batch.append((task, request, fields))
-        self._store.put_functions(bodies, FUNCTION_TTL_SECONDS)
-        self._uploaded.update(dict.fromkeys(bodies, time.monotonic()))
+        for _, needed, _, _ in encoded:
+            bodies.update(needed)
+        self._upload_functions(bodies)
         self._files.flush(self._store)
-        rows = []
-        for task, request, fields in batch:
-            task._id, task._fields = self._next_id(), {}
-            if self._signer is not None:
-                fields["sig"] = self._signer.sign_task(task._id, _bytes_fields(fields))
-            rows.append((task._id, queue_member(request, task.tag), task.priority, fields))
-        self._store.submit(rows)
-        for task, _, _ in batch:
-            self._submitted[task._id] = task  # type: ignore[index]
-        self._category_book.submitted([task for task, _, _ in batch])
-        return [task._id for task, _, _ in batch]  # type: ignore[misc]
+        rows = [self._row(task, request, member, fields) for task, (fields, _, request, member) in zip(tasks, encoded)]
+        try:
+            self._buffer.send_now(rows)
+        except BaseException:
+            for task in tasks:
+                task._id = None
+            raise
+        for task, row in zip(tasks, rows):
+            self._submitted[row[0]] = task
+        self._category_book.submitted(list(tasks))
+        return [row[0] for row in rows]
+
+    def _encode(self, task: Task) -> tuple[dict[str, Any], dict[str, bytes], Request, str]:
+        """Check ``task`` and turn it into hash fields (nothing is queued or reserved yet)."""
+        if not isinstance(task, Task):
+            raise TypeError(f"submit takes Task or PythonTask objects, got {type(task).__name__}")
+        if task._id is not None and task._id in self._submitted:
+            raise ValueError(f"task {task._id} is already submitted")
+        request, member = self._placement(task)
+        fields, bodies = encode_task(task, request, self._functions, self.enforce_limits, self._files)
+        return fields, bodies, request, member
+
+    def _upload_functions(self, bodies: dict[str, bytes]) -> None:
+        """Store the function bodies Redis may not have (in this thread, before the tasks:
+        a worker must find the function of any task it claims)."""
+        now = time.monotonic()
+        stale = now - FUNCTION_REFRESH_SECONDS  # stored longer ago: store again (and re-time)
+        bodies = {d: b for d, b in bodies.items() if self._uploaded.get(d, stale - 1) < stale}
+        if bodies:
+            self._store.put_functions(bodies, FUNCTION_TTL_SECONDS)
+            self._uploaded.update(dict.fromkeys(bodies, now))
+
+    def _row(self, task: Task, request: Request, member: str, fields: dict[str, Any]) -> tuple[int, str, float, dict[str, Any]]:
+        task._id, task._fields = self._next_id(), {}
+        if self._signer is not None:
+            fields["sig"] = self._signer.sign_task(task._id, _bytes_fields(fields))
+        return task._id, member, task._spec.priority, fields
 
     # -- wait ------------------------------------------------------------------------
     def wait(self, timeout: float = WORK_QUEUE_WAITFORTASK) -> Task | None:
@@ -240,7 +291,9 @@ class WorkQueue(WorkQueueCompat):
             self._store.wait_done(min(remaining, 5.0))
 
     def _retrieve(self, max_tasks: int = RETRIEVE_BATCH) -> int:
-        """Acknowledge what was taken last time and take a batch of finished tasks."""
+        """Acknowledge what was taken last time and take a batch of finished tasks (after
+        sending the tasks still buffered)."""
+        self._buffer.flush()
         acked, self._unacked = self._unacked, []
         try:
             rows, self._outstanding_seen = self._store.retrieve(max_tasks, self.keep_results, acked)
@@ -275,7 +328,9 @@ class WorkQueue(WorkQueueCompat):
         return taken
 
     def _flush_acks(self) -> None:
-        """Tell Redis the tasks taken so far are ours, so counters and memory are current."""
+        """Send buffered tasks, and tell Redis the tasks taken so far are ours, so counters
+        and memory are current."""
+        self._buffer.flush()
         if self._unacked:
             self._retrieve(0)
 
@@ -288,6 +343,7 @@ class WorkQueue(WorkQueueCompat):
 
     def hungry(self) -> bool:
         """True when workers could take more tasks than are waiting."""
+        self._buffer.flush()
         snapshot = self._store.snapshot(WORKER_TIMEOUT_MS)
         stats = stats_from_snapshot(snapshot)
         if stats.tasks_waiting < self.hungry_minimum:
@@ -308,6 +364,7 @@ class WorkQueue(WorkQueueCompat):
             return TaskState.DONE
         if task_id in self._cancelled:
             return TaskState.CANCELED
+        self._buffer.flush()
         (state,) = self._store.task_fields(task_id, "s")
         return TaskState(int(state)) if state is not None else TaskState.UNKNOWN
 
@@ -318,10 +375,12 @@ class WorkQueue(WorkQueueCompat):
 
     def cancel_by_tasktag(self, tag: str) -> list[Task]:
         """Cancel every waiting or running task with ``tag``; returns them."""
+        self._buffer.flush()
         found = [i for i, t in self._results.items() if t.tag == tag]
         return self._cancel(found + self._store.ids_with_tag(tag))
 
     def _cancel(self, task_ids: Sequence[int]) -> list[Task]:
+        self._buffer.flush()
         out = []
         local = {i: self._results.pop(i) for i in task_ids if i in self._results}
         fields_by_id = self._store.cancel([i for i in task_ids if i not in local])
@@ -382,6 +441,7 @@ class WorkQueue(WorkQueueCompat):
 
     def cancel_by_category(self, category: str) -> list[Task]:
         """Cancel every waiting or running task of ``category``; returns them."""
+        self._buffer.flush()
         return cancel_category(self, category)
 
     def specify_file_limits(self, max_file_bytes: int | None = None, max_task_bytes: int | None = None) -> None:

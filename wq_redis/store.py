@@ -19,6 +19,8 @@ from redis.retry import Retry
 from .keys import QueueKeys, padded_id
 
 Fields = dict[bytes, bytes]
+SUBMIT_CHUNK_TASKS = 500  # tasks per submit.lua call (a call holds Redis while it runs)
+SUBMIT_CHUNK_BYTES = 4 << 20  # ... or fewer, when their fields are this large
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
@@ -180,16 +182,41 @@ class QueueStore:
     def set_category(self, category: str, resources_json: str) -> None:
         self.client.hset(self.keys.categories, category, resources_json)
 
-    def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> None:
-        """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields)."""
-        k = self.keys
+    def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> int:
+        """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields).
+
+        One submit.lua call per chunk of tasks (not one per task), all in one pipeline;
+        returns how many were new (a re-sent task already in Redis is not queued again)."""
         calls = []
-        for task_id, member, priority, fields in tasks:
-            args: list[Any] = [member, repr(-float(priority)), padded_id(task_id)]
-            for name, value in fields.items():
-                args += (name, value)
-            calls.append(([k.task(task_id), k.ready(member), k.registry, k.wake(member), k.new_queue_wake, k.stats], args))
-        self._call_many("submit", calls)
+        chunk: list[tuple[int, str, float, dict[str, Any]]] = []
+        size = 0
+        for row in tasks:
+            chunk.append(row)
+            size += sum(len(v) for v in row[3].values() if isinstance(v, (bytes, str)))
+            if len(chunk) >= SUBMIT_CHUNK_TASKS or size >= SUBMIT_CHUNK_BYTES:
+                calls.append(self._submit_call(chunk))
+                chunk, size = [], 0
+        if chunk:
+            calls.append(self._submit_call(chunk))
+        return sum(self._pipeline(calls)) if calls else 0
+
+    def _submit_call(self, rows: Sequence[tuple[int, str, float, dict[str, Any]]]) -> tuple[str, list[str], list[Any]]:
+        k = self.keys
+        members: dict[str, int] = {}
+        task_keys = []
+        task_args: list[Any] = []
+        for task_id, member, priority, fields in rows:
+            index = members.get(member)
+            if index is None:
+                index = members[member] = len(members) + 1
+            task_keys.append(k.task(task_id))
+            task_args += (index, repr(-float(priority)) if priority else "0", padded_id(task_id), len(fields))
+            for item in fields.items():
+                task_args += item
+        keys = [k.registry, k.new_queue_wake, k.stats]
+        for member in members:
+            keys += (k.ready(member), k.wake(member))
+        return "submit", keys + task_keys, [len(members), *members, *task_args]
 
     def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int]) -> tuple[list[tuple[int, Fields]], int]:
         """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more;

@@ -1,9 +1,11 @@
 """Turning a Task into Redis hash fields and back.
 
 Hash fields of a task (short names: Redis keeps small hashes as compact listpacks):
-  s state, q queue member, p score (-priority), a attempts, mr max retries, tok lease
-  token, w worker, ts/tf start/finish (us, Redis time), sub submit time (us), spec the
-  envelope, fn function digest, args pickled arguments, cat category (when not "default"),
+  s state, q queue member, p score (-priority; absent for priority 0), a attempts,
+  mr max retries, tok lease token, w worker, ts/tf start/finish (us, Redis time),
+  sub submit time (us), spec the envelope (absent for a PythonTask that specifies
+  nothing: serialize.DEFAULT_PY_SPEC), fn function SHA-256 (32 raw bytes), args pickled arguments
+  (absent for a call without any), cat category (when not "default"),
   in:<name> input file bytes, cin:/tin:/ctin:<name> cached files and directories (files.py);
   results: r result code, rs return status, out stdout+stderr, val pickled return value,
   err failure message, host, alloc/meas resources JSON, o:<name> output file bytes,
@@ -18,7 +20,7 @@ from typing import Any
 
 from .files import OUTPUT_DIR, FileStager, unpack_directory
 from .resources import Request
-from .serialize import FunctionCache, pack_spec, pickle_arguments, unpack_spec
+from .serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
 from .task import InputFile, PythonTask, Task
 
 
@@ -49,6 +51,8 @@ def _envelope(task: Task, request: Request, enforce: bool) -> dict[str, Any]:
 
 # What a task that specifies nothing looks like: these values are left out of the wire.
 SPEC_DEFAULTS: dict[str, Any] = _envelope(Task(""), Request(), enforce=False)
+_PLAIN_SPEC = Task("")._spec
+_PLAIN_REQUEST = Request()
 
 
 def encode_task(task: Task, request: Request, functions: FunctionCache,
@@ -56,33 +60,44 @@ def encode_task(task: Task, request: Request, functions: FunctionCache,
     """Hash fields of ``task`` (without state fields) and the function bodies it needs.
 
     Cached inputs are left with ``files`` to upload (``FileStager.flush``) before the
-    submit; without ``files`` every input is inlined.
+    submit; without ``files`` every input is inlined.  What the worker can default is
+    left out (see ``serialize.task_spec``): a PythonTask that specifies nothing has no
+    spec, and a call without arguments no ``args``.
     """
     spec = task._spec
-    now_us = int(time.time() * 1e6)
-    envelope = _envelope(task, request, enforce)
-    # Only what differs from the defaults travels: a small spec keeps the task's hash in
-    # Redis' compact listpack encoding (values up to 64 bytes), about 5x smaller.
-    envelope = {k: v for k, v in envelope.items() if k in ("kind", "command") or v != SPEC_DEFAULTS.get(k)}
-    fields: dict[str, Any] = {"spec": pack_spec(envelope), "sub": now_us}
-    if spec.max_retries:
-        fields["mr"] = spec.max_retries
-    if spec.category != "default":
-        fields["cat"] = spec.category
-    fields.update((files or FileStager(use_cache=False)).input_fields(spec.inputs))
+    now_us = time.time_ns() // 1000
+    fields: dict[str, Any] = {"sub": now_us}
+    if spec == _PLAIN_SPEC and request == _PLAIN_REQUEST and not enforce:
+        if task.kind != "py":  # a PythonTask's display name is not needed by the worker
+            fields["spec"] = pack_spec({"kind": task.kind, "command": task.command})
+    else:
+        envelope = _envelope(task, request, enforce)
+        # Only what differs from the defaults travels: a small spec keeps the task's hash in
+        # Redis' compact listpack encoding (values up to 64 bytes), about 5x smaller.
+        fields["spec"] = pack_spec({k: v for k, v in envelope.items()
+                                    if k in ("kind", "command") or v != SPEC_DEFAULTS.get(k)})
+        if spec.max_retries:
+            fields["mr"] = spec.max_retries
+        if spec.category != "default":
+            fields["cat"] = spec.category
+        if spec.inputs:
+            fields.update((files or FileStager(use_cache=False)).input_fields(spec.inputs))
     bodies: dict[str, bytes] = {}
     if isinstance(task, PythonTask):
         digest, body = functions.get(task._func)
         bodies[digest] = body
-        fields["fn"] = digest
-        fields["args"] = pickle_arguments(task._args, task._kwargs)
+        fields["fn"] = bytes.fromhex(digest)  # raw: 32 bytes less per task in Redis
+        if task._args or task._kwargs:
+            fields["args"] = pickle_arguments(task._args, task._kwargs)
     task.submit_time = now_us
     return fields, bodies
 
 
 def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
     """Rebuild a task submitted by another manager process (re-attach after a crash)."""
-    spec = unpack_spec(fields.get(b"spec"))
+    # Only a PythonTask that specifies nothing has no spec (retrieve.lua leaves out 'fn',
+    # which tells the worker so): anything else without one is unreadable.
+    spec = dict(DEFAULT_PY_SPEC) if b"spec" not in fields else unpack_spec(fields[b"spec"])
     task: Task
     if spec["kind"] == "py":
         task = PythonTask.__new__(PythonTask)

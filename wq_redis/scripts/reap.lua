@@ -12,7 +12,7 @@ local requeued, failed = 0, 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local tkey = prefix .. 't:' .. id
-  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w')
+  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w')  -- no 'p': priority 0
   if t[1] == '2' then
     local attempts = tonumber(t[4] or '0')
     local max_retries = tonumber(t[5] or '0')
@@ -27,7 +27,7 @@ for _, id in ipairs(expired) do
       failed = failed + 1
     else
       redis.call('HSET', tkey, 's', 1, 'tok', '')
-      redis.call('ZADD', prefix .. 'ready:' .. t[2], t[3], string.format('%012d', tonumber(id)))
+      redis.call('ZADD', prefix .. 'ready:' .. t[2], t[3] or '0', string.format('%012d', tonumber(id)))
       if redis.call('SADD', KEYS[2], t[2]) == 1 then
         redis.call('LPUSH', KEYS[7], 1)
         redis.call('LTRIM', KEYS[7], 0, 0)

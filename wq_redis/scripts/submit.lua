@@ -1,21 +1,48 @@
--- Queue one task: write its hash, put its id in the ready set of its (class, tag),
--- register that queue and ring the wake-up keys idle workers block on.
--- KEYS: 1 task hash, 2 ready zset, 3 registry set, 4 wake list of the queue,
---       5 new-queue wake list, 6 stats hash
--- ARGV: 1 member "CLASS|TAG", 2 score (-priority), 3 padded id, 4.. field, value pairs
--- Idempotent: a call re-sent after a lost reply finds the task and changes nothing.
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 's', 1, 'q', ARGV[1], 'p', ARGV[2])
--- fields in chunks: unpack() of thousands of values overflows Lua's stack
-for first = 4, #ARGV, 1000 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+-- Queue many tasks in one call: write each task's hash, put its id in the ready set of its
+-- (class, tag), register those queues and ring the wake-up keys idle workers block on.
+-- KEYS: 1 registry set, 2 new-queue wake list, 3 stats hash, then for each queue j = 1..M
+--       its ready zset (KEYS[2 + 2j]) and wake list (KEYS[3 + 2j]), then each task's hash
+--       (KEYS[3 + 2M + i] for the i-th task of ARGV)
+-- ARGV: 1 M, 2..M+1 the queue members "CLASS|TAG" in KEYS' order, then per task:
+--       queue index j, score (-priority; "0" for priority 0, then the hash has no 'p'),
+--       padded id, n, and n field/value pairs
+-- Idempotent per task: a task whose hash exists (a call re-sent after a lost reply) is
+-- left as it is.  Returns how many tasks were queued.
+local m = tonumber(ARGV[1])
+local task_keys = 3 + 2 * m
+local rung = {}
+local added = 0
+local a, i = m + 2, 0
+while a <= #ARGV do
+  i = i + 1
+  local j, score, id, n = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local tkey = KEYS[task_keys + i]
+  local first, last = a + 4, a + 3 + 2 * n
+  a = last + 1
+  if redis.call('EXISTS', tkey) == 0 then
+    local head = {'s', 1, 'q', ARGV[1 + j]}
+    if score ~= '0' then head[5], head[6] = 'p', score end
+    -- fields in chunks: unpack() of thousands of values overflows Lua's stack
+    local upto = math.min(first + 999, last)
+    for f = first, upto do head[#head + 1] = ARGV[f] end
+    redis.call('HSET', tkey, unpack(head))
+    for f = upto + 1, last, 1000 do
+      redis.call('HSET', tkey, unpack(ARGV, f, math.min(f + 999, last)))
+    end
+    redis.call('ZADD', KEYS[2 + 2 * j], score, id)
+    rung[j] = true
+    added = added + 1
+  end
 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-if redis.call('SADD', KEYS[3], ARGV[1]) == 1 then
-  redis.call('LPUSH', KEYS[5], 1)
-  redis.call('LTRIM', KEYS[5], 0, 0)
+local new_queue = false
+for j in pairs(rung) do
+  if redis.call('SADD', KEYS[1], ARGV[1 + j]) == 1 then new_queue = true end
+  redis.call('LPUSH', KEYS[3 + 2 * j], 1)
+  redis.call('LTRIM', KEYS[3 + 2 * j], 0, 0)
 end
-redis.call('LPUSH', KEYS[4], 1)
-redis.call('LTRIM', KEYS[4], 0, 0)
-redis.call('HINCRBY', KEYS[6], 'submitted', 1)
-return 1
+if new_queue then
+  redis.call('LPUSH', KEYS[2], 1)
+  redis.call('LTRIM', KEYS[2], 0, 0)
+end
+if added > 0 then redis.call('HINCRBY', KEYS[3], 'submitted', added) end
+return added

@@ -24,7 +24,7 @@ from ..codes import Result
 from ..files import (CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DIR, OUTPUT_FILE, pack_directory,
                      unpack_directory)
 from ..resources import Request
-from ..serialize import EnvelopeError, unpack_spec
+from ..serialize import EnvelopeError, worker_view
 from ..signing import SignatureError, Signer
 from .cache import FileCache
 from .limits import MAX_STDOUT_BYTES
@@ -105,7 +105,7 @@ class TaskRun:
             except SignatureError as exc:
                 return Outcome(Result.UNKNOWN, error=f"refused: {exc}"), {}
         try:
-            spec = unpack_spec(self.fields.get(b"spec"))
+            spec, self.fields = worker_view(self.fields)
         except EnvelopeError as exc:
             return Outcome(Result.UNKNOWN, error=f"malformed task: {exc}"), {}
         limits = self._limits(spec)

@@ -1,0 +1,144 @@
+"""The submit buffer: ``WorkQueue.submit`` returns at once, a daemon thread sends the tasks.
+
+``submit`` reserves the task's id (ids come in blocks), encodes the task and appends its
+row to the buffer; the flusher thread sends whatever accumulated meanwhile in one round
+trip (``QueueStore.submit``: one pipeline of batched ``submit.lua`` calls).  Every call
+that reads or changes the queue in Redis (``wait``, ``submit_many``, ``cancel_*``,
+``stats``, ``empty``, ``task_state``, ``close``) first flushes in its own thread, so a
+submit followed by a wait costs no extra latency, and interpreter exit flushes too.
+
+A flush that fails (Redis away) keeps its rows, in order, at the head of the buffer; the
+thread retries with backoff, and the next API call flushes itself and raises the error if
+it persists.  A row sent twice (a reply lost on the wire, then a retry) changes nothing:
+``submit.lua`` skips a task whose hash exists.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Callable, Sequence
+
+Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priority, hash fields)
+
+MAX_ROWS = 10_000  # a submit that finds this many rows buffered flushes itself (back-pressure)
+MAX_BYTES = 64 << 20  # ... or this many bytes of arguments
+IDLE_CHECK_SECONDS = 1.0  # how often an idle flusher looks whether its queue is gone
+RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 0.05, 2.0
+
+_live: "weakref.WeakSet[SubmitBuffer]" = weakref.WeakSet()
+
+
+class SubmitBuffer:
+    """Rows of submitted tasks not yet in Redis, and the thread that sends them."""
+
+    def __init__(self, send: Callable[[list[Row]], Any]) -> None:
+        self._send = send
+        self._rows: list[Row] = []
+        self._bytes = 0
+        self._lock = threading.Lock()  # guards _rows and _bytes
+        self._flushing = threading.Lock()  # one flush at a time: rows reach Redis in order
+        self._kick = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.error: BaseException | None = None  # of the last flush, while it is not retried successfully
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: Row, size: int = 0) -> bool:
+        """Buffer one row for the flusher; True when the buffer is full (flush now)."""
+        with self._lock:
+            self._rows.append(row)
+            self._bytes += size
+            full = len(self._rows) >= MAX_ROWS or self._bytes >= MAX_BYTES
+        if self._thread is None:
+            self._start()
+        if not self._kick.is_set():
+            self._kick.set()
+        return full
+
+    def flush(self) -> None:
+        """Send everything buffered, in this thread; raises when Redis cannot take it (the
+        rows stay buffered, and are retried)."""
+        if self._rows or self.error is not None:
+            with self._flushing:
+                self._flush_locked()
+
+    def send_now(self, rows: Sequence[Row]) -> None:
+        """Send ``rows`` after everything buffered before them, in this thread.  When that
+        fails, ``rows`` are taken back (the caller raises: they are not submitted) and the
+        earlier rows stay buffered."""
+        with self._flushing:
+            with self._lock:
+                self._rows.extend(rows)
+            try:
+                self._flush_locked()
+            except BaseException:
+                ids = {row[0] for row in rows}
+                with self._lock:
+                    self._rows = [row for row in self._rows if row[0] not in ids]
+                raise
+
+    def _flush_locked(self) -> None:
+        with self._lock:
+            rows, self._rows, self._bytes = self._rows, [], 0
+        if rows:
+            try:
+                self._send(rows)
+            except BaseException as exc:
+                with self._lock:
+                    self._rows[:0] = rows
+                    self._bytes += sum(len(r[3].get("args", b"")) for r in rows)
+                self.error = exc
+                raise
+        self.error = None
+
+    def close(self) -> None:
+        """Flush (raising if that fails: nothing is dropped), then stop the thread."""
+        self.flush()
+        self._closed = True
+        self._kick.set()
+        _live.discard(self)
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=_background, args=(weakref.ref(self), self._kick),
+                                        name="wq-redis-submit", daemon=True)
+        self._thread.start()
+        _live.add(self)
+
+
+def _background(ref: "weakref.ref[SubmitBuffer]", kick: threading.Event) -> None:
+    delay = RETRY_MIN_SECONDS
+    while True:
+        kicked = kick.wait(IDLE_CHECK_SECONDS)
+        buffer = ref()
+        if buffer is None or buffer._closed:
+            return
+        if not kicked:
+            del buffer
+            continue
+        kick.clear()
+        try:
+            buffer.flush()
+            delay = RETRY_MIN_SECONDS
+        except Exception:  # kept in buffer.error for the next API call; retried here
+            kick.set()
+            del buffer
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+            continue
+        del buffer
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for buffer in list(_live):
+        try:
+            buffer.flush()
+        except Exception as exc:
+            print(f"wq-redis: {len(buffer)} submitted task(s) could not be sent to Redis at exit: {exc}",
+                  file=sys.stderr)
