@@ -29,6 +29,10 @@ def reject_negative(values: list[int]) -> int:
     return sum(values)
 
 
+def inverse(x: int) -> float:
+    return 1 / x
+
+
 def divide(x: float, y: float) -> float:
     return x / y
 

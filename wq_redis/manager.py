@@ -219,7 +219,8 @@ class WorkQueue(WorkQueueCompat):
     def submit_many(self, tasks: Sequence[Task]) -> list[int]:
         """Queue many tasks in one round trip (with anything ``submit`` buffered before);
         returns their ids in order.  If Redis cannot take them, raises: they are not queued."""
-        encoded = [self._encode(task) for task in tasks]
+        with self._functions.one_call():
+            encoded = [self._encode(task) for task in tasks]
         bodies: dict[str, bytes] = {}
         for _, needed, _, _ in encoded:
             bodies.update(needed)
@@ -400,12 +401,15 @@ class WorkQueue(WorkQueueCompat):
         return out
 
     # -- helpers ---------------------------------------------------------------------
-    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1,
+    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None,
             progress: bool | None = None) -> list[Any]:
         """``[func(x) for x in iterable]`` run on the workers; results in input order.
 
         Streams: items are submitted in batches while results come back.  A failed call's
         slot holds the exception (or ``PythonTaskNoResult``), as Work Queue's map does.
+        Each task runs ``chunksize`` items; without one it is chosen as
+        ``multiprocessing.Pool.map`` does (about four chunks per core of the live workers,
+        capped; see ``mapping.auto_chunksize``); ``chunksize=1`` is one task per item.
         ``progress`` shows a progress bar (default: when stderr is a terminal).
         """
         return map_tasks(self, func, iterable, chunksize, progress)

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sized
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+import cloudpickle
+
 from .errors import task_exception
 from .task import PythonTask, Task
 
@@ -23,26 +25,70 @@ if TYPE_CHECKING:
 
 SUBMIT_BATCH = 1000  # tasks per submit round trip
 MAX_IN_FLIGHT = 20_000  # submitted but not yet returned, so a huge map stays bounded in memory
+# map's chunksize when the caller gives none (as multiprocessing.Pool.map chooses it):
+CHUNKS_PER_SLOT = 4  # about this many chunks per task slot (core) of the live workers
+SLOTS_WITHOUT_WORKERS = 8  # slots assumed while no worker is connected yet
+MAX_CHUNK_ITEMS = 10_000
+MAX_CHUNK_BYTES = 1 << 20  # pickled items per chunk, estimated from the first few
+SAMPLE_ITEMS = 32
+UNSIZED_CHUNKSIZE = 32  # for an iterable without a length (a generator)
+
+
+def _call(func: Callable[..., Any], *args: Any) -> Any:
+    """``func(*args)``, or the exception it raised, as one task per item would give it
+    (an exception that cannot be pickled travels as a RuntimeError with its text)."""
+    try:
+        return func(*args)
+    except BaseException as exc:  # SystemExit too, as the worker's child treats it
+        try:
+            cloudpickle.dumps(exc)
+        except Exception:
+            return RuntimeError(f"{type(exc).__name__}: {exc}")
+        return exc
 
 
 class ChunkRunner:
-    """Calls ``func`` on each item of a chunk; one pickle per map call, cached by the worker."""
+    """Calls ``func`` on each item of a chunk; one pickle per map call, cached by the
+    worker.  An item that raises gets its exception in its place; the others their values."""
 
     def __init__(self, func: Callable[[Any], Any]) -> None:
         self.func = func
 
     def __call__(self, items: list[Any]) -> list[Any]:
-        return [self.func(item) for item in items]
+        return [_call(self.func, item) for item in items]
 
 
 class PairChunkRunner:
-    """Calls ``func(x, y)`` on each pair of a chunk."""
+    """Calls ``func(x, y)`` on each pair of a chunk (exceptions per pair, as ChunkRunner)."""
 
     def __init__(self, func: Callable[[Any, Any], Any]) -> None:
         self.func = func
 
     def __call__(self, pairs: list[tuple[Any, Any]]) -> list[Any]:
-        return [self.func(x, y) for x, y in pairs]
+        return [_call(self.func, x, y) for x, y in pairs]
+
+
+def auto_chunksize(queue: "WorkQueue", iterable: Iterable[Any]) -> int:
+    """A chunksize for ``map`` when the caller gives none, as ``multiprocessing.Pool.map``
+    chooses one: about ``CHUNKS_PER_SLOT`` chunks per core of the live workers, at least 1,
+    at most ``MAX_CHUNK_ITEMS`` items and about ``MAX_CHUNK_BYTES`` of pickled items per
+    chunk; ``UNSIZED_CHUNKSIZE`` for an iterable without a length."""
+    if not isinstance(iterable, Sized) or iter(iterable) is iterable:
+        return UNSIZED_CHUNKSIZE
+    count = len(iterable)
+    if count <= 1:
+        return 1
+    stats = queue.stats
+    slots = stats.total_cores or stats.workers_connected or SLOTS_WITHOUT_WORKERS
+    size = min(max(1, math.ceil(count / (CHUNKS_PER_SLOT * slots))), MAX_CHUNK_ITEMS)
+    if size > 1:
+        sample = list(itertools.islice(iter(iterable), SAMPLE_ITEMS))
+        try:
+            per_item = len(cloudpickle.dumps(sample)) / max(len(sample), 1)
+        except Exception:  # not picklable here: the submit will say so
+            return size
+        size = max(1, min(size, int(MAX_CHUNK_BYTES // max(per_item, 1))))
+    return size
 
 
 def _chunks(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -135,8 +181,10 @@ def _length(*iterables: Any) -> int | None:
     return None
 
 
-def map_tasks(queue: "WorkQueue", func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int,
+def map_tasks(queue: "WorkQueue", func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None,
               progress: bool | None) -> list[Any]:
+    if chunksize is None:
+        chunksize = auto_chunksize(queue, iterable)
     if chunksize < 1:
         raise ValueError("chunksize must be at least 1")
     bar = _progress(progress, _length(iterable), "map")

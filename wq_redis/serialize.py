@@ -9,13 +9,14 @@ an incompatible manager instead of misreading it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pickle
 import sys
 import types
 import weakref
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import cloudpickle
 
@@ -86,14 +87,30 @@ class FunctionCache:
     pickles *by value* (lambdas, closures, functions of ``__main__``, callable objects)
     captures state that may change between submits, so it is pickled at every submit, as
     Work Queue does; identical bytes still get the same digest and are stored in Redis once.
+    Within one ``submit_many`` call (``one_call``) such an object is pickled once, not once
+    per task: nothing runs between its tasks that could change it.
     """
 
     def __init__(self) -> None:
         self._by_object: weakref.WeakKeyDictionary[Any, tuple[str, bytes]] = weakref.WeakKeyDictionary()
+        self._this_call: dict[int, tuple[Any, tuple[str, bytes]]] | None = None
+
+    @contextlib.contextmanager
+    def one_call(self) -> Iterator[None]:
+        self._this_call = {}
+        try:
+            yield
+        finally:
+            self._this_call = None
 
     def get(self, func: Callable[..., Any]) -> tuple[str, bytes]:
         if not _pickled_by_reference(func):
-            return digest_pickle(func)
+            if self._this_call is None:
+                return digest_pickle(func)
+            seen = self._this_call.get(id(func))
+            if seen is None:  # (the object is kept with its pickle, so its id stays its own)
+                seen = self._this_call[id(func)] = (func, digest_pickle(func))
+            return seen[1]
         cached = self._by_object.get(func)
         if cached is None:
             cached = self._by_object[func] = digest_pickle(func)
