@@ -201,3 +201,19 @@ def test_map_of_a_generator_uses_the_fixed_chunksize(queue, workers):
     workers.start("--cores", "2")
     assert queue.map(square, (x for x in range(70))) == [x * x for x in range(70)]
     assert queue.stats.tasks_submitted == 3  # 32 + 32 + 6
+
+
+def test_wait_after_the_last_task_returns_none_without_blocking(queue, workers):
+    workers.start("--cores", "1")
+    queue.submit(wq.PythonTask(my_sum, 1, 2))
+    assert queue.wait(30).output == 3
+    real = queue._store.retrieve
+    blocks = []
+
+    def retrieve(*args, **kwargs):
+        blocks.append(args[3] if len(args) > 3 else kwargs.get("block", 0.0))
+        return real(*args, **kwargs)
+
+    queue._store.retrieve = retrieve
+    assert queue.wait(-1) is None  # nothing outstanding: at once, as Work Queue does
+    assert blocks == [0.0]

@@ -103,6 +103,7 @@ class WorkQueue(WorkQueueCompat):
         self._returned: set[int] = set()
         self._unacked: list[int] = []  # taken from Redis, acknowledged with the next retrieve
         self._outstanding_seen = 0
+        self._drained = False  # the last retrieve emptied the done list
         self._cancelled: set[int] = set()
         self._categories: dict[str, dict[str, int]] = {}
         self._category_book = CategoryBook()
@@ -211,6 +212,7 @@ class WorkQueue(WorkQueueCompat):
         self._upload_functions(bodies)
         row = self._row(task, request, member, fields)
         self._submitted[row[0]] = task
+        self._outstanding_seen += 1
         self._category_book.submitted([task])
         if self._buffer.add(row, len(fields.get("args", b""))):
             self._buffer.flush()
@@ -235,6 +237,7 @@ class WorkQueue(WorkQueueCompat):
             raise
         for task, row in zip(tasks, rows):
             self._submitted[row[0]] = task
+        self._outstanding_seen += len(rows)
         self._category_book.submitted(list(tasks))
         return [row[0] for row in rows]
 
@@ -282,25 +285,32 @@ class WorkQueue(WorkQueueCompat):
             for task_id, task in self._results.items():
                 if wanted(task):
                     return self._take_result(task_id)
-            if self._retrieve():
+            remaining = 5.0 if deadline is None else min(deadline - time.monotonic(), 5.0)
+            # The done list was emptied by the last retrieve: any later completion rings the
+            # wake key, so block on it and retrieve in the same round trip.
+            block = remaining if self._drained and self._outstanding_seen > 0 and remaining > 0 else 0.0
+            if self._retrieve(block=block):
                 continue
             if self._outstanding_seen <= 0:  # as of that same call: nothing more will come
                 return None
-            remaining = 5.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline is not None and deadline - time.monotonic() <= 0:
                 return None
-            self._store.wait_done(min(remaining, 5.0))
 
-    def _retrieve(self, max_tasks: int = RETRIEVE_BATCH) -> int:
+    def _retrieve(self, max_tasks: int = RETRIEVE_BATCH, block: float = 0.0) -> int:
         """Acknowledge what was taken last time and take a batch of finished tasks (after
-        sending the tasks still buffered)."""
+        sending the tasks still buffered); with ``block``, first wait up to that many
+        seconds for a completion (same round trip)."""
         self._buffer.flush()
         acked, self._unacked = self._unacked, []
         try:
-            rows, self._outstanding_seen = self._store.retrieve(max_tasks, self.keep_results, acked)
+            rows, outstanding = self._store.retrieve(max_tasks, self.keep_results, acked, block)
         except Exception:
             self._unacked = acked + self._unacked
             raise
+        # not counting the tasks just taken: those are in our hands (acknowledged next time)
+        self._outstanding_seen = max(0, outstanding - len(rows))
+        if max_tasks > 0:
+            self._drained = len(rows) < max_tasks
         taken = 0
         for task_id, fields in rows:
             self._unacked.append(task_id)
@@ -382,6 +392,7 @@ class WorkQueue(WorkQueueCompat):
 
     def _cancel(self, task_ids: Sequence[int]) -> list[Task]:
         self._buffer.flush()
+        self._drained = False  # the next wait asks at once: maybe nothing is outstanding now
         out = []
         local = {i: self._results.pop(i) for i in task_ids if i in self._results}
         fields_by_id = self._store.cancel([i for i in task_ids if i not in local])

@@ -135,8 +135,7 @@ def _finished(queue: "WorkQueue", pending: dict[int, Any], block: bool) -> list[
         done = [(pending.pop(i), queue._take_result(i)) for i in [i for i in queue._results if i in pending]]
         if done or not block or not pending:
             return done
-        if not queue._retrieve():
-            queue._store.wait_done(1.0)
+        queue._retrieve(block=1.0 if queue._drained else 0.0)  # blocks only when nothing is left
 
 
 def _stream(queue: "WorkQueue", func: Callable[..., Any], calls: Iterable[tuple[Any, ...]],

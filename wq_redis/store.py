@@ -218,12 +218,29 @@ class QueueStore:
             keys += (k.ready(member), k.wake(member))
         return "submit", keys + task_keys, [len(members), *members, *task_args]
 
-    def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int]) -> tuple[list[tuple[int, Fields]], int]:
+    def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int],
+                 block: float = 0.0) -> tuple[list[tuple[int, Fields]], int]:
         """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more;
-        also says how many tasks are outstanding (submitted, not retrieved nor cancelled)."""
+        also says how many tasks are outstanding (submitted, not retrieved nor cancelled).
+
+        With ``block``, first wait up to that many seconds for a completion to ring the
+        manager's wake key: BLPOP and the script go in one pipeline, one round trip (the
+        script runs once the BLPOP answers)."""
         k = self.keys
-        rows, outstanding = self._scripts["retrieve"](
-            keys=[k.done, k.stats, k.retrieving], args=[k.prefix, max_tasks, keep_seconds, *acked])
+        keys, args = [k.done, k.stats, k.retrieving], [k.prefix, max_tasks, keep_seconds, *acked]
+        script = self._scripts["retrieve"]
+        if block > 0:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.blpop([k.done_wake], timeout=max(block, 0.001))
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            _, answer = pipe.execute(raise_on_error=False)
+            if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted: load it, ask again
+                answer = script(keys=keys, args=args)
+            elif isinstance(answer, Exception):
+                raise answer
+        else:
+            answer = script(keys=keys, args=args)
+        rows, outstanding = answer
         return [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows], int(outstanding)
 
     def wait_done(self, timeout: float) -> None:
