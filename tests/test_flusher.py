@@ -56,16 +56,16 @@ def test_close_sends_what_is_buffered(redis_url, queue_name):
 
 
 def test_a_failed_send_keeps_the_tasks_and_surfaces_on_the_next_call(queue, workers):
-    real = queue._buffer._send
+    real = queue._store._pipeline
     failing = threading.Event()
     failing.set()
 
-    def send(rows):
+    def pipeline(calls):  # every script call of the queue fails while Redis is "away"
         if failing.is_set():
             raise redis.ConnectionError("Redis is away (test)")
-        return real(rows)
+        return real(calls)
 
-    queue._buffer._send = send
+    queue._store._pipeline = pipeline
     task_id = queue.submit(wq.PythonTask(my_sum, 2, 3))
     with pytest.raises(redis.ConnectionError, match="away"):
         queue.wait(0.5)

@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priority, hash fields)
+T = TypeVar("T")
 
 MAX_ROWS = 10_000  # a submit that finds this many rows buffered flushes itself (back-pressure)
 MAX_BYTES = 64 << 20  # ... or this many bytes of arguments
@@ -83,17 +84,41 @@ class SubmitBuffer:
                     self._rows = [row for row in self._rows if row[0] not in ids]
                 raise
 
-    def _flush_locked(self) -> None:
+    def flush_into(self, call: Callable[[list[Row]], T]) -> T:
+        """``call(rows)`` with the rows buffered now (maybe none), which it sends along with
+        its own request, in one round trip; when it fails they are buffered again (and
+        retried).  Waits for a flush in flight, not for ``call``: it may block a while."""
+        with self._flushing:
+            rows = self._take()
+        try:
+            result = call(rows)
+        except BaseException as exc:
+            self._put_back(rows, exc)
+            raise
+        if rows:
+            self.error = None
+        return result
+
+    def _take(self) -> list[Row]:
         with self._lock:
             rows, self._rows, self._bytes = self._rows, [], 0
+        return rows
+
+    def _put_back(self, rows: list[Row], exc: BaseException) -> None:
+        if rows:
+            with self._lock:
+                self._rows[:0] = rows
+                self._bytes += sum(len(r[3].get("args", b"")) for r in rows)
+            self.error = exc
+            self._kick.set()  # the thread retries them
+
+    def _flush_locked(self) -> None:
+        rows = self._take()
         if rows:
             try:
                 self._send(rows)
             except BaseException as exc:
-                with self._lock:
-                    self._rows[:0] = rows
-                    self._bytes += sum(len(r[3].get("args", b"")) for r in rows)
-                self.error = exc
+                self._put_back(rows, exc)
                 raise
         self.error = None
 

@@ -297,13 +297,13 @@ class WorkQueue(WorkQueueCompat):
                 return None
 
     def _retrieve(self, max_tasks: int = RETRIEVE_BATCH, block: float = 0.0) -> int:
-        """Acknowledge what was taken last time and take a batch of finished tasks (after
-        sending the tasks still buffered); with ``block``, first wait up to that many
-        seconds for a completion (same round trip)."""
-        self._buffer.flush()
+        """Send the tasks still buffered, acknowledge what was taken last time and take a
+        batch of finished tasks; with ``block``, first wait up to that many seconds for a
+        completion.  One round trip."""
         acked, self._unacked = self._unacked, []
-        try:
-            rows, outstanding = self._store.retrieve(max_tasks, self.keep_results, acked, block)
+        try:  # the tasks still buffered go first, in the same round trip
+            rows, outstanding = self._buffer.flush_into(
+                lambda submit: self._store.retrieve(max_tasks, self.keep_results, acked, block, submit))
         except Exception:
             self._unacked = acked + self._unacked
             raise

@@ -113,7 +113,7 @@ class QueueStore:
         """Run scripts in one pipeline (one round trip); answers in order.
 
         Sends EVALSHA directly: redis-py's pipelines would first ask SCRIPT EXISTS, a second
-        round trip on every call.  Calls answered NOSCRIPT (Redis restarted or flushed its
+        round trip on every call.  A call named "BLPOP" is that command (args: the timeout).  Calls answered NOSCRIPT (Redis restarted or flushed its
         script cache) did not run; their scripts are loaded and only those are sent again.
         """
         results: list[Any] = [None] * len(calls)
@@ -122,7 +122,10 @@ class QueueStore:
             pipe = self.client.pipeline(transaction=False)
             for index in todo:
                 name, keys, args = calls[index]
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+                if name == "BLPOP":  # the one plain command: wait for a wake-up token first
+                    pipe.blpop(keys, timeout=args[0])
+                else:
+                    pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
             answers = pipe.execute(raise_on_error=False)
             retry = []
             for index, answer in zip(todo, answers):
@@ -187,6 +190,10 @@ class QueueStore:
 
         One submit.lua call per chunk of tasks (not one per task), all in one pipeline;
         returns how many were new (a re-sent task already in Redis is not queued again)."""
+        calls = self._submit_calls(tasks)
+        return sum(self._pipeline(calls)) if calls else 0
+
+    def _submit_calls(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
         calls = []
         chunk: list[tuple[int, str, float, dict[str, Any]]] = []
         size = 0
@@ -198,7 +205,7 @@ class QueueStore:
                 chunk, size = [], 0
         if chunk:
             calls.append(self._submit_call(chunk))
-        return sum(self._pipeline(calls)) if calls else 0
+        return calls
 
     def _submit_call(self, rows: Sequence[tuple[int, str, float, dict[str, Any]]]) -> tuple[str, list[str], list[Any]]:
         k = self.keys
@@ -218,29 +225,20 @@ class QueueStore:
             keys += (k.ready(member), k.wake(member))
         return "submit", keys + task_keys, [len(members), *members, *task_args]
 
-    def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int],
-                 block: float = 0.0) -> tuple[list[tuple[int, Fields]], int]:
+    def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int], block: float = 0.0,
+                 submit: Sequence[tuple[int, str, float, dict[str, Any]]] = ()) -> tuple[list[tuple[int, Fields]], int]:
         """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more;
         also says how many tasks are outstanding (submitted, not retrieved nor cancelled).
 
-        With ``block``, first wait up to that many seconds for a completion to ring the
-        manager's wake key: BLPOP and the script go in one pipeline, one round trip (the
-        script runs once the BLPOP answers)."""
+        One round trip for all of: queue the tasks ``submit`` (see ``submit``); with
+        ``block``, wait up to that many seconds for a completion to ring the manager's wake
+        key (BLPOP; the script runs once it answers); then the retrieve script."""
         k = self.keys
-        keys, args = [k.done, k.stats, k.retrieving], [k.prefix, max_tasks, keep_seconds, *acked]
-        script = self._scripts["retrieve"]
+        calls = self._submit_calls(submit)
         if block > 0:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.blpop([k.done_wake], timeout=max(block, 0.001))
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            _, answer = pipe.execute(raise_on_error=False)
-            if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted: load it, ask again
-                answer = script(keys=keys, args=args)
-            elif isinstance(answer, Exception):
-                raise answer
-        else:
-            answer = script(keys=keys, args=args)
-        rows, outstanding = answer
+            calls.append(("BLPOP", [k.done_wake], [max(block, 0.001)]))
+        calls.append(("retrieve", [k.done, k.stats, k.retrieving], [k.prefix, max_tasks, keep_seconds, *acked]))
+        rows, outstanding = self._pipeline(calls)[-1]
         return [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows], int(outstanding)
 
     def wait_done(self, timeout: float) -> None:
