@@ -217,3 +217,23 @@ def test_wait_after_the_last_task_returns_none_without_blocking(queue, workers):
     queue._store.retrieve = retrieve
     assert queue.wait(-1) is None  # nothing outstanding: at once, as Work Queue does
     assert blocks == [0.0]
+
+
+def test_interpreter_exit_sends_what_is_buffered(redis_url, queue_name, tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "manager.py"
+    script.write_text(
+        "import wq_redis as wq, wq_redis.flusher\n"
+        "wq_redis.flusher.LINGER_SECONDS = 600  # the thread would not send them in time\n"
+        f"q = wq.WorkQueue({queue_name!r}, redis_url={redis_url!r})\n"
+        "for _ in range(30):\n"
+        "    q.submit(wq.Task('true'))\n"
+        "# no close, no wait: the interpreter exits with the tasks buffered\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(wq.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    assert subprocess.run([sys.executable, str(script)], env=env, timeout=60).returncode == 0
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as q:
+        assert q.stats.tasks_submitted == 30

@@ -29,6 +29,7 @@ MAX_ROWS = 10_000  # a submit that finds this many rows buffered flushes itself 
 MAX_BYTES = 64 << 20  # ... or this many bytes of arguments
 IDLE_CHECK_SECONDS = 1.0  # how often an idle flusher looks whether its queue is gone
 RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 0.05, 2.0
+LINGER_SECONDS = 0.0005  # between a wake-up and the flush
 
 _live: "weakref.WeakSet[SubmitBuffer]" = weakref.WeakSet()
 
@@ -146,6 +147,11 @@ def _background(ref: "weakref.ref[SubmitBuffer]", kick: threading.Event) -> None
         if not kicked:
             del buffer
             continue
+        del buffer
+        time.sleep(LINGER_SECONDS)  # more rows come; and a wait() now carries them itself
+        buffer = ref()
+        if buffer is None:
+            return
         kick.clear()
         try:
             buffer.flush()
