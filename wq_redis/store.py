@@ -19,6 +19,8 @@ from redis.retry import Retry
 from .keys import QueueKeys, padded_id
 
 Fields = dict[bytes, bytes]
+COMPLETE_BATCH = 256  # results per complete.lua call
+COMPLETE_BYTES = 16 * 1024 * 1024  # a call past its first result carries at most this much
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
@@ -54,6 +56,7 @@ class Claimed:
     token: str
     member: str
     fields: Fields
+    follows: bool = False  # runs after the task claimed before it, on that task's resources
 
 
 @dataclass
@@ -262,19 +265,27 @@ class QueueStore:
     def claim(
         self, worker: str, free: dict[str, int], tags: Sequence[str], max_tasks: int, lease_ms: int,
         token_prefix: str, results: Sequence[tuple[int, str, dict[str, Any]]] = (),
-        total: dict[str, int] | None = None, reserve_after_ms: int = 0,
+        total: dict[str, int] | None = None, reserve_after_ms: int = 0, followers: int = 0,
+        follower_bytes: int = 0,
     ) -> tuple[list[Claimed], list[str], list[bool]]:
         """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
-        trip: the results' resources are free again, so the claim may use them."""
+        trip: the results' resources are free again, so the claim may use them.
+
+        Each task taken may bring up to ``followers`` more of its queue (while their bytes
+        stay under ``follower_bytes``), to run after it on the same resources
+        (``Claimed.follows``): short tasks then cost one claim and one child message per
+        batch instead of per task."""
         k = self.keys
         claim_args = [k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
                       "\n".join(tags), max_tasks, lease_ms, token_prefix]
         total = total or free
-        claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms]
+        claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms,
+                       followers, follower_bytes]
         answers = self._pipeline(self._complete_calls(results) + [("claim", [k.registry, k.leases, k.stats], claim_args)])
         claimed, eligible = answers[-1]
-        tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat)) for i, tok, member, flat in claimed]
-        return tasks, [m.decode() for m in eligible], [bool(a) for a in answers[:-1]]
+        tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat), bool(follows))
+                 for i, tok, member, flat, follows in claimed]
+        return tasks, [m.decode() for m in eligible], self._accepted(answers[:-1])
 
     def function(self, digest: str) -> bytes | None:
         return self.client.get(self.keys.function(digest))
@@ -298,17 +309,34 @@ class QueueStore:
 
     def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[bool]:
         """Record results in one round trip; False where the lease was lost (result dropped)."""
-        return [bool(r) for r in self._pipeline(self._complete_calls(results))]
+        return self._accepted(self._pipeline(self._complete_calls(results)))
 
     def _complete_calls(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
+        """complete.lua calls for ``results``: many tasks per call, split so that no call
+        carries more than COMPLETE_BATCH tasks or (past its first task) COMPLETE_BYTES."""
         k = self.keys
-        calls = []
+        fixed = [k.leases, k.done, k.done_wake, k.stats]
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        keys: list[str] = []
+        args: list[Any] = []
+        size = 0
         for task_id, token, fields in results:
-            args: list[Any] = [task_id, token]
+            if keys and (len(keys) >= COMPLETE_BATCH or size >= COMPLETE_BYTES):
+                calls.append(("complete", fixed + keys, args))
+                keys, args, size = [], [], 0
+            keys.append(k.task(task_id))
+            args += (task_id, token, 2 * len(fields))
             for name, value in fields.items():
                 args += (name, value)
-            calls.append(("complete", [k.task(task_id), k.leases, k.done, k.done_wake, k.stats], args))
+                if isinstance(value, bytes):
+                    size += len(value)
+        if keys:
+            calls.append(("complete", fixed + keys, args))
         return calls
+
+    @staticmethod
+    def _accepted(answers: Sequence[Any]) -> list[bool]:
+        return [bool(a) for answer in answers for a in answer]
 
     def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> tuple[list[int], bool]:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and

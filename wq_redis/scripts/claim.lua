@@ -8,11 +8,16 @@
 -- ARGV: 1 key prefix, 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
 --       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms,
 --       10 token prefix (unique per worker process, so tokens never repeat),
---       11-14 the worker's total cores, memory, disk, gpus, 15 reserve after ms (0 = never)
+--       11-14 the worker's total cores, memory, disk, gpus, 15 reserve after ms (0 = never),
+--       16 followers: up to this many more tasks of the same queue may follow each task
+--       taken, to run after it on the same resources (short tasks: one round trip and
+--       one message to a warm child for many), 17 bytes a task and its followers may
+--       hold at most (the first task is taken whatever its size)
 -- A task that fits the worker's total but not its free resources, and has waited longer
 -- than "reserve after", makes the worker claim nothing smaller until it fits: without
 -- that, a stream of small tasks would starve it forever.
--- Returns {claimed, eligible}: claimed = {{id, token, member, {hash fields...}}, ...};
+-- Returns {claimed, eligible}: claimed = {{id, token, member, {hash fields...}, follows}, ...}
+-- (follows = 1: runs after the task before it, on its resources);
 -- eligible = members that fit the free resources (the worker blocks on their wake keys).
 local prefix = ARGV[1]
 local worker = ARGV[2]
@@ -79,9 +84,28 @@ if reserve_after_ms > 0 then
   end
 end
 
+local followers = tonumber(ARGV[16] or 0)
+local max_bytes = tonumber(ARGV[17] or 0)
 local claimed = {}
 local touched = {}
-while #claimed < max_tasks do
+
+-- Lease one popped id; nil when its hash is gone (cancelled while it waited).
+local function take(c, id, follows)
+  local tkey = prefix .. 't:' .. id
+  if redis.call('EXISTS', tkey) == 0 then return nil end
+  local attempt = redis.call('HINCRBY', tkey, 'a', 1)
+  local token = ARGV[10] .. ':' .. id .. ':' .. attempt
+  redis.call('HSET', tkey, 's', 2, 'tok', token, 'w', worker, 'ts', now_us)
+  redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
+  local flat = redis.call('HGETALL', tkey)
+  local size = 0
+  for i = 2, #flat, 2 do size = size + #flat[i] end
+  claimed[#claimed + 1] = {tostring(id), token, c.member, flat, follows}
+  return size
+end
+
+local leads = 0
+while leads < max_tasks do
   local best, best_score = nil, nil
   for _, c in ipairs(cands) do
     if not c.empty and fits(c.need) then
@@ -95,16 +119,21 @@ while #claimed < max_tasks do
     end
   end
   if best == nil then break end
-  local id = tonumber(redis.call('ZPOPMIN', best.key)[1])
   touched[best.member] = best
-  local tkey = prefix .. 't:' .. id
-  if redis.call('EXISTS', tkey) == 1 then
-    local attempt = redis.call('HINCRBY', tkey, 'a', 1)
-    local token = ARGV[10] .. ':' .. id .. ':' .. attempt
-    redis.call('HSET', tkey, 's', 2, 'tok', token, 'w', worker, 'ts', now_us)
-    redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
+  local size = take(best, tonumber(redis.call('ZPOPMIN', best.key)[1]), 0)
+  if size then
+    leads = leads + 1
     for i = 1, 4 do free[i] = free[i] - best.need[i] end
-    claimed[#claimed + 1] = {tostring(id), token, best.member, redis.call('HGETALL', tkey)}
+    local n = 0
+    while n < followers and size < max_bytes do
+      local popped = redis.call('ZPOPMIN', best.key)
+      if #popped == 0 then break end
+      local more = take(best, tonumber(popped[1]), 1)
+      if more then
+        size = size + more
+        n = n + 1
+      end
+    end
   end
 end
 
