@@ -68,3 +68,7 @@ def crash_on(i: int, bad: int) -> int:
     if i == bad:
         os._exit(3)
     return i
+
+
+def reversed_bytes(data: bytes) -> bytes:
+    return data[::-1]

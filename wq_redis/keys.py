@@ -126,6 +126,11 @@ class QueueKeys:
         """LIST: token a worker rings on itself when a local task finishes."""
         return f"{self.prefix}ww:{worker_name}"
 
+    def value(self, token: str) -> str:
+        """STRING: a large return value of one attempt (``token``), kept out of the task's
+        hash so that no Lua script copies it (see ``store.BIG_VALUE``)."""
+        return f"{self.prefix}v:{token}"
+
     def function(self, digest: str) -> str:
         """STRING: a cloudpickled function stored once by its SHA-256."""
         return f"{self.prefix}fn:{digest}"

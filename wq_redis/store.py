@@ -16,9 +16,13 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from .codes import Result
 from .keys import QueueKeys, padded_id
 
 Fields = dict[bytes, bytes]
+BIG_VALUE = 64 * 1024  # arguments and return values larger than this never pass through Lua
+VALUE_TTL_SECONDS = 7 * 24 * 3600  # a large value whose result was never recorded expires
+VALUE_LOST_RESULT = int(Result.OUTPUT_TRANSFER_ERROR)
 COMPLETE_BATCH = 256  # results per complete.lua call
 COMPLETE_BYTES = 16 * 1024 * 1024  # a call past its first result carries at most this much
 
@@ -123,7 +127,10 @@ class QueueStore:
             pipe = self.client.pipeline(transaction=False)
             for index in todo:
                 name, keys, args = calls[index]
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+                if name == "set":  # a large value, beside a script that refers to it
+                    pipe.set(keys[0], args[0], ex=args[1])
+                else:
+                    pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
             answers = pipe.execute(raise_on_error=False)
             retry = []
             for index, answer in zip(todo, answers):
@@ -200,7 +207,19 @@ class QueueStore:
         k = self.keys
         rows, outstanding = self._scripts["retrieve"](
             keys=[k.done, k.stats, k.retrieving], args=[k.prefix, max_tasks, keep_seconds, *acked])
-        return [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows], int(outstanding)
+        tasks = [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows]
+        big = [fields for _, fields in tasks if b"vk" in fields]
+        if big:  # large return values, stored beside their tasks: plain GETs, one round trip
+            pipe = self.client.pipeline(transaction=False)
+            for fields in big:
+                pipe.get(fields[b"vk"])
+            for fields, value in zip(big, pipe.execute()):
+                if value is not None:
+                    fields[b"val"] = value
+                else:
+                    fields[b"r"] = b"%d" % VALUE_LOST_RESULT
+                    fields[b"err"] = b"the task's return value expired from Redis before it was retrieved"
+        return tasks, int(outstanding)
 
     def wait_done(self, timeout: float) -> None:
         """Block until a completion rings the manager's wake key, or ``timeout`` passes."""
@@ -280,12 +299,27 @@ class QueueStore:
                       "\n".join(tags), max_tasks, lease_ms, token_prefix]
         total = total or free
         claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms,
-                       followers, follower_bytes]
+                       followers, follower_bytes, BIG_VALUE]
         answers = self._pipeline(self._complete_calls(results) + [("claim", [k.registry, k.leases, k.stats], claim_args)])
         claimed, eligible = answers[-1]
         tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat), bool(follows))
                  for i, tok, member, flat, follows in claimed]
+        self._read_big_arguments(tasks)
         return tasks, [m.decode() for m in eligible], self._accepted(answers[:-1])
+
+    def _read_big_arguments(self, tasks: Sequence[Claimed]) -> None:
+        """Large arguments that claim.lua left out ("args>"): one plain HGET each, in one
+        round trip (arguments never change once submitted)."""
+        big = [task for task in tasks if b"args>" in task.fields]
+        if not big:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for task in big:
+            pipe.hget(self.keys.task(task.task_id), "args")
+        for task, value in zip(big, pipe.execute()):
+            del task.fields[b"args>"]
+            if value is not None:
+                task.fields[b"args"] = value
 
     def function(self, digest: str) -> bytes | None:
         return self.client.get(self.keys.function(digest))
@@ -324,6 +358,13 @@ class QueueStore:
             if keys and (len(keys) >= COMPLETE_BATCH or size >= COMPLETE_BYTES):
                 calls.append(("complete", fixed + keys, args))
                 keys, args, size = [], [], 0
+            value = fields.get("val")
+            if isinstance(value, bytes) and len(value) > BIG_VALUE:
+                # stored by a plain SET just before the script, in the same pipeline: Lua
+                # would copy it twice; complete.lua deletes it if the result is refused
+                fields = {name: v for name, v in fields.items() if name != "val"}
+                fields["vk"] = k.value(token)
+                calls.append(("set", [fields["vk"]], [value, VALUE_TTL_SECONDS]))
             keys.append(k.task(task_id))
             args += (task_id, token, 2 * len(fields))
             for name, value in fields.items():
@@ -336,7 +377,7 @@ class QueueStore:
 
     @staticmethod
     def _accepted(answers: Sequence[Any]) -> list[bool]:
-        return [bool(a) for answer in answers for a in answer]
+        return [bool(a) for answer in answers if isinstance(answer, list) for a in answer]
 
     def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> tuple[list[int], bool]:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and

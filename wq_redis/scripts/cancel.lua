@@ -15,6 +15,8 @@ else
   return false
 end
 local fields = redis.call('HGETALL', KEYS[1])
+local vk = redis.call('HGET', KEYS[1], 'vk')
+if vk then redis.call('DEL', vk) end
 redis.call('DEL', KEYS[1])
 redis.call('HINCRBY', KEYS[4], 'canceled', 1)
 return fields

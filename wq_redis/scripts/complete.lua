@@ -3,7 +3,9 @@
 -- replaced it.  Many tasks per call: a worker delivers a batch in one script run.
 -- KEYS: 1 leases zset, 2 done list, 3 done wake list, 4 stats hash, 5.. the task hashes
 -- ARGV: per task, in the order of its KEYS: id, lease token, count of the values that
---       follow, then that many values (result field, value pairs)
+--       follow, then that many values (result field, value pairs).  A large return value
+--       was stored under its own key before this call (field "vk" names it): a result
+--       that is refused takes that key with it.
 -- Returns one 1 (recorded, or recorded already by this very call re-sent after a lost
 -- reply) or 0 (lease lost: the result is dropped and counted) per task.
 local now = redis.call('TIME')
@@ -28,6 +30,9 @@ for i = 5, #KEYS do
   else
     late = late + 1
     answers[#answers + 1] = 0
+    for f = first, last - 1, 2 do  -- a large value stored beside the result goes too
+      if ARGV[f] == 'vk' then redis.call('DEL', ARGV[f + 1]) end
+    end
   end
 end
 for f = 1, #recorded, 1000 do
