@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Suffixes shared with the Lua scripts.
-READY = "ready:"  # ZSET of waiting task ids for one (resource class, tag), see ready()
+READY = "ready:"  # ZSET of waiting task ids with a priority, per (resource class, tag), see ready()
+FIFO = "fifo:"  # LIST of waiting task ids at priority 0, per (resource class, tag), see fifo()
 WAKE = "wake:"  # LIST holding at most one data-free token, see wake()
 TASK = "t:"  # HASH of one task, see task()
 
@@ -111,8 +112,14 @@ class QueueKeys:
         return f"{self.prefix}{TASK}{int(task_id)}"
 
     def ready(self, member: str) -> str:
-        """ZSET: waiting ids of one ``CLASS|TAG`` queue, scored by -priority."""
+        """ZSET: waiting ids of one ``CLASS|TAG`` queue with a priority other than 0,
+        scored by -priority (padded ids: FIFO among equal priorities)."""
         return self.prefix + READY + member
+
+    def fifo(self, member: str) -> str:
+        """LIST: waiting ids of one ``CLASS|TAG`` queue at priority 0 (most tasks), in
+        submit order: a list entry costs Redis about 10 bytes, a sorted-set entry 85."""
+        return self.prefix + FIFO + member
 
     def wake(self, member: str) -> str:
         """LIST: data-free token rung when ``CLASS|TAG`` gets tasks."""

@@ -198,7 +198,8 @@ class QueueStore:
             args: list[Any] = [member, repr(-float(priority)), padded_id(task_id)]
             for name, value in fields.items():
                 args += (name, value)
-            calls.append(([k.task(task_id), k.ready(member), k.registry, k.wake(member), k.new_queue_wake, k.stats], args))
+            calls.append(([k.task(task_id), k.ready(member), k.registry, k.wake(member), k.new_queue_wake, k.stats,
+                          k.fifo(member)], args))
         self._call_many("submit", calls)
 
     def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int]) -> tuple[list[tuple[int, Fields]], int]:
@@ -239,6 +240,7 @@ class QueueStore:
         for member in members:
             if member.partition("|")[2] == tag:
                 pipe.zrange(k.ready(member), 0, -1)
+                pipe.lrange(k.fifo(member), 0, -1)
         ids = [int(i) for batch in pipe.execute() for i in batch]
         running = [int(i) for i in self.client.zrange(k.leases, 0, -1)]
         pipe = self.client.pipeline(transaction=False)

@@ -40,7 +40,7 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if cls and (tags == nil or tags[tag]) then
     local c, mem, d, g = string.match(cls, '^c(%d+)%.m(%d+)%.d(%d+)%.g(%d+)$')
     if c then
-      cands[#cands + 1] = {member = m, key = prefix .. 'ready:' .. m,
+      cands[#cands + 1] = {member = m, key = prefix .. 'ready:' .. m, fifo = prefix .. 'fifo:' .. m,
                            need = {tonumber(c), tonumber(mem), tonumber(d), tonumber(g)}}
     end
   end
@@ -60,6 +60,28 @@ local function fits(need)
   return true
 end
 
+-- The head of a queue: its first prioritized id if that beats priority 0, else the first
+-- of its priority-0 list, else its first prioritized id.  Returns score, 'z'|'l', or nil.
+local function head_of(c)
+  local head = redis.call('ZRANGE', c.key, 0, 0, 'WITHSCORES')
+  if #head > 0 and tonumber(head[2]) < 0 then return tonumber(head[2]), 'z' end
+  if redis.call('LLEN', c.fifo) > 0 then return 0, 'l' end
+  if #head > 0 then return tonumber(head[2]), 'z' end
+  return nil
+end
+
+local function pop(c, from)
+  if from == 'l' then return tonumber(redis.call('LPOP', c.fifo)) end
+  return tonumber(redis.call('ZPOPMIN', c.key)[1])
+end
+
+local function peek(c)
+  local _, from = head_of(c)
+  if from == 'l' then return redis.call('LINDEX', c.fifo, 0) end
+  if from == 'z' then return redis.call('ZRANGE', c.key, 0, 0)[1] end
+  return nil
+end
+
 local eligible = {}
 for _, c in ipairs(cands) do
   if fits(c.need) then eligible[#eligible + 1] = c.member end
@@ -74,9 +96,9 @@ if reserve_after_ms > 0 then
       if c.need[i] > total[i] then fits_total = false end
     end
     if fits_total and not fits(c.need) then
-      local head = redis.call('ZRANGE', c.key, 0, 0)
-      if #head > 0 then
-        local submitted = redis.call('HGET', prefix .. 't:' .. tonumber(head[1]), 'sub')
+      local head = peek(c)
+      if head then
+        local submitted = redis.call('HGET', prefix .. 't:' .. tonumber(head), 'sub')
         if submitted and now_ms - tonumber(submitted) / 1000 > reserve_after_ms then
           return {{}, {}}  -- draining for it: wake on our own key when a task finishes
         end
@@ -128,29 +150,28 @@ end
 
 local leads = 0
 while leads < max_tasks do
-  local best, best_score = nil, nil
+  local best, best_score, best_from = nil, nil, nil
   for _, c in ipairs(cands) do
     if not c.empty and fits(c.need) then
-      local head = redis.call('ZRANGE', c.key, 0, 0, 'WITHSCORES')
-      if #head == 0 then
+      local score, from = head_of(c)
+      if score == nil then
         c.empty = true
-      else
-        local score = tonumber(head[2])
-        if best == nil or score < best_score then best, best_score = c, score end
+      elseif best == nil or score < best_score then
+        best, best_score, best_from = c, score, from
       end
     end
   end
   if best == nil then break end
   touched[best.member] = best
-  local size = take(best, tonumber(redis.call('ZPOPMIN', best.key)[1]), 0)
+  local size = take(best, pop(best, best_from), 0)
   if size then
     leads = leads + 1
     for i = 1, 4 do free[i] = free[i] - best.need[i] end
     local n = 0
     while n < followers and size < max_bytes do
-      local popped = redis.call('ZPOPMIN', best.key)
-      if #popped == 0 then break end
-      local more = take(best, tonumber(popped[1]), 1)
+      local _, from = head_of(best)
+      if from == nil then break end
+      local more = take(best, pop(best, from), 1)
       if more then
         size = size + more
         n = n + 1
@@ -163,7 +184,7 @@ end
 -- worker.  Emptied queues stay registered (so the next submit does not wake every worker
 -- as for a new queue); the reaper forgets the ones that stay empty.
 for _, c in ipairs(cands) do
-  if touched[c.member] and redis.call('EXISTS', c.key) == 1 then
+  if touched[c.member] and redis.call('EXISTS', c.key, c.fifo) > 0 then
     redis.call('LPUSH', prefix .. 'wake:' .. c.member, 1)
     redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
   end
