@@ -129,6 +129,8 @@ class QueueStore:
                 name, keys, args = calls[index]
                 if name == "set":  # a large value, beside a script that refers to it
                     pipe.set(keys[0], args[0], ex=args[1])
+                elif name == "blpop":  # an idle worker waits, then its claim runs at once
+                    pipe.blpop(keys, timeout=args[0])
                 else:
                     pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
             answers = pipe.execute(raise_on_error=False)
@@ -287,7 +289,7 @@ class QueueStore:
         self, worker: str, free: dict[str, int], tags: Sequence[str], max_tasks: int, lease_ms: int,
         token_prefix: str, results: Sequence[tuple[int, str, dict[str, Any]]] = (),
         total: dict[str, int] | None = None, reserve_after_ms: int = 0, followers: int = 0,
-        follower_bytes: int = 0,
+        follower_bytes: int = 0, wake_on: Sequence[str] | None = None, block_seconds: float = 1.0,
     ) -> tuple[list[Claimed], list[str], list[bool]]:
         """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
         trip: the results' resources are free again, so the claim may use them.
@@ -295,19 +297,27 @@ class QueueStore:
         Each task taken may bring up to ``followers`` more of its queue (while their bytes
         stay under ``follower_bytes``), to run after it on the same resources
         (``Claimed.follows``): short tasks then cost one claim and one child message per
-        batch instead of per task."""
+        batch instead of per task.
+
+        With ``wake_on``, the pipeline starts with a BLPOP on those queues' wake keys (and
+        the new-queue and this worker's own), so an idle worker claims the moment work
+        arrives, in the same round trip."""
         k = self.keys
         claim_args = [k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
                       "\n".join(tags), max_tasks, lease_ms, token_prefix]
         total = total or free
         claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms,
                        followers, follower_bytes, BIG_VALUE]
-        answers = self._pipeline(self._complete_calls(results) + [("claim", [k.registry, k.leases, k.stats], claim_args)])
+        calls = self._complete_calls(results)
+        if wake_on is not None:
+            names = [k.wake(m) for m in wake_on] + [k.new_queue_wake, k.worker_wake(worker)]
+            calls.append(("blpop", names, [max(block_seconds, 0.001)]))
+        answers = self._pipeline(calls + [("claim", [k.registry, k.leases, k.stats], claim_args)])
         claimed, eligible = answers[-1]
         tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat), bool(follows))
                  for i, tok, member, flat, follows in claimed]
         self._read_big_arguments(tasks)
-        return tasks, [m.decode() for m in eligible], self._accepted(answers[:-1])
+        return tasks, [m.decode() for m in eligible], self._accepted(calls, answers)
 
     def _read_big_arguments(self, tasks: Sequence[Claimed]) -> None:
         """Large arguments that claim.lua left out ("args>"): one plain HGET each, in one
@@ -330,12 +340,6 @@ class QueueStore:
         """A cached input's bytes (None once it expired from Redis)."""
         return self.client.get(self.keys.file(digest))
 
-    def block_for_work(self, members: Sequence[str], worker: str, timeout: float) -> bool:
-        """Block on data-free wake keys: the eligible queues', new queues', and our own."""
-        k = self.keys
-        names = [k.wake(m) for m in members] + [k.new_queue_wake, k.worker_wake(worker)]
-        return self.client.blpop(names, timeout=max(timeout, 0.001)) is not None
-
     def ring_worker(self, worker: str) -> None:
         key = self.keys.worker_wake(worker)
         pipe = self.client.pipeline(transaction=False)
@@ -345,7 +349,8 @@ class QueueStore:
 
     def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[bool]:
         """Record results in one round trip; False where the lease was lost (result dropped)."""
-        return self._accepted(self._pipeline(self._complete_calls(results)))
+        calls = self._complete_calls(results)
+        return self._accepted(calls, self._pipeline(calls))
 
     def _complete_calls(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
         """complete.lua calls for ``results``: many tasks per call, split so that no call
@@ -378,8 +383,9 @@ class QueueStore:
         return calls
 
     @staticmethod
-    def _accepted(answers: Sequence[Any]) -> list[bool]:
-        return [bool(a) for answer in answers if isinstance(answer, list) for a in answer]
+    def _accepted(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[bool]:
+        """Per result, whether complete.lua recorded it (answers of the other calls skipped)."""
+        return [bool(a) for call, answer in zip(calls, answers) if call[0] == "complete" for a in answer]
 
     def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> tuple[list[int], bool]:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import enum
 import os
-import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,7 +26,7 @@ from ..signing import SignatureError, Signer
 from ..store import Claimed
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool
 from .resources import GPU
-from .runner import Outcome, python_outcome, result_fields
+from .runner import Outcome, remove_sandbox, python_outcome, result_fields
 from .waiting import CancelSignal
 
 # Spec entries that need the per-task path (sandbox files, limits watched while it runs).
@@ -129,7 +128,7 @@ class QuickBatch:
         except ChildDied:
             return BatchResult(Ending.RUN_ONE_BY_ONE)
         finally:
-            shutil.rmtree(self.sandbox, ignore_errors=True)
+            remove_sandbox(self.sandbox)
         if replies is None:
             return BatchResult(Ending.RUN_ONE_BY_ONE)
         for index, reply in zip(slots, replies):

@@ -185,39 +185,39 @@ class Worker:
             elif self.options.idle_timeout and time.monotonic() - idle_since > self.options.idle_timeout:
                 log.info("idle for %.0f s, exiting", self.options.idle_timeout)
                 return
-            self._wait_for_work(can_take_more, eligible)
+            if not can_take_more or self._outbox:
+                self._changed.wait(self.options.block_seconds)
+                self._changed.clear()
+                continue
+            claimed, eligible = self._deliver_and_claim(free, wake_on=eligible)
+            for group in _groups(claimed):
+                self._start(group)
 
-    def _deliver_and_claim(self, free: dict[str, int]) -> tuple[list[Claimed], list[str]]:
-        """Deliver finished results and claim what fits, in one round trip."""
+    def _deliver_and_claim(self, free: dict[str, int],
+                           wake_on: list[str] | None = None) -> tuple[list[Claimed], list[str]]:
+        """Deliver finished results and claim what fits, in one round trip.
+
+        With ``wake_on`` (the queues the worker can take from), first block until one of
+        them (or our own wake key) rings, or ``block_seconds`` pass: the claim is sent in the
+        same pipeline and runs the moment the block ends, without a second round trip."""
         batch = self._take_outbox()
+        self._blocked = wake_on is not None
         try:
             claimed, eligible, accepted = self.store.claim(
                 self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
                 lease_ms=self.lease_ms, token_prefix=self.session, results=batch,
                 total=self._total, reserve_after_ms=self._reserve_after_ms,
-                followers=self._followers(), follower_bytes=BATCH_BYTES)
+                followers=self._followers(), follower_bytes=BATCH_BYTES,
+                wake_on=wake_on, block_seconds=self.options.block_seconds)
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             log.warning("claim failed (%s); retrying", exc)
             self._hold(batch)
             time.sleep(1.0)
             return [], []
-        self._delivered(batch, accepted)
-        return claimed, eligible
-
-    def _wait_for_work(self, can_take_more: bool, eligible: list[str]) -> None:
-        if not can_take_more:
-            self._changed.wait(self.options.block_seconds)
-            self._changed.clear()
-            return
-        self._blocked = True
-        try:
-            if not self._outbox and not self._draining:
-                self.store.block_for_work(eligible, self.name, self.options.block_seconds)
-        except redis.RedisError as exc:
-            log.warning("Redis unreachable while idle (%s); retrying", exc)
-            time.sleep(1.0)
         finally:
             self._blocked = False
+        self._delivered(batch, accepted)
+        return claimed, eligible
 
     # -- tasks ------------------------------------------------------------------------
     def _followers(self) -> int:

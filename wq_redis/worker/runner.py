@@ -92,7 +92,7 @@ class TaskRun:
         try:
             outcome, outputs = self._run()
         finally:
-            _remove_sandbox(self.sandbox)
+            remove_sandbox(self.sandbox)
         if self.cancelled:
             return None
         return self._fields(outcome, outputs, time.monotonic() - started)
@@ -305,7 +305,7 @@ def python_outcome(reply: dict[str, Any]) -> Outcome:
     return outcome
 
 
-def _remove_sandbox(path: str) -> None:
+def remove_sandbox(path: str) -> None:
     try:
         os.rmdir(path)  # the common case, a task that left nothing behind: one syscall
     except FileNotFoundError:
