@@ -52,3 +52,23 @@ def segfault() -> None:
     import ctypes
 
     ctypes.string_at(0)
+
+
+def batch_probe(i: int) -> tuple[int, str, str, list[str]]:
+    """What a task sees of its run: its id, its sandbox, and the files already there (a
+    file it leaves behind must not reach the next task of its batch)."""
+    before = sorted(os.listdir("."))
+    print(f"probe {i}")
+    with open("left-behind", "w") as handle:
+        handle.write(str(i))
+    return i, os.environ.get("WQ_TASK_ID", ""), os.environ.get("WQ_SANDBOX", ""), before
+
+
+def crash_on(i: int, bad: int) -> int:
+    if i == bad:
+        os._exit(3)
+    return i
+
+
+def reversed_bytes(data: bytes) -> bytes:
+    return data[::-1]

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Suffixes shared with the Lua scripts.
-READY = "ready:"  # ZSET of waiting task ids for one (resource class, tag), see ready()
+READY = "ready:"  # ZSET of waiting task ids with a priority, per (resource class, tag), see ready()
+FIFO = "fifo:"  # LIST of waiting task ids at priority 0, per (resource class, tag), see fifo()
 WAKE = "wake:"  # LIST holding at most one data-free token, see wake()
 TASK = "t:"  # HASH of one task, see task()
 
@@ -111,8 +112,14 @@ class QueueKeys:
         return f"{self.prefix}{TASK}{int(task_id)}"
 
     def ready(self, member: str) -> str:
-        """ZSET: waiting ids of one ``CLASS|TAG`` queue, scored by -priority."""
+        """ZSET: waiting ids of one ``CLASS|TAG`` queue with a priority other than 0,
+        scored by -priority (padded ids: FIFO among equal priorities)."""
         return self.prefix + READY + member
+
+    def fifo(self, member: str) -> str:
+        """LIST: waiting ids of one ``CLASS|TAG`` queue at priority 0 (most tasks), in
+        submit order: a list entry costs Redis about 10 bytes, a sorted-set entry 85."""
+        return self.prefix + FIFO + member
 
     def wake(self, member: str) -> str:
         """LIST: data-free token rung when ``CLASS|TAG`` gets tasks."""
@@ -125,6 +132,11 @@ class QueueKeys:
     def worker_wake(self, worker_name: str) -> str:
         """LIST: token a worker rings on itself when a local task finishes."""
         return f"{self.prefix}ww:{worker_name}"
+
+    def value(self, token: str) -> str:
+        """STRING: a large return value of one attempt (``token``), kept out of the task's
+        hash so that no Lua script copies it (see ``store.BIG_VALUE``)."""
+        return f"{self.prefix}v:{token}"
 
     def function(self, digest: str) -> str:
         """STRING: a cloudpickled function stored once by its SHA-256."""

@@ -16,11 +16,17 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from .codes import Result
 from .keys import QueueKeys, padded_id
 
 Fields = dict[bytes, bytes]
 SUBMIT_CHUNK_TASKS = 500  # tasks per submit.lua call (a call holds Redis while it runs)
 SUBMIT_CHUNK_BYTES = 4 << 20  # ... or fewer, when their fields are this large
+BIG_VALUE = 64 * 1024  # arguments and return values larger than this never pass through Lua
+VALUE_TTL_SECONDS = 7 * 24 * 3600  # a large value whose result was never recorded expires
+VALUE_LOST_RESULT = int(Result.OUTPUT_TRANSFER_ERROR)
+COMPLETE_BATCH = 256  # results per complete.lua call
+COMPLETE_BYTES = 16 * 1024 * 1024  # a call past its first result carries at most this much
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
@@ -56,6 +62,7 @@ class Claimed:
     token: str
     member: str
     fields: Fields
+    follows: bool = False  # runs after the task claimed before it, on that task's resources
 
 
 @dataclass
@@ -113,7 +120,7 @@ class QueueStore:
         """Run scripts in one pipeline (one round trip); answers in order.
 
         Sends EVALSHA directly: redis-py's pipelines would first ask SCRIPT EXISTS, a second
-        round trip on every call.  A call named "BLPOP" is that command (args: the timeout).  Calls answered NOSCRIPT (Redis restarted or flushed its
+        round trip on every call.  Calls answered NOSCRIPT (Redis restarted or flushed its
         script cache) did not run; their scripts are loaded and only those are sent again.
         """
         results: list[Any] = [None] * len(calls)
@@ -122,7 +129,9 @@ class QueueStore:
             pipe = self.client.pipeline(transaction=False)
             for index in todo:
                 name, keys, args = calls[index]
-                if name == "BLPOP":  # the one plain command: wait for a wake-up token first
+                if name == "set":  # a large value, beside a script that refers to it
+                    pipe.set(keys[0], args[0], ex=args[1])
+                elif name == "blpop":  # an idle worker waits, then its claim runs at once
                     pipe.blpop(keys, timeout=args[0])
                 else:
                     pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
@@ -222,7 +231,7 @@ class QueueStore:
                 task_args += item
         keys = [k.registry, k.new_queue_wake, k.stats]
         for member in members:
-            keys += (k.ready(member), k.wake(member))
+            keys += (k.ready(member), k.wake(member), k.fifo(member))
         return "submit", keys + task_keys, [len(members), *members, *task_args]
 
     def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int], block: float = 0.0,
@@ -236,10 +245,22 @@ class QueueStore:
         k = self.keys
         calls = self._submit_calls(submit)
         if block > 0:
-            calls.append(("BLPOP", [k.done_wake], [max(block, 0.001)]))
+            calls.append(("blpop", [k.done_wake], [max(block, 0.001)]))
         calls.append(("retrieve", [k.done, k.stats, k.retrieving], [k.prefix, max_tasks, keep_seconds, *acked]))
         rows, outstanding = self._pipeline(calls)[-1]
-        return [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows], int(outstanding)
+        tasks = [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows]
+        big = [fields for _, fields in tasks if b"vk" in fields]
+        if big:  # large return values, stored beside their tasks: plain GETs, one round trip
+            pipe = self.client.pipeline(transaction=False)
+            for fields in big:
+                pipe.get(fields[b"vk"])
+            for fields, value in zip(big, pipe.execute()):
+                if value is not None:
+                    fields[b"val"] = value
+                else:
+                    fields[b"r"] = b"%d" % VALUE_LOST_RESULT
+                    fields[b"err"] = b"the task's return value expired from Redis before it was retrieved"
+        return tasks, int(outstanding)
 
     def wait_done(self, timeout: float) -> None:
         """Block until a completion rings the manager's wake key, or ``timeout`` passes."""
@@ -259,6 +280,7 @@ class QueueStore:
         for member in members:
             if member.partition("|")[2] == tag:
                 pipe.zrange(k.ready(member), 0, -1)
+                pipe.lrange(k.fifo(member), 0, -1)
         ids = [int(i) for batch in pipe.execute() for i in batch]
         running = [int(i) for i in self.client.zrange(k.leases, 0, -1)]
         pipe = self.client.pipeline(transaction=False)
@@ -304,19 +326,50 @@ class QueueStore:
     def claim(
         self, worker: str, free: dict[str, int], tags: Sequence[str], max_tasks: int, lease_ms: int,
         token_prefix: str, results: Sequence[tuple[int, str, dict[str, Any]]] = (),
-        total: dict[str, int] | None = None, reserve_after_ms: int = 0,
+        total: dict[str, int] | None = None, reserve_after_ms: int = 0, followers: int = 0,
+        follower_bytes: int = 0, wake_on: Sequence[str] | None = None, block_seconds: float = 1.0,
     ) -> tuple[list[Claimed], list[str], list[bool]]:
         """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
-        trip: the results' resources are free again, so the claim may use them."""
+        trip: the results' resources are free again, so the claim may use them.
+
+        Each task taken may bring up to ``followers`` more of its queue (while their bytes
+        stay under ``follower_bytes``), to run after it on the same resources
+        (``Claimed.follows``): short tasks then cost one claim and one child message per
+        batch instead of per task.
+
+        With ``wake_on``, the pipeline starts with a BLPOP on those queues' wake keys (and
+        the new-queue and this worker's own), so an idle worker claims the moment work
+        arrives, in the same round trip."""
         k = self.keys
         claim_args = [k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
                       "\n".join(tags), max_tasks, lease_ms, token_prefix]
         total = total or free
-        claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms]
-        answers = self._pipeline(self._complete_calls(results) + [("claim", [k.registry, k.leases, k.stats], claim_args)])
+        claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms,
+                       followers, follower_bytes, BIG_VALUE]
+        calls = self._complete_calls(results)
+        if wake_on is not None:
+            names = [k.wake(m) for m in wake_on] + [k.new_queue_wake, k.worker_wake(worker)]
+            calls.append(("blpop", names, [max(block_seconds, 0.001)]))
+        answers = self._pipeline(calls + [("claim", [k.registry, k.leases, k.stats], claim_args)])
         claimed, eligible = answers[-1]
-        tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat)) for i, tok, member, flat in claimed]
-        return tasks, [m.decode() for m in eligible], [bool(a) for a in answers[:-1]]
+        tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat), bool(follows))
+                 for i, tok, member, flat, follows in claimed]
+        self._read_big_arguments(tasks)
+        return tasks, [m.decode() for m in eligible], self._accepted(calls, answers)
+
+    def _read_big_arguments(self, tasks: Sequence[Claimed]) -> None:
+        """Large arguments that claim.lua left out ("args>"): one plain HGET each, in one
+        round trip (arguments never change once submitted)."""
+        big = [task for task in tasks if b"args>" in task.fields]
+        if not big:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for task in big:
+            pipe.hget(self.keys.task(task.task_id), "args")
+        for task, value in zip(big, pipe.execute()):
+            del task.fields[b"args>"]
+            if value is not None:
+                task.fields[b"args"] = value
 
     def function(self, digest: str) -> bytes | None:
         return self.client.get(self.keys.function(digest))
@@ -324,12 +377,6 @@ class QueueStore:
     def file(self, digest: str) -> bytes | None:
         """A cached input's bytes (None once it expired from Redis)."""
         return self.client.get(self.keys.file(digest))
-
-    def block_for_work(self, members: Sequence[str], worker: str, timeout: float) -> bool:
-        """Block on data-free wake keys: the eligible queues', new queues', and our own."""
-        k = self.keys
-        names = [k.wake(m) for m in members] + [k.new_queue_wake, k.worker_wake(worker)]
-        return self.client.blpop(names, timeout=max(timeout, 0.001)) is not None
 
     def ring_worker(self, worker: str) -> None:
         key = self.keys.worker_wake(worker)
@@ -340,17 +387,43 @@ class QueueStore:
 
     def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[bool]:
         """Record results in one round trip; False where the lease was lost (result dropped)."""
-        return [bool(r) for r in self._pipeline(self._complete_calls(results))]
+        calls = self._complete_calls(results)
+        return self._accepted(calls, self._pipeline(calls))
 
     def _complete_calls(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
+        """complete.lua calls for ``results``: many tasks per call, split so that no call
+        carries more than COMPLETE_BATCH tasks or (past its first task) COMPLETE_BYTES."""
         k = self.keys
-        calls = []
+        fixed = [k.leases, k.done, k.done_wake, k.stats]
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        keys: list[str] = []
+        args: list[Any] = []
+        size = 0
         for task_id, token, fields in results:
-            args: list[Any] = [task_id, token]
+            if keys and (len(keys) >= COMPLETE_BATCH or size >= COMPLETE_BYTES):
+                calls.append(("complete", fixed + keys, args))
+                keys, args, size = [], [], 0
+            value = fields.get("val")
+            if isinstance(value, bytes) and len(value) > BIG_VALUE:
+                # stored by a plain SET just before the script, in the same pipeline: Lua
+                # would copy it twice; complete.lua deletes it if the result is refused
+                fields = {name: v for name, v in fields.items() if name != "val"}
+                fields["vk"] = k.value(token)
+                calls.append(("set", [fields["vk"]], [value, VALUE_TTL_SECONDS]))
+            keys.append(k.task(task_id))
+            args += (task_id, token, 2 * len(fields))
             for name, value in fields.items():
                 args += (name, value)
-            calls.append(("complete", [k.task(task_id), k.leases, k.done, k.done_wake, k.stats], args))
+                if isinstance(value, bytes):
+                    size += len(value)
+        if keys:
+            calls.append(("complete", fixed + keys, args))
         return calls
+
+    @staticmethod
+    def _accepted(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[bool]:
+        """Per result, whether complete.lua recorded it (answers of the other calls skipped)."""
+        return [bool(a) for call, answer in zip(calls, answers) if call[0] == "complete" for a in answer]
 
     def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> tuple[list[int], bool]:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and

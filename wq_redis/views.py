@@ -82,6 +82,7 @@ class QueueView:
         pipe = self.client.pipeline(transaction=False)
         for member in members:
             pipe.zrange(k.ready(member), 0, limit - 1)
+            pipe.lrange(k.fifo(member), 0, limit - 1)
         if running:
             pipe.zrange(k.leases, 0, limit - 1)
         if finished:

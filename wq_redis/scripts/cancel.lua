@@ -6,7 +6,10 @@
 local t = redis.call('HMGET', KEYS[1], 's', 'q')
 if not t[1] then return false end
 if t[1] == '1' then
-  redis.call('ZREM', ARGV[1] .. 'ready:' .. t[2], string.format('%012d', tonumber(ARGV[2])))
+  -- bulk cancels go in queue order, so LREM finds each id at the head of the list
+  if redis.call('ZREM', ARGV[1] .. 'ready:' .. t[2], string.format('%012d', tonumber(ARGV[2]))) == 0 then
+    redis.call('LREM', ARGV[1] .. 'fifo:' .. t[2], 1, ARGV[2])
+  end
 elseif t[1] == '2' then
   redis.call('ZREM', KEYS[2], ARGV[2])
 elseif t[1] == '3' then
@@ -15,6 +18,8 @@ else
   return false
 end
 local fields = redis.call('HGETALL', KEYS[1])
+local vk = redis.call('HGET', KEYS[1], 'vk')
+if vk then redis.call('DEL', vk) end
 redis.call('DEL', KEYS[1])
 redis.call('HINCRBY', KEYS[4], 'canceled', 1)
 return fields

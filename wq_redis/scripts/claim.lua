@@ -8,11 +8,17 @@
 -- ARGV: 1 key prefix, 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
 --       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms,
 --       10 token prefix (unique per worker process, so tokens never repeat),
---       11-14 the worker's total cores, memory, disk, gpus, 15 reserve after ms (0 = never)
+--       11-14 the worker's total cores, memory, disk, gpus, 15 reserve after ms (0 = never),
+--       16 followers: up to this many more tasks of the same queue may follow each task
+--       taken, to run after it on the same resources (short tasks: one round trip and
+--       one message to a warm child for many), 17 bytes a task and its followers may
+--       hold at most (the first task is taken whatever its size), 18 arguments larger
+--       than this many bytes are left for the worker to read (field "args>" = size)
 -- A task that fits the worker's total but not its free resources, and has waited longer
 -- than "reserve after", makes the worker claim nothing smaller until it fits: without
 -- that, a stream of small tasks would starve it forever.
--- Returns {claimed, eligible}: claimed = {{id, token, member, {hash fields...}}, ...};
+-- Returns {claimed, eligible}: claimed = {{id, token, member, {hash fields...}, follows}, ...}
+-- (follows = 1: runs after the task before it, on its resources);
 -- eligible = members that fit the free resources (the worker blocks on their wake keys).
 local prefix = ARGV[1]
 local worker = ARGV[2]
@@ -34,7 +40,7 @@ for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if cls and (tags == nil or tags[tag]) then
     local c, mem, d, g = string.match(cls, '^c(%d+)%.m(%d+)%.d(%d+)%.g(%d+)$')
     if c then
-      cands[#cands + 1] = {member = m, key = prefix .. 'ready:' .. m,
+      cands[#cands + 1] = {member = m, key = prefix .. 'ready:' .. m, fifo = prefix .. 'fifo:' .. m,
                            need = {tonumber(c), tonumber(mem), tonumber(d), tonumber(g)}}
     end
   end
@@ -54,6 +60,28 @@ local function fits(need)
   return true
 end
 
+-- The head of a queue: its first prioritized id if that beats priority 0, else the first
+-- of its priority-0 list, else its first prioritized id.  Returns score, 'z'|'l', or nil.
+local function head_of(c)
+  local head = redis.call('ZRANGE', c.key, 0, 0, 'WITHSCORES')
+  if #head > 0 and tonumber(head[2]) < 0 then return tonumber(head[2]), 'z' end
+  if redis.call('LLEN', c.fifo) > 0 then return 0, 'l' end
+  if #head > 0 then return tonumber(head[2]), 'z' end
+  return nil
+end
+
+local function pop(c, from)
+  if from == 'l' then return tonumber(redis.call('LPOP', c.fifo)) end
+  return tonumber(redis.call('ZPOPMIN', c.key)[1])
+end
+
+local function peek(c)
+  local _, from = head_of(c)
+  if from == 'l' then return redis.call('LINDEX', c.fifo, 0) end
+  if from == 'z' then return redis.call('ZRANGE', c.key, 0, 0)[1] end
+  return nil
+end
+
 local eligible = {}
 for _, c in ipairs(cands) do
   if fits(c.need) then eligible[#eligible + 1] = c.member end
@@ -68,9 +96,9 @@ if reserve_after_ms > 0 then
       if c.need[i] > total[i] then fits_total = false end
     end
     if fits_total and not fits(c.need) then
-      local head = redis.call('ZRANGE', c.key, 0, 0)
-      if #head > 0 then
-        local submitted = redis.call('HGET', prefix .. 't:' .. tonumber(head[1]), 'sub')
+      local head = peek(c)
+      if head then
+        local submitted = redis.call('HGET', prefix .. 't:' .. tonumber(head), 'sub')
         if submitted and now_ms - tonumber(submitted) / 1000 > reserve_after_ms then
           return {{}, {}}  -- draining for it: wake on our own key when a task finishes
         end
@@ -79,32 +107,76 @@ if reserve_after_ms > 0 then
   end
 end
 
+local followers = tonumber(ARGV[16] or 0)
+local max_bytes = tonumber(ARGV[17] or 0)
+local big = tonumber(ARGV[18] or 65536)
 local claimed = {}
 local touched = {}
-while #claimed < max_tasks do
-  local best, best_score = nil, nil
+
+-- Lease one popped id; nil when its hash is gone (cancelled while it waited).
+local function take(c, id, follows)
+  local tkey = prefix .. 't:' .. id
+  if redis.call('EXISTS', tkey) == 0 then return nil end
+  local attempt = redis.call('HINCRBY', tkey, 'a', 1)
+  local token = ARGV[10] .. ':' .. id .. ':' .. attempt
+  redis.call('HSET', tkey, 's', 2, 'tok', token, 'w', worker, 'ts', now_us)
+  redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
+  local size = 0
+  local flat
+  local args_bytes = redis.call('HSTRLEN', tkey, 'args')
+  if args_bytes > big then
+    -- a large argument is not copied through Lua: the worker reads it with HGET
+    -- ("args>" says so), after this script
+    flat = {}
+    local names = {}
+    for _, name in ipairs(redis.call('HKEYS', tkey)) do
+      if name ~= 'args' then names[#names + 1] = name end
+    end
+    local values = redis.call('HMGET', tkey, unpack(names))
+    for i, name in ipairs(names) do
+      flat[#flat + 1] = name
+      flat[#flat + 1] = values[i]
+    end
+    flat[#flat + 1] = 'args>'
+    flat[#flat + 1] = tostring(args_bytes)
+    size = args_bytes
+  else
+    flat = redis.call('HGETALL', tkey)
+  end
+  for i = 2, #flat, 2 do size = size + #flat[i] end
+  claimed[#claimed + 1] = {tostring(id), token, c.member, flat, follows}
+  return size
+end
+
+local leads = 0
+while leads < max_tasks do
+  local best, best_score, best_from = nil, nil, nil
   for _, c in ipairs(cands) do
     if not c.empty and fits(c.need) then
-      local head = redis.call('ZRANGE', c.key, 0, 0, 'WITHSCORES')
-      if #head == 0 then
+      local score, from = head_of(c)
+      if score == nil then
         c.empty = true
-      else
-        local score = tonumber(head[2])
-        if best == nil or score < best_score then best, best_score = c, score end
+      elseif best == nil or score < best_score then
+        best, best_score, best_from = c, score, from
       end
     end
   end
   if best == nil then break end
-  local id = tonumber(redis.call('ZPOPMIN', best.key)[1])
   touched[best.member] = best
-  local tkey = prefix .. 't:' .. id
-  if redis.call('EXISTS', tkey) == 1 then
-    local attempt = redis.call('HINCRBY', tkey, 'a', 1)
-    local token = ARGV[10] .. ':' .. id .. ':' .. attempt
-    redis.call('HSET', tkey, 's', 2, 'tok', token, 'w', worker, 'ts', now_us)
-    redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
+  local size = take(best, pop(best, best_from), 0)
+  if size then
+    leads = leads + 1
     for i = 1, 4 do free[i] = free[i] - best.need[i] end
-    claimed[#claimed + 1] = {tostring(id), token, best.member, redis.call('HGETALL', tkey)}
+    local n = 0
+    while n < followers and size < max_bytes do
+      local _, from = head_of(best)
+      if from == nil then break end
+      local more = take(best, pop(best, from), 1)
+      if more then
+        size = size + more
+        n = n + 1
+      end
+    end
   end
 end
 
@@ -112,7 +184,7 @@ end
 -- worker.  Emptied queues stay registered (so the next submit does not wake every worker
 -- as for a new queue); the reaper forgets the ones that stay empty.
 for _, c in ipairs(cands) do
-  if touched[c.member] and redis.call('EXISTS', c.key) == 1 then
+  if touched[c.member] and redis.call('EXISTS', c.key, c.fifo) > 0 then
     redis.call('LPUSH', prefix .. 'wake:' .. c.member, 1)
     redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
   end

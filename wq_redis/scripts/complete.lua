@@ -1,20 +1,46 @@
--- Record a task's results, fenced by its lease token: a worker that lost its lease
--- (paused, partitioned, cancelled) cannot overwrite the attempt that replaced it.
--- KEYS: 1 task hash, 2 leases zset, 3 done list, 4 done wake list, 5 stats hash
--- ARGV: 1 task id, 2 lease token, 3.. result field, value pairs
-local t = redis.call('HMGET', KEYS[1], 'tok', 'lt')
-if t[1] ~= ARGV[2] then
-  if t[2] == ARGV[2] then return 1 end  -- this very call, re-sent after a lost reply
-  redis.call('HINCRBY', KEYS[5], 'late_results', 1)
-  return 0
-end
+-- Record the results of finished tasks, each fenced by its lease token: a worker that
+-- lost a lease (paused, partitioned, cancelled) cannot overwrite the attempt that
+-- replaced it.  Many tasks per call: a worker delivers a batch in one script run.
+-- KEYS: 1 leases zset, 2 done list, 3 done wake list, 4 stats hash, 5.. the task hashes
+-- ARGV: per task, in the order of its KEYS: id, lease token, count of the values that
+--       follow, then that many values (result field, value pairs).  A large return value
+--       was stored under its own key before this call (field "vk" names it): a result
+--       that is refused takes that key with it.
+-- Returns one 1 (recorded, or recorded already by this very call re-sent after a lost
+-- reply) or 0 (lease lost: the result is dropped and counted) per task.
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], 's', 3, 'tok', '', 'lt', ARGV[2], 'tf', now[1] .. string.format('%06d', tonumber(now[2])))
-for first = 3, #ARGV, 1000 do  -- in chunks: unpack() of thousands of values overflows Lua's stack
-  redis.call('HSET', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+local finished = now[1] .. string.format('%06d', tonumber(now[2]))
+local answers, recorded, late = {}, {}, 0
+local pos = 1
+for i = 5, #KEYS do
+  local key, id, token, count = KEYS[i], ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
+  local first, last = pos + 3, pos + 2 + count
+  pos = last + 1
+  local t = redis.call('HMGET', key, 'tok', 'lt')
+  if t[1] == token then
+    redis.call('HSET', key, 's', 3, 'tok', '', 'lt', token, 'tf', finished)
+    for f = first, last, 1000 do  -- in chunks: unpack() of thousands of values overflows Lua's stack
+      redis.call('HSET', key, unpack(ARGV, f, math.min(f + 999, last)))
+    end
+    redis.call('ZREM', KEYS[1], id)
+    recorded[#recorded + 1] = id
+    answers[#answers + 1] = 1
+  elseif t[2] == token then
+    answers[#answers + 1] = 1
+  else
+    late = late + 1
+    answers[#answers + 1] = 0
+    for f = first, last - 1, 2 do  -- a large value stored beside the result goes too
+      if ARGV[f] == 'vk' then redis.call('DEL', ARGV[f + 1]) end
+    end
+  end
 end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('LPUSH', KEYS[4], 1)
-redis.call('LTRIM', KEYS[4], 0, 0)
-return 1
+for f = 1, #recorded, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(recorded, f, math.min(f + 999, #recorded)))
+end
+if #recorded > 0 then
+  redis.call('LPUSH', KEYS[3], 1)
+  redis.call('LTRIM', KEYS[3], 0, 0)
+end
+if late > 0 then redis.call('HINCRBY', KEYS[4], 'late_results', late) end
+return answers

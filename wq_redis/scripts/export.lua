@@ -19,8 +19,10 @@ local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
 local waiting = {}
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = prefix .. 'ready:' .. m
-  local count = redis.call('ZCARD', key)
+  local count = redis.call('ZCARD', key) + redis.call('LLEN', prefix .. 'fifo:' .. m)
   local oldest = -1
+  local first = redis.call('LINDEX', prefix .. 'fifo:' .. m, 0)  -- the oldest at priority 0
+  if first then oldest = tonumber(redis.call('HGET', prefix .. 't:' .. first, 'sub') or '-1') end
   local floor = '-inf'
   for _ = 1, levels do
     local head = redis.call('ZRANGEBYSCORE', key, floor, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)

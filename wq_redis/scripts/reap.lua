@@ -12,7 +12,7 @@ local requeued, failed = 0, 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local tkey = prefix .. 't:' .. id
-  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w')  -- no 'p': priority 0
+  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w')
   if t[1] == '2' then
     local attempts = tonumber(t[4] or '0')
     local max_retries = tonumber(t[5] or '0')
@@ -27,7 +27,11 @@ for _, id in ipairs(expired) do
       failed = failed + 1
     else
       redis.call('HSET', tkey, 's', 1, 'tok', '')
-      redis.call('ZADD', prefix .. 'ready:' .. t[2], t[3] or '0', string.format('%012d', tonumber(id)))
+      if t[3] and tonumber(t[3]) ~= 0 then
+        redis.call('ZADD', prefix .. 'ready:' .. t[2], t[3], string.format('%012d', tonumber(id)))
+      else
+        redis.call('LPUSH', prefix .. 'fifo:' .. t[2], id)  -- back at the front: it was first
+      end
       if redis.call('SADD', KEYS[2], t[2]) == 1 then
         redis.call('LPUSH', KEYS[7], 1)
         redis.call('LTRIM', KEYS[7], 0, 0)
@@ -47,7 +51,7 @@ for _, name in ipairs(dead) do
 end
 local forgotten = 0
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', prefix .. 'ready:' .. member) == 0 then
+  if redis.call('EXISTS', prefix .. 'ready:' .. member, prefix .. 'fifo:' .. member) == 0 then
     redis.call('SREM', KEYS[2], member)
     forgotten = forgotten + 1
   end

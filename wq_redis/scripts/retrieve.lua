@@ -16,12 +16,15 @@ for i = 4, #ARGV do
   if redis.call('SREM', KEYS[3], ARGV[i]) == 1 then
     local tkey = prefix .. 't:' .. ARGV[i]
     retrieved = retrieved + 1
-    if redis.call('HGET', tkey, 'r') ~= '0' then failed = failed + 1 end
+    local t = redis.call('HMGET', tkey, 'r', 'vk')
+    if t[1] ~= '0' then failed = failed + 1 end
     if keep > 0 then
       redis.call('HSET', tkey, 's', 4)
       redis.call('EXPIRE', tkey, keep)
+      if t[2] then redis.call('EXPIRE', t[2], keep) end
     else
       redis.call('DEL', tkey)
+      if t[2] then redis.call('DEL', t[2]) end
     end
   end
 end

@@ -10,7 +10,7 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local queues = {}
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  queues[#queues + 1] = {m, redis.call('ZCARD', prefix .. 'ready:' .. m)}
+  queues[#queues + 1] = {m, redis.call('ZCARD', prefix .. 'ready:' .. m) + redis.call('LLEN', prefix .. 'fifo:' .. m)}
 end
 local workers = {}
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], now_ms - tonumber(ARGV[2]), '+inf')) do

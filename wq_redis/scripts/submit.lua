@@ -1,15 +1,16 @@
--- Queue many tasks in one call: write each task's hash, put its id in the ready set of its
--- (class, tag), register those queues and ring the wake-up keys idle workers block on.
+-- Queue many tasks in one call: write each task's hash, put its id in the waiting list
+-- (priority 0) or the ready set (other priorities) of its (class, tag), register those
+-- queues and ring the wake-up keys idle workers block on.
 -- KEYS: 1 registry set, 2 new-queue wake list, 3 stats hash, then for each queue j = 1..M
---       its ready zset (KEYS[2 + 2j]) and wake list (KEYS[3 + 2j]), then each task's hash
---       (KEYS[3 + 2M + i] for the i-th task of ARGV)
+--       its ready zset (KEYS[1 + 3j]), wake list (KEYS[2 + 3j]) and priority-0 list
+--       (KEYS[3 + 3j]), then each task's hash (KEYS[3 + 3M + i] for the i-th task of ARGV)
 -- ARGV: 1 M, 2..M+1 the queue members "CLASS|TAG" in KEYS' order, then per task:
 --       queue index j, score (-priority; "0" for priority 0, then the hash has no 'p'),
 --       padded id, n, and n field/value pairs
 -- Idempotent per task: a task whose hash exists (a call re-sent after a lost reply) is
 -- left as it is.  Returns how many tasks were queued.
 local m = tonumber(ARGV[1])
-local task_keys = 3 + 2 * m
+local task_keys = 3 + 3 * m
 local rung = {}
 local added = 0
 local a, i = m + 2, 0
@@ -29,7 +30,11 @@ while a <= #ARGV do
     for f = upto + 1, last, 1000 do
       redis.call('HSET', tkey, unpack(ARGV, f, math.min(f + 999, last)))
     end
-    redis.call('ZADD', KEYS[2 + 2 * j], score, id)
+    if score == '0' then
+      redis.call('RPUSH', KEYS[3 + 3 * j], tonumber(id))
+    else
+      redis.call('ZADD', KEYS[1 + 3 * j], score, id)
+    end
     rung[j] = true
     added = added + 1
   end
@@ -37,8 +42,8 @@ end
 local new_queue = false
 for j in pairs(rung) do
   if redis.call('SADD', KEYS[1], ARGV[1 + j]) == 1 then new_queue = true end
-  redis.call('LPUSH', KEYS[3 + 2 * j], 1)
-  redis.call('LTRIM', KEYS[3 + 2 * j], 0, 0)
+  redis.call('LPUSH', KEYS[2 + 3 * j], 1)
+  redis.call('LTRIM', KEYS[2 + 3 * j], 0, 0)
 end
 if new_queue then
   redis.call('LPUSH', KEYS[2], 1)

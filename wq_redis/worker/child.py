@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import pickle
 import resource
+import shutil
 import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
@@ -75,7 +77,8 @@ class Child:
                 message = pickle.loads(self.conn.recv_bytes())
             except EOFError:
                 return
-            self.conn.send_bytes(pickle.dumps(self.run(**message), protocol=pickle.HIGHEST_PROTOCOL))
+            reply = self.run_batch(**message) if "calls" in message else self.run(**message)
+            self.conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
 
     def load(self, digest: str, body: bytes | None) -> Callable[..., Any]:
         func = self.functions.get(digest)
@@ -122,7 +125,103 @@ class Child:
         return reply
 
 
+    def run_batch(self, calls: list[tuple[int, str, bytes | None, dict[str, str | None]]], bodies: dict[str, bytes],
+                  env: dict[str, str | None], cwd: str) -> dict[str, Any]:
+        """Run short calls back to back: (task id, digest, args, the task's own variables).
+
+        One message each way for the whole batch.  Output is captured once, each call's
+        share found by the file offset; the sandbox is emptied between calls that leave
+        files behind.  Replies 'need_body' with the digests this process lacks.
+        """
+        missing = sorted({digest for _, digest, _, _ in calls if digest not in self.functions and digest not in bodies})
+        if missing:
+            return {"status": "need_body", "digests": missing}
+        replies = []
+        saved_env = {k: os.environ.get(k) for k in env}
+        saved_env["WQ_TASK_ID"] = os.environ.get("WQ_TASK_ID")
+        _apply_env(env)
+        out = self.capture.file
+        with self.capture:
+            try:
+                for task_id, digest, args, task_env in calls:
+                    os.environ["WQ_TASK_ID"] = str(task_id)
+                    replies.append(self._run_one(digest, bodies.get(digest), args, task_env, cwd, out.fileno()))
+            finally:
+                _apply_env(saved_env)
+                os.chdir("/")
+            out.seek(0)
+            captured = out.read()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        results = []
+        for status, value, error, start, end, cpu, wall in replies:
+            stdout = captured[start:end]
+            if len(stdout) > MAX_STDOUT_BYTES:
+                stdout = stdout[:MAX_STDOUT_BYTES] + b"\n[wq-redis: output truncated at 16 MiB]\n"
+            results.append({"status": status, "value": value, "error": error, "stdout": stdout,
+                            "cpu_time": cpu, "max_rss_mb": rss, "wall": wall})
+        return {"status": "ok", "results": results}
+
+    def _run_one(self, digest: str, body: bytes | None, args: bytes | None, task_env: dict[str, str | None],
+                 cwd: str, out_fd: int) -> tuple[str, bytes | None, str, int, int, float, float]:
+        """One call of a batch: (status, pickled value, error, output start, end, cpu s, wall s)."""
+        start = os.lseek(out_fd, 0, os.SEEK_CUR)
+        wall0 = time.perf_counter()
+        cpu0, children0 = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        saved_env = {k: os.environ.get(k) for k in task_env} if task_env else None
+        reply: dict[str, Any] = {"status": "error", "value": None, "error": ""}
+        try:
+            if task_env:
+                _apply_env(task_env)
+            os.chdir(cwd)
+            try:
+                func = self.load(digest, body)
+                call_args, call_kwargs = cloudpickle.loads(args) if args else ((), {})
+            except Exception as exc:
+                reply["error"] = f"cannot load the task's function or arguments on the worker: {exc!r}"
+                traceback.print_exc()
+            else:
+                try:
+                    value, reply["status"] = func(*call_args, **call_kwargs), "ok"
+                except BaseException as exc:  # SystemExit too: the function's own failure
+                    traceback.print_exc()
+                    value, reply["status"] = exc, "raised"
+                reply["value"] = _dump_result(value, reply)
+        finally:
+            if saved_env:
+                _apply_env(saved_env)
+            _empty(cwd)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (time.process_time() - cpu0 + children.ru_utime + children.ru_stime
+               - children0.ru_utime - children0.ru_stime)
+        return (reply["status"], reply["value"], reply["error"], start, os.lseek(out_fd, 0, os.SEEK_CUR), cpu,
+                time.perf_counter() - wall0)
+
+
+def _empty(path: str) -> None:
+    """Remove what a call left in the batch's sandbox, so the next call starts clean."""
+    try:
+        leftovers = os.listdir(path)
+    except OSError:
+        return
+    for name in leftovers:
+        full = os.path.join(path, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            try:
+                os.unlink(full)
+            except OSError:
+                pass
+
+
+_PLAIN_TYPES = (type(None), bool, int, float, str, bytes)
+
+
 def _dump_result(value: Any, reply: dict[str, Any]) -> bytes | None:
+    if type(value) in _PLAIN_TYPES:  # the common results: the standard pickler, much cheaper
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     try:
         return cloudpickle.dumps(value)
     except Exception as exc:

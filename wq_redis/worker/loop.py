@@ -3,7 +3,9 @@
 Threads:
   main       claims (claim.lua) whenever resources are free, delivers finished results in
              pipelines, and otherwise blocks on data-free wake-up keys (never polls);
-  runner     one per running task (``TaskRun.execute``);
+  runner     one per claimed group: a task and the followers claimed with it when tasks
+             are short, run in order on its resources (quick PythonTasks as one batch in
+             a warm child, see ``batch``; others by ``TaskRun.execute``);
   heartbeat  renews leases every ``lease/3`` (at most 0.5 s, so cancels land fast) from its
              own thread, which a CPU-bound task cannot starve: tasks run in other processes;
              it also runs the reaper under a Redis lock.
@@ -31,17 +33,32 @@ from typing import Any
 import redis
 
 from .. import __version__
-from ..resources import parse_class, split_member
+from ..resources import Request, parse_class, split_member
 from ..signing import Signer, verify_function_body
 from ..store import Claimed, QueueStore
+from .batch import Attempt, Ending, QuickBatch, quick_spec
 from .cache import FileCache
 from .metrics import WorkerMetrics
 from .pool import WarmPool
-from .resources import Allocator, Capacity
+from .resources import GPU, Allocator, Capacity
 from .runner import TaskRun
 
 log = logging.getLogger("wq_redis.worker")
 HEARTBEAT_MAX_SECONDS = 0.5  # also how fast a cancel reaches a running task
+BATCH_SECONDS = 0.02  # short tasks are claimed in batches of about this much work
+MAX_FOLLOWERS = 255  # tasks that may follow one claimed task on its resources
+BATCH_BYTES = 4 * 1024 * 1024  # ... while their hash fields stay under this many bytes
+
+
+def _groups(claimed: list[Claimed]) -> list[list[Claimed]]:
+    """Claimed tasks grouped by slot: each task with the followers claimed after it."""
+    groups: list[list[Claimed]] = []
+    for task in claimed:
+        if task.follows and groups:
+            groups[-1].append(task)
+        else:
+            groups.append([task])
+    return groups
 
 
 @dataclass
@@ -83,7 +100,8 @@ class Worker:
                                            thread_name_prefix="task")
         self.lease_ms = int(options.lease_seconds * 1000)
         self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
-        self._running: dict[str, TaskRun] = {}  # by lease token: one entry per attempt
+        self._running: dict[str, Attempt] = {}  # by lease token, from claim to result
+        self._seconds_per_task: float | None = None  # recent pace, for how many to claim at once
         self._outbox: list[tuple[int, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._changed = threading.Event()
@@ -153,8 +171,8 @@ class Worker:
             can_take_more = free["cores"] >= 1 or free["gpus"] >= 1
             if can_take_more:
                 claimed, eligible = self._deliver_and_claim(free)
-                for task in claimed:
-                    self._start(task)
+                for group in _groups(claimed):
+                    self._start(group)
             else:
                 self._deliver()
             if claimed or self._running:
@@ -167,76 +185,169 @@ class Worker:
             elif self.options.idle_timeout and time.monotonic() - idle_since > self.options.idle_timeout:
                 log.info("idle for %.0f s, exiting", self.options.idle_timeout)
                 return
-            self._wait_for_work(can_take_more, eligible)
+            if not can_take_more or self._outbox:
+                self._changed.wait(self.options.block_seconds)
+                self._changed.clear()
+                continue
+            claimed, eligible = self._deliver_and_claim(free, wake_on=eligible)
+            for group in _groups(claimed):
+                self._start(group)
 
-    def _deliver_and_claim(self, free: dict[str, int]) -> tuple[list[Claimed], list[str]]:
-        """Deliver finished results and claim what fits, in one round trip."""
+    def _deliver_and_claim(self, free: dict[str, int],
+                           wake_on: list[str] | None = None) -> tuple[list[Claimed], list[str]]:
+        """Deliver finished results and claim what fits, in one round trip.
+
+        With ``wake_on`` (the queues the worker can take from), first block until one of
+        them (or our own wake key) rings, or ``block_seconds`` pass: the claim is sent in the
+        same pipeline and runs the moment the block ends, without a second round trip."""
         batch = self._take_outbox()
+        self._blocked = wake_on is not None
         try:
             claimed, eligible, accepted = self.store.claim(
                 self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
                 lease_ms=self.lease_ms, token_prefix=self.session, results=batch,
-                total=self._total, reserve_after_ms=self._reserve_after_ms)
+                total=self._total, reserve_after_ms=self._reserve_after_ms,
+                followers=self._followers(), follower_bytes=BATCH_BYTES,
+                wake_on=wake_on, block_seconds=self.options.block_seconds)
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             log.warning("claim failed (%s); retrying", exc)
             self._hold(batch)
             time.sleep(1.0)
             return [], []
+        finally:
+            self._blocked = False
         self._delivered(batch, accepted)
         return claimed, eligible
 
-    def _wait_for_work(self, can_take_more: bool, eligible: list[str]) -> None:
-        if not can_take_more:
-            self._changed.wait(self.options.block_seconds)
-            self._changed.clear()
-            return
-        self._blocked = True
-        try:
-            if not self._outbox and not self._draining:
-                self.store.block_for_work(eligible, self.name, self.options.block_seconds)
-        except redis.RedisError as exc:
-            log.warning("Redis unreachable while idle (%s); retrying", exc)
-            time.sleep(1.0)
-        finally:
-            self._blocked = False
-
     # -- tasks ------------------------------------------------------------------------
-    def _start(self, task: Claimed) -> None:
-        request = parse_class(split_member(task.member)[0])
-        with self._lock:
-            # Our own earlier attempt of this task lost its lease (we were stalled) and the
-            # task came back to us: that attempt must stop, its result is void.
-            for stale in [r for r in self._running.values() if r.task_id == task.task_id]:
-                stale.cancel()
-        gpus = self.allocator.allocate(task.token, request)
-        run = TaskRun(task.task_id, task.fields, request, gpus, self.workdir, self.pool, self._function,
-                      self.options.max_result_bytes, self.signer, files=self.files)
-        with self._lock:
-            self._running[task.token] = run
-        if self.metrics is not None:
-            self.metrics.task_started(task.fields)
-        self._threads.submit(self._execute, run, task.token)
+    def _followers(self) -> int:
+        """How many tasks may follow each one claimed: enough for about BATCH_SECONDS of
+        work at the recent pace, none until a task was seen to finish (long tasks are never
+        held back from idle workers)."""
+        pace = self._seconds_per_task
+        if pace is None:
+            return 0
+        return max(0, min(MAX_FOLLOWERS, int(BATCH_SECONDS / max(pace, 1e-6)) - 1))
 
-    def _execute(self, run: TaskRun, token: str) -> None:
+    def _paced(self, tasks: int, seconds: float) -> None:
+        """Fold a finished run's seconds per task into the pace (a moving average)."""
+        pace = seconds / tasks
+        self._seconds_per_task = pace if self._seconds_per_task is None else 0.5 * (self._seconds_per_task + pace)
+
+    def _start(self, group: list[Claimed]) -> None:
+        """Start a task and its followers: they run one after another on its resources."""
+        lead = group[0]
+        request = parse_class(split_member(lead.member)[0])
+        attempts = [Attempt(task) for task in group]
+        ids = {a.task_id for a in attempts}
+        with self._lock:
+            # Our own earlier attempt of a task lost its lease (we were stalled) and the
+            # task came back to us: that attempt must stop, its result is void.
+            for stale in [a for a in self._running.values() if a.task_id in ids]:
+                stale.cancel()
+            for attempt in attempts:
+                self._running[attempt.token] = attempt
+        gpus = self.allocator.allocate(lead.token, request)
+        if self.metrics is not None:
+            for task in group:
+                self.metrics.task_started(task.fields)
+        self._threads.submit(self._execute, attempts, request, gpus, lead.token)
+
+    def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot: str) -> None:
+        """Run a group in order: quick PythonTasks in batches, the others one by one."""
+        try:
+            specs = [quick_spec(a.fields) for a in attempts]
+            index = 0
+            while index < len(attempts):
+                end = index
+                while end < len(attempts) and specs[end] is not None:
+                    end += 1
+                if end > index:
+                    self._run_batch(attempts[index:end], specs[index:end], request, gpus)  # type: ignore[arg-type]
+                    index = end
+                else:
+                    self._run_one(attempts[index], request, gpus)
+                    index += 1
+        except Exception as exc:  # a bug of ours must not lose the tasks: report them failed
+            log.exception("tasks %s crashed the runner", [a.task_id for a in attempts])
+            error = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
+            self._finish([(a, error) for a in attempts if a.token in self._running])
+        finally:
+            self.allocator.release(slot)
+            self._changed.set()
+            if self._blocked:
+                try:
+                    self.store.ring_worker(self.name)
+                except redis.RedisError:
+                    pass  # the main loop's wait is bounded by block_seconds anyway
+
+    def _run_one(self, attempt: Attempt, request: Request, gpus: list[GPU]) -> None:
+        if attempt.cancelled:
+            self._finish([(attempt, None)])
+            return
+        run = TaskRun(attempt.task_id, attempt.fields, request, gpus, self.workdir, self.pool, self._function,
+                      self.options.max_result_bytes, self.signer, files=self.files)
+        attempt.stop_with(run.cancel)
+        started = time.monotonic()
         try:
             fields = run.execute()
-        except Exception as exc:  # a bug of ours must not lose the task: report it as failed
-            log.exception("task %d crashed the runner", run.task_id)
-            fields = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
-        self.allocator.release(token)
+        finally:
+            attempt.stop_with(None)
+            run.close()
+        self._paced(1, time.monotonic() - started)
+        self._finish([(attempt, fields)])
+
+    def _run_batch(self, attempts: list[Attempt], specs: list[dict[str, Any]], request: Request,
+                   gpus: list[GPU]) -> None:
+        live = [(a, s) for a, s in zip(attempts, specs) if not a.cancelled]
+        self._finish([(a, None) for a in attempts if a.cancelled])
+        if not live:
+            return
+        batch = QuickBatch([a for a, _ in live], [s for _, s in live], request, gpus, self.workdir, self.pool,
+                           self._function, self.options.max_result_bytes, self.signer)
+        for attempt, _ in live:
+            attempt.stop_with(batch.stop)
+        started = time.monotonic()
+        try:
+            result = batch.run()
+        finally:
+            for attempt, _ in live:
+                attempt.stop_with(None)
+            batch.close()
+        if result.ending is Ending.DONE:
+            self._paced(len(live), time.monotonic() - started)
+            self._finish(list(zip(batch.attempts, result.fields)))
+        elif result.ending is Ending.RUN_ONE_BY_ONE:
+            log.warning("a batch of %d tasks lost its Python process; running them one by one", len(live))
+            for attempt in batch.attempts:
+                self._run_one(attempt, request, gpus)
+        else:
+            self._hand_back(batch.attempts)
+
+    def _hand_back(self, attempts: list[Attempt]) -> None:
+        """A batch was stopped for a cancel: its other tasks go back to the queue, their
+        attempt not counted (they did not fail), and run again soon."""
+        back = {a.task_id: a.token for a in attempts if not a.cancelled}
+        self._finish([(a, None) for a in attempts])
+        if not back:
+            return
+        try:
+            self.store.release(back)
+            self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * 2, force=True)
+        except redis.RedisError as exc:
+            log.warning("could not hand %d task(s) back (%s); their leases will expire", len(back), exc)
+
+    def _finish(self, ended: list[tuple[Attempt, dict[str, Any] | None]]) -> None:
+        """Attempts that ended: results of the ones still wanted go to the outbox."""
         if self.metrics is not None:
-            self.metrics.task_finished(None if run.cancelled else fields)
+            for attempt, fields in ended:
+                self.metrics.task_finished(None if attempt.cancelled else fields)
         with self._lock:
-            self._running.pop(token, None)
-            if fields is not None and not run.cancelled:
-                self._outbox.append((run.task_id, token, fields))
-        run.close()
+            for attempt, fields in ended:
+                self._running.pop(attempt.token, None)
+                if fields is not None and not attempt.cancelled:
+                    self._outbox.append((attempt.task_id, attempt.token, fields))
         self._changed.set()
-        if self._blocked:
-            try:
-                self.store.ring_worker(self.name)
-            except redis.RedisError:
-                pass  # the main loop's wait is bounded by block_seconds anyway
 
     def _function(self, digest: str) -> bytes | None:
         """A function body by digest, from a small LRU cache of this worker, else Redis."""
@@ -308,17 +419,17 @@ class Worker:
         with self._lock:
             # finished results waiting for delivery (Redis was away) keep their leases too
             held = {task_id: token for task_id, token, _ in self._outbox}
-            held.update({run.task_id: token for token, run in self._running.items()})
+            held.update({attempt.task_id: token for token, attempt in self._running.items()})
         lost, registered = self.store.renew(self.name, self._status(), held, self.lease_ms)
         if not registered:
             log.warning("this worker had been given up for dead; registering again")
             self._register()
         for task_id in lost:
             with self._lock:
-                runs = [run for run in self._running.values() if run.task_id == task_id]
-            for run in runs:
+                attempts = [a for a in self._running.values() if a.task_id == task_id]
+            for attempt in attempts:
                 log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
-                run.cancel()
+                attempt.cancel()
 
     def _health(self) -> tuple[bool, str]:
         """For ``/healthz``: healthy while heartbeats (and so lease renewals) reach Redis."""
@@ -344,10 +455,10 @@ class Worker:
             self._stopping.set()  # no more renewals: the leases are being handed back
             with self._lock:
                 running = dict(self._running)
-            for run in running.values():
-                run.cancel()
+            for attempt in running.values():
+                attempt.cancel()
             try:
-                self.store.release({run.task_id: token for token, run in running.items()})
+                self.store.release({attempt.task_id: token for token, attempt in running.items()})
                 self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * 2, force=True)
             except redis.RedisError as exc:
                 log.warning("could not hand tasks back (%s); their leases will expire", exc)

@@ -89,6 +89,38 @@ class WarmProcess:
         self.functions.add(message["digest"])
         return reply
 
+    def call_batch(self, message: dict[str, Any], cancel_fd: int,
+                   fetch_body: Callable[[str], bytes | None]) -> list[dict[str, Any]]:
+        """Run a batch of short calls (``Child.run_batch``): one reply per call, in order.
+
+        Function bodies this child was never sent go with the message; when it evicted one
+        since, it answers ``need_body`` and the message is sent again with those bodies (a
+        body missing from Redis fails the calls that need it, not the batch).
+        """
+        digests = {call[1] for call in message["calls"]}
+        bodies = {}
+        for digest in digests - self.functions:
+            body = fetch_body(digest)
+            if body is not None:
+                bodies[digest] = body
+        reply = self._exchange({**message, "bodies": bodies}, Limits(), cancel_fd)
+        if reply.get("status") == "need_body":
+            for digest in reply["digests"]:
+                body = fetch_body(digest)
+                if body is not None:
+                    bodies[digest] = body
+            missing = set(reply["digests"]) - set(bodies)
+            calls = [call for call in message["calls"] if call[1] not in missing]
+            answers = self._exchange({**message, "calls": calls, "bodies": bodies}, Limits(), cancel_fd)["results"]
+            answers.reverse()
+            replies = [{"status": "error", "value": None, "stdout": b"", "cpu_time": 0.0, "max_rss_mb": 0, "wall": 0.0,
+                        "error": f"the task's function {call[1][:12]} is missing from Redis"}
+                       if call[1] in missing else answers.pop() for call in message["calls"]]
+        else:
+            replies = reply["results"]
+        self.functions.update(bodies)
+        return replies
+
     def _exchange(self, message: dict[str, Any], limits: Limits, cancel_fd: int) -> dict[str, Any]:
         try:
             self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))

@@ -92,7 +92,7 @@ class TaskRun:
         try:
             outcome, outputs = self._run()
         finally:
-            _remove_sandbox(self.sandbox)
+            remove_sandbox(self.sandbox)
         if self.cancelled:
             return None
         return self._fields(outcome, outputs, time.monotonic() - started)
@@ -225,13 +225,7 @@ class TaskRun:
         else:
             return Outcome(Result.UNKNOWN, error="could not start a Python process for the task")
         self.pool.release(proc)
-        outcome = Outcome(Result.SUCCESS, 0, reply["stdout"], reply["error"], reply["value"],
-                          reply["cpu_time"], reply["max_rss_mb"])
-        if reply["status"] == "raised":
-            outcome.return_status = 1
-        elif reply["status"] == "error":
-            outcome.result, outcome.return_status = Result.UNKNOWN, 1
-        return outcome
+        return python_outcome(reply)
 
     def _interruption(self, verdict: Verdict) -> tuple[Result, str]:
         """Result code and message of a task stopped before it finished."""
@@ -269,31 +263,49 @@ class TaskRun:
 
     # -- the result ----------------------------------------------------------------------
     def _fields(self, outcome: Outcome, outputs: dict[str, bytes], wall: float) -> dict[str, Any]:
-        size = len(outcome.stdout) + len(outcome.value or b"") + sum(len(v) for v in outputs.values())
-        if size > self.max_result_bytes:
-            outcome = Outcome(Result.OUTPUT_TRANSFER_ERROR, outcome.return_status, outcome.stdout[:65536],
-                              f"result of {size} bytes exceeds the limit of {self.max_result_bytes} bytes",
-                              None, outcome.cpu_time, outcome.max_rss_mb)
-            outputs = {}
-        a = self.allocation
-        fields: dict[str, Any] = {
-            "r": int(outcome.result), "rs": outcome.return_status, "out": outcome.stdout, "host": HOSTNAME,
-            "alloc": json.dumps({"cores": a.cores, "memory": a.memory, "disk": a.disk, "gpus": a.gpus}),
-            "meas": json.dumps({"cores": round(outcome.cpu_time / wall, 3) if wall > 0 else 0,
-                                "memory": outcome.max_rss_mb, "wall_time": round(wall, 6),
-                                "cpu_time": round(outcome.cpu_time, 6)}),
-        }
-        if outcome.error:
-            fields["err"] = outcome.error
-        if outcome.value is not None:
-            fields["val"] = outcome.value
-            if self.signer is not None:
-                fields["rsig"] = self.signer.sign_result(self.task_id, outcome.value)
-        fields.update(outputs)
-        return fields
+        return result_fields(self.task_id, outcome, outputs, self.allocation, wall, self.max_result_bytes,
+                             self.signer)
 
 
-def _remove_sandbox(path: str) -> None:
+def result_fields(task_id: int, outcome: Outcome, outputs: dict[str, bytes], allocation: Request, wall: float,
+                  max_result_bytes: int, signer: Signer | None) -> dict[str, Any]:
+    """The hash fields complete.lua writes for one finished attempt."""
+    size = len(outcome.stdout) + len(outcome.value or b"") + sum(len(v) for v in outputs.values())
+    if size > max_result_bytes:
+        outcome = Outcome(Result.OUTPUT_TRANSFER_ERROR, outcome.return_status, outcome.stdout[:65536],
+                          f"result of {size} bytes exceeds the limit of {max_result_bytes} bytes",
+                          None, outcome.cpu_time, outcome.max_rss_mb)
+        outputs = {}
+    a = allocation
+    fields: dict[str, Any] = {
+        "r": int(outcome.result), "rs": outcome.return_status, "out": outcome.stdout, "host": HOSTNAME,
+        "alloc": f'{{"cores":{a.cores},"memory":{a.memory},"disk":{a.disk},"gpus":{a.gpus}}}',
+        "meas": json.dumps({"cores": round(outcome.cpu_time / wall, 3) if wall > 0 else 0,
+                            "memory": outcome.max_rss_mb, "wall_time": round(wall, 6),
+                            "cpu_time": round(outcome.cpu_time, 6)}),
+    }
+    if outcome.error:
+        fields["err"] = outcome.error
+    if outcome.value is not None:
+        fields["val"] = outcome.value
+        if signer is not None:
+            fields["rsig"] = signer.sign_result(task_id, outcome.value)
+    fields.update(outputs)
+    return fields
+
+
+def python_outcome(reply: dict[str, Any]) -> Outcome:
+    """The outcome of one call answered by a warm child."""
+    outcome = Outcome(Result.SUCCESS, 0, reply["stdout"], reply["error"], reply["value"],
+                      reply["cpu_time"], reply["max_rss_mb"])
+    if reply["status"] == "raised":
+        outcome.return_status = 1
+    elif reply["status"] == "error":
+        outcome.result, outcome.return_status = Result.UNKNOWN, 1
+    return outcome
+
+
+def remove_sandbox(path: str) -> None:
     try:
         os.rmdir(path)  # the common case, a task that left nothing behind: one syscall
     except FileNotFoundError:

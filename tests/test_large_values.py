@@ -1,0 +1,64 @@
+"""Large arguments and return values (over store.BIG_VALUE) never pass through a Lua
+script: claim leaves a large argument for the worker to HGET, a large return value is
+stored under its own key beside the result, and that key ends with its task."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+import wq_redis as wq
+from conftest import drain
+from helpers_tasks import reversed_bytes
+from wq_redis.store import BIG_VALUE, QueueStore
+
+MIB = 1024 * 1024
+
+
+def _kinds(client: redis.Redis, name: str) -> set[str]:
+    return {k.decode().split(":", 2)[2].split(":")[0] for k in client.keys(f"wq:{{{name}}}:*")}
+
+
+def test_large_arguments_and_results_arrive_intact_and_leave_nothing(queue, workers, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    workers.start("--cores", "1")
+    workers.start("--cores", "1")
+    payloads = [os.urandom(MIB + i) for i in range(12)] + [os.urandom(100) for _ in range(12)]
+    ids = queue.submit_many([wq.PythonTask(reversed_bytes, p) for p in payloads])
+    tasks = {t.id: t for t in drain(queue, len(ids))}
+    for task_id, payload in zip(ids, payloads):
+        assert tasks[task_id].result == wq.WORK_QUEUE_RESULT_SUCCESS, tasks[task_id].error
+        assert tasks[task_id].output == payload[::-1]
+    assert queue.empty()
+    assert "v" not in _kinds(client, queue.name) and "t" not in _kinds(client, queue.name)
+
+
+def test_a_kept_result_keeps_its_large_value_for_the_same_time(redis_url, queue_name, workers):
+    client = redis.Redis.from_url(redis_url)
+    workers.start("--cores", "1")
+    with wq.WorkQueue(queue_name, redis_url=redis_url, keep_results=60) as queue:
+        payload = os.urandom(2 * BIG_VALUE)
+        task_id = queue.submit(wq.PythonTask(reversed_bytes, payload))
+        assert queue.wait(30).output == payload[::-1]
+        assert queue.empty()
+        value_key = client.hget(queue._store.keys.task(task_id), "vk")
+        assert value_key is not None and 0 < client.ttl(value_key) <= 60
+
+
+def test_a_refused_result_takes_its_large_value_with_it(redis_url, queue_name):
+    client = redis.Redis.from_url(redis_url)
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as queue:
+        task_id = queue.submit(wq.PythonTask(reversed_bytes, b"x"))
+        queue._buffer.flush()  # submit() returns before its task is in Redis
+        store = QueueStore(client, queue_name)
+        free = {"cores": 1, "memory": 1024, "disk": 1024, "gpus": 0}
+        claimed, _, _ = store.claim("w@test", free, [], max_tasks=1, lease_ms=30_000, token_prefix="s1")
+        assert [c.task_id for c in claimed] == [task_id]
+        big = {"r": 0, "val": b"y" * (BIG_VALUE + 1)}
+        # an attempt that lost its lease (another token): refused, its value key deleted
+        assert store.complete([(task_id, "s0:1:1", big)]) == [False]
+        assert "v" not in _kinds(client, queue_name)
+        assert store.complete([(task_id, claimed[0].token, big)]) == [True]
+        assert client.exists(queue._store.keys.value(claimed[0].token)) == 1
+        assert queue.stats.tasks_late_results == 1

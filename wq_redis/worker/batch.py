@@ -1,0 +1,172 @@
+"""Short PythonTasks run back to back in one warm child: one message each way per batch.
+
+A worker that sees its tasks finish quickly claims each task with followers of the same
+queue (claim.lua), and runs the ones that need nothing but a function call (no files, no
+time limits, no enforced limits: see ``quick_spec``) as one batch.  What a batch costs
+per task is then the call itself, not a claim round trip, a sandbox, a message to the
+child and a delivery each.
+
+A cancel or a lost lease of any task of a batch kills the child: the batch's cancelled
+tasks end without a result and the others are handed back (``Verdict``), to run again
+without counting an attempt.  A child that dies (a segfault in one call) leaves the
+batch to run task by task, so the failure lands on the task that caused it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..codes import Result
+from ..resources import Request
+from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
+from ..signing import SignatureError, Signer
+from ..store import Claimed
+from .pool import ChildDied, ChildGone, Interrupted, WarmPool
+from .resources import GPU
+from .runner import Outcome, remove_sandbox, python_outcome, result_fields
+from .waiting import CancelSignal
+
+# Spec entries that need the per-task path (sandbox files, limits watched while it runs).
+_NEEDS_OWN_RUN = ("inputs", "outputs", "output_dirs", "running_time_max", "end_time", "enforce")
+
+
+class Attempt:
+    """A claimed attempt this worker holds a lease on, from claim until delivery."""
+
+    __slots__ = ("task_id", "token", "fields", "cancelled", "_stop")
+
+    def __init__(self, claimed: Claimed) -> None:
+        self.task_id = claimed.task_id
+        self.token = claimed.token
+        self.fields = claimed.fields
+        self.cancelled = False
+        self._stop: Callable[[], None] | None = None
+
+    def cancel(self) -> None:
+        """Lease lost or task cancelled: stop it if it runs, skip it if it has not started."""
+        self.cancelled = True
+        stop = self._stop
+        if stop is not None:
+            stop()
+
+    def stop_with(self, stop: Callable[[], None] | None) -> None:
+        """What ``cancel`` calls while the attempt runs (None once it ended)."""
+        self._stop = stop
+        if stop is not None and self.cancelled:
+            stop()
+
+
+def quick_spec(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
+    """The spec of a task that can run in a batch, else None."""
+    if b"fn" not in fields or any(b":" in name for name in fields):  # "in:NAME" etc.: input files
+        return None
+    try:
+        spec = task_spec(fields)
+    except EnvelopeError:
+        return None  # the per-task path reports it
+    if spec.get("kind") != "py" or any(spec.get(name) for name in _NEEDS_OWN_RUN):
+        return None
+    return spec
+
+
+class Ending(enum.Enum):
+    DONE = "done"  # every attempt has its result fields
+    HANDED_BACK = "handed back"  # cancelled ones have none; give the others back
+    RUN_ONE_BY_ONE = "one by one"  # the child died: run them singly to find the culprit
+
+
+@dataclass
+class BatchResult:
+    ending: Ending
+    fields: list[dict[str, Any] | None] = field(default_factory=list)  # per attempt, in order
+
+
+class QuickBatch:
+    """One batch of quick attempts on one slot's resources."""
+
+    def __init__(self, attempts: list[Attempt], specs: list[dict[str, Any]], allocation: Request, gpus: list[GPU],
+                 workdir: str, pool: WarmPool, fetch_function: Callable[[str], bytes | None],
+                 max_result_bytes: int, signer: Signer | None) -> None:
+        self.attempts = attempts
+        self.specs = specs
+        self.allocation = allocation
+        self.gpus = gpus
+        self.pool = pool
+        self.fetch_function = fetch_function
+        self.max_result_bytes = max_result_bytes
+        self.signer = signer
+        self.sandbox = os.path.join(workdir, f"b{attempts[0].task_id}.{attempts[0].fields.get(b'a', b'1').decode()}")
+        self.signal = CancelSignal()
+
+    def stop(self) -> None:
+        self.signal.set()
+
+    def close(self) -> None:
+        self.signal.close()
+
+    def run(self) -> BatchResult:
+        fields: list[dict[str, Any] | None] = [None] * len(self.attempts)
+        calls, slots = [], []
+        for index, (attempt, spec) in enumerate(zip(self.attempts, self.specs)):
+            refused = self._refusal(attempt)
+            if refused is not None:
+                fields[index] = self._fields(attempt, refused, 0.0)
+                continue
+            calls.append((attempt.task_id, function_digest(attempt.fields), attempt.fields.get(b"args") or NO_ARGS,
+                          spec.get("env") or {}))
+            slots.append(index)
+        if not calls:
+            return BatchResult(Ending.DONE, fields)
+        os.makedirs(self.sandbox, exist_ok=True)
+        try:
+            replies = self._call(calls)
+        except Interrupted:
+            return BatchResult(Ending.HANDED_BACK)
+        except ChildDied:
+            return BatchResult(Ending.RUN_ONE_BY_ONE)
+        finally:
+            remove_sandbox(self.sandbox)
+        if replies is None:
+            return BatchResult(Ending.RUN_ONE_BY_ONE)
+        for index, reply in zip(slots, replies):
+            fields[index] = self._fields(self.attempts[index], python_outcome(reply), reply["wall"])
+        return BatchResult(Ending.DONE, fields)
+
+    def _refusal(self, attempt: Attempt) -> Outcome | None:
+        if self.signer is None:
+            return None
+        try:
+            self.signer.verify_task(attempt.task_id, attempt.fields)
+        except SignatureError as exc:
+            return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
+        return None
+
+    def _call(self, calls: list[tuple[int, str, bytes | None, dict[str, Any]]]) -> list[dict[str, Any]] | None:
+        a = self.allocation
+        env: dict[str, str | None] = {"CORES": str(a.cores), "MEMORY": str(a.memory), "DISK": str(a.disk),
+                                      "GPUS": str(a.gpus), "WQ_SANDBOX": self.sandbox}
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(g.device_id for g in self.gpus)
+        message = {"calls": calls, "env": env, "cwd": self.sandbox}
+        for _ in range(2):  # a warm child that died while idle is replaced once
+            proc = self.pool.acquire([g.device_id for g in self.gpus])
+            try:
+                replies = proc.call_batch(message, self.signal.read_fd, self.fetch_function)
+            except ChildGone:
+                proc.close()
+                continue
+            except ChildDied:
+                proc.close()
+                raise
+            except SignatureError:  # a function body that is not the one its tasks name
+                self.pool.release(proc)
+                return None  # one by one: each such task is refused on its own
+            self.pool.release(proc)
+            return replies
+        return None
+
+    def _fields(self, attempt: Attempt, outcome: Outcome, wall: float) -> dict[str, Any]:
+        return result_fields(attempt.task_id, outcome, {}, self.allocation, wall, self.max_result_bytes, self.signer)
