@@ -189,6 +189,7 @@ KEY_NAMES = {
     "done_wake": None, "retrieving": None, "new_queue_wake": None, "workers": None, "reaper_lock": None,
     "task": 42, "ready": "c1.m0.d0.g0|tag", "wake": "c1.m0.d0.g0|tag", "worker": "7@host",
     "worker_wake": "7@host", "function": "ab" * 32, "categories": None, "file": "cd" * 32,
+    "fifo": "c1.m0.d0.g0|tag", "value": "w@h#1:42:1",
 }
 
 
