@@ -62,3 +62,18 @@ def test_a_refused_result_takes_its_large_value_with_it(redis_url, queue_name):
         assert store.complete([(task_id, claimed[0].token, big)]) == [True]
         assert client.exists(queue._store.keys.value(claimed[0].token)) == 1
         assert queue.stats.tasks_late_results == 1
+
+
+def test_a_large_argument_is_written_beside_the_script_and_kept(redis_url, queue_name):
+    client = redis.Redis.from_url(redis_url)
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as queue:
+        payload = os.urandom(BIG_VALUE + 1)
+        task_id = queue.submit_many([wq.PythonTask(reversed_bytes, payload)])[0]
+        key = queue._store.keys.task(task_id)
+        assert client.hget(key, "big") == b"args" and client.hget(key, "s") == b"1"
+        assert client.ttl(key) == -1  # the submit script adopted it: no orphan TTL left
+        store = QueueStore(client, queue_name)
+        free = {"cores": 1, "memory": 1024, "disk": 1024, "gpus": 0}
+        claimed, _, _ = store.claim("w@test", free, [], max_tasks=1, lease_ms=30_000, token_prefix="s1")
+        assert b"big" not in claimed[0].fields
+        assert wq.serialize.pickle_arguments((payload,), {}) == claimed[0].fields[b"args"]

@@ -133,6 +133,10 @@ class QueueStore:
                     pipe.set(keys[0], args[0], ex=args[1])
                 elif name == "blpop":  # an idle worker waits, then its claim runs at once
                     pipe.blpop(keys, timeout=args[0])
+                elif name == "hset":  # large task fields, ahead of the submit script
+                    pipe.hset(keys[0], mapping=args[0])
+                elif name == "expire":
+                    pipe.expire(keys[0], args[0])
                 else:
                     pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
             answers = pipe.execute(raise_on_error=False)
@@ -203,12 +207,25 @@ class QueueStore:
         return sum(self._pipeline(calls)) if calls else 0
 
     def _submit_calls(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
-        calls = []
+        k = self.keys
+        calls: list[tuple[str, list[str], list[Any]]] = []
         chunk: list[tuple[int, str, float, dict[str, Any]]] = []
         size = 0
         for row in tasks:
+            task_id, member, priority, fields = row
+            big = {name: v for name, v in fields.items() if isinstance(v, bytes) and len(v) > BIG_VALUE}
+            if big:
+                # written by a plain HSET just before the script, in the same pipeline, so
+                # that Lua never copies them; "big" tells the scripts to leave them alone.
+                # Should the manager die before the script, the orphan expires.
+                key = k.task(task_id)
+                calls.append(("hset", [key], [big]))
+                calls.append(("expire", [key], [VALUE_TTL_SECONDS]))
+                fields = {name: v for name, v in fields.items() if name not in big}
+                fields["big"] = "\n".join(big)
+                row = (task_id, member, priority, fields)
             chunk.append(row)
-            size += sum(len(v) for v in row[3].values() if isinstance(v, (bytes, str)))
+            size += sum(len(v) for v in fields.values() if isinstance(v, (bytes, str)))
             if len(chunk) >= SUBMIT_CHUNK_TASKS or size >= SUBMIT_CHUNK_BYTES:
                 calls.append(self._submit_call(chunk))
                 chunk, size = [], 0
@@ -345,7 +362,7 @@ class QueueStore:
                       "\n".join(tags), max_tasks, lease_ms, token_prefix]
         total = total or free
         claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms,
-                       followers, follower_bytes, BIG_VALUE]
+                       followers, follower_bytes]
         calls = self._complete_calls(results)
         if wake_on is not None:
             names = [k.wake(m) for m in wake_on] + [k.new_queue_wake, k.worker_wake(worker)]
@@ -354,22 +371,20 @@ class QueueStore:
         claimed, eligible = answers[-1]
         tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat), bool(follows))
                  for i, tok, member, flat, follows in claimed]
-        self._read_big_arguments(tasks)
+        self._read_big_fields(tasks)
         return tasks, [m.decode() for m in eligible], self._accepted(calls, answers)
 
-    def _read_big_arguments(self, tasks: Sequence[Claimed]) -> None:
-        """Large arguments that claim.lua left out ("args>"): one plain HGET each, in one
-        round trip (arguments never change once submitted)."""
-        big = [task for task in tasks if b"args>" in task.fields]
+    def _read_big_fields(self, tasks: Sequence[Claimed]) -> None:
+        """Large fields (arguments, input files) that claim.lua left out, named by "big":
+        plain HMGETs, one round trip for all (they never change once submitted)."""
+        big = [(task, task.fields.pop(b"big").split(b"\n")) for task in tasks if b"big" in task.fields]
         if not big:
             return
         pipe = self.client.pipeline(transaction=False)
-        for task in big:
-            pipe.hget(self.keys.task(task.task_id), "args")
-        for task, value in zip(big, pipe.execute()):
-            del task.fields[b"args>"]
-            if value is not None:
-                task.fields[b"args"] = value
+        for task, names in big:
+            pipe.hmget(self.keys.task(task.task_id), names)
+        for (task, names), values in zip(big, pipe.execute()):
+            task.fields.update((name, value) for name, value in zip(names, values) if value is not None)
 
     def function(self, digest: str) -> bytes | None:
         return self.client.get(self.keys.function(digest))

@@ -12,8 +12,8 @@
 --       16 followers: up to this many more tasks of the same queue may follow each task
 --       taken, to run after it on the same resources (short tasks: one round trip and
 --       one message to a warm child for many), 17 bytes a task and its followers may
---       hold at most (the first task is taken whatever its size), 18 arguments larger
---       than this many bytes are left for the worker to read (field "args>" = size)
+--       hold at most (the first task is taken whatever its size)
+-- Large fields named by a task's "big" field are left for the worker to read.
 -- A task that fits the worker's total but not its free resources, and has waited longer
 -- than "reserve after", makes the worker claim nothing smaller until it fits: without
 -- that, a stream of small tasks would starve it forever.
@@ -109,7 +109,6 @@ end
 
 local followers = tonumber(ARGV[16] or 0)
 local max_bytes = tonumber(ARGV[17] or 0)
-local big = tonumber(ARGV[18] or 65536)
 local claimed = {}
 local touched = {}
 
@@ -123,23 +122,25 @@ local function take(c, id, follows)
   redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
   local size = 0
   local flat
-  local args_bytes = redis.call('HSTRLEN', tkey, 'args')
-  if args_bytes > big then
-    -- a large argument is not copied through Lua: the worker reads it with HGET
-    -- ("args>" says so), after this script
-    flat = {}
+  local big_names = redis.call('HGET', tkey, 'big')
+  if big_names then
+    -- large fields (named by 'big', written outside Lua at submit) are not copied
+    -- through Lua: the worker reads them with HMGET after this script
+    local skip = {}
+    for name in string.gmatch(big_names, '[^\n]+') do
+      skip[name] = true
+      size = size + redis.call('HSTRLEN', tkey, name)
+    end
     local names = {}
     for _, name in ipairs(redis.call('HKEYS', tkey)) do
-      if name ~= 'args' then names[#names + 1] = name end
+      if not skip[name] then names[#names + 1] = name end
     end
+    flat = {}
     local values = redis.call('HMGET', tkey, unpack(names))
     for i, name in ipairs(names) do
       flat[#flat + 1] = name
       flat[#flat + 1] = values[i]
     end
-    flat[#flat + 1] = 'args>'
-    flat[#flat + 1] = tostring(args_bytes)
-    size = args_bytes
   else
     flat = redis.call('HGETALL', tkey)
   end

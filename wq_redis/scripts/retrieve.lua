@@ -47,29 +47,42 @@ if #ids < max_tasks then
 end
 -- Everything but what the manager sent itself (arguments, input files, signature):
 -- a 1 MiB argument does not travel back with its result.
+-- Large ones (named by "big") are never read here: only hashes without them are read
+-- whole, the others field by field.
 local inputs = {['in:'] = true, ['cin:'] = true, ['tin:'] = true, ['ctin:'] = true}
+local unwanted = {args = true, sig = true, fn = true, big = true}
 local function wanted(name)
-  if name == 'args' or name == 'sig' or name == 'fn' then return false end
-  local kind = string.match(name, '^(%a+:)')
-  return not (kind and inputs[kind])
+  if unwanted[name] then return false end
+  local colon = string.find(name, ':', 1, true)
+  return not (colon and inputs[string.sub(name, 1, colon)])
 end
 local out = {}
 for _, id in ipairs(ids) do
   local tkey = prefix .. 't:' .. id
-  local names = {}
-  for _, name in ipairs(redis.call('HKEYS', tkey)) do
-    if wanted(name) then names[#names + 1] = name end
-  end
   local fields = {}
-  for first = 1, #names, 500 do  -- HMGET in chunks: unpack() has a stack limit
-    local chunk = {unpack(names, first, math.min(first + 499, #names))}
-    local values = redis.call('HMGET', tkey, unpack(chunk))
-    for i, name in ipairs(chunk) do
-      fields[#fields + 1] = name
-      fields[#fields + 1] = values[i]
+  if redis.call('HEXISTS', tkey, 'big') == 0 then
+    local flat = redis.call('HGETALL', tkey)
+    for i = 1, #flat, 2 do
+      if wanted(flat[i]) then
+        fields[#fields + 1] = flat[i]
+        fields[#fields + 1] = flat[i + 1]
+      end
+    end
+  else
+    local names = {}
+    for _, name in ipairs(redis.call('HKEYS', tkey)) do
+      if wanted(name) then names[#names + 1] = name end
+    end
+    for first = 1, #names, 500 do  -- HMGET in chunks: unpack() has a stack limit
+      local chunk = {unpack(names, first, math.min(first + 499, #names))}
+      local values = redis.call('HMGET', tkey, unpack(chunk))
+      for i, name in ipairs(chunk) do
+        fields[#fields + 1] = name
+        fields[#fields + 1] = values[i]
+      end
     end
   end
-  if #names > 0 then
+  if #fields > 0 then
     out[#out + 1] = {id, fields}
   else
     redis.call('SREM', KEYS[3], id)

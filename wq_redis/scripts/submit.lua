@@ -7,8 +7,9 @@
 -- ARGV: 1 M, 2..M+1 the queue members "CLASS|TAG" in KEYS' order, then per task:
 --       queue index j, score (-priority; "0" for priority 0, then the hash has no 'p'),
 --       padded id, n, and n field/value pairs
--- Idempotent per task: a task whose hash exists (a call re-sent after a lost reply) is
--- left as it is.  Returns how many tasks were queued.
+-- Idempotent per task: a task whose hash has a state (a call re-sent after a lost reply)
+-- is left as it is.  Large fields were written just before by plain HSETs (with a TTL in
+-- case this call never came); the field "big" names them, and the hash is kept for good.  Returns how many tasks were queued.
 local m = tonumber(ARGV[1])
 local task_keys = 3 + 3 * m
 local rung = {}
@@ -20,7 +21,8 @@ while a <= #ARGV do
   local tkey = KEYS[task_keys + i]
   local first, last = a + 4, a + 3 + 2 * n
   a = last + 1
-  if redis.call('EXISTS', tkey) == 0 then
+  if redis.call('HEXISTS', tkey, 's') == 0 then
+    redis.call('PERSIST', tkey)
     local head = {'s', 1, 'q', ARGV[1 + j]}
     if score ~= '0' then head[5], head[6] = 'p', score end
     -- fields in chunks: unpack() of thousands of values overflows Lua's stack
