@@ -221,8 +221,7 @@ class QueueStore:
                 key = k.task(task_id)
                 calls.append(("hset", [key], [big]))
                 calls.append(("expire", [key], [VALUE_TTL_SECONDS]))
-                fields = {name: v for name, v in fields.items() if name not in big}
-                fields["big"] = "\n".join(big)
+                fields = {"big": "\n".join(big), **{name: v for name, v in fields.items() if name not in big}}
                 row = (task_id, member, priority, fields)
             chunk.append(row)
             size += sum(len(v) for v in fields.values() if isinstance(v, (bytes, str)))

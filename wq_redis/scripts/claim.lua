@@ -111,18 +111,22 @@ local followers = tonumber(ARGV[16] or 0)
 local max_bytes = tonumber(ARGV[17] or 0)
 local claimed = {}
 local touched = {}
+local deadline = now_ms + lease_ms
+local leased = {}  -- deadline, id pairs: one ZADD for all at the end
 
 -- Lease one popped id; nil when its hash is gone (cancelled while it waited).
 local function take(c, id, follows)
   local tkey = prefix .. 't:' .. id
-  if redis.call('EXISTS', tkey) == 0 then return nil end
+  local t = redis.call('HMGET', tkey, 's', 'big')
+  if not t[1] then return nil end
   local attempt = redis.call('HINCRBY', tkey, 'a', 1)
   local token = ARGV[10] .. ':' .. id .. ':' .. attempt
   redis.call('HSET', tkey, 's', 2, 'tok', token, 'w', worker, 'ts', now_us)
-  redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
+  leased[#leased + 1] = deadline
+  leased[#leased + 1] = id
   local size = 0
   local flat
-  local big_names = redis.call('HGET', tkey, 'big')
+  local big_names = t[2]
   if big_names then
     -- large fields (named by 'big', written outside Lua at submit) are not copied
     -- through Lua: the worker reads them with HMGET after this script
@@ -169,16 +173,37 @@ while leads < max_tasks do
     leads = leads + 1
     for i = 1, 4 do free[i] = free[i] - best.need[i] end
     local n = 0
+    -- Followers at priority 0 come off the list in one LPOP (what the byte cap leaves
+    -- is pushed back in order); prioritized ones one by one, in priority order.
     while n < followers and size < max_bytes do
       local _, from = head_of(best)
       if from == nil then break end
-      local more = take(best, pop(best, from), 1)
-      if more then
-        size = size + more
-        n = n + 1
+      if from == 'l' then
+        local ids = redis.call('LPOP', best.fifo, followers - n)
+        for i, id in ipairs(ids) do
+          if size >= max_bytes then
+            for back = #ids, i, -1 do redis.call('LPUSH', best.fifo, ids[back]) end
+            break
+          end
+          local more = take(best, tonumber(id), 1)
+          if more then
+            size = size + more
+            n = n + 1
+          end
+        end
+      else
+        local more = take(best, pop(best, from), 1)
+        if more then
+          size = size + more
+          n = n + 1
+        end
       end
     end
   end
+end
+
+for first = 1, #leased, 1000 do  -- in chunks: unpack() has a stack limit
+  redis.call('ZADD', KEYS[2], unpack(leased, first, math.min(first + 999, #leased)))
 end
 
 -- Pass the baton: a queue that still holds tasks rings its wake key for the next idle

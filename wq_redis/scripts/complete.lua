@@ -11,6 +11,7 @@
 local now = redis.call('TIME')
 local finished = now[1] .. string.format('%06d', tonumber(now[2]))
 local answers, recorded, late = {}, {}, 0
+local head = {'s', 3, 'tok', '', 'lt', '', 'tf', finished}
 local pos = 1
 for i = 5, #KEYS do
   local key, id, token, count = KEYS[i], ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
@@ -18,11 +19,17 @@ for i = 5, #KEYS do
   pos = last + 1
   local t = redis.call('HMGET', key, 'tok', 'lt')
   if t[1] == token then
-    redis.call('HSET', key, 's', 3, 'tok', '', 'lt', token, 'tf', finished)
-    for f = first, last, 1000 do  -- in chunks: unpack() of thousands of values overflows Lua's stack
-      redis.call('HSET', key, unpack(ARGV, f, math.min(f + 999, last)))
+    head[6] = token
+    if count <= 64 then  -- the usual result: one HSET
+      local all = {unpack(head)}
+      for f = first, last do all[#all + 1] = ARGV[f] end
+      redis.call('HSET', key, unpack(all))
+    else
+      redis.call('HSET', key, unpack(head))
+      for f = first, last, 1000 do  -- in chunks: unpack() of thousands of values overflows Lua's stack
+        redis.call('HSET', key, unpack(ARGV, f, math.min(f + 999, last)))
+      end
     end
-    redis.call('ZREM', KEYS[1], id)
     recorded[#recorded + 1] = id
     answers[#answers + 1] = 1
   elseif t[2] == token then
@@ -36,7 +43,9 @@ for i = 5, #KEYS do
   end
 end
 for f = 1, #recorded, 1000 do
-  redis.call('RPUSH', KEYS[2], unpack(recorded, f, math.min(f + 999, #recorded)))
+  local chunk = {unpack(recorded, f, math.min(f + 999, #recorded))}
+  redis.call('ZREM', KEYS[1], unpack(chunk))
+  redis.call('RPUSH', KEYS[2], unpack(chunk))
 end
 if #recorded > 0 then
   redis.call('LPUSH', KEYS[3], 1)

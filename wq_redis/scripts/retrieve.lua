@@ -39,16 +39,13 @@ local ids = redis.call('SRANDMEMBER', KEYS[3], max_tasks)
 if #ids < max_tasks then
   local more = redis.call('LPOP', KEYS[1], max_tasks - #ids)
   if more then
-    for _, id in ipairs(more) do
-      redis.call('SADD', KEYS[3], id)
-      ids[#ids + 1] = id
-    end
+    redis.call('SADD', KEYS[3], unpack(more))  -- LPOP's count is at most max_tasks (1000)
+    for _, id in ipairs(more) do ids[#ids + 1] = id end
   end
 end
--- Everything but what the manager sent itself (arguments, input files, signature):
--- a 1 MiB argument does not travel back with its result.
--- Large ones (named by "big") are never read here: only hashes without them are read
--- whole, the others field by field.
+-- A task's hash goes back whole (HGETALL) unless it has large fields (named by "big",
+-- which are never read here): then everything but what the manager sent itself
+-- (arguments, input files, signature), field by field.
 local inputs = {['in:'] = true, ['cin:'] = true, ['tin:'] = true, ['ctin:'] = true}
 local unwanted = {args = true, sig = true, fn = true, big = true}
 local function wanted(name)
@@ -61,13 +58,7 @@ for _, id in ipairs(ids) do
   local tkey = prefix .. 't:' .. id
   local fields = {}
   if redis.call('HEXISTS', tkey, 'big') == 0 then
-    local flat = redis.call('HGETALL', tkey)
-    for i = 1, #flat, 2 do
-      if wanted(flat[i]) then
-        fields[#fields + 1] = flat[i]
-        fields[#fields + 1] = flat[i + 1]
-      end
-    end
+    fields = redis.call('HGETALL', tkey)
   else
     local names = {}
     for _, name in ipairs(redis.call('HKEYS', tkey)) do

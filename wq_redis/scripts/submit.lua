@@ -9,10 +9,12 @@
 --       padded id, n, and n field/value pairs
 -- Idempotent per task: a task whose hash has a state (a call re-sent after a lost reply)
 -- is left as it is.  Large fields were written just before by plain HSETs (with a TTL in
--- case this call never came); the field "big" names them, and the hash is kept for good.  Returns how many tasks were queued.
+-- case this call never came); the field "big", sent first, names them, and the hash is
+-- then kept for good.  Returns how many tasks were queued.
 local m = tonumber(ARGV[1])
 local task_keys = 3 + 3 * m
 local rung = {}
+local fifo = {}  -- queue index -> priority-0 ids: one RPUSH per queue at the end
 local added = 0
 local a, i = m + 2, 0
 while a <= #ARGV do
@@ -22,7 +24,7 @@ while a <= #ARGV do
   local first, last = a + 4, a + 3 + 2 * n
   a = last + 1
   if redis.call('HEXISTS', tkey, 's') == 0 then
-    redis.call('PERSIST', tkey)
+    if n > 0 and ARGV[first] == 'big' then redis.call('PERSIST', tkey) end
     local head = {'s', 1, 'q', ARGV[1 + j]}
     if score ~= '0' then head[5], head[6] = 'p', score end
     -- fields in chunks: unpack() of thousands of values overflows Lua's stack
@@ -33,12 +35,22 @@ while a <= #ARGV do
       redis.call('HSET', tkey, unpack(ARGV, f, math.min(f + 999, last)))
     end
     if score == '0' then
-      redis.call('RPUSH', KEYS[3 + 3 * j], tonumber(id))
+      local ids = fifo[j]
+      if not ids then
+        ids = {}
+        fifo[j] = ids
+      end
+      ids[#ids + 1] = tonumber(id)
     else
       redis.call('ZADD', KEYS[1 + 3 * j], score, id)
     end
     rung[j] = true
     added = added + 1
+  end
+end
+for j, ids in pairs(fifo) do
+  for f = 1, #ids, 1000 do  -- in chunks: unpack() has a stack limit
+    redis.call('RPUSH', KEYS[3 + 3 * j], unpack(ids, f, math.min(f + 999, #ids)))
   end
 end
 local new_queue = false
