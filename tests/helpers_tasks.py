@@ -72,3 +72,8 @@ def crash_on(i: int, bad: int) -> int:
 
 def reversed_bytes(data: bytes) -> bytes:
     return data[::-1]
+
+
+def sized_probe(i: int, payload: bytes) -> tuple[int, str, int]:
+    """Which batch (sandbox) ran item ``i`` and the payload size it received."""
+    return i, os.environ.get("WQ_SANDBOX", ""), len(payload)

@@ -5,6 +5,7 @@ or a cancel in a batch costs nothing but the task it concerns."""
 from __future__ import annotations
 
 import collections
+import os
 import time
 
 import wq_redis as wq
@@ -62,3 +63,20 @@ def test_cancelling_one_task_of_a_batch_spares_the_others(queue, workers):
     assert sorted(t.output for t in tasks if t.id != ids[0]) == sorted(set(range(30)) - {9})
     assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for t in tasks)
     assert queue.wait(1) is None
+
+
+def test_followers_are_capped_by_bytes_and_keep_their_order(queue, workers):
+    from helpers_tasks import sized_probe
+    from wq_redis.worker.loop import BATCH_BYTES
+
+    workers.start("--cores", "1")
+    _warm_up(queue)
+    size = 1024 * 1024
+    ids = queue.submit_many([wq.PythonTask(sized_probe, i, os.urandom(size)) for i in range(24)])
+    tasks = sorted(drain(queue, 24), key=lambda t: t.execute_cmd_start)
+    assert [t.id for t in tasks] == ids  # one worker, one slot: run in submit order
+    per_batch = collections.Counter(t.output[1] for t in tasks)
+    assert all(t.output[2] == size for t in tasks)
+    # a batch stops taking followers once it holds BATCH_BYTES (the first is always taken)
+    assert max(per_batch.values()) <= BATCH_BYTES // size + 1
+    assert len(per_batch) < 24 or BATCH_BYTES < 2 * size  # ...but it does batch them
