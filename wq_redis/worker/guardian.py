@@ -145,21 +145,26 @@ def _apply(live: dict[bytes, int | None], data: bytes) -> bytes:
 
 
 def _find(sandboxes: set[bytes]) -> set[int]:
-    """Pids of the processes started in one of these sandboxes (by environment or cwd)."""
+    """Pids of the session leaders started in one of these sandboxes (by environment or
+    working directory).  Only session leaders: every task starts a session, and a shell
+    someone opened in a sandbox keeps its own group out of this."""
     wanted_env = {b"WQ_SANDBOX=" + s for s in sandboxes}
     found = set()
-    me = os.getpid()
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
+        if not name.isdigit():
             continue
         try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rpartition(b")")[2].split()
+            if int(fields[3]) != int(name):  # (state, ppid, pgrp, session, ...): not a session leader
+                continue
             with open(f"/proc/{name}/environ", "rb") as handle:
                 if wanted_env.intersection(handle.read().split(b"\0")):
                     found.add(int(name))
                     continue
             if os.fsencode(os.readlink(f"/proc/{name}/cwd")) in sandboxes:
                 found.add(int(name))
-        except OSError:  # gone, or not ours
+        except (OSError, ValueError, IndexError):  # gone, or not ours to read
             pass
     return found
 
