@@ -31,7 +31,6 @@ import stat
 
 SHELL = "/bin/sh"
 SIMPLE = re.compile(r"[ \t]*[A-Za-z0-9_./:,+%@=-]+(?:[ \t]+[A-Za-z0-9_./:,+%@=-]+)*[ \t]*")
-NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # dash 0.5's builtins and keywords (`type WORD` for each): these never exec a program
 DASH_WORDS = frozenset(
     ". : [ alias bg break cd chdir command continue echo eval exec exit export false fg getopts hash jobs kill "
@@ -86,7 +85,7 @@ def _lookup(name: str, search: str | None, cwd: str) -> str | None:
 
 def shell_environment(env: dict[str, str], cwd: str) -> dict[str, str]:
     """The environment dash would give the command: identifiers only, ``PWD`` = cwd."""
-    out = {k: v for k, v in env.items() if NAME.fullmatch(k)}
+    out = {k: v for k, v in env.items() if k.isidentifier() and k.isascii()}  # [A-Za-z_][A-Za-z0-9_]*
     pwd = out.get("PWD")
     if not (pwd and pwd.startswith("/") and _same_directory(pwd, cwd)):
         out["PWD"] = os.path.realpath(cwd)  # what getcwd() says, as dash does
@@ -115,3 +114,20 @@ def as_shell_reports(wait_status: int) -> tuple[int, bytes]:
     if os.WCOREDUMP(wait_status):
         text += " (core dumped)"
     return 128 + number, text.encode() + b"\n"
+
+
+_ENVIRON: tuple[dict[bytes, bytes], dict[str, str]] = ({}, {})
+
+
+def worker_environment() -> dict[str, str]:
+    """A copy of ``os.environ`` as a plain dict, decoded once and again only after it
+    changed (iterating ``os.environ`` decodes every variable, every time)."""
+    global _ENVIRON
+    data = getattr(os.environ, "_data", None)  # what os.putenv/unsetenv keep: bytes -> bytes
+    if not isinstance(data, dict):
+        return dict(os.environ)
+    cached, decoded = _ENVIRON
+    if data != cached:
+        decoded = dict(os.environ)
+        _ENVIRON = dict(data), decoded
+    return dict(decoded)

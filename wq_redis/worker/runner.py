@@ -11,13 +11,16 @@ fields ``complete.lua`` writes, or None when the task was cancelled or its lease
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -29,7 +32,7 @@ from ..resources import Request
 from ..serialize import EnvelopeError, unpack_spec
 from ..signing import SignatureError, Signer
 from .cache import FileCache
-from .command import SHELL, as_shell_reports, direct_argv, shell_environment
+from .command import SHELL, as_shell_reports, direct_argv, shell_environment, worker_environment
 from .guardian import guardian
 from .limits import MAX_STDOUT_BYTES
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
@@ -169,7 +172,9 @@ class TaskRun:
         return env
 
     def _run_command(self, command: str, task_env: dict[str, str | None], limits: Limits) -> Outcome:
-        env = {k: v for k, v in {**os.environ, **task_env}.items() if v is not None}
+        env = worker_environment()
+        env.update(task_env)
+        env = {k: v for k, v in env.items() if v is not None}
         if not self.gpus and self.pool.hide_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""
         guard = guardian(worker_lifeline())
@@ -212,12 +217,12 @@ class TaskRun:
             try:
                 return subprocess.Popen(argv, executable=program, cwd=self.sandbox,
                                         env=shell_environment(env, self.sandbox), stdout=stdout,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT, stdin=_devnull(),
                                         start_new_session=True), True
             except OSError:
                 pass  # not found, not executable...: the shell says so, in its words
         return subprocess.Popen([SHELL, "-c", command, "wq-task"], cwd=self.sandbox, env=env, stdout=stdout,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True), False
+                                stderr=subprocess.STDOUT, stdin=_devnull(), start_new_session=True), False
 
     def _run_python(self, env: dict[str, str | None], limits: Limits) -> Outcome:
         digest = self.fields.get(b"fn", b"").decode()
@@ -313,6 +318,23 @@ class TaskRun:
 
 
 def _remove_sandbox(path: str) -> None:
+    """Remove a finished task's sandbox, off the task's path: its result need not wait for
+    the file system (an rmdir waits on the journal, a big sandbox much longer)."""
+    global _JANITOR
+    if _JANITOR is None or not _JANITOR.is_alive():
+        with _JANITOR_LOCK:
+            if _JANITOR is None or not _JANITOR.is_alive():
+                _JANITOR = threading.Thread(target=_remove_sandboxes, name="sandbox-janitor", daemon=True)
+                _JANITOR.start()
+    _DOOMED.put(path)
+
+
+def _remove_sandboxes() -> None:
+    while True:
+        _remove_now(_DOOMED.get())
+
+
+def _remove_now(path: str) -> None:
     try:
         os.rmdir(path)  # the common case, a task that left nothing behind: one syscall
     except FileNotFoundError:
@@ -321,9 +343,38 @@ def _remove_sandbox(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@atexit.register
+def _remove_the_rest() -> None:
+    """At exit, what the janitor had not removed yet."""
+    while True:
+        try:
+            _remove_now(_DOOMED.get_nowait())
+        except queue.Empty:
+            return
+
+
+_DOOMED: queue.SimpleQueue[str] = queue.SimpleQueue()
+_JANITOR: threading.Thread | None = None
+_JANITOR_LOCK = threading.Lock()
+
+
 def _stdout_file() -> Any:
     """An unnamed file for the task's stdout and stderr (O_TMPFILE: nothing to clean up)."""
-    return tempfile.TemporaryFile(buffering=0)
+    try:
+        return open(os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600), "rb", buffering=0)
+    except OSError:  # a file system without O_TMPFILE
+        return tempfile.TemporaryFile(buffering=0)
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor for every task's stdin (not inherited but as stdin)."""
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY)
+    return _DEVNULL
+
+
+_DEVNULL: int | None = None
 
 
 def _kill_group(pgid: int) -> None:
