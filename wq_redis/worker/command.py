@@ -17,9 +17,13 @@ half.  This module decides when that is safe and reproduces what the shell would
 * when the exec fails (not found, not executable, not a binary nor a ``#!`` script),
   the caller runs the command through the shell after all, which says why as it always did.
 
-The one difference left: the order of the variables in the environment block (dash's
-follows its hash table).  Where ``/bin/sh`` is not dash (bash execs the last command of
-``-c`` itself, and has other builtins), every command goes through the shell.
+Differences left: the order of the variables in the environment block (dash's follows its
+hash table); and a signal sent to the task's whole process group (``kill 0`` in a script's
+exit trap, or ``kill -TERM -PGID`` from outside) also killed the waiting dash, which made
+the result SIGNAL N, where the program alone now reads as exit status 128+N, as it would
+had only the program been signalled (a crash, an abort, the OOM killer, a CPU limit).
+Where ``/bin/sh`` is not dash (bash execs the last command of ``-c`` itself, and has other
+builtins), every command goes through the shell.
 """
 
 from __future__ import annotations
