@@ -4,9 +4,9 @@ Command tasks run as ``/bin/sh -c COMMAND`` (or, for a simple command, as the pr
 itself, exactly as the shell would: see ``command``) in their own session inside a per-task
 sandbox, registered with the worker's guardian process, which kills them if the worker
 dies (see ``guardian``); PythonTasks run in a warm child process (see ``pool``).  Either
-way a time limit or a cancel kills the task's whole process group.  ``TaskRun.execute`` returns the hash
-fields ``complete.lua`` writes, or None when the task was cancelled or its lease lost
-(nobody wants that result any more).
+way a time limit or a cancel kills the task's whole process group.  ``TaskRun.execute``
+returns the hash fields ``complete.lua`` writes, or None when the task was cancelled or
+its lease lost (nobody wants that result any more).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from .resources import GPU
 from .waiting import CancelSignal, Limits, Verdict, supervise
 
 HOSTNAME = socket.gethostname()
-
 
 
 @dataclass
