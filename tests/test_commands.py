@@ -200,3 +200,9 @@ def test_a_sigkilled_workers_command_tasks_and_their_children_die(queue, workers
     doomed.wait(10)
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"a killed worker's task processes must not run on as orphans: {alive}"
+
+
+def test_sandboxes_are_removed_after_the_task(run_command, tmp_path):
+    run_command("/bin/true")
+    run_command("/bin/true > left-behind.txt", files={"in.txt": b"x"})  # through the shell, files left
+    assert wait_until(lambda: os.listdir(tmp_path / "work") == [], timeout=10)
