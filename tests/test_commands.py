@@ -204,5 +204,5 @@ def test_a_sigkilled_workers_command_tasks_and_their_children_die(queue, workers
 
 def test_sandboxes_are_removed_after_the_task(run_command, tmp_path):
     run_command("/bin/true")
-    run_command("/bin/true > left-behind.txt", files={"in.txt": b"x"})  # through the shell, files left
+    run_command("/bin/true > left-behind.txt", files={"in.txt": b"x"})  # through the shell, files left behind
     assert wait_until(lambda: os.listdir(tmp_path / "work") == [], timeout=10)

@@ -11,16 +11,13 @@ its lease lost (nobody wants that result any more).
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -317,44 +314,12 @@ class TaskRun:
 
 
 def _remove_sandbox(path: str) -> None:
-    """Remove a finished task's sandbox, off the task's path: its result need not wait for
-    the file system (an rmdir waits on the journal, a big sandbox much longer)."""
-    global _JANITOR
-    if _JANITOR is None or not _JANITOR.is_alive():
-        with _JANITOR_LOCK:
-            if _JANITOR is None or not _JANITOR.is_alive():
-                _JANITOR = threading.Thread(target=_remove_sandboxes, name="sandbox-janitor", daemon=True)
-                _JANITOR.start()
-    _DOOMED.put(path)
-
-
-def _remove_sandboxes() -> None:
-    while True:
-        _remove_now(_DOOMED.get())
-
-
-def _remove_now(path: str) -> None:
     try:
         os.rmdir(path)  # the common case, a task that left nothing behind: one syscall
     except FileNotFoundError:
         pass
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
-
-
-@atexit.register
-def _remove_the_rest() -> None:
-    """At exit, what the janitor had not removed yet."""
-    while True:
-        try:
-            _remove_now(_DOOMED.get_nowait())
-        except queue.Empty:
-            return
-
-
-_DOOMED: queue.SimpleQueue[str] = queue.SimpleQueue()
-_JANITOR: threading.Thread | None = None
-_JANITOR_LOCK = threading.Lock()
 
 
 def _stdout_file() -> Any:
