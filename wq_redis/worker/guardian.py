@@ -37,7 +37,6 @@ import fcntl
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 
@@ -53,7 +52,7 @@ class Guardian:
     def __init__(self, lifeline: int) -> None:
         self.lifeline = lifeline
         self._lock = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
         self._write_fd = -1
         self._owner = 0  # pid that started the guardian (a forked copy starts its own)
         self._live: dict[bytes, int | None] = {}  # sandbox -> pid of its group (None: not yet)
@@ -80,10 +79,10 @@ class Guardian:
 
     @property
     def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+        return self._pid
 
     def _send(self, record: bytes) -> None:
-        if self._process is None or self._owner != os.getpid():
+        if self._pid is None or self._owner != os.getpid():
             self._start()
             return  # _start sent every live record, this one included
         try:
@@ -92,18 +91,24 @@ class Guardian:
             self._start()
 
     def _start(self) -> None:
-        if self._process is not None and self._owner == os.getpid():
+        if self._pid is not None and self._owner == os.getpid():
             os.close(self._write_fd)
-            self._process.wait()  # it is gone (its pipe broke)
+            os.waitpid(self._pid, 0)  # it is gone (its pipe broke)
         read_fd, write_fd = os.pipe()
         try:
             fcntl.fcntl(write_fd, F_SETPIPE_SZ, PIPE_BYTES)
         except OSError:
             pass  # the default 64 KiB still holds ~500 tasks' records between two reads
+        # posix_spawn, not Popen: a Popen object still running at exit warns (the guardian
+        # outlives the worker by design).  Its two descriptors are dup2'ed above both
+        # sources, so neither clobbers the other; dup2 leaves them open across the exec.
+        lifeline, control = max(self.lifeline, read_fd) + 1, max(self.lifeline, read_fd) + 2
         try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-I", "-S", os.path.abspath(__file__), str(self.lifeline), str(read_fd)],
-                pass_fds=[self.lifeline, read_fd], stdin=subprocess.DEVNULL, start_new_session=True,
+            self._pid = os.posix_spawn(
+                sys.executable, [sys.executable, "-I", "-S", os.path.abspath(__file__), str(lifeline), str(control)],
+                os.environ, setsid=True,
+                file_actions=[(os.POSIX_SPAWN_DUP2, self.lifeline, lifeline), (os.POSIX_SPAWN_DUP2, read_fd, control),
+                              (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
             )
         finally:
             os.close(read_fd)
