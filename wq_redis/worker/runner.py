@@ -1,10 +1,12 @@
 """Running one claimed task: sandbox, inputs, execution, time limits, outputs, result fields.
 
-Command tasks run as ``/bin/sh -c COMMAND`` in their own session inside a per-task
-sandbox; PythonTasks run in a warm child process (see ``pool``).  Either way a time limit
-or a cancel kills the task's whole process group.  ``TaskRun.execute`` returns the hash
-fields ``complete.lua`` writes, or None when the task was cancelled or its lease lost
-(nobody wants that result any more).
+Command tasks run as ``/bin/sh -c COMMAND`` (or, for a simple command, as the program
+itself, exactly as the shell would: see ``command``) in their own session inside a per-task
+sandbox, registered with the worker's guardian process, which kills them if the worker
+dies (see ``guardian``); PythonTasks run in a warm child process (see ``pool``).  Either
+way a time limit or a cancel kills the task's whole process group.  ``TaskRun.execute``
+returns the hash fields ``complete.lua`` writes, or None when the task was cancelled or
+its lease lost (nobody wants that result any more).
 """
 
 from __future__ import annotations
@@ -27,20 +29,14 @@ from ..resources import Request
 from ..serialize import EnvelopeError, worker_view
 from ..signing import SignatureError, Signer
 from .cache import FileCache
+from .command import SHELL, as_shell_reports, direct_argv, shell_environment, worker_environment
+from .guardian import guardian
 from .limits import MAX_STDOUT_BYTES
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
 from .resources import GPU
 from .waiting import CancelSignal, Limits, Verdict, supervise
 
 HOSTNAME = socket.gethostname()
-
-# Runs a command task so that it cannot outlive its worker.  The shell's stdin is the
-# worker's lifeline pipe; it is moved to fd 3 and a background subshell blocks reading it
-# and, when the worker dies (even by SIGKILL) and the pipe closes, kills the task's whole
-# process group.  The shell then drops fd 3 and runs the command itself (eval: no second
-# shell to start), with stdin from /dev/null.
-GUARDED_SHELL = ('exec 3<&0 </dev/null; (while read -r _ <&3; do :; done; kill -KILL 0) >/dev/null 2>&1 & '
-                 'exec 3<&-; eval "$1"')
 
 
 @dataclass
@@ -172,33 +168,57 @@ class TaskRun:
         return env
 
     def _run_command(self, command: str, task_env: dict[str, str | None], limits: Limits) -> Outcome:
-        env = {k: v for k, v in {**os.environ, **task_env}.items() if v is not None}
+        env = worker_environment()
+        env.update(task_env)
+        env = {k: v for k, v in env.items() if v is not None}
         if not self.gpus and self.pool.hide_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""
-        lifeline = worker_lifeline()
-        with tempfile.TemporaryFile() as stdout:
-            process = subprocess.Popen(
-                ["/bin/sh", "-c", GUARDED_SHELL, "wq-task", command], cwd=self.sandbox, env=env,
-                stdout=stdout, stderr=subprocess.STDOUT, stdin=lifeline, start_new_session=True,
-            )
-            pidfd = os.pidfd_open(process.pid)
-            try:
-                verdict = supervise(pidfd, process.pid, self.cancel_signal.read_fd, limits)
-            finally:
-                os.close(pidfd)
-            _kill_group(process.pid)  # leftovers too: a task leaves nothing running behind
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-            stdout.seek(0)
-            output = stdout.read(MAX_STDOUT_BYTES)
+        guard = guardian(worker_lifeline())
+        guard.expect(self.sandbox)  # before the fork: see guardian.py
+        try:
+            with _stdout_file() as stdout:
+                process, direct = self._start_command(command, env, stdout)
+                guard.started(self.sandbox, process.pid)
+                pidfd = os.pidfd_open(process.pid)
+                try:
+                    verdict = supervise(pidfd, process.pid, self.cancel_signal.read_fd, limits)
+                finally:
+                    os.close(pidfd)
+                _kill_group(process.pid)  # leftovers too: a task leaves nothing running behind
+                _, status, usage = os.wait4(process.pid, 0)
+                process.returncode = os.waitstatus_to_exitcode(status)
+                size = os.fstat(stdout.fileno()).st_size
+                output = os.pread(stdout.fileno(), min(size, MAX_STDOUT_BYTES), 0) if size else b""
+        finally:
+            guard.finished(self.sandbox)
         cpu, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
         if verdict is not Verdict.DONE:
             result, message = self._interruption(verdict)
             return Outcome(result, -signal.SIGKILL, output, message, None, cpu, rss)
-        code = process.returncode
+        if direct:  # report what the shell would have: see command.py
+            code, said = as_shell_reports(status)
+            output = (output + said)[:MAX_STDOUT_BYTES]
+        else:
+            code = process.returncode
         if code < 0:
             return Outcome(Result.SIGNAL, -code, output, f"killed by signal {-code}", None, cpu, rss)
         return Outcome(Result.SUCCESS, code, output, "", None, cpu, rss)
+
+    def _start_command(self, command: str, env: dict[str, str], stdout: Any) -> tuple[subprocess.Popen[bytes], bool]:
+        """The task's process, in its own session: the program itself when the command is
+        simple (no shell needed, see command.py), else ``/bin/sh -c COMMAND``; and which."""
+        direct = direct_argv(command, env, self.sandbox)
+        if direct is not None:
+            program, argv = direct
+            try:
+                return subprocess.Popen(argv, executable=program, cwd=self.sandbox,
+                                        env=shell_environment(env, self.sandbox), stdout=stdout,
+                                        stderr=subprocess.STDOUT, stdin=_devnull(),
+                                        start_new_session=True), True
+            except OSError:
+                pass  # not found, not executable...: the shell says so, in its words
+        return subprocess.Popen([SHELL, "-c", command, "wq-task"], cwd=self.sandbox, env=env, stdout=stdout,
+                                stderr=subprocess.STDOUT, stdin=_devnull(), start_new_session=True), False
 
     def _run_python(self, env: dict[str, str | None], limits: Limits) -> Outcome:
         digest = self.fields.get(b"fn", b"").decode()
@@ -312,6 +332,25 @@ def remove_sandbox(path: str) -> None:
         pass
     except OSError:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _stdout_file() -> Any:
+    """An unnamed file for the task's stdout and stderr (O_TMPFILE: nothing to clean up)."""
+    try:
+        return open(os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600), "rb", buffering=0)
+    except OSError:  # a file system without O_TMPFILE
+        return tempfile.TemporaryFile(buffering=0)
+
+
+def _devnull() -> int:
+    """One /dev/null descriptor for every task's stdin (not inherited but as stdin)."""
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = os.open(os.devnull, os.O_RDONLY)
+    return _DEVNULL
+
+
+_DEVNULL: int | None = None
 
 
 def _kill_group(pgid: int) -> None:
