@@ -70,7 +70,7 @@ def run_command(tmp_path, monkeypatch):
             fields[b"in:" + name.encode()] = data
         result = TaskRun(next(ids), fields, Request(), [], str(workdir), pool, lambda _: None, 1 << 20).execute()
         assert result is not None
-        return result
+        return {"rs": 0, "out": b"", **result}  # a worker leaves out a zero status, empty output
 
     yield run
     pool.close()

@@ -591,6 +591,16 @@ def test_task_result_fields_are_decoded():
     assert t.output_files == {"out.txt": b"data"}
 
 
+def test_result_fields_a_worker_leaves_out_are_derived():
+    t = Task("true")
+    apply_results(t, 4, {b"r": b"0", b"w": b"7@node-3", b"q": b"c2.m384.d0.g1|tag", b"meas": b'{"cores":0.5}'})
+    assert (t.return_status, t.std_output, t.hostname) == (0, "", "node-3")
+    allocated = t.resources_allocated
+    assert (allocated.cores, allocated.memory, allocated.disk, allocated.gpus) == (2, 384, 0, 1)
+    waiting = Task("true")
+    assert (waiting.return_status, waiting.std_output, waiting.hostname) == (None, None, None)
+
+
 @pytest.mark.parametrize("code, name", [(0, "SUCCESS"), (8, "SIGNAL"), (48, "MAX_RETRIES"),
                                         (56, "TASK_MAX_RUN_TIME"), (80, "OUTPUT_TRANSFER_ERROR")])
 def test_result_str_names_the_result_code(code, name):

@@ -17,6 +17,7 @@ import cloudpickle
 
 from .codes import WORK_QUEUE_CACHE, WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
 from .compat import TaskCompat
+from .resources import parse_class
 
 
 @dataclass
@@ -243,16 +244,22 @@ class Task(TaskCompat):
     def result_str(self) -> str | None:
         return result_str(self.result)
 
+    # A worker leaves out what is empty or known otherwise (worker/runner.py
+    # ``result_fields``): no "rs" for status 0, no "out" for no output, no "alloc" (the
+    # task's resource class "q"), no "host" when it is the one in the worker's name.
     @property
     def return_status(self) -> int | None:
         """Exit code of the command (or signal number when ``result`` is SIGNAL)."""
-        return self._get_int("rs")
+        status = self._get_int("rs")
+        return 0 if status is None and self._get("r") is not None else status
 
     @property
     def std_output(self) -> str | None:
         """Standard output and error of the task."""
         out = self._get("out")
-        return None if out is None else out.decode("utf-8", errors="replace")
+        if out is None:
+            return "" if self._get("r") is not None else None
+        return out.decode("utf-8", errors="replace")
 
     @property
     def output(self) -> Any:
@@ -267,7 +274,10 @@ class Task(TaskCompat):
     @property
     def hostname(self) -> str | None:
         host = self._get("host")
-        return None if host is None else host.decode()
+        if host is None:
+            worker = self._get("w")
+            return worker.decode().rpartition("@")[2] if worker and self._get("r") is not None else None
+        return host.decode()
 
     @property
     def worker(self) -> str | None:
@@ -285,7 +295,15 @@ class Task(TaskCompat):
 
     @property
     def resources_allocated(self) -> Resources:
-        return Resources.from_json(self._get("alloc"))
+        alloc = self._get("alloc")
+        member = self._get("q")
+        if alloc is None and member and self._get("r") is not None:
+            try:
+                request = parse_class(member.decode().partition("|")[0])
+            except ValueError:
+                return Resources.from_json(None)
+            return Resources(request.cores, request.memory, request.disk, request.gpus)
+        return Resources.from_json(alloc)
 
     @property
     def resources_measured(self) -> Resources:

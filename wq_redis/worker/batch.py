@@ -26,7 +26,7 @@ from ..signing import SignatureError, Signer
 from ..store import Claimed
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool
 from .resources import GPU
-from .runner import Outcome, remove_sandbox, python_outcome, result_fields
+from .runner import Outcome, named_host, python_outcome, remove_sandbox, result_fields
 from .waiting import CancelSignal
 
 # Spec entries that need the per-task path (sandbox files, limits watched while it runs).
@@ -169,4 +169,5 @@ class QuickBatch:
         return None
 
     def _fields(self, attempt: Attempt, outcome: Outcome, wall: float) -> dict[str, Any]:
-        return result_fields(attempt.task_id, outcome, {}, self.allocation, wall, self.max_result_bytes, self.signer)
+        return result_fields(attempt.task_id, outcome, {}, wall, self.max_result_bytes, self.signer,
+                             named_host(attempt.fields))

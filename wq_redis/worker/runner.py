@@ -11,7 +11,6 @@ its lease lost (nobody wants that result any more).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -283,12 +282,17 @@ class TaskRun:
 
     # -- the result ----------------------------------------------------------------------
     def _fields(self, outcome: Outcome, outputs: dict[str, bytes], wall: float) -> dict[str, Any]:
-        return result_fields(self.task_id, outcome, outputs, self.allocation, wall, self.max_result_bytes,
-                             self.signer)
+        return result_fields(self.task_id, outcome, outputs, wall, self.max_result_bytes, self.signer,
+                             named_host(self.fields))
 
 
-def result_fields(task_id: int, outcome: Outcome, outputs: dict[str, bytes], allocation: Request, wall: float,
-                  max_result_bytes: int, signer: Signer | None) -> dict[str, Any]:
+def named_host(fields: dict[bytes, bytes]) -> str:
+    """The host in the name of the worker that claimed the task ("w" = NAME@HOST)."""
+    return fields.get(b"w", b"").decode(errors="replace").rpartition("@")[2]
+
+
+def result_fields(task_id: int, outcome: Outcome, outputs: dict[str, bytes], wall: float,
+                  max_result_bytes: int, signer: Signer | None, host: str = "") -> dict[str, Any]:
     """The hash fields complete.lua writes for one finished attempt."""
     size = len(outcome.stdout) + len(outcome.value or b"") + sum(len(v) for v in outputs.values())
     if size > max_result_bytes:
@@ -296,14 +300,22 @@ def result_fields(task_id: int, outcome: Outcome, outputs: dict[str, bytes], all
                           f"result of {size} bytes exceeds the limit of {max_result_bytes} bytes",
                           None, outcome.cpu_time, outcome.max_rss_mb)
         outputs = {}
-    a = allocation
+    # What the manager can tell otherwise is left out (fewer fields to write and read):
+    # the allocation is the task's resource class ("q"), the host is the one in the
+    # worker's name ("w" = NAME@HOST) unless told here, and output and status default to
+    # empty and 0.
+    cores = round(outcome.cpu_time / wall, 3) if wall > 0 else 0
     fields: dict[str, Any] = {
-        "r": int(outcome.result), "rs": outcome.return_status, "out": outcome.stdout, "host": HOSTNAME,
-        "alloc": f'{{"cores":{a.cores},"memory":{a.memory},"disk":{a.disk},"gpus":{a.gpus}}}',
-        "meas": json.dumps({"cores": round(outcome.cpu_time / wall, 3) if wall > 0 else 0,
-                            "memory": outcome.max_rss_mb, "wall_time": round(wall, 6),
-                            "cpu_time": round(outcome.cpu_time, 6)}),
+        "r": int(outcome.result),
+        "meas": (f'{{"cores":{cores},"memory":{outcome.max_rss_mb},"wall_time":{round(wall, 6)},'
+                 f'"cpu_time":{round(outcome.cpu_time, 6)}}}'),
     }
+    if outcome.return_status:
+        fields["rs"] = outcome.return_status
+    if outcome.stdout:
+        fields["out"] = outcome.stdout
+    if host != HOSTNAME:
+        fields["host"] = HOSTNAME
     if outcome.error:
         fields["err"] = outcome.error
     if outcome.value is not None:
