@@ -102,6 +102,8 @@ class Worker:
         self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
         self._running: dict[str, Attempt] = {}  # by lease token, from claim to result
         self._seconds_per_task: float | None = None  # recent pace, for how many to claim at once
+        self._busy: dict[str, Request] = {}  # slot (its first task's token) -> what it holds
+        self._prefetched: tuple[list[Attempt], Request] | None = None  # what a busy slot runs next
         self._outbox: list[tuple[int, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._changed = threading.Event()
@@ -173,7 +175,7 @@ class Worker:
                 claimed, eligible = self._deliver_and_claim(free)
                 for group in _groups(claimed):
                     self._start(group)
-            else:
+            elif not self._prefetch():
                 self._deliver()
             if claimed or self._running:
                 idle_since = time.monotonic()
@@ -192,6 +194,21 @@ class Worker:
             claimed, eligible = self._deliver_and_claim(free, wake_on=eligible)
             for group in _groups(claimed):
                 self._start(group)
+
+    def _prefetch(self) -> bool:
+        """Every slot is busy with short tasks: deliver, and claim the group that a slot
+        runs next the moment it is done, in one round trip, so the worker's Redis time
+        overlaps its running time instead of leaving the slot idle.  At most one group
+        waits, and only while tasks are short (a batch is about BATCH_SECONDS of work)."""
+        with self._lock:
+            if self._prefetched is not None or not self._busy or not self._followers():
+                return False
+            request = next(reversed(self._busy.values()))
+        free = {"cores": request.cores, "memory": request.memory, "disk": request.disk, "gpus": request.gpus}
+        claimed, _ = self._deliver_and_claim(free)
+        for group in _groups(claimed)[:1]:  # max_tasks is 1 for one slot's resources
+            self._start(group, after=request)
+        return True
 
     def _deliver_and_claim(self, free: dict[str, int],
                            wake_on: list[str] | None = None) -> tuple[list[Claimed], list[str]]:
@@ -234,8 +251,11 @@ class Worker:
         pace = seconds / tasks
         self._seconds_per_task = pace if self._seconds_per_task is None else 0.5 * (self._seconds_per_task + pace)
 
-    def _start(self, group: list[Claimed]) -> None:
-        """Start a task and its followers: they run one after another on its resources."""
+    def _start(self, group: list[Claimed], after: Request | None = None) -> None:
+        """Start a task and its followers: they run one after another on its resources.
+
+        ``after``: a prefetched group, left for the next slot holding ``after`` that is
+        done (when none holds it any more, it starts now)."""
         lead = group[0]
         request = parse_class(split_member(lead.member)[0])
         attempts = [Attempt(task) for task in group]
@@ -247,13 +267,44 @@ class Worker:
                 stale.cancel()
             for attempt in attempts:
                 self._running[attempt.token] = attempt
-        gpus = self.allocator.allocate(lead.token, request)
+            waits = after is not None and request == after and after in self._busy.values()
+            if waits:
+                self._prefetched = (attempts, request)  # the slot's runner takes it when done
         if self.metrics is not None:
             for task in group:
                 self.metrics.task_started(task.fields)
+        if waits:
+            return
+        gpus = self.allocator.allocate(lead.token, request)
+        with self._lock:
+            self._busy[lead.token] = request
         self._threads.submit(self._execute, attempts, request, gpus, lead.token)
 
     def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot: str) -> None:
+        """Run a group, then the groups prefetched for this slot, holding its resources."""
+        try:
+            while True:
+                self._run_group(attempts, request, gpus)
+                with self._lock:
+                    upcoming = self._prefetched
+                    if upcoming is not None and upcoming[1] == request:
+                        self._prefetched = None
+                    else:
+                        upcoming = None
+                        del self._busy[slot]
+                if upcoming is None:
+                    return
+                attempts = upcoming[0]
+        finally:
+            self.allocator.release(slot)
+            self._changed.set()
+            if self._blocked:
+                try:
+                    self.store.ring_worker(self.name)
+                except redis.RedisError:
+                    pass  # the main loop's wait is bounded by block_seconds anyway
+
+    def _run_group(self, attempts: list[Attempt], request: Request, gpus: list[GPU]) -> None:
         """Run a group in order: quick PythonTasks in batches, the others one by one."""
         try:
             specs = [quick_spec(a.fields) for a in attempts]
@@ -272,14 +323,6 @@ class Worker:
             log.exception("tasks %s crashed the runner", [a.task_id for a in attempts])
             error = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
             self._finish([(a, error) for a in attempts if a.token in self._running])
-        finally:
-            self.allocator.release(slot)
-            self._changed.set()
-            if self._blocked:
-                try:
-                    self.store.ring_worker(self.name)
-                except redis.RedisError:
-                    pass  # the main loop's wait is bounded by block_seconds anyway
 
     def _run_one(self, attempt: Attempt, request: Request, gpus: list[GPU]) -> None:
         if attempt.cancelled:
