@@ -358,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 say(f"{side} (py-spy --gil: {stacks['cpu_seconds']:.1f} s holding the GIL) by process/thread: "
                     + ", ".join(f"{k} {100 * v / stacks['samples']:.0f}%" for k, v in stacks["roles"][:6]))
-                say(f"  self:      " + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["self"][:args.top]))
-                say(f"  inclusive: " + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["inclusive"][:args.top]))
+                say("  self:      " + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["self"][:args.top]))
+                say("  inclusive: " + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["inclusive"][:args.top]))
             if phase == "latency":
                 entry["breakdown"] = latency_breakdown(system, n)
                 say("round trip by segment (task timestamps): " + "; ".join(

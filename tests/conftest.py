@@ -41,6 +41,16 @@ def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 @pytest.fixture
+def restartable_redis(tmp_path, monkeypatch):
+    """A Redis of the test's own (AOF in tmp_path), which the test may stop and start."""
+    os.makedirs(tmp_path / "redis", exist_ok=True)
+    server = RedisServer(data_dir=str(tmp_path / "redis")).start()
+    monkeypatch.delenv("WQ_REDIS_URL", raising=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def queue_name() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
 

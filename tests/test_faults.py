@@ -15,7 +15,6 @@ import redis
 import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import logged_work
-from wq_redis.server import RedisServer
 
 pytestmark = pytest.mark.faults
 LEASE = "1"
@@ -109,15 +108,6 @@ def test_client_kill_of_worker_connections_loses_nothing(queue, workers, redis_u
             done.append(task)
     assert kills >= 3, "the test must actually cut connections"
     check_books(queue, client, tasks, done)
-
-
-@pytest.fixture
-def restartable_redis(tmp_path, monkeypatch):
-    os.makedirs(tmp_path / "redis", exist_ok=True)
-    server = RedisServer(data_dir=str(tmp_path / "redis")).start()
-    monkeypatch.delenv("WQ_REDIS_URL", raising=False)
-    yield server
-    server.stop()
 
 
 def test_redis_sigkill_and_aof_restart_loses_no_task(restartable_redis, queue_name, tmp_path):

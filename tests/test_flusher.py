@@ -16,7 +16,6 @@ from everyday_tasks import inverse, square
 from helpers_tasks import my_sum
 from wq_redis import mapping
 from wq_redis.flusher import SubmitBuffer
-from wq_redis.server import RedisServer
 
 
 def test_tasks_submitted_one_by_one_all_come_back(queue, workers):
@@ -95,15 +94,6 @@ def test_the_thread_retries_a_failed_send_by_itself(queue):
     queue.submit(wq.Task("true"))
     assert wait_until(lambda: len(calls) >= 2 and not queue._buffer and queue._buffer.error is None)
     assert queue.stats.tasks_submitted == 1
-
-
-@pytest.fixture
-def restartable_redis(tmp_path, monkeypatch):
-    os.makedirs(tmp_path / "redis", exist_ok=True)
-    server = RedisServer(data_dir=str(tmp_path / "redis")).start()
-    monkeypatch.delenv("WQ_REDIS_URL", raising=False)
-    yield server
-    server.stop()
 
 
 def test_a_submit_while_redis_is_briefly_down_is_not_lost(restartable_redis, queue_name):

@@ -103,19 +103,7 @@ class Child:
             try:
                 _apply_env(env)
                 os.chdir(cwd)
-                try:
-                    func = self.load(digest, body)
-                    call_args, call_kwargs = cloudpickle.loads(args)
-                except Exception as exc:
-                    reply["error"] = f"cannot load the task's function or arguments on the worker: {exc!r}"
-                    traceback.print_exc()
-                else:
-                    try:
-                        value, reply["status"] = func(*call_args, **call_kwargs), "ok"
-                    except BaseException as exc:  # SystemExit too: the function's own failure
-                        traceback.print_exc()
-                        value, reply["status"] = exc, "raised"
-                    reply["value"] = _dump_result(value, reply)
+                self._call(digest, body, args, reply)
             finally:
                 _apply_env(saved_env)
                 os.chdir("/")
@@ -124,6 +112,23 @@ class Child:
         reply["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         return reply
 
+
+    def _call(self, digest: str, body: bytes | None, args: bytes | None, reply: dict[str, Any]) -> None:
+        """Load and call the function; fills ``reply``'s status, value and error (the
+        traceback of a failure goes to the captured output)."""
+        try:
+            func = self.load(digest, body)
+            call_args, call_kwargs = cloudpickle.loads(args) if args else ((), {})
+        except Exception as exc:
+            reply["error"] = f"cannot load the task's function or arguments on the worker: {exc!r}"
+            traceback.print_exc()
+            return
+        try:
+            value, reply["status"] = func(*call_args, **call_kwargs), "ok"
+        except BaseException as exc:  # SystemExit too: the function's own failure
+            traceback.print_exc()
+            value, reply["status"] = exc, "raised"
+        reply["value"] = _dump_result(value, reply)
 
     def run_batch(self, calls: list[tuple[int, str, bytes | None, dict[str, str | None]]], bodies: dict[str, bytes],
                   env: dict[str, str | None], cwd: str) -> dict[str, Any]:
@@ -173,19 +178,7 @@ class Child:
             if task_env:
                 _apply_env(task_env)
             os.chdir(cwd)
-            try:
-                func = self.load(digest, body)
-                call_args, call_kwargs = cloudpickle.loads(args) if args else ((), {})
-            except Exception as exc:
-                reply["error"] = f"cannot load the task's function or arguments on the worker: {exc!r}"
-                traceback.print_exc()
-            else:
-                try:
-                    value, reply["status"] = func(*call_args, **call_kwargs), "ok"
-                except BaseException as exc:  # SystemExit too: the function's own failure
-                    traceback.print_exc()
-                    value, reply["status"] = exc, "raised"
-                reply["value"] = _dump_result(value, reply)
+            self._call(digest, body, args, reply)
         finally:
             if saved_env:
                 _apply_env(saved_env)
