@@ -19,13 +19,14 @@ import tempfile
 import threading
 import time
 import traceback
-from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 import cloudpickle
 
-MAX_CACHED_FUNCTIONS = 64
+from wq_redis.worker.channel import Channel
 from wq_redis.worker.limits import MAX_STDOUT_BYTES
+
+MAX_CACHED_FUNCTIONS = 64
 
 
 def _cpu_seconds() -> float:
@@ -66,7 +67,7 @@ class Capture:
 
 
 class Child:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Channel) -> None:
         self.conn = conn
         self.functions: dict[str, Callable[..., Any]] = {}
         self.capture = Capture()
@@ -74,11 +75,11 @@ class Child:
     def serve(self) -> None:
         while True:
             try:
-                message = pickle.loads(self.conn.recv_bytes())
-            except EOFError:
+                message = pickle.loads(self.conn.recv())
+            except (EOFError, OSError):  # the worker is gone
                 return
             reply = self.run_batch(**message) if "calls" in message else self.run(**message)
-            self.conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+            self.conn.send(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
 
     def load(self, digest: str, body: bytes | None) -> Callable[..., Any]:
         func = self.functions.get(digest)
@@ -246,7 +247,7 @@ def _watch_lifeline(fd: int) -> None:
 
 
 def main() -> None:
-    conn = Connection(int(sys.argv[1]))
+    conn = Channel.from_fd(int(sys.argv[1]))
     threading.Thread(target=_watch_lifeline, args=(int(sys.argv[2]),), daemon=True).start()
     Child(conn).serve()
 

@@ -14,9 +14,9 @@ import socket
 import subprocess
 import sys
 import threading
-from multiprocessing.connection import Connection
 from typing import Any, Callable
 
+from .channel import Channel
 from .waiting import Limits, Verdict, supervise, tree_rss
 
 
@@ -65,8 +65,7 @@ class WarmProcess:
             pass_fds=[child.fileno(), lifeline], start_new_session=True, stdin=subprocess.DEVNULL, env=env,
         )
         child.close()
-        self._socket = parent
-        self.conn = Connection(os.dup(parent.fileno()))
+        self.conn = Channel(parent)
         self.functions: set[str] = set()
 
     def call(self, message: dict[str, Any], limits: Limits, cancel_fd: int,
@@ -123,7 +122,7 @@ class WarmProcess:
 
     def _exchange(self, message: dict[str, Any], limits: Limits, cancel_fd: int) -> dict[str, Any]:
         try:
-            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            self.conn.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
             raise ChildGone() from None
         verdict = supervise(self.conn.fileno(), self.process.pid, cancel_fd, limits)
@@ -131,7 +130,7 @@ class WarmProcess:
             self.kill()
             raise Interrupted(verdict)
         try:
-            reply: dict[str, Any] = pickle.loads(self.conn.recv_bytes())
+            reply: dict[str, Any] = pickle.loads(self.conn.recv())
         except (EOFError, OSError):
             raise ChildDied(self.process.wait()) from None
         return reply
@@ -149,7 +148,6 @@ class WarmProcess:
 
     def close(self) -> None:
         self.conn.close()
-        self._socket.close()
         if self.process.poll() is None:
             self.process.terminate()
             try:
