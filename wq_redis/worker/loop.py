@@ -104,6 +104,7 @@ class Worker:
         self._seconds_per_task: float | None = None  # recent pace, for how many to claim at once
         self._busy: dict[str, Request] = {}  # slot (its first task's token) -> what it holds
         self._prefetched: tuple[list[Attempt], Request] | None = None  # what a busy slot runs next
+        self._queue_had_more = False  # the last claim took all the followers it asked for
         self._outbox: list[tuple[int, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._changed = threading.Event()
@@ -201,7 +202,7 @@ class Worker:
         overlaps its running time instead of leaving the slot idle.  At most one group
         waits, and only while tasks are short (a batch is about BATCH_SECONDS of work)."""
         with self._lock:
-            if self._prefetched is not None or not self._busy or not self._followers():
+            if self._prefetched is not None or not self._busy or not self._followers() or not self._queue_had_more:
                 return False
             request = next(reversed(self._busy.values()))
         free = {"cores": request.cores, "memory": request.memory, "disk": request.disk, "gpus": request.gpus}
@@ -218,13 +219,14 @@ class Worker:
         them (or our own wake key) rings, or ``block_seconds`` pass: the claim is sent in the
         same pipeline and runs the moment the block ends, without a second round trip."""
         batch = self._take_outbox()
+        followers = self._followers()
         self._blocked = wake_on is not None
         try:
             claimed, eligible, accepted = self.store.claim(
                 self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
                 lease_ms=self.lease_ms, token_prefix=self.session, results=batch,
                 total=self._total, reserve_after_ms=self._reserve_after_ms,
-                followers=self._followers(), follower_bytes=BATCH_BYTES,
+                followers=followers, follower_bytes=BATCH_BYTES,
                 wake_on=wake_on, block_seconds=self.options.block_seconds)
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             log.warning("claim failed (%s); retrying", exc)
@@ -234,6 +236,9 @@ class Worker:
         finally:
             self._blocked = False
         self._delivered(batch, accepted)
+        # a claim that got every follower it asked for probably left more behind: worth
+        # prefetching; one that got fewer drained its queue (no claim is wasted on it)
+        self._queue_had_more = bool(claimed) and len(claimed) > followers
         return claimed, eligible
 
     # -- tasks ------------------------------------------------------------------------

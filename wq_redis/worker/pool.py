@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +67,7 @@ class WarmProcess:
         )
         child.close()
         self.conn = Channel(parent)
+        self.sandbox: str | None = None
         self.functions: set[str] = set()
 
     def call(self, message: dict[str, Any], limits: Limits, cancel_fd: int,
@@ -87,6 +89,13 @@ class WarmProcess:
             reply = self._exchange({**message, "body": body}, limits, cancel_fd)
         self.functions.add(message["digest"])
         return reply
+
+    def sandbox_in(self, workdir: str) -> str:
+        """This child's sandbox for batched calls, made on first use, removed with it."""
+        if self.sandbox is None:
+            self.sandbox = os.path.join(workdir, f"p{self.process.pid}")
+            os.makedirs(self.sandbox, exist_ok=True)
+        return self.sandbox
 
     def call_batch(self, message: dict[str, Any], cancel_fd: int,
                    fetch_body: Callable[[str], bytes | None]) -> list[dict[str, Any]]:
@@ -154,6 +163,9 @@ class WarmProcess:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
                 self.kill()
+        if self.sandbox is not None:
+            shutil.rmtree(self.sandbox, ignore_errors=True)
+            self.sandbox = None
 
 
 class WarmPool:
