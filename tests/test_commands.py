@@ -19,7 +19,7 @@ from wq_redis.resources import Request
 from wq_redis.serialize import pack_spec
 from wq_redis.worker import command
 from wq_redis.worker.pool import WarmPool
-from wq_redis.worker.runner import TaskRun
+from wq_redis.worker.runner import Slot, TaskRun
 
 needs_dash = pytest.mark.skipif(not command.DIRECT, reason="/bin/sh is not dash: every command goes through it")
 
@@ -68,7 +68,7 @@ def run_command(tmp_path, monkeypatch):
         fields = {b"spec": pack_spec({"kind": "cmd", "command": text, "env": env or {}}), b"a": b"1"}
         for name, data in (files or {}).items():
             fields[b"in:" + name.encode()] = data
-        result = TaskRun(next(ids), fields, Request(), [], str(workdir), pool, lambda _: None, 1 << 20).execute()
+        result = TaskRun(next(ids), fields, Slot(Request(), [], str(workdir), pool, lambda _: None, 1 << 20)).execute()
         assert result is not None
         return {"rs": 0, "out": b"", **result}  # a worker leaves out a zero status, empty output
 

@@ -934,7 +934,7 @@ def test_a_warm_child_runs_a_function_again_after_running_many_others(tmp_path):
     from wq_redis.serialize import pickle_arguments
     from wq_redis.worker.child import MAX_CACHED_FUNCTIONS
     from wq_redis.worker.pool import WarmPool
-    from wq_redis.worker.runner import TaskRun
+    from wq_redis.worker.runner import Slot, TaskRun
 
     def make(n):
         return lambda x: x + n
@@ -950,7 +950,7 @@ def test_a_warm_child_runs_a_function_again_after_running_many_others(tmp_path):
     try:
         for task_id, digest in enumerate(digests + digests[:1]):
             fields = {b"spec": spec, b"fn": digest.encode(), b"args": pickle_arguments((1,), {}), b"a": b"1"}
-            run = TaskRun(task_id, fields, Request(), [], str(tmp_path), pool, bodies.get, 1 << 20)
+            run = TaskRun(task_id, fields, Slot(Request(), [], str(tmp_path), pool, bodies.get, 1 << 20))
             result = run.execute()
             assert result is not None and result["r"] == 0, (task_id, result and result.get("err"))
     finally:

@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..codes import Result
-from ..resources import Request
 from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
-from ..signing import SignatureError, Signer
+from ..signing import SignatureError
 from ..store import Claimed
-from .pool import ChildDied, ChildGone, Interrupted, WarmPool
-from .resources import GPU
-from .runner import Outcome, named_host, python_outcome, result_fields
+from .pool import ChildDied, ChildGone, Interrupted
+from .runner import Outcome, Slot, named_host, python_outcome, result_fields
 from .waiting import CancelSignal
 
 # Spec entries that need the per-task path (sandbox files, limits watched while it runs).
@@ -86,18 +84,10 @@ class BatchResult:
 class QuickBatch:
     """One batch of quick attempts on one slot's resources."""
 
-    def __init__(self, attempts: list[Attempt], specs: list[dict[str, Any]], allocation: Request, gpus: list[GPU],
-                 workdir: str, pool: WarmPool, fetch_function: Callable[[str], bytes | None],
-                 max_result_bytes: int, signer: Signer | None) -> None:
+    def __init__(self, attempts: list[Attempt], specs: list[dict[str, Any]], slot: Slot) -> None:
         self.attempts = attempts
         self.specs = specs
-        self.allocation = allocation
-        self.gpus = gpus
-        self.pool = pool
-        self.fetch_function = fetch_function
-        self.max_result_bytes = max_result_bytes
-        self.signer = signer
-        self.workdir = workdir
+        self.slot = slot
         self.signal = CancelSignal()
 
     def stop(self) -> None:
@@ -132,28 +122,28 @@ class QuickBatch:
         return BatchResult(Ending.DONE, fields)
 
     def _refusal(self, attempt: Attempt) -> Outcome | None:
-        if self.signer is None:
+        if self.slot.signer is None:
             return None
         try:
-            self.signer.verify_task(attempt.task_id, attempt.fields)
+            self.slot.signer.verify_task(attempt.task_id, attempt.fields)
         except SignatureError as exc:
             return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
         return None
 
     def _call(self, calls: list[tuple[int, str, bytes | None, dict[str, Any]]]) -> list[dict[str, Any]] | None:
-        a = self.allocation
+        a = self.slot.allocation
         env: dict[str, str | None] = {"CORES": str(a.cores), "MEMORY": str(a.memory), "DISK": str(a.disk),
                                       "GPUS": str(a.gpus)}
-        if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(g.device_id for g in self.gpus)
+        if self.slot.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(g.device_id for g in self.slot.gpus)
         for _ in range(2):  # a warm child that died while idle is replaced once
-            proc = self.pool.acquire([g.device_id for g in self.gpus])
+            proc = self.slot.pool.acquire([g.device_id for g in self.slot.gpus])
             # The child's own sandbox, made once: it empties it after every call, and a
             # directory made and removed per batch cost ~90 us on our disks.
-            sandbox = proc.sandbox_in(self.workdir)
+            sandbox = proc.sandbox_in(self.slot.workdir)
             message = {"calls": calls, "env": {**env, "WQ_SANDBOX": sandbox}, "cwd": sandbox}
             try:
-                replies = proc.call_batch(message, self.signal.read_fd, self.fetch_function)
+                replies = proc.call_batch(message, self.signal.read_fd, self.slot.fetch_function)
             except ChildGone:
                 proc.close()
                 continue
@@ -161,12 +151,12 @@ class QuickBatch:
                 proc.close()
                 raise
             except SignatureError:  # a function body that is not the one its tasks name
-                self.pool.release(proc)
+                self.slot.pool.release(proc)
                 return None  # one by one: each such task is refused on its own
-            self.pool.release(proc)
+            self.slot.pool.release(proc)
             return replies
         return None
 
     def _fields(self, attempt: Attempt, outcome: Outcome, wall: float) -> dict[str, Any]:
-        return result_fields(attempt.task_id, outcome, {}, wall, self.max_result_bytes, self.signer,
+        return result_fields(attempt.task_id, outcome, {}, wall, self.slot.max_result_bytes, self.slot.signer,
                              named_host(attempt.fields))

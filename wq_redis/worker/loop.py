@@ -41,7 +41,7 @@ from .cache import FileCache
 from .metrics import WorkerMetrics
 from .pool import WarmPool
 from .resources import GPU, Allocator, Capacity
-from .runner import TaskRun
+from .runner import Slot, TaskRun
 
 log = logging.getLogger("wq_redis.worker")
 HEARTBEAT_MAX_SECONDS = 0.5  # also how fast a cancel reaches a running task
@@ -285,23 +285,25 @@ class Worker:
             self._busy[lead.token] = request
         self._threads.submit(self._execute, attempts, request, gpus, lead.token)
 
-    def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot: str) -> None:
+    def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot_key: str) -> None:
         """Run a group, then the groups prefetched for this slot, holding its resources."""
+        slot = Slot(request, gpus, self.workdir, self.pool, self._function, self.options.max_result_bytes,
+                    self.signer, self.files)
         try:
             while True:
-                self._run_group(attempts, request, gpus)
+                self._run_group(attempts, slot)
                 with self._lock:
                     upcoming = self._prefetched
                     if upcoming is not None and upcoming[1] == request:
                         self._prefetched = None
                     else:
                         upcoming = None
-                        del self._busy[slot]
+                        del self._busy[slot_key]
                 if upcoming is None:
                     return
                 attempts = upcoming[0]
         finally:
-            self.allocator.release(slot)
+            self.allocator.release(slot_key)
             self._changed.set()
             if self._blocked:
                 try:
@@ -309,7 +311,7 @@ class Worker:
                 except redis.RedisError:
                     pass  # the main loop's wait is bounded by block_seconds anyway
 
-    def _run_group(self, attempts: list[Attempt], request: Request, gpus: list[GPU]) -> None:
+    def _run_group(self, attempts: list[Attempt], slot: Slot) -> None:
         """Run a group in order: quick PythonTasks in batches, the others one by one."""
         try:
             specs = [quick_spec(a.fields) for a in attempts]
@@ -319,22 +321,21 @@ class Worker:
                 while end < len(attempts) and specs[end] is not None:
                     end += 1
                 if end > index:
-                    self._run_batch(attempts[index:end], specs[index:end], request, gpus)  # type: ignore[arg-type]
+                    self._run_batch(attempts[index:end], specs[index:end], slot)  # type: ignore[arg-type]
                     index = end
                 else:
-                    self._run_one(attempts[index], request, gpus)
+                    self._run_one(attempts[index], slot)
                     index += 1
         except Exception as exc:  # a bug of ours must not lose the tasks: report them failed
             log.exception("tasks %s crashed the runner", [a.task_id for a in attempts])
             error = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
             self._finish([(a, error) for a in attempts if a.token in self._running])
 
-    def _run_one(self, attempt: Attempt, request: Request, gpus: list[GPU]) -> None:
+    def _run_one(self, attempt: Attempt, slot: Slot) -> None:
         if attempt.cancelled:
             self._finish([(attempt, None)])
             return
-        run = TaskRun(attempt.task_id, attempt.fields, request, gpus, self.workdir, self.pool, self._function,
-                      self.options.max_result_bytes, self.signer, files=self.files)
+        run = TaskRun(attempt.task_id, attempt.fields, slot)
         attempt.stop_with(run.cancel)
         started = time.monotonic()
         try:
@@ -345,14 +346,12 @@ class Worker:
         self._paced(1, time.monotonic() - started)
         self._finish([(attempt, fields)])
 
-    def _run_batch(self, attempts: list[Attempt], specs: list[dict[str, Any]], request: Request,
-                   gpus: list[GPU]) -> None:
+    def _run_batch(self, attempts: list[Attempt], specs: list[dict[str, Any]], slot: Slot) -> None:
         live = [(a, s) for a, s in zip(attempts, specs) if not a.cancelled]
         self._finish([(a, None) for a in attempts if a.cancelled])
         if not live:
             return
-        batch = QuickBatch([a for a, _ in live], [s for _, s in live], request, gpus, self.workdir, self.pool,
-                           self._function, self.options.max_result_bytes, self.signer)
+        batch = QuickBatch([a for a, _ in live], [s for _, s in live], slot)
         for attempt, _ in live:
             attempt.stop_with(batch.stop)
         started = time.monotonic()
@@ -368,7 +367,7 @@ class Worker:
         elif result.ending is Ending.RUN_ONE_BY_ONE:
             log.warning("a batch of %d tasks lost its Python process; running them one by one", len(live))
             for attempt in batch.attempts:
-                self._run_one(attempt, request, gpus)
+                self._run_one(attempt, slot)
         else:
             self._hand_back(batch.attempts)
 

@@ -49,23 +49,30 @@ class Outcome:
     max_rss_mb: int = 0
 
 
+@dataclass
+class Slot:
+    """What the attempts run on one slot share: its resources (the task class's), the
+    worker's directory, warm children, function fetcher, result limit, signer, file cache."""
+
+    allocation: Request
+    gpus: list[GPU]
+    workdir: str
+    pool: WarmPool
+    fetch_function: Callable[[str], bytes | None]
+    max_result_bytes: int
+    signer: Signer | None = None
+    files: FileCache | None = None
+
+
 class TaskRun:
     """One attempt of one task on this worker."""
 
-    def __init__(self, task_id: int, fields: dict[bytes, bytes], allocation: Request, gpus: list[GPU],
-                 workdir: str, pool: WarmPool, fetch_function: Callable[[str], bytes | None],
-                 max_result_bytes: int, signer: Signer | None = None, files: FileCache | None = None) -> None:
-        self.signer = signer
+    def __init__(self, task_id: int, fields: dict[bytes, bytes], slot: Slot) -> None:
         self.task_id = task_id
         self.fields = fields
-        self.allocation = allocation
-        self.gpus = gpus
-        self.pool = pool
-        self.fetch_function = fetch_function
-        self.max_result_bytes = max_result_bytes
-        self.files = files
+        self.slot = slot
         self.attempt = int(fields.get(b"a", b"1"))
-        self.sandbox = os.path.join(workdir, f"t{task_id}.{self.attempt}")
+        self.sandbox = os.path.join(slot.workdir, f"t{task_id}.{self.attempt}")
         self.cancel_signal = CancelSignal()
         self.deadline_kind = Result.TASK_MAX_RUN_TIME
         self.limits = Limits(sandbox=self.sandbox)
@@ -94,9 +101,9 @@ class TaskRun:
 
     # -- the attempt -------------------------------------------------------------------
     def _run(self) -> tuple[Outcome, dict[str, bytes]]:
-        if self.signer is not None:
+        if self.slot.signer is not None:
             try:
-                self.signer.verify_task(self.task_id, self.fields)
+                self.slot.signer.verify_task(self.task_id, self.fields)
             except SignatureError as exc:
                 return Outcome(Result.UNKNOWN, error=f"refused: {exc}"), {}
         try:
@@ -147,22 +154,22 @@ class TaskRun:
                     handle.write(data)
             elif kind == INLINE_DIR:
                 unpack_directory(data, path)
-            elif self.files is None:
+            elif self.slot.files is None:
                 raise OSError("this worker has no file cache for cached inputs")
             elif kind == CACHED_FILE:
-                self.files.link_into(data.decode(), path)
+                self.slot.files.link_into(data.decode(), path)
             else:
-                unpack_directory(self.files.path(data.decode()), path)
+                unpack_directory(self.slot.files.path(data.decode()), path)
 
     def _environment(self, task_env: dict[str, str | None]) -> dict[str, str | None]:
         """Work Queue's CORES/MEMORY/DISK/GPUS, the GPUs held, then the task's own variables."""
         env: dict[str, str | None] = {
-            "CORES": str(self.allocation.cores), "MEMORY": str(self.allocation.memory),
-            "DISK": str(self.allocation.disk), "GPUS": str(self.allocation.gpus),
+            "CORES": str(self.slot.allocation.cores), "MEMORY": str(self.slot.allocation.memory),
+            "DISK": str(self.slot.allocation.disk), "GPUS": str(self.slot.allocation.gpus),
             "WQ_TASK_ID": str(self.task_id), "WQ_SANDBOX": self.sandbox,
         }
-        if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(g.device_id for g in self.gpus)
+        if self.slot.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(g.device_id for g in self.slot.gpus)
         env.update(task_env)
         return env
 
@@ -170,7 +177,7 @@ class TaskRun:
         env = worker_environment()
         env.update(task_env)
         env = {k: v for k, v in env.items() if v is not None}
-        if not self.gpus and self.pool.hide_gpus:
+        if not self.slot.gpus and self.slot.pool.hide_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""
         guard = guardian(worker_lifeline())
         guard.expect(self.sandbox)  # before the fork: see guardian.py
@@ -224,14 +231,14 @@ class TaskRun:
         message = {"digest": digest, "body": None, "args": self.fields.get(b"args", b""), "env": env,
                    "cwd": self.sandbox}
         for _ in range(2):  # a warm child that died while idle is replaced once
-            proc = self.pool.acquire([g.device_id for g in self.gpus])
+            proc = self.slot.pool.acquire([g.device_id for g in self.slot.gpus])
             try:
-                reply = proc.call(message, limits, self.cancel_signal.read_fd, lambda: self.fetch_function(digest))
+                reply = proc.call(message, limits, self.cancel_signal.read_fd, lambda: self.slot.fetch_function(digest))
             except ChildGone:
                 proc.close()
                 continue
             except SignatureError as exc:  # the function body is not the one the task names
-                self.pool.release(proc)
+                self.slot.pool.release(proc)
                 return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
             except Interrupted as exc:
                 result, text = self._interruption(exc.verdict)
@@ -243,7 +250,7 @@ class TaskRun:
             break
         else:
             return Outcome(Result.UNKNOWN, error="could not start a Python process for the task")
-        self.pool.release(proc)
+        self.slot.pool.release(proc)
         return python_outcome(reply)
 
     def _interruption(self, verdict: Verdict) -> tuple[Result, str]:
@@ -266,13 +273,13 @@ class TaskRun:
         for _local, remote in spec.get("outputs", []):
             try:
                 with open(os.path.join(self.sandbox, remote), "rb") as handle:
-                    outputs[OUTPUT_FILE + remote] = handle.read(self.max_result_bytes + 1)
+                    outputs[OUTPUT_FILE + remote] = handle.read(self.slot.max_result_bytes + 1)
             except OSError:
                 missing.append(remote)
         for _local, remote in spec.get("output_dirs", []):
             try:
                 outputs[OUTPUT_DIR + remote] = pack_directory(os.path.join(self.sandbox, remote),
-                                                              max_file_bytes=self.max_result_bytes)
+                                                              max_file_bytes=self.slot.max_result_bytes)
             except (OSError, ValueError):  # absent, unreadable, or a file past the result limit
                 missing.append(remote + "/")
         if missing and outcome.result == Result.SUCCESS:
@@ -282,7 +289,7 @@ class TaskRun:
 
     # -- the result ----------------------------------------------------------------------
     def _fields(self, outcome: Outcome, outputs: dict[str, bytes], wall: float) -> dict[str, Any]:
-        return result_fields(self.task_id, outcome, outputs, wall, self.max_result_bytes, self.signer,
+        return result_fields(self.task_id, outcome, outputs, wall, self.slot.max_result_bytes, self.slot.signer,
                              named_host(self.fields))
 
 
