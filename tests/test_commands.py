@@ -105,8 +105,8 @@ def test_a_program_killed_by_a_signal_is_reported_as_the_shell_reports_it(run_co
 def test_the_environment_is_the_one_the_shell_passes_on(run_command, monkeypatch, tmp_path):
     monkeypatch.setenv("PWD", str(tmp_path))  # the worker's, stale in the sandbox
     env = {"PLAIN": "1", "NOT-A-NAME": "x", "a.b": "y", "EMPTY": "", "CUDA_VISIBLE_DEVICES": "0"}
-    direct = run_command("/usr/bin/env", env)
-    shell = run_command("/usr/bin/env", env, shell=True)
+    direct = run_command("/usr/bin/env -0", env)  # NUL-separated: a value may hold newlines
+    shell = run_command("/usr/bin/env -0", env, shell=True)
     assert direct["r"] == shell["r"] == 0
     seen = _variables(direct["out"])
     assert seen == _variables(shell["out"])
@@ -116,7 +116,7 @@ def test_the_environment_is_the_one_the_shell_passes_on(run_command, monkeypatch
 
 def _variables(output: bytes) -> dict[str, str]:
     """A task's environment with its own sandbox and id taken out (they differ per task)."""
-    found = dict(line.split("=", 1) for line in output.decode().splitlines())
+    found = dict(entry.split("=", 1) for entry in output.decode().split("\0") if entry)
     sandbox = found["WQ_SANDBOX"]
     found.pop("WQ_TASK_ID")
     return {k: v.replace(os.path.realpath(sandbox), "SANDBOX").replace(sandbox, "SANDBOX") for k, v in found.items()}
