@@ -7,7 +7,7 @@ per task is then the call itself, not a claim round trip, a sandbox, a message t
 child and a delivery each.
 
 A cancel or a lost lease of any task of a batch kills the child: the batch's cancelled
-tasks end without a result and the others are handed back (``Verdict``), to run again
+tasks end without a result and the others are handed back (``Ending.HANDED_BACK``), to run again
 without counting an attempt.  A child that dies (a segfault in one call) leaves the
 batch to run task by task, so the failure lands on the task that caused it.
 """
