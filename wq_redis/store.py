@@ -204,7 +204,8 @@ class QueueStore:
         One submit.lua call per chunk of tasks (not one per task), all in one pipeline;
         returns how many were new (a re-sent task already in Redis is not queued again)."""
         calls = self._submit_calls(tasks)
-        return sum(self._pipeline(calls)) if calls else 0
+        answers = self._pipeline(calls) if calls else []
+        return sum(answer for call, answer in zip(calls, answers) if call[0] == "submit")
 
     def _submit_calls(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
         k = self.keys
