@@ -22,7 +22,7 @@ from ..codes import Result
 from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
 from ..signing import SignatureError
 from ..store import Claimed
-from .pool import ChildDied, ChildGone, Interrupted
+from .pool import ChildDied, ChildGone, Interrupted, WarmProcess
 from .runner import Outcome, Slot, named_host, python_outcome, result_fields
 from .waiting import CancelSignal
 
@@ -131,31 +131,21 @@ class QuickBatch:
         return None
 
     def _call(self, calls: list[tuple[int, str, bytes | None, dict[str, Any]]]) -> list[dict[str, Any]] | None:
-        a = self.slot.allocation
-        env: dict[str, str | None] = {"CORES": str(a.cores), "MEMORY": str(a.memory), "DISK": str(a.disk),
-                                      "GPUS": str(a.gpus)}
-        if self.slot.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(g.device_id for g in self.slot.gpus)
-        for _ in range(2):  # a warm child that died while idle is replaced once
-            proc = self.slot.pool.acquire([g.device_id for g in self.slot.gpus])
+        """The replies, or None when the batch must run one by one (ChildDied and
+        Interrupted go to ``run``)."""
+        def call(proc: WarmProcess) -> list[dict[str, Any]]:
             # The child's own sandbox, made once: it empties it after every call, and a
             # directory made and removed per batch cost ~90 us on our disks.
             sandbox = proc.sandbox_in(self.slot.workdir)
-            message = {"calls": calls, "env": {**env, "WQ_SANDBOX": sandbox}, "cwd": sandbox}
-            try:
-                replies = proc.call_batch(message, self.signal.read_fd, self.slot.fetch_function)
-            except ChildGone:
-                proc.close()
-                continue
-            except ChildDied:
-                proc.close()
-                raise
-            except SignatureError:  # a function body that is not the one its tasks name
-                self.slot.pool.release(proc)
-                return None  # one by one: each such task is refused on its own
-            self.slot.pool.release(proc)
-            return replies
-        return None
+            message = {"calls": calls, "env": self.slot.environment(sandbox), "cwd": sandbox}
+            return proc.call_batch(message, self.signal.read_fd, self.slot.fetch_function)
+
+        try:
+            return self.slot.pool.call_with_child(self.slot.gpu_ids, call)
+        except ChildGone:
+            return None
+        except SignatureError:  # a function body that is not the one its tasks name
+            return None  # one by one: each such task is refused on its own
 
     def _fields(self, attempt: Attempt, outcome: Outcome, wall: float) -> dict[str, Any]:
         return result_fields(attempt.task_id, outcome, {}, wall, self.slot.max_result_bytes, self.slot.signer,

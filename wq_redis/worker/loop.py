@@ -27,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
@@ -205,8 +205,7 @@ class Worker:
             if self._prefetched is not None or not self._busy or not self._followers() or not self._queue_had_more:
                 return False
             request = next(reversed(self._busy.values()))
-        free = {"cores": request.cores, "memory": request.memory, "disk": request.disk, "gpus": request.gpus}
-        claimed, _ = self._deliver_and_claim(free)
+        claimed, _ = self._deliver_and_claim(asdict(request))
         for group in _groups(claimed)[:1]:  # max_tasks is 1 for one slot's resources
             self._start(group, after=request)
         return True
@@ -379,10 +378,15 @@ class Worker:
         if not back:
             return
         try:
-            self.store.release(back)
-            self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * 2, force=True)
+            self._give_back(back)
         except redis.RedisError as exc:
             log.warning("could not hand %d task(s) back (%s); their leases will expire", len(back), exc)
+
+    def _give_back(self, held: dict[int, str]) -> None:
+        """Hand tasks back to their queues now, their attempts not counted (release, then
+        a reap that requeues them at once instead of at the next reaper round)."""
+        self.store.release(held)
+        self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * 2, force=True)
 
     def _finish(self, ended: list[tuple[Attempt, dict[str, Any] | None]]) -> None:
         """Attempts that ended: results of the ones still wanted go to the outbox."""
@@ -505,8 +509,7 @@ class Worker:
             for attempt in running.values():
                 attempt.cancel()
             try:
-                self.store.release({attempt.task_id: token for token, attempt in running.items()})
-                self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * 2, force=True)
+                self._give_back({attempt.task_id: token for token, attempt in running.items()})
             except redis.RedisError as exc:
                 log.warning("could not hand tasks back (%s); their leases will expire", exc)
         deadline = time.monotonic() + 30

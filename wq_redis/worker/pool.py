@@ -15,10 +15,14 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
+from ..signing import SignatureError
 from .channel import Channel
 from .waiting import Limits, Verdict, supervise, tree_rss
+
+
+T = TypeVar("T")
 
 
 class ChildDied(RuntimeError):
@@ -191,6 +195,30 @@ class WarmPool:
         if gpu_ids or self.hide_gpus:
             env["CUDA_VISIBLE_DEVICES"] = key
         return WarmProcess(key, env)
+
+    def call_with_child(self, gpu_ids: list[str], call: Callable[[WarmProcess], T]) -> T:
+        """``call(child)`` with an idle child for these GPUs (a new one when none is idle),
+        given back afterwards.  A child that had died while idle (ChildGone) is replaced
+        once; one that dies during the call (ChildDied) is closed; one interrupted was
+        killed already; after a SignatureError (refused before any call) it is given back."""
+        for attempt in range(2):
+            proc = self.acquire(gpu_ids)
+            try:
+                result = call(proc)
+            except ChildGone:
+                proc.close()
+                if attempt:
+                    raise
+                continue
+            except ChildDied:
+                proc.close()
+                raise
+            except SignatureError:
+                self.release(proc)
+                raise
+            self.release(proc)
+            return result
+        raise ChildGone()
 
     def release(self, proc: WarmProcess) -> None:
         if not proc.alive():

@@ -63,6 +63,19 @@ class Slot:
     signer: Signer | None = None
     files: FileCache | None = None
 
+    @property
+    def gpu_ids(self) -> list[str]:
+        return [g.device_id for g in self.gpus]
+
+    def environment(self, sandbox: str) -> dict[str, str | None]:
+        """Work Queue's CORES/MEMORY/DISK/GPUS, the sandbox, and the GPUs held."""
+        a = self.allocation
+        env: dict[str, str | None] = {"CORES": str(a.cores), "MEMORY": str(a.memory), "DISK": str(a.disk),
+                                      "GPUS": str(a.gpus), "WQ_SANDBOX": sandbox}
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
+        return env
+
 
 class TaskRun:
     """One attempt of one task on this worker."""
@@ -162,14 +175,9 @@ class TaskRun:
                 unpack_directory(self.slot.files.path(data.decode()), path)
 
     def _environment(self, task_env: dict[str, str | None]) -> dict[str, str | None]:
-        """Work Queue's CORES/MEMORY/DISK/GPUS, the GPUs held, then the task's own variables."""
-        env: dict[str, str | None] = {
-            "CORES": str(self.slot.allocation.cores), "MEMORY": str(self.slot.allocation.memory),
-            "DISK": str(self.slot.allocation.disk), "GPUS": str(self.slot.allocation.gpus),
-            "WQ_TASK_ID": str(self.task_id), "WQ_SANDBOX": self.sandbox,
-        }
-        if self.slot.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(g.device_id for g in self.slot.gpus)
+        """The slot's variables (``Slot.environment``), the task id, then the task's own."""
+        env = self.slot.environment(self.sandbox)
+        env["WQ_TASK_ID"] = str(self.task_id)
         env.update(task_env)
         return env
 
@@ -230,27 +238,19 @@ class TaskRun:
         digest = self.fields.get(b"fn", b"").decode()
         message = {"digest": digest, "body": None, "args": self.fields.get(b"args", b""), "env": env,
                    "cwd": self.sandbox}
-        for _ in range(2):  # a warm child that died while idle is replaced once
-            proc = self.slot.pool.acquire([g.device_id for g in self.slot.gpus])
-            try:
-                reply = proc.call(message, limits, self.cancel_signal.read_fd, lambda: self.slot.fetch_function(digest))
-            except ChildGone:
-                proc.close()
-                continue
-            except SignatureError as exc:  # the function body is not the one the task names
-                self.slot.pool.release(proc)
-                return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
-            except Interrupted as exc:
-                result, text = self._interruption(exc.verdict)
-                return Outcome(result, -signal.SIGKILL, b"", text)
-            except ChildDied as exc:
-                proc.close()
-                status = -exc.returncode if exc.returncode < 0 else exc.returncode
-                return Outcome(Result.SIGNAL, status, b"", str(exc))
-            break
-        else:
+        try:
+            reply = self.slot.pool.call_with_child(self.slot.gpu_ids, lambda proc: proc.call(
+                message, limits, self.cancel_signal.read_fd, lambda: self.slot.fetch_function(digest)))
+        except ChildGone:
             return Outcome(Result.UNKNOWN, error="could not start a Python process for the task")
-        self.slot.pool.release(proc)
+        except SignatureError as exc:  # the function body is not the one the task names
+            return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
+        except Interrupted as exc:
+            result, text = self._interruption(exc.verdict)
+            return Outcome(result, -signal.SIGKILL, b"", text)
+        except ChildDied as exc:
+            status = -exc.returncode if exc.returncode < 0 else exc.returncode
+            return Outcome(Result.SIGNAL, status, b"", str(exc))
         return python_outcome(reply)
 
     def _interruption(self, verdict: Verdict) -> tuple[Result, str]:
