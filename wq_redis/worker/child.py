@@ -3,7 +3,7 @@
 Started by the worker's pool as ``python -m wq_redis.worker.child FD`` in its own session
 (so a time limit or a cancel kills the function's whole process group).  It talks to the
 worker over the socket ``FD`` with pickled messages, keeps loaded functions by digest, and
-captures the file descriptors 1 and 2 for each call, so output of C extensions and of
+captures the file descriptors 1 and 2 (see ``Capture``), so output of C extensions and of
 subprocesses the function starts lands in the task's ``std_output`` too.
 """
 
@@ -35,32 +35,34 @@ def _cpu_seconds() -> float:
 
 
 class Capture:
-    """Redirect fds 1 and 2 into one temporary file for the length of a call."""
+    """Where fds 1 and 2 point for the child's whole life: one temporary file, emptied at
+    the start of each message, so a call's output (of C extensions and of subprocesses it
+    starts too) is the file's bytes between two offsets.  Redirected once instead of per
+    call: saving, pointing and restoring the two descriptors cost ten system calls a call.
+    """
 
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile()
-
-    def __enter__(self) -> "Capture":
+        self.fd = self.file.fileno()
         sys.stdout.flush()
         sys.stderr.flush()
-        self.file.seek(0)
-        self.file.truncate()
-        self.saved = os.dup(1), os.dup(2)
-        os.dup2(self.file.fileno(), 1)
-        os.dup2(self.file.fileno(), 2)
-        return self
+        os.dup2(self.fd, 1)
+        os.dup2(self.fd, 2)
 
-    def __exit__(self, *exc: Any) -> None:
+    def reset(self) -> None:
+        """Forget earlier output (of the last message, or of a stray background process)."""
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+
+    def offset(self) -> int:
+        """Where the next output lands (after what Python still buffered)."""
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(self.saved[0], 1)
-        os.dup2(self.saved[1], 2)
-        os.close(self.saved[0])
-        os.close(self.saved[1])
+        return os.lseek(self.fd, 0, os.SEEK_CUR)
 
-    def read(self) -> bytes:
-        self.file.seek(0)
-        data = self.file.read(MAX_STDOUT_BYTES + 1)
+    def between(self, start: int, end: int) -> bytes:
+        """The output written between two offsets, cut at MAX_STDOUT_BYTES."""
+        data = os.pread(self.fd, min(end - start, MAX_STDOUT_BYTES + 1), start) if end > start else b""
         if len(data) > MAX_STDOUT_BYTES:
             data = data[:MAX_STDOUT_BYTES] + b"\n[wq-redis: output truncated at 16 MiB]\n"
         return data
@@ -71,6 +73,9 @@ class Child:
         self.conn = conn
         self.functions: dict[str, Callable[..., Any]] = {}
         self.capture = Capture()
+        self.env: dict[str, str | None] = {}  # the variables the last message set
+        self.original_env: dict[str, str | None] = {}  # their values before any message
+        self.sandbox = Sandbox()
 
     def serve(self) -> None:
         while True:
@@ -92,27 +97,36 @@ class Child:
             self.functions[digest] = func
         return func
 
+    def use_env(self, env: dict[str, str | None]) -> None:
+        """Make a message's variables the process's: set what changed since the last
+        message, and give variables it no longer names their original value.  Messages of
+        one slot repeat the same variables, so most messages set none."""
+        if env == self.env:
+            return
+        for name in self.env.keys() - env.keys():
+            _set_env(name, self.original_env[name])
+        for name, value in env.items():
+            if name not in self.original_env:
+                self.original_env[name] = os.environ.get(name)
+            if name not in self.env or self.env[name] != value:
+                _set_env(name, value)
+        self.env = dict(env)
+
     def run(self, digest: str, body: bytes | None, args: bytes, env: dict[str, str | None], cwd: str) -> dict[str, Any]:
         """Call the function; status 'ok', 'raised' (the exception is the output), 'error',
         or 'need_body' when the function is no longer cached here and was sent without it."""
         if body is None and digest not in self.functions:
             return {"status": "need_body"}
-        saved_env = {k: os.environ.get(k) for k in env}
         reply: dict[str, Any] = {"status": "error", "value": None, "error": ""}
         start_cpu = _cpu_seconds()
-        with self.capture:
-            try:
-                _apply_env(env)
-                os.chdir(cwd)
-                self._call(digest, body, args, reply)
-            finally:
-                _apply_env(saved_env)
-                os.chdir("/")
-        reply["stdout"] = self.capture.read()
+        self.capture.reset()
+        self.use_env(env)
+        os.chdir(cwd)
+        self._call(digest, body, args, reply)
+        reply["stdout"] = self.capture.between(0, self.capture.offset())
         reply["cpu_time"] = _cpu_seconds() - start_cpu
         reply["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         return reply
-
 
     def _call(self, digest: str, body: bytes | None, args: bytes | None, reply: dict[str, Any]) -> None:
         """Load and call the function; fills ``reply``'s status, value and error (the
@@ -135,62 +149,80 @@ class Child:
                   env: dict[str, str | None], cwd: str) -> dict[str, Any]:
         """Run short calls back to back: (task id, digest, args, the task's own variables).
 
-        One message each way for the whole batch.  Output is captured once, each call's
-        share found by the file offset; the sandbox is emptied between calls that leave
-        files behind.  Replies 'need_body' with the digests this process lacks.
+        One message each way for the whole batch.  Each call's output is the captured
+        bytes between two offsets; the sandbox is emptied after calls that leave files
+        behind.  Replies 'need_body' with the digests this process lacks.
         """
         missing = sorted({digest for _, digest, _, _ in calls if digest not in self.functions and digest not in bodies})
         if missing:
             return {"status": "need_body", "digests": missing}
-        replies = []
-        saved_env = {k: os.environ.get(k) for k in env}
-        saved_env["WQ_TASK_ID"] = os.environ.get("WQ_TASK_ID")
-        _apply_env(env)
-        out = self.capture.file
-        with self.capture:
-            try:
-                for task_id, digest, args, task_env in calls:
-                    os.environ["WQ_TASK_ID"] = str(task_id)
-                    replies.append(self._run_one(digest, bodies.get(digest), args, task_env, cwd, out.fileno()))
-            finally:
-                _apply_env(saved_env)
-                os.chdir("/")
-            out.seek(0)
-            captured = out.read()
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        self.capture.reset()
+        self.use_env(env)
+        self.sandbox.use(cwd)
         results = []
-        for status, value, error, start, end, cpu, wall in replies:
-            stdout = captured[start:end]
-            if len(stdout) > MAX_STDOUT_BYTES:
-                stdout = stdout[:MAX_STDOUT_BYTES] + b"\n[wq-redis: output truncated at 16 MiB]\n"
-            results.append({"status": status, "value": value, "error": error, "stdout": stdout,
-                            "cpu_time": cpu, "max_rss_mb": rss, "wall": wall})
+        offset, cpu, children = 0, time.process_time(), _children_cpu()
+        for task_id, digest, args, task_env in calls:
+            wall = time.perf_counter()
+            os.environ["WQ_TASK_ID"] = str(task_id)
+            reply: dict[str, Any] = {"status": "error", "value": None, "error": ""}
+            saved_env = {k: os.environ.get(k) for k in task_env} if task_env else None
+            try:
+                if task_env:
+                    _apply_env(task_env)
+                os.chdir(cwd)
+                self._call(digest, bodies.get(digest), args, reply)
+            finally:
+                if saved_env:
+                    _apply_env(saved_env)
+                self.sandbox.empty()
+            end = self.capture.offset()
+            cpu_end, children_end = time.process_time(), _children_cpu()
+            reply["stdout"] = self.capture.between(offset, end)
+            reply["cpu_time"] = cpu_end - cpu + children_end - children
+            reply["wall"] = time.perf_counter() - wall
+            results.append(reply)
+            offset, cpu, children = end, cpu_end, children_end
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        for reply in results:
+            reply["max_rss_mb"] = rss
         return {"status": "ok", "results": results}
 
-    def _run_one(self, digest: str, body: bytes | None, args: bytes | None, task_env: dict[str, str | None],
-                 cwd: str, out_fd: int) -> tuple[str, bytes | None, str, int, int, float, float]:
-        """One call of a batch: (status, pickled value, error, output start, end, cpu s, wall s)."""
-        start = os.lseek(out_fd, 0, os.SEEK_CUR)
-        wall0 = time.perf_counter()
-        cpu0, children0 = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
-        saved_env = {k: os.environ.get(k) for k in task_env} if task_env else None
-        reply: dict[str, Any] = {"status": "error", "value": None, "error": ""}
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Sandbox:
+    """The batch sandbox of this child, emptied after each call that left something in it.
+
+    Whether a call did is told by the directory's modification time, one stat instead of
+    a listing; a time within the file system's clock granularity of the last emptying
+    cannot tell (a file made in the same tick leaves it unchanged), so then it is listed.
+    """
+
+    SETTLED_SECONDS = 0.05  # coarser than any file system's timestamp tick
+
+    def __init__(self) -> None:
+        self.path = ""
+        self.clean_mtime = -1
+
+    def use(self, path: str) -> None:
+        if path != self.path:
+            self.path, self.clean_mtime = path, -1
+
+    def empty(self) -> None:
         try:
-            if task_env:
-                _apply_env(task_env)
-            os.chdir(cwd)
-            self._call(digest, body, args, reply)
-        finally:
-            if saved_env:
-                _apply_env(saved_env)
-            _empty(cwd)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (time.process_time() - cpu0 + children.ru_utime + children.ru_stime
-               - children0.ru_utime - children0.ru_stime)
-        return (reply["status"], reply["value"], reply["error"], start, os.lseek(out_fd, 0, os.SEEK_CUR), cpu,
-                time.perf_counter() - wall0)
+            mtime = os.stat(self.path).st_mtime_ns
+        except OSError:
+            return
+        if mtime == self.clean_mtime and time.time_ns() - mtime > self.SETTLED_SECONDS * 1e9:
+            return
+        _empty(self.path)
+        try:
+            self.clean_mtime = os.stat(self.path).st_mtime_ns
+        except OSError:
+            self.clean_mtime = -1
 
 
 def _empty(path: str) -> None:
@@ -227,12 +259,16 @@ def _dump_result(value: Any, reply: dict[str, Any]) -> bytes | None:
         return None
 
 
+def _set_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
 def _apply_env(env: dict[str, str | None]) -> None:
     for name, value in env.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+        _set_env(name, value)
 
 
 def _watch_lifeline(fd: int) -> None:

@@ -5,12 +5,16 @@ Threads:
              pipelines, and otherwise blocks on data-free wake-up keys (never polls);
   runner     one per claimed group: a task and the followers claimed with it when tasks
              are short, run in order on its resources (quick PythonTasks as one batch in
-             a warm child, see ``batch``; others by ``TaskRun.execute``);
+             a warm child, see ``batch``; others by ``TaskRun.execute``).  A worker with
+             one slot (one core, or one GPU and no core) runs its groups in the main
+             thread instead: it has nothing to claim meanwhile, and the two thread
+             handoffs per group were a third of a task's round trip;
   heartbeat  renews leases every ``lease/3`` (at most 0.5 s, so cancels land fast) from its
              own thread, which a CPU-bound task cannot starve: tasks run in other processes;
              it also runs the reaper under a Redis lock.
 SIGTERM drains (finish running tasks, then exit); a second SIGTERM stops at once and hands
-the running tasks back without counting the attempt.
+the running tasks back without counting the attempt (the heartbeat thread does, so a task
+running in the main thread is stopped too).
 """
 
 from __future__ import annotations
@@ -122,6 +126,8 @@ class Worker:
                                          running=lambda: len(self._running), healthy=self._health)
         self.signer = Signer(options.secret) if options.secret else None
         self._total = capacity.as_dict()  # what claims may pack into; fixed for the worker's life
+        self._inline = capacity.cores + len(capacity.gpus) == 1  # one slot: run groups in the main thread
+        self._handed_back: set[str] = set()  # tokens of attempts handed back on abort
         self._reserve_after_ms = int(options.reserve_after * 1000)
 
     # -- signals ----------------------------------------------------------------------
@@ -277,12 +283,15 @@ class Worker:
         if self.metrics is not None:
             for task in group:
                 self.metrics.task_started(task.fields)
-        if waits:
+        if waits or self._abort:  # on abort, _stop_and_hand_back gives them back unstarted
             return
         gpus = self.allocator.allocate(lead.token, request)
         with self._lock:
             self._busy[lead.token] = request
-        self._threads.submit(self._execute, attempts, request, gpus, lead.token)
+        if self._inline:
+            self._execute(attempts, request, gpus, lead.token)
+        else:
+            self._threads.submit(self._execute, attempts, request, gpus, lead.token)
 
     def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot_key: str) -> None:
         """Run a group, then the groups prefetched for this slot, holding its resources."""
@@ -347,7 +356,8 @@ class Worker:
 
     def _run_batch(self, attempts: list[Attempt], specs: list[dict[str, Any]], slot: Slot) -> None:
         live = [(a, s) for a, s in zip(attempts, specs) if not a.cancelled]
-        self._finish([(a, None) for a in attempts if a.cancelled])
+        if len(live) < len(attempts):
+            self._finish([(a, None) for a in attempts if a.cancelled])
         if not live:
             return
         batch = QuickBatch([a for a, _ in live], [s for _, s in live], slot)
@@ -455,6 +465,9 @@ class Worker:
         interval = min(self.options.lease_seconds / 3, HEARTBEAT_MAX_SECONDS)
         beats = 0
         while not self._stopping.wait(interval):
+            if self._abort:
+                self._stop_and_hand_back()
+                continue
             beats += 1
             try:
                 self._heartbeat()
@@ -501,17 +514,26 @@ class Worker:
         self.store.register_worker(self.name, record)
         self.store.renew(self.name, self._status(), {}, self.lease_ms)  # listed as live at once
 
+    def _stop_and_hand_back(self) -> None:
+        """Abort: stop every running attempt and hand its task back, the attempt not
+        counted.  Called by the heartbeat thread (the main thread may be running a task
+        itself) and again at shutdown for attempts claimed since."""
+        with self._lock:
+            running = {token: a for token, a in self._running.items() if token not in self._handed_back}
+            self._handed_back.update(running)
+        if not running:
+            return
+        for attempt in running.values():
+            attempt.cancel()
+        try:
+            self._give_back({attempt.task_id: token for token, attempt in running.items()})
+        except redis.RedisError as exc:
+            log.warning("could not hand tasks back (%s); their leases will expire", exc)
+
     def _shutdown(self) -> None:
         if self._abort:
             self._stopping.set()  # no more renewals: the leases are being handed back
-            with self._lock:
-                running = dict(self._running)
-            for attempt in running.values():
-                attempt.cancel()
-            try:
-                self._give_back({attempt.task_id: token for token, attempt in running.items()})
-            except redis.RedisError as exc:
-                log.warning("could not hand tasks back (%s); their leases will expire", exc)
+            self._stop_and_hand_back()
         deadline = time.monotonic() + 30
         while self._outbox and time.monotonic() < deadline:
             self._deliver()
