@@ -35,6 +35,20 @@ def test_submit_then_wait_sends_the_task_first(queue, workers):
         assert task.id == task_id and task.output == 2 * i
 
 
+def test_a_lone_submit_after_a_wait_is_sent_even_if_no_wait_follows(queue, redis_url):
+    """A submit right after wait() leaves its row for the next wait() (no thread wake-up);
+    a caller that goes quiet instead still gets it sent by the thread's periodic check."""
+    assert queue.wait(0) is None
+    task_id = queue.submit(wq.Task("true"))
+    assert not queue._buffer._kick.is_set()  # left for the next wait(): the thread not woken
+    other = redis.Redis.from_url(redis_url)
+    try:  # another client sees it without this queue calling anything
+        assert wait_until(lambda: other.exists(queue._store.keys.task(task_id)) == 1, timeout=5)
+    finally:
+        other.close()
+    assert len(queue._buffer) == 0
+
+
 def test_calls_that_read_the_queue_see_buffered_tasks(queue):
     first = queue.submit(wq.Task("true"))
     assert queue.task_state(first) == wq.WORK_QUEUE_TASK_READY
