@@ -1,6 +1,7 @@
 """Large arguments and return values (over store.BIG_VALUE) never pass through a Lua
-script: claim leaves a large argument for the worker to HGET, a large return value is
-stored under its own key beside the result, and that key ends with its task."""
+script: a large argument is a string key beside its task's hash that the worker GETs
+after its claim, a large return value is stored under its own key beside the result,
+and those keys end with their task."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def test_a_kept_result_keeps_its_large_value_for_the_same_time(redis_url, queue_
         assert queue.empty()
         value_key = client.hget(queue._store.keys.task(task_id), "vk")
         assert value_key is not None and 0 < client.ttl(value_key) <= 60
+        assert 0 < client.ttl(queue._store.keys.big_field(task_id, "args")) <= 60  # the argument too
 
 
 def test_a_refused_result_takes_its_large_value_with_it(redis_url, queue_name):
@@ -71,9 +73,21 @@ def test_a_large_argument_is_written_beside_the_script_and_kept(redis_url, queue
         task_id = queue.submit_many([wq.PythonTask(reversed_bytes, payload)])[0]
         key = queue._store.keys.task(task_id)
         assert client.hget(key, "big") == b"args" and client.hget(key, "s") == b"1"
-        assert client.ttl(key) == -1  # the submit script adopted it: no orphan TTL left
+        assert not client.hexists(key, "args")  # beside the hash, not in it
+        args_key = queue._store.keys.big_field(task_id, "args")
+        assert client.strlen(args_key) > BIG_VALUE
+        assert client.ttl(args_key) == -1  # the submit script adopted it: no orphan TTL left
         store = QueueStore(client, queue_name)
         free = {"cores": 1, "memory": 1024, "disk": 1024, "gpus": 0}
         claimed, _, _ = store.claim("w@test", free, [], max_tasks=1, lease_ms=30_000, token_prefix="s1")
         assert b"big" not in claimed[0].fields
         assert wq.serialize.pickle_arguments((payload,), {}) == claimed[0].fields[b"args"]
+
+
+def test_a_cancelled_task_takes_its_large_argument_with_it(queue, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    task_id = queue.submit(wq.PythonTask(reversed_bytes, os.urandom(BIG_VALUE + 1)))
+    queue._buffer.flush()  # submit() returns before its task is in Redis
+    assert client.exists(queue._store.keys.big_field(task_id, "args")) == 1
+    assert queue.cancel_by_taskid(task_id).id == task_id
+    assert "t" not in _kinds(client, queue.name)  # neither the hash nor the argument's key

@@ -111,6 +111,13 @@ class QueueKeys:
         """HASH: one task's spec, state, lease token and, once done, its results."""
         return f"{self.prefix}{TASK}{int(task_id)}"
 
+    def big_field(self, task_id: int | str, name: str | bytes) -> str:
+        """STRING: one large field of a task (arguments, an input file) kept beside its hash
+        (``TASK:NAME``), named in the hash's "big" field and ended with the task."""
+        if isinstance(name, bytes):
+            name = name.decode()
+        return f"{self.task(task_id)}:{name}"
+
     def ready(self, member: str) -> str:
         """ZSET: waiting ids of one ``CLASS|TAG`` queue with a priority other than 0,
         scored by -priority (padded ids: FIFO among equal priorities)."""

@@ -133,10 +133,6 @@ class QueueStore:
                     pipe.set(keys[0], args[0], ex=args[1])
                 elif name == "blpop":  # an idle worker waits, then its claim runs at once
                     pipe.blpop(keys, timeout=args[0])
-                elif name == "hset":  # large task fields, ahead of the submit script
-                    pipe.hset(keys[0], mapping=args[0])
-                elif name == "expire":
-                    pipe.expire(keys[0], args[0])
                 else:
                     pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
             answers = pipe.execute(raise_on_error=False)
@@ -216,12 +212,12 @@ class QueueStore:
             task_id, member, priority, fields = row
             big = {name: v for name, v in fields.items() if isinstance(v, bytes) and len(v) > BIG_VALUE}
             if big:
-                # written by a plain HSET just before the script, in the same pipeline, so
-                # that Lua never copies them; "big" tells the scripts to leave them alone.
-                # Should the manager die before the script, the orphan expires.
-                key = k.task(task_id)
-                calls.append(("hset", [key], [big]))
-                calls.append(("expire", [key], [VALUE_TTL_SECONDS]))
+                # each a string key of its own, SET just before the script in the same
+                # pipeline: Redis keeps a SET's buffer as it came (a 1 MiB HSET copied it,
+                # ~0.5 ms), and Lua never copies them.  "big" names them; should the
+                # manager die before the script, the orphans expire.
+                for name, value in big.items():
+                    calls.append(("set", [k.big_field(task_id, name)], [value, VALUE_TTL_SECONDS]))
                 fields = {"big": "\n".join(big), **{name: v for name, v in fields.items() if name not in big}}
                 row = (task_id, member, priority, fields)
             chunk.append(row)
@@ -375,16 +371,17 @@ class QueueStore:
         return tasks, [m.decode() for m in eligible], self._accepted(calls, answers)
 
     def _read_big_fields(self, tasks: Sequence[Claimed]) -> None:
-        """Large fields (arguments, input files) that claim.lua left out, named by "big":
-        plain HMGETs, one round trip for all (they never change once submitted)."""
-        big = [(task, task.fields.pop(b"big").split(b"\n")) for task in tasks if b"big" in task.fields]
+        """Large fields (arguments, input files) kept beside their tasks, named by "big":
+        plain GETs, one round trip for all (they never change once submitted)."""
+        big = [(task, name) for task in tasks if b"big" in task.fields for name in task.fields.pop(b"big").split(b"\n")]
         if not big:
             return
         pipe = self.client.pipeline(transaction=False)
-        for task, names in big:
-            pipe.hmget(self.keys.task(task.task_id), names)
-        for (task, names), values in zip(big, pipe.execute()):
-            task.fields.update((name, value) for name, value in zip(names, values) if value is not None)
+        for task, name in big:
+            pipe.get(self.keys.big_field(task.task_id, name))
+        for (task, name), value in zip(big, pipe.execute()):
+            if value is not None:
+                task.fields[name] = value
 
     def function(self, digest: str) -> bytes | None:
         return self.client.get(self.keys.function(digest))

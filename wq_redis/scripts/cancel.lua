@@ -18,8 +18,11 @@ else
   return false
 end
 local fields = redis.call('HGETALL', KEYS[1])
-local vk = redis.call('HGET', KEYS[1], 'vk')
-if vk then redis.call('DEL', vk) end
+local owned = redis.call('HMGET', KEYS[1], 'vk', 'big')
+if owned[1] then redis.call('DEL', owned[1]) end  -- its large return value
+if owned[2] then  -- its large fields
+  for name in string.gmatch(owned[2], '[^\n]+') do redis.call('DEL', KEYS[1] .. ':' .. name) end
+end
 redis.call('DEL', KEYS[1])
 redis.call('HINCRBY', KEYS[4], 'canceled', 1)
 return fields

@@ -13,7 +13,8 @@
 --       taken, to run after it on the same resources (short tasks: one round trip and
 --       one message to a warm child for many), 17 bytes a task and its followers may
 --       hold at most (the first task is taken whatever its size)
--- Large fields named by a task's "big" field are left for the worker to read.
+-- Large fields named by a task's "big" field (string keys HASH:NAME) are left for the
+-- worker to read.
 -- A task that fits the worker's total but not its free resources, and has waited longer
 -- than "reserve after", makes the worker claim nothing smaller until it fits: without
 -- that, a stream of small tasks would starve it forever.
@@ -125,29 +126,12 @@ local function take(c, id, follows)
   leased[#leased + 1] = deadline
   leased[#leased + 1] = id
   local size = 0
-  local flat
-  local big_names = t[2]
-  if big_names then
-    -- large fields (named by 'big', written outside Lua at submit) are not copied
-    -- through Lua: the worker reads them with HMGET after this script
-    local skip = {}
-    for name in string.gmatch(big_names, '[^\n]+') do
-      skip[name] = true
-      size = size + redis.call('HSTRLEN', tkey, name)
-    end
-    local names = {}
-    for _, name in ipairs(redis.call('HKEYS', tkey)) do
-      if not skip[name] then names[#names + 1] = name end
-    end
-    flat = {}
-    local values = redis.call('HMGET', tkey, unpack(names))
-    for i, name in ipairs(names) do
-      flat[#flat + 1] = name
-      flat[#flat + 1] = values[i]
-    end
-  else
-    flat = redis.call('HGETALL', tkey)
+  if t[2] then
+    -- large fields (named by 'big') are string keys beside the hash, never copied
+    -- through Lua: the worker GETs them after this script
+    for name in string.gmatch(t[2], '[^\n]+') do size = size + redis.call('STRLEN', tkey .. ':' .. name) end
   end
+  local flat = redis.call('HGETALL', tkey)
   for i = 2, #flat, 2 do size = size + #flat[i] end
   claimed[#claimed + 1] = {tostring(id), token, c.member, flat, follows}
   return size

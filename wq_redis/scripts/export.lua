@@ -64,6 +64,8 @@ for _, id in ipairs(ids) do
   for _, field in ipairs(redis.call('HKEYS', tkey)) do
     if field == 'out' or field == 'val' or string.sub(field, 1, 2) == 'o:' then
       bytes = bytes + redis.call('HSTRLEN', tkey, field)
+    elseif field == 'vk' then  -- a large return value, kept beside the hash
+      bytes = bytes + redis.call('STRLEN', redis.call('HGET', tkey, 'vk'))
     end
   end
 end

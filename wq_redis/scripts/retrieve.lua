@@ -16,15 +16,19 @@ for i = 4, #ARGV do
   if redis.call('SREM', KEYS[3], ARGV[i]) == 1 then
     local tkey = prefix .. 't:' .. ARGV[i]
     retrieved = retrieved + 1
-    local t = redis.call('HMGET', tkey, 'r', 'vk')
+    local t = redis.call('HMGET', tkey, 'r', 'vk', 'big')
     if t[1] ~= '0' then failed = failed + 1 end
+    -- the task's keys: its hash, its large return value, its large fields
+    local owned = {tkey}
+    if t[2] then owned[#owned + 1] = t[2] end
+    if t[3] then
+      for name in string.gmatch(t[3], '[^\n]+') do owned[#owned + 1] = tkey .. ':' .. name end
+    end
     if keep > 0 then
       redis.call('HSET', tkey, 's', 4)
-      redis.call('EXPIRE', tkey, keep)
-      if t[2] then redis.call('EXPIRE', t[2], keep) end
+      for _, key in ipairs(owned) do redis.call('EXPIRE', key, keep) end
     else
-      redis.call('DEL', tkey)
-      if t[2] then redis.call('DEL', t[2]) end
+      redis.call('DEL', unpack(owned))
     end
   end
 end
@@ -43,36 +47,11 @@ if #ids < max_tasks then
     for _, id in ipairs(more) do ids[#ids + 1] = id end
   end
 end
--- A task's hash goes back whole (HGETALL) unless it has large fields (named by "big",
--- which are never read here): then everything but what the manager sent itself
--- (arguments, input files, signature), field by field.
-local inputs = {['in:'] = true, ['cin:'] = true, ['tin:'] = true, ['ctin:'] = true}
-local unwanted = {args = true, sig = true, fn = true, big = true}
-local function wanted(name)
-  if unwanted[name] then return false end
-  local colon = string.find(name, ':', 1, true)
-  return not (colon and inputs[string.sub(name, 1, colon)])
-end
+-- A task's hash goes back whole (its large fields, named by "big", are keys of their
+-- own and never read here).
 local out = {}
 for _, id in ipairs(ids) do
-  local tkey = prefix .. 't:' .. id
-  local fields = {}
-  if redis.call('HEXISTS', tkey, 'big') == 0 then
-    fields = redis.call('HGETALL', tkey)
-  else
-    local names = {}
-    for _, name in ipairs(redis.call('HKEYS', tkey)) do
-      if wanted(name) then names[#names + 1] = name end
-    end
-    for first = 1, #names, 500 do  -- HMGET in chunks: unpack() has a stack limit
-      local chunk = {unpack(names, first, math.min(first + 499, #names))}
-      local values = redis.call('HMGET', tkey, unpack(chunk))
-      for i, name in ipairs(chunk) do
-        fields[#fields + 1] = name
-        fields[#fields + 1] = values[i]
-      end
-    end
-  end
+  local fields = redis.call('HGETALL', prefix .. 't:' .. id)
   if #fields > 0 then
     out[#out + 1] = {id, fields}
   else

@@ -8,9 +8,9 @@
 --       queue index j, score (-priority; "0" for priority 0, then the hash has no 'p'),
 --       padded id, n, and n field/value pairs
 -- Idempotent per task: a task whose hash has a state (a call re-sent after a lost reply)
--- is left as it is.  Large fields were written just before by plain HSETs (with a TTL in
--- case this call never came); the field "big", sent first, names them, and the hash is
--- then kept for good.  Returns how many tasks were queued.
+-- is left as it is.  Large fields were written just before as string keys of their own
+-- (HASH:NAME, with a TTL in case this call never came); the field "big", sent first,
+-- names them, and they are then kept for good.  Returns how many tasks were queued.
 local m = tonumber(ARGV[1])
 local task_keys = 3 + 3 * m
 local rung = {}
@@ -24,7 +24,9 @@ while a <= #ARGV do
   local first, last = a + 4, a + 3 + 2 * n
   a = last + 1
   if redis.call('HEXISTS', tkey, 's') == 0 then
-    if n > 0 and ARGV[first] == 'big' then redis.call('PERSIST', tkey) end
+    if n > 0 and ARGV[first] == 'big' then
+      for name in string.gmatch(ARGV[first + 1], '[^\n]+') do redis.call('PERSIST', tkey .. ':' .. name) end
+    end
     local head = {'s', 1, 'q', ARGV[1 + j]}
     if score ~= '0' then head[5], head[6] = 'p', score end
     -- fields in chunks: unpack() of thousands of values overflows Lua's stack
