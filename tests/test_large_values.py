@@ -91,3 +91,17 @@ def test_a_cancelled_task_takes_its_large_argument_with_it(queue, redis_url):
     assert client.exists(queue._store.keys.big_field(task_id, "args")) == 1
     assert queue.cancel_by_taskid(task_id).id == task_id
     assert "t" not in _kinds(client, queue.name)  # neither the hash nor the argument's key
+
+
+def test_a_large_value_is_handed_to_the_socket_without_a_copy():
+    from wq_redis.store import CommandPacker
+
+    packer = CommandPacker()
+    value = memoryview(os.urandom(BIG_VALUE + 1))  # as a worker's child sent it
+    chunks = packer.pack("SET", "k", value, "EX", 60)
+    assert any(chunk is value for chunk in chunks)
+    assert packer.pack("SET", "lock", 1, "NX", "PX", 500) == [b"*6\r\n$3\r\nSET\r\n$4\r\nlock\r\n$1\r\n1\r\n$2\r\nNX\r\n$2\r\nPX\r\n$3\r\n500\r\n"]
+    small = packer.pack("SET", "k", b"v", "EX", 60)  # the usual command: hiredis, one buffer
+    assert small == [b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$2\r\n60\r\n"]
+    expected = b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$2\r\n60\r\n" % (len(value), bytes(value))
+    assert b"".join(bytes(c) for c in chunks) == expected

@@ -189,14 +189,16 @@ KEY_NAMES = {
     "done_wake": None, "retrieving": None, "new_queue_wake": None, "workers": None, "reaper_lock": None,
     "task": 42, "ready": "c1.m0.d0.g0|tag", "wake": "c1.m0.d0.g0|tag", "worker": "7@host",
     "worker_wake": "7@host", "function": "ab" * 32, "categories": None, "file": "cd" * 32,
-    "fifo": "c1.m0.d0.g0|tag", "value": "w@h#1:42:1",
+    "fifo": "c1.m0.d0.g0|tag", "value": "w@h#1:42:1", "big_field": (42, "args"),
 }
 
 
 def _key(k: QueueKeys, name: str) -> str:
     arg = KEY_NAMES[name]
     value = getattr(k, name)
-    return value if arg is None else value(arg)
+    if arg is None:
+        return value
+    return value(*arg) if isinstance(arg, tuple) else value(arg)
 
 
 def test_key_names_list_every_public_member_of_queue_keys():

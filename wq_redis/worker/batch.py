@@ -22,6 +22,7 @@ from ..codes import Result
 from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
 from ..signing import SignatureError
 from ..store import Claimed
+from .channel import out_of_band
 from .pool import ChildDied, ChildGone, Interrupted, WarmProcess
 from .runner import Outcome, Slot, named_host, python_outcome, result_fields
 from .waiting import CancelSignal
@@ -104,7 +105,7 @@ class QuickBatch:
             if refused is not None:
                 fields[index] = self._fields(attempt, refused, 0.0)
                 continue
-            calls.append((attempt.task_id, function_digest(attempt.fields), attempt.fields.get(b"args") or NO_ARGS,
+            calls.append((attempt.task_id, function_digest(attempt.fields), out_of_band(attempt.fields.get(b"args") or NO_ARGS),
                           spec.get("env") or {}))
             slots.append(index)
         if not calls:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from wq_redis.worker.channel import Channel
+from wq_redis.worker.channel import Channel, out_of_band
 from wq_redis.worker.limits import MAX_STDOUT_BYTES
 
 MAX_CACHED_FUNCTIONS = 64
@@ -80,11 +80,11 @@ class Child:
     def serve(self) -> None:
         while True:
             try:
-                message = pickle.loads(self.conn.recv())
+                message = self.conn.recv()
             except (EOFError, OSError):  # the worker is gone
                 return
             reply = self.run_batch(**message) if "calls" in message else self.run(**message)
-            self.conn.send(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+            self.conn.send(reply)
 
     def load(self, digest: str, body: bytes | None) -> Callable[..., Any]:
         func = self.functions.get(digest)
@@ -143,7 +143,7 @@ class Child:
         except BaseException as exc:  # SystemExit too: the function's own failure
             traceback.print_exc()
             value, reply["status"] = exc, "raised"
-        reply["value"] = _dump_result(value, reply)
+        reply["value"] = out_of_band(_dump_result(value, reply))
 
     def run_batch(self, calls: list[tuple[int, str, bytes | None, dict[str, str | None]]], bodies: dict[str, bytes],
                   env: dict[str, str | None], cwd: str) -> dict[str, Any]:

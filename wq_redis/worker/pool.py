@@ -8,7 +8,6 @@ child that was killed (time limit, cancel) or died is replaced by a fresh one.
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -135,7 +134,7 @@ class WarmProcess:
 
     def _exchange(self, message: dict[str, Any], limits: Limits, cancel_fd: int) -> dict[str, Any]:
         try:
-            self.conn.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+            self.conn.send(message)
         except OSError:
             raise ChildGone() from None
         verdict = supervise(self.conn.fileno(), self.process.pid, cancel_fd, limits)
@@ -143,7 +142,7 @@ class WarmProcess:
             self.kill()
             raise Interrupted(verdict)
         try:
-            reply: dict[str, Any] = pickle.loads(self.conn.recv())
+            reply: dict[str, Any] = self.conn.recv()
         except (EOFError, OSError):
             raise ChildDied(self.process.wait()) from None
         return reply

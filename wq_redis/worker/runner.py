@@ -28,6 +28,7 @@ from ..resources import Request
 from ..serialize import EnvelopeError, worker_view
 from ..signing import SignatureError, Signer
 from .cache import FileCache
+from .channel import out_of_band
 from .command import SHELL, as_shell_reports, direct_argv, shell_environment, worker_environment
 from .guardian import guardian
 from .limits import MAX_STDOUT_BYTES
@@ -236,7 +237,7 @@ class TaskRun:
 
     def _run_python(self, env: dict[str, str | None], limits: Limits) -> Outcome:
         digest = self.fields.get(b"fn", b"").decode()
-        message = {"digest": digest, "body": None, "args": self.fields.get(b"args", b""), "env": env,
+        message = {"digest": digest, "body": None, "args": out_of_band(self.fields.get(b"args", b"")), "env": env,
                    "cwd": self.sandbox}
         try:
             reply = self.slot.pool.call_with_child(self.slot.gpu_ids, lambda proc: proc.call(
