@@ -19,6 +19,11 @@ from redis.connection import HiredisRespSerializer, PythonRespSerializer
 from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
+try:
+    import hiredis
+except ImportError:  # redis-py then packs in Python
+    hiredis = None
+
 from .codes import Result
 from .keys import QueueKeys, padded_id
 
@@ -37,6 +42,8 @@ class CommandPacker:
     except a SET of a large value (arguments and return values over BIG_VALUE): hiredis
     copies every argument into one buffer (a memoryview twice), about 40% of a worker's
     time per 1 MiB result; redis-py's Python packer hands the value to the socket as it is.
+    Our scripts' calls (EVALSHA, thousands of arguments for a batch) go to hiredis
+    straight, without redis-py's per-argument type check (~0.2 us an argument).
     """
 
     def __init__(self) -> None:
@@ -44,7 +51,13 @@ class CommandPacker:
         self._fast = HiredisRespSerializer() if HIREDIS_AVAILABLE else self._python
 
     def pack(self, *args: Any) -> list[bytes | memoryview]:
-        if len(args) > 2 and args[0] == "SET" and isinstance(args[2], (bytes, memoryview)) and len(args[2]) > BIG_VALUE:
+        command = args[0]
+        if command == "EVALSHA" and hiredis is not None:
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:  # a type hiredis does not take: redis-py's path says which
+                pass
+        elif command == "SET" and len(args) > 2 and isinstance(args[2], (bytes, memoryview)) and len(args[2]) > BIG_VALUE:
             return self._python.pack(*args)
         return self._fast.pack(*args)
 

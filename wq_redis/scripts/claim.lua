@@ -115,24 +115,42 @@ local touched = {}
 local deadline = now_ms + lease_ms
 local leased = {}  -- deadline, id pairs: one ZADD for all at the end
 
--- Lease one popped id; nil when its hash is gone (cancelled while it waited).
+-- Lease one popped id; nil when its hash is gone (cancelled while it waited).  One read
+-- and one write per task: the hash comes back with its lease fields as just written.
+local lease_fields = {'s', 'tok', 'w', 'ts', 'a'}
 local function take(c, id, follows)
   local tkey = prefix .. 't:' .. id
-  local t = redis.call('HMGET', tkey, 's', 'big')
-  if not t[1] then return nil end
-  local attempt = redis.call('HINCRBY', tkey, 'a', 1)
+  local flat = redis.call('HGETALL', tkey)
+  if #flat == 0 then return nil end
+  local at, size, big = {}, 0, nil
+  for i = 1, #flat, 2 do
+    local name, value = flat[i], flat[i + 1]
+    size = size + #value
+    if name == 'big' then big = value end
+    at[name] = i + 1
+  end
+  local attempt = at.a and tonumber(flat[at.a]) + 1 or 1
   local token = ARGV[10] .. ':' .. id .. ':' .. attempt
-  redis.call('HSET', tkey, 's', 2, 'tok', token, 'w', worker, 'ts', now_us)
+  local values = {'2', token, worker, now_us, tostring(attempt)}
+  local write = {}
+  for k, name in ipairs(lease_fields) do
+    write[#write + 1] = name
+    write[#write + 1] = values[k]
+    if at[name] then
+      flat[at[name]] = values[k]
+    else
+      flat[#flat + 1] = name
+      flat[#flat + 1] = values[k]
+    end
+  end
+  redis.call('HSET', tkey, unpack(write))
   leased[#leased + 1] = deadline
   leased[#leased + 1] = id
-  local size = 0
-  if t[2] then
+  if big then
     -- large fields (named by 'big') are string keys beside the hash, never copied
     -- through Lua: the worker GETs them after this script
-    for name in string.gmatch(t[2], '[^\n]+') do size = size + redis.call('STRLEN', tkey .. ':' .. name) end
+    for name in string.gmatch(big, '[^\n]+') do size = size + redis.call('STRLEN', tkey .. ':' .. name) end
   end
-  local flat = redis.call('HGETALL', tkey)
-  for i = 2, #flat, 2 do size = size + #flat[i] end
   claimed[#claimed + 1] = {tostring(id), token, c.member, flat, follows}
   return size
 end

@@ -12,24 +12,36 @@ local prefix = ARGV[1]
 local max_tasks = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
 local retrieved, failed = 0, 0
-for i = 4, #ARGV do
-  if redis.call('SREM', KEYS[3], ARGV[i]) == 1 then
-    local tkey = prefix .. 't:' .. ARGV[i]
-    retrieved = retrieved + 1
-    local t = redis.call('HMGET', tkey, 'r', 'vk', 'big')
-    if t[1] ~= '0' then failed = failed + 1 end
-    -- the task's keys: its hash, its large return value, its large fields
-    local owned = {tkey}
-    if t[2] then owned[#owned + 1] = t[2] end
-    if t[3] then
-      for name in string.gmatch(t[3], '[^\n]+') do owned[#owned + 1] = tkey .. ':' .. name end
-    end
-    if keep > 0 then
-      redis.call('HSET', tkey, 's', 4)
-      for _, key in ipairs(owned) do redis.call('EXPIRE', key, keep) end
-    else
-      redis.call('DEL', unpack(owned))
-    end
+-- Ids still in flight (a re-sent ack finds them gone), then their keys end in bulk.
+local acked = {}
+for first = 4, #ARGV, 1000 do  -- in chunks: unpack() has a stack limit
+  local chunk = {unpack(ARGV, first, math.min(first + 999, #ARGV))}
+  local present = redis.call('SMISMEMBER', KEYS[3], unpack(chunk))
+  for i, id in ipairs(chunk) do
+    if present[i] == 1 then acked[#acked + 1] = id end
+  end
+end
+local owned = {}  -- each acked task's keys: its hash, its large return value, its large fields
+for _, id in ipairs(acked) do
+  local tkey = prefix .. 't:' .. id
+  local t = redis.call('HMGET', tkey, 'r', 'vk', 'big')
+  if t[1] ~= '0' then failed = failed + 1 end
+  owned[#owned + 1] = tkey
+  if t[2] then owned[#owned + 1] = t[2] end
+  if t[3] then
+    for name in string.gmatch(t[3], '[^\n]+') do owned[#owned + 1] = tkey .. ':' .. name end
+  end
+  if keep > 0 then redis.call('HSET', tkey, 's', 4) end
+end
+retrieved = #acked
+for first = 1, #acked, 1000 do
+  redis.call('SREM', KEYS[3], unpack(acked, first, math.min(first + 999, #acked)))
+end
+if keep > 0 then
+  for _, key in ipairs(owned) do redis.call('EXPIRE', key, keep) end
+else
+  for first = 1, #owned, 1000 do
+    redis.call('DEL', unpack(owned, first, math.min(first + 999, #owned)))
   end
 end
 if retrieved > 0 then

@@ -57,16 +57,25 @@ class Attempt:
             stop()
 
 
+_quick_specs: dict[bytes | None, dict[str, Any] | None] = {}  # by the "spec" field: tasks of a batch share one
+
+
 def quick_spec(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
-    """The spec of a task that can run in a batch, else None."""
-    if b"fn" not in fields or any(b":" in name for name in fields):  # "in:NAME" etc.: input files
+    """The spec of a task that can run in a batch, else None (read-only: it is shared)."""
+    if b"fn" not in fields or b":" in b"\n".join(fields):  # "in:NAME" etc.: input files
         return None
+    data = fields.get(b"spec")
+    if data in _quick_specs:
+        return _quick_specs[data]
     try:
-        spec = task_spec(fields)
+        spec: dict[str, Any] | None = task_spec(fields)
     except EnvelopeError:
         return None  # the per-task path reports it
-    if spec.get("kind") != "py" or any(spec.get(name) for name in _NEEDS_OWN_RUN):
-        return None
+    if spec is not None and (spec.get("kind") != "py" or any(spec.get(name) for name in _NEEDS_OWN_RUN)):
+        spec = None
+    if len(_quick_specs) >= 256:
+        _quick_specs.clear()
+    _quick_specs[data] = spec
     return spec
 
 

@@ -11,6 +11,7 @@ its lease lost (nobody wants that result any more).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -296,7 +297,15 @@ class TaskRun:
 
 def named_host(fields: dict[bytes, bytes]) -> str:
     """The host in the name of the worker that claimed the task ("w" = NAME@HOST)."""
-    return fields.get(b"w", b"").decode(errors="replace").rpartition("@")[2]
+    return _host_of(fields.get(b"w", b""))
+
+
+@functools.lru_cache(maxsize=64)  # one worker name for all the tasks a worker claims
+def _host_of(worker: bytes) -> str:
+    return worker.decode(errors="replace").rpartition("@")[2]
+
+
+_MEASURED = '{"cores":%.3f,"memory":%d,"wall_time":%.6f,"cpu_time":%.6f}'  # JSON, one C-level format
 
 
 def result_fields(task_id: int, outcome: Outcome, outputs: dict[str, bytes], wall: float,
@@ -312,11 +321,10 @@ def result_fields(task_id: int, outcome: Outcome, outputs: dict[str, bytes], wal
     # the allocation is the task's resource class ("q"), the host is the one in the
     # worker's name ("w" = NAME@HOST) unless told here, and output and status default to
     # empty and 0.
-    cores = round(outcome.cpu_time / wall, 3) if wall > 0 else 0
+    cores = outcome.cpu_time / wall if wall > 0 else 0.0
     fields: dict[str, Any] = {
         "r": int(outcome.result),
-        "meas": (f'{{"cores":{cores},"memory":{outcome.max_rss_mb},"wall_time":{round(wall, 6)},'
-                 f'"cpu_time":{round(outcome.cpu_time, 6)}}}'),
+        "meas": _MEASURED % (cores, outcome.max_rss_mb, wall, outcome.cpu_time),
     }
     if outcome.return_status:
         fields["rs"] = outcome.return_status
