@@ -64,6 +64,14 @@ def batch_probe(i: int) -> tuple[int, str, str, list[str]]:
     return i, os.environ.get("WQ_TASK_ID", ""), os.environ.get("WQ_SANDBOX", ""), before
 
 
+def close_output() -> None:
+    """A task that closes the file descriptors its output is captured from (with output
+    still buffered)."""
+    print("unflushed", end="")
+    os.close(1)
+    os.close(2)
+
+
 def crash_on(i: int, bad: int) -> int:
     if i == bad:
         os._exit(3)

@@ -10,7 +10,7 @@ import time
 
 import wq_redis as wq
 from conftest import drain, wait_until
-from helpers_tasks import batch_probe, crash_on, my_sum, timed_sleep
+from helpers_tasks import batch_probe, close_output, crash_on, my_sum, timed_sleep
 
 
 def _warm_up(queue: wq.WorkQueue) -> None:
@@ -34,6 +34,17 @@ def test_short_tasks_run_in_batches_each_as_its_own_task(queue, workers):
         by_claim[task.execute_cmd_start] += 1  # tasks claimed together share their start
     assert max(by_claim.values()) > 1, "no two tasks were claimed (and run) as one batch"
     assert queue.stats.tasks_done == 350
+
+
+def test_a_task_that_closes_its_output_does_not_silence_the_next(queue, workers):
+    workers.start("--cores", "1")  # one warm child runs both
+    assert queue.wait(0) is None
+    queue.submit(wq.PythonTask(close_output))
+    assert queue.wait(30).result == wq.WORK_QUEUE_RESULT_SUCCESS
+    queue.submit(wq.PythonTask(batch_probe, 7))
+    task = queue.wait(30)
+    assert task.result == wq.WORK_QUEUE_RESULT_SUCCESS, task.std_output
+    assert task.std_output == "probe 7\n"
 
 
 def test_a_crash_in_a_batch_fails_only_the_task_that_crashed(queue, workers):

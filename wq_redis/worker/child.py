@@ -44,20 +44,20 @@ class Capture:
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile()
         self.fd = self.file.fileno()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(self.fd, 1)
-        os.dup2(self.fd, 2)
+        self.reset()
 
     def reset(self) -> None:
-        """Forget earlier output (of the last message, or of a stray background process)."""
+        """Forget earlier output (of the last message, or of a stray background process),
+        and point fds 1 and 2 here again: a task may have closed or moved them."""
+        os.dup2(self.fd, 1)
+        os.dup2(self.fd, 2)
+        _flush_streams()  # what an earlier task left buffered lands before the cut
         os.ftruncate(self.fd, 0)
         os.lseek(self.fd, 0, os.SEEK_SET)
 
     def offset(self) -> int:
         """Where the next output lands (after what Python still buffered)."""
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_streams()
         return os.lseek(self.fd, 0, os.SEEK_CUR)
 
     def between(self, start: int, end: int) -> bytes:
@@ -66,6 +66,14 @@ class Capture:
         if len(data) > MAX_STDOUT_BYTES:
             data = data[:MAX_STDOUT_BYTES] + b"\n[wq-redis: output truncated at 16 MiB]\n"
         return data
+
+
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the task closed it (or its file descriptor)
+            pass
 
 
 class Child:
