@@ -94,8 +94,10 @@ class BatchResult:
 class QuickBatch:
     """One batch of quick attempts on one slot's resources."""
 
-    def __init__(self, attempts: list[Attempt], specs: list[dict[str, Any]], slot: Slot) -> None:
+    def __init__(self, attempts: list[Attempt], specs: list[dict[str, Any]], slot: Slot,
+                 while_running: Callable[[], None] | None = None) -> None:
         self.attempts = attempts
+        self.while_running = while_running  # called once the child has the batch
         self.specs = specs
         self.slot = slot
         self.signal = CancelSignal()
@@ -148,7 +150,7 @@ class QuickBatch:
             # directory made and removed per batch cost ~90 us on our disks.
             sandbox = proc.sandbox_in(self.slot.workdir)
             message = {"calls": calls, "env": self.slot.environment(sandbox), "cwd": sandbox}
-            return proc.call_batch(message, self.signal.read_fd, self.slot.fetch_function)
+            return proc.call_batch(message, self.signal.read_fd, self.slot.fetch_function, self.while_running)
 
         try:
             return self.slot.pool.call_with_child(self.slot.gpu_ids, call)

@@ -213,13 +213,22 @@ class Worker:
         overlaps its running time instead of leaving the slot idle.  At most one group
         waits, and only while tasks are short (a batch is about BATCH_SECONDS of work)."""
         with self._lock:
-            if self._prefetched is not None or not self._busy or not self._followers() or not self._queue_had_more:
+            if (self._prefetched is not None or not self._busy or not self._followers() or not self._queue_had_more
+                    or self._draining or self._abort):
                 return False
             request = next(reversed(self._busy.values()))
         claimed, _ = self._deliver_and_claim(asdict(request))
         for group in _groups(claimed)[:1]:  # max_tasks is 1 for one slot's resources
             self._start(group, after=request)
         return True
+
+    def _claim_ahead(self) -> None:
+        """A one-slot worker's main thread, while the warm child runs a batch: deliver and
+        claim the next batch (``_prefetch``), so that Redis' time overlaps the child's."""
+        try:
+            self._prefetch()
+        except Exception:  # the batch running now must not be lost to a bug here
+            log.exception("claiming the next batch ahead failed")
 
     def _deliver_and_claim(self, free: dict[str, int],
                            wake_on: list[str] | None = None) -> tuple[list[Claimed], list[str]]:
@@ -282,9 +291,9 @@ class Worker:
                 stale.cancel()
             for attempt in attempts:
                 self._running[attempt.token] = attempt
-            waits = after is not None and request == after and after in self._busy.values()
-            if waits:
-                self._prefetched = (attempts, request)  # the slot's runner takes it when done
+            waits = after is not None and after in self._busy.values()
+            if waits:  # claimed within that slot's resources: it runs there, whatever its class
+                self._prefetched = (attempts, after)  # the slot's runner takes it when done
         if self.metrics is not None:
             for task in group:
                 self.metrics.task_started(task.fields)
@@ -365,7 +374,8 @@ class Worker:
             self._finish([(a, None) for a in attempts if a.cancelled])
         if not live:
             return
-        batch = QuickBatch([a for a, _ in live], [s for _, s in live], slot)
+        batch = QuickBatch([a for a, _ in live], [s for _, s in live], slot,
+                           while_running=self._claim_ahead if self._inline else None)
         for attempt, _ in live:
             attempt.stop_with(batch.stop)
         started = time.monotonic()

@@ -100,9 +100,10 @@ class WarmProcess:
             os.makedirs(self.sandbox, exist_ok=True)
         return self.sandbox
 
-    def call_batch(self, message: dict[str, Any], cancel_fd: int,
-                   fetch_body: Callable[[str], bytes | None]) -> list[dict[str, Any]]:
+    def call_batch(self, message: dict[str, Any], cancel_fd: int, fetch_body: Callable[[str], bytes | None],
+                   while_running: Callable[[], None] | None = None) -> list[dict[str, Any]]:
         """Run a batch of short calls (``Child.run_batch``): one reply per call, in order.
+        ``while_running`` is called once the child has the batch, before waiting for it.
 
         Function bodies this child was never sent go with the message; when it evicted one
         since, it answers ``need_body`` and the message is sent again with those bodies (a
@@ -114,7 +115,7 @@ class WarmProcess:
             body = fetch_body(digest)
             if body is not None:
                 bodies[digest] = body
-        reply = self._exchange({**message, "bodies": bodies}, Limits(), cancel_fd)
+        reply = self._exchange({**message, "bodies": bodies}, Limits(), cancel_fd, while_running)
         if reply.get("status") == "need_body":
             for digest in reply["digests"]:
                 body = fetch_body(digest)
@@ -132,11 +133,14 @@ class WarmProcess:
         self.functions.update(bodies)
         return replies
 
-    def _exchange(self, message: dict[str, Any], limits: Limits, cancel_fd: int) -> dict[str, Any]:
+    def _exchange(self, message: dict[str, Any], limits: Limits, cancel_fd: int,
+                  while_running: Callable[[], None] | None = None) -> dict[str, Any]:
         try:
             self.conn.send(message)
         except OSError:
             raise ChildGone() from None
+        if while_running is not None:
+            while_running()
         verdict = supervise(self.conn.fileno(), self.process.pid, cancel_fd, limits)
         if verdict is not Verdict.DONE:
             self.kill()
