@@ -7,8 +7,8 @@ Threads:
              are short, run in order on its resources (quick PythonTasks as one batch in
              a warm child, see ``batch``; others by ``TaskRun.execute``).  A worker with
              one slot (one core, or one GPU and no core) runs its groups in the main
-             thread instead: it has nothing to claim meanwhile, and the two thread
-             handoffs per group were a third of a task's round trip;
+             thread instead (the two thread handoffs per group were a third of a
+             task's round trip), claiming its next batch while the child runs one;
   heartbeat  renews leases every ``lease/3`` (at most 0.5 s, so cancels land fast) from its
              own thread, which a CPU-bound task cannot starve: tasks run in other processes;
              it also runs the reaper under a Redis lock.
