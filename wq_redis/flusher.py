@@ -31,7 +31,7 @@ Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priorit
 T = TypeVar("T")
 
 MAX_ROWS = 10_000  # a submit that finds this many rows buffered flushes itself (back-pressure)
-MAX_BYTES = 64 << 20  # ... or this many bytes of arguments
+MAX_BYTES = 64 << 20  # ... or this many bytes of arguments (see _size)
 IDLE_CHECK_SECONDS = 0.05  # how often an idle flusher sends rows nobody woke it for (and looks whether its queue is gone)
 CARRY_SECONDS = 0.005  # a lone row submitted this soon after a wait() is left for the next wait() to carry
 RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 0.05, 2.0
@@ -58,11 +58,11 @@ class SubmitBuffer:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, row: Row, size: int = 0) -> bool:
+    def add(self, row: Row) -> bool:
         """Buffer one row for the flusher; True when the buffer is full (flush now)."""
         with self._lock:
             self._rows.append(row)
-            self._bytes += size
+            self._bytes += _size(row)
             full = len(self._rows) >= MAX_ROWS or self._bytes >= MAX_BYTES
             lone = len(self._rows) == 1
         if self._thread is None:
@@ -120,7 +120,7 @@ class SubmitBuffer:
         if rows:
             with self._lock:
                 self._rows[:0] = rows
-                self._bytes += sum(len(r[3].get("args", b"")) for r in rows)
+                self._bytes += sum(_size(row) for row in rows)
             self.error = exc
             self._kick.set()  # the thread retries them
 
@@ -146,6 +146,11 @@ class SubmitBuffer:
                                         name="wq-redis-submit", daemon=True)
         self._thread.start()
         _live.add(self)
+
+
+def _size(row: Row) -> int:
+    """What a row weighs against MAX_BYTES: its pickled arguments."""
+    return len(row[3].get("args", b""))
 
 
 def _background(ref: "weakref.ref[SubmitBuffer]", kick: threading.Event) -> None:

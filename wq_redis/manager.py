@@ -190,9 +190,6 @@ class WorkQueue(WorkQueueCompat):
             found = self._placements[key] = (request, queue_member(request, spec.tag))
         return found
 
-    def _request(self, task: Task) -> Request:
-        return self._placement(task)[0]
-
     # -- submit ----------------------------------------------------------------------
     def _next_id(self) -> int:
         for task_id in self._ids:
@@ -214,7 +211,7 @@ class WorkQueue(WorkQueueCompat):
         self._submitted[row[0]] = task
         self._outstanding_seen += 1
         self._category_book.submitted([task])
-        if self._buffer.add(row, len(fields.get("args", b""))):
+        if self._buffer.add(row):
             self._buffer.flush()
         return row[0]
 

@@ -135,20 +135,20 @@ _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
 _PLAIN_ITEMS = 10_000  # longer containers are left to cloudpickle rather than checked
 
 
-def _plain(value: Any, depth: int = 3) -> bool:
+def plain_data(value: Any, depth: int = 3) -> bool:
     """Built-in data only (numbers, text, bytes, None, and lists/tuples/dicts of them):
     what the standard pickler writes exactly as cloudpickle would, several times faster."""
     kind = type(value)
     if kind in _PLAIN_TYPES:
         return True
     if depth and (kind is list or kind is tuple) and len(value) <= _PLAIN_ITEMS:
-        return all(type(v) in _PLAIN_TYPES or _plain(v, depth - 1) for v in value)
+        return all(type(v) in _PLAIN_TYPES or plain_data(v, depth - 1) for v in value)
     if depth and kind is dict and len(value) <= _PLAIN_ITEMS:
-        return all(type(k) is str and (type(v) in _PLAIN_TYPES or _plain(v, depth - 1)) for k, v in value.items())
+        return all(type(k) is str and (type(v) in _PLAIN_TYPES or plain_data(v, depth - 1)) for k, v in value.items())
     return False
 
 
 def pickle_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    if _plain(args) and (not kwargs or _plain(kwargs)):
+    if plain_data(args) and (not kwargs or plain_data(kwargs)):
         return pickle.dumps((args, kwargs), protocol=cloudpickle.DEFAULT_PROTOCOL)
     return cloudpickle.dumps((args, kwargs))

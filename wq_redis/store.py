@@ -19,10 +19,8 @@ from redis.connection import HiredisRespSerializer, PythonRespSerializer
 from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
-try:
+if HIREDIS_AVAILABLE:  # else redis-py, and so this module, packs in Python
     import hiredis
-except ImportError:  # redis-py then packs in Python
-    hiredis = None
 
 from .codes import Result
 from .keys import QueueKeys, padded_id
@@ -52,7 +50,7 @@ class CommandPacker:
 
     def pack(self, *args: Any) -> list[bytes | memoryview]:
         command = args[0]
-        if command == "EVALSHA" and hiredis is not None:
+        if command == "EVALSHA" and HIREDIS_AVAILABLE:
             try:
                 return [hiredis.pack_command(args)]
             except TypeError:  # a type hiredis does not take: redis-py's path says which
@@ -451,8 +449,9 @@ class QueueStore:
                 keys, args, size = [], [], 0
             value = fields.get("val")
             if isinstance(value, (bytes, memoryview)) and len(value) > BIG_VALUE:
-                # (a memoryview: as the worker's child sent it, never copied) stored by a plain SET just before the script, in the same pipeline: Lua
-                # would copy it twice; complete.lua deletes it if the result is refused
+                # stored by a plain SET just before the script, in the same pipeline (a
+                # memoryview as the worker's child sent it, never copied): Lua would copy
+                # it twice; complete.lua deletes it if the result is refused
                 fields = {name: v for name, v in fields.items() if name != "val"}
                 fields["vk"] = k.value(token)
                 calls.append(("set", [fields["vk"]], [value, VALUE_TTL_SECONDS]))

@@ -95,8 +95,7 @@ def encode_task(task: Task, request: Request, functions: FunctionCache,
 
 def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
     """Rebuild a task submitted by another manager process (re-attach after a crash)."""
-    # Only a PythonTask that specifies nothing has no spec (retrieve.lua leaves out 'fn',
-    # which tells the worker so): anything else without one is unreadable.
+    # Only a PythonTask that specifies nothing has no spec (serialize.DEFAULT_PY_SPEC).
     spec = dict(DEFAULT_PY_SPEC) if b"spec" not in fields else unpack_spec(fields[b"spec"])
     task: Task
     if spec["kind"] == "py":

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from wq_redis.serialize import plain_data
 from wq_redis.worker.channel import Channel, out_of_band
 from wq_redis.worker.limits import MAX_STDOUT_BYTES
 
@@ -168,7 +169,7 @@ class Child:
         self.use_env(env)
         self.sandbox.use(cwd)
         results = []
-        offset, cpu, children = 0, time.process_time(), _children_cpu()
+        offset, cpu = 0, _cpu_seconds()
         for task_id, digest, args, task_env in calls:
             wall = time.perf_counter()
             os.environ["WQ_TASK_ID"] = str(task_id)
@@ -184,21 +185,16 @@ class Child:
                     _apply_env(saved_env)
                 self.sandbox.empty()
             end = self.capture.offset()
-            cpu_end, children_end = time.process_time(), _children_cpu()
+            cpu_end = _cpu_seconds()
             reply["stdout"] = self.capture.between(offset, end)
-            reply["cpu_time"] = cpu_end - cpu + children_end - children
+            reply["cpu_time"] = cpu_end - cpu
             reply["wall"] = time.perf_counter() - wall
             results.append(reply)
-            offset, cpu, children = end, cpu_end, children_end
+            offset, cpu = end, cpu_end
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         for reply in results:
             reply["max_rss_mb"] = rss
         return {"status": "ok", "results": results}
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 class Sandbox:
@@ -250,11 +246,8 @@ def _empty(path: str) -> None:
                 pass
 
 
-_PLAIN_TYPES = (type(None), bool, int, float, str, bytes)
-
-
 def _dump_result(value: Any, reply: dict[str, Any]) -> bytes | None:
-    if type(value) in _PLAIN_TYPES:  # the common results: the standard pickler, much cheaper
+    if plain_data(value):  # the common results: the standard pickler, much cheaper
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     try:
         return cloudpickle.dumps(value)
