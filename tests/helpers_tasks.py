@@ -85,3 +85,14 @@ def reversed_bytes(data: bytes) -> bytes:
 def sized_probe(i: int, payload: bytes) -> tuple[int, str, int]:
     """Which batch (sandbox) ran item ``i`` and the payload size it received."""
     return i, os.environ.get("WQ_SANDBOX", ""), len(payload)
+
+
+def member_probe(i: int, mode: str = "") -> object:
+    """A short call for the pack tests: prints, and returns its item and task id, fails
+    (``mode="raise"``) or returns 200 KiB (``mode="big"``)."""
+    print(f"member {i}")
+    if mode == "raise":
+        raise ValueError(f"member {i} failed")
+    if mode == "big":
+        return bytes([i % 256]) * (200 * 1024)
+    return i, os.environ.get("WQ_TASK_ID", "")

@@ -53,13 +53,16 @@ def category_stats(queue: "WorkQueue", category: str) -> Stats:
     stats.tasks_with_results = sum(1 for t in queue._results.values() if t.category == category)
     ids = [i for i, t in list(queue._submitted.items()) if t.category == category]
     view = QueueView(queue._client, queue.name)
-    for state, member in view.task_fields(ids, ("s", "q")):
+    hash_ids = [queue._hash_id(i) for i in ids]  # a packed task's state is its pack's
+    holding = set()
+    for hash_id, (state, member) in zip(hash_ids, view.task_fields(hash_ids, ("s", "q"))):
         if state == b"1":
             stats.tasks_waiting += 1
         elif state == b"2":
             stats.tasks_running += 1
             stats.tasks_on_workers += 1
-            held = parse_class(split_member(member.decode())[0]) if member else None
+            held = parse_class(split_member(member.decode())[0]) if member and hash_id not in holding else None
+            holding.add(hash_id)  # a pack holds one task's resources, whatever its size
             if held is not None:
                 stats.committed_cores += held.cores
                 stats.committed_memory += held.memory

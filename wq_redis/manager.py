@@ -26,6 +26,7 @@ from .files import FileStager
 from .flusher import SubmitBuffer
 from .local_workers import LocalWorkers
 from .mapping import map_tasks, pair_tasks, reduce_tree
+from .packing import PackPlanner, member_ids
 from .resources import DEFAULT_CORES, Request, queue_member
 from .serialize import EnvelopeError, FunctionCache
 from .signing import SignatureError, Signer, secret_from
@@ -99,6 +100,8 @@ class WorkQueue(WorkQueueCompat):
         self._placements: dict[tuple[Any, ...], tuple[Request, str]] = {}
         self._buffer = SubmitBuffer(self._store.submit)
         self._submitted: dict[int, Task] = {}
+        self._packer = PackPlanner()
+        self._pack_of: dict[int, int] = {}  # task id -> the pack it was submitted in (packing.py)
         self._results: collections.OrderedDict[int, Task] = collections.OrderedDict()
         self._returned: set[int] = set()
         self._unacked: list[int] = []  # taken from Redis, acknowledged with the next retrieve
@@ -226,17 +229,22 @@ class WorkQueue(WorkQueueCompat):
         self._upload_functions(bodies)
         self._files.flush(self._store)
         rows = [self._row(task, request, member, fields) for task, (fields, _, request, member) in zip(tasks, encoded)]
+        packs: dict[int, list[int]] = {}
+        if self._signer is None and len(rows) > 1:  # a signature is per task: signed tasks are never packed
+            rows, packs = self._packer.pack(rows, tasks, self._next_id)
         try:
             self._buffer.send_now(rows)
         except BaseException:
             for task in tasks:
                 task._id = None
             raise
-        for task, row in zip(tasks, rows):
-            self._submitted[row[0]] = task
-        self._outstanding_seen += len(rows)
+        for pack_id, members in packs.items():
+            self._pack_of.update(dict.fromkeys(members, pack_id))
+        for task in tasks:
+            self._submitted[task._id] = task  # type: ignore[index]
+        self._outstanding_seen += len(tasks)
         self._category_book.submitted(list(tasks))
-        return [row[0] for row in rows]
+        return [task._id for task in tasks]  # type: ignore[misc]
 
     def _encode(self, task: Task) -> tuple[dict[str, Any], dict[str, bytes], Request, str]:
         """Check ``task`` and turn it into hash fields (nothing is queued or reserved yet)."""
@@ -306,13 +314,16 @@ class WorkQueue(WorkQueueCompat):
             raise
         # not counting the tasks just taken: those are in our hands (acknowledged next time)
         self._outstanding_seen = max(0, outstanding - len(rows))
+        acks = list(dict.fromkeys(ack_id for ack_id, _, _ in rows))  # a pack's members share one
+        self._unacked += acks
         if max_tasks > 0:
-            self._drained = len(rows) < max_tasks
+            self._drained = len(acks) < max_tasks
         taken = 0
-        for task_id, fields in rows:
-            self._unacked.append(task_id)
+        for _, task_id, fields in rows:
             if task_id in self._returned or task_id in self._results:
                 continue  # handed out again: a lost reply, or Redis lost its last writes
+            self._packer.observe(fields)
+            self._pack_of.pop(task_id, None)
             task = self._submitted.pop(task_id, None)
             if task is None:
                 try:
@@ -373,8 +384,12 @@ class WorkQueue(WorkQueueCompat):
         if task_id in self._cancelled:
             return TaskState.CANCELED
         self._buffer.flush()
-        (state,) = self._store.task_fields(task_id, "s")
+        (state,) = self._store.task_fields(self._hash_id(task_id), "s")
         return TaskState(int(state)) if state is not None else TaskState.UNKNOWN
+
+    def _hash_id(self, task_id: int) -> int:
+        """The id of the hash that holds ``task_id`` in Redis: its pack's, if packed."""
+        return self._pack_of.get(task_id, task_id)
 
     def cancel_by_taskid(self, task_id: int) -> Task | None:
         """Cancel a waiting, running or finished-but-not-returned task; returns it, or None."""
@@ -391,21 +406,32 @@ class WorkQueue(WorkQueueCompat):
         self._buffer.flush()
         self._drained = False  # the next wait asks at once: maybe nothing is outstanding now
         out = []
+        task_ids = list(dict.fromkeys(task_ids))
         local = {i: self._results.pop(i) for i in task_ids if i in self._results}
-        fields_by_id = self._store.cancel([i for i in task_ids if i not in local])
+        # a packed task is cancelled within its pack; a pack's id (from a tag or category
+        # scan) cancels all of its members
+        requests = list(dict.fromkeys((self._hash_id(i), i if i in self._pack_of else None)
+                                      for i in task_ids if i not in local))
+        answers = dict(zip(requests, self._store.cancel(requests)))
         for task_id in task_ids:
             if task_id in local:
-                task = local[task_id]  # already finished: handed back as it is
-            elif task_id in fields_by_id:
-                fields = fields_by_id[task_id]
-                task = self._submitted.pop(task_id, None) or task_from_fields(task_id, fields)
-                task._id = task_id
-                task._fields = {k: v for k, v in fields.items() if k in (b"a", b"w", b"host")}
+                found = [(task_id, local[task_id], None)]  # already finished: handed back as it is
             else:
-                continue
-            self._cancelled.add(task_id)
-            self._category_book.cancelled(task)
-            out.append(task)
+                request = (self._hash_id(task_id), task_id if task_id in self._pack_of else None)
+                fields = answers.get(request)
+                if not fields:
+                    continue
+                ids = member_ids(fields) if b"n" in fields and request[1] is None else [task_id]
+                found = [(i, self._submitted.pop(i, None) or task_from_fields(i, fields), fields) for i in ids
+                         if f"pc:{i}".encode() not in fields or i == task_id]
+            for found_id, task, fields in found:
+                if fields is not None:
+                    task._id = found_id
+                    task._fields = {k: v for k, v in fields.items() if k in (b"a", b"w", b"host")}
+                self._pack_of.pop(found_id, None)
+                self._cancelled.add(found_id)
+                self._category_book.cancelled(task)
+                out.append(task)
         return out
 
     # -- helpers ---------------------------------------------------------------------

@@ -104,17 +104,20 @@ class FunctionCache:
             self._this_call = None
 
     def get(self, func: Callable[..., Any]) -> tuple[str, bytes]:
+        this_call = self._this_call
+        if this_call is not None:
+            seen = this_call.get(id(func))
+            if seen is not None:  # (the object is kept with its pickle, so its id stays its own)
+                return seen[1]
         if not _pickled_by_reference(func):
-            if self._this_call is None:
-                return digest_pickle(func)
-            seen = self._this_call.get(id(func))
-            if seen is None:  # (the object is kept with its pickle, so its id stays its own)
-                seen = self._this_call[id(func)] = (func, digest_pickle(func))
-            return seen[1]
-        cached = self._by_object.get(func)
-        if cached is None:
-            cached = self._by_object[func] = digest_pickle(func)
-        return cached
+            found = digest_pickle(func)
+        else:
+            found = self._by_object.get(func)  # type: ignore[assignment]
+            if found is None:
+                found = self._by_object[func] = digest_pickle(func)
+        if this_call is not None:
+            this_call[id(func)] = (func, found)
+        return found
 
 
 def _pickled_by_reference(func: Any) -> bool:

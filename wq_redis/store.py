@@ -23,6 +23,7 @@ if HIREDIS_AVAILABLE:  # else redis-py, and so this module, packs in Python
     import hiredis
 
 from .codes import Result
+from . import packing
 from .keys import QueueKeys, padded_id
 
 Fields = dict[bytes, bytes]
@@ -84,6 +85,11 @@ def _load_script(client: redis.Redis, name: str) -> Any:
 
 def _flat_to_dict(flat: Sequence[bytes]) -> Fields:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _counters(flat: Sequence[bytes]) -> dict[str, int]:
+    """The stats hash's counters, without the pack_* bookkeeping the scripts fold in."""
+    return {name.decode(): int(v) for name, v in _flat_to_dict(flat).items() if not name.startswith(b"pack_")}
 
 
 @dataclass
@@ -271,7 +277,8 @@ class QueueStore:
             if index is None:
                 index = members[member] = len(members) + 1
             task_keys.append(k.task(task_id))
-            task_args += (index, repr(-float(priority)) if priority else "0", padded_id(task_id), len(fields))
+            task_args += (index, repr(-float(priority)) if priority else "0", padded_id(task_id), fields.get("n", 1),
+                          len(fields))
             for item in fields.items():
                 task_args += item
         keys = [k.registry, k.new_queue_wake, k.stats]
@@ -280,9 +287,11 @@ class QueueStore:
         return "submit", keys + task_keys, [len(members), *members, *task_args]
 
     def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int], block: float = 0.0,
-                 submit: Sequence[tuple[int, str, float, dict[str, Any]]] = ()) -> tuple[list[tuple[int, Fields]], int]:
-        """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more;
-        also says how many tasks are outstanding (submitted, not retrieved nor cancelled).
+                 submit: Sequence[tuple[int, str, float, dict[str, Any]]] = ()) -> tuple[list[tuple[int, int, Fields]], int]:
+        """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more,
+        as (id to acknowledge, task id, fields): a pack's members share the pack's id to
+        acknowledge.  Also says how many tasks are outstanding (submitted, not retrieved
+        nor cancelled).
 
         One round trip for all of: queue the tasks ``submit`` (see ``submit``); with
         ``block``, wait up to that many seconds for a completion to ring the manager's wake
@@ -293,8 +302,14 @@ class QueueStore:
             calls.append(("blpop", [k.done_wake], [max(block, 0.001)]))
         calls.append(("retrieve", [k.done, k.stats, k.retrieving], [k.prefix, max_tasks, keep_seconds, *acked]))
         rows, outstanding = self._pipeline(calls)[-1]
-        tasks = [(int(task_id), _flat_to_dict(flat)) for task_id, flat in rows]
-        big = [fields for _, fields in tasks if b"vk" in fields]
+        tasks = []
+        for task_id, flat in rows:
+            fields = _flat_to_dict(flat)
+            if packing.MEMBERS in fields:
+                tasks += [(int(task_id), member_id, member) for member_id, member in packing.member_rows(fields)]
+            else:
+                tasks.append((int(task_id), int(task_id), fields))
+        big = [fields for _, _, fields in tasks if b"vk" in fields]
         if big:  # large return values, stored beside their tasks: plain GETs, one round trip
             pipe = self.client.pipeline(transaction=False)
             for fields in big:
@@ -311,11 +326,14 @@ class QueueStore:
         """Block until a completion rings the manager's wake key, or ``timeout`` passes."""
         self.client.blpop([self.keys.done_wake], timeout=max(timeout, 0.001))
 
-    def cancel(self, task_ids: Sequence[int]) -> dict[int, Fields]:
+    def cancel(self, requests: Sequence[tuple[int, int | None]]) -> list[Fields | None]:
+        """Cancel (task id, None) whole, or (pack id, member id) one member of a pack; per
+        request the hash's fields as they were, or None when there was nothing to cancel."""
         k = self.keys
         answers = self._call_many(
-            "cancel", [([k.task(i), k.leases, k.done, k.stats], [k.prefix, i]) for i in task_ids])
-        return {tid: _flat_to_dict(flat) for tid, flat in zip(task_ids, answers) if flat}
+            "cancel", [([k.task(i), k.leases, k.done, k.stats], [k.prefix, i, "" if m is None else m])
+                       for i, m in requests])
+        return [_flat_to_dict(flat) if flat else None for flat in answers]
 
     def ids_with_tag(self, tag: str) -> list[int]:
         """Ids of waiting and running tasks carrying ``tag`` (queues are partitioned by tag)."""
@@ -348,7 +366,7 @@ class QueueStore:
             waiting={m.decode(): int(n) for m, n in queues},
             running=int(running),
             with_results=int(with_results),
-            counters={name.decode(): int(v) for name, v in _flat_to_dict(counters).items()},
+            counters=_counters(counters),
             workers={name.decode(): _flat_to_dict(flat) for name, flat in workers},
             running_tasks=[(w.decode(), m.decode()) for w, m in running_tasks],
         )
@@ -361,7 +379,7 @@ class QueueStore:
             now_us=int(now_us),
             waiting={m.decode(): (int(n), int(oldest)) for m, n, oldest in waiting},
             running={m.decode(): int(n) for m, n in running},
-            counters={name.decode(): int(v) for name, v in _flat_to_dict(counters).items()},
+            counters=_counters(counters),
             workers={w[0].decode(): (int(float(w[1])), int(w[2]), dict(zip(
                 (b"status", b"metrics", b"host", b"tags", b"resources"), w[3:]))) for w in workers},
             finished=int(finished), result_bytes=int(result_bytes), sampled=int(sampled),
@@ -455,6 +473,8 @@ class QueueStore:
                 fields = {name: v for name, v in fields.items() if name != "val"}
                 fields["vk"] = k.value(token)
                 calls.append(("set", [fields["vk"]], [value, VALUE_TTL_SECONDS]))
+            if "nf" in fields:  # a pack's members' results (packing.pack_results)
+                fields = self._member_values(fields, token, calls)
             keys.append(k.task(task_id))
             args += (task_id, token, 2 * len(fields))
             for name, value in fields.items():
@@ -464,6 +484,25 @@ class QueueStore:
         if keys:
             calls.append(("complete", fixed + keys, args))
         return calls
+
+    def _member_values(self, fields: dict[str, Any], token: str, calls: list[tuple[str, list[str], list[Any]]]) -> dict[str, Any]:
+        """A pack's result fields with each member's fields pickled; a large return value
+        is stored beside (a SET before the script, as for a task's "vk"), named in "vks"."""
+        out: dict[str, Any] = {}
+        stored = []
+        for name, value in fields.items():
+            if isinstance(value, dict):
+                big = value.get("val")
+                if big is not None and len(big) > BIG_VALUE:
+                    key = self.keys.value(f"{token}:{name[3:]}")
+                    calls.append(("set", [key], [big, VALUE_TTL_SECONDS]))
+                    value = {**{n: v for n, v in value.items() if n != "val"}, "vk": key}
+                    stored.append(key)
+                value = packing.dump_member(value)
+            out[name] = value
+        if stored:
+            out["vks"] = "\n".join(stored)
+        return out
 
     @staticmethod
     def _accepted(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[bool]:

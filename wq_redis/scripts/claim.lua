@@ -114,19 +114,21 @@ local claimed = {}
 local touched = {}
 local deadline = now_ms + lease_ms
 local leased = {}  -- deadline, id pairs: one ZADD for all at the end
+local members = 0  -- tasks claimed, a pack's members each counted
 
 -- Lease one popped id; nil when its hash is gone (cancelled while it waited).  One read
 -- and one write per task: the hash comes back with its lease fields as just written.
+-- Returns the bytes it holds and the tasks it stands for (a pack's 'n' members, else 1).
 local lease_fields = {'s', 'tok', 'w', 'ts', 'a'}
 local function take(c, id, follows)
   local tkey = prefix .. 't:' .. id
   local flat = redis.call('HGETALL', tkey)
   if #flat == 0 then return nil end
-  local at, size, big = {}, 0, nil
+  local at, size, big, count = {}, 0, nil, 1
   for i = 1, #flat, 2 do
     local name, value = flat[i], flat[i + 1]
     size = size + #value
-    if name == 'big' then big = value end
+    if name == 'big' then big = value elseif name == 'n' then count = tonumber(value) end
     at[name] = i + 1
   end
   local attempt = at.a and tonumber(flat[at.a]) + 1 or 1
@@ -152,7 +154,12 @@ local function take(c, id, follows)
     for name in string.gmatch(big, '[^\n]+') do size = size + redis.call('STRLEN', tkey .. ':' .. name) end
   end
   claimed[#claimed + 1] = {tostring(id), token, c.member, flat, follows}
-  return size
+  members = members + count
+  if count > 1 then  -- a pack's other members move from waiting to running
+    redis.call('HINCRBY', KEYS[3], 'pack_waiting:' .. c.member, 1 - count)
+    redis.call('HINCRBY', KEYS[3], 'pack_running:' .. c.member, count - 1)
+  end
+  return size, count
 end
 
 local leads = 0
@@ -170,34 +177,35 @@ while leads < max_tasks do
   end
   if best == nil then break end
   touched[best.member] = best
-  local size = take(best, pop(best, best_from), 0)
+  local size, lead_count = take(best, pop(best, best_from), 0)
   if size then
     leads = leads + 1
     for i = 1, 4 do free[i] = free[i] - best.need[i] end
-    local n = 0
-    -- Followers at priority 0 come off the list in one LPOP (what the byte cap leaves
-    -- is pushed back in order); prioritized ones one by one, in priority order.
+    local n = lead_count - 1  -- a pack's other members use up the followers' share
+    -- Followers (counted in tasks: a pack's members each count) at priority 0 come off
+    -- the list in one LPOP (what the byte cap or a pack's size leaves is pushed back in
+    -- order); prioritized ones one by one, in priority order.
     while n < followers and size < max_bytes do
       local _, from = head_of(best)
       if from == nil then break end
       if from == 'l' then
         local ids = redis.call('LPOP', best.fifo, followers - n)
         for i, id in ipairs(ids) do
-          if size >= max_bytes then
+          if size >= max_bytes or n >= followers then
             for back = #ids, i, -1 do redis.call('LPUSH', best.fifo, ids[back]) end
             break
           end
-          local more = take(best, tonumber(id), 1)
+          local more, count = take(best, tonumber(id), 1)
           if more then
             size = size + more
-            n = n + 1
+            n = n + count
           end
         end
       else
-        local more = take(best, pop(best, from), 1)
+        local more, count = take(best, pop(best, from), 1)
         if more then
           size = size + more
-          n = n + 1
+          n = n + count
         end
       end
     end
@@ -217,5 +225,5 @@ for _, c in ipairs(cands) do
     redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
   end
 end
-if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', #claimed) end
+if members > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', members) end
 return {claimed, eligible}

@@ -17,8 +17,12 @@ for i = 5, #KEYS do
   local key, id, token, count = KEYS[i], ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
   local first, last = pos + 3, pos + 2 + count
   pos = last + 1
-  local t = redis.call('HMGET', key, 'tok', 'lt')
+  local t = redis.call('HMGET', key, 'tok', 'lt', 'n', 'q')
   if t[1] == token then
+    if t[3] and tonumber(t[3]) > 1 then  -- a pack's other members: from running to done
+      redis.call('HINCRBY', KEYS[4], 'pack_running:' .. t[4], 1 - tonumber(t[3]))
+      redis.call('HINCRBY', KEYS[4], 'pack_done', tonumber(t[3]) - 1)
+    end
     head[6] = token
     if count <= 64 then  -- the usual result: one HSET
       local all = {unpack(head)}
@@ -39,6 +43,9 @@ for i = 5, #KEYS do
     answers[#answers + 1] = 0
     for f = first, last - 1, 2 do  -- a large value stored beside the result goes too
       if ARGV[f] == 'vk' then redis.call('DEL', ARGV[f + 1]) end
+      if ARGV[f] == 'vks' then  -- a pack's members' large return values
+        for name in string.gmatch(ARGV[f + 1], '[^\n]+') do redis.call('DEL', name) end
+      end
     end
   end
 end

@@ -20,6 +20,7 @@ local waiting = {}
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = prefix .. 'ready:' .. m
   local count = redis.call('ZCARD', key) + redis.call('LLEN', prefix .. 'fifo:' .. m)
+                + tonumber(redis.call('HGET', KEYS[4], 'pack_waiting:' .. m) or '0')  -- a pack's other members
   local oldest = -1
   local first = redis.call('LINDEX', prefix .. 'fifo:' .. m, 0)  -- the oldest at priority 0
   if first then oldest = tonumber(redis.call('HGET', prefix .. 't:' .. first, 'sub') or '-1') end
@@ -41,7 +42,9 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   if t[2] then holding[t[2]] = (holding[t[2]] or 0) + 1 end
 end
 local running = {}
-for m, n in pairs(by_member) do running[#running + 1] = {m, n} end
+for m, n in pairs(by_member) do
+  running[#running + 1] = {m, n + tonumber(redis.call('HGET', KEYS[4], 'pack_running:' .. m) or '0')}
+end
 
 local workers = {}
 local listed = redis.call('ZRANGE', KEYS[5], 0, -1, 'WITHSCORES')
@@ -54,6 +57,7 @@ end
 -- Bytes of results held for the manager (stdout, return value, output files): summed over
 -- at most `sample` of the finished tasks; the caller scales up when more wait.
 local finished = redis.call('LLEN', KEYS[3]) + redis.call('SCARD', KEYS[6])
+                 + tonumber(redis.call('HGET', KEYS[4], 'pack_done') or '0')
 local ids = redis.call('LRANGE', KEYS[3], 0, sample - 1)
 if #ids < sample then
   for _, id in ipairs(redis.call('SRANDMEMBER', KEYS[6], sample - #ids)) do ids[#ids + 1] = id end
@@ -62,7 +66,8 @@ local bytes = 0
 for _, id in ipairs(ids) do
   local tkey = prefix .. 't:' .. id
   for _, field in ipairs(redis.call('HKEYS', tkey)) do
-    if field == 'out' or field == 'val' or string.sub(field, 1, 2) == 'o:' then
+    local head = string.sub(field, 1, 3)
+    if field == 'out' or field == 'val' or string.sub(field, 1, 2) == 'o:' or head == 'pr:' or head == 'pf:' then
       bytes = bytes + redis.call('HSTRLEN', tkey, field)
     elseif field == 'vk' then  -- a large return value, kept beside the hash
       bytes = bytes + redis.call('STRLEN', redis.call('HGET', tkey, 'vk'))

@@ -12,8 +12,10 @@ local requeued, failed = 0, 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local tkey = prefix .. 't:' .. id
-  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w')
+  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w', 'n')
   if t[1] == '2' then
+    local others = tonumber(t[7] or '1') - 1  -- a pack's other members move with it
+    if others > 0 then redis.call('HINCRBY', KEYS[5], 'pack_running:' .. t[2], -others) end
     local attempts = tonumber(t[4] or '0')
     local max_retries = tonumber(t[5] or '0')
     redis.call('HINCRBY', KEYS[5], 'lost_leases', 1)
@@ -22,11 +24,13 @@ for _, id in ipairs(expired) do
         'err', 'worker ' .. (t[6] or '?') .. ' lost the task on attempt ' .. attempts ..
         ' (lease expired); retries exhausted')
       redis.call('RPUSH', KEYS[3], id)
+      if others > 0 then redis.call('HINCRBY', KEYS[5], 'pack_done', others) end
       redis.call('LPUSH', KEYS[4], 1)
       redis.call('LTRIM', KEYS[4], 0, 0)
       failed = failed + 1
     else
       redis.call('HSET', tkey, 's', 1, 'tok', '')
+      if others > 0 then redis.call('HINCRBY', KEYS[5], 'pack_waiting:' .. t[2], others) end
       if t[3] and tonumber(t[3]) ~= 0 then
         redis.call('ZADD', prefix .. 'ready:' .. t[2], t[3], string.format('%012d', tonumber(id)))
       else

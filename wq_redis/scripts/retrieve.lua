@@ -22,18 +22,44 @@ for first = 4, #ARGV, 1000 do  -- in chunks: unpack() has a stack limit
   end
 end
 local owned = {}  -- each acked task's keys: its hash, its large return value, its large fields
+local function own_lines(list, base)
+  for name in string.gmatch(list, '[^\n]+') do owned[#owned + 1] = base .. name end
+end
 for _, id in ipairs(acked) do
   local tkey = prefix .. 't:' .. id
-  local t = redis.call('HMGET', tkey, 'r', 'vk', 'big')
-  if t[1] ~= '0' then failed = failed + 1 end
+  local t = redis.call('HMGET', tkey, 'r', 'vk', 'big', 'n', 'vks', 'nf', 'nc')
+  if t[4] then
+    -- a pack (packing.py): its members count ('nf' of them failed), less the 'nc'
+    -- cancelled while it ran (counted then); a pack-level 'r' means it ended as a whole
+    -- (its lease lost, no retry left): every member failed.  Large member values
+    -- ('vks') are keys of their own.
+    local members, cancelled = tonumber(t[4]), tonumber(t[7] or '0')
+    retrieved = retrieved + members - cancelled
+    if t[1] then
+      if t[1] ~= '0' then failed = failed + members - cancelled end
+    elseif cancelled == 0 then
+      failed = failed + tonumber(t[6] or '0')
+    else  -- which of the failed ones were cancelled: look at the names (rare)
+      local marked = {}
+      local names = redis.call('HKEYS', tkey)
+      for _, name in ipairs(names) do
+        if string.sub(name, 1, 3) == 'pc:' then marked[string.sub(name, 4)] = true end
+      end
+      for _, name in ipairs(names) do
+        if string.sub(name, 1, 3) == 'pf:' and not marked[string.sub(name, 4)] then failed = failed + 1 end
+      end
+    end
+    if members > 1 then redis.call('HINCRBY', KEYS[2], 'pack_done', 1 - members) end
+    if t[5] then own_lines(t[5], '') end
+  else
+    retrieved = retrieved + 1
+    if t[1] ~= '0' then failed = failed + 1 end
+  end
   owned[#owned + 1] = tkey
   if t[2] then owned[#owned + 1] = t[2] end
-  if t[3] then
-    for name in string.gmatch(t[3], '[^\n]+') do owned[#owned + 1] = tkey .. ':' .. name end
-  end
+  if t[3] then own_lines(t[3], tkey .. ':') end
   if keep > 0 then redis.call('HSET', tkey, 's', 4) end
 end
-retrieved = #acked
 for first = 1, #acked, 1000 do
   redis.call('SREM', KEYS[3], unpack(acked, first, math.min(first + 999, #acked)))
 end

@@ -2,7 +2,8 @@
 -- KEYS: 1 registry set, 2 leases zset, 3 done list, 4 stats hash, 5 workers zset
 -- ARGV: 1 key prefix, 2 worker timeout ms
 -- Returns {{{member, waiting}...}, running count, with_results, {counters},
---          {{name, {record}}...}, {{worker, member} per running task}}
+--          {{name, {record}}...}, {{worker, member} per running task or pack}}
+-- Counts are in tasks: a pack's members each count (the stats hash's pack_* fields).
 -- Committed resources come from the leases themselves, not from heartbeats, so they are
 -- exact at every instant.
 local prefix = ARGV[1]
@@ -10,7 +11,9 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local queues = {}
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  queues[#queues + 1] = {m, redis.call('ZCARD', prefix .. 'ready:' .. m) + redis.call('LLEN', prefix .. 'fifo:' .. m)}
+  -- a pack's other members (packing.py) wait in it: counted in the stats hash
+  local packed = tonumber(redis.call('HGET', KEYS[4], 'pack_waiting:' .. m) or '0')
+  queues[#queues + 1] = {m, redis.call('ZCARD', prefix .. 'ready:' .. m) + redis.call('LLEN', prefix .. 'fifo:' .. m) + packed}
 end
 local workers = {}
 for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], now_ms - tonumber(ARGV[2]), '+inf')) do
@@ -21,4 +24,10 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   local t = redis.call('HMGET', prefix .. 't:' .. id, 'w', 'q')
   if t[1] and t[2] then running[#running + 1] = {t[1], t[2]} end
 end
-return {queues, #running, redis.call('LLEN', KEYS[3]), redis.call('HGETALL', KEYS[4]), workers, running}
+local counters = redis.call('HGETALL', KEYS[4])
+local running_count, done_count = #running, redis.call('LLEN', KEYS[3])
+for i = 1, #counters, 2 do
+  if string.sub(counters[i], 1, 13) == 'pack_running:' then running_count = running_count + tonumber(counters[i + 1]) end
+  if counters[i] == 'pack_done' then done_count = done_count + tonumber(counters[i + 1]) end
+end
+return {queues, running_count, done_count, counters, workers, running}

@@ -6,7 +6,8 @@
 --       (KEYS[3 + 3j]), then each task's hash (KEYS[3 + 3M + i] for the i-th task of ARGV)
 -- ARGV: 1 M, 2..M+1 the queue members "CLASS|TAG" in KEYS' order, then per task:
 --       queue index j, score (-priority; "0" for priority 0, then the hash has no 'p'),
---       padded id, n, and n field/value pairs
+--       padded id, tasks it stands for (1; a pack's member count, see packing.py), n,
+--       and n field/value pairs
 -- Idempotent per task: a task whose hash has a state (a call re-sent after a lost reply)
 -- is left as it is.  Large fields were written just before as string keys of their own
 -- (HASH:NAME, with a TTL in case this call never came); the field "big", sent first,
@@ -19,9 +20,9 @@ local added = 0
 local a, i = m + 2, 0
 while a <= #ARGV do
   i = i + 1
-  local j, score, id, n = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local j, score, id, count, n = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local tkey = KEYS[task_keys + i]
-  local first, last = a + 4, a + 3 + 2 * n
+  local first, last = a + 5, a + 4 + 2 * n
   a = last + 1
   if redis.call('HEXISTS', tkey, 's') == 0 then
     if n > 0 and ARGV[first] == 'big' then
@@ -47,7 +48,9 @@ while a <= #ARGV do
       redis.call('ZADD', KEYS[1 + 3 * j], score, id)
     end
     rung[j] = true
-    added = added + 1
+    added = added + count
+    -- a pack's other members, counted as waiting in their queue (stats.lua, export.lua)
+    if count > 1 then redis.call('HINCRBY', KEYS[3], 'pack_waiting:' .. ARGV[1 + j], count - 1) end
   end
 end
 for j, ids in pairs(fifo) do

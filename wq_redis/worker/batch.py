@@ -18,6 +18,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import packing
 from ..codes import Result
 from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
 from ..signing import SignatureError
@@ -61,9 +62,10 @@ _quick_specs: dict[bytes | None, dict[str, Any] | None] = {}  # by the "spec" fi
 
 
 def quick_spec(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
-    """The spec of a task that can run in a batch, else None (read-only: it is shared)."""
-    if b"fn" not in fields or b":" in b"\n".join(fields):  # "in:NAME" etc.: input files
-        return None
+    """The spec of a task (or pack, see packing.py) that can run in a batch, else None
+    (read-only: it is shared)."""
+    if b"fn" not in fields or (packing.MEMBERS not in fields and b":" in b"\n".join(fields)):
+        return None  # "in:NAME" etc.: input files
     data = fields.get(b"spec")
     if data in _quick_specs:
         return _quick_specs[data]
@@ -77,6 +79,49 @@ def quick_spec(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
         _quick_specs.clear()
     _quick_specs[data] = spec
     return spec
+
+
+class PackMember:
+    """One call of a claimed pack: what a batch needs of a task (its id and fields)."""
+
+    __slots__ = ("task_id", "fields")
+
+    def __init__(self, task_id: int, fields: dict[bytes, bytes]) -> None:
+        self.task_id = task_id
+        self.fields = fields
+
+
+def calls_of(attempts: list[Attempt]) -> tuple[list[Attempt | PackMember], list[int]]:
+    """The calls a batch of attempts makes (a pack's members each one) and, per call, the
+    index of its attempt."""
+    calls: list[Attempt | PackMember] = []
+    owners: list[int] = []
+    for index, attempt in enumerate(attempts):
+        if packing.MEMBERS in attempt.fields:
+            for member_id, fields in packing.member_fields(attempt.fields):
+                calls.append(PackMember(member_id, fields))
+                owners.append(index)
+        else:
+            calls.append(attempt)
+            owners.append(index)
+    return calls, owners
+
+
+def attempt_results(attempts: list[Attempt], calls: list[Attempt | PackMember], owners: list[int],
+                    fields: list[dict[str, Any] | None]) -> list[dict[str, Any] | None]:
+    """Per attempt, its result fields from its calls' (a pack's: ``packing.pack_results``)."""
+    members: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in attempts]
+    out: list[dict[str, Any] | None] = [None] * len(attempts)
+    for call, owner, result in zip(calls, owners, fields):
+        if isinstance(call, PackMember):
+            if result is not None:
+                members[owner].append((call.task_id, result))
+        else:
+            out[owner] = result
+    for index, attempt in enumerate(attempts):
+        if packing.MEMBERS in attempt.fields:
+            out[index] = packing.pack_results(members[index])
+    return out
 
 
 class Ending(enum.Enum):
@@ -94,7 +139,7 @@ class BatchResult:
 class QuickBatch:
     """One batch of quick attempts on one slot's resources."""
 
-    def __init__(self, attempts: list[Attempt], specs: list[dict[str, Any]], slot: Slot,
+    def __init__(self, attempts: list[Attempt | PackMember], specs: list[dict[str, Any]], slot: Slot,
                  while_running: Callable[[], None] | None = None) -> None:
         self.attempts = attempts
         self.while_running = while_running  # called once the child has the batch
@@ -133,7 +178,7 @@ class QuickBatch:
             fields[index] = self._fields(self.attempts[index], python_outcome(reply), reply["wall"])
         return BatchResult(Ending.DONE, fields)
 
-    def _refusal(self, attempt: Attempt) -> Outcome | None:
+    def _refusal(self, attempt: Attempt | PackMember) -> Outcome | None:
         if self.slot.signer is None:
             return None
         try:
@@ -159,6 +204,6 @@ class QuickBatch:
         except SignatureError:  # a function body that is not the one its tasks name
             return None  # one by one: each such task is refused on its own
 
-    def _fields(self, attempt: Attempt, outcome: Outcome, wall: float) -> dict[str, Any]:
+    def _fields(self, attempt: Attempt | PackMember, outcome: Outcome, wall: float) -> dict[str, Any]:
         return result_fields(attempt.task_id, outcome, {}, wall, self.slot.max_result_bytes, self.slot.signer,
                              named_host(attempt.fields))

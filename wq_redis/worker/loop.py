@@ -41,7 +41,8 @@ from .. import __version__
 from ..resources import Request, parse_class, split_member
 from ..signing import Signer, verify_function_body
 from ..store import Claimed, QueueStore
-from .batch import Attempt, Ending, QuickBatch, quick_spec
+from .. import packing
+from .batch import Attempt, Ending, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
 from .metrics import WorkerMetrics
 from .pool import WarmPool
@@ -257,7 +258,7 @@ class Worker:
         self._delivered(batch, accepted)
         # a claim that got every follower it asked for probably left more behind: worth
         # prefetching; one that got fewer drained its queue (no claim is wasted on it)
-        self._queue_had_more = bool(claimed) and len(claimed) > followers
+        self._queue_had_more = bool(claimed) and sum(int(c.fields.get(packing.MEMBERS, 1)) for c in claimed) > followers
         return claimed, eligible
 
     # -- tasks ------------------------------------------------------------------------
@@ -296,7 +297,8 @@ class Worker:
                 self._prefetched = (attempts, after)  # the slot's runner takes it when done
         if self.metrics is not None:
             for task in group:
-                self.metrics.task_started(task.fields)
+                for _ in range(int(task.fields.get(packing.MEMBERS, 1))):  # a pack's members each
+                    self.metrics.task_started(task.fields)
         if waits or self._abort:  # on abort, _stop_and_hand_back gives them back unstarted
             return
         gpus = self.allocator.allocate(lead.token, request)
@@ -357,6 +359,9 @@ class Worker:
         if attempt.cancelled:
             self._finish([(attempt, None)])
             return
+        if packing.MEMBERS in attempt.fields:
+            self._run_pack_one_by_one(attempt, slot)
+            return
         run = TaskRun(attempt.task_id, attempt.fields, slot)
         attempt.stop_with(run.cancel)
         started = time.monotonic()
@@ -368,32 +373,53 @@ class Worker:
         self._paced(1, time.monotonic() - started)
         self._finish([(attempt, fields)])
 
+    def _run_pack_one_by_one(self, attempt: Attempt, slot: Slot) -> None:
+        """A pack's members, each on the per-task path (its batch lost its child)."""
+        results = []
+        started = time.monotonic()
+        for member_id, fields in packing.member_fields(attempt.fields):
+            run = TaskRun(member_id, fields, slot)
+            attempt.stop_with(run.cancel)
+            try:
+                result = run.execute()
+            finally:
+                attempt.stop_with(None)
+                run.close()
+            if result is None or attempt.cancelled:
+                self._finish([(attempt, None)])  # cancelled or lease lost: the pack runs again elsewhere
+                return
+            results.append((member_id, result))
+        self._paced(max(len(results), 1), time.monotonic() - started)
+        self._finish([(attempt, packing.pack_results(results))])
+
     def _run_batch(self, attempts: list[Attempt], specs: list[dict[str, Any]], slot: Slot) -> None:
         live = [(a, s) for a, s in zip(attempts, specs) if not a.cancelled]
         if len(live) < len(attempts):
             self._finish([(a, None) for a in attempts if a.cancelled])
         if not live:
             return
-        batch = QuickBatch([a for a, _ in live], [s for _, s in live], slot,
+        held = [a for a, _ in live]
+        calls, owners = calls_of(held)  # a pack's members are calls of their own
+        batch = QuickBatch(calls, [live[owner][1] for owner in owners], slot,
                            while_running=self._claim_ahead if self._inline else None)
-        for attempt, _ in live:
+        for attempt in held:
             attempt.stop_with(batch.stop)
         started = time.monotonic()
         try:
             result = batch.run()
         finally:
-            for attempt, _ in live:
+            for attempt in held:
                 attempt.stop_with(None)
             batch.close()
         if result.ending is Ending.DONE:
-            self._paced(len(live), time.monotonic() - started)
-            self._finish(list(zip(batch.attempts, result.fields)))
+            self._paced(len(calls), time.monotonic() - started)
+            self._finish(list(zip(held, attempt_results(held, calls, owners, result.fields))))
         elif result.ending is Ending.RUN_ONE_BY_ONE:
-            log.warning("a batch of %d tasks lost its Python process; running them one by one", len(live))
-            for attempt in batch.attempts:
+            log.warning("a batch of %d tasks lost its Python process; running them one by one", len(calls))
+            for attempt in held:
                 self._run_one(attempt, slot)
         else:
-            self._hand_back(batch.attempts)
+            self._hand_back(held)
 
     def _hand_back(self, attempts: list[Attempt]) -> None:
         """A batch was stopped for a cancel: its other tasks go back to the queue, their
@@ -417,7 +443,12 @@ class Worker:
         """Attempts that ended: results of the ones still wanted go to the outbox."""
         if self.metrics is not None:
             for attempt, fields in ended:
-                self.metrics.task_finished(None if attempt.cancelled else fields)
+                if fields is not None and not attempt.cancelled and packing.MEMBERS in attempt.fields:
+                    for member in fields.values():  # a pack's results: one per member
+                        if isinstance(member, dict):
+                            self.metrics.task_finished(member)
+                else:
+                    self.metrics.task_finished(None if attempt.cancelled else fields)
         with self._lock:
             for attempt, fields in ended:
                 self._running.pop(attempt.token, None)

@@ -1,0 +1,204 @@
+"""Packs: short PythonTasks of one ``submit_many`` stored, claimed and delivered as one.
+
+Why: every task with a hash of its own costs Redis a few Lua calls at each step of its
+life (submit, claim, complete, retrieve), about 30 us per task on a small machine: more
+than a short call's run.  A pack is one hash for up to ``PACK_TASKS`` tasks that share
+everything but their arguments (function, resources, tag, category, retries, priority):
+the steps run once per pack, and each member still has its own id, result, output,
+measured resources and cancel.
+
+Packs are made only of calls to a function this manager has seen finish quickly: about
+``PACK_SECONDS`` of work per pack at its recent pace (``PackPlanner``).  A function not
+seen yet, or a slow one, is never packed, so a pack never holds long tasks back from idle
+workers.  Only calls that a worker runs in a batch are packed (no files, limits, env or
+signatures: see ``packable``).
+
+Fields of a pack's hash besides a task's usual ones (wire.py):
+  n members; pa:ID a member's pickled arguments (empty: none);
+  once run: pr:ID / pf:ID the member's result fields, pickled (pf: failed), nf how many
+  failed; pc:ID a member cancelled while the pack ran, nc how many were;
+  vks the keys of members' large return values (each stored beside, like "vk").
+Counts in stats are in tasks: the scripts keep pack_waiting:MEMBER, pack_running:MEMBER
+and pack_done in the stats hash (members beyond the first of each pack).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any, Callable, Iterable, Sequence
+
+from .task import PythonTask, Task
+
+PACK_TASKS = 64  # members of one pack, at most
+PACK_SECONDS = 0.005  # ... and about this much work at the function's pace
+PACK_ARG_BYTES = 1024  # larger arguments travel in a task of their own
+SAMPLES_TRUSTED = 16  # after this many results of a function, its pace is sampled 1 in 16
+MEMBERS = b"n"
+ARGS, RESULT, FAILED, CANCELLED = b"pa:", b"pr:", b"pf:", b"pc:"
+VALUE_KEYS = b"vks"
+_PACK_COUNTS = (MEMBERS, VALUE_KEYS, b"nf", b"nc")
+_MEMBER_PREFIXES = (ARGS, RESULT, FAILED, CANCELLED)
+_SHARED_FIELDS = ("sub", "spec", "fn", "mr", "cat")  # what a pack's members share
+
+Row = tuple[int, str, float, dict[str, Any]]  # (id, queue member, priority, hash fields)
+
+
+def packable(task: Task, fields: dict[str, Any]) -> bool:
+    """A call a worker can run in a batch: a PythonTask with nothing but a function, small
+    arguments and shared settings (no files, time limits, environment or signature)."""
+    spec = task._spec
+    return (isinstance(task, PythonTask) and not spec.inputs and not spec.outputs and not spec.output_dirs
+            and not spec.env and not spec.running_time_max and not spec.end_time
+            and fields.keys() <= {"sub", "spec", "fn", "args", "mr", "cat"}
+            and len(fields.get("args", b"")) <= PACK_ARG_BYTES)
+
+
+class PackPlanner:
+    """How many calls of a function go in one pack, from the wall time of its results."""
+
+    def __init__(self) -> None:
+        self._pace: dict[bytes, float] = {}  # function digest -> seconds per call (moving average)
+        self._seen: dict[bytes, int] = {}
+
+    def observe(self, fields: dict[bytes, bytes]) -> None:
+        """Fold a finished task's wall time into its function's pace."""
+        digest = fields.get(b"fn")
+        meas = fields.get(b"meas")
+        if digest is None or meas is None:
+            return
+        seen = self._seen.get(digest, 0)
+        self._seen[digest] = seen + 1
+        if seen >= SAMPLES_TRUSTED and seen % 16:
+            return
+        try:
+            wall = float(json.loads(meas)["wall_time"])
+        except (ValueError, KeyError, TypeError):
+            return
+        pace = self._pace.get(digest)
+        self._pace[digest] = wall if pace is None else 0.75 * pace + 0.25 * wall
+
+    def size(self, digest: bytes) -> int:
+        """Members per pack for calls of ``digest`` (1: not packed)."""
+        pace = self._pace.get(digest)
+        if pace is None:
+            return 1
+        return max(1, min(PACK_TASKS, int(PACK_SECONDS / max(pace, 1e-6))))
+
+    def pack(self, rows: Sequence[Row], tasks: Sequence[Task], new_id: Callable[[], int]) -> tuple[list[Row], dict[int, list[int]]]:
+        """``rows`` (of ``tasks``) with packable calls that share everything but their
+        arguments folded into packs (ids from ``new_id()``), in the order of their first
+        member; also each pack's member ids."""
+        out: list[Row] = []
+        packs: dict[int, list[int]] = {}
+        sizes: dict[bytes, int] = {}
+        open_packs: dict[tuple[Any, ...], list[Row]] = {}
+
+        def close(key: tuple[Any, ...]) -> None:
+            members = open_packs.pop(key)
+            if len(members) == 1:
+                out.append(members[0])
+                return
+            _, member, priority, fields = members[0]
+            pack_id = new_id()
+            pack_fields: dict[str, Any] = {name: fields[name] for name in _SHARED_FIELDS if name in fields}
+            pack_fields["n"] = len(members)
+            for member_id, _, _, member_fields in members:
+                pack_fields[f"pa:{member_id}"] = member_fields.get("args", b"")
+            out.append((pack_id, member, priority, pack_fields))
+            packs[pack_id] = [m[0] for m in members]
+
+        for row, task in zip(rows, tasks):
+            fields = row[3]
+            digest = fields.get("fn")
+            size = sizes.get(digest) if digest is not None else 1
+            if size is None:
+                size = sizes[digest] = self.size(digest)
+            if size <= 1 or not packable(task, fields):
+                out.append(row)
+                continue
+            key = (row[1], row[2], fields.get("spec"), digest, fields.get("mr"), fields.get("cat"))
+            members = open_packs.get(key)
+            if members is None:
+                members = open_packs[key] = []
+            members.append(row)
+            if len(members) >= size:
+                close(key)
+        for key in list(open_packs):
+            close(key)
+        return out, packs
+
+
+def member_ids(fields: dict[bytes, bytes]) -> list[int]:
+    """The members a pack's hash still holds, in id order."""
+    return sorted(int(name[3:]) for name in fields if name.startswith(ARGS))
+
+
+def shared_fields(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """A pack's fields that are every member's: function, spec, lease, worker, times."""
+    return {name: value for name, value in fields.items()
+            if name[:3] not in _MEMBER_PREFIXES and name not in _PACK_COUNTS}
+
+
+def member_rows(fields: dict[bytes, bytes]) -> list[tuple[int, dict[bytes, bytes]]]:
+    """A finished pack as its members' (id, fields), as if each had a hash of its own.
+
+    Members cancelled while it ran are left out.  A pack that ended as a whole (its
+    lease lost with no retry left) gives each member its own failure."""
+    shared = shared_fields(fields)
+    cancelled = {name[3:] for name in fields if name.startswith(CANCELLED)}
+    rows = []
+    for name, value in fields.items():
+        if (name.startswith(RESULT) or name.startswith(FAILED)) and name[3:] not in cancelled:
+            rows.append((int(name[3:]), {**shared, **pickle.loads(value)}))
+    if not rows:
+        rows = [(member_id, dict(shared)) for member_id in member_ids(fields)
+                if str(member_id).encode() not in cancelled]
+    rows.sort(key=lambda row: row[0])
+    return rows
+
+
+def member_fields(fields: dict[bytes, bytes]) -> Iterable[tuple[int, dict[bytes, bytes]]]:
+    """A claimed pack as its members' (id, fields) to run: shared fields plus arguments."""
+    shared = shared_fields(fields)
+    for member_id in member_ids(fields):
+        args = fields[ARGS + str(member_id).encode()]
+        member = dict(shared)
+        if args:
+            member[b"args"] = args
+        yield member_id, member
+
+
+def result_value(fields: dict[str, Any]) -> dict[bytes, bytes]:
+    """A member's result fields (``runner.result_fields``) as the bytes stored for it."""
+    out = {}
+    for name, value in fields.items():
+        if isinstance(value, str):
+            value = value.encode()
+        elif isinstance(value, int):
+            value = b"%d" % value
+        elif isinstance(value, memoryview):
+            value = bytes(value)
+        out[name.encode()] = value
+    return out
+
+
+def pack_results(results: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """A pack's result fields from its members' (id, result fields): ``pr:ID`` (``pf:ID``
+    for a failure) -> the member's fields, which ``store.complete`` turns into one value;
+    last, ``nf`` the failures (what retrieve.lua counts)."""
+    out: dict[str, Any] = {}
+    failed = 0
+    for member_id, fields in results:
+        if int(fields["r"]) == 0:
+            out[f"pr:{member_id}"] = fields
+        else:
+            out[f"pf:{member_id}"] = fields
+            failed += 1
+    out["nf"] = failed
+    return out
+
+
+def dump_member(fields: dict[str, Any]) -> bytes:
+    """A member's result fields (``runner.result_fields``) as the one value stored for it."""
+    return pickle.dumps(result_value(fields), protocol=pickle.HIGHEST_PROTOCOL)
