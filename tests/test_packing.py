@@ -149,6 +149,7 @@ def test_slow_or_unknown_functions_and_signed_queues_are_never_packed(queue, wor
     queue.submit_many([wq.PythonTask(timed_sleep, 0.02) for _ in range(3)])
     assert not queue._pack_of  # 20 ms a call: a pack would hold one slot too long
     drain(queue, 3)
+    assert queue.empty()
     with wq.WorkQueue(queue_name, redis_url=redis_url, secret="s3cret") as signed:
         _learn_pace(signed)
         signed.submit_many([wq.PythonTask(member_probe, i) for i in range(20)])
@@ -187,4 +188,4 @@ def test_planner_packs_only_what_shares_everything_but_arguments():
         fields = by_id[pack_id][3]
         assert fields["n"] == len(members) and fields["fn"] == fn_fast and "args" not in fields
         assert all(fields[f"pa:{m}"] == b"a%d" % m for m in members)
-    assert sorted(m for ms in packs.values() for m in ms) + [3, 4] == sorted(range(len(tasks)))
+    assert sorted([m for ms in packs.values() for m in ms] + [3, 4]) == list(range(len(tasks)))
