@@ -3,6 +3,8 @@ hash, each member still a task of its own: id, result, output, failure, cancel, 
 
 from __future__ import annotations
 
+import os
+import pickle
 import signal
 import time
 
@@ -11,9 +13,9 @@ import redis
 
 import wq_redis as wq
 from conftest import drain, wait_until
-from helpers_tasks import member_probe, timed_sleep
+from helpers_tasks import logged_work, member_probe, timed_sleep
 from wq_redis.keys import QueueKeys
-from wq_redis.packing import PACK_TASKS, PackPlanner
+from wq_redis.packing import PACK_TASKS, PackPlanner, dump, load
 
 
 def _learn_pace(queue: wq.WorkQueue, count: int = 20) -> None:
@@ -187,5 +189,32 @@ def test_planner_packs_only_what_shares_everything_but_arguments():
     for pack_id, members in packs.items():
         fields = by_id[pack_id][3]
         assert fields["n"] == len(members) and fields["fn"] == fn_fast and "args" not in fields
-        assert all(fields[f"pa:{m}"] == b"a%d" % m for m in members)
+        assert load(fields["pa"]) == [(m, b"a%d" % m) for m in members]
     assert sorted([m for ms in packs.values() for m in ms] + [3, 4]) == list(range(len(tasks)))
+
+
+def test_a_member_cancelled_before_its_pack_starts_never_runs(queue, workers, tmp_path):
+    log = str(tmp_path / "runs.log")
+    workers.start("--cores", "1")
+    queue.submit_many([wq.PythonTask(logged_work, log, 0, i) for i in range(20)])
+    drain(queue, 20)
+    assert queue.empty()
+    workers.stop_all()
+    ids = queue.submit_many([wq.PythonTask(logged_work, log, 0, i) for i in range(30)])
+    assert len(set(queue._pack_of.get(i) for i in ids)) < 10
+    victims = {ids[2], ids[17]}
+    for victim in victims:
+        assert queue.cancel_by_taskid(victim).id == victim
+    open(log, "w").close()
+    workers.start("--cores", "1")
+    tasks = drain(queue, 28)
+    assert {t.id for t in tasks} == set(ids) - victims
+    assert sorted(int(i) for i in open(log).read().split()) == sorted(set(ids) - victims)  # each ran once
+    assert queue.wait(1) is None and queue.empty()
+    assert queue.stats.tasks_cancelled == 2
+
+
+def test_pack_values_are_read_as_plain_data_only():
+    assert load(dump([(1, b"x", {b"r": b"0"})])) == [(1, b"x", {b"r": b"0"})]
+    with pytest.raises(pickle.UnpicklingError):
+        load(pickle.dumps(os.system))  # would name (and so import) a callable

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
 
+from . import gcpause
 from .categories import CategoryBook, cancel_category, category_stats
 from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
 from .connection import open_client, resolve_url
@@ -221,6 +222,10 @@ class WorkQueue(WorkQueueCompat):
     def submit_many(self, tasks: Sequence[Task]) -> list[int]:
         """Queue many tasks in one round trip (with anything ``submit`` buffered before);
         returns their ids in order.  If Redis cannot take them, raises: they are not queued."""
+        with gcpause.paused():
+            return self._submit_many(tasks)
+
+    def _submit_many(self, tasks: Sequence[Task]) -> list[int]:
         with self._functions.one_call():
             encoded = [self._encode(task) for task in tasks]
         bodies: dict[str, bytes] = {}
@@ -305,6 +310,10 @@ class WorkQueue(WorkQueueCompat):
         """Send the tasks still buffered, acknowledge what was taken last time and take a
         batch of finished tasks; with ``block``, first wait up to that many seconds for a
         completion.  One round trip."""
+        with gcpause.paused():
+            return self._retrieve_batch(max_tasks, block)
+
+    def _retrieve_batch(self, max_tasks: int, block: float) -> int:
         acked, self._unacked = self._unacked, []
         try:  # the tasks still buffered go first, in the same round trip
             rows, outstanding = self._buffer.flush_into(
@@ -422,8 +431,7 @@ class WorkQueue(WorkQueueCompat):
                 if not fields:
                     continue
                 ids = member_ids(fields) if b"n" in fields and request[1] is None else [task_id]
-                found = [(i, self._submitted.pop(i, None) or task_from_fields(i, fields), fields) for i in ids
-                         if f"pc:{i}".encode() not in fields or i == task_id]
+                found = [(i, self._submitted.pop(i, None) or task_from_fields(i, fields), fields) for i in ids]
             for found_id, task, fields in found:
                 if fields is not None:
                     task._id = found_id

@@ -14,31 +14,32 @@ workers.  Only calls that a worker runs in a batch are packed (no files, limits,
 signatures: see ``packable``).
 
 Fields of a pack's hash besides a task's usual ones (wire.py):
-  n members; pa:ID a member's pickled arguments (empty: none);
-  once run: pr:ID / pf:ID the member's result fields, pickled (pf: failed), nf how many
-  failed; pc:ID a member cancelled while the pack ran, nc how many were;
-  vks the keys of members' large return values (each stored beside, like "vk").
+  n members, pa their ids and pickled arguments (one value: ``dump``);
+  pc:ID a member cancelled (before or while the pack ran), nc how many are;
+  once run: pr the members' result fields (one value), nf how many failed and fids
+  their ids (so scripts count failures without reading pr), vks the keys of members'
+  large return values (each stored beside, like "vk").
 Counts in stats are in tasks: the scripts keep pack_waiting:MEMBER, pack_running:MEMBER
-and pack_done in the stats hash (members beyond the first of each pack).
+and pack_done in the stats hash (each pack's live members beyond its first).
+Values are pickles of plain data only, read by ``load``, which refuses anything else: a
+hash in Redis never makes the worker's or the manager's process run code.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from typing import Any, Callable, Iterable, Sequence
 
 from .task import PythonTask, Task
 
-PACK_TASKS = 64  # members of one pack, at most
+PACK_TASKS = 256  # members of one pack, at most
 PACK_SECONDS = 0.005  # ... and about this much work at the function's pace
 PACK_ARG_BYTES = 1024  # larger arguments travel in a task of their own
 SAMPLES_TRUSTED = 16  # after this many results of a function, its pace is sampled 1 in 16
-MEMBERS = b"n"
-ARGS, RESULT, FAILED, CANCELLED = b"pa:", b"pr:", b"pf:", b"pc:"
-VALUE_KEYS = b"vks"
-_PACK_COUNTS = (MEMBERS, VALUE_KEYS, b"nf", b"nc")
-_MEMBER_PREFIXES = (ARGS, RESULT, FAILED, CANCELLED)
+MEMBERS, ARGS, RESULTS, CANCELLED = b"n", b"pa", b"pr", b"pc:"
+_PACK_FIELDS = frozenset({MEMBERS, ARGS, RESULTS, b"nc", b"nf", b"fids", b"vks"})
 _SHARED_FIELDS = ("sub", "spec", "fn", "mr", "cat")  # what a pack's members share
 
 Row = tuple[int, str, float, dict[str, Any]]  # (id, queue member, priority, hash fields)
@@ -103,8 +104,7 @@ class PackPlanner:
             pack_id = new_id()
             pack_fields: dict[str, Any] = {name: fields[name] for name in _SHARED_FIELDS if name in fields}
             pack_fields["n"] = len(members)
-            for member_id, _, _, member_fields in members:
-                pack_fields[f"pa:{member_id}"] = member_fields.get("args", b"")
+            pack_fields["pa"] = dump([(m[0], m[3].get("args", b"")) for m in members])
             out.append((pack_id, member, priority, pack_fields))
             packs[pack_id] = [m[0] for m in members]
 
@@ -129,76 +129,96 @@ class PackPlanner:
         return out, packs
 
 
+class _PlainData(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"a pack's value names {module}.{name}: only plain data is read")
+
+
+def dump(value: Any) -> bytes:
+    """A pack's value (member arguments or results): plain data, pickled."""
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load(data: bytes) -> Any:
+    """A value written by ``dump``; anything that would import or call is refused."""
+    return _PlainData(io.BytesIO(data)).load()
+
+
+def live_count(fields: dict[bytes, bytes]) -> int:
+    """The tasks a claimed hash stands for: a pack's members not cancelled, else 1."""
+    count = fields.get(MEMBERS)
+    return 1 if count is None else int(count) - int(fields.get(b"nc", 0))
+
+
+def cancelled_ids(fields: dict[bytes, bytes]) -> set[int]:
+    return {int(name[3:]) for name in fields if name.startswith(CANCELLED)}
+
+
+def member_args(fields: dict[bytes, bytes]) -> list[tuple[int, bytes | None]]:
+    """A pack's live members: (id, pickled arguments or None), in id order."""
+    cancelled = cancelled_ids(fields) if b"nc" in fields else ()
+    return [(member_id, args or None) for member_id, args in load(fields[ARGS]) if member_id not in cancelled]
+
+
 def member_ids(fields: dict[bytes, bytes]) -> list[int]:
-    """The members a pack's hash still holds, in id order."""
-    return sorted(int(name[3:]) for name in fields if name.startswith(ARGS))
+    """The members of a pack not cancelled, in id order."""
+    return [member_id for member_id, _ in member_args(fields)]
 
 
 def shared_fields(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
     """A pack's fields that are every member's: function, spec, lease, worker, times."""
-    return {name: value for name, value in fields.items()
-            if name[:3] not in _MEMBER_PREFIXES and name not in _PACK_COUNTS}
+    return {name: value for name, value in fields.items() if name not in _PACK_FIELDS and not name.startswith(CANCELLED)}
 
 
 def member_rows(fields: dict[bytes, bytes]) -> list[tuple[int, dict[bytes, bytes]]]:
     """A finished pack as its members' (id, fields), as if each had a hash of its own.
 
-    Members cancelled while it ran are left out.  A pack that ended as a whole (its
-    lease lost with no retry left) gives each member its own failure."""
+    Members cancelled are left out.  A pack that ended as a whole (its lease lost with
+    no retry left) gives each member its own failure."""
     shared = shared_fields(fields)
-    cancelled = {name[3:] for name in fields if name.startswith(CANCELLED)}
-    rows = []
-    for name, value in fields.items():
-        if (name.startswith(RESULT) or name.startswith(FAILED)) and name[3:] not in cancelled:
-            rows.append((int(name[3:]), {**shared, **pickle.loads(value)}))
-    if not rows:
-        rows = [(member_id, dict(shared)) for member_id in member_ids(fields)
-                if str(member_id).encode() not in cancelled]
-    rows.sort(key=lambda row: row[0])
-    return rows
+    cancelled = cancelled_ids(fields) if b"nc" in fields else ()
+    results = fields.get(RESULTS)
+    if results is None:
+        return [(member_id, dict(shared)) for member_id in member_ids(fields)]
+    return [(member_id, {**shared, **member}) for member_id, member in load(results) if member_id not in cancelled]
 
 
 def member_fields(fields: dict[bytes, bytes]) -> Iterable[tuple[int, dict[bytes, bytes]]]:
     """A claimed pack as its members' (id, fields) to run: shared fields plus arguments."""
     shared = shared_fields(fields)
-    for member_id in member_ids(fields):
-        args = fields[ARGS + str(member_id).encode()]
+    for member_id, args in member_args(fields):
         member = dict(shared)
         if args:
             member[b"args"] = args
         yield member_id, member
 
 
+_NAMES: dict[str, bytes] = {}
+
+
 def result_value(fields: dict[str, Any]) -> dict[bytes, bytes]:
     """A member's result fields (``runner.result_fields``) as the bytes stored for it."""
     out = {}
     for name, value in fields.items():
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             value = value.encode()
-        elif isinstance(value, int):
+        elif kind is int:
             value = b"%d" % value
-        elif isinstance(value, memoryview):
+        elif kind is memoryview:
             value = bytes(value)
-        out[name.encode()] = value
+        key = _NAMES.get(name)
+        if key is None:
+            key = _NAMES[name] = name.encode()
+        out[key] = value
     return out
 
 
 def pack_results(results: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
-    """A pack's result fields from its members' (id, result fields): ``pr:ID`` (``pf:ID``
-    for a failure) -> the member's fields, which ``store.complete`` turns into one value;
-    last, ``nf`` the failures (what retrieve.lua counts)."""
-    out: dict[str, Any] = {}
-    failed = 0
-    for member_id, fields in results:
-        if int(fields["r"]) == 0:
-            out[f"pr:{member_id}"] = fields
-        else:
-            out[f"pf:{member_id}"] = fields
-            failed += 1
-    out["nf"] = failed
+    """A pack's result fields from its members' (id, result fields): ``pr`` the list of
+    them (``store.complete`` turns it into one value), ``nf`` and ``fids`` the failures."""
+    failed = [member_id for member_id, fields in results if int(fields["r"]) != 0]
+    out: dict[str, Any] = {"pr": list(results), "nf": len(failed)}
+    if failed:
+        out["fids"] = " ".join(map(str, failed))
     return out
-
-
-def dump_member(fields: dict[str, Any]) -> bytes:
-    """A member's result fields (``runner.result_fields``) as the one value stored for it."""
-    return pickle.dumps(result_value(fields), protocol=pickle.HIGHEST_PROTOCOL)

@@ -486,20 +486,20 @@ class QueueStore:
         return calls
 
     def _member_values(self, fields: dict[str, Any], token: str, calls: list[tuple[str, list[str], list[Any]]]) -> dict[str, Any]:
-        """A pack's result fields with each member's fields pickled; a large return value
-        is stored beside (a SET before the script, as for a task's "vk"), named in "vks"."""
-        out: dict[str, Any] = {}
+        """A pack's result fields with its members' results as one value; a member's large
+        return value is stored beside (a SET before the script, as for a task's "vk"),
+        named in "vks"."""
+        members = []
         stored = []
-        for name, value in fields.items():
-            if isinstance(value, dict):
-                big = value.get("val")
-                if big is not None and len(big) > BIG_VALUE:
-                    key = self.keys.value(f"{token}:{name[3:]}")
-                    calls.append(("set", [key], [big, VALUE_TTL_SECONDS]))
-                    value = {**{n: v for n, v in value.items() if n != "val"}, "vk": key}
-                    stored.append(key)
-                value = packing.dump_member(value)
-            out[name] = value
+        for member_id, member in fields["pr"]:
+            big = member.get("val")
+            if big is not None and len(big) > BIG_VALUE:
+                key = self.keys.value(f"{token}:{member_id}")
+                calls.append(("set", [key], [big, VALUE_TTL_SECONDS]))
+                member = {**{n: v for n, v in member.items() if n != "val"}, "vk": key}
+                stored.append(key)
+            members.append((member_id, packing.result_value(member)))
+        out = {**fields, "pr": packing.dump(members)}
         if stored:
             out["vks"] = "\n".join(stored)
         return out

@@ -118,7 +118,7 @@ local members = 0  -- tasks claimed, a pack's members each counted
 
 -- Lease one popped id; nil when its hash is gone (cancelled while it waited).  One read
 -- and one write per task: the hash comes back with its lease fields as just written.
--- Returns the bytes it holds and the tasks it stands for (a pack's 'n' members, else 1).
+-- Returns the bytes it holds and the tasks it stands for (a pack's live members, else 1).
 local lease_fields = {'s', 'tok', 'w', 'ts', 'a'}
 local function take(c, id, follows)
   local tkey = prefix .. 't:' .. id
@@ -128,9 +128,10 @@ local function take(c, id, follows)
   for i = 1, #flat, 2 do
     local name, value = flat[i], flat[i + 1]
     size = size + #value
-    if name == 'big' then big = value elseif name == 'n' then count = tonumber(value) end
+    if name == 'big' then big = value end
     at[name] = i + 1
   end
+  if at.n then count = tonumber(flat[at.n]) - tonumber(at.nc and flat[at.nc] or '0') end  -- a pack's live members
   local attempt = at.a and tonumber(flat[at.a]) + 1 or 1
   local token = ARGV[10] .. ':' .. id .. ':' .. attempt
   local values = {'2', token, worker, now_us, tostring(attempt)}

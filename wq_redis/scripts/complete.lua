@@ -17,11 +17,12 @@ for i = 5, #KEYS do
   local key, id, token, count = KEYS[i], ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
   local first, last = pos + 3, pos + 2 + count
   pos = last + 1
-  local t = redis.call('HMGET', key, 'tok', 'lt', 'n', 'q')
+  local t = redis.call('HMGET', key, 'tok', 'lt', 'n', 'q', 'nc')
   if t[1] == token then
-    if t[3] and tonumber(t[3]) > 1 then  -- a pack's other members: from running to done
-      redis.call('HINCRBY', KEYS[4], 'pack_running:' .. t[4], 1 - tonumber(t[3]))
-      redis.call('HINCRBY', KEYS[4], 'pack_done', tonumber(t[3]) - 1)
+    local others = tonumber(t[3] or '1') - tonumber(t[5] or '0') - 1
+    if others > 0 then  -- a pack's other live members: from running to done
+      redis.call('HINCRBY', KEYS[4], 'pack_running:' .. t[4], -others)
+      redis.call('HINCRBY', KEYS[4], 'pack_done', others)
     end
     head[6] = token
     if count <= 64 then  -- the usual result: one HSET

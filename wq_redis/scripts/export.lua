@@ -66,8 +66,7 @@ local bytes = 0
 for _, id in ipairs(ids) do
   local tkey = prefix .. 't:' .. id
   for _, field in ipairs(redis.call('HKEYS', tkey)) do
-    local head = string.sub(field, 1, 3)
-    if field == 'out' or field == 'val' or string.sub(field, 1, 2) == 'o:' or head == 'pr:' or head == 'pf:' then
+    if field == 'out' or field == 'val' or field == 'pr' or string.sub(field, 1, 2) == 'o:' then
       bytes = bytes + redis.call('HSTRLEN', tkey, field)
     elseif field == 'vk' then  -- a large return value, kept beside the hash
       bytes = bytes + redis.call('STRLEN', redis.call('HGET', tkey, 'vk'))

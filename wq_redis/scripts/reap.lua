@@ -12,9 +12,9 @@ local requeued, failed = 0, 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[1], id)
   local tkey = prefix .. 't:' .. id
-  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w', 'n')
+  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w', 'n', 'nc')
   if t[1] == '2' then
-    local others = tonumber(t[7] or '1') - 1  -- a pack's other members move with it
+    local others = tonumber(t[7] or '1') - tonumber(t[8] or '0') - 1  -- a pack's other live members move with it
     if others > 0 then redis.call('HINCRBY', KEYS[5], 'pack_running:' .. t[2], -others) end
     local attempts = tonumber(t[4] or '0')
     local max_retries = tonumber(t[5] or '0')

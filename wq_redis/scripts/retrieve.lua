@@ -27,29 +27,25 @@ local function own_lines(list, base)
 end
 for _, id in ipairs(acked) do
   local tkey = prefix .. 't:' .. id
-  local t = redis.call('HMGET', tkey, 'r', 'vk', 'big', 'n', 'vks', 'nf', 'nc')
+  local t = redis.call('HMGET', tkey, 'r', 'vk', 'big', 'n', 'vks', 'nf', 'nc', 'fids')
   if t[4] then
-    -- a pack (packing.py): its members count ('nf' of them failed), less the 'nc'
-    -- cancelled while it ran (counted then); a pack-level 'r' means it ended as a whole
-    -- (its lease lost, no retry left): every member failed.  Large member values
-    -- ('vks') are keys of their own.
-    local members, cancelled = tonumber(t[4]), tonumber(t[7] or '0')
-    retrieved = retrieved + members - cancelled
+    -- a pack (packing.py): its live members count ('nf' of them failed, named in
+    -- 'fids'); the 'nc' cancelled were counted then.  A pack-level 'r' means it ended as
+    -- a whole (its lease lost, no retry left): every member failed.  Large member
+    -- values ('vks') are keys of their own.
+    local live = tonumber(t[4]) - tonumber(t[7] or '0')
+    retrieved = retrieved + live
     if t[1] then
-      if t[1] ~= '0' then failed = failed + members - cancelled end
-    elseif cancelled == 0 then
+      if t[1] ~= '0' then failed = failed + live end
+    else
       failed = failed + tonumber(t[6] or '0')
-    else  -- which of the failed ones were cancelled: look at the names (rare)
-      local marked = {}
-      local names = redis.call('HKEYS', tkey)
-      for _, name in ipairs(names) do
-        if string.sub(name, 1, 3) == 'pc:' then marked[string.sub(name, 4)] = true end
-      end
-      for _, name in ipairs(names) do
-        if string.sub(name, 1, 3) == 'pf:' and not marked[string.sub(name, 4)] then failed = failed + 1 end
+      if t[7] and t[8] then  -- a failed member cancelled while the pack ran: not counted twice
+        for id in string.gmatch(t[8], '%d+') do
+          if redis.call('HEXISTS', tkey, 'pc:' .. id) == 1 then failed = failed - 1 end
+        end
       end
     end
-    if members > 1 then redis.call('HINCRBY', KEYS[2], 'pack_done', 1 - members) end
+    if live > 1 then redis.call('HINCRBY', KEYS[2], 'pack_done', 1 - live) end
     if t[5] then own_lines(t[5], '') end
   else
     retrieved = retrieved + 1

@@ -44,6 +44,11 @@ class Attempt:
         self.cancelled = False
         self._stop: Callable[[], None] | None = None
 
+    @property
+    def args(self) -> bytes | None:
+        """The pickled arguments (None: the call has none)."""
+        return self.fields.get(b"args")
+
     def cancel(self) -> None:
         """Lease lost or task cancelled: stop it if it runs, skip it if it has not started."""
         self.cancelled = True
@@ -82,13 +87,15 @@ def quick_spec(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
 
 
 class PackMember:
-    """One call of a claimed pack: what a batch needs of a task (its id and fields)."""
+    """One call of a claimed pack: what a batch needs of a task.  ``fields`` are the
+    pack's shared fields (one dict for all its members), ``args`` the member's own."""
 
-    __slots__ = ("task_id", "fields")
+    __slots__ = ("task_id", "fields", "args")
 
-    def __init__(self, task_id: int, fields: dict[bytes, bytes]) -> None:
+    def __init__(self, task_id: int, fields: dict[bytes, bytes], args: bytes | None) -> None:
         self.task_id = task_id
         self.fields = fields
+        self.args = args
 
 
 def calls_of(attempts: list[Attempt]) -> tuple[list[Attempt | PackMember], list[int]]:
@@ -98,8 +105,9 @@ def calls_of(attempts: list[Attempt]) -> tuple[list[Attempt | PackMember], list[
     owners: list[int] = []
     for index, attempt in enumerate(attempts):
         if packing.MEMBERS in attempt.fields:
-            for member_id, fields in packing.member_fields(attempt.fields):
-                calls.append(PackMember(member_id, fields))
+            shared = packing.shared_fields(attempt.fields)
+            for member_id, args in packing.member_args(attempt.fields):
+                calls.append(PackMember(member_id, shared, args))
                 owners.append(index)
         else:
             calls.append(attempt)
@@ -156,13 +164,17 @@ class QuickBatch:
     def run(self) -> BatchResult:
         fields: list[dict[str, Any] | None] = [None] * len(self.attempts)
         calls, slots = [], []
+        no_env: dict[str, Any] = {}
+        digests: dict[int, str] = {}  # by id(fields): a pack's members share their fields
         for index, (attempt, spec) in enumerate(zip(self.attempts, self.specs)):
             refused = self._refusal(attempt)
             if refused is not None:
                 fields[index] = self._fields(attempt, refused, 0.0)
                 continue
-            calls.append((attempt.task_id, function_digest(attempt.fields), out_of_band(attempt.fields.get(b"args") or NO_ARGS),
-                          spec.get("env") or {}))
+            digest = digests.get(id(attempt.fields))
+            if digest is None:
+                digest = digests[id(attempt.fields)] = function_digest(attempt.fields)
+            calls.append((attempt.task_id, digest, out_of_band(attempt.args or NO_ARGS), spec.get("env") or no_env))
             slots.append(index)
         if not calls:
             return BatchResult(Ending.DONE, fields)

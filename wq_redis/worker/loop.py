@@ -258,7 +258,7 @@ class Worker:
         self._delivered(batch, accepted)
         # a claim that got every follower it asked for probably left more behind: worth
         # prefetching; one that got fewer drained its queue (no claim is wasted on it)
-        self._queue_had_more = bool(claimed) and sum(int(c.fields.get(packing.MEMBERS, 1)) for c in claimed) > followers
+        self._queue_had_more = bool(claimed) and sum(packing.live_count(c.fields) for c in claimed) > followers
         return claimed, eligible
 
     # -- tasks ------------------------------------------------------------------------
@@ -297,7 +297,7 @@ class Worker:
                 self._prefetched = (attempts, after)  # the slot's runner takes it when done
         if self.metrics is not None:
             for task in group:
-                for _ in range(int(task.fields.get(packing.MEMBERS, 1))):  # a pack's members each
+                for _ in range(packing.live_count(task.fields)):  # a pack's members each
                     self.metrics.task_started(task.fields)
         if waits or self._abort:  # on abort, _stop_and_hand_back gives them back unstarted
             return
@@ -444,9 +444,8 @@ class Worker:
         if self.metrics is not None:
             for attempt, fields in ended:
                 if fields is not None and not attempt.cancelled and packing.MEMBERS in attempt.fields:
-                    for member in fields.values():  # a pack's results: one per member
-                        if isinstance(member, dict):
-                            self.metrics.task_finished(member)
+                    for _, member in fields.get("pr", ()):  # a pack's results: one per member
+                        self.metrics.task_finished(member)
                 else:
                     self.metrics.task_finished(None if attempt.cancelled else fields)
         with self._lock:
