@@ -241,3 +241,21 @@ def test_interpreter_exit_sends_what_is_buffered(redis_url, queue_name, tmp_path
     assert subprocess.run([sys.executable, str(script)], env=env, timeout=60).returncode == 0
     with wq.WorkQueue(queue_name, redis_url=redis_url) as q:
         assert q.stats.tasks_submitted == 30
+
+
+def test_a_wait_after_a_lone_submit_sees_it_when_redis_lost_its_scripts(queue, workers, redis_url):
+    """The submit and the retrieve go in one pipeline: a retrieve answered while the
+    submit before it was refused (NOSCRIPT) must not say that nothing is outstanding."""
+    from importlib import resources
+
+    workers.start("--cores", "1")
+    client = redis.Redis.from_url(redis_url)
+    retrieve_source = resources.files("wq_redis").joinpath("scripts", "retrieve.lua").read_text()
+    for only_retrieve_loaded in (False, True):
+        assert queue.wait(0) is None
+        client.script_flush()  # Redis restarted, or SCRIPT FLUSH
+        if only_retrieve_loaded:  # ... and another process loaded one script since
+            client.script_load(retrieve_source)
+        queue.submit(wq.PythonTask(my_sum, 1, 2))
+        task = queue.wait(30)
+        assert task is not None and task.output == 3

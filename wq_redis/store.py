@@ -149,6 +149,7 @@ class QueueStore:
         self.client = client
         self.keys = QueueKeys(queue)
         self._scripts = {name: _load_script(client, name) for name in self.SCRIPTS}
+        self._scripts_loaded = False  # in Redis: loaded before the first pipeline
 
     def _call_many(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one pipeline (one round trip)."""
@@ -158,9 +159,15 @@ class QueueStore:
         """Run scripts in one pipeline (one round trip); answers in order.
 
         Sends EVALSHA directly: redis-py's pipelines would first ask SCRIPT EXISTS, a second
-        round trip on every call.  Calls answered NOSCRIPT (Redis restarted or flushed its
-        script cache) did not run; their scripts are loaded and only those are sent again.
+        round trip on every call.  Every script is loaded before this store's first
+        pipeline, so that none of its calls finds its script missing while a later one runs
+        (a retrieve answered before the submit it was sent after).  Calls answered NOSCRIPT
+        all the same (Redis restarted or flushed its scripts) did not run: every script is
+        loaded again, and those calls are sent again with the retrieves after them (a
+        retrieve is safe to repeat; the others did not depend on them).
         """
+        if not self._scripts_loaded:
+            self._load_scripts()
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):
@@ -184,11 +191,18 @@ class QueueStore:
                     results[index] = answer
             if not retry:
                 return results
-            for name in {calls[index][0] for index in retry}:
-                script = self._scripts[name]
-                script.sha = self.client.script_load(script.script)
-            todo = retry
+            self._load_scripts()
+            todo = [index for index in todo if index in retry or (index > retry[0] and calls[index][0] == "retrieve")]
         raise RuntimeError("scripts could not be loaded into Redis")
+
+    def _load_scripts(self) -> None:
+        """Load every script (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for script in self._scripts.values():
+            pipe.script_load(script.script)
+        for script, sha in zip(self._scripts.values(), pipe.execute()):
+            script.sha = sha
+        self._scripts_loaded = True
 
     # -- manager side --------------------------------------------------------------
     def reserve_ids(self, count: int) -> range:
