@@ -71,12 +71,11 @@ def queue_report(view: QueueView, now_us: int, workers: bool, tasks: bool, categ
 def _workers(view: QueueView, snap: Any, now_us: int) -> list[dict[str, Any]]:
     beats = view.heartbeats()
     in_use: dict[str, dict[str, int]] = {}
-    running: dict[str, int] = {}
     for worker, member in snap.running_tasks:  # from the leases: exact at this instant
         used = in_use.setdefault(worker, dict.fromkeys(RESOURCES, 0))
         for name, value in _class_dict(split_member(member)[0]).items():
             used[name] += value
-        running[worker] = running.get(worker, 0) + 1
+    running = snap.running_by_worker  # a pack's members each count
     out = []
     for name, record in sorted(snap.workers.items()):
         status = json.loads(record.get(b"status", b"{}") or b"{}")
@@ -98,7 +97,7 @@ def _workers(view: QueueView, snap: Any, now_us: int) -> list[dict[str, Any]]:
 def _task_dict(row: Any, now_us: int) -> dict[str, Any]:
     return {
         "id": row.id, "state": row.state, "tag": row.tag, "category": row.category, "class": row.resource_class,
-        "worker": row.worker, "attempts": row.attempts,
+        "worker": row.worker, "attempts": row.attempts, "tasks": row.tasks,
         "age_s": None if row.submitted_us is None else round((now_us - row.submitted_us) / 1e6, 3),
         "running_s": None if row.started_us is None or row.state != "RUNNING" else
         round((now_us - row.started_us) / 1e6, 3),
@@ -186,7 +185,8 @@ def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool)
         table = _table("tasks", ("QUEUE",), ("ID",), ("STATE", "TAG", "CATEGORY", "CLASS", "WORKER"), ("ATTEMPTS", "AGE"))
         for q in queues:
             for t in q["tasks"]:
-                table.add_row(q["name"], str(t["id"]), t["state"], t["tag"] or "-", t["category"], t["class"],
+                name = str(t["id"]) if t["tasks"] == 1 else f"{t['id']} (pack of {t['tasks']})"
+                table.add_row(q["name"], name, t["state"], t["tag"] or "-", t["category"], t["class"],
                               t["worker"] or "-", str(t["attempts"]), _age(t["age_s"]))
         parts.append(table)
     if categories:

@@ -8,7 +8,7 @@ retrieve, cancel, stats) are Lua scripts in ``scripts/``, loaded once with
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from typing import Any, Iterable, Sequence
 
@@ -87,6 +87,13 @@ def _flat_to_dict(flat: Sequence[bytes]) -> Fields:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
+def _tasks_by_worker(running: Sequence[Sequence[Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for worker, _, tasks in running:
+        counts[worker.decode()] = counts.get(worker.decode(), 0) + int(tasks)
+    return counts
+
+
 def _counters(flat: Sequence[bytes]) -> dict[str, int]:
     """The stats hash's counters, without the pack_* bookkeeping the scripts fold in."""
     return {name.decode(): int(v) for name, v in _flat_to_dict(flat).items() if not name.startswith(b"pack_")}
@@ -112,7 +119,8 @@ class Snapshot:
     with_results: int
     counters: dict[str, int]
     workers: dict[str, Fields]
-    running_tasks: list[tuple[str, str]]  # (worker, member "CLASS|TAG") per running task
+    running_tasks: list[tuple[str, str]]  # (worker, member "CLASS|TAG") per running task (or pack)
+    running_by_worker: dict[str, int] = field(default_factory=dict)  # worker -> tasks (a pack's members each)
 
 
 @dataclass
@@ -382,7 +390,8 @@ class QueueStore:
             with_results=int(with_results),
             counters=_counters(counters),
             workers={name.decode(): _flat_to_dict(flat) for name, flat in workers},
-            running_tasks=[(w.decode(), m.decode()) for w, m in running_tasks],
+            running_tasks=[(w.decode(), m.decode()) for w, m, _ in running_tasks],
+            running_by_worker=_tasks_by_worker(running_tasks),
         )
 
     def export_snapshot(self, levels: int = 16, sample: int = 1000) -> ExportSnapshot:

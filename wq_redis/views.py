@@ -21,7 +21,7 @@ from .resources import split_member
 from .store import QueueStore, Snapshot
 
 WORKER_TIMEOUT_MS = 60_000  # as WorkQueue.stats: a worker silent this long is not listed
-TASK_FIELDS = ("s", "q", "w", "sub", "ts", "cat", "a")
+TASK_FIELDS = ("s", "q", "w", "sub", "ts", "cat", "a", "n", "nc")
 
 
 def discover_queues(client: redis.Redis) -> list[str]:
@@ -47,6 +47,7 @@ class TaskRow:
     attempts: int
     submitted_us: int | None
     started_us: int | None
+    tasks: int = 1  # a pack (packing.py) is one row for its live members
 
 
 class QueueView:
@@ -101,7 +102,7 @@ class QueueView:
         ids = self.task_ids(limit)
         rows = []
         for task_id, values in zip(ids, self.task_fields(ids)):
-            state, member, worker, sub, started, category, attempts = (_text(v) for v in values)
+            state, member, worker, sub, started, category, attempts, members, cancelled = (_text(v) for v in values)
             if state is None:
                 continue  # retrieved or cancelled meanwhile
             cls, tag = split_member(member or "|")
@@ -109,6 +110,7 @@ class QueueView:
                 id=task_id, state=TaskState(int(state)).name, resource_class=cls, tag=tag,
                 category=category or "default", worker=worker if state != "1" else None,
                 attempts=int(attempts or 0), submitted_us=_int(sub), started_us=_int(started),
+                tasks=int(members) - int(cancelled or 0) if members else 1,
             ))
         return rows[:limit]
 
@@ -131,9 +133,9 @@ def _int(value: str | None) -> int | None:
 
 
 def count_by(rows: Iterable[TaskRow], *attributes: str) -> dict[tuple[Any, ...], int]:
-    """How many rows share each combination of ``attributes``."""
+    """How many tasks the rows that share each combination of ``attributes`` stand for."""
     counts: dict[tuple[Any, ...], int] = {}
     for row in rows:
         key = tuple(getattr(row, a) for a in attributes)
-        counts[key] = counts.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) + row.tasks
     return counts

@@ -2,7 +2,7 @@
 -- KEYS: 1 registry set, 2 leases zset, 3 done list, 4 stats hash, 5 workers zset
 -- ARGV: 1 key prefix, 2 worker timeout ms
 -- Returns {{{member, waiting}...}, running count, with_results, {counters},
---          {{name, {record}}...}, {{worker, member} per running task or pack}}
+--          {{name, {record}}...}, {{worker, member, tasks} per running task or pack}}
 -- Counts are in tasks: a pack's members each count (the stats hash's pack_* fields).
 -- Committed resources come from the leases themselves, not from heartbeats, so they are
 -- exact at every instant.
@@ -21,8 +21,8 @@ for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], now_ms - tonumber(ARG
 end
 local running = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local t = redis.call('HMGET', prefix .. 't:' .. id, 'w', 'q')
-  if t[1] and t[2] then running[#running + 1] = {t[1], t[2]} end
+  local t = redis.call('HMGET', prefix .. 't:' .. id, 'w', 'q', 'n', 'nc')
+  if t[1] and t[2] then running[#running + 1] = {t[1], t[2], tonumber(t[3] or '1') - tonumber(t[4] or '0')} end
 end
 local counters = redis.call('HGETALL', KEYS[4])
 local running_count, done_count = #running, redis.call('LLEN', KEYS[3])
