@@ -15,6 +15,8 @@ import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import logged_work, member_probe, timed_sleep
 from wq_redis.keys import QueueKeys
+from wq_redis.status import gather
+from wq_redis.store import QueueStore
 from wq_redis.packing import PACK_TASKS, PackPlanner, dump, load
 
 
@@ -88,6 +90,11 @@ def test_waiting_members_count_and_cancel_one_by_one_or_by_tag(queue, workers, r
     assert queue._pack_of.get(ids[0]) is not None
     stats = queue.stats
     assert stats.tasks_waiting == 40  # members count, not packs
+    client = redis.Redis.from_url(redis_url)
+    report = gather(client, [queue_name], tasks=True, categories=True)["queues"][0]
+    assert sum(t["tasks"] for t in report["tasks"]) == 40 and len(report["tasks"]) < 40
+    assert sum(row["tasks"] for row in report["waiting_by_class"]) == 40
+    assert sum(n for n, _ in QueueStore(client, queue_name).export_snapshot().waiting.values()) == 40  # Prometheus
     assert queue.task_state(ids[3]) == wq.WORK_QUEUE_TASK_READY
 
     one = queue.cancel_by_taskid(ids[3])
@@ -134,7 +141,9 @@ def test_a_pack_whose_worker_is_killed_runs_again_elsewhere(queue, workers):
     ids = queue.submit_many([wq.PythonTask(timed_sleep, 1.0) for _ in range(3)])
     assert len(set(queue._pack_of.get(i) for i in ids)) == 1 and None not in queue._pack_of.values()
     assert wait_until(lambda: queue.task_state(ids[0]) == wq.WORK_QUEUE_TASK_RUNNING)
-    time.sleep(0.5)
+    stats = queue.stats
+    assert stats.tasks_running == 3 and stats.tasks_waiting == 0 and stats.committed_cores == 1  # one slot
+    time.sleep(0.3)
     victim.send_signal(signal.SIGKILL)  # mid-pack
     victim.wait(10)
     workers.start("--cores", "1")
