@@ -227,3 +227,21 @@ def test_pack_values_are_read_as_plain_data_only():
     assert load(dump([(1, b"x", {b"r": b"0"})])) == [(1, b"x", {b"r": b"0"})]
     with pytest.raises(pickle.UnpicklingError):
         load(pickle.dumps(os.system))  # would name (and so import) a callable
+
+
+def test_a_pack_over_64_kib_of_arguments_keeps_them_beside_its_hash(queue, workers, redis_url, queue_name):
+    from helpers_tasks import sized_probe
+
+    workers.start("--cores", "1")
+    queue.submit_many([wq.PythonTask(sized_probe, i, b"x" * 900) for i in range(20)])
+    drain(queue, 20)
+    assert queue.empty()
+    workers.stop_all()
+    ids = queue.submit_many([wq.PythonTask(sized_probe, i, b"y" * 900) for i in range(300)])
+    queue._buffer.flush()
+    client = redis.Redis.from_url(redis_url)
+    assert any(key.endswith(b":pa") for key in client.keys(QueueKeys(queue_name).prefix + "t:*"))
+    workers.start("--cores", "1")
+    tasks = {t.id: t for t in drain(queue, 300)}
+    assert all(tasks[task_id].output[0] == i and tasks[task_id].output[2] == 900 for i, task_id in enumerate(ids))
+    assert queue.empty() and _task_keys(redis_url, queue_name) == []
