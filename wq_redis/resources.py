@@ -12,8 +12,9 @@ Lua parses the class name with the pattern ``c(%d+)%.m(%d+)%.d(%d+)%.g(%d+)``; k
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 DEFAULT_CORES = 1
 BUCKET_BASE_MB = 256
@@ -38,8 +39,12 @@ class Request:
             raise ValueError("a task needs at least one core or one GPU (cores=0 suits GPU-only tasks)")
 
     def fits(self, free: Request | dict[str, int]) -> bool:
-        f = free if isinstance(free, dict) else asdict(free)
+        f = free if isinstance(free, dict) else free.as_dict()
         return all(getattr(self, k) <= f[k] for k in ("cores", "memory", "disk", "gpus"))
+
+    def as_dict(self) -> dict[str, int]:
+        """The four amounts by name (``dataclasses.asdict`` is ten times slower)."""
+        return {"cores": self.cores, "memory": self.memory, "disk": self.disk, "gpus": self.gpus}
 
 
 def bucket(megabytes: int) -> int:
@@ -66,8 +71,9 @@ def class_name(request: Request) -> str:
     return f"c{c.cores}.m{c.memory}.d{c.disk}.g{c.gpus}"
 
 
+@functools.lru_cache(maxsize=256)  # a worker parses its few classes once per claimed group
 def parse_class(name: str) -> Request:
-    """Inverse of ``class_name``."""
+    """Inverse of ``class_name`` (a Request is frozen: the cached one is shared)."""
     match = _CLASS_RE.match(name)
     if not match:
         raise ValueError(f"not a resource class: {name!r}")

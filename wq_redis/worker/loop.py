@@ -32,7 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -218,7 +218,7 @@ class Worker:
                     or self._draining or self._abort):
                 return False
             request = next(reversed(self._busy.values()))
-        claimed, _ = self._deliver_and_claim(asdict(request))
+        claimed, _ = self._deliver_and_claim(request.as_dict())
         for group in _groups(claimed)[:1]:  # max_tasks is 1 for one slot's resources
             self._start(group, after=request)
         return True

@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -139,8 +139,10 @@ class Allocator:
     def _used_locked(self) -> dict[str, int]:
         used = {"cores": 0, "memory": 0, "disk": 0, "gpus": 0}
         for request, _ in self._held.values():
-            for k, v in asdict(request).items():
-                used[k] += v
+            used["cores"] += request.cores
+            used["memory"] += request.memory
+            used["disk"] += request.disk
+            used["gpus"] += request.gpus
         return used
 
     def allocate(self, key: object, request: Request) -> list[GPU]:
