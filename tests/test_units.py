@@ -957,3 +957,25 @@ def test_a_warm_child_runs_a_function_again_after_running_many_others(tmp_path):
             assert result is not None and result["r"] == 0, (task_id, result and result.get("err"))
     finally:
         pool.close()
+
+
+def test_gcpause_restores_the_collector_as_it_was():
+    import gc
+
+    from wq_redis import gcpause
+
+    assert gc.isenabled()
+    with gcpause.paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gcpause.paused():
+            pass
+        assert not gc.isenabled()  # the program's own choice stands
+    finally:
+        gc.enable()
+    with pytest.raises(ZeroDivisionError):
+        with gcpause.paused():
+            1 / 0
+    assert gc.isenabled()

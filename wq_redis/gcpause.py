@@ -5,7 +5,8 @@ them in a reference cycle: plain reference counting frees them all.  Each 700 su
 allocations still start a collection, and every tenth of those a deeper one that walks
 every object the program holds (with a million submitted tasks, most of its time).
 Pausing the collector for the loop leaves it nothing less to find; it runs at the next
-allocation after.
+allocation after.  Never around a call to Redis: a manager blocked in ``wait`` must not
+keep the collector from other threads.
 """
 
 from __future__ import annotations

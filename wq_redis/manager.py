@@ -222,34 +222,33 @@ class WorkQueue(WorkQueueCompat):
     def submit_many(self, tasks: Sequence[Task]) -> list[int]:
         """Queue many tasks in one round trip (with anything ``submit`` buffered before);
         returns their ids in order.  If Redis cannot take them, raises: they are not queued."""
-        with gcpause.paused():
-            return self._submit_many(tasks)
-
-    def _submit_many(self, tasks: Sequence[Task]) -> list[int]:
-        with self._functions.one_call():
+        # the loops over the tasks pause the cyclic collector (gcpause); the calls to Redis do not
+        with gcpause.paused(), self._functions.one_call():
             encoded = [self._encode(task) for task in tasks]
         bodies: dict[str, bytes] = {}
         for _, needed, _, _ in encoded:
             bodies.update(needed)
         self._upload_functions(bodies)
         self._files.flush(self._store)
-        rows = [self._row(task, request, member, fields) for task, (fields, _, request, member) in zip(tasks, encoded)]
-        packs: dict[int, list[int]] = {}
-        if self._signer is None and len(rows) > 1:  # a signature is per task: signed tasks are never packed
-            rows, packs = self._packer.pack(rows, tasks, self._next_id)
+        with gcpause.paused():
+            rows = [self._row(task, request, member, fields) for task, (fields, _, request, member) in zip(tasks, encoded)]
+            packs: dict[int, list[int]] = {}
+            if self._signer is None and len(rows) > 1:  # a signature is per task: signed tasks are never packed
+                rows, packs = self._packer.pack(rows, tasks, self._next_id)
         try:
             self._buffer.send_now(rows)
         except BaseException:
             for task in tasks:
                 task._id = None
             raise
-        for pack_id, members in packs.items():
-            self._pack_of.update(dict.fromkeys(members, pack_id))
-        for task in tasks:
-            self._submitted[task._id] = task  # type: ignore[index]
-        self._outstanding_seen += len(tasks)
-        self._category_book.submitted(list(tasks))
-        return [task._id for task in tasks]  # type: ignore[misc]
+        with gcpause.paused():
+            for pack_id, members in packs.items():
+                self._pack_of.update(dict.fromkeys(members, pack_id))
+            for task in tasks:
+                self._submitted[task._id] = task  # type: ignore[index]
+            self._outstanding_seen += len(tasks)
+            self._category_book.submitted(list(tasks))
+            return [task._id for task in tasks]  # type: ignore[misc]
 
     def _encode(self, task: Task) -> tuple[dict[str, Any], dict[str, bytes], Request, str]:
         """Check ``task`` and turn it into hash fields (nothing is queued or reserved yet)."""
@@ -310,10 +309,6 @@ class WorkQueue(WorkQueueCompat):
         """Send the tasks still buffered, acknowledge what was taken last time and take a
         batch of finished tasks; with ``block``, first wait up to that many seconds for a
         completion.  One round trip."""
-        with gcpause.paused():
-            return self._retrieve_batch(max_tasks, block)
-
-    def _retrieve_batch(self, max_tasks: int, block: float) -> int:
         acked, self._unacked = self._unacked, []
         try:  # the tasks still buffered go first, in the same round trip
             rows, outstanding = self._buffer.flush_into(
@@ -321,6 +316,11 @@ class WorkQueue(WorkQueueCompat):
         except Exception:
             self._unacked = acked + self._unacked
             raise
+        with gcpause.paused():  # not while blocked above: other threads' garbage is collected then
+            return self._take(rows, outstanding, max_tasks)
+
+    def _take(self, rows: list[tuple[int, int, dict[bytes, bytes]]], outstanding: int, max_tasks: int) -> int:
+        """Make the retrieved rows finished tasks, for ``wait`` to hand out."""
         # not counting the tasks just taken: those are in our hands (acknowledged next time)
         self._outstanding_seen = max(0, outstanding - len(rows))
         acks = list(dict.fromkeys(ack_id for ack_id, _, _ in rows))  # a pack's members share one

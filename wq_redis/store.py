@@ -23,7 +23,7 @@ if HIREDIS_AVAILABLE:  # else redis-py, and so this module, packs in Python
     import hiredis
 
 from .codes import Result
-from . import packing
+from . import gcpause, packing
 from .keys import QueueKeys, padded_id
 
 Fields = dict[bytes, bytes]
@@ -325,12 +325,13 @@ class QueueStore:
         calls.append(("retrieve", [k.done, k.stats, k.retrieving], [k.prefix, max_tasks, keep_seconds, *acked]))
         rows, outstanding = self._pipeline(calls)[-1]
         tasks = []
-        for task_id, flat in rows:
-            fields = _flat_to_dict(flat)
-            if packing.MEMBERS in fields:
-                tasks += [(int(task_id), member_id, member) for member_id, member in packing.member_rows(fields)]
-            else:
-                tasks.append((int(task_id), int(task_id), fields))
+        with gcpause.paused():  # thousands of small dicts, no cycle among them
+            for task_id, flat in rows:
+                fields = _flat_to_dict(flat)
+                if packing.MEMBERS in fields:
+                    tasks += [(int(task_id), member_id, member) for member_id, member in packing.member_rows(fields)]
+                else:
+                    tasks.append((int(task_id), int(task_id), fields))
         big = [fields for _, _, fields in tasks if b"vk" in fields]
         if big:  # large return values, stored beside their tasks: plain GETs, one round trip
             pipe = self.client.pipeline(transaction=False)
