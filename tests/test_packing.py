@@ -245,3 +245,21 @@ def test_a_pack_over_64_kib_of_arguments_keeps_them_beside_its_hash(queue, worke
     tasks = {t.id: t for t in drain(queue, 300)}
     assert all(tasks[task_id].output[0] == i and tasks[task_id].output[2] == 900 for i, task_id in enumerate(ids))
     assert queue.empty() and _task_keys(redis_url, queue_name) == []
+
+
+def test_an_unreadable_pack_fails_its_tasks_and_blocks_nothing(queue, workers, redis_url, queue_name):
+    workers.start("--cores", "1")
+    _learn_pace(queue)
+    workers.stop_all()
+    ids = queue.submit_many([wq.PythonTask(member_probe, i) for i in range(10)])
+    pack_id = queue._pack_of[ids[0]]
+    queue._buffer.flush()
+    client = redis.Redis.from_url(redis_url)
+    client.hset(QueueKeys(queue_name).task(pack_id), "pa", pickle.dumps(os.system))  # not ours: names a callable
+    later = queue.submit(wq.PythonTask(member_probe, 99))
+    workers.start("--cores", "1")
+    tasks = {t.id: t for t in drain(queue, 11)}
+    assert tasks[later].output == (99, str(later))
+    for task_id in ids:
+        assert tasks[task_id].result != wq.WORK_QUEUE_RESULT_SUCCESS
+    assert queue.wait(1) is None and queue.empty()

@@ -103,6 +103,7 @@ class WorkQueue(WorkQueueCompat):
         self._submitted: dict[int, Task] = {}
         self._packer = PackPlanner()
         self._pack_of: dict[int, int] = {}  # task id -> the pack it was submitted in (packing.py)
+        self._packs: dict[int, list[int]] = {}  # pack id -> its tasks, until the pack comes back
         self._results: collections.OrderedDict[int, Task] = collections.OrderedDict()
         self._returned: set[int] = set()
         self._unacked: list[int] = []  # taken from Redis, acknowledged with the next retrieve
@@ -242,6 +243,7 @@ class WorkQueue(WorkQueueCompat):
                 task._id = None
             raise
         with gcpause.paused():
+            self._packs.update(packs)
             for pack_id, members in packs.items():
                 self._pack_of.update(dict.fromkeys(members, pack_id))
             for task in tasks:
@@ -328,32 +330,43 @@ class WorkQueue(WorkQueueCompat):
         if max_tasks > 0:
             self._drained = len(acks) < max_tasks
         taken = 0
-        for _, task_id, fields in rows:
-            if task_id in self._returned or task_id in self._results:
-                continue  # handed out again: a lost reply, or Redis lost its last writes
-            self._packer.observe(fields)
-            self._pack_of.pop(task_id, None)
-            task = self._submitted.pop(task_id, None)
-            if task is None:
-                try:
-                    task = task_from_fields(task_id, fields)
-                except EnvelopeError:
-                    task = Task("<unreadable task spec>")
-            if self._signer is not None and b"val" in fields:
-                try:
-                    self._signer.verify_result(task_id, fields[b"val"], fields.get(b"rsig"))
-                except SignatureError as exc:  # never unpickle what a stranger wrote
-                    fields = {**fields, b"r": str(int(Result.UNKNOWN)).encode(), b"err": str(exc).encode()}
-                    del fields[b"val"]
-            try:
-                apply_results(task, task_id, fields)
-            except OSError as exc:  # e.g. an output file's local path cannot be written
-                task._fields[b"r"] = str(int(Result.OUTPUT_TRANSFER_ERROR)).encode()
-                task._fields[b"err"] = f"output file could not be written on the manager: {exc}".encode()
-            self._results[task_id] = task
-            self._category_book.finished(task)
-            taken += 1
+        for ack_id, task_id, fields in rows:
+            if task_id == ack_id and task_id in self._packs:  # a pack that came back unreadable
+                for member_id in self._packs[task_id]:
+                    if member_id in self._submitted:
+                        taken += self._finished(member_id, dict(fields))
+            else:
+                taken += self._finished(task_id, fields)
+        for ack_id in acks:
+            self._packs.pop(ack_id, None)
         return taken
+
+    def _finished(self, task_id: int, fields: dict[bytes, bytes]) -> bool:
+        """A finished task's results, for ``wait`` to hand out; False if it had them already."""
+        if task_id in self._returned or task_id in self._results:
+            return False  # handed out again: a lost reply, or Redis lost its last writes
+        self._packer.observe(fields)
+        self._pack_of.pop(task_id, None)
+        task = self._submitted.pop(task_id, None)
+        if task is None:
+            try:
+                task = task_from_fields(task_id, fields)
+            except EnvelopeError:
+                task = Task("<unreadable task spec>")
+        if self._signer is not None and b"val" in fields:
+            try:
+                self._signer.verify_result(task_id, fields[b"val"], fields.get(b"rsig"))
+            except SignatureError as exc:  # never unpickle what a stranger wrote
+                fields = {**fields, b"r": str(int(Result.UNKNOWN)).encode(), b"err": str(exc).encode()}
+                del fields[b"val"]
+        try:
+            apply_results(task, task_id, fields)
+        except OSError as exc:  # e.g. an output file's local path cannot be written
+            task._fields[b"r"] = str(int(Result.OUTPUT_TRANSFER_ERROR)).encode()
+            task._fields[b"err"] = f"output file could not be written on the manager: {exc}".encode()
+        self._results[task_id] = task
+        self._category_book.finished(task)
+        return True
 
     def _flush_acks(self) -> None:
         """Send buffered tasks, and tell Redis the tasks taken so far are ours, so counters
@@ -430,7 +443,10 @@ class WorkQueue(WorkQueueCompat):
                 fields = answers.get(request)
                 if not fields:
                     continue
-                ids = member_ids(fields) if b"n" in fields and request[1] is None else [task_id]
+                ids = [task_id]
+                if b"n" in fields and request[1] is None:  # a whole pack
+                    ids = member_ids(fields)
+                    self._packs.pop(request[0], None)
                 found = [(i, self._submitted.pop(i, None) or task_from_fields(i, fields), fields) for i in ids]
             for found_id, task, fields in found:
                 if fields is not None:

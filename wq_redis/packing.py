@@ -32,6 +32,7 @@ import json
 import pickle
 from typing import Any, Callable, Iterable, Sequence
 
+from .codes import Result
 from .task import PythonTask, Task
 
 PACK_TASKS = 256  # members of one pack, at most
@@ -170,17 +171,26 @@ def shared_fields(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
     return {name: value for name, value in fields.items() if name not in _PACK_FIELDS and not name.startswith(CANCELLED)}
 
 
-def member_rows(fields: dict[bytes, bytes]) -> list[tuple[int, dict[bytes, bytes]]]:
+def member_rows(pack_id: int, fields: dict[bytes, bytes]) -> list[tuple[int, dict[bytes, bytes]]]:
     """A finished pack as its members' (id, fields), as if each had a hash of its own.
 
     Members cancelled are left out.  A pack that ended as a whole (its lease lost with
-    no retry left) gives each member its own failure."""
+    no retry left) gives each member its own failure.  An unreadable pack (not written by
+    wq-redis) fails its members, or itself when even their ids cannot be read: it is
+    handed out all the same, so it never blocks the tasks behind it."""
     shared = shared_fields(fields)
-    cancelled = cancelled_ids(fields) if b"nc" in fields else ()
-    results = fields.get(RESULTS)
-    if results is None:
-        return [(member_id, dict(shared)) for member_id in member_ids(fields)]
-    return [(member_id, {**shared, **member}) for member_id, member in load(results) if member_id not in cancelled]
+    try:
+        results = fields.get(RESULTS)
+        if results is None:
+            return [(member_id, dict(shared)) for member_id in member_ids(fields)]
+        cancelled = cancelled_ids(fields) if b"nc" in fields else ()
+        return [(member_id, {**shared, **member}) for member_id, member in load(results) if member_id not in cancelled]
+    except Exception as exc:  # (pickle errors, wrong shapes: any of them)
+        failure = {**shared, b"r": b"%d" % Result.UNKNOWN, b"err": f"unreadable pack of tasks: {exc!r}".encode()}
+        try:
+            return [(member_id, dict(failure)) for member_id in member_ids(fields)]
+        except Exception:
+            return [(pack_id, failure)]
 
 
 def member_fields(fields: dict[bytes, bytes]) -> Iterable[tuple[int, dict[bytes, bytes]]]:

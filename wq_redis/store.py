@@ -329,7 +329,7 @@ class QueueStore:
             for task_id, flat in rows:
                 fields = _flat_to_dict(flat)
                 if packing.MEMBERS in fields:
-                    tasks += [(int(task_id), member_id, member) for member_id, member in packing.member_rows(fields)]
+                    tasks += [(int(task_id), member_id, member) for member_id, member in packing.member_rows(int(task_id), fields)]
                 else:
                     tasks.append((int(task_id), int(task_id), fields))
         big = [fields for _, _, fields in tasks if b"vk" in fields]
