@@ -166,6 +166,12 @@ def test_slow_or_unknown_functions_and_signed_queues_are_never_packed(queue, wor
         signed.submit_many([wq.PythonTask(member_probe, i) for i in range(20)])
         assert not signed._pack_of
         drain(signed, 20)
+        assert signed.empty()
+    with wq.WorkQueue(queue_name, redis_url=redis_url, enforce_limits=True) as watched:
+        _learn_pace(watched)
+        watched.submit_many([wq.PythonTask(member_probe, i) for i in range(20)])
+        assert not watched._pack_of  # limits are watched per task
+        drain(watched, 20)
 
 
 def test_another_manager_takes_over_a_packed_queue(queue, workers, redis_url, queue_name):

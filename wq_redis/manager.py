@@ -234,7 +234,8 @@ class WorkQueue(WorkQueueCompat):
         with gcpause.paused():
             rows = [self._row(task, request, member, fields) for task, (fields, _, request, member) in zip(tasks, encoded)]
             packs: dict[int, list[int]] = {}
-            if self._signer is None and len(rows) > 1:  # a signature is per task: signed tasks are never packed
+            # a signature is per task, and enforced limits are watched per task: neither is packed
+            if self._signer is None and not self.enforce_limits and len(rows) > 1:
                 rows, packs = self._packer.pack(rows, tasks, self._next_id)
         try:
             self._buffer.send_now(rows)
