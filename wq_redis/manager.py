@@ -414,6 +414,11 @@ class WorkQueue(WorkQueueCompat):
         """The id of the hash that holds ``task_id`` in Redis: its pack's, if packed."""
         return self._pack_of.get(task_id, task_id)
 
+    def _cancel_request(self, task_id: int) -> tuple[int, int | None]:
+        """What cancel.lua is asked for ``task_id``: (its hash, None), or (its pack, itself)."""
+        pack_id = self._pack_of.get(task_id)
+        return (task_id, None) if pack_id is None else (pack_id, task_id)
+
     def cancel_by_taskid(self, task_id: int) -> Task | None:
         """Cancel a waiting, running or finished-but-not-returned task; returns it, or None."""
         cancelled = self._cancel([task_id])
@@ -433,14 +438,13 @@ class WorkQueue(WorkQueueCompat):
         local = {i: self._results.pop(i) for i in task_ids if i in self._results}
         # a packed task is cancelled within its pack; a pack's id (from a tag or category
         # scan) cancels all of its members
-        requests = list(dict.fromkeys((self._hash_id(i), i if i in self._pack_of else None)
-                                      for i in task_ids if i not in local))
+        requests = list(dict.fromkeys(self._cancel_request(i) for i in task_ids if i not in local))
         answers = dict(zip(requests, self._store.cancel(requests)))
         for task_id in task_ids:
             if task_id in local:
                 found = [(task_id, local[task_id], None)]  # already finished: handed back as it is
             else:
-                request = (self._hash_id(task_id), task_id if task_id in self._pack_of else None)
+                request = self._cancel_request(task_id)
                 fields = answers.get(request)
                 if not fields:
                     continue

@@ -42,6 +42,7 @@ SAMPLES_TRUSTED = 16  # after this many results of a function, its pace is sampl
 MEMBERS, ARGS, RESULTS, CANCELLED = b"n", b"pa", b"pr", b"pc:"
 _PACK_FIELDS = frozenset({MEMBERS, ARGS, RESULTS, b"nc", b"nf", b"fids", b"vks"})
 _SHARED_FIELDS = ("sub", "spec", "fn", "mr", "cat")  # what a pack's members share
+_PACKABLE_FIELDS = frozenset(_SHARED_FIELDS) | {"args"}  # ... and their own arguments: nothing else
 
 Row = tuple[int, str, float, dict[str, Any]]  # (id, queue member, priority, hash fields)
 
@@ -52,7 +53,7 @@ def packable(task: Task, fields: dict[str, Any]) -> bool:
     spec = task._spec
     return (isinstance(task, PythonTask) and not spec.inputs and not spec.outputs and not spec.output_dirs
             and not spec.env and not spec.running_time_max and not spec.end_time
-            and fields.keys() <= {"sub", "spec", "fn", "args", "mr", "cat"}
+            and fields.keys() <= _PACKABLE_FIELDS
             and len(fields.get("args", b"")) <= PACK_ARG_BYTES)
 
 

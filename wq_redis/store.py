@@ -22,8 +22,8 @@ from redis.utils import HIREDIS_AVAILABLE
 if HIREDIS_AVAILABLE:  # else redis-py, and so this module, packs in Python
     import hiredis
 
-from .codes import Result
 from . import gcpause, packing
+from .codes import Result
 from .keys import QueueKeys, padded_id
 
 Fields = dict[bytes, bytes]
@@ -85,6 +85,20 @@ def _load_script(client: redis.Redis, name: str) -> Any:
 
 def _flat_to_dict(flat: Sequence[bytes]) -> Fields:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _value_beside(fields: dict[str, Any], key: str, calls: list[tuple[str, list[str], list[Any]]]) -> tuple[dict[str, Any], bool]:
+    """Result ``fields`` whose return value over BIG_VALUE goes to ``key`` by a plain SET
+    just before the script, in the same pipeline (a memoryview as the worker's child sent
+    it, never copied; Lua would copy it twice): "vk" names it, and complete.lua deletes it
+    if the result is refused.  Also whether it did."""
+    value = fields.get("val")
+    if not isinstance(value, (bytes, memoryview)) or len(value) <= BIG_VALUE:
+        return fields, False
+    calls.append(("set", [key], [value, VALUE_TTL_SECONDS]))
+    fields = {name: v for name, v in fields.items() if name != "val"}
+    fields["vk"] = key
+    return fields, True
 
 
 def _tasks_by_worker(running: Sequence[Sequence[Any]]) -> dict[str, int]:
@@ -489,14 +503,7 @@ class QueueStore:
             if keys and (len(keys) >= COMPLETE_BATCH or size >= COMPLETE_BYTES):
                 calls.append(("complete", fixed + keys, args))
                 keys, args, size = [], [], 0
-            value = fields.get("val")
-            if isinstance(value, (bytes, memoryview)) and len(value) > BIG_VALUE:
-                # stored by a plain SET just before the script, in the same pipeline (a
-                # memoryview as the worker's child sent it, never copied): Lua would copy
-                # it twice; complete.lua deletes it if the result is refused
-                fields = {name: v for name, v in fields.items() if name != "val"}
-                fields["vk"] = k.value(token)
-                calls.append(("set", [fields["vk"]], [value, VALUE_TTL_SECONDS]))
+            fields, _ = _value_beside(fields, k.value(token), calls)
             if "nf" in fields:  # a pack's members' results (packing.pack_results)
                 fields = self._member_values(fields, token, calls)
             keys.append(k.task(task_id))
@@ -516,12 +523,9 @@ class QueueStore:
         members = []
         stored = []
         for member_id, member in fields["pr"]:
-            big = member.get("val")
-            if big is not None and len(big) > BIG_VALUE:
-                key = self.keys.value(f"{token}:{member_id}")
-                calls.append(("set", [key], [big, VALUE_TTL_SECONDS]))
-                member = {**{n: v for n, v in member.items() if n != "val"}, "vk": key}
-                stored.append(key)
+            member, beside = _value_beside(member, self.keys.value(f"{token}:{member_id}"), calls)
+            if beside:
+                stored.append(member["vk"])
             members.append((member_id, packing.result_value(member)))
         out = {**fields, "pr": packing.dump(members)}
         if stored:

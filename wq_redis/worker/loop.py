@@ -37,11 +37,10 @@ from typing import Any
 
 import redis
 
-from .. import __version__
+from .. import __version__, packing
 from ..resources import Request, parse_class, split_member
 from ..signing import Signer, verify_function_body
 from ..store import Claimed, QueueStore
-from .. import packing
 from .batch import Attempt, Ending, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
 from .metrics import WorkerMetrics
@@ -362,29 +361,29 @@ class Worker:
         if packing.MEMBERS in attempt.fields:
             self._run_pack_one_by_one(attempt, slot)
             return
-        run = TaskRun(attempt.task_id, attempt.fields, slot)
-        attempt.stop_with(run.cancel)
         started = time.monotonic()
+        fields = self._task_run(attempt, attempt.task_id, attempt.fields, slot)
+        self._paced(1, time.monotonic() - started)
+        self._finish([(attempt, fields)])
+
+    @staticmethod
+    def _task_run(attempt: Attempt, task_id: int, fields: dict[bytes, bytes], slot: Slot) -> dict[str, Any] | None:
+        """One task (or a pack's member) on the per-task path, stopped if ``attempt`` is
+        cancelled meanwhile: its result fields, or None once cancelled."""
+        run = TaskRun(task_id, fields, slot)
+        attempt.stop_with(run.cancel)
         try:
-            fields = run.execute()
+            return run.execute()
         finally:
             attempt.stop_with(None)
             run.close()
-        self._paced(1, time.monotonic() - started)
-        self._finish([(attempt, fields)])
 
     def _run_pack_one_by_one(self, attempt: Attempt, slot: Slot) -> None:
         """A pack's members, each on the per-task path (its batch lost its child)."""
         results = []
         started = time.monotonic()
         for member_id, fields in packing.member_fields(attempt.fields):
-            run = TaskRun(member_id, fields, slot)
-            attempt.stop_with(run.cancel)
-            try:
-                result = run.execute()
-            finally:
-                attempt.stop_with(None)
-                run.close()
+            result = self._task_run(attempt, member_id, fields, slot)
             if result is None or attempt.cancelled:
                 self._finish([(attempt, None)])  # cancelled or lease lost: the pack runs again elsewhere
                 return
