@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .store import connect
+from .store import connect, connect_options
 
 
 class RedisUnavailable(ConnectionError):
@@ -61,3 +62,18 @@ def _safe(url: str) -> str:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def settings_of(client: redis.Redis) -> dict[str, Any]:
+    """What another process needs to open a client like ``client`` (address, credentials,
+    TLS options: the plain values of its connection pool), picklable."""
+    pool = client.connection_pool
+    plain = {name: value for name, value in pool.connection_kwargs.items()
+             if isinstance(value, (str, int, float, bool, type(None))) and not name.startswith("orig_")}
+    return {"connection_class": pool.connection_class, "kwargs": plain}
+
+
+def client_from(settings: dict[str, Any]) -> redis.Redis:
+    """A client opened with ``settings_of`` another (our retries and command packer)."""
+    options = {**connect_options(), **settings["kwargs"]}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=settings["connection_class"], **options))

@@ -63,7 +63,12 @@ class CommandPacker:
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
     """A binary-safe client that reconnects with exponential backoff on dropped connections."""
-    options: dict[str, Any] = dict(
+    return redis.Redis.from_url(url, **{**connect_options(), **kwargs})
+
+
+def connect_options() -> dict[str, Any]:
+    """The client options of every connection we open (see ``connect``)."""
+    return dict(
         command_packer=CommandPacker(),
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
@@ -74,8 +79,6 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
         socket_keepalive=True,
         health_check_interval=30,
     )
-    options.update(kwargs)
-    return redis.Redis.from_url(url, **options)
 
 
 def _load_script(client: redis.Redis, name: str) -> Any:

@@ -91,6 +91,7 @@ class Child:
         self.env: dict[str, str | None] = {}  # the variables the last message set
         self.original_env: dict[str, str | None] = {}  # their values before any message
         self.sandbox = Sandbox()
+        self._lane: Any = None
 
     def serve(self) -> None:
         while True:
@@ -98,8 +99,21 @@ class Child:
                 message = self.conn.recv()
             except (EOFError, OSError):  # the worker is gone
                 return
-            reply = self.run_batch(**message) if "calls" in message else self.run(**message)
+            if "lane" in message:
+                if message["lane"] == "stop":  # for a lane that had ended already
+                    continue
+                reply = self.lane().serve(message["lane"])
+            else:
+                reply = self.run_batch(**message) if "calls" in message else self.run(**message)
             self.conn.send(reply)
+
+    def lane(self) -> Any:
+        """This child's fast lane (worker/lane.py), made on first use: a child that never
+        claims for its worker never imports redis or opens a connection."""
+        if self._lane is None:
+            from wq_redis.worker.lane import ChildLane
+            self._lane = ChildLane(self)
+        return self._lane
 
     def load(self, digest: str, body: bytes | None) -> Callable[..., Any]:
         func = self.functions.get(digest)

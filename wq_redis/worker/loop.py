@@ -38,11 +38,13 @@ from typing import Any
 import redis
 
 from .. import __version__, packing
+from ..connection import settings_of
 from ..resources import Request, parse_class, split_member
 from ..signing import Signer, verify_function_body
 from ..store import Claimed, QueueStore
 from .batch import Attempt, Ending, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
+from .lane import LaneHost, LaneSpec, drive
 from .metrics import WorkerMetrics
 from .pool import WarmPool
 from .resources import GPU, Allocator, Capacity
@@ -85,7 +87,7 @@ class WorkerOptions:
     cache_mb: int = 1024  # size of the cache of inputs declared with cache=True
 
 
-class Worker:
+class Worker(LaneHost):
     def __init__(self, client: redis.Redis, capacity: Capacity, options: WorkerOptions) -> None:
         self.options = options
         self.store = QueueStore(client, options.queue)
@@ -130,6 +132,13 @@ class Worker:
         self._inline = capacity.cores + len(capacity.gpus) == 1  # one slot: run groups in the main thread
         self._handed_back: set[str] = set()  # tokens of attempts handed back on abort
         self._reserve_after_ms = int(options.reserve_after * 1000)
+        # an idle one-slot worker lets its warm child wait for work (worker/lane.py); not
+        # with a secret (the child holds no key) nor GPUs (a child is bound to its GPUs)
+        self._lane_allowed = self._inline and self.signer is None and not capacity.gpus
+        self._redis_settings = settings_of(client)
+        self._lane_ran = False  # a lane ran tasks since the main loop last looked
+        self._lane_request = Request(1, 0, 0, 0)  # what the task the lane runs holds, since when
+        self._lane_started = 0.0
 
     # -- signals ----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -203,7 +212,12 @@ class Worker:
                 self._changed.wait(self.options.block_seconds)
                 self._changed.clear()
                 continue
-            claimed, eligible = self._deliver_and_claim(free, wake_on=eligible)
+            if self._lane_allowed:
+                claimed, eligible = self._claim_in_lane(free, eligible)
+                if self._lane_ran:
+                    self._lane_ran, idle_since = False, time.monotonic()
+            else:
+                claimed, eligible = self._deliver_and_claim(free, wake_on=eligible)
             for group in _groups(claimed):
                 self._start(group)
 
@@ -259,6 +273,83 @@ class Worker:
         # prefetching; one that got fewer drained its queue (no claim is wasted on it)
         self._queue_had_more = bool(claimed) and sum(packing.live_count(c.fields) for c in claimed) > followers
         return claimed, eligible
+
+    # -- the fast lane (worker/lane.py) ------------------------------------------------
+    def _claim_in_lane(self, free: dict[str, int], eligible: list[str]) -> tuple[list[Claimed], list[str]]:
+        """Block for work as ``_deliver_and_claim`` with ``wake_on`` does, in the warm
+        child, which runs quick tasks itself until a claim brings anything else."""
+        claim = dict(worker=self.name, free=free, tags=self.options.tags, max_tasks=free["cores"] + free["gpus"],
+                     lease_ms=self.lease_ms, token_prefix=self.session, total=self._total,
+                     reserve_after_ms=self._reserve_after_ms, followers=self._followers(), follower_bytes=BATCH_BYTES,
+                     wake_on=eligible, block_seconds=self.options.block_seconds)
+        proc = self.pool.acquire([])
+        try:
+            spec = LaneSpec(self._redis_settings, self.options.queue, claim, self.options.max_result_bytes,
+                            proc.sandbox_in(self.workdir))
+            end = drive(proc, spec, self)
+        finally:
+            self.pool.release(proc)
+        if end.error:
+            log.warning("%s; retrying", end.error)
+            time.sleep(1.0)
+            return [], []
+        self._queue_had_more = bool(end.claimed) and sum(packing.live_count(c.fields) for c in end.claimed) > claim["followers"]
+        return end.claimed, eligible if end.eligible is None else end.eligible
+
+    def lane_claimed(self, task: Claimed, stop: Any) -> Attempt:
+        attempt = Attempt(task)
+        with self._lock:
+            for stale in [a for a in self._running.values() if a.task_id == task.task_id]:
+                stale.cancel()
+            self._running[attempt.token] = attempt
+        if self.metrics is not None:
+            self.metrics.task_started(task.fields)
+        self._lane_request = parse_class(split_member(task.member)[0])
+        self.allocator.allocate(attempt.token, self._lane_request)
+        self._lane_started = time.monotonic()
+        attempt.stop_with(stop)
+        return attempt
+
+    def _lane_ended(self, attempt: Attempt) -> None:
+        attempt.stop_with(None)
+        self.allocator.release(attempt.token)
+        self._paced(1, time.monotonic() - self._lane_started)
+        self._lane_ran = True
+
+    def lane_done(self, attempt: Attempt, accepted: bool, summary: dict[str, Any]) -> None:
+        self._lane_ended(attempt)
+        with self._lock:
+            self._running.pop(attempt.token, None)
+        if self.metrics is not None:
+            self.metrics.task_finished(None if attempt.cancelled else summary)
+        self._delivered([(attempt.task_id, attempt.token, summary)], [accepted])
+
+    def lane_undelivered(self, attempt: Attempt, fields: dict[str, Any]) -> None:
+        self._lane_ended(attempt)
+        self._finish([(attempt, fields)])  # held in the outbox, delivered by the main loop
+
+    def lane_lost(self, attempt: Attempt, cancelled: bool) -> None:
+        self._lane_ended(attempt)
+        if cancelled or attempt.cancelled:
+            self._finish([(attempt, None)])
+            return
+        log.warning("task %d lost its Python process; running it on its own", attempt.task_id)
+        request = self._lane_request
+        self.allocator.allocate(attempt.token, request)
+        try:
+            self._run_one(attempt, Slot(request, [], self.workdir, self.pool, self._function,
+                                        self.options.max_result_bytes, self.signer, self.files))
+        finally:
+            self.allocator.release(attempt.token)
+
+    def lane_should_stop(self) -> bool:
+        return self._draining or self._abort
+
+    def lane_interrupt(self) -> None:
+        try:
+            self.store.ring_worker(self.name)
+        except redis.RedisError:
+            pass  # the child's block ends after block_seconds anyway
 
     # -- tasks ------------------------------------------------------------------------
     def _followers(self) -> int:

@@ -70,13 +70,17 @@ class Slot:
         return [g.device_id for g in self.gpus]
 
     def environment(self, sandbox: str) -> dict[str, str | None]:
-        """Work Queue's CORES/MEMORY/DISK/GPUS, the sandbox, and the GPUs held."""
-        a = self.allocation
-        env: dict[str, str | None] = {"CORES": str(a.cores), "MEMORY": str(a.memory), "DISK": str(a.disk),
-                                      "GPUS": str(a.gpus), "WQ_SANDBOX": sandbox}
-        if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
-        return env
+        return slot_environment(self.allocation, self.gpu_ids, sandbox)
+
+
+def slot_environment(allocation: Request, gpu_ids: list[str], sandbox: str) -> dict[str, str | None]:
+    """Work Queue's CORES/MEMORY/DISK/GPUS, the sandbox, and the GPUs held."""
+    a = allocation
+    env: dict[str, str | None] = {"CORES": str(a.cores), "MEMORY": str(a.memory), "DISK": str(a.disk),
+                                  "GPUS": str(a.gpus), "WQ_SANDBOX": sandbox}
+    if gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+    return env
 
 
 class TaskRun:
