@@ -422,6 +422,12 @@ class QueueStore:
                 ids.append(task_id)
         return ids
 
+    def task_hash(self, task_id: int) -> Fields:
+        """A task's hash with its large fields, as a claim gives it."""
+        task = Claimed(task_id, "", "", self.client.hgetall(self.keys.task(task_id)))
+        self._read_big_fields([task])
+        return task.fields
+
     def task_fields(self, task_id: int, *names: str) -> list[bytes | None]:
         return self.client.hmget(self.keys.task(task_id), list(names))
 

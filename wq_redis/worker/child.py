@@ -84,8 +84,9 @@ def _flush_streams() -> None:
 
 
 class Child:
-    def __init__(self, conn: Channel) -> None:
+    def __init__(self, conn: Channel, ledger: int = -1) -> None:
         self.conn = conn
+        self.ledger = ledger  # write end of the fast lane's ledger (worker/lane.py)
         self.functions: dict[str, Callable[..., Any]] = {}
         self.capture = Capture()
         self.env: dict[str, str | None] = {}  # the variables the last message set
@@ -328,7 +329,10 @@ def _watch_lifeline(fd: int) -> None:
 def main() -> None:
     conn = Channel.from_fd(int(sys.argv[1]))
     threading.Thread(target=_watch_lifeline, args=(int(sys.argv[2]),), daemon=True).start()
-    Child(conn).serve()
+    ledger = int(sys.argv[3]) if len(sys.argv) > 3 else -1
+    if ledger >= 0:
+        os.set_blocking(ledger, False)  # a full ledger: the lane tells the worker over the socket
+    Child(conn, ledger).serve()
 
 
 if __name__ == "__main__":

@@ -137,8 +137,7 @@ class Worker(LaneHost):
         self._lane_allowed = self._inline and self.signer is None and not capacity.gpus
         self._redis_settings = settings_of(client)
         self._lane_ran = False  # a lane ran tasks since the main loop last looked
-        self._lane_request = Request(1, 0, 0, 0)  # what the task the lane runs holds, since when
-        self._lane_started = 0.0
+        self._lane_tokens: set[str] = set()  # leases of the tasks the lane runs
 
     # -- signals ----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -289,6 +288,10 @@ class Worker(LaneHost):
             end = drive(proc, spec, self)
         finally:
             self.pool.release(proc)
+        if end.failed:
+            log.error("the fast lane failed; this worker claims without it from now on:\n%s", end.failed)
+            self._lane_allowed = False
+            return [], []
         if end.error:
             log.warning("%s; retrying", end.error)
             time.sleep(1.0)
@@ -296,45 +299,62 @@ class Worker(LaneHost):
         self._queue_had_more = bool(end.claimed) and sum(packing.live_count(c.fields) for c in end.claimed) > claim["followers"]
         return end.claimed, eligible if end.eligible is None else end.eligible
 
-    def lane_claimed(self, task: Claimed, stop: Any) -> Attempt:
-        attempt = Attempt(task)
+    def lane_claimed(self, task_id: int, token: str, member: str, fields: dict[bytes, bytes],
+                     stop: Any) -> tuple[Attempt, Request]:
+        attempt = Attempt(Claimed(task_id, token, member, fields))
         with self._lock:
-            for stale in [a for a in self._running.values() if a.task_id == task.task_id]:
+            for stale in [a for a in self._running.values() if a.task_id == task_id]:
                 stale.cancel()
             self._running[attempt.token] = attempt
+            self._lane_tokens.add(token)
         if self.metrics is not None:
-            self.metrics.task_started(task.fields)
-        self._lane_request = parse_class(split_member(task.member)[0])
-        self.allocator.allocate(attempt.token, self._lane_request)
-        self._lane_started = time.monotonic()
+            self.metrics.task_started(fields)
+        request = parse_class(split_member(member)[0])
+        self.allocator.allocate(attempt.token, request)
         attempt.stop_with(stop)
-        return attempt
+        return attempt, request
 
     def _lane_ended(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._lane_tokens.discard(attempt.token)
         attempt.stop_with(None)
         self.allocator.release(attempt.token)
-        self._paced(1, time.monotonic() - self._lane_started)
         self._lane_ran = True
 
-    def lane_done(self, attempt: Attempt, accepted: bool, summary: dict[str, Any]) -> None:
+    def lane_done(self, held: tuple[Attempt, Request], accepted: bool, summary: dict[str, Any], wall: float) -> None:
+        attempt = held[0]
         self._lane_ended(attempt)
+        self._paced(1, wall)
         with self._lock:
             self._running.pop(attempt.token, None)
         if self.metrics is not None:
-            self.metrics.task_finished(None if attempt.cancelled else summary)
+            self.metrics.task_finished(summary if accepted else None)
         self._delivered([(attempt.task_id, attempt.token, summary)], [accepted])
 
-    def lane_undelivered(self, attempt: Attempt, fields: dict[str, Any]) -> None:
-        self._lane_ended(attempt)
-        self._finish([(attempt, fields)])  # held in the outbox, delivered by the main loop
+    def lane_undelivered(self, held: tuple[Attempt, Request], fields: dict[str, Any]) -> None:
+        self._lane_ended(held[0])
+        self._finish([(held[0], fields)])  # held in the outbox, delivered by the main loop
 
-    def lane_lost(self, attempt: Attempt, cancelled: bool) -> None:
+    def lane_lost(self, held: tuple[Attempt, Request], cancelled: bool) -> None:
+        """The child died while it ran a task: the task runs again on the per-task path,
+        where what killed the child is reported as the task's failure."""
+        attempt, request = held
         self._lane_ended(attempt)
         if cancelled or attempt.cancelled:
+            log.warning("lease of task %d lost (cancelled or expired): stopped it", attempt.task_id)
             self._finish([(attempt, None)])
             return
         log.warning("task %d lost its Python process; running it on its own", attempt.task_id)
-        request = self._lane_request
+        try:
+            attempt.fields = self.store.task_hash(attempt.task_id)  # the ledger holds no arguments
+        except redis.RedisError as exc:
+            log.warning("cannot read task %d (%s); its lease will expire and it runs again", attempt.task_id, exc)
+            with self._lock:
+                self._running.pop(attempt.token, None)
+            return
+        if attempt.fields.get(b"tok", b"").decode() != attempt.token:
+            self._finish([(attempt, None)])  # its lease was lost meanwhile
+            return
         self.allocator.allocate(attempt.token, request)
         try:
             self._run_one(attempt, Slot(request, [], self.workdir, self.pool, self._function,
@@ -627,7 +647,12 @@ class Worker(LaneHost):
             with self._lock:
                 attempts = [a for a in self._running.values() if a.task_id == task_id]
             for attempt in attempts:
-                log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
+                if attempt.token in self._lane_tokens:
+                    # perhaps delivered and retrieved already, its ledger record not read
+                    # yet: the lane tells whether it had to stop the task
+                    log.debug("lease of task %d gone: the lane checks its ledger", task_id)
+                else:
+                    log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
                 attempt.cancel()
 
     def _health(self) -> tuple[bool, str]:
@@ -672,6 +697,7 @@ class Worker(LaneHost):
         deadline = time.monotonic() + 30
         while self._outbox and time.monotonic() < deadline:
             self._deliver()
+        self._stopping.set()  # else a last heartbeat could find the record gone and register again
         try:
             self.store.unregister_worker(self.name)
         except redis.RedisError:

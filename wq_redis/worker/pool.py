@@ -7,6 +7,7 @@ child that was killed (time limit, cancel) or died is replaced by a fresh one.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -59,15 +60,30 @@ _LIFELINE_LOCK = threading.Lock()
 _KEEP: list[int] = []
 
 
+LEDGER_BYTES = 1 << 20  # what a child may record before the worker reads it (see worker/lane.py)
+
+
 class WarmProcess:
     def __init__(self, gpu_key: str, env: dict[str, str]) -> None:
         self.gpu_key = gpu_key
         parent, child = socket.socketpair()
         lifeline = worker_lifeline()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "wq_redis.worker.child", str(child.fileno()), str(lifeline)],
-            pass_fds=[child.fileno(), lifeline], start_new_session=True, stdin=subprocess.DEVNULL, env=env,
-        )
+        # The ledger: a pipe the child records its fast lane's claims and results in,
+        # which the worker reads when it looks, never woken by it (worker/lane.py).
+        self.ledger, ledger_end = os.pipe()
+        try:
+            fcntl.fcntl(self.ledger, fcntl.F_SETPIPE_SZ, LEDGER_BYTES)
+        except OSError:
+            pass  # the system's pipe size stands: the child then tells more over the socket
+        os.set_blocking(self.ledger, False)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "wq_redis.worker.child", str(child.fileno()), str(lifeline), str(ledger_end)],
+                pass_fds=[child.fileno(), lifeline, ledger_end], start_new_session=True, stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            os.close(ledger_end)
         child.close()
         self.conn = Channel(parent)
         self.sandbox: str | None = None
@@ -164,6 +180,9 @@ class WarmProcess:
 
     def close(self) -> None:
         self.conn.close()
+        if self.ledger >= 0:
+            os.close(self.ledger)
+            self.ledger = -1
         if self.process.poll() is None:
             self.process.terminate()
             try:
