@@ -96,3 +96,11 @@ def member_probe(i: int, mode: str = "") -> object:
     if mode == "big":
         return bytes([i % 256]) * (200 * 1024)
     return i, os.environ.get("WQ_TASK_ID", "")
+
+
+def pid_then_sleep(path: str, seconds: float) -> int:
+    """Write this process' pid to ``path``, then sleep: a test can watch (or kill) it."""
+    with open(path, "w") as handle:
+        handle.write(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()

@@ -73,7 +73,10 @@ def settings_of(client: redis.Redis) -> dict[str, Any]:
     return {"connection_class": pool.connection_class, "kwargs": plain}
 
 
-def client_from(settings: dict[str, Any]) -> redis.Redis:
-    """A client opened with ``settings_of`` another (our retries and command packer)."""
+def client_from(settings: dict[str, Any], client_name: str | None = None) -> redis.Redis:
+    """A client opened with ``settings_of`` another (our retries and command packer),
+    named ``client_name`` in Redis' CLIENT LIST when given."""
     options = {**connect_options(), **settings["kwargs"]}
+    if client_name:
+        options["client_name"] = client_name
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=settings["connection_class"], **options))

@@ -80,6 +80,12 @@ class LaneEnd:
     failed: str = ""  # a bug of the lane's: its traceback
 
 
+def lane_client_name(worker: str) -> str:
+    """The Redis client name of a worker's lane connection (CLIENT SETNAME takes printable
+    ASCII but the space)."""
+    return "wq-lane:" + "".join(c if "!" <= c <= "~" else "_" for c in worker)
+
+
 def lane_task(claimed: list[Claimed]) -> Claimed | None:
     """The one quick task the lane runs itself, or None (the main process takes over)."""
     if len(claimed) != 1:
@@ -151,7 +157,8 @@ class ChildLane:
     def _store_for(self, spec: LaneSpec) -> QueueStore:
         key = (spec.redis, spec.queue)
         if self._store is None or self._settings != key:
-            self._store = QueueStore(client_from(spec.redis), spec.queue)
+            # named for operators: CLIENT LIST tells a lane's connection from its worker's
+            self._store = QueueStore(client_from(spec.redis, lane_client_name(spec.claim["worker"])), spec.queue)
             self._settings = key
         return self._store
 
@@ -178,6 +185,7 @@ class ChildLane:
         task_env = (quick_spec(task.fields) or {}).get("env") or {}
         call = (task.task_id, digest, task.fields.get(b"args") or NO_ARGS, task_env)
         reply = self.child.run_batch([call], bodies, env, spec.sandbox)
+        result: dict[str, Any]
         if reply["status"] == "need_body":
             result = {"status": "error", "value": None, "stdout": b"", "cpu_time": 0.0, "max_rss_mb": 0, "wall": 0.0,
                       "error": f"the task's function {digest[:12]} is missing from Redis"}

@@ -23,8 +23,8 @@ import gc
 import json
 import logging
 import os
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import tempfile
@@ -277,9 +277,10 @@ class Worker(LaneHost):
     def _claim_in_lane(self, free: dict[str, int], eligible: list[str]) -> tuple[list[Claimed], list[str]]:
         """Block for work as ``_deliver_and_claim`` with ``wake_on`` does, in the warm
         child, which runs quick tasks itself until a claim brings anything else."""
+        followers = self._followers()
         claim = dict(worker=self.name, free=free, tags=self.options.tags, max_tasks=free["cores"] + free["gpus"],
                      lease_ms=self.lease_ms, token_prefix=self.session, total=self._total,
-                     reserve_after_ms=self._reserve_after_ms, followers=self._followers(), follower_bytes=BATCH_BYTES,
+                     reserve_after_ms=self._reserve_after_ms, followers=followers, follower_bytes=BATCH_BYTES,
                      wake_on=eligible, block_seconds=self.options.block_seconds)
         proc = self.pool.acquire([])
         try:
@@ -296,7 +297,7 @@ class Worker(LaneHost):
             log.warning("%s; retrying", end.error)
             time.sleep(1.0)
             return [], []
-        self._queue_had_more = bool(end.claimed) and sum(packing.live_count(c.fields) for c in end.claimed) > claim["followers"]
+        self._queue_had_more = bool(end.claimed) and sum(packing.live_count(c.fields) for c in end.claimed) > followers
         return end.claimed, eligible if end.eligible is None else end.eligible
 
     def lane_claimed(self, task_id: int, token: str, member: str, fields: dict[bytes, bytes],

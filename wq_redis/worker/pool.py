@@ -21,7 +21,6 @@ from ..signing import SignatureError
 from .channel import Channel
 from .waiting import Limits, Verdict, supervise, tree_rss
 
-
 T = TypeVar("T")
 
 

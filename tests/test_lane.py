@@ -1,0 +1,145 @@
+"""The fast lane (worker/lane.py): an idle one-slot worker's warm child claims, runs and
+delivers quick PythonTasks itself; the worker keeps leases, cancels, counts and faults."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import time
+
+import psutil
+import redis
+from conftest import drain, wait_until
+from helpers_tasks import busy, hard_exit, my_sum, pid_then_sleep
+from monitoring_helpers import http_get, samples, value
+
+import wq_redis as wq
+from wq_redis.keys import QueueKeys
+from wq_redis.worker.channel import Channel
+from wq_redis.worker.child import Child
+from wq_redis.worker.lane import ChildLane, lane_client_name
+
+
+def lane_clients(redis_url: str, worker: str) -> list[dict]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return [c for c in client.client_list() if c.get("name") == lane_client_name(worker)]
+    finally:
+        client.close()
+
+
+def test_an_idle_one_slot_worker_claims_and_delivers_through_its_warm_child(queue, workers, redis_url):
+    workers.start("--cores", "1", "--name", "solo")
+    worker = f"solo@{socket.gethostname()}"
+    for i in range(20):
+        queue.submit(wq.PythonTask(my_sum, i, 1))
+        task = queue.wait(30)
+        assert task is not None and task.result == wq.WORK_QUEUE_RESULT_SUCCESS and task.output == i + 1
+    lanes = lane_clients(redis_url, worker)
+    assert len(lanes) == 1 and lanes[0]["cmd"] in ("blpop", "evalsha")  # the child waits for the next task
+    assert queue.stats.tasks_done == 20
+
+
+def test_a_worker_with_more_than_one_slot_has_no_lane(queue, workers, redis_url):
+    workers.start("--cores", "2", "--name", "duo")
+    queue.submit(wq.PythonTask(my_sum, 1, 2))
+    assert queue.wait(30).output == 3
+    assert lane_clients(redis_url, f"duo@{socket.gethostname()}") == []
+
+
+def test_tasks_run_in_the_lane_are_counted_in_the_worker_metrics(queue, workers, redis_url):
+    workers.start("--cores", "1", "--name", "counted", "--metrics-port", "0", "--metrics-addr", "127.0.0.1")
+    for i in range(5):
+        queue.submit(wq.PythonTask(my_sum, i, i))
+        assert queue.wait(30).output == 2 * i
+    client = redis.Redis.from_url(redis_url)
+    address = client.hget(QueueKeys(queue.name).worker(f"counted@{socket.gethostname()}"), "metrics").decode()
+    client.close()
+
+    def completed() -> float | None:
+        return value(samples(http_get(f"http://{address}/metrics")[1]), "wq_tasks_completed_total", result="success")
+
+    assert wait_until(lambda: completed() == 5, timeout=5)  # the worker reads the ledger within 0.2 s
+    parsed = samples(http_get(f"http://{address}/metrics")[1])
+    assert value(parsed, "wq_tasks_started_total") == 5
+
+
+def test_cancelling_a_task_the_lane_runs_kills_it_and_the_worker_goes_on(queue, workers, tmp_path):
+    workers.start("--cores", "1")
+    pid_file = tmp_path / "pid"
+    task_id = queue.submit(wq.PythonTask(pid_then_sleep, str(pid_file), 60))
+    assert wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
+    pid = int(pid_file.read_text())
+    assert queue.cancel_by_taskid(task_id) is not None
+    assert wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                      timeout=5)  # the heartbeat (every 0.5 s) saw the lease gone
+    queue.submit(wq.PythonTask(my_sum, 2, 2))
+    task = queue.wait(30)
+    assert task is not None and task.output == 4
+
+
+def test_a_lane_task_longer_than_its_lease_keeps_it_and_runs_once(queue, workers):
+    workers.start("--cores", "1", "--lease-seconds", "1")
+    queue.submit(wq.PythonTask(busy, 3.0))
+    task = queue.wait(60)
+    assert task is not None and task.result == wq.WORK_QUEUE_RESULT_SUCCESS and task.total_submissions == 1
+    stats = queue.stats
+    assert (stats.tasks_requeued, stats.tasks_late_results) == (0, 0)
+
+
+def test_a_lane_task_that_ends_its_process_fails_alone_and_the_worker_goes_on(queue, workers):
+    workers.start("--cores", "1")
+    dead = wq.PythonTask(hard_exit, 7)
+    queue.submit(dead)
+    assert queue.wait(30) is dead
+    assert dead.result == wq.WORK_QUEUE_RESULT_SIGNAL and dead.return_status == 7  # as on the per-task path
+    assert dead.total_submissions == 1
+    queue.submit(wq.PythonTask(my_sum, 1, 1))
+    assert queue.wait(30).output == 2
+
+
+def test_sigterm_ends_a_waiting_lane_and_the_worker_at_once(queue, workers, redis_url):
+    worker = workers.start("--cores", "1", "--name", "leaving")
+    queue.submit(wq.PythonTask(my_sum, 1, 2))
+    assert queue.wait(30).output == 3
+    assert wait_until(lambda: len(lane_clients(redis_url, f"leaving@{socket.gethostname()}")) == 1)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert time.monotonic() - started < 5  # the child's block ended by a ring, not by its timeout alone
+    assert queue.stats.workers_connected == 0
+    assert wait_until(lambda: lane_clients(redis_url, f"leaving@{socket.gethostname()}") == [], timeout=5)
+
+
+def test_a_stream_of_tasks_reaches_every_lane_and_none_is_lost(queue, workers):
+    for _ in range(3):
+        workers.start("--cores", "1")
+    ids = {queue.submit(wq.PythonTask(my_sum, i, 0)) for i in range(300)}
+    done = drain(queue, 300, timeout=60)
+    assert {t.id for t in done} == ids and sorted(t.output for t in done) == list(range(300))
+    assert all(t.total_submissions == 1 for t in done)
+
+
+def test_a_full_ledger_sends_the_record_over_the_socket_instead_of_blocking():
+    worker_end, child_end = socket.socketpair()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    try:
+        while True:  # fill the pipe
+            try:
+                os.write(write_end, b"x" * 4096)
+            except BlockingIOError:
+                break
+        lane = ChildLane(Child.__new__(Child))
+        lane.child.conn, lane.child.ledger = Channel(child_end), write_end
+        lane._record(("done", "token", True, {"r": 0}, 0.001))
+        message = Channel(worker_end).recv()
+        assert message == {"lane": "record", "record": ("done", "token", True, {"r": 0}, 0.001)}
+        assert pickle.dumps(message)  # plain data, as every ledger record
+    finally:
+        for fd in (read_end, write_end):
+            os.close(fd)
+        worker_end.close()
+        child_end.close()
