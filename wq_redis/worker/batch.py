@@ -86,6 +86,30 @@ def quick_spec(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     return spec
 
 
+BATCH_SECONDS = 0.02  # short tasks are claimed in batches of about this much work
+MAX_FOLLOWERS = 255  # tasks that may follow one claimed task on its resources
+
+
+class Pace:
+    """The recent seconds per task of a slot (a moving average), which sets how many tasks
+    a claim may bring to follow each one: enough for about BATCH_SECONDS of work, none
+    until a task was seen to finish (long tasks are never held back from idle workers)."""
+
+    def __init__(self, seconds_per_task: float | None = None) -> None:
+        self.seconds_per_task = seconds_per_task
+
+    def record(self, tasks: int, seconds: float) -> None:
+        """Fold a finished run of ``tasks`` tasks in ``seconds`` into the pace."""
+        pace = seconds / tasks
+        self.seconds_per_task = pace if self.seconds_per_task is None else 0.5 * (self.seconds_per_task + pace)
+
+    def followers(self) -> int:
+        pace = self.seconds_per_task
+        if pace is None:
+            return 0
+        return max(0, min(MAX_FOLLOWERS, int(BATCH_SECONDS / max(pace, 1e-6)) - 1))
+
+
 class PackMember:
     """One call of a claimed pack: what a batch needs of a task.  ``fields`` are the
     pack's shared fields (one dict for all its members), ``args`` the member's own."""

@@ -42,7 +42,7 @@ from ..resources import parse_class, split_member
 from ..serialize import NO_ARGS, function_digest
 from ..signing import SignatureError, verify_function_body
 from ..store import Claimed, QueueStore
-from .batch import quick_spec
+from .batch import Pace, quick_spec
 from .channel import out_of_band
 from .runner import named_host, python_outcome, result_fields, slot_environment
 from .waiting import CancelSignal
@@ -65,6 +65,7 @@ class LaneSpec:
     claim: dict[str, Any]  # keyword arguments of QueueStore.claim, wake_on included
     max_result_bytes: int
     sandbox: str
+    seconds_per_task: float | None  # the worker's pace: the lane keeps it (followers per claim)
 
 
 @dataclass
@@ -117,7 +118,9 @@ class ChildLane:
     def _serve(self, spec: LaneSpec) -> dict[str, Any]:
         store = self._store_for(spec)
         claim = dict(spec.claim)
+        pace = Pace(spec.seconds_per_task)
         while True:
+            claim["followers"] = pace.followers()  # short tasks: a claim that brings more ends the lane
             try:
                 claimed, eligible, _ = store.claim(**claim)
             except redis.RedisError as exc:
@@ -131,6 +134,7 @@ class ChildLane:
             started = time.perf_counter()
             fields = self._run(store, spec, task)
             wall = time.perf_counter() - started
+            pace.record(1, wall)
             try:
                 accepted = store.complete([(task.task_id, task.token, fields)])[0]
             except redis.RedisError:

@@ -42,7 +42,7 @@ from ..connection import settings_of
 from ..resources import Request, parse_class, split_member
 from ..signing import Signer, verify_function_body
 from ..store import Claimed, QueueStore
-from .batch import Attempt, Ending, QuickBatch, attempt_results, calls_of, quick_spec
+from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
 from .lane import LaneHost, LaneSpec, drive
 from .metrics import WorkerMetrics
@@ -52,8 +52,6 @@ from .runner import Slot, TaskRun
 
 log = logging.getLogger("wq_redis.worker")
 HEARTBEAT_MAX_SECONDS = 0.5  # also how fast a cancel reaches a running task
-BATCH_SECONDS = 0.02  # short tasks are claimed in batches of about this much work
-MAX_FOLLOWERS = 255  # tasks that may follow one claimed task on its resources
 BATCH_BYTES = 4 * 1024 * 1024  # ... while their hash fields stay under this many bytes
 
 
@@ -108,7 +106,7 @@ class Worker(LaneHost):
         self.lease_ms = int(options.lease_seconds * 1000)
         self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
         self._running: dict[str, Attempt] = {}  # by lease token, from claim to result
-        self._seconds_per_task: float | None = None  # recent pace, for how many to claim at once
+        self._pace = Pace()  # how many tasks to claim at once
         self._busy: dict[str, Request] = {}  # slot (its first task's token) -> what it holds
         self._prefetched: tuple[list[Attempt], Request] | None = None  # what a busy slot runs next
         self._queue_had_more = False  # the last claim took all the followers it asked for
@@ -226,7 +224,7 @@ class Worker(LaneHost):
         overlaps its running time instead of leaving the slot idle.  At most one group
         waits, and only while tasks are short (a batch is about BATCH_SECONDS of work)."""
         with self._lock:
-            if (self._prefetched is not None or not self._busy or not self._followers() or not self._queue_had_more
+            if (self._prefetched is not None or not self._busy or not self._pace.followers() or not self._queue_had_more
                     or self._draining or self._abort):
                 return False
             request = next(reversed(self._busy.values()))
@@ -251,7 +249,7 @@ class Worker(LaneHost):
         them (or our own wake key) rings, or ``block_seconds`` pass: the claim is sent in the
         same pipeline and runs the moment the block ends, without a second round trip."""
         batch = self._take_outbox()
-        followers = self._followers()
+        followers = self._pace.followers()
         self._blocked = wake_on is not None
         try:
             claimed, eligible, accepted = self.store.claim(
@@ -277,7 +275,7 @@ class Worker(LaneHost):
     def _claim_in_lane(self, free: dict[str, int], eligible: list[str]) -> tuple[list[Claimed], list[str]]:
         """Block for work as ``_deliver_and_claim`` with ``wake_on`` does, in the warm
         child, which runs quick tasks itself until a claim brings anything else."""
-        followers = self._followers()
+        followers = self._pace.followers()
         claim = dict(worker=self.name, free=free, tags=self.options.tags, max_tasks=free["cores"] + free["gpus"],
                      lease_ms=self.lease_ms, token_prefix=self.session, total=self._total,
                      reserve_after_ms=self._reserve_after_ms, followers=followers, follower_bytes=BATCH_BYTES,
@@ -285,7 +283,7 @@ class Worker(LaneHost):
         proc = self.pool.acquire([])
         try:
             spec = LaneSpec(self._redis_settings, self.options.queue, claim, self.options.max_result_bytes,
-                            proc.sandbox_in(self.workdir))
+                            proc.sandbox_in(self.workdir), self._pace.seconds_per_task)
             end = drive(proc, spec, self)
         finally:
             self.pool.release(proc)
@@ -325,7 +323,7 @@ class Worker(LaneHost):
     def lane_done(self, held: tuple[Attempt, Request], accepted: bool, summary: dict[str, Any], wall: float) -> None:
         attempt = held[0]
         self._lane_ended(attempt)
-        self._paced(1, wall)
+        self._pace.record(1, wall)
         with self._lock:
             self._running.pop(attempt.token, None)
         if self.metrics is not None:
@@ -373,20 +371,6 @@ class Worker(LaneHost):
             pass  # the child's block ends after block_seconds anyway
 
     # -- tasks ------------------------------------------------------------------------
-    def _followers(self) -> int:
-        """How many tasks may follow each one claimed: enough for about BATCH_SECONDS of
-        work at the recent pace, none until a task was seen to finish (long tasks are never
-        held back from idle workers)."""
-        pace = self._seconds_per_task
-        if pace is None:
-            return 0
-        return max(0, min(MAX_FOLLOWERS, int(BATCH_SECONDS / max(pace, 1e-6)) - 1))
-
-    def _paced(self, tasks: int, seconds: float) -> None:
-        """Fold a finished run's seconds per task into the pace (a moving average)."""
-        pace = seconds / tasks
-        self._seconds_per_task = pace if self._seconds_per_task is None else 0.5 * (self._seconds_per_task + pace)
-
     def _start(self, group: list[Claimed], after: Request | None = None) -> None:
         """Start a task and its followers: they run one after another on its resources.
 
@@ -475,7 +459,7 @@ class Worker(LaneHost):
             return
         started = time.monotonic()
         fields = self._task_run(attempt, attempt.task_id, attempt.fields, slot)
-        self._paced(1, time.monotonic() - started)
+        self._pace.record(1, time.monotonic() - started)
         self._finish([(attempt, fields)])
 
     @staticmethod
@@ -500,7 +484,7 @@ class Worker(LaneHost):
                 self._finish([(attempt, None)])  # cancelled or lease lost: the pack runs again elsewhere
                 return
             results.append((member_id, result))
-        self._paced(max(len(results), 1), time.monotonic() - started)
+        self._pace.record(max(len(results), 1), time.monotonic() - started)
         self._finish([(attempt, packing.pack_results(results))])
 
     def _run_batch(self, attempts: list[Attempt], specs: list[dict[str, Any]], slot: Slot) -> None:
@@ -523,7 +507,7 @@ class Worker(LaneHost):
                 attempt.stop_with(None)
             batch.close()
         if result.ending is Ending.DONE:
-            self._paced(len(calls), time.monotonic() - started)
+            self._pace.record(len(calls), time.monotonic() - started)
             self._finish(list(zip(held, attempt_results(held, calls, owners, result.fields))))
         elif result.ending is Ending.RUN_ONE_BY_ONE:
             log.warning("a batch of %d tasks lost its Python process; running them one by one", len(calls))
