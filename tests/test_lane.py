@@ -7,12 +7,15 @@ import os
 import pickle
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import psutil
+import pytest
 import redis
 from conftest import drain, wait_until
-from helpers_tasks import busy, hard_exit, my_sum, pid_then_sleep
+from helpers_tasks import busy, hard_exit, my_sum, pid_then_sleep, timed_sleep
 from monitoring_helpers import http_get, samples, value
 
 import wq_redis as wq
@@ -120,6 +123,37 @@ def test_a_stream_of_tasks_reaches_every_lane_and_none_is_lost(queue, workers):
     done = drain(queue, 300, timeout=60)
     assert {t.id for t in done} == ids and sorted(t.output for t in done) == list(range(300))
     assert all(t.total_submissions == 1 for t in done)
+
+
+@pytest.mark.faults
+def test_a_result_the_lane_cannot_deliver_is_held_and_delivered_when_redis_returns(restartable_redis, queue_name,
+                                                                                   tmp_path):
+    server = restartable_redis
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as stderr:  # the worker keeps its own copy of the descriptor
+        worker = subprocess.Popen([sys.executable, "-m", "wq_redis", "worker", "--redis-url", server.url, "--queue",
+                                   queue_name, "--cores", "1", "--log-level", "warning"],
+                                  stdin=subprocess.DEVNULL, stderr=stderr,
+                                  env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))})
+    try:
+        with wq.WorkQueue(queue_name, redis_url=server.url) as queue:
+            queue.submit(wq.PythonTask(my_sum, 0, 0))  # the worker is up, its lane waits
+            assert queue.wait(30).output == 0
+            task_id = queue.submit(wq.PythonTask(timed_sleep, 3.0))
+            assert wait_until(lambda: queue.task_state(task_id) == wq.WORK_QUEUE_TASK_RUNNING)
+            time.sleep(1.2)  # appendfsync everysec: the claim is on disk
+            server.kill()
+            # past the child's reconnection retries (~9 s): it hands the result to the worker
+            assert wait_until(lambda: b"could not deliver the result of task" in log.read_bytes(), timeout=30)
+            server.restart()
+            task = queue.wait(60)
+            assert task is not None and task.id == task_id and task.result == wq.WORK_QUEUE_RESULT_SUCCESS
+            assert task.total_submissions == 1
+            queue.submit(wq.PythonTask(my_sum, 2, 3))  # and the lane serves again
+            assert queue.wait(30).output == 5
+    finally:
+        worker.kill()
+        worker.wait(10)
 
 
 def test_a_full_ledger_sends_the_record_over_the_socket_instead_of_blocking():

@@ -331,6 +331,7 @@ class Worker(LaneHost):
         self._delivered([(attempt.task_id, attempt.token, summary)], [accepted])
 
     def lane_undelivered(self, held: tuple[Attempt, Request], fields: dict[str, Any]) -> None:
+        log.warning("the lane could not deliver the result of task %d (Redis away); holding it", held[0].task_id)
         self._lane_ended(held[0])
         self._finish([(held[0], fields)])  # held in the outbox, delivered by the main loop
 
