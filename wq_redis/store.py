@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import redis
 from redis._parsers import Encoder
@@ -180,7 +180,8 @@ class QueueStore:
         """Run one script many times in one pipeline (one round trip)."""
         return self._pipeline([(name, keys, args) for keys, args in calls])
 
-    def _pipeline(self, calls: Sequence[tuple[str, list[str], list[Any]]]) -> list[Any]:
+    def _pipeline(self, calls: Sequence[tuple[str, list[str], list[Any]]],
+                  early: tuple[int, Callable[[list[Any]], None]] | None = None) -> list[Any]:
         """Run scripts in one pipeline (one round trip); answers in order.
 
         Sends EVALSHA directly: redis-py's pipelines would first ask SCRIPT EXISTS, a second
@@ -190,6 +191,9 @@ class QueueStore:
         all the same (Redis restarted or flushed its scripts) did not run: every script is
         loaded again, and those calls are sent again with the retrieves after them (a
         retrieve is safe to repeat; the others did not depend on them).
+
+        ``early``: (n, callback) calls back with the first n answers as soon as they are read
+        (on the first try only), while later calls may still block.
         """
         if not self._scripts_loaded:
             self._load_scripts()
@@ -205,7 +209,7 @@ class QueueStore:
                     commands.append(("BLPOP", *keys, args[0]))
                 else:
                     commands.append(("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args))
-            answers = self._round_trip(commands)
+            answers = self._round_trip(commands, early if len(todo) == len(calls) else None)
             retry = []
             for index, answer in zip(todo, answers):
                 if isinstance(answer, redis.exceptions.NoScriptError):
@@ -220,7 +224,8 @@ class QueueStore:
             todo = [index for index in todo if index in retry or (index > retry[0] and calls[index][0] == "retrieve")]
         raise RuntimeError("scripts could not be loaded into Redis")
 
-    def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    def _round_trip(self, commands: list[tuple[Any, ...]],
+                    early: tuple[int, Callable[[list[Any]], None]] | None = None) -> list[Any]:
         """Send ``commands`` at once and read their answers (an error reply is its
         exception, in its place).  What redis-py's pipeline does, without the per-command
         bookkeeping that was a fifth of a task's Python on each side of a round trip:
@@ -234,6 +239,8 @@ class QueueStore:
             conn.send_packed_command(conn.pack_commands(commands))
             answers: list[Any] = []
             for _ in commands:
+                if early is not None and len(answers) == early[0]:
+                    early[1](answers)
                 try:
                     answers.append(conn.read_response())
                 except redis.ResponseError as exc:
@@ -466,6 +473,7 @@ class QueueStore:
         token_prefix: str, results: Sequence[tuple[int, str, dict[str, Any]]] = (),
         total: dict[str, int] | None = None, reserve_after_ms: int = 0, followers: int = 0,
         follower_bytes: int = 0, wake_on: Sequence[str] | None = None, block_seconds: float = 1.0,
+        delivered: Callable[[list[bool]], None] | None = None,
     ) -> tuple[list[Claimed], list[str], list[bool]]:
         """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
         trip: the results' resources are free again, so the claim may use them.
@@ -477,7 +485,8 @@ class QueueStore:
 
         With ``wake_on``, the pipeline starts with a BLPOP on those queues' wake keys (and
         the new-queue and this worker's own), so an idle worker claims the moment work
-        arrives, in the same round trip."""
+        arrives, in the same round trip.  ``delivered`` hears whether each result was
+        recorded as soon as Redis answers for them, before the block ends."""
         k = self.keys
         claim_args = [k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
                       "\n".join(tags), max_tasks, lease_ms, token_prefix]
@@ -485,10 +494,20 @@ class QueueStore:
         claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms,
                        followers, follower_bytes]
         calls = self._complete_calls(results)
+        told: list[bool] = []
+
+        def tell(answers: list[Any]) -> None:
+            if delivered is not None and not told and not any(isinstance(a, Exception) for a in answers):
+                told.append(True)
+                delivered(self._accepted(calls, answers))
+
+        delivering = len(calls)
         if wake_on is not None:
             names = [k.wake(m) for m in wake_on] + [k.new_queue_wake, k.worker_wake(worker)]
             calls.append(("blpop", names, [max(block_seconds, 0.001)]))
-        answers = self._pipeline(calls + [("claim", [k.registry, k.leases, k.stats], claim_args)])
+        answers = self._pipeline(calls + [("claim", [k.registry, k.leases, k.stats], claim_args)],
+                                 early=(delivering, tell) if delivering and delivered is not None else None)
+        tell(answers[:delivering])
         claimed, eligible = answers[-1]
         tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat), bool(follows))
                  for i, tok, member, flat, follows in claimed]

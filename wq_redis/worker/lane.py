@@ -116,14 +116,23 @@ class ChildLane:
             return {"lane": "end", "failed": traceback.format_exc()}
 
     def _serve(self, spec: LaneSpec) -> dict[str, Any]:
+        """The result of each task goes in the same round trip as the next claim (Redis
+        answers for the result at once, and the done record is written then); a lane asked
+        to stop delivers its last result alone."""
         store = self._store_for(spec)
         claim = dict(spec.claim)
         pace = Pace(spec.seconds_per_task)
+        results: list[tuple[int, str, dict[str, Any]]] = []
+        delivered: list[bool] = []
+        done: Callable[[list[bool]], None] | None = None
+        eligible = claim["wake_on"]
         while True:
             claim["followers"] = pace.followers()  # short tasks: a claim that brings more ends the lane
             try:
-                claimed, eligible, _ = store.claim(**claim)
+                claimed, eligible, _ = store.claim(**claim, results=results, delivered=done)
             except redis.RedisError as exc:
+                if results and not delivered:
+                    return {"lane": "end", "undelivered": _sendable(results[0][2]), "eligible": eligible}
                 return {"lane": "end", "error": f"claim failed ({exc})"}
             claim["wake_on"] = eligible
             task = lane_task(claimed)
@@ -135,16 +144,24 @@ class ChildLane:
             fields = self._run(store, spec, task)
             wall = time.perf_counter() - started
             pace.record(1, wall)
-            try:
-                accepted = store.complete([(task.task_id, task.token, fields)])[0]
-            except redis.RedisError:
-                undelivered = {name: out_of_band(value) if isinstance(value, memoryview) else value
-                               for name, value in fields.items()}
-                return {"lane": "end", "undelivered": undelivered, "eligible": eligible}
-            summary = {name: fields[name] for name in ("r", "meas") if name in fields}
-            self._record(("done", task.token, accepted, summary, wall))
+            results, delivered = [(task.task_id, task.token, fields)], []
+            done = self._recorder(task.token, fields, wall, delivered)
             if self._stop_asked():
+                try:
+                    done(store.complete(results))
+                except redis.RedisError:
+                    return {"lane": "end", "undelivered": _sendable(fields), "eligible": eligible}
                 return {"lane": "end", "eligible": eligible}
+
+    def _recorder(self, token: str, fields: dict[str, Any], wall: float,
+                  delivered: list[bool]) -> Callable[[list[bool]], None]:
+        """What writes a task's done record once Redis answered for its result."""
+        summary = {name: fields[name] for name in ("r", "meas") if name in fields}
+
+        def done(accepted: list[bool]) -> None:
+            delivered.append(True)
+            self._record(("done", token, accepted[0], summary, wall))
+        return done
 
     def _record(self, record: tuple[Any, ...]) -> None:
         """Into the ledger; over the socket (which wakes the worker) when it is full."""
@@ -199,6 +216,11 @@ class ChildLane:
                 result["value"] = result["value"].raw()
         return result_fields(task.task_id, python_outcome(result), {}, result["wall"], spec.max_result_bytes, None,
                              named_host(task.fields))
+
+
+def _sendable(fields: dict[str, Any]) -> dict[str, Any]:
+    """Result fields for the socket to the worker (a large value as a buffer beside)."""
+    return {name: out_of_band(value) if isinstance(value, memoryview) else value for name, value in fields.items()}
 
 
 # -- in the worker ---------------------------------------------------------------------
