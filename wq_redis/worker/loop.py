@@ -9,6 +9,10 @@ Threads:
              one slot (one core, or one GPU and no core) runs its groups in the main
              thread instead (the two thread handoffs per group were a third of a
              task's round trip), claiming its next batch while the child runs one;
+  lane       an idle one-slot worker (no GPU, no secret) hands its blocking wait to its
+             warm child, which claims, runs and delivers quick PythonTasks itself and
+             records them in a ledger this worker reads (``lane``): a task then takes the
+             hops of a hand-written queue;
   heartbeat  renews leases every ``lease/3`` (at most 0.5 s, so cancels land fast) from its
              own thread, which a CPU-bound task cannot starve: tasks run in other processes;
              it also runs the reaper under a Redis lock.
