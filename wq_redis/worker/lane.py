@@ -5,22 +5,25 @@ Why: on the usual path a task goes Redis -> worker -> child -> worker -> Redis, 
 two hops through the worker's main process with its Python around them were about a
 third of a one-task round trip (0.25 of 0.7 ms on our 2-core machines).  When a worker
 has one slot and nothing to do but wait for work, the child can wait instead: it blocks
-on the wake-up keys with the same claim (``QueueStore.claim``) the worker would send,
-runs a task it gets at once, records the result (``complete.lua``, fenced by the lease
-token as always) and blocks again, so a task takes the hops a hand-written queue takes.
+on the wake-up keys with the claim (``QueueStore.claim``) the worker would send, runs a
+task it gets at once, and sends its result (``complete.lua``, fenced by the lease token
+as always) in the same round trip as its next blocking claim, so a task takes the hops a
+hand-written queue takes.
 
 What stays with the main process: the child records every claim before the call starts
-(``claimed``) and every result after delivering it (``done``) in its ledger, a pipe the
-main process reads whenever it looks (every POLL_SECONDS, and when the lane ends or the
-child dies) but is never woken by: waking it twice a task cost 0.1 ms of a 0.5 ms round
-trip on 2 cores.  From the ledger its heartbeat renews the lease of a task that runs for
-long, a cancel or a lost lease kills the child as for any batch, and metrics, pace and
-results are counted.  It ends the lane when it must drain or abort (``stop``, and a ring
-of its own wake key to end the child's block).  A claim that is not one quick task (followers, a pack, a command task, files,
-limits) ends the lane and goes to the main process as it is.  A child that dies during a
-call leaves the task to run again on the per-task path, so its failure is reported.
-Redis away: a claim that fails ends the lane; a result that cannot be delivered goes to
-the main process, which holds it and delivers it later like any other.
+(``claimed``) and every result once Redis answered for it (``done``) in its ledger, a
+pipe the main process reads whenever it looks (every POLL_SECONDS, and when the lane
+ends or the child dies) but is never woken by: waking it twice a task cost 0.1 ms of a
+0.5 ms round trip on 2 cores.  From the ledger its heartbeat renews the lease of a task
+that runs for long, a cancel or a lost lease kills the child as for any batch, and
+metrics, pace and results are counted.  It ends the lane when it must drain or abort
+(``stop``, and a ring of its own wake key to end the child's block).
+
+A claim that is not one quick task (followers of short tasks, a pack, a command task,
+files, limits) ends the lane and goes to the main process as it is.  A child that dies
+during a call leaves the task to run again on the per-task path, so its failure is
+reported.  Redis away: a claim that fails ends the lane; a result that cannot be
+delivered goes to the main process, which holds it and delivers it later like any other.
 """
 
 from __future__ import annotations
@@ -76,8 +79,6 @@ class LaneEnd:
     claimed: list[Claimed] = field(default_factory=list)
     eligible: list[str] | None = None  # None: as before the lane
     error: str = ""  # the claim failed (Redis away): the main process waits a little
-    undelivered: dict[str, Any] | None = None  # result fields Redis did not take
-    child_gone: bool = False  # the child died or was killed (it is replaced)
     failed: str = ""  # a bug of the lane's: its traceback
 
 
@@ -315,7 +316,7 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
     try:
         proc.conn.send({"lane": spec})
     except OSError:
-        return LaneEnd(child_gone=True)
+        return LaneEnd()
     ledger = _Ledger(proc, host)
     stopping = False
     try:
@@ -329,7 +330,7 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
             if ledger.cancelled(events):  # a cancel or a lost lease of a task it runs
                 proc.kill()
                 ledger.end(cancelled=True)
-                return LaneEnd(child_gone=True)
+                return LaneEnd()
             if proc.conn.fileno() in events:
                 try:
                     message = proc.conn.recv()
@@ -337,7 +338,7 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
                     ledger.read()
                     proc.kill()
                     ledger.end(cancelled=False)
-                    return LaneEnd(child_gone=True)
+                    return LaneEnd()
                 if message["lane"] == "record":  # the ledger was full
                     ledger.apply(message["record"])
                 else:
