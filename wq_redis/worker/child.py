@@ -9,6 +9,7 @@ subprocesses the function starts lands in the task's ``std_output`` too.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import resource
@@ -114,6 +115,7 @@ class Child:
         if self._lane is None:
             from wq_redis.worker.lane import ChildLane
             self._lane = ChildLane(self)
+            gc.freeze()  # what it imported lives as long as this process: out of the collector's sight
         return self._lane
 
     def load(self, digest: str, body: bytes | None) -> Callable[..., Any]:
