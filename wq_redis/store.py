@@ -170,11 +170,16 @@ class QueueStore:
 
     SCRIPTS = ("submit", "claim", "renew", "complete", "release", "reap", "retrieve", "cancel", "stats", "export")
 
-    def __init__(self, client: redis.Redis, queue: str) -> None:
+    def __init__(self, client: redis.Redis, queue: str, one_thread: bool = False) -> None:
+        """``one_thread``: only one thread ever uses this store; its round trips then keep
+        one connection of their own instead of taking one from the pool each time (which
+        polls the socket: a system call per round trip)."""
         self.client = client
         self.keys = QueueKeys(queue)
         self._scripts = {name: _load_script(client, name) for name in self.SCRIPTS}
         self._scripts_loaded = False  # in Redis: loaded before the first pipeline
+        self._one_thread = one_thread
+        self._own: Any = None  # that connection, once made
 
     def _call_many(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one pipeline (one round trip)."""
@@ -233,7 +238,9 @@ class QueueStore:
         client's retry policy says, on a fresh connection, with every command again (each
         of ours is safe to repeat: see the scripts' headers)."""
         pool = self.client.connection_pool
-        conn = pool.get_connection()
+        conn = self._own if self._own is not None else pool.get_connection()
+        if self._one_thread:
+            self._own = conn
 
         def send_and_read() -> list[Any]:
             conn.send_packed_command(conn.pack_commands(commands))
@@ -250,10 +257,11 @@ class QueueStore:
         try:
             return conn.retry.call_with_retry(send_and_read, lambda _error: conn.disconnect())
         except BaseException:
-            conn.disconnect()  # answers may be left unread: never hand this socket out again
+            conn.disconnect()  # answers may be left unread: never use this socket again
             raise
         finally:
-            pool.release(conn)
+            if conn is not self._own:
+                pool.release(conn)
 
     def _load_scripts(self) -> None:
         """Load every script (one round trip)."""

@@ -180,7 +180,8 @@ class ChildLane:
         key = (spec.redis, spec.queue)
         if self._store is None or self._settings != key:
             # named for operators: CLIENT LIST tells a lane's connection from its worker's
-            self._store = QueueStore(client_from(spec.redis, lane_client_name(spec.claim["worker"])), spec.queue)
+            self._store = QueueStore(client_from(spec.redis, lane_client_name(spec.claim["worker"])), spec.queue,
+                                     one_thread=True)
             self._settings = key
         return self._store
 
