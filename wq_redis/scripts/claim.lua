@@ -188,7 +188,10 @@ while leads < max_tasks do
     -- order); prioritized ones one by one, in priority order.
     while n < followers and size < max_bytes do
       local _, from = head_of(best)
-      if from == nil then break end
+      if from == nil then
+        best.empty = true
+        break
+      end
       if from == 'l' then
         local ids = redis.call('LPOP', best.fifo, followers - n)
         for i, id in ipairs(ids) do
@@ -218,10 +221,11 @@ for first = 1, #leased, 1000 do  -- in chunks: unpack() has a stack limit
 end
 
 -- Pass the baton: a queue that still holds tasks rings its wake key for the next idle
--- worker.  Emptied queues stay registered (so the next submit does not wake every worker
--- as for a new queue); the reaper forgets the ones that stay empty.
+-- worker (one seen empty in this call is known to be, without asking).  Emptied queues
+-- stay registered (so the next submit does not wake every worker as for a new queue);
+-- the reaper forgets the ones that stay empty.
 for _, c in ipairs(cands) do
-  if touched[c.member] and redis.call('EXISTS', c.key, c.fifo) > 0 then
+  if touched[c.member] and not c.empty and redis.call('EXISTS', c.key, c.fifo) > 0 then
     redis.call('LPUSH', prefix .. 'wake:' .. c.member, 1)
     redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
   end

@@ -66,10 +66,8 @@ else
     redis.call('DEL', unpack(owned, first, math.min(first + 999, #owned)))
   end
 end
-if retrieved > 0 then
-  redis.call('HINCRBY', KEYS[2], 'retrieved', retrieved)
-  redis.call('HINCRBY', KEYS[2], 'failed', failed)
-end
+if retrieved > 0 then redis.call('HINCRBY', KEYS[2], 'retrieved', retrieved) end
+if failed ~= 0 then redis.call('HINCRBY', KEYS[2], 'failed', failed) end
 local counts = redis.call('HMGET', KEYS[2], 'submitted', 'retrieved', 'canceled')
 local outstanding = (tonumber(counts[1]) or 0) - (tonumber(counts[2]) or 0) - (tonumber(counts[3]) or 0)
 if max_tasks <= 0 then return {{}, outstanding} end
