@@ -156,7 +156,7 @@ def test_a_result_the_lane_cannot_deliver_is_held_and_delivered_when_redis_retur
         worker.wait(10)
 
 
-def test_a_full_ledger_sends_the_record_over_the_socket_instead_of_blocking():
+def test_a_full_ledger_sends_the_record_and_the_rest_of_the_lane_over_the_socket():
     worker_end, child_end = socket.socketpair()
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
@@ -168,10 +168,18 @@ def test_a_full_ledger_sends_the_record_over_the_socket_instead_of_blocking():
                 break
         lane = ChildLane(Child.__new__(Child))
         lane.child.conn, lane.child.ledger = Channel(child_end), write_end
-        lane._record(("done", "token", True, {"r": 0}, 0.001))
+        lane._record(("claimed", 7, "token", "c1.m0.d0.g0|", None, None))
         message = Channel(worker_end).recv()
-        assert message == {"lane": "record", "record": ("done", "token", True, {"r": 0}, 0.001)}
+        assert message == {"lane": "record", "record": ("claimed", 7, "token", "c1.m0.d0.g0|", None, None)}
         assert pickle.dumps(message)  # plain data, as every ledger record
+        os.set_blocking(read_end, False)
+        while True:  # the worker read the ledger meanwhile: there is room again
+            try:
+                os.read(read_end, 1 << 20)
+            except BlockingIOError:
+                break
+        lane._record(("done", "token", True, {"r": 0}, 0.001))  # still after the claim: over the socket
+        assert Channel(worker_end).recv()["record"][0] == "done"
     finally:
         for fd in (read_end, write_end):
             os.close(fd)

@@ -106,6 +106,7 @@ class ChildLane:
         self.child = child
         self._store: QueueStore | None = None
         self._settings: tuple[dict[str, Any], str] | None = None
+        self._by_socket = False  # this lane's records go over the socket (its ledger was full)
 
     def serve(self, spec: LaneSpec) -> dict[str, Any]:
         """Claim, run and deliver until a claim brings anything else; the last message.
@@ -120,6 +121,7 @@ class ChildLane:
         """The result of each task goes in the same round trip as the next claim (Redis
         answers for the result at once, and the done record is written then); a lane asked
         to stop delivers its last result alone."""
+        self._by_socket = False
         store = self._store_for(spec)
         claim = dict(spec.claim)
         pace = Pace(spec.seconds_per_task)
@@ -142,7 +144,10 @@ class ChildLane:
             self._record(("claimed", task.task_id, task.token, task.member, task.fields.get(b"sub"),
                           task.fields.get(b"ts")))
             started = time.perf_counter()
-            fields = self._run(store, spec, task)
+            try:
+                fields = self._run(store, spec, task)
+            except redis.RedisError as exc:  # its function could not be read: the worker runs it again
+                return {"lane": "end", "error": f"reading the function of task {task.task_id} failed ({exc})"}
             wall = time.perf_counter() - started
             pace.record(1, wall)
             results, delivered = [(task.task_id, task.token, fields)], []
@@ -165,15 +170,19 @@ class ChildLane:
         return done
 
     def _record(self, record: tuple[Any, ...]) -> None:
-        """Into the ledger; over the socket (which wakes the worker) when it is full."""
-        data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
-        frame = _FRAME.pack(len(data)) + data
-        if self.child.ledger >= 0 and len(frame) <= _ATOMIC_BYTES:
-            try:
-                os.write(self.child.ledger, frame)
-                return
-            except BlockingIOError:
-                pass
+        """Into the ledger; over the socket (which wakes the worker) once it was full, and
+        from then on for the rest of the lane: the worker reads the whole ledger before
+        each socket message, so records keep their order."""
+        if not self._by_socket:
+            data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+            frame = _FRAME.pack(len(data)) + data
+            if self.child.ledger >= 0 and len(frame) <= _ATOMIC_BYTES:
+                try:
+                    os.write(self.child.ledger, frame)
+                    return
+                except BlockingIOError:
+                    pass
+            self._by_socket = True
         self.child.conn.send({"lane": "record", "record": record})
 
     def _store_for(self, spec: LaneSpec) -> QueueStore:
@@ -292,7 +301,9 @@ class _Ledger:
             self.running[token] = (self.host.lane_claimed(task_id, token, member, fields, cancel.set), cancel)
         else:
             _, token, accepted, summary, wall = record
-            held, cancel = self.running.pop(token)
+            held, cancel = self.running.pop(token, (None, None))
+            if held is None:  # cannot happen while records keep their order: nothing to count
+                return
             cancel.close()
             self.host.lane_done(held, accepted, summary, wall)
 
@@ -303,9 +314,10 @@ class _Ledger:
         self.read()  # perhaps it was done already
         return any(cancel.is_set for _, cancel in self.running.values())
 
-    def end(self, cancelled: bool) -> None:
-        """The child is gone: the tasks it did not finish are lost (or cancelled)."""
+    def end(self) -> None:
+        """The child is gone: the tasks it did not finish were cancelled, or are lost."""
         for held, cancel in self.running.values():
+            cancelled = cancel.is_set
             cancel.close()
             self.host.lane_lost(held, cancelled=cancelled)
         self.running.clear()
@@ -329,8 +341,8 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
             events = dict(poller.poll(POLL_SECONDS * 1000))
             ledger.read()
             if ledger.cancelled(events):  # a cancel or a lost lease of a task it runs
-                proc.kill()
-                ledger.end(cancelled=True)
+                proc.kill()  # (``cancelled`` read the ledger just before)
+                ledger.end()
                 return LaneEnd()
             if proc.conn.fileno() in events:
                 try:
@@ -338,7 +350,7 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
                 except (EOFError, OSError):
                     ledger.read()
                     proc.kill()
-                    ledger.end(cancelled=False)
+                    ledger.end()
                     return LaneEnd()
                 if message["lane"] == "record":  # the ledger was full
                     ledger.apply(message["record"])
@@ -348,7 +360,7 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
                         held, cancel = ledger.running.popitem()[1]
                         cancel.close()
                         host.lane_undelivered(held, message["undelivered"])
-                    ledger.end(cancelled=False)  # a task it claimed and did not finish (a bug)
+                    ledger.end()  # a task it claimed and did not finish (Redis away, or a bug)
                     return LaneEnd(message.get("claimed") or [], message.get("eligible"), message.get("error", ""),
                                    failed=message.get("failed", ""))
             if not stopping and host.lane_should_stop():

@@ -103,7 +103,12 @@ class Worker(LaneHost):
         # one cache per worker process: workers may share a --workdir
         self.files = FileCache(os.path.join(self.workdir, f"cache.{os.getpid()}"), options.cache_mb * 1024 * 1024,
                                self.store.file)
-        self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus))
+        # an idle one-slot worker lets its warm child wait for work (worker/lane.py); not
+        # with a secret (the child holds no key) nor GPUs (a child is bound to its GPUs)
+        self._inline = capacity.cores + len(capacity.gpus) == 1  # one slot: run groups in the main thread
+        self._lane_allowed = self._inline and not options.secret and not capacity.gpus
+        self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus),
+                             ledgers=self._lane_allowed)
         # one runner thread per task slot (every task holds a core or a GPU), reused
         self._threads = ThreadPoolExecutor(max_workers=capacity.cores + len(capacity.gpus) + 2,
                                            thread_name_prefix="task")
@@ -131,12 +136,8 @@ class Worker(LaneHost):
                                          running=lambda: len(self._running), healthy=self._health)
         self.signer = Signer(options.secret) if options.secret else None
         self._total = capacity.as_dict()  # what claims may pack into; fixed for the worker's life
-        self._inline = capacity.cores + len(capacity.gpus) == 1  # one slot: run groups in the main thread
         self._handed_back: set[str] = set()  # tokens of attempts handed back on abort
         self._reserve_after_ms = int(options.reserve_after * 1000)
-        # an idle one-slot worker lets its warm child wait for work (worker/lane.py); not
-        # with a secret (the child holds no key) nor GPUs (a child is bound to its GPUs)
-        self._lane_allowed = self._inline and self.signer is None and not capacity.gpus
         self._redis_settings = settings_of(client)
         self._lane_ran = False  # a lane ran tasks since the main loop last looked
         self._lane_tokens: set[str] = set()  # leases of the tasks the lane runs

@@ -63,26 +63,29 @@ LEDGER_BYTES = 1 << 20  # what a child may record before the worker reads it (se
 
 
 class WarmProcess:
-    def __init__(self, gpu_key: str, env: dict[str, str]) -> None:
+    def __init__(self, gpu_key: str, env: dict[str, str], ledger: bool = False) -> None:
         self.gpu_key = gpu_key
         parent, child = socket.socketpair()
         lifeline = worker_lifeline()
-        # The ledger: a pipe the child records its fast lane's claims and results in,
-        # which the worker reads when it looks, never woken by it (worker/lane.py).
-        self.ledger, ledger_end = os.pipe()
-        try:
-            fcntl.fcntl(self.ledger, fcntl.F_SETPIPE_SZ, LEDGER_BYTES)
-        except OSError:
-            pass  # the system's pipe size stands: the child then tells more over the socket
-        os.set_blocking(self.ledger, False)
+        # The ledger (for a worker with a fast lane): a pipe the child records its lane's
+        # claims and results in, which the worker reads when it looks, never woken by it
+        # (worker/lane.py).
+        self.ledger, ledger_end = os.pipe() if ledger else (-1, -1)
+        if ledger:
+            try:
+                fcntl.fcntl(self.ledger, fcntl.F_SETPIPE_SZ, LEDGER_BYTES)
+            except OSError:
+                pass  # the system's pipe size stands: the child tells the rest over the socket
+            os.set_blocking(self.ledger, False)
+        fds = [child.fileno(), lifeline] + ([ledger_end] if ledger else [])
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "wq_redis.worker.child", str(child.fileno()), str(lifeline), str(ledger_end)],
-                pass_fds=[child.fileno(), lifeline, ledger_end], start_new_session=True, stdin=subprocess.DEVNULL,
-                env=env,
+                pass_fds=fds, start_new_session=True, stdin=subprocess.DEVNULL, env=env,
             )
         finally:
-            os.close(ledger_end)
+            if ledger:
+                os.close(ledger_end)
         child.close()
         self.conn = Channel(parent)
         self.sandbox: str | None = None
@@ -196,9 +199,10 @@ class WarmProcess:
 class WarmPool:
     """Idle warm children by GPU set; at most ``max_idle`` kept."""
 
-    def __init__(self, max_idle: int, hide_gpus: bool) -> None:
+    def __init__(self, max_idle: int, hide_gpus: bool, ledgers: bool = False) -> None:
         self.max_idle = max_idle
         self.hide_gpus = hide_gpus  # tasks that hold no GPU must not see the worker's GPUs
+        self.ledgers = ledgers  # children get a ledger: the worker has a fast lane
         self._idle: list[WarmProcess] = []
         self._lock = threading.Lock()
 
@@ -215,7 +219,7 @@ class WarmPool:
         env = dict(os.environ)
         if gpu_ids or self.hide_gpus:
             env["CUDA_VISIBLE_DEVICES"] = key
-        return WarmProcess(key, env)
+        return WarmProcess(key, env, self.ledgers)
 
     def call_with_child(self, gpu_ids: list[str], call: Callable[[WarmProcess], T]) -> T:
         """``call(child)`` with an idle child for these GPUs (a new one when none is idle),
