@@ -206,3 +206,31 @@ def test_a_claim_that_carries_a_result_tells_of_its_delivery_once_even_when_it_c
     observer.close()
     assert claimed == [] and accepted == [True]
     assert seen == [([True], b"0")]  # told once, when Redis had recorded it
+
+
+def test_a_lane_that_ends_holding_an_unrecorded_claim_hands_it_back(queue, redis_url, tmp_path):
+    """The child died between Redis leasing a task to it and recording the claim: the
+    worker finds the lease by the lane's token prefix and gives it back at once, the
+    attempt not counted (else it would wait out its lease and count one)."""
+    from wq_redis.store import connect
+    from wq_redis.worker.loop import Worker, WorkerOptions
+    from wq_redis.worker.resources import Capacity
+
+    task_id = queue.submit(wq.PythonTask(my_sum, 2, 2))
+    other_id = queue.submit(wq.PythonTask(my_sum, 3, 3))
+    queue._buffer.flush()
+    worker = Worker(connect(redis_url), Capacity(1, 1000, 1000, []),
+                    WorkerOptions(queue=queue.name, workdir=str(tmp_path / "w")))
+    try:
+        free = {"cores": 1, "memory": 1000, "disk": 1000, "gpus": 0}
+        (claimed,), _, _ = worker.store.claim(worker.name, free, [], 1, 30000, f"{worker.session}~7")
+        (other,), _, _ = worker.store.claim(worker.name, free, [], 1, 30000, f"{worker.session}~70")  # another lane
+        assert claimed.task_id == task_id and other.task_id == other_id
+        worker.lane_gone(f"{worker.session}~7")
+        assert queue.task_state(task_id) == wq.WORK_QUEUE_TASK_READY
+        assert queue.task_state(other_id) == wq.WORK_QUEUE_TASK_RUNNING  # not that lane's
+        (again,), _, _ = worker.store.claim(worker.name, free, [], 1, 30000, worker.session)
+        assert again.task_id == task_id and again.fields[b"a"] == b"1"  # the lost attempt was not counted
+    finally:
+        worker.pool.close()
+        worker.files.close()

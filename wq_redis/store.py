@@ -611,6 +611,21 @@ class QueueStore:
         lost, registered = self._scripts["renew"](keys=[k.leases, k.workers, k.worker(worker)], args=args)
         return [int(i) for i in lost], bool(registered)
 
+    def leases_with_prefix(self, prefix: str) -> dict[int, str]:
+        """The tasks leased now with a token that starts with ``prefix``, by id (one scan
+        of the leases: for the rare moments a worker must find what a dead child held)."""
+        ids = self.client.zrange(self.keys.leases, 0, -1)
+        if not ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hget(self.keys.task(int(task_id)), "tok")
+        found = {}
+        for task_id, token in zip(ids, pipe.execute()):
+            if token and token.decode().startswith(prefix):
+                found[int(task_id)] = token.decode()
+        return found
+
     def release(self, held: dict[int, str]) -> None:
         k = self.keys
         self._call_many("release", [([k.task(i), k.leases], [i, token]) for i, token in held.items()])

@@ -255,6 +255,11 @@ class LaneHost:
     def lane_undelivered(self, held: Any, fields: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def lane_gone(self, token_prefix: str) -> None:
+        """The child died or was killed: hand back what it may have claimed and not
+        recorded yet (its leases have ``token_prefix``, the lane's own)."""
+        raise NotImplementedError
+
     def lane_should_stop(self) -> bool:
         raise NotImplementedError
 
@@ -343,6 +348,7 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
             if ledger.cancelled(events):  # a cancel or a lost lease of a task it runs
                 proc.kill()  # (``cancelled`` read the ledger just before)
                 ledger.end()
+                host.lane_gone(spec.claim["token_prefix"])
                 return LaneEnd()
             if proc.conn.fileno() in events:
                 try:
@@ -351,6 +357,7 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
                     ledger.read()
                     proc.kill()
                     ledger.end()
+                    host.lane_gone(spec.claim["token_prefix"])
                     return LaneEnd()
                 if message["lane"] == "record":  # the ledger was full
                     ledger.apply(message["record"])

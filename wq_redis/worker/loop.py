@@ -141,6 +141,7 @@ class Worker(LaneHost):
         self._redis_settings = settings_of(client)
         self._lane_ran = False  # a lane ran tasks since the main loop last looked
         self._lane_tokens: set[str] = set()  # leases of the tasks the lane runs
+        self._lane_runs = 0
 
     # -- signals ----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -281,8 +282,9 @@ class Worker(LaneHost):
         """Block for work as ``_deliver_and_claim`` with ``wake_on`` does, in the warm
         child, which runs quick tasks itself until a claim brings anything else."""
         followers = self._pace.followers()
+        self._lane_runs += 1  # each lane leases under a token prefix of its own (see lane_gone)
         claim = dict(worker=self.name, free=free, tags=self.options.tags, max_tasks=free["cores"] + free["gpus"],
-                     lease_ms=self.lease_ms, token_prefix=self.session, total=self._total,
+                     lease_ms=self.lease_ms, token_prefix=f"{self.session}~{self._lane_runs}", total=self._total,
                      reserve_after_ms=self._reserve_after_ms, followers=followers, follower_bytes=BATCH_BYTES,
                      wake_on=eligible, block_seconds=self.options.block_seconds)
         proc = self.pool.acquire([])
@@ -366,6 +368,24 @@ class Worker(LaneHost):
                                         self.options.max_result_bytes, self.signer, self.files))
         finally:
             self.allocator.release(attempt.token)
+
+    def lane_gone(self, token_prefix: str) -> None:
+        """A task the child had claimed but not yet recorded when it died would wait out
+        its lease (and count an attempt): give such leases back now."""
+        try:
+            leases = self.store.leases_with_prefix(token_prefix + ":")  # its tokens: PREFIX:ID:ATTEMPT
+        except redis.RedisError as exc:
+            log.warning("cannot look for what the lane held (%s); leases it held will expire", exc)
+            return
+        with self._lock:
+            known = set(self._running) | {token for _, token, _ in self._outbox}
+        orphans = {task_id: token for task_id, token in leases.items() if token not in known}
+        if orphans:
+            log.warning("the lane's process ended holding task(s) %s; handing them back", sorted(orphans))
+            try:
+                self._give_back(orphans)
+            except redis.RedisError as exc:
+                log.warning("could not hand them back (%s); their leases will expire", exc)
 
     def lane_should_stop(self) -> bool:
         return self._draining or self._abort
