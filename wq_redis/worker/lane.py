@@ -47,6 +47,7 @@ from ..signing import SignatureError, verify_function_body
 from ..store import Claimed, QueueStore
 from .batch import Pace, quick_spec
 from .channel import out_of_band
+from .pool import missing_function_reply
 from .runner import named_host, python_outcome, result_fields, slot_environment
 from .waiting import CancelSignal
 
@@ -219,8 +220,7 @@ class ChildLane:
         reply = self.child.run_batch([call], bodies, env, spec.sandbox)
         result: dict[str, Any]
         if reply["status"] == "need_body":
-            result = {"status": "error", "value": None, "stdout": b"", "cpu_time": 0.0, "max_rss_mb": 0, "wall": 0.0,
-                      "error": f"the task's function {digest[:12]} is missing from Redis"}
+            result = missing_function_reply(digest)
         else:
             result = reply["results"][0]
             if isinstance(result["value"], pickle.PickleBuffer):  # marked for a channel it does not take
@@ -306,9 +306,10 @@ class _Ledger:
             self.running[token] = (self.host.lane_claimed(task_id, token, member, fields, cancel.set), cancel)
         else:
             _, token, accepted, summary, wall = record
-            held, cancel = self.running.pop(token, (None, None))
-            if held is None:  # cannot happen while records keep their order: nothing to count
+            entry = self.running.pop(token, None)
+            if entry is None:  # cannot happen while records keep their order: nothing to count
                 return
+            held, cancel = entry
             cancel.close()
             self.host.lane_done(held, accepted, summary, wall)
 

@@ -259,11 +259,7 @@ class Worker(LaneHost):
         self._blocked = wake_on is not None
         try:
             claimed, eligible, accepted = self.store.claim(
-                self.name, free, self.options.tags, max_tasks=free["cores"] + free["gpus"],
-                lease_ms=self.lease_ms, token_prefix=self.session, results=batch,
-                total=self._total, reserve_after_ms=self._reserve_after_ms,
-                followers=followers, follower_bytes=BATCH_BYTES,
-                wake_on=wake_on, block_seconds=self.options.block_seconds)
+                **self._claim_arguments(free, followers, self.session, wake_on), results=batch)
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             log.warning("claim failed (%s); retrying", exc)
             self._hold(batch)
@@ -277,16 +273,21 @@ class Worker(LaneHost):
         self._queue_had_more = bool(claimed) and sum(packing.live_count(c.fields) for c in claimed) > followers
         return claimed, eligible
 
+    def _claim_arguments(self, free: dict[str, int], followers: int, token_prefix: str,
+                         wake_on: list[str] | None) -> dict[str, Any]:
+        """``QueueStore.claim``'s arguments for this worker's claim (its own or its lane's)."""
+        return dict(worker=self.name, free=free, tags=self.options.tags, max_tasks=free["cores"] + free["gpus"],
+                    lease_ms=self.lease_ms, token_prefix=token_prefix, total=self._total,
+                    reserve_after_ms=self._reserve_after_ms, followers=followers, follower_bytes=BATCH_BYTES,
+                    wake_on=wake_on, block_seconds=self.options.block_seconds)
+
     # -- the fast lane (worker/lane.py) ------------------------------------------------
     def _claim_in_lane(self, free: dict[str, int], eligible: list[str]) -> tuple[list[Claimed], list[str]]:
         """Block for work as ``_deliver_and_claim`` with ``wake_on`` does, in the warm
         child, which runs quick tasks itself until a claim brings anything else."""
         followers = self._pace.followers()
         self._lane_runs += 1  # each lane leases under a token prefix of its own (see lane_gone)
-        claim = dict(worker=self.name, free=free, tags=self.options.tags, max_tasks=free["cores"] + free["gpus"],
-                     lease_ms=self.lease_ms, token_prefix=f"{self.session}~{self._lane_runs}", total=self._total,
-                     reserve_after_ms=self._reserve_after_ms, followers=followers, follower_bytes=BATCH_BYTES,
-                     wake_on=eligible, block_seconds=self.options.block_seconds)
+        claim = self._claim_arguments(free, followers, f"{self.session}~{self._lane_runs}", eligible)
         proc = self.pool.acquire([])
         try:
             spec = LaneSpec(self._redis_settings, self.options.queue, claim, self.options.max_result_bytes,

@@ -59,6 +59,12 @@ _LIFELINE_LOCK = threading.Lock()
 _KEEP: list[int] = []
 
 
+def missing_function_reply(digest: str) -> dict[str, Any]:
+    """A call's reply when its function body is not in Redis (expired, or never stored)."""
+    return {"status": "error", "value": None, "stdout": b"", "cpu_time": 0.0, "max_rss_mb": 0, "wall": 0.0,
+            "error": f"the task's function {digest[:12]} is missing from Redis"}
+
+
 LEDGER_BYTES = 1 << 20  # what a child may record before the worker reads it (see worker/lane.py)
 
 
@@ -105,8 +111,7 @@ class WarmProcess:
             self.functions.discard(message["digest"])
             body = fetch_body()
             if body is None:
-                return {"status": "error", "value": None, "stdout": b"", "cpu_time": 0.0, "max_rss_mb": 0,
-                        "error": f"the task's function {message['digest'][:12]} is missing from Redis"}
+                return missing_function_reply(message["digest"])
             reply = self._exchange({**message, "body": body}, limits, cancel_fd)
         self.functions.add(message["digest"])
         return reply
@@ -143,9 +148,8 @@ class WarmProcess:
             calls = [call for call in message["calls"] if call[1] not in missing]
             answers = self._exchange({**message, "calls": calls, "bodies": bodies}, Limits(), cancel_fd)["results"]
             answers.reverse()
-            replies = [{"status": "error", "value": None, "stdout": b"", "cpu_time": 0.0, "max_rss_mb": 0, "wall": 0.0,
-                        "error": f"the task's function {call[1][:12]} is missing from Redis"}
-                       if call[1] in missing else answers.pop() for call in message["calls"]]
+            replies = [missing_function_reply(call[1]) if call[1] in missing else answers.pop()
+                       for call in message["calls"]]
         else:
             replies = reply["results"]
         self.functions.update(bodies)
