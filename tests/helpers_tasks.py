@@ -104,3 +104,16 @@ def pid_then_sleep(path: str, seconds: float) -> int:
         handle.write(str(os.getpid()))
     time.sleep(seconds)
     return os.getpid()
+
+
+def no_arguments() -> str:
+    """A call without arguments (a signed task whose hash has no "args" field)."""
+    return "ran"
+
+
+def unpickle_file(name: str) -> object:
+    """A task that trusts its input file: it unpickles it (as user code may)."""
+    import pickle
+
+    with open(name, "rb") as handle:
+        return pickle.load(handle)
