@@ -315,7 +315,8 @@ class WorkQueue(WorkQueueCompat):
         acked, self._unacked = self._unacked, []
         try:  # the tasks still buffered go first, in the same round trip
             rows, outstanding = self._buffer.flush_into(
-                lambda submit: self._store.retrieve(max_tasks, self.keep_results, acked, block, submit))
+                lambda submit: self._store.retrieve(max_tasks, self.keep_results, acked, block, submit,
+                                                    read_packs=self._signer is None))
         except Exception:
             self._unacked = acked + self._unacked
             raise
@@ -449,7 +450,8 @@ class WorkQueue(WorkQueueCompat):
                 if not fields:
                     continue
                 ids = [task_id]
-                if b"n" in fields and request[1] is None:  # a whole pack
+                # a whole pack (never with a secret: this manager made none, so it reads none)
+                if b"n" in fields and request[1] is None and self._signer is None:
                     ids = member_ids(fields)
                     self._packs.pop(request[0], None)
                 found = [(i, self._submitted.pop(i, None) or task_from_fields(i, fields), fields) for i in ids]

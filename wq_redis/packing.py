@@ -22,7 +22,10 @@ Fields of a pack's hash besides a task's usual ones (wire.py):
 Counts in stats are in tasks: the scripts keep pack_waiting:MEMBER, pack_running:MEMBER
 and pack_done in the stats hash (each pack's live members beyond its first).
 Values are pickles of plain data only, read by ``load``, which refuses anything else: a
-hash in Redis never makes the worker's or the manager's process run code.
+hash in Redis never makes the worker's or the manager's process run code.  With a secret
+nothing is packed, and packs are never read: a worker with a secret checks a claimed
+hash's signature, which covers ``n`` and ``pa``, before it reads them (no pack verifies),
+and a manager with a secret hands a pack back as one failed task (``unread``).
 """
 
 from __future__ import annotations
@@ -192,6 +195,23 @@ def member_rows(pack_id: int, fields: dict[bytes, bytes]) -> list[tuple[int, dic
             return [(member_id, dict(failure)) for member_id in member_ids(fields)]
         except Exception:
             return [(pack_id, failure)]
+
+
+def unread(pack_id: int, fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """A pack's hash as one failed task, nothing of its members or results read: what a
+    manager with a secret makes of a pack.  It never submits one (packs are not signed),
+    so a pack is a task altered by someone else; its own failure (a worker's refusal) is
+    kept in the message."""
+    kept = {name: value for name, value in shared_fields(fields).items() if name not in _RESULT_VALUE_FIELDS}
+    said = fields.get(b"err", b"").decode(errors="replace")
+    error = (f"refused: task {pack_id} came back as a pack of tasks (fields n/pa), which a manager with a "
+             "secret never submits: its members and results were not unpickled")
+    kept[b"r"] = b"%d" % Result.UNKNOWN
+    kept[b"err"] = (error + (f"; the worker said: {said}" if said else "")).encode()
+    return kept
+
+
+_RESULT_VALUE_FIELDS = frozenset({b"val", b"vk", b"rsig"})
 
 
 def member_fields(fields: dict[bytes, bytes]) -> Iterable[tuple[int, dict[bytes, bytes]]]:

@@ -5,8 +5,17 @@ With a shared secret (``WorkQueue(..., secret=...)``, ``wq-redis worker --secret
 the function digest, the arguments, the input files) and the worker signs what the
 manager will unpickle (the return value).  Each side checks the signature *before*
 unpickling anything and refuses, with a clear message, what does not verify.  Function
-bodies are content-addressed: the worker checks their SHA-256 against the signed digest.
-The key id (a short hash of the secret) names the key, so a refusal says which one.
+bodies and cached inputs are content-addressed: the worker checks their SHA-256 against
+the signed digest.  The key id (a short hash of the secret) names the key, so a refusal
+says which one.
+
+A task's signature covers every field the worker reads to build what it runs or
+unpickles (``SIGNED_FIELDS`` and the input fields), each one's presence included: a field
+added to a signed hash (a pack's ``n`` and ``pa``, arguments where there were none)
+breaks the signature as surely as a field changed.  Large fields kept beside the hash
+(``big``) are put back before the check, so it covers the bytes actually read.  Packs are
+never signed (a manager with a secret does not pack), so no pack verifies on a worker
+with a secret, and a manager with a secret never reads one (``store.retrieve``).
 """
 
 from __future__ import annotations
@@ -16,8 +25,13 @@ import hmac
 import os
 from typing import Mapping
 
+# What the worker reads of a task hash to build what it runs and unpickles: the spec
+# (kind, command, env, files, limits), the function digest, the arguments, and a pack's
+# member count and members (id, arguments) (packing.py).
+SIGNED_FIELDS = (b"spec", b"fn", b"args", b"n", b"pa")
 SIGNED_PREFIXES = (b"in:", b"cin:", b"tin:", b"ctin:")  # inputs: inline, cached (digest), directories
-DOMAIN_TASK = b"wq-redis task v1"
+DOMAIN_TASK = b"wq-redis task v2"  # v2: presence of each field, and the pack fields, signed
+_PRESENT, _ABSENT = b"\x01", b"\x00"
 DOMAIN_RESULT = b"wq-redis result v1"
 
 
@@ -50,8 +64,11 @@ class Signer:
 
     # -- tasks (manager signs, worker verifies) ---------------------------------------
     def _task_parts(self, task_id: int, fields: Mapping[bytes, bytes]) -> list[bytes]:
-        parts = [DOMAIN_TASK, str(task_id).encode(), fields.get(b"spec", b""), fields.get(b"fn", b""),
-                 fields.get(b"args", b"")]
+        parts = [DOMAIN_TASK, str(task_id).encode()]
+        for name in SIGNED_FIELDS:
+            value = fields.get(name)
+            # (each part is length-prefixed by _mac: a marker then the value, or a marker alone)
+            parts += [name, _ABSENT] if value is None else [name, _PRESENT, value]
         for name in sorted(k for k in fields if k.startswith(SIGNED_PREFIXES)):
             parts += [name, hashlib.sha256(fields[name]).digest()]
         return parts

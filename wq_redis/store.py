@@ -369,7 +369,8 @@ class QueueStore:
         return "submit", keys + task_keys, [len(members), *members, *task_args]
 
     def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int], block: float = 0.0,
-                 submit: Sequence[tuple[int, str, float, dict[str, Any]]] = ()) -> tuple[list[tuple[int, int, Fields]], int]:
+                 submit: Sequence[tuple[int, str, float, dict[str, Any]]] = (),
+                 read_packs: bool = True) -> tuple[list[tuple[int, int, Fields]], int]:
         """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more,
         as (id to acknowledge, task id, fields): a pack's members share the pack's id to
         acknowledge.  Also says how many tasks are outstanding (submitted, not retrieved
@@ -377,7 +378,10 @@ class QueueStore:
 
         One round trip for all of: queue the tasks ``submit`` (see ``submit``); with
         ``block``, wait up to that many seconds for a completion to ring the manager's wake
-        key (BLPOP; the script runs once it answers); then the retrieve script."""
+        key (BLPOP; the script runs once it answers); then the retrieve script.
+
+        ``read_packs=False`` (a manager with a secret, which never packs): a pack comes
+        back as one failed task, its members and results never unpickled (``packing.unread``)."""
         k = self.keys
         calls = self._submit_calls(submit)
         if block > 0:
@@ -389,6 +393,9 @@ class QueueStore:
             for task_id, flat in rows:
                 fields = _flat_to_dict(flat)
                 if packing.MEMBERS in fields:
+                    if not read_packs:
+                        tasks.append((int(task_id), int(task_id), packing.unread(int(task_id), fields)))
+                        continue
                     tasks += [(int(task_id), member_id, member) for member_id, member in packing.member_rows(int(task_id), fields)]
                 else:
                     tasks.append((int(task_id), int(task_id), fields))

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import packing
-from ..codes import Result
 from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
 from ..signing import SignatureError
 from ..store import Claimed
@@ -169,7 +168,8 @@ class BatchResult:
 
 
 class QuickBatch:
-    """One batch of quick attempts on one slot's resources."""
+    """One batch of quick attempts on one slot's resources (with a secret, each one's
+    hash verified as a whole before: ``Worker._verified``)."""
 
     def __init__(self, attempts: list[Attempt | PackMember], specs: list[dict[str, Any]], slot: Slot,
                  while_running: Callable[[], None] | None = None) -> None:
@@ -191,10 +191,6 @@ class QuickBatch:
         no_env: dict[str, Any] = {}
         digests: dict[int, str] = {}  # by id(fields): a pack's members share their fields
         for index, (attempt, spec) in enumerate(zip(self.attempts, self.specs)):
-            refused = self._refusal(attempt)
-            if refused is not None:
-                fields[index] = self._fields(attempt, refused, 0.0)
-                continue
             digest = digests.get(id(attempt.fields))
             if digest is None:
                 digest = digests[id(attempt.fields)] = function_digest(attempt.fields)
@@ -213,15 +209,6 @@ class QuickBatch:
         for index, reply in zip(slots, replies):
             fields[index] = self._fields(self.attempts[index], python_outcome(reply), reply["wall"])
         return BatchResult(Ending.DONE, fields)
-
-    def _refusal(self, attempt: Attempt | PackMember) -> Outcome | None:
-        if self.slot.signer is None:
-            return None
-        try:
-            self.slot.signer.verify_task(attempt.task_id, attempt.fields)
-        except SignatureError as exc:
-            return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
-        return None
 
     def _call(self, calls: list[tuple[int, str, bytes | None, dict[str, Any]]]) -> list[dict[str, Any]] | None:
         """The replies, or None when the batch must run one by one (ChildDied and

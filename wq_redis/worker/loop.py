@@ -44,7 +44,8 @@ import redis
 from .. import __version__, packing
 from ..connection import settings_of
 from ..resources import Request, parse_class, split_member
-from ..signing import Signer, verify_function_body
+from ..codes import Result
+from ..signing import SignatureError, Signer, verify_function_body
 from ..store import Claimed, QueueStore
 from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
@@ -52,7 +53,7 @@ from .lane import LaneHost, LaneSpec, drive
 from .metrics import WorkerMetrics
 from .pool import WarmPool
 from .resources import GPU, Allocator, Capacity
-from .runner import Slot, TaskRun
+from .runner import Outcome, Slot, TaskRun, named_host, result_fields
 
 log = logging.getLogger("wq_redis.worker")
 HEARTBEAT_MAX_SECONDS = 0.5  # also how fast a cancel reaches a running task
@@ -364,9 +365,11 @@ class Worker(LaneHost):
             self._finish([(attempt, None)])  # its lease was lost meanwhile
             return
         self.allocator.allocate(attempt.token, request)
+        slot = Slot(request, [], self.workdir, self.pool, self._function, self.options.max_result_bytes, self.signer,
+                    self.files)
         try:
-            self._run_one(attempt, Slot(request, [], self.workdir, self.pool, self._function,
-                                        self.options.max_result_bytes, self.signer, self.files))
+            for verified in self._verified([attempt], slot):  # its hash read again: checked again
+                self._run_one(verified, slot)
         finally:
             self.allocator.release(attempt.token)
 
@@ -460,6 +463,7 @@ class Worker(LaneHost):
     def _run_group(self, attempts: list[Attempt], slot: Slot) -> None:
         """Run a group in order: quick PythonTasks in batches, the others one by one."""
         try:
+            attempts = self._verified(attempts, slot)
             specs = [quick_spec(a.fields) for a in attempts]
             index = 0
             while index < len(attempts):
@@ -476,6 +480,31 @@ class Worker(LaneHost):
             log.exception("tasks %s crashed the runner", [a.task_id for a in attempts])
             error = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
             self._finish([(a, error) for a in attempts if a.token in self._running])
+
+    def _verified(self, attempts: list[Attempt], slot: Slot) -> list[Attempt]:
+        """With a secret, the attempts whose claimed hash verifies as a whole (a pack's
+        members and their arguments included, large fields as they were read); the others
+        end at once, refused, before anything of them is unpickled.  The one check for
+        every path a claimed task takes (a batch, one by one, a pack's members), which
+        therefore check nothing themselves.  Without a secret: ``attempts`` as they are."""
+        signer = self.signer
+        if signer is None:
+            return attempts
+        verified: list[Attempt] = []
+        refused: list[tuple[Attempt, dict[str, Any] | None]] = []
+        for attempt in attempts:
+            try:
+                signer.verify_task(attempt.task_id, attempt.fields)
+            except SignatureError as exc:
+                log.warning("task %d refused: %s", attempt.task_id, exc)
+                outcome = Outcome(Result.UNKNOWN, error=f"refused: {exc}")
+                refused.append((attempt, result_fields(attempt.task_id, outcome, {}, 0.0, slot.max_result_bytes,
+                                                       signer, named_host(attempt.fields))))
+            else:
+                verified.append(attempt)
+        if refused:
+            self._finish(refused)
+        return verified
 
     def _run_one(self, attempt: Attempt, slot: Slot) -> None:
         if attempt.cancelled:
@@ -565,8 +594,8 @@ class Worker(LaneHost):
         """Attempts that ended: results of the ones still wanted go to the outbox."""
         if self.metrics is not None:
             for attempt, fields in ended:
-                if fields is not None and not attempt.cancelled and packing.MEMBERS in attempt.fields:
-                    for _, member in fields.get("pr", ()):  # a pack's results: one per member
+                if fields is not None and not attempt.cancelled and "pr" in fields:
+                    for _, member in fields["pr"]:  # a pack's results: one per member
                         self.metrics.task_finished(member)
                 else:
                     self.metrics.task_finished(None if attempt.cancelled else fields)

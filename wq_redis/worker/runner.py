@@ -54,7 +54,8 @@ class Outcome:
 @dataclass
 class Slot:
     """What the attempts run on one slot share: its resources (the task class's), the
-    worker's directory, warm children, function fetcher, result limit, signer, file cache."""
+    worker's directory, warm children, function fetcher (bodies checked against their
+    digest), result limit, signer (of results), file cache (inputs checked against theirs)."""
 
     allocation: Request
     gpus: list[GPU]
@@ -120,11 +121,8 @@ class TaskRun:
 
     # -- the attempt -------------------------------------------------------------------
     def _run(self) -> tuple[Outcome, dict[str, bytes]]:
-        if self.slot.signer is not None:
-            try:
-                self.slot.signer.verify_task(self.task_id, self.fields)
-            except SignatureError as exc:
-                return Outcome(Result.UNKNOWN, error=f"refused: {exc}"), {}
+        # With a secret, the claimed hash was verified as a whole before it got here
+        # (``Worker._verified``): a pack's member runs with fields its pack's signature covered.
         try:
             spec, self.fields = worker_view(self.fields)
         except EnvelopeError as exc:
