@@ -42,9 +42,9 @@ from typing import Any
 import redis
 
 from .. import __version__, packing
+from ..codes import Result
 from ..connection import settings_of
 from ..resources import Request, parse_class, split_member
-from ..codes import Result
 from ..signing import SignatureError, Signer, verify_function_body
 from ..store import Claimed, QueueStore
 from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
