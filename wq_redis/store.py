@@ -119,6 +119,10 @@ def _value_beside(fields: dict[str, Any], key: str, calls: list[tuple[str, list[
     return fields, True
 
 
+def _broken(rows: Sequence[Sequence[bytes]]) -> list[tuple[str, str]]:
+    return [(key.decode(errors="replace"), error.decode(errors="replace")) for key, error in rows]
+
+
 def _tasks_by_worker(running: Sequence[Sequence[Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for worker, _, tasks in running:
@@ -128,7 +132,8 @@ def _tasks_by_worker(running: Sequence[Sequence[Any]]) -> dict[str, int]:
 
 def _counters(flat: Sequence[bytes]) -> dict[str, int]:
     """The stats hash's counters, without the pack_* bookkeeping the scripts fold in."""
-    return {name.decode(): int(v) for name, v in _flat_to_dict(flat).items() if not name.startswith(b"pack_")}
+    return {name.decode(errors="replace"): int(v) for name, v in _flat_to_dict(flat).items()
+            if not name.startswith(b"pack_") and v.lstrip(b"-").isdigit()}  # another client's junk: skipped
 
 
 @dataclass
@@ -155,6 +160,7 @@ class Snapshot:
     workers: dict[str, Fields]
     running_tasks: list[tuple[str, str]]  # (worker, member "CLASS|TAG") per running task (or pack)
     running_by_worker: dict[str, int] = field(default_factory=dict)  # worker -> tasks (a pack's members each)
+    broken: list[tuple[str, str]] = field(default_factory=list)  # (key, error) it could not read, skipped
 
 
 @dataclass
@@ -169,6 +175,7 @@ class ExportSnapshot:
     finished: int  # tasks waiting for retrieval
     result_bytes: int  # of the sampled finished tasks
     sampled: int
+    broken: list[tuple[str, str]] = field(default_factory=list)  # (key, error) it could not read, skipped
 
 
 def find_queues(client: redis.Redis, count: int = 1000) -> list[str]:
@@ -468,9 +475,8 @@ class QueueStore:
 
     def snapshot(self, worker_timeout_ms: int) -> Snapshot:
         k = self.keys
-        queues, running, with_results, counters, workers, running_tasks = self._scripts["stats"](
-            keys=[k.registry, k.leases, k.done, k.stats, k.workers], args=[k.prefix, worker_timeout_ms]
-        )
+        queues, running, with_results, counters, workers, running_tasks, broken = self._read_only(
+            "stats", [k.registry, k.leases, k.done, k.stats, k.workers], [k.prefix, worker_timeout_ms])
         return Snapshot(
             waiting={m.decode(): int(n) for m, n in queues},
             running=int(running),
@@ -479,12 +485,13 @@ class QueueStore:
             workers={name.decode(): _flat_to_dict(flat) for name, flat in workers},
             running_tasks=[(w.decode(), m.decode()) for w, m, _ in running_tasks],
             running_by_worker=_tasks_by_worker(running_tasks),
+            broken=_broken(broken),
         )
 
     def export_snapshot(self, levels: int = 16, sample: int = 1000) -> ExportSnapshot:
         k = self.keys
-        now_us, waiting, running, counters, workers, finished, result_bytes, sampled = self._scripts["export"](
-            keys=[k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving], args=[k.prefix, levels, sample])
+        now_us, waiting, running, counters, workers, finished, result_bytes, sampled, broken = self._read_only(
+            "export", [k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving], [k.prefix, levels, sample])
         return ExportSnapshot(
             now_us=int(now_us),
             waiting={m.decode(): (int(n), int(oldest)) for m, n, oldest in waiting},
@@ -492,8 +499,19 @@ class QueueStore:
             counters=_counters(counters),
             workers={w[0].decode(): (int(float(w[1])), int(w[2]), dict(zip(
                 (b"status", b"metrics", b"host", b"tags", b"resources"), w[3:]))) for w in workers},
-            finished=int(finished), result_bytes=int(result_bytes), sampled=int(sampled),
+            finished=int(finished), result_bytes=int(result_bytes), sampled=int(sampled), broken=_broken(broken),
         )
+
+    def _read_only(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """A read-only script (flagged ``no-writes``) by EVALSHA_RO: a user with read-only
+        access to the queue's keys may run it (EVALSHA counts its keys as written), and a
+        replica serves it.  Not loaded yet (or Redis restarted): EVAL_RO, which loads it,
+        so such a user needs no SCRIPT LOAD either."""
+        script = self._scripts[name]
+        try:
+            return self.client.evalsha_ro(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self.client.eval_ro(script.script, len(keys), *keys, *args)
 
     # -- worker side ---------------------------------------------------------------
     def claim(
