@@ -476,7 +476,7 @@ class QueueStore:
     def snapshot(self, worker_timeout_ms: int) -> Snapshot:
         k = self.keys
         queues, running, with_results, counters, workers, running_tasks, broken = self._read_only(
-            "stats", [k.registry, k.leases, k.done, k.stats, k.workers], [k.prefix, worker_timeout_ms])
+            "stats", [k.registry, k.leases, k.done, k.stats, k.workers], [k.prefix, worker_timeout_ms, time.time_ns() // 1000])
         return Snapshot(
             waiting={m.decode(): int(n) for m, n in queues},
             running=int(running),
@@ -491,7 +491,7 @@ class QueueStore:
     def export_snapshot(self, levels: int = 16, sample: int = 1000) -> ExportSnapshot:
         k = self.keys
         now_us, waiting, running, counters, workers, finished, result_bytes, sampled, broken = self._read_only(
-            "export", [k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving], [k.prefix, levels, sample])
+            "export", [k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving], [k.prefix, levels, sample, time.time_ns() // 1000])
         return ExportSnapshot(
             now_us=int(now_us),
             waiting={m.decode(): (int(n), int(oldest)) for m, n, oldest in waiting},
