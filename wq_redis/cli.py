@@ -37,6 +37,22 @@ class PortRange(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+class ByteSize(click.ParamType):
+    """A size in bytes: ``536870912``, ``512M``, ``512MiB``, ``2G`` (powers of 1024)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from .sizes import parse_size
+
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -68,6 +84,9 @@ def main() -> None:
 @click.option("--max-result-bytes", envvar="WQ_MAX_RESULT_BYTES", type=click.IntRange(min=1024),
               default=256 * 1024 * 1024, show_default=True,
               help="Largest result (return value, output, output files) a task may send back.")
+@click.option("--max-task-bytes", envvar="WQ_MAX_TASK_BYTES", type=ByteSize(), default="512M", show_default=True,
+              help="Largest task (arguments, function, input files) this worker loads, e.g. 512M or 2G "
+                   "(env WQ_MAX_TASK_BYTES); a larger task fails unloaded (0: no cap).")
 @click.option("--metrics-port", envvar="WQ_METRICS_PORT", type=PortRange(),
               help="Serve Prometheus /metrics and /healthz on this port, the first free one of a range "
                    "(9750-9799), or any free port (0); off when not given.")
@@ -90,7 +109,8 @@ def main() -> None:
 def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
            tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
            max_result_bytes: int, metrics_port: range | None, metrics_addr: str, metrics_advertise: str | None,
-           reserve_after: float, connect_timeout: float, secret: str | None, cache_mb: int, log_level: str) -> None:
+           reserve_after: float, connect_timeout: float, secret: str | None, cache_mb: int, log_level: str,
+           max_task_bytes: int) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
@@ -114,6 +134,7 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
         burst=burst, lease_seconds=lease_seconds, workdir=workdir, max_result_bytes=max_result_bytes,
         metrics_ports=metrics_port, metrics_addr=metrics_addr, metrics_advertise=metrics_advertise,
         secret=secret.encode() if secret else None, reserve_after=reserve_after, cache_mb=cache_mb,
+        max_task_bytes=max_task_bytes,
     )
     w = Worker(client, capacity, options)
     w.install_signal_handlers()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -11,6 +12,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .store import connect, connect_options
+
+
+log = logging.getLogger("wq_redis.connection")
 
 
 class RedisUnavailable(ConnectionError):
@@ -79,4 +83,14 @@ def client_from(settings: dict[str, Any], client_name: str | None = None) -> red
     options = {**connect_options(), **settings["kwargs"]}
     if client_name:
         options["client_name"] = client_name
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=settings["connection_class"], **options))
+    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=settings["connection_class"], **options))
+    if client_name:
+        try:
+            client.ping()  # the name is set as each connection opens: try it once now
+        except redis.ResponseError as exc:  # an ACL user without +client|setname: the name is a nicety
+            log.info("connecting without the client name %r (%s)", client_name, exc)
+            client.close()
+            return client_from(settings)
+        except redis.RedisError:
+            pass  # Redis away: the caller's own calls retry
+    return client

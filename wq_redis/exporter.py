@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from .resources import parse_class, split_member
 from .store import ExportSnapshot, QueueStore, find_queues
 
 log = logging.getLogger("wq_redis.exporter")
+TASK_ID = re.compile(r"(:t:)\d+")  # task keys are labelled without their id: one label, not one per task
 DEFAULT_PORT = 9750
 WORKER_STATES = ("idle", "busy", "draining", "unresponsive")
 # counter in the queue's stats hash -> (metric name without _total, help)
@@ -98,6 +100,7 @@ class QueueExporter(Collector):
         self.result_sample = result_sample
         self._stores: dict[str, QueueStore] = {}
         self._found: tuple[float, list[str]] = (float("-inf"), [])
+        self._unreadable: set[str] = set()  # queues this user may not read, logged once each
         self._lock = threading.Lock()
         self.registry = CollectorRegistry()
         self.registry.register(self)
@@ -115,12 +118,21 @@ class QueueExporter(Collector):
             return names
 
     def snapshots(self) -> dict[str, ExportSnapshot]:
+        """Every queue's snapshot; a queue this Redis user may not read is left out (and
+        logged once), so that one such queue does not hide the others."""
         out = {}
         for queue in self.queues():
             store = self._stores.get(queue)
             if store is None:
                 store = self._stores[queue] = QueueStore(self.client, queue)
-            out[queue] = store.export_snapshot(sample=self.result_sample)
+            try:
+                out[queue] = store.export_snapshot(sample=self.result_sample)
+            except redis.exceptions.NoPermissionError as exc:
+                if queue not in self._unreadable:
+                    self._unreadable.add(queue)
+                    log.warning("queue %r skipped: this Redis user may not read it (%s)", queue, exc)
+                continue
+            self._unreadable.discard(queue)
         return out
 
     def targets(self) -> list[dict[str, Any]]:
@@ -144,6 +156,7 @@ class QueueExporter(Collector):
                 "running": snap.running, "counters": snap.counters, "with_results": snap.finished,
                 "result_bytes": _result_bytes(snap),
                 "workers": [vars(w) for w in worker_views(snap, self.stale_seconds)],
+                "broken_keys": dict(snap.broken),
             }
         return {"queues": queues, "targets": self.targets()}
 
@@ -156,7 +169,7 @@ class QueueExporter(Collector):
         up = GaugeMetricFamily("wq_redis_up", "1 when the exporter's last read of Redis succeeded.")
         try:
             snapshots = self.snapshots()
-            memory = int(self.client.info("memory").get("used_memory", 0))
+            memory = self._memory()
         except (redis.RedisError, OSError) as exc:
             log.warning("cannot read Redis: %s", exc)
             up.add_metric([], 0)
@@ -164,11 +177,19 @@ class QueueExporter(Collector):
             return
         up.add_metric([], 1)
         yield up
-        yield GaugeMetricFamily("wq_redis_memory_used_bytes", "Memory Redis uses (INFO memory).", value=memory)
+        if memory is not None:
+            yield GaugeMetricFamily("wq_redis_memory_used_bytes", "Memory Redis uses (INFO memory).", value=memory)
         yield GaugeMetricFamily("wq_exporter_queues", "Queues found on this Redis.", value=len(snapshots))
         yield from queue_metrics(snapshots, self.stale_seconds)
         yield GaugeMetricFamily("wq_exporter_scrape_duration_seconds", "Time this scrape spent reading Redis.",
                                 value=time.monotonic() - started)
+
+    def _memory(self) -> int | None:
+        """Redis' used memory, or None for a user without INFO (a read-only ACL user)."""
+        try:
+            return int(self.client.info("memory").get("used_memory", 0))
+        except redis.exceptions.NoPermissionError:
+            return None
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -230,6 +251,9 @@ def queue_metrics(snapshots: dict[str, ExportSnapshot], stale_seconds: float) ->
         "waiting": GaugeMetricFamily("wq_tasks_waiting_gpus", "GPUs the waiting tasks ask for.", labels=["queue"]),
     }
     counters = {key: CounterMetricFamily(name, text, labels=["queue"]) for key, (name, text) in COUNTERS.items()}
+    broken = GaugeMetricFamily("wq_queue_unreadable_keys", "Keys of the queue this scrape could not read (a wrong "
+                               "type written by another client, or not readable by the exporter's Redis user): "
+                               "1 each, by key (a task's id shown as *).", labels=["queue", "key"])
     for queue, snap in snapshots.items():
         held = {"workers": [0, 0], "running": [0, 0], "waiting": [0, 0]}
         for member, (count, submitted) in snap.waiting.items():
@@ -257,8 +281,10 @@ def queue_metrics(snapshots: dict[str, ExportSnapshot], stale_seconds: float) ->
             gpus[key].add_metric([queue], g)
         for key, family in counters.items():
             family.add_metric([queue], snap.counters.get(key, 0))
+        for key in sorted({TASK_ID.sub(r"\1*", key) for key, _ in snap.broken}):
+            broken.add_metric([queue, key], 1)
     yield from (waiting, oldest, running, finished, result_bytes, workers, *cores.values(), *gpus.values(),
-                *counters.values())
+                *counters.values(), broken)
 
 
 def _add_held(total: list[int], cls: str, count: int) -> None:

@@ -22,6 +22,8 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
+from .sizes import show_size
+
 if TYPE_CHECKING:
     from .store import QueueStore
     from .task import InputFile
@@ -32,7 +34,9 @@ OUTPUT_FILE, OUTPUT_DIR = "o:", "od:"
 FILE_TTL_SECONDS = 7 * 24 * 3600  # a cached input outlives its last submit by this much
 FILE_REFRESH_SECONDS = 3600  # how often a manager re-times (or re-stores) an input it uses
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # Redis refuses strings past 512 MB
-DEFAULT_MAX_TASK_BYTES = 512 * 1024 * 1024  # all inputs of one task, cached or not
+DEFAULT_MAX_TASK_BYTES = 512 * 1024 * 1024  # all of one task: arguments, function, inputs (cached or not);
+# the same default as `wq-redis worker --max-task-bytes` (store.MAX_TASK_BYTES): what a manager
+# accepts, a worker with the default loads
 MEMO_ENTRIES = 65_536  # digests a manager remembers (of files it sent, and that Redis holds)
 
 Body = Union[bytes, Callable[[], bytes]]
@@ -142,6 +146,7 @@ class FileStager:
         self._digests: OrderedDict[tuple[Any, ...], tuple[str, int]] = OrderedDict()
         self._confirmed: OrderedDict[str, float] = OrderedDict()
         self._pending: dict[str, Body] = {}  # digests to check (and upload) before the submit
+        self.last_inputs_bytes = 0  # the inputs' total of the last input_fields call (see check_task_size)
 
     def input_fields(self, inputs: Sequence["InputFile"]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
@@ -161,10 +166,28 @@ class FileStager:
                 name = INLINE_FILE
             fields[name + item.remote] = value
             total += size
+        self.last_inputs_bytes = total
         if total > self.max_task_bytes:
             raise FileTooLarge(f"the task's input files total {_mb(total)}, over the limit of "
                                f"{_mb(self.max_task_bytes)} per task (WorkQueue.specify_file_limits)")
         return fields
+
+    def check_task_size(self, name: str, fields: dict[str, Any], bodies: dict[str, bytes]) -> None:
+        """Refuse (FileTooLarge, a ValueError) a task whose arguments, function and inputs
+        together exceed ``max_task_bytes``: a worker with the same ``--max-task-bytes``
+        would fail it unloaded.  ``fields``/``bodies``: ``encode_task``'s, just after it ran
+        (``last_inputs_bytes`` is its inputs' total, cached ones included)."""
+        arguments = len(fields.get("args") or b"")
+        function = sum(len(body) for body in bodies.values())
+        inputs = self.last_inputs_bytes
+        total = arguments + function + inputs
+        if total > self.max_task_bytes:
+            raise FileTooLarge(
+                f"task {name} holds {show_size(total)} (arguments {show_size(arguments)}, function {show_size(function)}, "
+                f"input files {show_size(inputs)}), over the limit of {show_size(self.max_task_bytes)} per task: workers "
+                f"fail such tasks unloaded (wq-redis worker --max-task-bytes, default {show_size(DEFAULT_MAX_TASK_BYTES)}); "
+                "raise both with WorkQueue.specify_file_limits(max_task_bytes=...) and --max-task-bytes, "
+                "or pass the data as an input file or by reference")
 
     def _check_file(self, item: "InputFile", size: int) -> None:
         if size > self.max_file_bytes:

@@ -260,7 +260,9 @@ class WorkQueue(WorkQueueCompat):
         if task._id is not None and task._id in self._submitted:
             raise ValueError(f"task {task._id} is already submitted")
         request, member = self._placement(task)
+        self._files.last_inputs_bytes = 0
         fields, bodies = encode_task(task, request, self._functions, self.enforce_limits, self._files)
+        self._files.check_task_size(repr(task.command[:60]), fields, bodies)  # what no worker would load
         return fields, bodies, request, member
 
     def _upload_functions(self, bodies: dict[str, bytes]) -> None:
@@ -514,8 +516,10 @@ class WorkQueue(WorkQueueCompat):
         return cancel_category(self, category)
 
     def specify_file_limits(self, max_file_bytes: int | None = None, max_task_bytes: int | None = None) -> None:
-        """Largest input file, and largest total of one task's inputs, that ``submit``
-        accepts (a ``ValueError`` names the offending file); defaults 256 MB and 512 MB."""
+        """Largest input file, and largest task (arguments, function and input files
+        together), that ``submit`` accepts (a ``ValueError`` names the offending file or
+        task); defaults 256 MiB and 512 MiB.  Workers fail unloaded any task over their own
+        ``--max-task-bytes`` (default 512 MiB too): raise both together."""
         if max_file_bytes is not None:
             self._files.max_file_bytes = int(max_file_bytes)
         if max_task_bytes is not None:

@@ -14,6 +14,7 @@ document for scripts; ``--watch`` redraws the tables every ``--interval`` second
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from typing import Any, Iterable
@@ -23,6 +24,8 @@ import redis
 
 from .resources import parse_class, split_member
 from .views import QueueView, count_by, discover_queues
+
+log = logging.getLogger("wq_redis.status")
 
 RESOURCES = ("cores", "memory", "disk", "gpus")
 
@@ -123,8 +126,15 @@ def gather(client: redis.Redis, queues: Iterable[str] | None, workers: bool = Fa
     names = list(queues) if queues else discover_queues(client)
     views = [QueueView(client, name) for name in names]
     now_us = views[0].now_us() if views else int(time.time() * 1e6)
-    return {"time": now_us / 1e6,
-            "queues": [queue_report(v, now_us, workers, tasks, categories, limit) for v in views]}
+    reports = []
+    for view in views:
+        try:
+            reports.append(queue_report(view, now_us, workers, tasks, categories, limit))
+        except redis.exceptions.NoPermissionError as exc:
+            if queues:  # named on the command line: say why it cannot be shown
+                raise click.ClickException(f"cannot read queue {view.name!r} with this Redis user: {exc}") from None
+            log.warning("queue %r skipped: this Redis user may not read it (%s)", view.name, exc)
+    return {"time": now_us / 1e6, "queues": reports}
 
 
 # -- rendering ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ retrieve, cancel, stats) are Lua scripts in ``scripts/``, loaded once with
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from typing import Any, Callable, Iterable, Sequence
@@ -34,6 +35,16 @@ VALUE_TTL_SECONDS = 7 * 24 * 3600  # a large value whose result was never record
 VALUE_LOST_RESULT = int(Result.OUTPUT_TRANSFER_ERROR)
 COMPLETE_BATCH = 256  # results per complete.lua call
 COMPLETE_BYTES = 16 * 1024 * 1024  # a call past its first result carries at most this much
+MAX_TASK_BYTES = 512 * 1024 * 1024  # default cap on what one task makes a worker load (and a manager submit)
+BROKEN_WAKE_SECONDS = 60.0  # a wake key of the wrong type is left out of a worker's waits this long
+
+
+class TaskTooLarge(ValueError):
+    """A value a task needs is larger than the worker's ``--max-task-bytes``."""
+
+
+def too_large_message(what: str, size: int, limit: int) -> str:
+    return f"{what} is {size} bytes, over the {limit} bytes this worker loads (wq-redis worker --max-task-bytes)"
 
 
 class CommandPacker:
@@ -86,6 +97,10 @@ def _load_script(client: redis.Redis, name: str) -> Any:
     return client.register_script(source)
 
 
+def _wrong_type(error: Exception) -> bool:
+    return str(error).startswith("WRONGTYPE")
+
+
 def _flat_to_dict(flat: Sequence[bytes]) -> Fields:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
@@ -104,6 +119,10 @@ def _value_beside(fields: dict[str, Any], key: str, calls: list[tuple[str, list[
     return fields, True
 
 
+def _broken(rows: Sequence[Sequence[bytes]]) -> list[tuple[str, str]]:
+    return [(key.decode(errors="replace"), error.decode(errors="replace")) for key, error in rows]
+
+
 def _tasks_by_worker(running: Sequence[Sequence[Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for worker, _, tasks in running:
@@ -113,7 +132,8 @@ def _tasks_by_worker(running: Sequence[Sequence[Any]]) -> dict[str, int]:
 
 def _counters(flat: Sequence[bytes]) -> dict[str, int]:
     """The stats hash's counters, without the pack_* bookkeeping the scripts fold in."""
-    return {name.decode(): int(v) for name, v in _flat_to_dict(flat).items() if not name.startswith(b"pack_")}
+    return {name.decode(errors="replace"): int(v) for name, v in _flat_to_dict(flat).items()
+            if not name.startswith(b"pack_") and v.lstrip(b"-").isdigit()}  # another client's junk: skipped
 
 
 @dataclass
@@ -125,6 +145,8 @@ class Claimed:
     member: str
     fields: Fields
     follows: bool = False  # runs after the task claimed before it, on that task's resources
+    refused: str = ""  # why the worker must fail it unloaded (over --max-task-bytes, unreadable); fields are then its small ones
+    refused_code: int = 0  # the result code of that failure (codes.Result)
 
 
 @dataclass
@@ -138,6 +160,7 @@ class Snapshot:
     workers: dict[str, Fields]
     running_tasks: list[tuple[str, str]]  # (worker, member "CLASS|TAG") per running task (or pack)
     running_by_worker: dict[str, int] = field(default_factory=dict)  # worker -> tasks (a pack's members each)
+    broken: list[tuple[str, str]] = field(default_factory=list)  # (key, error) it could not read, skipped
 
 
 @dataclass
@@ -152,6 +175,7 @@ class ExportSnapshot:
     finished: int  # tasks waiting for retrieval
     result_bytes: int  # of the sampled finished tasks
     sampled: int
+    broken: list[tuple[str, str]] = field(default_factory=list)  # (key, error) it could not read, skipped
 
 
 def find_queues(client: redis.Redis, count: int = 1000) -> list[str]:
@@ -180,6 +204,7 @@ class QueueStore:
         self._scripts_loaded = False  # in Redis: loaded before the first pipeline
         self._one_thread = one_thread
         self._own: Any = None  # that connection, once made
+        self._broken_wake: dict[str, float] = {}  # wake keys of the wrong type -> when found (monotonic)
 
     def _call_many(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one pipeline (one round trip)."""
@@ -219,6 +244,8 @@ class QueueStore:
             for index, answer in zip(todo, answers):
                 if isinstance(answer, redis.exceptions.NoScriptError):
                     retry.append(index)
+                elif isinstance(answer, redis.ResponseError) and calls[index][0] == "blpop" and _wrong_type(answer):
+                    results[index] = answer  # a wake key of the wrong type: the calls after it still count
                 elif isinstance(answer, Exception):
                     raise answer
                 else:
@@ -455,9 +482,8 @@ class QueueStore:
 
     def snapshot(self, worker_timeout_ms: int) -> Snapshot:
         k = self.keys
-        queues, running, with_results, counters, workers, running_tasks = self._scripts["stats"](
-            keys=[k.registry, k.leases, k.done, k.stats, k.workers], args=[k.prefix, worker_timeout_ms]
-        )
+        queues, running, with_results, counters, workers, running_tasks, broken = self._read_only(
+            "stats", [k.registry, k.leases, k.done, k.stats, k.workers], [k.prefix, worker_timeout_ms, time.time_ns() // 1000])
         return Snapshot(
             waiting={m.decode(): int(n) for m, n in queues},
             running=int(running),
@@ -466,12 +492,13 @@ class QueueStore:
             workers={name.decode(): _flat_to_dict(flat) for name, flat in workers},
             running_tasks=[(w.decode(), m.decode()) for w, m, _ in running_tasks],
             running_by_worker=_tasks_by_worker(running_tasks),
+            broken=_broken(broken),
         )
 
     def export_snapshot(self, levels: int = 16, sample: int = 1000) -> ExportSnapshot:
         k = self.keys
-        now_us, waiting, running, counters, workers, finished, result_bytes, sampled = self._scripts["export"](
-            keys=[k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving], args=[k.prefix, levels, sample])
+        now_us, waiting, running, counters, workers, finished, result_bytes, sampled, broken = self._read_only(
+            "export", [k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving], [k.prefix, levels, sample, time.time_ns() // 1000])
         return ExportSnapshot(
             now_us=int(now_us),
             waiting={m.decode(): (int(n), int(oldest)) for m, n, oldest in waiting},
@@ -479,8 +506,19 @@ class QueueStore:
             counters=_counters(counters),
             workers={w[0].decode(): (int(float(w[1])), int(w[2]), dict(zip(
                 (b"status", b"metrics", b"host", b"tags", b"resources"), w[3:]))) for w in workers},
-            finished=int(finished), result_bytes=int(result_bytes), sampled=int(sampled),
+            finished=int(finished), result_bytes=int(result_bytes), sampled=int(sampled), broken=_broken(broken),
         )
+
+    def _read_only(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """A read-only script (flagged ``no-writes``) by EVALSHA_RO: a user with read-only
+        access to the queue's keys may run it (EVALSHA counts its keys as written), and a
+        replica serves it.  Not loaded yet (or Redis restarted): EVAL_RO, which loads it,
+        so such a user needs no SCRIPT LOAD either."""
+        script = self._scripts[name]
+        try:
+            return self.client.evalsha_ro(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self.client.eval_ro(script.script, len(keys), *keys, *args)
 
     # -- worker side ---------------------------------------------------------------
     def claim(
@@ -488,7 +526,8 @@ class QueueStore:
         token_prefix: str, results: Sequence[tuple[int, str, dict[str, Any]]] = (),
         total: dict[str, int] | None = None, reserve_after_ms: int = 0, followers: int = 0,
         follower_bytes: int = 0, wake_on: Sequence[str] | None = None, block_seconds: float = 1.0,
-        delivered: Callable[[list[bool]], None] | None = None,
+        delivered: Callable[[list[bool]], None] | None = None, max_task_bytes: int = 0,
+        on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> tuple[list[Claimed], list[str], list[bool]]:
         """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
         trip: the results' resources are free again, so the claim may use them.
@@ -501,13 +540,20 @@ class QueueStore:
         With ``wake_on``, the pipeline starts with a BLPOP on those queues' wake keys (and
         the new-queue and this worker's own), so an idle worker claims the moment work
         arrives, in the same round trip.  ``delivered`` hears whether each result was
-        recorded as soon as Redis answers for them, before the block ends."""
+        recorded as soon as Redis answers for them, before the block ends.
+
+        A task holding more than ``max_task_bytes`` (0: no cap), or whose large field cannot
+        be read, comes back leased and ``refused``, without its large fields: the caller
+        fails it.  Keys of this queue that could not be read (a wrong type written by some
+        other client) are skipped, the other sub-queues served, and passed to
+        ``on_broken`` as (key, error) pairs; a wake key among them is left out of the
+        waits for BROKEN_WAKE_SECONDS."""
         k = self.keys
         claim_args = [k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
                       "\n".join(tags), max_tasks, lease_ms, token_prefix]
         total = total or free
         claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms,
-                       followers, follower_bytes]
+                       followers, follower_bytes, max_task_bytes]
         calls = self._complete_calls(results)
         told: list[bool] = []
 
@@ -517,17 +563,49 @@ class QueueStore:
                 delivered(self._accepted(calls, answers))
 
         delivering = len(calls)
+        names: list[str] = []
         if wake_on is not None:
-            names = [k.wake(m) for m in wake_on] + [k.new_queue_wake, k.worker_wake(worker)]
-            calls.append(("blpop", names, [max(block_seconds, 0.001)]))
+            names = self._wake_keys([k.wake(m) for m in wake_on] + [k.new_queue_wake, k.worker_wake(worker)])
+            if names:
+                calls.append(("blpop", names, [max(block_seconds, 0.001)]))
+            else:  # every key to wait on is broken: wait here, or the worker would spin
+                time.sleep(block_seconds)
         answers = self._pipeline(calls + [("claim", [k.registry, k.leases, k.stats], claim_args)],
                                  early=(delivering, tell) if delivering and delivered is not None else None)
         tell(answers[:delivering])
-        claimed, eligible = answers[-1]
-        tasks = [Claimed(int(i), tok.decode(), member.decode(), _flat_to_dict(flat), bool(follows))
-                 for i, tok, member, flat, follows in claimed]
+        claimed, eligible, broken = answers[-1]
+        found = [(key.decode(), error.decode()) for key, error in broken]
+        if names and isinstance(answers[-2], redis.ResponseError):
+            found += self._find_broken_wake(names, answers[-2])
+        if found and on_broken is not None:
+            on_broken(found)
+        tasks = [Claimed(int(row[0]), row[1].decode(), row[2].decode(), _flat_to_dict(row[3]), bool(row[4]),
+                         row[5].decode() if len(row) > 5 else "", int(row[6]) if len(row) > 6 else 0)
+                 for row in claimed]
         self._read_big_fields(tasks)
         return tasks, [m.decode() for m in eligible], self._accepted(calls, answers)
+
+    def _wake_keys(self, names: list[str]) -> list[str]:
+        """``names`` without the wake keys found broken in the last BROKEN_WAKE_SECONDS."""
+        if not self._broken_wake:
+            return names
+        now = time.monotonic()
+        for name, when in list(self._broken_wake.items()):
+            if now - when > BROKEN_WAKE_SECONDS:
+                del self._broken_wake[name]  # perhaps repaired: tried again
+        return [name for name in names if name not in self._broken_wake]
+
+    def _find_broken_wake(self, names: list[str], error: Exception) -> list[tuple[str, str]]:
+        """A wait answered WRONGTYPE: which of its keys (TYPE, only on this error path)."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.type(name)
+        found = []
+        for name, kind in zip(names, pipe.execute()):
+            if kind not in (b"list", b"none", "list", "none"):
+                self._broken_wake[name] = time.monotonic()
+                found.append((name, str(error)))
+        return found
 
     def _read_big_fields(self, tasks: Sequence[Claimed]) -> None:
         """Large fields (arguments, input files) kept beside their tasks, named by "big":
@@ -542,12 +620,23 @@ class QueueStore:
             if value is not None:
                 task.fields[name] = value
 
-    def function(self, digest: str) -> bytes | None:
-        return self.client.get(self.keys.function(digest))
+    def function(self, digest: str, max_bytes: int = 0) -> bytes | None:
+        """A function body (None when missing); raises TaskTooLarge over ``max_bytes``."""
+        return self._get_capped(self.keys.function(digest), max_bytes, f"function {digest[:12]}")
 
-    def file(self, digest: str) -> bytes | None:
-        """A cached input's bytes (None once it expired from Redis)."""
-        return self.client.get(self.keys.file(digest))
+    def file(self, digest: str, max_bytes: int = 0) -> bytes | None:
+        """A cached input's bytes (None once it expired from Redis); raises TaskTooLarge
+        over ``max_bytes``."""
+        return self._get_capped(self.keys.file(digest), max_bytes, f"cached input {digest[:12]}")
+
+    def _get_capped(self, key: str, max_bytes: int, what: str) -> bytes | None:
+        """GET, after a STRLEN when capped (these reads are rare: each worker caches what it
+        read), so that nothing over the cap is ever loaded."""
+        if max_bytes > 0:
+            size = int(self.client.strlen(key))
+            if size > max_bytes:
+                raise TaskTooLarge(too_large_message(what, size, max_bytes))
+        return self.client.get(key)
 
     def ring_worker(self, worker: str) -> None:
         key = self.keys.worker_wake(worker)

@@ -12,15 +12,27 @@
 --       16 followers: up to this many more tasks of the same queue may follow each task
 --       taken, to run after it on the same resources (short tasks: one round trip and
 --       one message to a warm child for many), 17 bytes a task and its followers may
---       hold at most (the first task is taken whatever its size)
+--       hold at most (the first task is taken whatever its size), 18 bytes one task may
+--       hold at most (--max-task-bytes; 0 = no cap)
 -- Large fields named by a task's "big" field (string keys HASH:NAME) are left for the
--- worker to read.
+-- worker to read; their sizes are read here (STRLEN), so that a task over the cap, or
+-- one whose large field is not a string, is leased and handed to the worker "refused"
+-- (its hash's small fields only, never its large ones): the worker fails it at once
+-- instead of loading it.
+-- A key of the wrong type (a hostile or buggy client) must not stop the queue: every
+-- read of a key that could hold anything goes through redis.pcall (the same cost as
+-- redis.call), and a sub-queue, task hash or wake key that cannot be read is skipped and
+-- reported in `broken`; the leases zset is checked before anything is popped (a claim
+-- whose leases cannot be written must take nothing).
 -- A task that fits the worker's total but not its free resources, and has waited longer
 -- than "reserve after", makes the worker claim nothing smaller until it fits: without
 -- that, a stream of small tasks would starve it forever.
--- Returns {claimed, eligible}: claimed = {{id, token, member, {hash fields...}, follows}, ...}
--- (follows = 1: runs after the task before it, on its resources);
--- eligible = members that fit the free resources (the worker blocks on their wake keys).
+-- Returns {claimed, eligible, broken}: claimed = {{id, token, member, {hash fields...}, follows[, refused, code]}, ...}
+-- (follows = 1: runs after the task before it, on its resources; refused: why the worker
+-- must fail the task without loading it, with result code `code` (16 resource exhaustion:
+-- over the cap, 1 input missing: a large field unreadable), absent for a task to run);
+-- eligible = members that fit the free resources (the worker blocks on their wake keys);
+-- broken = {{key, error}...}: keys of this queue that could not be read or written.
 local prefix = ARGV[1]
 local worker = ARGV[2]
 local free = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])}
@@ -35,8 +47,21 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
 
+local broken = {}
+local function failed(reply, key)  -- whether a redis.pcall answered an error (then reported)
+  if type(reply) == 'table' and reply.err then
+    broken[#broken + 1] = {key, reply.err}
+    return true
+  end
+  return false
+end
+
+local registered = redis.pcall('SMEMBERS', KEYS[1])
+if failed(registered, KEYS[1]) or failed(redis.pcall('ZCARD', KEYS[2]), KEYS[2]) then
+  return {{}, {}, broken}  -- nothing can be claimed (and leased) from this queue now
+end
 local cands = {}
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, m in ipairs(registered) do
   local cls, tag = string.match(m, '^([^|]*)|(.*)$')
   if cls and (tags == nil or tags[tag]) then
     local c, mem, d, g = string.match(cls, '^c(%d+)%.m(%d+)%.d(%d+)%.g(%d+)$')
@@ -62,11 +87,17 @@ local function fits(need)
 end
 
 -- The head of a queue: its first prioritized id if that beats priority 0, else the first
--- of its priority-0 list, else its first prioritized id.  Returns score, 'z'|'l', or nil.
+-- of its priority-0 list, else its first prioritized id.  Returns score, 'z'|'l', or nil
+-- (also for a queue one of whose keys has the wrong type: it is reported, then skipped).
 local function head_of(c)
-  local head = redis.call('ZRANGE', c.key, 0, 0, 'WITHSCORES')
+  if c.broken then return nil end
+  local head = redis.pcall('ZRANGE', c.key, 0, 0, 'WITHSCORES')
+  local length = redis.pcall('LLEN', c.fifo)
+  if failed(head, c.key) then c.broken = true end
+  if failed(length, c.fifo) then c.broken = true end
+  if c.broken then return nil end
   if #head > 0 and tonumber(head[2]) < 0 then return tonumber(head[2]), 'z' end
-  if redis.call('LLEN', c.fifo) > 0 then return 0, 'l' end
+  if length > 0 then return 0, 'l' end
   if #head > 0 then return tonumber(head[2]), 'z' end
   return nil
 end
@@ -99,9 +130,10 @@ if reserve_after_ms > 0 then
     if fits_total and not fits(c.need) then
       local head = peek(c)
       if head then
-        local submitted = redis.call('HGET', prefix .. 't:' .. tonumber(head), 'sub')
+        local submitted = redis.pcall('HGET', prefix .. 't:' .. tonumber(head), 'sub')
+        if type(submitted) ~= 'string' or not tonumber(submitted) then submitted = nil end  -- not a task hash
         if submitted and now_ms - tonumber(submitted) / 1000 > reserve_after_ms then
-          return {{}, {}}  -- draining for it: wake on our own key when a task finishes
+          return {{}, {}, broken}  -- draining for it: wake on our own key when a task finishes
         end
       end
     end
@@ -110,6 +142,7 @@ end
 
 local followers = tonumber(ARGV[16] or 0)
 local max_bytes = tonumber(ARGV[17] or 0)
+local max_task_bytes = tonumber(ARGV[18] or 0)
 local claimed = {}
 local touched = {}
 local deadline = now_ms + lease_ms
@@ -119,11 +152,18 @@ local members = 0  -- tasks claimed, a pack's members each counted
 -- Lease one popped id; nil when its hash is gone (cancelled while it waited).  One read
 -- and one write per task: the hash comes back with its lease fields as just written.
 -- Returns the bytes it holds and the tasks it stands for (a pack's live members, else 1).
+-- An id whose key is not a hash (nor a task: no id) is dropped, reported as broken.
 local lease_fields = {'s', 'tok', 'w', 'ts', 'a'}
+-- what a refused task keeps of its hash: enough to fail it and count it, nothing large
+local small_fields = {sub = true, q = true, n = true, nc = true, spec = true}
+local function bump(field, by)  -- a counter of the stats hash (reported if that is no hash)
+  failed(redis.pcall('HINCRBY', KEYS[3], field, by), KEYS[3])
+end
 local function take(c, id, follows)
+  if not id then return nil end
   local tkey = prefix .. 't:' .. id
-  local flat = redis.call('HGETALL', tkey)
-  if #flat == 0 then return nil end
+  local flat = redis.pcall('HGETALL', tkey)
+  if failed(flat, tkey) or #flat == 0 then return nil end
   local at, size, big, count = {}, 0, nil, 1
   for i = 1, #flat, 2 do
     local name, value = flat[i], flat[i + 1]
@@ -131,8 +171,10 @@ local function take(c, id, follows)
     if name == 'big' then big = value end
     at[name] = i + 1
   end
-  if at.n then count = tonumber(flat[at.n]) - tonumber(at.nc and flat[at.nc] or '0') end  -- a pack's live members
-  local attempt = at.a and tonumber(flat[at.a]) + 1 or 1
+  if at.n then  -- a pack's live members (whole numbers, at least 1, whatever the hash says)
+    count = math.max(math.floor((tonumber(flat[at.n]) or 1) - (tonumber(at.nc and flat[at.nc] or '0') or 0)), 1)
+  end
+  local attempt = math.floor(at.a and (tonumber(flat[at.a]) or 0) + 1 or 1)
   local token = ARGV[10] .. ':' .. id .. ':' .. attempt
   local values = {'2', token, worker, now_us, tostring(attempt)}
   local write = {}
@@ -144,21 +186,51 @@ local function take(c, id, follows)
     else
       flat[#flat + 1] = name
       flat[#flat + 1] = values[k]
+      at[name] = #flat
     end
   end
   redis.call('HSET', tkey, unpack(write))
   leased[#leased + 1] = deadline
   leased[#leased + 1] = id
+  local refused, code = nil, nil  -- why the worker fails it unloaded, and the result code (codes.Result)
   if big then
     -- large fields (named by 'big') are string keys beside the hash, never copied
     -- through Lua: the worker GETs them after this script
-    for name in string.gmatch(big, '[^\n]+') do size = size + redis.call('STRLEN', tkey .. ':' .. name) end
+    for name in string.gmatch(big, '[^\n]+') do
+      local length = redis.pcall('STRLEN', tkey .. ':' .. name)
+      if failed(length, tkey .. ':' .. name) then
+        refused, code = 'its large field ' .. tkey .. ':' .. name .. ' cannot be read (' .. length.err .. ')', 1
+      else
+        size = size + length
+      end
+    end
   end
-  claimed[#claimed + 1] = {tostring(id), token, c.member, flat, follows}
+  if not refused and max_task_bytes > 0 and size > max_task_bytes then
+    refused = 'task ' .. id .. ' holds ' .. size .. ' bytes, over the ' .. max_task_bytes ..
+              ' bytes this worker loads (wq-redis worker --max-task-bytes)'
+    code = 16
+  end
+  if refused then  -- leased all the same, so that the worker's failure result ends it
+    local kept = {}
+    for _, name in ipairs(lease_fields) do
+      kept[#kept + 1] = name
+      kept[#kept + 1] = flat[at[name]]
+    end
+    for name in pairs(small_fields) do
+      if at[name] and #flat[at[name]] <= 4096 then
+        kept[#kept + 1] = name
+        kept[#kept + 1] = flat[at[name]]
+      end
+    end
+    claimed[#claimed + 1] = {tostring(id), token, c.member, kept, follows, refused, code}
+    size = 0  -- nothing of it is loaded
+  else
+    claimed[#claimed + 1] = {tostring(id), token, c.member, flat, follows}
+  end
   members = members + count
   if count > 1 then  -- a pack's other members move from waiting to running
-    redis.call('HINCRBY', KEYS[3], 'pack_waiting:' .. c.member, 1 - count)
-    redis.call('HINCRBY', KEYS[3], 'pack_running:' .. c.member, count - 1)
+    bump('pack_waiting:' .. c.member, 1 - count)
+    bump('pack_running:' .. c.member, count - 1)
   end
   return size, count
 end
@@ -226,9 +298,9 @@ end
 -- the reaper forgets the ones that stay empty.
 for _, c in ipairs(cands) do
   if touched[c.member] and not c.empty and redis.call('EXISTS', c.key, c.fifo) > 0 then
-    redis.call('LPUSH', prefix .. 'wake:' .. c.member, 1)
-    redis.call('LTRIM', prefix .. 'wake:' .. c.member, 0, 0)
+    local wake = prefix .. 'wake:' .. c.member
+    if not failed(redis.pcall('LPUSH', wake, 1), wake) then redis.call('LTRIM', wake, 0, 0) end
   end
 end
-if members > 0 then redis.call('HINCRBY', KEYS[3], 'dispatched', members) end
-return {claimed, eligible}
+if members > 0 then bump('dispatched', members) end
+return {claimed, eligible, broken}

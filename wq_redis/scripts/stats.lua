@@ -1,33 +1,46 @@
+#!lua flags=no-writes
 -- One consistent snapshot for WorkQueue.stats and `wq-redis status`.
 -- KEYS: 1 registry set, 2 leases zset, 3 done list, 4 stats hash, 5 workers zset
--- ARGV: 1 key prefix, 2 worker timeout ms
+-- ARGV: 1 key prefix, 2 worker timeout ms, 3 the caller's clock in us (used without TIME)
 -- Returns {{{member, waiting}...}, running count, with_results, {counters},
---          {{name, {record}}...}, {{worker, member, tasks} per running task or pack}}
+--          {{name, {record}}...}, {{worker, member, tasks} per running task or pack},
+--          {{key, error}...} keys it could not read (wrong type, or not readable by this
+--          ACL user): skipped, counted as empty}
 -- Counts are in tasks: a pack's members each count (the stats hash's pack_* fields).
 -- Committed resources come from the leases themselves, not from heartbeats, so they are
--- exact at every instant.
+-- exact at every instant.  Flagged no-writes, called with EVALSHA_RO: read-only users run it.
 local prefix = ARGV[1]
-local now = redis.call('TIME')
+local now = redis.pcall('TIME')  -- a read-only ACL user may lack TIME: then the caller's clock
+if now.err then now = {string.sub(ARGV[3], 1, -7), string.sub(ARGV[3], -6)} end
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local broken = {}
+local function read(default, command, key, ...)  -- redis.pcall's answer, or default (reported)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply.err then
+    broken[#broken + 1] = {key, reply.err}
+    return default
+  end
+  return reply
+end
 local queues = {}
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, m in ipairs(read({}, 'SMEMBERS', KEYS[1])) do
   -- a pack's other members (packing.py) wait in it: counted in the stats hash
-  local packed = tonumber(redis.call('HGET', KEYS[4], 'pack_waiting:' .. m) or '0')
-  queues[#queues + 1] = {m, redis.call('ZCARD', prefix .. 'ready:' .. m) + redis.call('LLEN', prefix .. 'fifo:' .. m) + packed}
+  local packed = tonumber(read(false, 'HGET', KEYS[4], 'pack_waiting:' .. m)) or 0
+  queues[#queues + 1] = {m, read(0, 'ZCARD', prefix .. 'ready:' .. m) + read(0, 'LLEN', prefix .. 'fifo:' .. m) + packed}
 end
 local workers = {}
-for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], now_ms - tonumber(ARGV[2]), '+inf')) do
-  workers[#workers + 1] = {name, redis.call('HGETALL', prefix .. 'w:' .. name)}
+for _, name in ipairs(read({}, 'ZRANGEBYSCORE', KEYS[5], now_ms - tonumber(ARGV[2]), '+inf')) do
+  workers[#workers + 1] = {name, read({}, 'HGETALL', prefix .. 'w:' .. name)}
 end
 local running = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local t = redis.call('HMGET', prefix .. 't:' .. id, 'w', 'q', 'n', 'nc')
-  if t[1] and t[2] then running[#running + 1] = {t[1], t[2], tonumber(t[3] or '1') - tonumber(t[4] or '0')} end
+for _, id in ipairs(read({}, 'ZRANGE', KEYS[2], 0, -1)) do
+  local t = read({}, 'HMGET', prefix .. 't:' .. id, 'w', 'q', 'n', 'nc')
+  if t[1] and t[2] then running[#running + 1] = {t[1], t[2], (tonumber(t[3]) or 1) - (tonumber(t[4]) or 0)} end
 end
-local counters = redis.call('HGETALL', KEYS[4])
-local running_count, done_count = #running, redis.call('LLEN', KEYS[3])
+local counters = read({}, 'HGETALL', KEYS[4])
+local running_count, done_count = #running, read(0, 'LLEN', KEYS[3])
 for i = 1, #counters, 2 do
-  if string.sub(counters[i], 1, 13) == 'pack_running:' then running_count = running_count + tonumber(counters[i + 1]) end
-  if counters[i] == 'pack_done' then done_count = done_count + tonumber(counters[i + 1]) end
+  if string.sub(counters[i], 1, 13) == 'pack_running:' then running_count = running_count + (tonumber(counters[i + 1]) or 0) end
+  if counters[i] == 'pack_done' then done_count = done_count + (tonumber(counters[i + 1]) or 0) end
 end
-return {queues, running_count, done_count, counters, workers, running}
+return {queues, running_count, done_count, counters, workers, running, broken}

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from .. import packing
 from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
 from ..signing import SignatureError
-from ..store import Claimed
+from ..store import Claimed, TaskTooLarge
 from .channel import out_of_band
 from .pool import ChildDied, ChildGone, Interrupted, WarmProcess
 from .runner import Outcome, Slot, named_host, python_outcome, result_fields
@@ -224,7 +224,7 @@ class QuickBatch:
             return self.slot.pool.call_with_child(self.slot.gpu_ids, call)
         except ChildGone:
             return None
-        except SignatureError:  # a function body that is not the one its tasks name
+        except (SignatureError, TaskTooLarge):  # a function body not the one its tasks name, or too large
             return None  # one by one: each such task is refused on its own
 
     def _fields(self, attempt: Attempt | PackMember, outcome: Outcome, wall: float) -> dict[str, Any]:

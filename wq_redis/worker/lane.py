@@ -40,15 +40,16 @@ from typing import TYPE_CHECKING, Any, Callable
 import redis
 
 from .. import packing
+from ..codes import Result
 from ..connection import client_from
 from ..resources import parse_class, split_member
 from ..serialize import NO_ARGS, function_digest
 from ..signing import SignatureError, verify_function_body
-from ..store import Claimed, QueueStore
+from ..store import Claimed, QueueStore, TaskTooLarge
 from .batch import Pace, quick_spec
 from .channel import out_of_band
 from .pool import missing_function_reply
-from .runner import named_host, python_outcome, result_fields, slot_environment
+from .runner import Outcome, named_host, python_outcome, result_fields, slot_environment
 from .waiting import CancelSignal
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class LaneEnd:
     eligible: list[str] | None = None  # None: as before the lane
     error: str = ""  # the claim failed (Redis away): the main process waits a little
     failed: str = ""  # a bug of the lane's: its traceback
+    broken: list[tuple[str, str]] = field(default_factory=list)  # keys its claims could not read (wrong type)
 
 
 def lane_client_name(worker: str) -> str:
@@ -94,7 +96,7 @@ def lane_task(claimed: list[Claimed]) -> Claimed | None:
     if len(claimed) != 1:
         return None
     task = claimed[0]
-    if packing.MEMBERS in task.fields or quick_spec(task.fields) is None:
+    if task.refused or packing.MEMBERS in task.fields or quick_spec(task.fields) is None:
         return None
     return task
 
@@ -130,18 +132,19 @@ class ChildLane:
         delivered: list[bool] = []
         done: Callable[[list[bool]], None] | None = None
         eligible = claim["wake_on"]
+        broken: list[tuple[str, str]] = []
         while True:
             claim["followers"] = pace.followers()  # short tasks: a claim that brings more ends the lane
             try:
-                claimed, eligible, _ = store.claim(**claim, results=results, delivered=done)
+                claimed, eligible, _ = store.claim(**claim, results=results, delivered=done, on_broken=broken.extend)
             except redis.RedisError as exc:
                 if results and not delivered:
                     return {"lane": "end", "undelivered": _sendable(results[0][2]), "eligible": eligible}
                 return {"lane": "end", "error": f"claim failed ({exc})"}
             claim["wake_on"] = eligible
             task = lane_task(claimed)
-            if task is None:
-                return {"lane": "end", "claimed": claimed, "eligible": eligible}
+            if task is None or broken:  # broken keys: the worker reports them (log, metrics)
+                return {"lane": "end", "claimed": claimed, "eligible": eligible, "broken": broken}
             self._record(("claimed", task.task_id, task.token, task.member, task.fields.get(b"sub"),
                           task.fields.get(b"ts")))
             started = time.perf_counter()
@@ -207,7 +210,11 @@ class ChildLane:
         digest = function_digest(task.fields)
         bodies = {}
         if digest not in self.child.functions:
-            body = store.function(digest)
+            try:
+                body = store.function(digest, spec.claim.get("max_task_bytes", 0))
+            except TaskTooLarge as exc:
+                return result_fields(task.task_id, Outcome(Result.RESOURCE_EXHAUSTION, 0, b"", str(exc)), {}, 0.0,
+                                     spec.max_result_bytes, None, named_host(task.fields))
             if body is not None:
                 try:
                     verify_function_body(digest, body)
@@ -370,7 +377,7 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
                         host.lane_undelivered(held, message["undelivered"])
                     ledger.end()  # a task it claimed and did not finish (Redis away, or a bug)
                     return LaneEnd(message.get("claimed") or [], message.get("eligible"), message.get("error", ""),
-                                   failed=message.get("failed", ""))
+                                   failed=message.get("failed", ""), broken=message.get("broken") or [])
             if not stopping and host.lane_should_stop():
                 stopping = True
                 _ask_to_stop(proc, host)

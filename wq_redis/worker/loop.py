@@ -46,7 +46,7 @@ from ..codes import Result
 from ..connection import settings_of
 from ..resources import Request, parse_class, split_member
 from ..signing import SignatureError, Signer, verify_function_body
-from ..store import Claimed, QueueStore
+from ..store import MAX_TASK_BYTES, Claimed, QueueStore
 from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
 from .lane import LaneHost, LaneSpec, drive
@@ -57,6 +57,7 @@ from .runner import Outcome, Slot, TaskRun, named_host, result_fields
 
 log = logging.getLogger("wq_redis.worker")
 HEARTBEAT_MAX_SECONDS = 0.5  # also how fast a cancel reaches a running task
+BROKEN_KEY_LOG_SECONDS = 60.0  # a key of the wrong type is logged at most this often (it is counted every time)
 BATCH_BYTES = 4 * 1024 * 1024  # ... while their hash fields stay under this many bytes
 
 
@@ -88,6 +89,7 @@ class WorkerOptions:
     metrics_advertise: str | None = None  # host others scrape (default: metrics_addr or hostname)
     secret: bytes | None = None  # verify tasks and sign results (HMAC-SHA256)
     cache_mb: int = 1024  # size of the cache of inputs declared with cache=True
+    max_task_bytes: int = MAX_TASK_BYTES  # a task holding more (arguments, function, inputs) fails unloaded
 
 
 class Worker(LaneHost):
@@ -103,7 +105,7 @@ class Worker(LaneHost):
         os.makedirs(self.workdir, exist_ok=True)
         # one cache per worker process: workers may share a --workdir
         self.files = FileCache(os.path.join(self.workdir, f"cache.{os.getpid()}"), options.cache_mb * 1024 * 1024,
-                               self.store.file)
+                               lambda digest: self.store.file(digest, options.max_task_bytes))
         # an idle one-slot worker lets its warm child wait for work (worker/lane.py); not
         # with a secret (the child holds no key) nor GPUs (a child is bound to its GPUs)
         self._inline = capacity.cores + len(capacity.gpus) == 1  # one slot: run groups in the main thread
@@ -143,6 +145,7 @@ class Worker(LaneHost):
         self._lane_ran = False  # a lane ran tasks since the main loop last looked
         self._lane_tokens: set[str] = set()  # leases of the tasks the lane runs
         self._lane_runs = 0
+        self._broken_logged: dict[str, float] = {}  # key of the wrong type -> when last logged (monotonic)
 
     # -- signals ----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -260,7 +263,8 @@ class Worker(LaneHost):
         self._blocked = wake_on is not None
         try:
             claimed, eligible, accepted = self.store.claim(
-                **self._claim_arguments(free, followers, self.session, wake_on), results=batch)
+                **self._claim_arguments(free, followers, self.session, wake_on), results=batch,
+                on_broken=self._report_broken)
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             log.warning("claim failed (%s); retrying", exc)
             self._hold(batch)
@@ -280,7 +284,20 @@ class Worker(LaneHost):
         return dict(worker=self.name, free=free, tags=self.options.tags, max_tasks=free["cores"] + free["gpus"],
                     lease_ms=self.lease_ms, token_prefix=token_prefix, total=self._total,
                     reserve_after_ms=self._reserve_after_ms, followers=followers, follower_bytes=BATCH_BYTES,
-                    wake_on=wake_on, block_seconds=self.options.block_seconds)
+                    wake_on=wake_on, block_seconds=self.options.block_seconds,
+                    max_task_bytes=self.options.max_task_bytes)
+
+    def _report_broken(self, keys: list[tuple[str, str]]) -> None:
+        """Keys of the queue a claim could not read (wrong type): skipped by the claim,
+        counted every time, logged at most once a minute each."""
+        now = time.monotonic()
+        for key, error in keys:
+            if self.metrics is not None:
+                self.metrics.broken_key(key)
+            if now - self._broken_logged.get(key, float("-inf")) >= BROKEN_KEY_LOG_SECONDS:
+                self._broken_logged[key] = now
+                log.error("cannot read %s (%s): skipped, the rest of the queue is served; delete or repair "
+                          "that key (this message repeats at most every %.0f s)", key, error, BROKEN_KEY_LOG_SECONDS)
 
     # -- the fast lane (worker/lane.py) ------------------------------------------------
     def _claim_in_lane(self, free: dict[str, int], eligible: list[str]) -> tuple[list[Claimed], list[str]]:
@@ -296,6 +313,8 @@ class Worker(LaneHost):
             end = drive(proc, spec, self)
         finally:
             self.pool.release(proc)
+        if end.broken:
+            self._report_broken(end.broken)
         if end.failed:
             log.error("the fast lane failed; this worker claims without it from now on:\n%s", end.failed)
             self._lane_allowed = False
@@ -406,6 +425,12 @@ class Worker(LaneHost):
 
         ``after``: a prefetched group, left for the next slot holding ``after`` that is
         done (when none holds it any more, it starts now)."""
+        refused = [task for task in group if task.refused]
+        if refused:
+            self._refuse(refused)
+            group = [task for task in group if not task.refused]
+            if not group:
+                return
         lead = group[0]
         request = parse_class(split_member(lead.member)[0])
         attempts = [Attempt(task) for task in group]
@@ -433,6 +458,22 @@ class Worker(LaneHost):
             self._execute(attempts, request, gpus, lead.token)
         else:
             self._threads.submit(self._execute, attempts, request, gpus, lead.token)
+
+    def _refuse(self, tasks: list[Claimed]) -> None:
+        """Tasks the claim refused (over --max-task-bytes, or a large field unreadable):
+        failed at once with the claim's reason, never loaded nor run."""
+        attempts = [Attempt(task) for task in tasks]
+        with self._lock:
+            for attempt in attempts:
+                self._running[attempt.token] = attempt
+        ended = []
+        for attempt, task in zip(attempts, tasks):
+            log.warning("task %d failed without running: %s", task.task_id, task.refused)
+            if self.metrics is not None:
+                self.metrics.task_started(task.fields)
+            ended.append((attempt, {"r": task.refused_code or int(Result.UNKNOWN), "err": task.refused,
+                                    "host": socket.gethostname()}))
+        self._finish(ended)
 
     def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot_key: str) -> None:
         """Run a group, then the groups prefetched for this slot, holding its resources."""
@@ -612,7 +653,7 @@ class Worker(LaneHost):
         if body is not None:
             self._functions.move_to_end(digest)
         else:
-            body = self.store.function(digest)
+            body = self.store.function(digest, self.options.max_task_bytes)  # TaskTooLarge fails its tasks
             if body is not None:
                 verify_function_body(digest, body)
                 self._functions[digest] = body

@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ MiB = 1024 * 1024
 TIME_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800,
                 3600, 7200, 14400, 28800, 86400)
 GPU_PROVIDER_ENV = "WQ_GPU_PROVIDER"
+_TASK_ID = re.compile(r"(:t:)\d+")
 
 
 # -- GPUs ----------------------------------------------------------------------------
@@ -218,6 +220,9 @@ class WorkerMetrics:
                                   buckets=TIME_BUCKETS, registry=r)
         self.queue_wait = Histogram("wq_task_queue_wait_seconds", "Time from a task's submission to the start "
                                     "of its attempt on this worker.", buckets=TIME_BUCKETS, registry=r)
+        self.broken_keys = Counter("wq_worker_broken_queue_keys", "Claims that found a key of the queue they "
+                                   "could not read (a wrong type written by another client) and skipped it, by "
+                                   "key (a task's id shown as *).", ["key"], registry=r)
         r.register(_ScrapeCollector(self))
 
     # -- hooks of the worker loop ------------------------------------------------------
@@ -229,6 +234,11 @@ class WorkerMetrics:
         except (KeyError, ValueError):
             return
         self.queue_wait.observe(max(wait, 0.0))  # the manager's clock may run ahead of Redis'
+
+    def broken_key(self, key: str) -> None:
+        """A claim skipped ``key`` (wrong type).  Task keys are counted under one label
+        (``wq:{Q}:t:*``): a label per task id would grow without bound."""
+        self.broken_keys.labels(_TASK_ID.sub(r"\1*", key)).inc()
 
     def task_finished(self, fields: dict[str, Any] | None) -> None:
         """An attempt ended: its result fields, or None when it was cancelled or lost."""
