@@ -128,6 +128,9 @@ class RedisServer:
             self.command(), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
             preexec_fn=tie_to_caller() if self.tie_to_parent else None,  # type: ignore[arg-type]
+            # Out of the terminal's process group: a Ctrl-C meant for the program must not
+            # stop Redis under the local workers still delivering; its owner stops it.
+            start_new_session=True,
         )
         log.close()
         if self.password and self.process.stdin is not None:
