@@ -51,7 +51,8 @@ if ! $(1)/bin/python -m pip --version >/dev/null 2>&1; then \
       wheels=$$(mktemp -d) && \
       $(PYTHON) -m venv --without-pip $(1) && \
       $(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --dest $$wheels pip && \
-      $(1)/bin/python $$wheels/pip-*.whl/pip install --quiet --no-index $$wheels/pip-*.whl; \
+      wheel=$$(ls $$wheels/pip-*.whl) && \
+      $(1)/bin/python $$wheel/pip install --quiet --no-index $$wheel; \
       status=$$?; rm -rf $$wheels; [ $$status = 0 ] || exit $$status; \
     elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
       package=python$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv; \
