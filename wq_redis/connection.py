@@ -6,12 +6,16 @@ import logging
 import os
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .store import connect, connect_options
+
+log = logging.getLogger("wq_redis")
+URL_SCHEMES = ("redis", "rediss", "unix")
 
 
 log = logging.getLogger("wq_redis.connection")
@@ -26,6 +30,21 @@ def resolve_url(redis_url: str | None) -> str | None:
     return redis_url or os.environ.get("WQ_REDIS_URL") or os.environ.get("REDIS_URL") or None
 
 
+def check_url(url: str) -> None:
+    """Raise ValueError, in one line that shows how to write it, for a URL redis-py
+    cannot parse (``localhost:6379`` has no scheme; redis-py's own error is a traceback
+    deep in its connection pool)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in URL_SCHEMES:
+        shown = _safe(f"redis://{url}").removeprefix("redis://")
+        raise ValueError(f"Redis URL {shown!r} has no redis:// scheme: write redis://{shown} "
+                         "(rediss:// for TLS, unix:///path/to/redis.sock for a socket)")
+    try:
+        redis.ConnectionPool.from_url(url)
+    except ValueError as exc:
+        raise ValueError(f"invalid Redis URL {_safe(url)}: {exc}") from None
+
+
 def open_client(url: str, wait_seconds: float = 2.0) -> redis.Redis:
     """Connect and check at once, so a wrong password or host fails here, clearly.
 
@@ -34,8 +53,10 @@ def open_client(url: str, wait_seconds: float = 2.0) -> redis.Redis:
     check uses a client without redis-py's own retries: it counts an authentication
     failure as a connection error and would retry it with backoff for a long while.
     """
+    check_url(url)
     deadline = time.monotonic() + wait_seconds
     delay = 0.05
+    told = False
     while True:
         probe = connect(url, retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_connect_timeout=5)
         try:
@@ -54,10 +75,21 @@ def open_client(url: str, wait_seconds: float = 2.0) -> redis.Redis:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.monotonic() + delay > deadline:
                 raise RedisUnavailable(f"cannot reach Redis at {_safe(url)}: {exc}") from None
+            if not told:  # once, not per retry
+                log.info("connecting to %s ... (%s; retrying for up to %.0f s)", _display(url), exc, wait_seconds)
+                told = True
         finally:
             probe.close()
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+def _display(url: str) -> str:
+    """The URL for a log line: no user name or password (said to be hidden if there was one)."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    return f"{parts._replace(netloc=parts.netloc.rpartition('@')[2]).geturl()} (password hidden)"
 
 
 def _safe(url: str) -> str:

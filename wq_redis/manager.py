@@ -9,8 +9,12 @@
 
 from __future__ import annotations
 
+import atexit
 import collections
+import functools
 import json
+import logging
+import weakref
 
 import time
 import warnings
@@ -47,6 +51,18 @@ FUNCTION_REFRESH_SECONDS = 3600  # how often a manager re-stores (and re-times) 
 
 def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
     return {k.encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in fields.items()}
+
+
+def _close_at_exit(queue_ref: "weakref.ref[WorkQueue]") -> None:
+    """A queue the program left open (no ``close()``, no ``with``) is closed at interpreter
+    exit, before the embedded Redis stops: its local workers then stop at once instead of
+    retrying a server that is gone, and remove their work directories."""
+    queue = queue_ref()
+    if queue is not None:
+        try:
+            queue.close()
+        except Exception as exc:  # at exit there is no caller left to raise to
+            logging.getLogger("wq_redis").warning("closing queue %r at exit: %s", queue.name, exc)
 
 
 class WorkQueue(WorkQueueCompat):
@@ -115,6 +131,10 @@ class WorkQueue(WorkQueueCompat):
         self._files = FileStager()
         self.hungry_minimum = 10
         self._local: LocalWorkers | None = None
+        # Registered after the embedded server's own exit hook, so it runs before that one
+        # (atexit is last in, first out): local workers stop while Redis is still there.
+        self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._exit_hook)
         if local_workers:
             self._local = LocalWorkers(self.redis_url, self.name, local_workers, local_worker_resources)
 
@@ -129,10 +149,13 @@ class WorkQueue(WorkQueueCompat):
         """Send the tasks still buffered (raises if Redis cannot take them: the queue stays
         open, nothing is dropped), stop local workers and, for an embedded Redis, the
         server when no queue uses it."""
+        if getattr(self, "_exit_hook", None) is not None:
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
         if getattr(self, "_buffer", None) is not None and getattr(self, "_client", None) is not None:
             self._buffer.close()
         if self._local is not None:
-            self._local.stop()
+            self._local.stop(wake=self._store.ring_worker if getattr(self, "_client", None) is not None else None)
             self._local = None
         if getattr(self, "_unacked", None) and getattr(self, "_client", None) is not None:
             try:

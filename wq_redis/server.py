@@ -23,12 +23,18 @@ from typing import Sequence
 from urllib.parse import quote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 _PR_SET_PDEATHSIG = 1
 
 
 class ServerNotFound(RuntimeError):
     """No Redis server binary could be found."""
+
+
+class ServerStartFailed(RuntimeError):
+    """The server did not start (its port taken, a bad option): the reason in one line."""
 
 
 def find_server_binary() -> str:
@@ -122,6 +128,9 @@ class RedisServer:
             self.command(), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
             preexec_fn=tie_to_caller() if self.tie_to_parent else None,  # type: ignore[arg-type]
+            # Out of the terminal's process group: a Ctrl-C meant for the program must not
+            # stop Redis under the local workers still delivering; its owner stops it.
+            start_new_session=True,
         )
         log.close()
         if self.password and self.process.stdin is not None:
@@ -131,24 +140,39 @@ class RedisServer:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
+        """Until our server answers.  Something else on the port (another Redis, any
+        listener) may answer first, so readiness is our process answering with its pid,
+        and our process exiting (its port was taken) is a failure said in one line."""
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_timeout=1)
+        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_timeout=0.5,
+                             retry=Retry(NoBackoff(), 0))  # each probe once: a listener that is not ours may hang
         try:
             while True:
                 if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"redis server exited with {self.process.returncode}: {self.log_tail()}")
+                    self._exited()
                 try:
-                    if client.ping():
+                    if self.process is None or client.info("server").get("process_id") == self.process.pid:
                         return
                 except redis.BusyLoadingError:
                     pass
-                except redis.ConnectionError:
-                    pass
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                    pass  # not up yet, or not ours (a wrong password, not Redis at all)
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"redis server on port {self.port} not ready: {self.log_tail()}")
+                    if self.process is not None and self.process.poll() is not None:
+                        self._exited()
+                    self.kill()
+                    raise ServerStartFailed(f"redis server on {self.host}:{self.port} not ready after {timeout:g} s: "
+                                            f"{self.log_tail()}")
                 time.sleep(0.02)
         finally:
             client.close()
+
+    def _exited(self) -> None:
+        tail = self.log_tail()
+        if "already in use" in tail.lower():
+            raise ServerStartFailed(f"cannot start the Redis server on {self.host}:{self.port}: address already in use")
+        code = self.process.returncode if self.process is not None else None
+        raise ServerStartFailed(f"redis server exited with {code}: {tail}")
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -193,7 +217,13 @@ def acquire_embedded() -> str:
     """Start (or share) this process's embedded server; returns its URL."""
     with _Embedded.lock:
         if _Embedded.server is None:
-            _Embedded.server = RedisServer().start()
+            server = RedisServer()
+            try:
+                server.start()
+            except BaseException:
+                server.stop()  # its temporary directory too
+                raise
+            _Embedded.server = server
             atexit.register(_stop_embedded)
         _Embedded.users += 1
         return _Embedded.server.url

@@ -235,7 +235,7 @@ def status_command(redis_url: str, queues: tuple[str, ...], workers: bool, tasks
 
     try:
         client = open_client(redis_url)
-    except RedisUnavailable as exc:
+    except (RedisUnavailable, ValueError) as exc:  # ValueError: a URL that does not parse
         raise click.ClickException(str(exc)) from None
 
     def snapshot() -> dict[str, Any]:

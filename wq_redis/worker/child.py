@@ -76,6 +76,17 @@ class Capture:
         return data
 
 
+def _import_hint(exc: Exception) -> str:
+    """How to fix a function (or argument) pickled by reference to a module this worker
+    cannot import: cloudpickle stores ``mymodule.f`` as a name, imported where it loads."""
+    if not isinstance(exc, ImportError) or not exc.name:
+        return ""
+    module = exc.name.partition(".")[0]
+    return (f"; module {module!r} is not importable here: add its directory to the worker's PYTHONPATH, "
+            f"or have the manager send it by value (cloudpickle.register_pickle_by_value({module}) "
+            "before submitting)")
+
+
 def _flush_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -167,7 +178,7 @@ class Child:
             func = self.load(digest, body)
             call_args, call_kwargs = cloudpickle.loads(args) if args else ((), {})
         except Exception as exc:
-            reply["error"] = f"cannot load the task's function or arguments on the worker: {exc!r}"
+            reply["error"] = f"cannot load the task's function or arguments on the worker: {exc!r}{_import_hint(exc)}"
             traceback.print_exc()
             return
         try:

@@ -28,10 +28,8 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -54,6 +52,7 @@ from .metrics import WorkerMetrics
 from .pool import WarmPool
 from .resources import GPU, Allocator, Capacity
 from .runner import Outcome, Slot, TaskRun, named_host, result_fields
+from .workdir import WorkDir, remove_orphans
 
 log = logging.getLogger("wq_redis.worker")
 HEARTBEAT_MAX_SECONDS = 0.5  # also how fast a cancel reaches a running task
@@ -100,8 +99,11 @@ class Worker(LaneHost):
         self.allocator = Allocator(capacity)
         host = socket.gethostname()
         self.name = options.name if options.name and "@" in options.name else f"{options.name or os.getpid()}@{host}"
-        self._own_workdir = options.workdir is None
-        self.workdir = options.workdir or tempfile.mkdtemp(prefix="wq-redis-worker-")
+        self._own_workdir: WorkDir | None = None
+        if options.workdir is None:
+            remove_orphans()  # directories of workers killed before they could remove theirs
+            self._own_workdir = WorkDir()
+        self.workdir = options.workdir or self._own_workdir.path  # type: ignore[union-attr]
         os.makedirs(self.workdir, exist_ok=True)
         # one cache per worker process: workers may share a --workdir
         self.files = FileCache(os.path.join(self.workdir, f"cache.{os.getpid()}"), options.cache_mb * 1024 * 1024,
@@ -164,6 +166,13 @@ class Worker(LaneHost):
 
     # -- main loop --------------------------------------------------------------------
     def run(self) -> int:
+        """Serve until stopped; the work directory is removed however this ends."""
+        try:
+            return self._serve()
+        finally:
+            self._remove_workdir()
+
+    def _serve(self) -> int:
         if self.metrics is not None:
             o = self.options
             self.metrics_address = self.metrics.serve(o.metrics_addr, o.metrics_ports or range(0, 1), o.metrics_advertise)
@@ -789,5 +798,8 @@ class Worker(LaneHost):
         if self.metrics is not None:
             self.metrics.close()
         self.files.close()
-        if self._own_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._remove_workdir()
+
+    def _remove_workdir(self) -> None:
+        if self._own_workdir is not None:
+            self._own_workdir.remove()

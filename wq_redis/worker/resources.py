@@ -92,9 +92,12 @@ def detect(workdir: str) -> Capacity:
     return Capacity(cores, psutil.virtual_memory().total // MB, shutil.disk_usage(workdir).free // MB, detect_gpus())
 
 
-def declared(workdir: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None) -> Capacity:
-    """Declared values win over detected ones; disagreements are logged, not refused."""
+def declared(workdir: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
+             warn: bool = True) -> Capacity:
+    """Declared values win over detected ones; disagreements are logged, not refused
+    (as warnings, unless ``warn`` is False: the declaration is known to be deliberate)."""
     found = detect(workdir)
+    report = log.warning if warn else log.debug
     chosen = Capacity(
         cores if cores is not None else found.cores,
         memory if memory is not None else found.memory,
@@ -102,7 +105,7 @@ def declared(workdir: str, cores: int | None, memory: int | None, disk: int | No
     )
     for name, value, seen in (("cores", cores, found.cores), ("memory", memory, found.memory), ("disk", disk, found.disk)):
         if value is not None and value > seen:
-            log.warning("declared --%s %s exceeds the %s detected; taking it as declared", name, value, seen)
+            report("declared --%s %s exceeds the %s detected; taking it as declared", name, value, seen)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:  # a scheduler (Slurm, Kubernetes) already chose our GPUs
         pool = _visible_gpus(visible)
@@ -110,7 +113,7 @@ def declared(workdir: str, cores: int | None, memory: int | None, disk: int | No
         pool = found.gpus
     count = gpus if gpus is not None else len(pool)
     if count > len(pool):
-        log.warning("declared --gpus %d but %d GPU(s) detected; taking it as declared", count, len(pool))
+        report("declared --gpus %d but %d GPU(s) detected; taking it as declared", count, len(pool))
         pool = pool + [GPU(i, "", "") for i in range(len(pool), count)]
     chosen.gpus = pool[:count]
     if chosen.cores < 1:

@@ -319,7 +319,8 @@ def result_fields(task_id: int, outcome: Outcome, outputs: dict[str, bytes], wal
     size = len(outcome.stdout) + len(outcome.value or b"") + sum(len(v) for v in outputs.values())
     if size > max_result_bytes:
         outcome = Outcome(Result.OUTPUT_TRANSFER_ERROR, outcome.return_status, outcome.stdout[:65536],
-                          f"result of {size} bytes exceeds the limit of {max_result_bytes} bytes",
+                          f"result of {size} bytes exceeds the limit of {max_result_bytes} bytes "
+                          "(the worker's --max-result-bytes, env WQ_MAX_RESULT_BYTES)",
                           None, outcome.cpu_time, outcome.max_rss_mb)
         outputs = {}
     # What the manager can tell otherwise is left out (fewer fields to write and read):
