@@ -105,10 +105,10 @@ SCHEMA_KEYS: dict[str, tuple[str, bool]] = {
     "ready:own": ("zset", False),
     "fifo:own": ("list", False),
     "t:own:0": ("hash", False),  # the manager's next task id: its submit may fail
-    "wake": ("list", True),
+    "wake": ("list", False),  # submit.lua rings it: the manager's submit may fail
+    "wake:own": ("list", False),
     "categories": ("hash", True),
     "reaper": ("string", True),
-    "wake:own": ("list", True),
     "ready:foreign": ("zset", True),  # a registered member no task of ours uses
     "fifo:foreign": ("list", True),
     "wake:foreign": ("list", True),
@@ -120,7 +120,8 @@ SCHEMA_KEYS: dict[str, tuple[str, bool]] = {
     "w:ghost": ("hash", True),
     "ww:ghost": ("list", True),
     "v:token": ("string", True),
-    "fn:own": ("string", True),  # the body of this case's function, before the manager stores it
+    "fn:own": ("string", True),  # the body of this case's function, before the manager stores it:
+    # that task may fail (cleanly), the others must not
     "fn:other": ("string", True),
     "file:other": ("string", True),
 }

@@ -51,7 +51,8 @@ from helpers_tasks import my_sum
 from hostile_strategies import (Evil, ForeignIds, HashFields, IdRef, PicklePlacement, WrongType, foreign_ids,
                                 hash_fields, malicious_pickle, pickle_placements, wrong_types)
 
-pytestmark = pytest.mark.hostile
+# hostile: run in CI; the timeout leaves room for hypothesis to shrink a failing case
+pytestmark = [pytest.mark.hostile, pytest.mark.timeout(600)]
 
 SECRET = "fuzz-s3cret"
 CONFIGS = {"plain": None, "secret": SECRET}
@@ -375,6 +376,8 @@ def apply_wrong_type(plan: WrongType) -> Callable[[Case], None]:
         key = case.key(plan.key.role)
         if plan.key.role.endswith(":foreign"):
             case.register(FOREIGN_MEMBER)
+        if plan.key.role == "fn:own":
+            case.tampered.add(case.own_ids[1])
         if not plan.tolerated:
             case.restore.append((key, case.client.dump(key)))
         write_type(case.client, key, plan.type, plan.payload)
