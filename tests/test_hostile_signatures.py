@@ -206,3 +206,19 @@ def test_signed_tasks_with_large_arguments_and_results_still_run(signed, workers
     task = signed.wait(60)
     assert task is not None and task.id == task_id
     assert task.result == wq.WORK_QUEUE_RESULT_SUCCESS and task.output == payload[::-1]
+
+
+def test_a_signed_task_replayed_from_another_queue_with_the_same_secret_is_refused(signed, client, workers,
+                                                                                   redis_url, marker):
+    from helpers_tasks import my_sum
+
+    with wq.WorkQueue(signed.name + "-other", redis_url=redis_url, secret=SECRET) as other:
+        foreign_id = submitted(other, wq.PythonTask(my_sum, 1, 2))  # nobody serves that queue
+        task_id = submitted(signed, wq.PythonTask(my_sum, 10, 20))
+        assert foreign_id == task_id  # both queues hand out ids from 1: the replay targets the same id
+        copied = client.hmget(other._store.keys.task(foreign_id), "spec", "fn", "args", "sig")
+        client.hset(signed._store.keys.task(task_id),
+                    mapping={name: value for name, value in zip(("spec", "fn", "args", "sig"), copied) if value})
+        worker = workers.start("--cores", "2", "--secret", SECRET)
+        task = refused(signed, task_id, worker, marker, "refused", "signature")
+        assert task.output != 3

@@ -101,7 +101,7 @@ class WorkQueue(WorkQueueCompat):
         self.keep_results = int(keep_results)
         self.enforce_limits = bool(enforce_limits)
         key = secret_from(secret)
-        self._signer = Signer(key) if key else None
+        self._signer = Signer(key, self.name) if key else None
         url = resolve_url(redis_url)
         self._embedded = url is None
         self.redis_url = url or acquire_embedded()

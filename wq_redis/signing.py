@@ -30,9 +30,9 @@ from typing import Mapping
 # member count and members (id, arguments) (packing.py).
 SIGNED_FIELDS = (b"spec", b"fn", b"args", b"n", b"pa")
 SIGNED_PREFIXES = (b"in:", b"cin:", b"tin:", b"ctin:")  # inputs: inline, cached (digest), directories
-DOMAIN_TASK = b"wq-redis task v2"  # v2: presence of each field, and the pack fields, signed
+DOMAIN_TASK = b"wq-redis task v2"  # v2: the queue, each field's presence and the pack fields signed
 _PRESENT, _ABSENT = b"\x01", b"\x00"
-DOMAIN_RESULT = b"wq-redis result v1"
+DOMAIN_RESULT = b"wq-redis result v2"  # v2: the queue signed
 
 
 class SignatureError(ValueError):
@@ -49,10 +49,17 @@ def secret_from(value: str | bytes | None) -> bytes | None:
 
 
 class Signer:
-    def __init__(self, secret: bytes) -> None:
+    """Signs and checks the tasks and results of one queue.
+
+    The queue's name is part of every signature: queues that share a secret (one Redis,
+    one team) cannot replay each other's signed tasks or results (task 5 of queue A copied
+    to task 5 of queue B does not verify there)."""
+
+    def __init__(self, secret: bytes, queue: str) -> None:
         if not secret:
             raise ValueError("the signing secret must not be empty")
         self._secret = secret
+        self._queue = queue.encode()
         self.key_id = hashlib.sha256(b"wq-redis key id" + secret).hexdigest()[:12]
 
     def _mac(self, parts: list[bytes]) -> str:
@@ -64,7 +71,7 @@ class Signer:
 
     # -- tasks (manager signs, worker verifies) ---------------------------------------
     def _task_parts(self, task_id: int, fields: Mapping[bytes, bytes]) -> list[bytes]:
-        parts = [DOMAIN_TASK, str(task_id).encode()]
+        parts = [DOMAIN_TASK, self._queue, str(task_id).encode()]
         for name in SIGNED_FIELDS:
             value = fields.get(name)
             # (each part is length-prefixed by _mac: a marker then the value, or a marker alone)
@@ -81,10 +88,10 @@ class Signer:
 
     # -- results (worker signs, manager verifies) -------------------------------------
     def sign_result(self, task_id: int, value: bytes) -> str:
-        return self._mac([DOMAIN_RESULT, str(task_id).encode(), value])
+        return self._mac([DOMAIN_RESULT, self._queue, str(task_id).encode(), value])
 
     def verify_result(self, task_id: int, value: bytes, signature: bytes | None) -> None:
-        self._verify(signature, [DOMAIN_RESULT, str(task_id).encode(), value], "result")
+        self._verify(signature, [DOMAIN_RESULT, self._queue, str(task_id).encode(), value], "result")
 
     def _verify(self, signature: bytes | None, parts: list[bytes], what: str) -> None:
         if not signature:

@@ -139,7 +139,7 @@ class Worker(LaneHost):
         if options.metrics_ports is not None:
             self.metrics = WorkerMetrics(self.name, capacity, self.allocator, options.tags,
                                          running=lambda: len(self._running), healthy=self._health)
-        self.signer = Signer(options.secret) if options.secret else None
+        self.signer = Signer(options.secret, options.queue) if options.secret else None
         self._total = capacity.as_dict()  # what claims may pack into; fixed for the worker's life
         self._handed_back: set[str] = set()  # tokens of attempts handed back on abort
         self._reserve_after_ms = int(options.reserve_after * 1000)
