@@ -235,8 +235,8 @@ def test_redis_memory_does_not_grow_with_finished_tasks(queue, workers, redis_ur
         assert queue.empty()
         keys = {k.decode().split(":", 2)[2].split(":")[0] for k in client.keys(f"wq:{{{queue.name}}}:*")}
         # only the fixed keys of the queue (and the one function) remain, whatever the volume
-        assert keys <= {"seq", "stats", "wake", "workers", "w", "ww", "reaper", "fn", "done", "queues"}, keys
-        assert len(client.keys(f"wq:{{{queue.name}}}:*")) <= 12
+        assert keys <= {"seq", "stats", "wake", "workers", "w", "ww", "reaper", "fn", "done", "queues", "incarnation"}, keys
+        assert len(client.keys(f"wq:{{{queue.name}}}:*")) <= 13
 
 
 def test_keep_results_keeps_retrieved_tasks_for_their_ttl(redis_url, queue_name, workers):
@@ -250,3 +250,101 @@ def test_keep_results_keeps_retrieved_tasks_for_their_ttl(redis_url, queue_name,
         client = redis.Redis.from_url(redis_url)
         key = queue._store.keys.task(task_id)
         assert client.hget(key, "s") == b"4" and 0 < client.ttl(key) <= 60
+
+
+def _wipe_data(server) -> None:
+    """Stop Redis and delete its data files: it comes back empty (as without persistence)."""
+    server.stop()
+    for name in os.listdir(server.data_dir):
+        path = os.path.join(server.data_dir, name)
+        if name != "server.log":
+            if os.path.isdir(path):
+                import shutil
+
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+
+def test_redis_restarted_without_its_data_the_manager_resubmits_what_it_holds(restartable_redis, queue_name,
+                                                                               tmp_path, caplog):
+    import logging
+
+    from conftest import Workers
+
+    log = tmp_path / "runs.log"
+    source = tmp_path / "in.txt"
+    source.write_text("cached input\n")
+    server = restartable_redis
+    pool = Workers(server.url, queue_name)
+    try:
+        with wq.WorkQueue(queue_name, redis_url=server.url) as queue:
+            tasks = submit_logged(queue, log, 30, 0.2)
+            command = wq.Task("cat in.txt")
+            command.specify_input_file(str(source), "in.txt", cache=True)
+            queue.submit(command)
+            pool.start("--cores", "3", "--lease-seconds", "2")
+            done = drain(queue, 5, timeout=60)
+            _wipe_data(server)
+            server.start()
+            with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+                done += drain(queue, 26, timeout=90)
+                assert queue.empty()
+            assert "lost the state" in caplog.text and "resubmitt" in caplog.text
+            assert sorted(t.id for t in done) == sorted([t.id for t in tasks] + [command.id])
+            assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for t in done), [t.error for t in done if t.result]
+            assert command.output == "cached input\n"
+            assert sorted(t.output for t in done if t is not command) == list(range(30))
+    finally:
+        pool.stop_all()
+
+
+def test_a_redis_outage_shorter_than_reconnect_timeout_loses_nothing(restartable_redis, queue_name, tmp_path):
+    import threading
+
+    from conftest import Workers
+
+    log = tmp_path / "runs.log"
+    server = restartable_redis
+    pool = Workers(server.url, queue_name)
+    comeback = threading.Timer(3.0, server.start)
+    try:
+        with wq.WorkQueue(queue_name, redis_url=server.url, reconnect_timeout=60) as queue:
+            tasks = submit_logged(queue, log, 20, 0.2)
+            pool.start("--cores", "2", "--lease-seconds", "2")
+            done = drain(queue, 3, timeout=60)
+            server.stop()  # its data stays: an outage, not a loss
+            comeback.start()
+            queue.submit(wq.PythonTask(logged_work, str(log), 0.0, 20))  # submitted while Redis is away
+            done += drain(queue, 18, timeout=90)
+            assert sorted(t.output for t in done) == list(range(21))
+            assert {t.id for t in done} >= {t.id for t in tasks}
+            assert queue.empty()
+    finally:
+        comeback.cancel()
+        comeback.join()
+        pool.stop_all()
+
+
+def test_wait_raises_redis_unavailable_once_reconnect_timeout_has_passed(restartable_redis, queue_name):
+    server = restartable_redis
+    queue = wq.WorkQueue(queue_name, redis_url=server.url, reconnect_timeout=2)
+    try:
+        queue.submit(wq.Task("true"))
+        server.stop()
+        with pytest.raises(wq.RedisUnavailable, match=rf"WorkQueue\('{queue_name}'\)") as raised:
+            queue.wait(30)
+        assert isinstance(raised.value, ConnectionError)
+        assert not isinstance(raised.value, redis.RedisError)
+    finally:
+        server.start()
+        queue.close()
+
+
+def test_reconnect_timeout_comes_from_the_environment(redis_url, queue_name, monkeypatch):
+    monkeypatch.setenv("WQ_RECONNECT_TIMEOUT", "7.5")
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as queue:
+        assert queue.reconnect_timeout == 7.5
+    monkeypatch.delenv("WQ_RECONNECT_TIMEOUT")
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as queue:
+        assert queue.reconnect_timeout >= 60

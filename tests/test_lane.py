@@ -188,7 +188,7 @@ def test_a_full_ledger_sends_the_record_and_the_rest_of_the_lane_over_the_socket
 
 
 def test_a_claim_that_carries_a_result_tells_of_its_delivery_once_even_when_it_claims_nothing(queue, redis_url):
-    from wq_redis.store import QueueStore, connect
+    from wq_redis.store import Delivery, QueueStore, connect
 
     queue.submit(wq.PythonTask(my_sum, 1, 2))
     queue._buffer.flush()
@@ -204,8 +204,8 @@ def test_a_claim_that_carries_a_result_tells_of_its_delivery_once_even_when_it_c
     claimed, _, accepted = store.claim("w@h", free, [], 1, 30000, "s", results=[(task.task_id, task.token, {"r": 0})],
                                        wake_on=eligible, block_seconds=0.2, delivered=delivered)
     observer.close()
-    assert claimed == [] and accepted == [True]
-    assert seen == [([True], b"0")]  # told once, when Redis had recorded it
+    assert claimed == [] and accepted == [Delivery.RECORDED]
+    assert seen == [([Delivery.RECORDED], b"0")]  # told once, when Redis had recorded it
 
 
 def test_a_lane_that_ends_holding_an_unrecorded_claim_hands_it_back(queue, redis_url, tmp_path):

@@ -12,7 +12,7 @@ import redis
 import wq_redis as wq
 from conftest import drain
 from helpers_tasks import reversed_bytes
-from wq_redis.store import BIG_VALUE, QueueStore
+from wq_redis.store import BIG_VALUE, Delivery, QueueStore
 
 MIB = 1024 * 1024
 
@@ -59,9 +59,9 @@ def test_a_refused_result_takes_its_large_value_with_it(redis_url, queue_name):
         assert [c.task_id for c in claimed] == [task_id]
         big = {"r": 0, "val": b"y" * (BIG_VALUE + 1)}
         # an attempt that lost its lease (another token): refused, its value key deleted
-        assert store.complete([(task_id, "s0:1:1", big)]) == [False]
+        assert store.complete([(task_id, "s0:1:1", big)]) == [Delivery.LEASE_LOST]
         assert "v" not in _kinds(client, queue_name)
-        assert store.complete([(task_id, claimed[0].token, big)]) == [True]
+        assert store.complete([(task_id, claimed[0].token, big)]) == [Delivery.RECORDED]
         assert client.exists(queue._store.keys.value(claimed[0].token)) == 1
         assert queue.stats.tasks_late_results == 1
 

@@ -186,7 +186,7 @@ NAME = "proj-1"
 # every public name of QueueKeys, with the argument a method takes (None: a property)
 KEY_NAMES = {
     "prefix": None, "seq": None, "stats": None, "registry": None, "leases": None, "done": None,
-    "done_wake": None, "retrieving": None, "new_queue_wake": None, "workers": None, "reaper_lock": None,
+    "done_wake": None, "retrieving": None, "incarnation": None, "new_queue_wake": None, "workers": None, "reaper_lock": None,
     "task": 42, "ready": "c1.m0.d0.g0|tag", "wake": "c1.m0.d0.g0|tag", "worker": "7@host",
     "worker_wake": "7@host", "function": "ab" * 32, "categories": None, "file": "cd" * 32,
     "fifo": "c1.m0.d0.g0|tag", "value": "w@h#1:42:1", "big_field": (42, "args"),

@@ -45,13 +45,14 @@ def check_url(url: str) -> None:
         raise ValueError(f"invalid Redis URL {_safe(url)}: {exc}") from None
 
 
-def open_client(url: str, wait_seconds: float = 2.0) -> redis.Redis:
+def open_client(url: str, wait_seconds: float = 2.0, **client_options: Any) -> redis.Redis:
     """Connect and check at once, so a wrong password or host fails here, clearly.
 
     Refused or dropped connections are retried for ``wait_seconds`` (a Redis that is still
     starting, a connection cut at the wrong moment); wrong credentials fail at once.  The
     check uses a client without redis-py's own retries: it counts an authentication
     failure as a connection error and would retry it with backoff for a long while.
+    ``client_options`` override those of the client returned (see ``store.connect``).
     """
     check_url(url)
     deadline = time.monotonic() + wait_seconds
@@ -61,7 +62,7 @@ def open_client(url: str, wait_seconds: float = 2.0) -> redis.Redis:
         probe = connect(url, retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_connect_timeout=5)
         try:
             probe.ping()
-            return connect(url)
+            return connect(url, **client_options)
         except redis.AuthenticationError as exc:
             raise RedisUnavailable(f"Redis at {_safe(url)} refused the credentials: {exc}") from None
         except redis.ResponseError as exc:
@@ -98,6 +99,9 @@ def _safe(url: str) -> str:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+safe_url = _safe  # the URL without its password, for other modules' messages
 
 
 def settings_of(client: redis.Redis) -> dict[str, Any]:

@@ -249,7 +249,7 @@ async def wait_async(queue: "WorkQueue", timeout: float = WORK_QUEUE_WAITFORTASK
         task = queue.wait(0)
         if task is not None:
             return task
-        if not queue._results and queue._outstanding_seen <= 0:  # as of the wait(0) just made
+        if not queue._results and queue._outstanding() <= 0:  # as of the wait(0) just made
             return None
         remaining = POLL_SECONDS if deadline is None else min(deadline - loop.time(), POLL_SECONDS)
         if remaining <= 0:

@@ -251,17 +251,23 @@ class FileStager:
             return
         pending, self._pending = self._pending, {}
         digests = list(pending)
-        present = store.refresh_files(digests, FILE_TTL_SECONDS)
-        bodies = {}
-        for digest, found in zip(digests, present):
-            if found:
-                continue
-            body = pending[digest]
-            data = body if isinstance(body, bytes) else body()
-            if sha256(data) != digest:
-                raise RuntimeError("a cached input file changed while it was being submitted; submit again")
-            bodies[digest] = data
-        stored = store.put_files(bodies, FILE_TTL_SECONDS)
+        try:
+            present = store.refresh_files(digests, FILE_TTL_SECONDS)
+            bodies = {}
+            for digest, found in zip(digests, present):
+                if found:
+                    continue
+                body = pending[digest]
+                data = body if isinstance(body, bytes) else body()
+                if sha256(data) != digest:
+                    raise RuntimeError("a cached input file changed while it was being submitted; submit again")
+                bodies[digest] = data
+            stored = store.put_files(bodies, FILE_TTL_SECONDS)
+        except RuntimeError:
+            raise
+        except BaseException:  # Redis away: still to do (the manager tries again)
+            self._pending = {**pending, **self._pending}
+            raise
         self.files_uploaded += len(stored)
         self.bytes_uploaded += sum(len(bodies[d]) for d in stored)
         now = time.monotonic()
@@ -270,6 +276,11 @@ class FileStager:
             self._confirmed[digest] = now
         while len(self._confirmed) > MEMO_ENTRIES:
             self._confirmed.popitem(last=False)
+
+    def forget_uploads(self) -> None:
+        """Redis lost what this manager stored: store each cached input again when a task
+        next needs it."""
+        self._confirmed.clear()
 
 
 def _read(item: "InputFile") -> bytes:

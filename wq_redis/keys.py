@@ -77,6 +77,13 @@ class QueueKeys:
         return self.prefix + "done"
 
     @property
+    def incarnation(self) -> str:
+        """STRING: a random token written once (SET NX) when a manager first attaches to the
+        queue, and returned by every retrieve: missing or changed, Redis lost the queue's
+        state, and the manager resubmits the tasks it holds (attach.lua, retrieve.lua)."""
+        return self.prefix + "incarnation"
+
+    @property
     def retrieving(self) -> str:
         """SET: ids handed to the manager and not yet acknowledged (see retrieve.lua)."""
         return self.prefix + "retrieving"

@@ -15,12 +15,13 @@ import functools
 import json
 import logging
 import weakref
-
 import time
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from . import gcpause
 from .categories import CategoryBook, cancel_category, category_stats
@@ -32,14 +33,18 @@ from .flusher import SubmitBuffer
 from .local_workers import LocalWorkers
 from .mapping import map_tasks, pair_tasks, reduce_tree
 from .packing import PackPlanner, member_ids
+from .reconnect import Reconnect, reconnect_timeout_from
+from .recovery import adopt_unfinished, failed_locally, new_incarnation, recover_lost_state
 from .resources import DEFAULT_CORES, Request, queue_member
-from .serialize import EnvelopeError, FunctionCache
+from .serialize import FunctionCache
 from .signing import SignatureError, Signer, secret_from
 from .server import acquire_embedded, release_embedded
 from .stats import Stats, stats_from_snapshot, waiting_cores
 from .store import QueueStore
 from .task import Task
-from .wire import apply_results, encode_task, task_from_fields
+from .wire import apply_results, encode_task, task_from_fields, unreadable_result
+
+log = logging.getLogger("wq_redis.manager")
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 ID_BLOCK = 1024  # task ids reserved per round trip
@@ -47,6 +52,10 @@ RETRIEVE_BATCH = 512  # finished tasks fetched per round trip
 WORKER_TIMEOUT_MS = 60_000  # a worker silent this long is no longer counted
 FUNCTION_TTL_SECONDS = 7 * 24 * 3600  # a stored function outlives its last submit by this much
 FUNCTION_REFRESH_SECONDS = 3600  # how often a manager re-stores (and re-times) a function it uses
+# redis-py's own retries, inside each of the manager's (reconnect.py): a few quick ones for
+# a connection cut at the wrong moment; longer outages are reconnect_timeout's
+QUICK_RETRY = dict(retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3))
+IGNORED_IDS_LOGGED = 20  # ids named in one log line about tasks that are not this manager's
 
 
 def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
@@ -60,7 +69,7 @@ def _close_at_exit(queue_ref: "weakref.ref[WorkQueue]") -> None:
     queue = queue_ref()
     if queue is not None:
         try:
-            queue.close()
+            queue._close(wait_for_redis=False)  # an exiting program does not wait out an outage
         except Exception as exc:  # at exit there is no caller left to raise to
             logging.getLogger("wq_redis").warning("closing queue %r at exit: %s", queue.name, exc)
 
@@ -75,6 +84,18 @@ class WorkQueue(WorkQueueCompat):
     ``keep_results=SECONDS`` keeps retrieved tasks in Redis that long (default: deleted);
     ``enforce_limits=True`` kills tasks that use more memory or disk than they declared.
     ``secret=`` (or ``WQ_REDIS_SECRET``) signs tasks and checks signed results (HMAC).
+
+    ``reconnect_timeout=SECONDS`` (or ``WQ_RECONNECT_TIMEOUT``; default 60): while Redis is
+    unreachable (restart, failover, network fault), every call that needs it (``submit``,
+    ``wait``, ``empty``, ``stats``, ``cancel_*``, the background sending of submitted tasks)
+    keeps trying with backoff for up to this long, logging once that it waits and once that
+    Redis is back; only then does it raise ``wq.RedisUnavailable``.  Nothing submitted is
+    lost meanwhile: ``WorkQueue(name)`` on the same Redis re-attaches to the queue's tasks.
+
+    The manager counts its own tasks: ``empty()`` is true once every task it submitted (or,
+    re-attached, found unfinished in the queue) came back or was cancelled, whatever else
+    is written into Redis.  Should Redis lose the queue's state (restarted without its
+    data), the manager notices at its next round trip and resubmits what it still holds.
     """
 
     def __init__(
@@ -87,6 +108,7 @@ class WorkQueue(WorkQueueCompat):
         keep_results: int = 0,
         enforce_limits: bool = False,
         secret: str | bytes | None = None,
+        reconnect_timeout: float | None = None,
         port: int | None = None,
         **work_queue_options: Any,
     ) -> None:
@@ -102,12 +124,15 @@ class WorkQueue(WorkQueueCompat):
         self.enforce_limits = bool(enforce_limits)
         key = secret_from(secret)
         self._signer = Signer(key, self.name) if key else None
+        self.reconnect_timeout = reconnect_timeout_from(reconnect_timeout)
         url = resolve_url(redis_url)
         self._embedded = url is None
         self.redis_url = url or acquire_embedded()
+        self._redis = Reconnect(self.redis_url, self.name, self.reconnect_timeout)
         try:
-            self._client = open_client(self.redis_url)
+            self._client = open_client(self.redis_url, **QUICK_RETRY)
             self._store = QueueStore(self._client, self.name)
+            self._incarnation, maybe_busy = self._redis.call(lambda: self._store.attach(new_incarnation(), 0))
         except Exception:
             self._release_server()
             raise
@@ -123,7 +148,9 @@ class WorkQueue(WorkQueueCompat):
         self._results: collections.OrderedDict[int, Task] = collections.OrderedDict()
         self._returned: set[int] = set()
         self._unacked: list[int] = []  # taken from Redis, acknowledged with the next retrieve
-        self._outstanding_seen = 0
+        self._released: list[int] = []  # taken from Redis but not ours: released with the next retrieve
+        self._adopted: set[int] = set()  # outstanding tasks of an earlier manager (recovery.py)
+        self._id_ceiling = 0  # the highest task id this manager reserved or adopted
         self._drained = False  # the last retrieve emptied the done list
         self._cancelled: set[int] = set()
         self._categories: dict[str, dict[str, int]] = {}
@@ -135,8 +162,16 @@ class WorkQueue(WorkQueueCompat):
         # (atexit is last in, first out): local workers stop while Redis is still there.
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._exit_hook)
+        if maybe_busy:
+            adopt_unfinished(self)
         if local_workers:
             self._local = LocalWorkers(self.redis_url, self.name, local_workers, local_worker_resources)
+
+    def _outstanding(self) -> int:
+        """This manager's tasks not yet taken from Redis nor cancelled: those it submitted,
+        and those it adopted when it re-attached (see recovery.py).  Never Redis' counters:
+        anyone may write those."""
+        return len(self._submitted) + len(self._adopted)
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "WorkQueue":
@@ -146,14 +181,20 @@ class WorkQueue(WorkQueueCompat):
         self.close()
 
     def close(self) -> None:
-        """Send the tasks still buffered (raises if Redis cannot take them: the queue stays
-        open, nothing is dropped), stop local workers and, for an embedded Redis, the
-        server when no queue uses it."""
+        """Send the tasks still buffered (waiting for Redis up to ``reconnect_timeout``; then
+        raises: the queue stays open, nothing is dropped), stop local workers and, for an
+        embedded Redis, the server when no queue uses it."""
+        self._close(wait_for_redis=True)
+
+    def _close(self, wait_for_redis: bool) -> None:
         if getattr(self, "_exit_hook", None) is not None:
             atexit.unregister(self._exit_hook)
             self._exit_hook = None
         if getattr(self, "_buffer", None) is not None and getattr(self, "_client", None) is not None:
-            self._buffer.close()
+            if wait_for_redis:
+                self._redis.call(self._buffer.close)
+            else:
+                self._buffer.close()
         if self._local is not None:
             self._local.stop(wake=self._store.ring_worker if getattr(self, "_client", None) is not None else None)
             self._local = None
@@ -174,7 +215,7 @@ class WorkQueue(WorkQueueCompat):
 
     def __del__(self) -> None:
         try:
-            self.close()
+            self._close(wait_for_redis=False)  # garbage collection never waits for Redis
         except Exception:
             pass
 
@@ -186,7 +227,8 @@ class WorkQueue(WorkQueueCompat):
             raise ValueError(f"unknown resources {sorted(unknown)}; use {RESOURCE_NAMES}")
         self._categories[category] = {k: int(v) for k, v in resources.items() if v is not None and v >= 0}
         self._placements.clear()
-        self._store.set_category(category, json.dumps(self._categories[category]))  # for `wq-redis status -A`
+        resources_json = json.dumps(self._categories[category])
+        self._redis.call(lambda: self._store.set_category(category, resources_json))  # for `wq-redis status -A`
 
     def enable_monitoring(self, *args: Any, **kwargs: Any) -> None:
         """Work Queue's resource monitoring: from now on, tasks that use more memory or disk
@@ -222,7 +264,9 @@ class WorkQueue(WorkQueueCompat):
     def _next_id(self) -> int:
         for task_id in self._ids:
             return task_id
-        self._ids = iter(self._store.reserve_ids(ID_BLOCK))
+        block = self._redis.call(lambda: self._store.reserve_ids(ID_BLOCK))
+        self._id_ceiling = max(self._id_ceiling, block[-1])
+        self._ids = iter(block)
         return next(iter(self._ids))
 
     def submit(self, task: Task) -> int:
@@ -230,17 +274,16 @@ class WorkQueue(WorkQueueCompat):
         (with whatever else was submitted meanwhile, one round trip); ``wait`` and every
         other call that reads the queue send it first."""
         if self._buffer.error is not None:
-            self._buffer.flush()  # an earlier send failed: raises if Redis is still away
+            self._redis.call(self._buffer.flush)  # an earlier send failed: raises if Redis stays away
         if not isinstance(task, Task) or task._spec.inputs:
             return self.submit_many([task])[0]  # input files are staged and stored first
         fields, bodies, request, member = self._encode(task)
         self._upload_functions(bodies)
         row = self._row(task, request, member, fields)
         self._submitted[row[0]] = task
-        self._outstanding_seen += 1
         self._category_book.submitted([task])
         if self._buffer.add(row):
-            self._buffer.flush()
+            self._redis.call(self._buffer.flush)
         return row[0]
 
     def submit_many(self, tasks: Sequence[Task]) -> list[int]:
@@ -253,7 +296,7 @@ class WorkQueue(WorkQueueCompat):
         for _, needed, _, _ in encoded:
             bodies.update(needed)
         self._upload_functions(bodies)
-        self._files.flush(self._store)
+        self._redis.call(lambda: self._files.flush(self._store))
         with gcpause.paused():
             rows = [self._row(task, request, member, fields) for task, (fields, _, request, member) in zip(tasks, encoded)]
             packs: dict[int, list[int]] = {}
@@ -261,7 +304,7 @@ class WorkQueue(WorkQueueCompat):
             if self._signer is None and not self.enforce_limits and len(rows) > 1:
                 rows, packs = self._packer.pack(rows, tasks, self._next_id)
         try:
-            self._buffer.send_now(rows)
+            self._redis.call(lambda: self._buffer.send_now(rows))
         except BaseException:
             for task in tasks:
                 task._id = None
@@ -272,7 +315,6 @@ class WorkQueue(WorkQueueCompat):
                 self._pack_of.update(dict.fromkeys(members, pack_id))
             for task in tasks:
                 self._submitted[task._id] = task  # type: ignore[index]
-            self._outstanding_seen += len(tasks)
             self._category_book.submitted(list(tasks))
             return [task._id for task in tasks]  # type: ignore[misc]
 
@@ -283,10 +325,14 @@ class WorkQueue(WorkQueueCompat):
         if task._id is not None and task._id in self._submitted:
             raise ValueError(f"task {task._id} is already submitted")
         request, member = self._placement(task)
+        fields, bodies = self._encode_fields(task, request)
+        return fields, bodies, request, member
+
+    def _encode_fields(self, task: Task, request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
         self._files.last_inputs_bytes = 0
         fields, bodies = encode_task(task, request, self._functions, self.enforce_limits, self._files)
         self._files.check_task_size(repr(task.command[:60]), fields, bodies)  # what no worker would load
-        return fields, bodies, request, member
+        return fields, bodies
 
     def _upload_functions(self, bodies: dict[str, bytes]) -> None:
         """Store the function bodies Redis may not have (in this thread, before the tasks:
@@ -295,14 +341,17 @@ class WorkQueue(WorkQueueCompat):
         stale = now - FUNCTION_REFRESH_SECONDS  # stored longer ago: store again (and re-time)
         bodies = {d: b for d, b in bodies.items() if self._uploaded.get(d, stale - 1) < stale}
         if bodies:
-            self._store.put_functions(bodies, FUNCTION_TTL_SECONDS)
+            self._redis.call(lambda: self._store.put_functions(bodies, FUNCTION_TTL_SECONDS))
             self._uploaded.update(dict.fromkeys(bodies, now))
 
     def _row(self, task: Task, request: Request, member: str, fields: dict[str, Any]) -> tuple[int, str, float, dict[str, Any]]:
-        task._id, task._fields = self._next_id(), {}
+        return self._signed_row(task, self._next_id(), member, fields)
+
+    def _signed_row(self, task: Task, task_id: int, member: str, fields: dict[str, Any]) -> tuple[int, str, float, dict[str, Any]]:
+        task._id, task._fields = task_id, {}
         if self._signer is not None:
-            fields["sig"] = self._signer.sign_task(task._id, _bytes_fields(fields))
-        return task._id, member, task._spec.priority, fields
+            fields["sig"] = self._signer.sign_task(task_id, _bytes_fields(fields))
+        return task_id, member, task._spec.priority, fields
 
     # -- wait ------------------------------------------------------------------------
     def wait(self, timeout: float = WORK_QUEUE_WAITFORTASK) -> Task | None:
@@ -325,10 +374,10 @@ class WorkQueue(WorkQueueCompat):
             remaining = 5.0 if deadline is None else min(deadline - time.monotonic(), 5.0)
             # The done list was emptied by the last retrieve: any later completion rings the
             # wake key, so block on it and retrieve in the same round trip.
-            block = remaining if self._drained and self._outstanding_seen > 0 and remaining > 0 else 0.0
+            block = remaining if self._drained and self._outstanding() > 0 and remaining > 0 else 0.0
             if self._retrieve(block=block):
                 continue
-            if self._outstanding_seen <= 0:  # as of that same call: nothing more will come
+            if self._outstanding() <= 0:  # nothing more will come
                 return None
             if deadline is not None and deadline - time.monotonic() <= 0:
                 return None
@@ -336,50 +385,102 @@ class WorkQueue(WorkQueueCompat):
     def _retrieve(self, max_tasks: int = RETRIEVE_BATCH, block: float = 0.0) -> int:
         """Send the tasks still buffered, acknowledge what was taken last time and take a
         batch of finished tasks; with ``block``, first wait up to that many seconds for a
-        completion.  One round trip."""
+        completion.  One round trip (retried while Redis is away, see reconnect.py); should
+        it show that Redis lost the queue's state, the tasks held are resubmitted."""
+        rows, incarnation = self._redis.call(lambda: self._retrieve_once(max_tasks, block))
+        with gcpause.paused():  # not while blocked above: other threads' garbage is collected then
+            taken = self._take(rows, max_tasks)
+        if incarnation != self._incarnation:
+            before = len(self._results)
+            recover_lost_state(self, incarnation)
+            taken += len(self._results) - before  # tasks it could not resubmit come back failed
+        return taken
+
+    def _retrieve_once(self, max_tasks: int, block: float) -> tuple[list[tuple[int, int, dict[bytes, bytes]]], str | None]:
         acked, self._unacked = self._unacked, []
+        released, self._released = self._released, []
         try:  # the tasks still buffered go first, in the same round trip
-            rows, outstanding = self._buffer.flush_into(
-                lambda submit: self._store.retrieve(max_tasks, self.keep_results, acked, block, submit,
+            return self._buffer.flush_into(
+                lambda submit: self._store.retrieve(max_tasks, self.keep_results, acked, block, submit, released,
                                                     read_packs=self._signer is None))
         except Exception:
             self._unacked = acked + self._unacked
+            self._released = released + self._released
             raise
-        with gcpause.paused():  # not while blocked above: other threads' garbage is collected then
-            return self._take(rows, outstanding, max_tasks)
 
-    def _take(self, rows: list[tuple[int, int, dict[bytes, bytes]]], outstanding: int, max_tasks: int) -> int:
-        """Make the retrieved rows finished tasks, for ``wait`` to hand out."""
-        # not counting the tasks just taken: those are in our hands (acknowledged next time)
-        self._outstanding_seen = max(0, outstanding - len(rows))
+    def _take(self, rows: list[tuple[int, int, dict[bytes, bytes]]], max_tasks: int) -> int:
+        """Make the retrieved rows of this manager's tasks finished tasks, for ``wait`` to
+        hand out; the others are logged and released (never counted, never raised)."""
         acks = list(dict.fromkeys(ack_id for ack_id, _, _ in rows))  # a pack's members share one
-        self._unacked += acks
         if max_tasks > 0:
             self._drained = len(acks) < max_tasks
+        own: set[int] = set()
+        strangers: list[int] = []
         taken = 0
         for ack_id, task_id, fields in rows:
             if task_id == ack_id and task_id in self._packs:  # a pack that came back unreadable
+                own.add(ack_id)
                 for member_id in self._packs[task_id]:
-                    if member_id in self._submitted:
+                    if self._pack_of.get(member_id) == ack_id:
                         taken += self._finished(member_id, dict(fields))
-            else:
+            elif self._owns(ack_id, task_id):
+                own.add(ack_id)
                 taken += self._finished(task_id, fields)
-        for ack_id in acks:
+            else:
+                strangers.append(task_id)
+        if strangers:
+            log.warning("queue %r: ignored %d finished task(s) in the done list that this manager did not submit "
+                        "(written there by another client?): ids %s", self.name, len(strangers),
+                        ", ".join(map(str, strangers[:IGNORED_IDS_LOGGED])) + (" ..." if len(strangers) > IGNORED_IDS_LOGGED else ""))
+        self._unacked += [ack_id for ack_id in acks if ack_id in own]
+        self._released += [ack_id for ack_id in acks if ack_id not in own]
+        for ack_id in own:
             self._packs.pop(ack_id, None)
         return taken
 
+    def _owns(self, hash_id: int, task_id: int) -> bool:
+        """Whether a finished row (task ``task_id`` in hash ``hash_id``: its own, or its
+        pack's) is one of this manager's: a task it waits for, in the hash it put it in; or
+        one it has taken already (a duplicate, acknowledged again)."""
+        if task_id in self._submitted or task_id in self._adopted:
+            return self._pack_of.get(task_id, task_id) == hash_id
+        return task_id in self._results or task_id in self._returned
+
     def _finished(self, task_id: int, fields: dict[bytes, bytes]) -> bool:
-        """A finished task's results, for ``wait`` to hand out; False if it had them already."""
+        """A finished task's results, for ``wait`` to hand out; False if it had them already.
+        Never raises: what cannot be read makes the task come back failed, saying why."""
         if task_id in self._returned or task_id in self._results:
             return False  # handed out again: a lost reply, or Redis lost its last writes
+        try:
+            task = self._finished_task(task_id, fields)
+        except Exception as exc:  # a last resort: the task comes back, failed, whatever it holds
+            log.warning("queue %r: the result of task %d cannot be read (%r); it comes back failed",
+                        self.name, task_id, exc)
+            task = self._submitted.pop(task_id, None) or Task("<unreadable task>")
+            self._adopted.discard(task_id)
+            failed_locally(task, task_id, f"its result in Redis cannot be read: {exc!r}")
+        self._results[task_id] = task
+        self._category_book.finished(task)
+        return True
+
+    def _finished_task(self, task_id: int, fields: dict[bytes, bytes]) -> Task:
         self._packer.observe(fields)
         self._pack_of.pop(task_id, None)
         task = self._submitted.pop(task_id, None)
-        if task is None:
+        if task is None:  # adopted: rebuilt from its hash
+            self._adopted.discard(task_id)
             try:
                 task = task_from_fields(task_id, fields)
-            except EnvelopeError:
-                task = Task("<unreadable task spec>")
+            except Exception as exc:  # e.g. a spec without its command
+                log.warning("queue %r: task %d has an unreadable spec (%r); it comes back failed", self.name,
+                            task_id, exc)
+                return failed_locally(Task("<unreadable task spec>"), task_id,
+                                      f"the task's spec in Redis cannot be read: {exc!r}")
+        problem = unreadable_result(fields)
+        if problem is not None:
+            log.warning("queue %r: task %d has an unreadable result (%s); it comes back failed", self.name,
+                        task_id, problem)
+            return failed_locally(task, task_id, f"the task's result in Redis cannot be read: {problem}")
         if self._signer is not None and b"val" in fields:
             try:
                 self._signer.verify_result(task_id, fields[b"val"], fields.get(b"rsig"))
@@ -388,31 +489,31 @@ class WorkQueue(WorkQueueCompat):
                 del fields[b"val"]
         try:
             apply_results(task, task_id, fields)
-        except OSError as exc:  # e.g. an output file's local path cannot be written
-            task._fields[b"r"] = str(int(Result.OUTPUT_TRANSFER_ERROR)).encode()
-            task._fields[b"err"] = f"output file could not be written on the manager: {exc}".encode()
-        self._results[task_id] = task
-        self._category_book.finished(task)
-        return True
+        except Exception as exc:  # e.g. an output file's local path cannot be written
+            task._fields = {**task._fields, b"r": str(int(Result.OUTPUT_TRANSFER_ERROR)).encode(),
+                            b"err": f"output file could not be written on the manager: {exc}".encode()}
+        return task
 
     def _flush_acks(self) -> None:
         """Send buffered tasks, and tell Redis the tasks taken so far are ours, so counters
         and memory are current."""
-        self._buffer.flush()
-        if self._unacked:
+        self._redis.call(self._buffer.flush)
+        if self._unacked or self._released:
             self._retrieve(0)
 
     def empty(self) -> bool:
-        """True when every submitted task has been returned by ``wait`` (or cancelled)."""
+        """True when every task this manager submitted (or adopted when it re-attached) has
+        been returned by ``wait`` or cancelled.  One round trip, which also notices whether
+        Redis lost the queue's state (then the tasks held are resubmitted)."""
         if self._results:
             return False
         self._retrieve(0)
-        return self._outstanding_seen <= 0
+        return not self._results and self._outstanding() <= 0
 
     def hungry(self) -> bool:
         """True when workers could take more tasks than are waiting."""
-        self._buffer.flush()
-        snapshot = self._store.snapshot(WORKER_TIMEOUT_MS)
+        self._redis.call(self._buffer.flush)
+        snapshot = self._redis.call(lambda: self._store.snapshot(WORKER_TIMEOUT_MS))
         stats = stats_from_snapshot(snapshot)
         if stats.tasks_waiting < self.hungry_minimum:
             return True
@@ -423,7 +524,7 @@ class WorkQueue(WorkQueueCompat):
     def stats(self) -> Stats:
         """A fresh snapshot with Work Queue's field names (one round trip)."""
         self._flush_acks()
-        return stats_from_snapshot(self._store.snapshot(WORKER_TIMEOUT_MS))
+        return stats_from_snapshot(self._redis.call(lambda: self._store.snapshot(WORKER_TIMEOUT_MS)))
 
     def task_state(self, task_id: int) -> TaskState:
         if task_id in self._results:
@@ -432,8 +533,8 @@ class WorkQueue(WorkQueueCompat):
             return TaskState.DONE
         if task_id in self._cancelled:
             return TaskState.CANCELED
-        self._buffer.flush()
-        (state,) = self._store.task_fields(self._hash_id(task_id), "s")
+        self._redis.call(self._buffer.flush)
+        (state,) = self._redis.call(lambda: self._store.task_fields(self._hash_id(task_id), "s"))
         return TaskState(int(state)) if state is not None else TaskState.UNKNOWN
 
     def _hash_id(self, task_id: int) -> int:
@@ -452,12 +553,12 @@ class WorkQueue(WorkQueueCompat):
 
     def cancel_by_tasktag(self, tag: str) -> list[Task]:
         """Cancel every waiting or running task with ``tag``; returns them."""
-        self._buffer.flush()
+        self._redis.call(self._buffer.flush)
         found = [i for i, t in self._results.items() if t.tag == tag]
-        return self._cancel(found + self._store.ids_with_tag(tag))
+        return self._cancel(found + self._redis.call(lambda: self._store.ids_with_tag(tag)))
 
     def _cancel(self, task_ids: Sequence[int]) -> list[Task]:
-        self._buffer.flush()
+        self._redis.call(self._buffer.flush)
         self._drained = False  # the next wait asks at once: maybe nothing is outstanding now
         out = []
         task_ids = list(dict.fromkeys(task_ids))
@@ -465,7 +566,7 @@ class WorkQueue(WorkQueueCompat):
         # a packed task is cancelled within its pack; a pack's id (from a tag or category
         # scan) cancels all of its members
         requests = list(dict.fromkeys(self._cancel_request(i) for i in task_ids if i not in local))
-        answers = dict(zip(requests, self._store.cancel(requests)))
+        answers = dict(zip(requests, self._redis.call(lambda: self._store.cancel(requests))))
         for task_id in task_ids:
             if task_id in local:
                 found = [(task_id, local[task_id], None)]  # already finished: handed back as it is
@@ -473,13 +574,33 @@ class WorkQueue(WorkQueueCompat):
                 request = self._cancel_request(task_id)
                 fields = answers.get(request)
                 if not fields:
-                    continue
-                ids = [task_id]
+                    # not in Redis (any more): cancelled by this call re-sent after a lost
+                    # reply, or lost with Redis' data; if it is ours, it is cancelled here
+                    if task_id not in self._submitted and task_id not in self._adopted:
+                        continue
+                    fields = {}
+                    ids = [task_id]
                 # a whole pack (never with a secret: this manager made none, so it reads none)
-                if b"n" in fields and request[1] is None and self._signer is None:
-                    ids = member_ids(fields)
+                elif b"n" in fields and request[1] is None and self._signer is None:
+                    try:
+                        ids = member_ids(fields)
+                    except Exception as exc:
+                        log.warning("queue %r: cancelled pack %d has unreadable members (%r)", self.name, request[0], exc)
+                        ids = self._packs.get(request[0], [])
                     self._packs.pop(request[0], None)
-                found = [(i, self._submitted.pop(i, None) or task_from_fields(i, fields), fields) for i in ids]
+                else:
+                    ids = [task_id]
+                found = []
+                for i in ids:
+                    self._adopted.discard(i)
+                    task = self._submitted.pop(i, None)
+                    if task is None:
+                        try:
+                            task = task_from_fields(i, fields)
+                        except Exception as exc:  # a stranger's task, or a damaged one
+                            log.warning("queue %r: cancelled task %d has an unreadable spec (%r)", self.name, i, exc)
+                            task = Task("<unreadable task spec>")
+                    found.append((i, task, fields))
             for found_id, task, fields in found:
                 if fields is not None:
                     task._id = found_id
@@ -535,7 +656,7 @@ class WorkQueue(WorkQueueCompat):
 
     def cancel_by_category(self, category: str) -> list[Task]:
         """Cancel every waiting or running task of ``category``; returns them."""
-        self._buffer.flush()
+        self._redis.call(self._buffer.flush)
         return cancel_category(self, category)
 
     def specify_file_limits(self, max_file_bytes: int | None = None, max_task_bytes: int | None = None) -> None:

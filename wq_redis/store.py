@@ -7,7 +7,9 @@ retrieve, cancel, stats) are Lua scripts in ``scripts/``, loaded once with
 
 from __future__ import annotations
 
+import enum
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
@@ -136,6 +138,31 @@ def _counters(flat: Sequence[bytes]) -> dict[str, int]:
             if not name.startswith(b"pack_") and v.lstrip(b"-").isdigit()}  # another client's junk: skipped
 
 
+class Delivery(enum.Enum):
+    """What became of a result a worker delivered (complete.lua's answer); true only when
+    it was recorded.  The other three say why it was dropped, for a log that tells the truth."""
+
+    RECORDED = 1
+    LEASE_LOST = 0  # another attempt holds the task now
+    TASK_GONE = -1  # the task is no longer in Redis: cancelled, or finished elsewhere and retrieved
+    QUEUE_LOST = -2  # nor is the queue's incarnation: Redis lost the queue's state
+
+    def __bool__(self) -> bool:
+        return self is Delivery.RECORDED
+
+    @property
+    def reason(self) -> str:
+        """Why a result was dropped, as a worker logs it."""
+        return {
+            Delivery.RECORDED: "it was recorded",
+            Delivery.LEASE_LOST: "its lease was lost (the task was given to another attempt)",
+            Delivery.TASK_GONE: "the task no longer exists in Redis (cancelled, or another attempt "
+                                "finished it and the manager retrieved it)",
+            Delivery.QUEUE_LOST: "the task no longer exists in Redis, nor does its queue's state "
+                                 "(Redis lost its data; the manager resubmits the tasks it holds)",
+        }[self]
+
+
 @dataclass
 class Claimed:
     """One task a worker now holds a lease on."""
@@ -192,7 +219,8 @@ def find_queues(client: redis.Redis, count: int = 1000) -> list[str]:
 class QueueStore:
     """Redis operations of one queue."""
 
-    SCRIPTS = ("submit", "claim", "renew", "complete", "release", "reap", "retrieve", "cancel", "stats", "export")
+    SCRIPTS = ("submit", "claim", "renew", "complete", "release", "reap", "retrieve", "cancel", "stats", "export",
+               "attach")
 
     def __init__(self, client: redis.Redis, queue: str, one_thread: bool = False) -> None:
         """``one_thread``: only one thread ever uses this store; its round trips then keep
@@ -300,6 +328,50 @@ class QueueStore:
         self._scripts_loaded = True
 
     # -- manager side --------------------------------------------------------------
+    def attach(self, new_token: str, highest_id: int) -> tuple[str, bool]:
+        """The queue's incarnation (``new_token`` if it had none: a new queue, or one whose
+        state Redis lost), with the id counter moved past ``highest_id``; also whether tasks
+        may be outstanding in it (see attach.lua)."""
+        k = self.keys
+        token, busy = self._scripts["attach"](keys=[k.incarnation, k.seq, k.stats, k.done, k.retrieving],
+                                              args=[new_token, highest_id])
+        return token.decode(), bool(busy)
+
+    def unfinished_tasks(self, count: int = 1000) -> dict[int, Fields]:
+        """Task hashes of this queue that are waiting, running or finished but not
+        retrieved (state 1, 2 or 3 as the scripts write it), by id: state, queue member and,
+        for a pack, its members' ids and cancels.  A SCAN of the whole database (never
+        KEYS): for a manager re-attaching to its queue, once."""
+        k = self.keys
+        pattern = re.compile(re.escape(k.prefix + "t:") + r"(\d+)$")
+        ids = []
+        for key in self.client.scan_iter(match=k.prefix + "t:*", count=count, _type="hash"):
+            found = pattern.match(key.decode() if isinstance(key, bytes) else key)
+            if found:
+                ids.append(int(found.group(1)))
+        out: dict[int, Fields] = {}
+        for first in range(0, len(ids), count):
+            chunk = ids[first:first + count]
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in chunk:
+                pipe.hmget(k.task(task_id), ["s", "q", packing.MEMBERS.decode()])
+            for task_id, (state, member, members) in zip(chunk, pipe.execute()):
+                if state in (b"1", b"2", b"3") and member is not None:
+                    out[task_id] = {b"s": state, b"q": member}
+                    if members is not None:
+                        out[task_id][packing.MEMBERS] = members
+        packs = [task_id for task_id, fields in out.items() if packing.MEMBERS in fields]
+        for first in range(0, len(packs), count):
+            chunk = packs[first:first + count]
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in chunk:
+                pipe.hgetall(k.task(task_id))
+            for task_id, fields in zip(chunk, pipe.execute()):
+                out[task_id] = {name: value for name, value in fields.items()
+                                if name in (b"s", b"q", packing.MEMBERS, packing.ARGS, b"nc")
+                                or name.startswith(packing.CANCELLED)}
+        return out
+
     def reserve_ids(self, count: int) -> range:
         """Reserve a block of task ids in one round trip."""
         last = int(self.client.incrby(self.keys.seq, count))
@@ -396,25 +468,25 @@ class QueueStore:
         return "submit", keys + task_keys, [len(members), *members, *task_args]
 
     def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int], block: float = 0.0,
-                 submit: Sequence[tuple[int, str, float, dict[str, Any]]] = (),
-                 read_packs: bool = True) -> tuple[list[tuple[int, int, Fields]], int]:
-        """Acknowledge ``acked`` (their life in Redis ends) and take up to ``max_tasks`` more,
-        as (id to acknowledge, task id, fields): a pack's members share the pack's id to
-        acknowledge.  Also says how many tasks are outstanding (submitted, not retrieved
-        nor cancelled).
+                 submit: Sequence[tuple[int, str, float, dict[str, Any]]] = (), released: Sequence[int] = (),
+                 read_packs: bool = True) -> tuple[list[tuple[int, int, Fields]], str | None]:
+        """Acknowledge ``acked`` (their life in Redis ends), release ``released`` (taken, but
+        not the manager's: only out of the in-flight set) and take up to ``max_tasks`` more
+        finished tasks, as (id to acknowledge, task id, fields): a pack's members share the
+        pack's id to acknowledge (``read_packs=False``: a pack comes back as one failed task,
+        none of its members read; see ``packing.unread``).  Also the queue's incarnation
+        (None: Redis lost the queue's state, see attach.lua).
 
         One round trip for all of: queue the tasks ``submit`` (see ``submit``); with
         ``block``, wait up to that many seconds for a completion to ring the manager's wake
-        key (BLPOP; the script runs once it answers); then the retrieve script.
-
-        ``read_packs=False`` (a manager with a secret, which never packs): a pack comes
-        back as one failed task, its members and results never unpickled (``packing.unread``)."""
+        key (BLPOP; the script runs once it answers); then the retrieve script."""
         k = self.keys
         calls = self._submit_calls(submit)
         if block > 0:
             calls.append(("blpop", [k.done_wake], [max(block, 0.001)]))
-        calls.append(("retrieve", [k.done, k.stats, k.retrieving], [k.prefix, max_tasks, keep_seconds, *acked]))
-        rows, outstanding = self._pipeline(calls)[-1]
+        calls.append(("retrieve", [k.done, k.stats, k.retrieving, k.incarnation],
+                      [k.prefix, max_tasks, keep_seconds, len(acked), *acked, *released]))
+        rows, incarnation = self._pipeline(calls)[-1]
         tasks = []
         with gcpause.paused():  # thousands of small dicts, no cycle among them
             for task_id, flat in rows:
@@ -437,7 +509,7 @@ class QueueStore:
                 else:
                     fields[b"r"] = b"%d" % VALUE_LOST_RESULT
                     fields[b"err"] = b"the task's return value expired from Redis before it was retrieved"
-        return tasks, int(outstanding)
+        return tasks, incarnation.decode() if incarnation else None
 
     def wait_done(self, timeout: float) -> None:
         """Block until a completion rings the manager's wake key, or ``timeout`` passes."""
@@ -526,9 +598,9 @@ class QueueStore:
         token_prefix: str, results: Sequence[tuple[int, str, dict[str, Any]]] = (),
         total: dict[str, int] | None = None, reserve_after_ms: int = 0, followers: int = 0,
         follower_bytes: int = 0, wake_on: Sequence[str] | None = None, block_seconds: float = 1.0,
-        delivered: Callable[[list[bool]], None] | None = None, max_task_bytes: int = 0,
+        delivered: Callable[[list[Delivery]], None] | None = None, max_task_bytes: int = 0,
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
-    ) -> tuple[list[Claimed], list[str], list[bool]]:
+    ) -> tuple[list[Claimed], list[str], list[Delivery]]:
         """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
         trip: the results' resources are free again, so the claim may use them.
 
@@ -645,8 +717,8 @@ class QueueStore:
         pipe.ltrim(key, 0, 0)
         pipe.execute()
 
-    def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[bool]:
-        """Record results in one round trip; False where the lease was lost (result dropped)."""
+    def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[Delivery]:
+        """Record results in one round trip; per result, whether it was (or why not)."""
         calls = self._complete_calls(results)
         return self._accepted(calls, self._pipeline(calls))
 
@@ -654,7 +726,7 @@ class QueueStore:
         """complete.lua calls for ``results``: many tasks per call, split so that no call
         carries more than COMPLETE_BATCH tasks or (past its first task) COMPLETE_BYTES."""
         k = self.keys
-        fixed = [k.leases, k.done, k.done_wake, k.stats]
+        fixed = [k.leases, k.done, k.done_wake, k.stats, k.incarnation]
         calls: list[tuple[str, list[str], list[Any]]] = []
         keys: list[str] = []
         args: list[Any] = []
@@ -693,9 +765,9 @@ class QueueStore:
         return out
 
     @staticmethod
-    def _accepted(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[bool]:
+    def _accepted(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[Delivery]:
         """Per result, whether complete.lua recorded it (answers of the other calls skipped)."""
-        return [bool(a) for call, answer in zip(calls, answers) if call[0] == "complete" for a in answer]
+        return [Delivery(a) for call, answer in zip(calls, answers) if call[0] == "complete" for a in answer]
 
     def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> tuple[list[int], bool]:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and

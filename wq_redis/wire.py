@@ -14,9 +14,12 @@ Hash fields of a task (short names: Redis keeps small hashes as compact listpack
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
+
+from .codes import Result
 
 from .files import OUTPUT_DIR, FileStager, unpack_directory
 from .resources import Request
@@ -136,3 +139,43 @@ def apply_results(task: Task, task_id: int, fields: dict[bytes, bytes]) -> None:
         data = fields.get(f"{OUTPUT_DIR}{remote}".encode())
         if data is not None:
             unpack_directory(data, local)
+
+
+_INTEGER_FIELDS = (b"rs", b"a", b"ts", b"tf", b"sub")
+_TEXT_FIELDS = (b"w", b"host", b"q")  # decoded strictly (out and err are decoded leniently)
+_JSON_FIELDS = (b"meas", b"alloc")
+
+
+def unreadable_result(fields: dict[bytes, bytes]) -> str | None:
+    """What is wrong with a finished task's result fields, or None when ``Task`` can read
+    them all (its properties parse them lazily: a damaged field would raise in user code)."""
+    code = fields.get(b"r")
+    if code is None:
+        return "no result code"
+    try:
+        Result(int(code))
+    except ValueError:
+        return f"result code {code[:20]!r} is not one of Work Queue's"
+    for name in _INTEGER_FIELDS:
+        value = fields.get(name)
+        if value is not None:
+            try:
+                int(value)
+            except ValueError:
+                return f"field {name.decode()} = {value[:20]!r} is not an integer"
+    for name in _TEXT_FIELDS:
+        value = fields.get(name)
+        if value is not None:
+            try:
+                value.decode()
+            except UnicodeDecodeError:
+                return f"field {name.decode()} is not UTF-8 text"
+    for name in _JSON_FIELDS:
+        value = fields.get(name)
+        if value is not None:
+            try:
+                if not isinstance(json.loads(value), dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                return f"field {name.decode()} is not a JSON object"
+    return None

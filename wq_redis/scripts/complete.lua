@@ -1,19 +1,24 @@
 -- Record the results of finished tasks, each fenced by its lease token: a worker that
 -- lost a lease (paused, partitioned, cancelled) cannot overwrite the attempt that
 -- replaced it.  Many tasks per call: a worker delivers a batch in one script run.
--- KEYS: 1 leases zset, 2 done list, 3 done wake list, 4 stats hash, 5.. the task hashes
+-- KEYS: 1 leases zset, 2 done list, 3 done wake list, 4 stats hash, 5 incarnation,
+--       6.. the task hashes
 -- ARGV: per task, in the order of its KEYS: id, lease token, count of the values that
 --       follow, then that many values (result field, value pairs).  A large return value
 --       was stored under its own key before this call (field "vk" names it): a result
 --       that is refused takes that key with it.
--- Returns one 1 (recorded, or recorded already by this very call re-sent after a lost
--- reply) or 0 (lease lost: the result is dropped and counted) per task.
+-- Returns per task: 1 recorded (or recorded already by this very call re-sent after a
+-- lost reply); else the result is dropped and counted, and why: 0 another attempt holds
+-- the task (its lease was lost), -1 the task no longer exists (cancelled, or retrieved
+-- after another attempt finished it), -2 neither the task nor the queue's incarnation
+-- exists (Redis lost the queue's state; the manager resubmits what it holds).  The
+-- reason costs a call only for a dropped result.
 local now = redis.call('TIME')
 local finished = now[1] .. string.format('%06d', tonumber(now[2]))
 local answers, recorded, late = {}, {}, 0
 local head = {'s', 3, 'tok', '', 'lt', '', 'tf', finished}
 local pos = 1
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   local key, id, token, count = KEYS[i], ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
   local first, last = pos + 3, pos + 2 + count
   pos = last + 1
@@ -41,7 +46,13 @@ for i = 5, #KEYS do
     answers[#answers + 1] = 1
   else
     late = late + 1
-    answers[#answers + 1] = 0
+    if t[4] then
+      answers[#answers + 1] = 0  -- every task hash has its queue member 'q'
+    elseif redis.call('EXISTS', KEYS[5]) == 1 then
+      answers[#answers + 1] = -1
+    else
+      answers[#answers + 1] = -2
+    end
     for f = first, last - 1, 2 do  -- a large value stored beside the result goes too
       if ARGV[f] == 'vk' then redis.call('DEL', ARGV[f + 1]) end
       if ARGV[f] == 'vks' then  -- a pack's members' large return values

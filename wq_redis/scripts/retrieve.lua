@@ -2,20 +2,33 @@
 -- result is lost between Redis and the manager (a reply lost on the wire and re-asked by
 -- the client's retry, or a manager that crashed before it took them):
 --   1. ack: ids the manager has taken since its last call end their life here (deleted,
---      or kept as RETRIEVED for a TTL) and are counted;
+--      or kept as RETRIEVED for a TTL) and are counted; ids it took but did not submit
+--      (a stranger's, pushed into the done list) are only released from the in-flight
+--      set: neither counted nor deleted (not the manager's to end);
 --   2. hand out: ids still in flight (handed out, never acked) plus ids moved from the
---      done list, up to the maximum.  The manager ignores ids it already has.
--- KEYS: 1 done list, 2 stats hash, 3 in-flight set
--- ARGV: 1 key prefix, 2 max tasks, 3 keep seconds (0 = delete now), 4.. acked ids
--- Returns {{{id, {fields}}...}, tasks outstanding (submitted, neither retrieved nor cancelled)}
+--      done list, up to the maximum, whose hash is finished (state 3).  An id without a
+--      hash, or whose task is not finished (a stray or duplicate entry), is dropped
+--      here: the task's own completion pushes it again.  The manager ignores ids it
+--      already has, and those it never submitted.
+-- Also returns the queue's incarnation (a token written once when the queue is created,
+-- attach.lua): missing or changed, Redis lost the queue's state, and the manager
+-- resubmits what it holds, with no extra round trip to find out.
+-- KEYS: 1 done list, 2 stats hash, 3 in-flight set, 4 incarnation
+-- ARGV: 1 key prefix, 2 max tasks, 3 keep seconds (0 = delete now), 4 n, 5..4+n acked
+--       ids, then ids to release (taken, not the manager's)
+-- Returns {{{id, {fields}}...}, incarnation or false}
 local prefix = ARGV[1]
 local max_tasks = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
+local last_acked = 4 + tonumber(ARGV[4])
 local retrieved, failed = 0, 0
+for first = last_acked + 1, #ARGV, 1000 do
+  redis.call('SREM', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
+end
 -- Ids still in flight (a re-sent ack finds them gone), then their keys end in bulk.
 local acked = {}
-for first = 4, #ARGV, 1000 do  -- in chunks: unpack() has a stack limit
-  local chunk = {unpack(ARGV, first, math.min(first + 999, #ARGV))}
+for first = 5, last_acked, 1000 do  -- in chunks: unpack() has a stack limit
+  local chunk = {unpack(ARGV, first, math.min(first + 999, last_acked))}
   local present = redis.call('SMISMEMBER', KEYS[3], unpack(chunk))
   for i, id in ipairs(chunk) do
     if present[i] == 1 then acked[#acked + 1] = id end
@@ -68,9 +81,9 @@ else
 end
 if retrieved > 0 then redis.call('HINCRBY', KEYS[2], 'retrieved', retrieved) end
 if failed ~= 0 then redis.call('HINCRBY', KEYS[2], 'failed', failed) end
-local counts = redis.call('HMGET', KEYS[2], 'submitted', 'retrieved', 'canceled')
-local outstanding = (tonumber(counts[1]) or 0) - (tonumber(counts[2]) or 0) - (tonumber(counts[3]) or 0)
-if max_tasks <= 0 then return {{}, outstanding} end
+local incarnation = redis.pcall('GET', KEYS[4])
+if type(incarnation) == 'table' then incarnation = false end  -- not a string: a stranger's key, state lost
+if max_tasks <= 0 then return {{}, incarnation} end
 local ids = redis.call('SRANDMEMBER', KEYS[3], max_tasks)
 if #ids < max_tasks then
   local more = redis.call('LPOP', KEYS[1], max_tasks - #ids)
@@ -84,10 +97,17 @@ end
 local out = {}
 for _, id in ipairs(ids) do
   local fields = redis.call('HGETALL', prefix .. 't:' .. id)
-  if #fields > 0 then
+  local finished = false
+  for f = 1, #fields, 2 do
+    if fields[f] == 's' then
+      finished = fields[f + 1] == '3'
+      break
+    end
+  end
+  if finished then
     out[#out + 1] = {id, fields}
   else
     redis.call('SREM', KEYS[3], id)
   end
 end
-return {out, outstanding}
+return {out, incarnation}

@@ -44,7 +44,7 @@ from ..codes import Result
 from ..connection import settings_of
 from ..resources import Request, parse_class, split_member
 from ..signing import SignatureError, Signer, verify_function_body
-from ..store import MAX_TASK_BYTES, Claimed, QueueStore
+from ..store import MAX_TASK_BYTES, Claimed, Delivery, QueueStore
 from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
 from .lane import LaneHost, LaneSpec, drive
@@ -357,7 +357,7 @@ class Worker(LaneHost):
         self.allocator.release(attempt.token)
         self._lane_ran = True
 
-    def lane_done(self, held: tuple[Attempt, Request], accepted: bool, summary: dict[str, Any], wall: float) -> None:
+    def lane_done(self, held: tuple[Attempt, Request], accepted: Delivery, summary: dict[str, Any], wall: float) -> None:
         attempt = held[0]
         self._lane_ended(attempt)
         self._pace.record(1, wall)
@@ -696,11 +696,11 @@ class Worker(LaneHost):
             return
         self._delivered(batch, accepted)
 
-    def _delivered(self, batch: list[tuple[int, str, dict[str, Any]]], accepted: list[bool]) -> None:
-        self.tasks_done += sum(accepted)
+    def _delivered(self, batch: list[tuple[int, str, dict[str, Any]]], accepted: list[Delivery]) -> None:
+        self.tasks_done += sum(1 for ok in accepted if ok)
         for (task_id, _, _), ok in zip(batch, accepted):
             if not ok:
-                log.warning("result of task %d dropped: its lease was lost (it ran again elsewhere)", task_id)
+                log.warning("result of task %d dropped: %s", task_id, ok.reason)
 
     # -- heartbeat, leases, reaper -----------------------------------------------------
     def _status(self) -> str:

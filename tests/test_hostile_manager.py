@@ -1,0 +1,138 @@
+"""A client with write access to Redis against the manager's books (issue 14, item 2).
+
+Strangers push ids into the done list, forge finished hashes and damage the result of
+the manager's own tasks; the manager counts only its own tasks, logs and skips what is
+not its own, and returns every task of its own exactly once (failed, saying why, when its
+result cannot be read).  Never an exception out of ``wait`` or ``empty``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+import wq_redis as wq
+from conftest import drain
+from helpers_tasks import my_sum
+from wq_redis.serialize import pack_spec
+from wq_redis.store import Delivery, QueueStore
+
+FOREIGN_IDS = (990001, 990002, 990003)
+
+
+def push_done(client: redis.Redis, queue: wq.WorkQueue, *ids: int) -> None:
+    client.rpush(queue._store.keys.done, *ids)
+
+
+def forge_finished(client: redis.Redis, queue: wq.WorkQueue, task_id: int, **fields: bytes | str) -> None:
+    """A finished task's hash as a stranger writes it, and its id in the done list."""
+    client.hset(queue._store.keys.task(task_id), mapping={"s": 3, "q": "c1m0d0g0|", **fields})
+    push_done(client, queue, task_id)
+
+
+def test_ids_pushed_into_done_by_a_stranger_do_not_make_the_queue_empty(queue, workers, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    ids = queue.submit_many([wq.PythonTask(my_sum, i, 1) for i in range(20)])
+    push_done(client, queue, *FOREIGN_IDS)  # ids without a hash
+    forge_finished(client, queue, 990004, r=0)  # a finished hash nobody submitted
+    assert not queue.empty()
+    assert queue.wait(0.2) is None  # none of the strangers' is handed out
+    workers.start("--cores", "2")
+    done = drain(queue, 20)
+    assert sorted(t.id for t in done) == sorted(ids)
+    assert queue.empty()
+    assert queue.stats.tasks_done == 20  # the strangers' are not counted as retrieved
+
+
+def test_a_stranger_pushing_the_id_of_a_waiting_task_does_not_finish_it(queue, workers, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    task_id = queue.submit(wq.PythonTask(my_sum, 2, 3))
+    queue._buffer.flush()
+    push_done(client, queue, task_id, task_id)
+    assert queue.wait(0.2) is None
+    assert not queue.empty()
+    workers.start("--cores", "1")
+    task = queue.wait(30)
+    assert (task.id, task.result, task.output) == (task_id, wq.WORK_QUEUE_RESULT_SUCCESS, 5)
+    assert queue.empty()
+
+
+def test_a_foreign_hash_that_does_not_decode_is_logged_and_skipped(queue, workers, redis_url, caplog):
+    client = redis.Redis.from_url(redis_url)
+    forge_finished(client, queue, 990005, spec=pack_spec({"kind": "cmd"}), r=0)  # no command
+    ids = queue.submit_many([wq.PythonTask(my_sum, i, 0) for i in range(5)])
+    workers.start("--cores", "2")
+    with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+        done = drain(queue, 5)
+        assert queue.empty()
+    assert sorted(t.id for t in done) == sorted(ids)
+    assert "990005" in caplog.text and "did not submit" in caplog.text
+
+
+def test_an_own_task_whose_result_is_garbage_comes_back_failed(queue, redis_url, caplog):
+    client = redis.Redis.from_url(redis_url)
+    task_id = queue.submit(wq.Task("true"))
+    queue._buffer.flush()
+    client.hset(queue._store.keys.task(task_id), mapping={"s": 3, "r": "garbage", "a": "x"})
+    push_done(client, queue, task_id)
+    with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+        task = queue.wait(5)
+    assert task.id == task_id and task.result == wq.WORK_QUEUE_RESULT_UNKNOWN
+    assert "cannot be read" in task.error and str(task_id) in caplog.text
+    assert queue.empty()
+
+
+def test_a_forged_pack_naming_own_ids_does_not_finish_them(queue, redis_url):
+    from wq_redis import packing
+
+    client = redis.Redis.from_url(redis_url)
+    task_id = queue.submit(wq.PythonTask(my_sum, 1, 1))
+    queue._buffer.flush()
+    forge_finished(client, queue, 990006, n=1, pa=packing.dump([(task_id, b"")]), r=0)
+    assert queue.wait(0.2) is None
+    assert not queue.empty()
+    assert queue.cancel_by_taskid(task_id).id == task_id
+    assert queue.empty()
+
+
+def test_a_restarted_manager_adopts_the_tasks_left_unfinished_and_no_stranger(redis_url, queue_name, workers):
+    first = wq.WorkQueue(queue_name, redis_url=redis_url)
+    ids = first.submit_many([wq.PythonTask(my_sum, i, 100) for i in range(10)])
+    first._client.close()  # dies without a word
+    client = redis.Redis.from_url(redis_url)
+    client.rpush(f"wq:{{{queue_name}}}:done", *FOREIGN_IDS)
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as second:
+        assert not second.empty()  # it waits for the first one's tasks
+        workers.start("--cores", "2")
+        done = drain(second, 10)
+        assert sorted(t.id for t in done) == sorted(ids)
+        assert sorted(t.output for t in done) == [i + 100 for i in range(10)]
+        assert second.empty()
+
+
+def test_a_dropped_result_says_why(queue, redis_url):
+    """complete.lua tells a lost lease from a task that is gone, and from a queue whose
+    state Redis lost (the worker logs the difference)."""
+    client = redis.Redis.from_url(redis_url)
+    store = QueueStore(client, queue.name)
+    held = queue.submit(wq.Task("true"))
+    queue._buffer.flush()
+    result = {"r": 0}
+    assert store.complete([(held, "not-its-token", result)]) == [Delivery.LEASE_LOST]
+    assert store.complete([(990007, "token", result)]) == [Delivery.TASK_GONE]
+    client.delete(queue._store.keys.incarnation)
+    assert store.complete([(990007, "token", result)]) == [Delivery.QUEUE_LOST]
+    assert not any(store.complete([(990007, "token", result)]))
+
+
+def test_a_damaged_incarnation_key_makes_the_manager_resubmit_not_fail(queue, workers, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    ids = queue.submit_many([wq.PythonTask(my_sum, i, 0) for i in range(5)])
+    client.delete(queue._store.keys.incarnation)
+    client.hset(queue._store.keys.incarnation, "x", 1)  # the wrong type
+    assert not queue.empty()  # resubmitted: the tasks, already there, are not queued twice
+    workers.start("--cores", "2")
+    assert sorted(t.id for t in drain(queue, 5)) == sorted(ids)
+    assert queue.empty()
+    assert queue.stats.tasks_submitted == 5

@@ -1,0 +1,88 @@
+"""A manager's round trips ride out Redis outages for a while instead of dying at once.
+
+Redis may be away for a restart, a failover or a network fault: the workers hold their
+results and deliver them later, so a manager that keeps trying loses nothing.  Every
+manager round trip goes through ``Reconnect.call``: on a connection error it retries
+with backoff until Redis answers or ``reconnect_timeout`` seconds have passed since the
+outage began, logging once when it starts waiting and once when Redis is back.  Only
+then does it raise ``RedisUnavailable``, which says how to re-attach: the tasks already
+submitted stay in Redis.
+
+redis-py's own retries (a few quick ones, for a connection cut at the wrong moment) run
+inside each try; this loop is for outages longer than that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, TypeVar
+
+import redis
+
+from .connection import RedisUnavailable, safe_url
+
+log = logging.getLogger("wq_redis.manager")
+T = TypeVar("T")
+
+DEFAULT_RECONNECT_TIMEOUT = 60.0
+FIRST_DELAY, MAX_DELAY = 0.1, 2.0
+# what an outage raises: refused or dropped connections, timeouts, a Redis still loading
+# its data after a restart (BusyLoadingError is a ConnectionError)
+OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+def reconnect_timeout_from(value: float | None) -> float:
+    """The value given, else ``WQ_RECONNECT_TIMEOUT``, else 60 seconds."""
+    if value is None:
+        text = os.environ.get("WQ_RECONNECT_TIMEOUT")
+        if not text:
+            return DEFAULT_RECONNECT_TIMEOUT
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"WQ_RECONNECT_TIMEOUT must be a number of seconds, got {text!r}") from None
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"reconnect_timeout must be a non-negative number of seconds, got {value!r}")
+    return value
+
+
+class Reconnect:
+    """Retries a manager's calls through Redis outages of up to ``timeout`` seconds."""
+
+    def __init__(self, url: str, queue: str, timeout: float) -> None:
+        self.url = safe_url(url)
+        self.queue = queue
+        self.timeout = timeout
+        self._down_since: float | None = None  # when the current outage began (monotonic)
+
+    def call(self, operation: Callable[[], T]) -> T:
+        """``operation()``, tried again with backoff while Redis is unreachable; raises
+        ``RedisUnavailable`` once the outage has lasted ``timeout`` seconds."""
+        delay = FIRST_DELAY
+        while True:
+            try:
+                result = operation()
+            except OUTAGE_ERRORS as exc:
+                now = time.monotonic()
+                if self._down_since is None:
+                    self._down_since = now
+                    log.warning("Redis at %s is unreachable (%s); queue %r waits for it for up to %g s",
+                                self.url, exc, self.queue, self.timeout)
+                if now - self._down_since + delay > self.timeout:
+                    waited = now - self._down_since
+                    self._down_since = None  # a later call waits again, from then on
+                    raise RedisUnavailable(
+                        f"Redis at {self.url} has been unreachable for {waited:.0f} s (reconnect_timeout="
+                        f"{self.timeout:g}): {exc}.  The tasks already submitted are kept in Redis: once it is "
+                        f"back, WorkQueue({self.queue!r}) on the same Redis re-attaches to them") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY)
+                continue
+            if self._down_since is not None:
+                log.warning("Redis at %s is back after %.1f s; queue %r goes on", self.url,
+                            time.monotonic() - self._down_since, self.queue)
+                self._down_since = None
+            return result

@@ -1,0 +1,135 @@
+"""A manager's books across its own restarts and Redis' losses.
+
+The manager counts its outstanding tasks itself: those it submitted (``_submitted``, the
+Task objects) and, after a restart, those it adopted from Redis (``_adopted``, ids only).
+Nothing that other clients write into Redis (ids pushed into the done list, counters)
+changes that count.
+
+**Re-attach** (``adopt_unfinished``): a new ``WorkQueue(name)`` whose queue may hold tasks
+(attach.lua says so: its counters or lists are not empty) adopts every task hash of the
+queue that is waiting, running or finished but not retrieved, as submit.lua, claim.lua
+and complete.lua write them (state 1, 2 or 3, with a queue member).  Why these and not
+the done list or the counters: a task hash with a state is what the scripts themselves
+write for a task they queued, and it exists from submit to retrieval, so it names the
+waiting and running tasks too, which no list holds in one place; the done list and the
+counters are anyone's to write into.  A stranger can still forge such a hash (a client
+with write access can do anything to a queue); what it cannot do any more is end one of
+this manager's tasks by pushing an id, nor make ``empty()`` true early.
+
+**Redis lost the queue's state** (``recover_lost_state``): every retrieve returns the
+queue's incarnation (attach.lua); missing or changed, the manager attaches again (a new
+incarnation, the id counter moved past every id it holds), forgets what it had stored
+(functions, cached files: they are gone too), resubmits every task it holds under its own
+id, and fails the adopted tasks it cannot resubmit (it has no Task object for them), so
+that each comes back once all the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from .codes import Result
+from .packing import MEMBERS, member_ids
+from .task import Task
+
+if TYPE_CHECKING:
+    from .manager import WorkQueue
+
+log = logging.getLogger("wq_redis.manager")
+
+
+def new_incarnation() -> str:
+    return secrets.token_hex(8)
+
+
+def adopt_unfinished(queue: "WorkQueue") -> None:
+    """Adopt the tasks a manager before this one left in the queue (see the module doc)."""
+    found = queue._redis.call(queue._store.unfinished_tasks)
+    adopted = 0
+    for hash_id, fields in found.items():
+        if MEMBERS in fields:
+            try:
+                members = member_ids(fields)
+            except Exception as exc:  # a pack not written by wq-redis: its members cannot be named
+                log.warning("queue %r: task %d looks like a pack but its members cannot be read (%r); "
+                            "not waiting for it", queue.name, hash_id, exc)
+                continue
+            queue._packs[hash_id] = members
+            queue._pack_of.update(dict.fromkeys(members, hash_id))
+        else:
+            members = [hash_id]
+        queue._adopted.update(members)
+        adopted += len(members)
+        queue._id_ceiling = max(queue._id_ceiling, hash_id, *members)
+    if adopted:
+        log.info("queue %r: re-attached to %d task(s) submitted before this manager started", queue.name, adopted)
+
+
+def failed_locally(task: Task, task_id: int, error: str) -> Task:
+    """``task`` made a failed task with ``error``, as if a worker had reported it."""
+    task._id = task_id
+    task._fields = {b"r": b"%d" % Result.UNKNOWN, b"err": error.encode()}
+    return task
+
+
+def recover_lost_state(queue: "WorkQueue", seen: str | None) -> None:
+    """Redis lost the queue's state (its incarnation is ``seen`` instead of the one this
+    manager attached to): attach again and resubmit every task held (see the module doc)."""
+    held = list(queue._submitted.values())
+    adopted = sorted(queue._adopted)
+    log.warning(
+        "Redis lost the state of queue %r (its incarnation is %s, was %s: restarted without its data, or a "
+        "failover to a replica that missed writes): resubmitting the %d task(s) this manager submitted that "
+        "have not come back%s", queue.name, "missing" if seen is None else repr(seen), repr(queue._incarnation),
+        len(held), f"; {len(adopted)} task(s) adopted from an earlier manager cannot be resubmitted and come "
+        "back failed" if adopted else "")
+    queue._incarnation, _ = queue._redis.call(lambda: queue._store.attach(new_incarnation(), queue._id_ceiling))
+    queue._unacked.clear()  # acknowledging ids of the lost state would do nothing
+    queue._released.clear()
+    queue._uploaded.clear()  # the functions and cached files it stored are gone too
+    queue._files.forget_uploads()
+    queue._drained = False
+    for category, resources in queue._categories.items():
+        queue._redis.call(lambda: queue._store.set_category(category, json.dumps(resources)))
+    for task_id in adopted:
+        queue._adopted.discard(task_id)
+        queue._pack_of.pop(task_id, None)
+        queue._results[task_id] = failed_locally(
+            Task("<task of an earlier manager>"), task_id,
+            "Redis lost this task (its data was lost before the task finished); it was submitted by an earlier "
+            "manager of the queue, so this one cannot submit it again")
+    resubmit(queue, held)
+
+
+def resubmit(queue: "WorkQueue", tasks: list[Task]) -> None:
+    """Submit ``tasks`` (held by the manager) again under their own ids: re-encoded, with
+    their functions and cached files stored again; each one alone (not packed).  A task
+    that cannot be encoded now (an input file gone meanwhile) comes back failed."""
+    rows = []
+    bodies: dict[str, bytes] = {}
+    for task in tasks:
+        task_id = task._id
+        assert task_id is not None
+        pack_id = queue._pack_of.pop(task_id, None)
+        if pack_id is not None:
+            queue._packs.pop(pack_id, None)
+        try:
+            request, member = queue._placement(task)
+            fields, needed = queue._encode_fields(task, request)
+        except Exception as exc:
+            del queue._submitted[task_id]
+            queue._results[task_id] = failed_locally(
+                task, task_id, f"Redis lost this task and submitting it again failed: {exc}")
+            queue._category_book.finished(queue._results[task_id])
+            continue
+        bodies.update(needed)
+        rows.append(queue._signed_row(task, task_id, member, fields))
+    queue._upload_functions(bodies)
+    queue._redis.call(lambda: queue._files.flush(queue._store))
+    queue._redis.call(lambda: queue._buffer.send_now(rows))
+    if rows:
+        log.warning("queue %r: %d task(s) resubmitted", queue.name, len(rows))
+
