@@ -43,6 +43,11 @@ class TaskTooLarge(ValueError):
     """A value a task needs is larger than the worker's ``--max-task-bytes``."""
 
 
+class KeyUnreadable(ValueError):
+    """A key a task needs (its function body, a cached input) holds a type it never has:
+    another client's garbage.  The task fails with this message; the worker goes on."""
+
+
 def too_large_message(what: str, size: int, limit: int) -> str:
     return f"{what} is {size} bytes, over the {limit} bytes this worker loads (wq-redis worker --max-task-bytes)"
 
@@ -117,6 +122,9 @@ def _value_beside(fields: dict[str, Any], key: str, calls: list[tuple[str, list[
     fields = {name: v for name, v in fields.items() if name != "val"}
     fields["vk"] = key
     return fields, True
+
+
+_RECORDED = {1: True, 0: False, 2: None}  # complete.lua's answers: recorded, dropped, send again
 
 
 def _broken(rows: Sequence[Sequence[bytes]]) -> list[tuple[str, str]]:
@@ -529,8 +537,9 @@ class QueueStore:
         delivered: Callable[[list[bool]], None] | None = None, max_task_bytes: int = 0,
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> tuple[list[Claimed], list[str], list[bool]]:
-        """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
-        trip: the results' resources are free again, so the claim may use them.
+        """Deliver finished ``results`` (see ``complete``: per result, True recorded, False
+        dropped, None to send again) and claim new tasks, in one round trip: the results'
+        resources are free again, so the claim may use them.
 
         Each task taken may bring up to ``followers`` more of its queue (while their bytes
         stay under ``follower_bytes``), to run after it on the same resources
@@ -574,7 +583,7 @@ class QueueStore:
                                  early=(delivering, tell) if delivering and delivered is not None else None)
         tell(answers[:delivering])
         claimed, eligible, broken = answers[-1]
-        found = [(key.decode(), error.decode()) for key, error in broken]
+        found = self._complete_broken(calls, answers) + _broken(broken)
         if names and isinstance(answers[-2], redis.ResponseError):
             found += self._find_broken_wake(names, answers[-2])
         if found and on_broken is not None:
@@ -609,13 +618,15 @@ class QueueStore:
 
     def _read_big_fields(self, tasks: Sequence[Claimed]) -> None:
         """Large fields (arguments, input files) kept beside their tasks, named by "big":
-        plain GETs, one round trip for all (they never change once submitted)."""
-        big = [(task, name) for task in tasks if b"big" in task.fields for name in task.fields.pop(b"big").split(b"\n")]
+        plain GETs, one round trip for all (they never change once submitted).  Keys as
+        bytes, as claim.lua measured them: a name is whatever bytes the hash holds."""
+        big = [(task, name) for task in tasks if b"big" in task.fields
+               for name in task.fields.pop(b"big").split(b"\n") if name]
         if not big:
             return
         pipe = self.client.pipeline(transaction=False)
         for task, name in big:
-            pipe.get(self.keys.big_field(task.task_id, name))
+            pipe.get(self.keys.task(task.task_id).encode() + b":" + name)
         for (task, name), value in zip(big, pipe.execute()):
             if value is not None:
                 task.fields[name] = value
@@ -632,11 +643,17 @@ class QueueStore:
     def _get_capped(self, key: str, max_bytes: int, what: str) -> bytes | None:
         """GET, after a STRLEN when capped (these reads are rare: each worker caches what it
         read), so that nothing over the cap is ever loaded."""
-        if max_bytes > 0:
-            size = int(self.client.strlen(key))
-            if size > max_bytes:
-                raise TaskTooLarge(too_large_message(what, size, max_bytes))
-        return self.client.get(key)
+        try:
+            if max_bytes > 0:
+                size = int(self.client.strlen(key))
+                if size > max_bytes:
+                    raise TaskTooLarge(too_large_message(what, size, max_bytes))
+            return self.client.get(key)
+        except redis.ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            raise KeyUnreadable(f"{what} cannot be read: {key} holds another type ({exc}); "
+                                "delete or repair that key") from None
 
     def ring_worker(self, worker: str) -> None:
         key = self.keys.worker_wake(worker)
@@ -645,10 +662,18 @@ class QueueStore:
         pipe.ltrim(key, 0, 0)
         pipe.execute()
 
-    def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[bool]:
-        """Record results in one round trip; False where the lease was lost (result dropped)."""
+    def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]],
+                 on_broken: Callable[[list[tuple[str, str]]], None] | None = None) -> list[bool | None]:
+        """Record results in one round trip.  Per result: True recorded, False where the
+        lease was lost (result dropped), None where a key it writes holds the wrong type
+        (nothing of it was written: hold it and send it again); those keys go to
+        ``on_broken`` as (key, error) pairs."""
         calls = self._complete_calls(results)
-        return self._accepted(calls, self._pipeline(calls))
+        answers = self._pipeline(calls)
+        found = self._complete_broken(calls, answers)
+        if found and on_broken is not None:
+            on_broken(found)
+        return self._accepted(calls, answers)
 
     def _complete_calls(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
         """complete.lua calls for ``results``: many tasks per call, split so that no call
@@ -693,18 +718,30 @@ class QueueStore:
         return out
 
     @staticmethod
-    def _accepted(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[bool]:
-        """Per result, whether complete.lua recorded it (answers of the other calls skipped)."""
-        return [bool(a) for call, answer in zip(calls, answers) if call[0] == "complete" for a in answer]
+    def _accepted(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[bool | None]:
+        """Per result, whether complete.lua recorded it (True), dropped it (False: lease
+        lost) or could not record it now (None: send again); other calls skipped."""
+        return [_RECORDED[a] for call, answer in zip(calls, answers) if call[0] == "complete" for a in answer[0]]
 
-    def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> tuple[list[int], bool]:
+    @staticmethod
+    def _complete_broken(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[tuple[str, str]]:
+        """The keys complete.lua calls found of the wrong type (answers not come yet skipped)."""
+        return [pair for call, answer in zip(calls, answers) if call[0] == "complete" and answer
+                for pair in _broken(answer[1])]
+
+    def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int,
+              on_broken: Callable[[list[tuple[str, str]]], None] | None = None) -> tuple[list[int], bool]:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and
-        whether its record is still there (False after a reaper gave it up for dead)."""
+        whether its record is still there (False after a reaper gave it up for dead, or
+        when its key holds another type: registering again replaces it).  Keys of the
+        wrong type go to ``on_broken`` as (key, error) pairs."""
         k = self.keys
         args: list[Any] = [k.prefix, lease_ms, worker, status]
         for task_id, token in held.items():
             args += (task_id, token)
-        lost, registered = self._scripts["renew"](keys=[k.leases, k.workers, k.worker(worker)], args=args)
+        lost, registered, broken = self._scripts["renew"](keys=[k.leases, k.workers, k.worker(worker)], args=args)
+        if broken and on_broken is not None:
+            on_broken(_broken(broken))
         return [int(i) for i in lost], bool(registered)
 
     def leases_with_prefix(self, prefix: str) -> dict[int, str]:
