@@ -185,9 +185,7 @@ local function take(c, id, follows)
       unreadable = 'field n (the members of a pack) is not a whole number'
     elseif at.nc and not whole(flat[at.nc]) then
       unreadable = 'field nc (cancelled members of a pack) is not a whole number'
-    elseif not at.pa then
-      unreadable = 'field n makes it a pack, but it has no members (field pa)'
-    end
+    end  -- (its members, pa, may be a large field beside the hash: the worker checks them)
   end
   local attempt = math.floor(at.a and (tonumber(flat[at.a]) or 0) + 1 or 1)
   local token = ARGV[10] .. ':' .. id .. ':' .. attempt
