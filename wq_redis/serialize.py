@@ -85,7 +85,9 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
         raise EnvelopeError("task spec entry 'env' must map names to strings")
     for name in ("inputs", "outputs", "output_dirs"):
         for pair in spec.get(name) or ():
-            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            # (the worker reads the remote name; the local one may be None: a value staged from memory)
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str)
+                    and (pair[0] is None or isinstance(pair[0], str))):
                 raise EnvelopeError(f"task spec entry {name!r} holds {pair!r}, not a [local, remote] pair")
     return spec
 
