@@ -150,9 +150,16 @@ def load(data: bytes) -> Any:
 
 
 def live_count(fields: dict[bytes, bytes]) -> int:
-    """The tasks a claimed hash stands for: a pack's members not cancelled, else 1."""
+    """The tasks a claimed hash stands for: a pack's members not cancelled, else 1 (also
+    for counts that are not numbers: another client's garbage, which claim.lua refuses,
+    must not stop the worker that counts it)."""
     count = fields.get(MEMBERS)
-    return 1 if count is None else int(count) - int(fields.get(b"nc", 0))
+    if count is None:
+        return 1
+    try:
+        return max(int(count) - int(fields.get(b"nc", 0)), 1)
+    except ValueError:
+        return 1
 
 
 def cancelled_ids(fields: dict[bytes, bytes]) -> set[int]:
@@ -163,6 +170,22 @@ def member_args(fields: dict[bytes, bytes]) -> list[tuple[int, bytes | None]]:
     """A pack's live members: (id, pickled arguments or None), in id order."""
     cancelled = cancelled_ids(fields) if b"nc" in fields else ()
     return [(member_id, args or None) for member_id, args in load(fields[ARGS]) if member_id not in cancelled]
+
+
+def claimed_members(fields: dict[bytes, bytes]) -> list[tuple[int, bytes | None]]:
+    """``member_args`` of a claimed pack, checked: ValueError saying what is wrong when its
+    members cannot be read (another client's garbage), so that the worker fails that pack
+    alone, before running anything of it."""
+    if ARGS not in fields:
+        raise ValueError("field n makes it a pack, but it has no members (field pa)")
+    try:
+        members = member_args(fields)
+    except Exception as exc:  # (pickle errors, wrong shapes: any of them)
+        raise ValueError(f"its members (field pa) do not load: {exc!r}") from None
+    for member in members:
+        if not (type(member[0]) is int and (member[1] is None or type(member[1]) is bytes)):
+            raise ValueError(f"its members (field pa) hold {member!r}, not (id, pickled arguments)")
+    return members
 
 
 def member_ids(fields: dict[bytes, bytes]) -> list[int]:
@@ -214,10 +237,12 @@ def unread(pack_id: int, fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
 _RESULT_VALUE_FIELDS = frozenset({b"val", b"vk", b"rsig"})
 
 
-def member_fields(fields: dict[bytes, bytes]) -> Iterable[tuple[int, dict[bytes, bytes]]]:
-    """A claimed pack as its members' (id, fields) to run: shared fields plus arguments."""
+def member_fields(fields: dict[bytes, bytes],
+                  members: list[tuple[int, bytes | None]]) -> Iterable[tuple[int, dict[bytes, bytes]]]:
+    """A claimed pack as its ``members``' (``claimed_members``) (id, fields) to run: shared
+    fields plus arguments."""
     shared = shared_fields(fields)
-    for member_id, args in member_args(fields):
+    for member_id, args in members:
         member = dict(shared)
         if args:
             member[b"args"] = args

@@ -44,7 +44,7 @@ def unpack_spec(data: bytes | None) -> dict[str, Any]:
         raise EnvelopeError(f"task spec has envelope version {data[2]}, this worker reads {VERSION}")
     try:
         spec = json.loads(data[3:])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise EnvelopeError(f"task spec is truncated or corrupt: {exc}") from None
     if not isinstance(spec, dict) or "kind" not in spec:
         raise EnvelopeError("task spec has no 'kind'")
@@ -53,18 +53,51 @@ def unpack_spec(data: bytes | None) -> dict[str, Any]:
 
 def task_spec(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
     """The spec of a task hash: its envelope, or, when it has none but names a function,
-    the default PythonTask spec (the manager leaves defaults out of the hash)."""
+    the default PythonTask spec (the manager leaves defaults out of the hash).  What a
+    worker reads of it is checked here (``check_spec``): any other client may write a hash."""
     data = fields.get(b"spec")
     if data is None and fields.get(b"fn"):
         return dict(DEFAULT_PY_SPEC)
-    return unpack_spec(data)
+    return check_spec(unpack_spec(data))
+
+
+_NUMBER = (int, float)
+_SPEC_TYPES: dict[str, Any] = {  # the entries a worker reads, and what each must be (wire._envelope)
+    "command": str, "env": dict, "inputs": list, "outputs": list, "output_dirs": list,
+    "running_time_max": _NUMBER, "end_time": _NUMBER, "enforce": bool,
+    "memory": _NUMBER + (type(None),), "disk": _NUMBER + (type(None),),
+}
+
+
+def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec``, when a worker can run what it says; else EnvelopeError naming the entry
+    (a hash written by another client: the task fails with that, the worker goes on)."""
+    if spec["kind"] not in ("py", "cmd"):
+        raise EnvelopeError(f"task spec has kind {spec['kind']!r}, not 'py' or 'cmd'")
+    if spec["kind"] == "cmd" and "command" not in spec:
+        raise EnvelopeError("task spec of a command task has no 'command'")
+    for name, kinds in _SPEC_TYPES.items():
+        value = spec.get(name)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) and kinds is not bool):
+            raise EnvelopeError(f"task spec entry {name!r} is {value!r}, which a worker cannot use")
+    env = spec.get("env") or {}
+    if not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in env.items()):
+        raise EnvelopeError("task spec entry 'env' must map names to strings")
+    for name in ("inputs", "outputs", "output_dirs"):
+        for pair in spec.get(name) or ():
+            # (the worker reads the remote name; the local one may be None: a value staged from memory)
+            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str)
+                    and (pair[0] is None or isinstance(pair[0], str))):
+                raise EnvelopeError(f"task spec entry {name!r} holds {pair!r}, not a [local, remote] pair")
+    return spec
 
 
 def function_digest(fields: Mapping[bytes, bytes]) -> str:
     """The hex SHA-256 naming a PythonTask's function: the hash holds it as 32 raw bytes
     (half the memory of hex), or as hex (tasks written before)."""
     raw = fields.get(b"fn") or b""
-    return raw.hex() if len(raw) == 32 else raw.decode()
+    # (not UTF-8: another client's garbage; the function is then missing, the task fails)
+    return raw.hex() if len(raw) == 32 else raw.decode(errors="replace")
 
 
 def worker_view(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], dict[bytes, bytes]]:

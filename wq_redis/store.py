@@ -45,6 +45,11 @@ class TaskTooLarge(ValueError):
     """A value a task needs is larger than the worker's ``--max-task-bytes``."""
 
 
+class KeyUnreadable(ValueError):
+    """A key a task needs (its function body, a cached input) holds a type it never has:
+    another client's garbage.  The task fails with this message; the worker goes on."""
+
+
 def too_large_message(what: str, size: int, limit: int) -> str:
     return f"{what} is {size} bytes, over the {limit} bytes this worker loads (wq-redis worker --max-task-bytes)"
 
@@ -121,6 +126,8 @@ def _value_beside(fields: dict[str, Any], key: str, calls: list[tuple[str, list[
     return fields, True
 
 
+
+
 def _broken(rows: Sequence[Sequence[bytes]]) -> list[tuple[str, str]]:
     return [(key.decode(errors="replace"), error.decode(errors="replace")) for key, error in rows]
 
@@ -146,6 +153,7 @@ class Delivery(enum.Enum):
     LEASE_LOST = 0  # another attempt holds the task now
     TASK_GONE = -1  # the task is no longer in Redis: cancelled, or finished elsewhere and retrieved
     QUEUE_LOST = -2  # nor is the queue's incarnation: Redis lost the queue's state
+    RETRY = 2  # not recorded now: a key it writes holds the wrong type (nothing written; send again)
 
     def __bool__(self) -> bool:
         return self is Delivery.RECORDED
@@ -160,6 +168,7 @@ class Delivery(enum.Enum):
                                 "finished it and the manager retrieved it)",
             Delivery.QUEUE_LOST: "the task no longer exists in Redis, nor does its queue's state "
                                  "(Redis lost its data; the manager resubmits the tasks it holds)",
+            Delivery.RETRY: "a key it writes holds the wrong type (held, and sent again)",
         }[self]
 
 
@@ -601,8 +610,9 @@ class QueueStore:
         delivered: Callable[[list[Delivery]], None] | None = None, max_task_bytes: int = 0,
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> tuple[list[Claimed], list[str], list[Delivery]]:
-        """Deliver finished ``results`` (see ``complete``) and claim new tasks, in one round
-        trip: the results' resources are free again, so the claim may use them.
+        """Deliver finished ``results`` (see ``complete``: per result a ``Delivery``) and
+        claim new tasks, in one round trip: the results' resources are free again, so the
+        claim may use them.
 
         Each task taken may bring up to ``followers`` more of its queue (while their bytes
         stay under ``follower_bytes``), to run after it on the same resources
@@ -646,7 +656,7 @@ class QueueStore:
                                  early=(delivering, tell) if delivering and delivered is not None else None)
         tell(answers[:delivering])
         claimed, eligible, broken = answers[-1]
-        found = [(key.decode(), error.decode()) for key, error in broken]
+        found = self._complete_broken(calls, answers) + _broken(broken)
         if names and isinstance(answers[-2], redis.ResponseError):
             found += self._find_broken_wake(names, answers[-2])
         if found and on_broken is not None:
@@ -681,13 +691,15 @@ class QueueStore:
 
     def _read_big_fields(self, tasks: Sequence[Claimed]) -> None:
         """Large fields (arguments, input files) kept beside their tasks, named by "big":
-        plain GETs, one round trip for all (they never change once submitted)."""
-        big = [(task, name) for task in tasks if b"big" in task.fields for name in task.fields.pop(b"big").split(b"\n")]
+        plain GETs, one round trip for all (they never change once submitted).  Keys as
+        bytes, as claim.lua measured them: a name is whatever bytes the hash holds."""
+        big = [(task, name) for task in tasks if b"big" in task.fields
+               for name in task.fields.pop(b"big").split(b"\n") if name]
         if not big:
             return
         pipe = self.client.pipeline(transaction=False)
         for task, name in big:
-            pipe.get(self.keys.big_field(task.task_id, name))
+            pipe.get(self.keys.task(task.task_id).encode() + b":" + name)
         for (task, name), value in zip(big, pipe.execute()):
             if value is not None:
                 task.fields[name] = value
@@ -704,11 +716,17 @@ class QueueStore:
     def _get_capped(self, key: str, max_bytes: int, what: str) -> bytes | None:
         """GET, after a STRLEN when capped (these reads are rare: each worker caches what it
         read), so that nothing over the cap is ever loaded."""
-        if max_bytes > 0:
-            size = int(self.client.strlen(key))
-            if size > max_bytes:
-                raise TaskTooLarge(too_large_message(what, size, max_bytes))
-        return self.client.get(key)
+        try:
+            if max_bytes > 0:
+                size = int(self.client.strlen(key))
+                if size > max_bytes:
+                    raise TaskTooLarge(too_large_message(what, size, max_bytes))
+            return self.client.get(key)
+        except redis.ResponseError as exc:
+            if not _wrong_type(exc):
+                raise
+            raise KeyUnreadable(f"{what} cannot be read: {key} holds another type ({exc}); "
+                                "delete or repair that key") from None
 
     def ring_worker(self, worker: str) -> None:
         key = self.keys.worker_wake(worker)
@@ -717,10 +735,18 @@ class QueueStore:
         pipe.ltrim(key, 0, 0)
         pipe.execute()
 
-    def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[Delivery]:
-        """Record results in one round trip; per result, whether it was (or why not)."""
+    def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]],
+                 on_broken: Callable[[list[tuple[str, str]]], None] | None = None) -> list[Delivery]:
+        """Record results in one round trip; per result, whether it was (or why not:
+        ``Delivery.RETRY`` where a key it writes holds the wrong type and nothing of it was
+        written: hold it and send it again).  Those keys go to ``on_broken`` as (key,
+        error) pairs."""
         calls = self._complete_calls(results)
-        return self._accepted(calls, self._pipeline(calls))
+        answers = self._pipeline(calls)
+        found = self._complete_broken(calls, answers)
+        if found and on_broken is not None:
+            on_broken(found)
+        return self._accepted(calls, answers)
 
     def _complete_calls(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
         """complete.lua calls for ``results``: many tasks per call, split so that no call
@@ -766,17 +792,28 @@ class QueueStore:
 
     @staticmethod
     def _accepted(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[Delivery]:
-        """Per result, whether complete.lua recorded it (answers of the other calls skipped)."""
-        return [Delivery(a) for call, answer in zip(calls, answers) if call[0] == "complete" for a in answer]
+        """Per result, what complete.lua did with it (answers of the other calls skipped)."""
+        return [Delivery(a) for call, answer in zip(calls, answers) if call[0] == "complete" for a in answer[0]]
 
-    def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int) -> tuple[list[int], bool]:
+    @staticmethod
+    def _complete_broken(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[tuple[str, str]]:
+        """The keys complete.lua calls found of the wrong type (answers not come yet skipped)."""
+        return [pair for call, answer in zip(calls, answers) if call[0] == "complete" and answer
+                for pair in _broken(answer[1])]
+
+    def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int,
+              on_broken: Callable[[list[tuple[str, str]]], None] | None = None) -> tuple[list[int], bool]:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and
-        whether its record is still there (False after a reaper gave it up for dead)."""
+        whether its record is still there (False after a reaper gave it up for dead, or
+        when its key holds another type: registering again replaces it).  Keys of the
+        wrong type go to ``on_broken`` as (key, error) pairs."""
         k = self.keys
         args: list[Any] = [k.prefix, lease_ms, worker, status]
         for task_id, token in held.items():
             args += (task_id, token)
-        lost, registered = self._scripts["renew"](keys=[k.leases, k.workers, k.worker(worker)], args=args)
+        lost, registered, broken = self._scripts["renew"](keys=[k.leases, k.workers, k.worker(worker)], args=args)
+        if broken and on_broken is not None:
+            on_broken(_broken(broken))
         return [int(i) for i in lost], bool(registered)
 
     def leases_with_prefix(self, prefix: str) -> dict[int, str]:

@@ -9,7 +9,7 @@
 -- ARGV: 1 key prefix, 2 task id, 3 member id of the pack ("" = the whole task)
 local t = redis.call('HMGET', KEYS[1], 's', 'q', 'n', 'nc')
 if not t[1] then return false end
-local live = tonumber(t[3] or '1') - tonumber(t[4] or '0')  -- a pack's members not cancelled
+local live = (tonumber(t[3] or '1') or 1) - (tonumber(t[4] or '0') or 0)  -- a pack's members not cancelled (garbage: 1)
 local stage = ({['1'] = 'pack_waiting:' .. (t[2] or ''), ['2'] = 'pack_running:' .. (t[2] or ''), ['3'] = 'pack_done'})[t[1]]
 if not stage then return false end
 local member = ARGV[3] or ''

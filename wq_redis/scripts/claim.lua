@@ -30,7 +30,8 @@
 -- Returns {claimed, eligible, broken}: claimed = {{id, token, member, {hash fields...}, follows[, refused, code]}, ...}
 -- (follows = 1: runs after the task before it, on its resources; refused: why the worker
 -- must fail the task without loading it, with result code `code` (16 resource exhaustion:
--- over the cap, 1 input missing: a large field unreadable), absent for a task to run);
+-- over the cap, 1 input missing: a large field unreadable, 32 unknown: a pack's count or
+-- members that another client made unreadable), absent for a task to run);
 -- eligible = members that fit the free resources (the worker blocks on their wake keys);
 -- broken = {{key, error}...}: keys of this queue that could not be read or written.
 local prefix = ARGV[1]
@@ -130,7 +131,7 @@ if reserve_after_ms > 0 then
     if fits_total and not fits(c.need) then
       local head = peek(c)
       if head then
-        local submitted = redis.pcall('HGET', prefix .. 't:' .. tonumber(head), 'sub')
+        local submitted = tonumber(head) and redis.pcall('HGET', prefix .. 't:' .. tonumber(head), 'sub')
         if type(submitted) ~= 'string' or not tonumber(submitted) then submitted = nil end  -- not a task hash
         if submitted and now_ms - tonumber(submitted) / 1000 > reserve_after_ms then
           return {{}, {}, broken}  -- draining for it: wake on our own key when a task finishes
@@ -154,6 +155,12 @@ local members = 0  -- tasks claimed, a pack's members each counted
 -- Returns the bytes it holds and the tasks it stands for (a pack's live members, else 1).
 -- An id whose key is not a hash (nor a task: no id) is dropped, reported as broken.
 local lease_fields = {'s', 'tok', 'w', 'ts', 'a'}
+-- A count of the hash as a number when it is a whole number (not "1e309", "-1", " 2"...),
+-- else `default`: what another client wrote must not break the arithmetic of a claim.
+local function whole(text, default)
+  if text and #text < 10 and string.match(text, '^%d+$') then return tonumber(text) end
+  return default
+end
 -- what a refused task keeps of its hash: enough to fail it and count it, nothing large
 local small_fields = {sub = true, q = true, n = true, nc = true, spec = true}
 local function bump(field, by)  -- a counter of the stats hash (reported if that is no hash)
@@ -171,8 +178,14 @@ local function take(c, id, follows)
     if name == 'big' then big = value end
     at[name] = i + 1
   end
+  local unreadable = nil  -- a field the worker parses that does not parse: the task fails, unloaded
   if at.n then  -- a pack's live members (whole numbers, at least 1, whatever the hash says)
-    count = math.max(math.floor((tonumber(flat[at.n]) or 1) - (tonumber(at.nc and flat[at.nc] or '0') or 0)), 1)
+    count = math.max(whole(flat[at.n], 1) - whole(at.nc and flat[at.nc], 0), 1)
+    if not whole(flat[at.n]) then
+      unreadable = 'field n (the members of a pack) is not a whole number'
+    elseif at.nc and not whole(flat[at.nc]) then
+      unreadable = 'field nc (cancelled members of a pack) is not a whole number'
+    end  -- (its members, pa, may be a large field beside the hash: the worker checks them)
   end
   local attempt = math.floor(at.a and (tonumber(flat[at.a]) or 0) + 1 or 1)
   local token = ARGV[10] .. ':' .. id .. ':' .. attempt
@@ -193,7 +206,9 @@ local function take(c, id, follows)
   leased[#leased + 1] = deadline
   leased[#leased + 1] = id
   local refused, code = nil, nil  -- why the worker fails it unloaded, and the result code (codes.Result)
-  if big then
+  if unreadable then
+    refused, code = 'unreadable task hash ' .. tkey .. ': ' .. unreadable, 32
+  elseif big then
     -- large fields (named by 'big') are string keys beside the hash, never copied
     -- through Lua: the worker GETs them after this script
     for name in string.gmatch(big, '[^\n]+') do

@@ -4,57 +4,83 @@
 -- KEYS: 1 leases zset, 2 registry set, 3 done list, 4 done wake list, 5 stats hash,
 --       6 workers zset, 7 new-queue wake list
 -- ARGV: 1 key prefix, 2 max leases per call, 3 worker timeout ms
+-- A key of the wrong type (another client's garbage) loses nothing: a task is taken out
+-- of the leases only once the list it goes to (its queue, or done) took it, and the
+-- counters and wake-ups (not worth a task) are skipped when theirs is broken.
 local prefix = ARGV[1]
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local function ok(reply)  -- a redis.pcall that did not answer an error
+  return not (type(reply) == 'table' and reply.err)
+end
+local function whole(text, default)  -- a count of the hash, garbage read as the default (claim.lua)
+  if text and #text < 10 and string.match(text, '^%d+$') then return tonumber(text) end
+  return default
+end
+local function bump(field, by) redis.pcall('HINCRBY', KEYS[5], field, by) end
+local function ring(key)
+  if ok(redis.pcall('LPUSH', key, 1)) then redis.call('LTRIM', key, 0, 0) end
+end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[2]))
 local requeued, failed = 0, 0
 for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], id)
   local tkey = prefix .. 't:' .. id
-  local t = redis.call('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w', 'n', 'nc')
-  if t[1] == '2' then
-    local others = tonumber(t[7] or '1') - tonumber(t[8] or '0') - 1  -- a pack's other live members move with it
-    if others > 0 then redis.call('HINCRBY', KEYS[5], 'pack_running:' .. t[2], -others) end
-    local attempts = tonumber(t[4] or '0')
-    local max_retries = tonumber(t[5] or '0')
-    redis.call('HINCRBY', KEYS[5], 'lost_leases', 1)
+  local t = redis.pcall('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w', 'n', 'nc')
+  if not ok(t) or t[1] ~= '2' or not t[2] then  -- not a running task (or not a task): no lease to keep
+    redis.call('ZREM', KEYS[1], id)
+  else
+    local others = math.max(whole(t[7], 1) - whole(t[8], 0), 1) - 1  -- a pack's other live members move with it
+    local attempts = tonumber(t[4] or '0') or 0
+    local max_retries = tonumber(t[5] or '0') or 0
     if max_retries > 0 and attempts > max_retries then
-      redis.call('HSET', tkey, 's', 3, 'tok', '', 'r', 48, 'tf', now[1] .. string.format('%06d', tonumber(now[2])),
-        'err', 'worker ' .. (t[6] or '?') .. ' lost the task on attempt ' .. attempts ..
-        ' (lease expired); retries exhausted')
-      redis.call('RPUSH', KEYS[3], id)
-      if others > 0 then redis.call('HINCRBY', KEYS[5], 'pack_done', others) end
-      redis.call('LPUSH', KEYS[4], 1)
-      redis.call('LTRIM', KEYS[4], 0, 0)
-      failed = failed + 1
+      if ok(redis.pcall('RPUSH', KEYS[3], id)) then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('HSET', tkey, 's', 3, 'tok', '', 'r', 48, 'tf', now[1] .. string.format('%06d', tonumber(now[2])),
+          'err', 'worker ' .. (t[6] or '?') .. ' lost the task on attempt ' .. attempts ..
+          ' (lease expired); retries exhausted')
+        bump('lost_leases', 1)
+        if others > 0 then
+          bump('pack_running:' .. t[2], -others)
+          bump('pack_done', others)
+        end
+        ring(KEYS[4])
+        failed = failed + 1
+      end
     else
-      redis.call('HSET', tkey, 's', 1, 'tok', '')
-      if others > 0 then redis.call('HINCRBY', KEYS[5], 'pack_waiting:' .. t[2], others) end
-      if t[3] and tonumber(t[3]) ~= 0 then
-        redis.call('ZADD', prefix .. 'ready:' .. t[2], t[3], string.format('%012d', tonumber(id)))
+      local pushed
+      if t[3] and tonumber(t[3]) and tonumber(t[3]) ~= 0 and tonumber(id) then
+        pushed = redis.pcall('ZADD', prefix .. 'ready:' .. t[2], t[3], string.format('%012d', tonumber(id)))
       else
-        redis.call('LPUSH', prefix .. 'fifo:' .. t[2], id)  -- back at the front: it was first
+        pushed = redis.pcall('LPUSH', prefix .. 'fifo:' .. t[2], id)  -- back at the front: it was first
       end
-      if redis.call('SADD', KEYS[2], t[2]) == 1 then
-        redis.call('LPUSH', KEYS[7], 1)
-        redis.call('LTRIM', KEYS[7], 0, 0)
+      if ok(pushed) then
+        redis.call('ZREM', KEYS[1], id)
+        redis.call('HSET', tkey, 's', 1, 'tok', '')
+        bump('lost_leases', 1)
+        if others > 0 then
+          bump('pack_running:' .. t[2], -others)
+          bump('pack_waiting:' .. t[2], others)
+        end
+        local added = redis.pcall('SADD', KEYS[2], t[2])
+        if added == 1 then ring(KEYS[7]) end
+        ring(prefix .. 'wake:' .. t[2])
+        bump('requeued', 1)
+        requeued = requeued + 1
       end
-      redis.call('LPUSH', prefix .. 'wake:' .. t[2], 1)
-      redis.call('LTRIM', prefix .. 'wake:' .. t[2], 0, 0)
-      redis.call('HINCRBY', KEYS[5], 'requeued', 1)
-      requeued = requeued + 1
     end
   end
 end
-local dead = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now_ms - tonumber(ARGV[3]))
+local dead = redis.pcall('ZRANGEBYSCORE', KEYS[6], '-inf', now_ms - tonumber(ARGV[3]))
+if not ok(dead) then dead = {} end
 for _, name in ipairs(dead) do
   redis.call('ZREM', KEYS[6], name)
   redis.call('DEL', prefix .. 'w:' .. name)
-  redis.call('HINCRBY', KEYS[5], 'workers_lost', 1)
+  bump('workers_lost', 1)
 end
 local forgotten = 0
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+local members = redis.pcall('SMEMBERS', KEYS[2])
+if not ok(members) then members = {} end
+for _, member in ipairs(members) do
   if redis.call('EXISTS', prefix .. 'ready:' .. member, prefix .. 'fifo:' .. member) == 0 then
     redis.call('SREM', KEYS[2], member)
     forgotten = forgotten + 1

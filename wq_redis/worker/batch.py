@@ -21,7 +21,7 @@ from typing import Any, Callable
 from .. import packing
 from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
 from ..signing import SignatureError
-from ..store import Claimed, TaskTooLarge
+from ..store import Claimed, KeyUnreadable, TaskTooLarge
 from .channel import out_of_band
 from .pool import ChildDied, ChildGone, Interrupted, WarmProcess
 from .runner import Outcome, Slot, named_host, python_outcome, result_fields
@@ -34,12 +34,13 @@ _NEEDS_OWN_RUN = ("inputs", "outputs", "output_dirs", "running_time_max", "end_t
 class Attempt:
     """A claimed attempt this worker holds a lease on, from claim until delivery."""
 
-    __slots__ = ("task_id", "token", "fields", "cancelled", "_stop")
+    __slots__ = ("task_id", "token", "fields", "members", "cancelled", "_stop")
 
     def __init__(self, claimed: Claimed) -> None:
         self.task_id = claimed.task_id
         self.token = claimed.token
         self.fields = claimed.fields
+        self.members: list[tuple[int, bytes | None]] = []  # a pack's, read before it runs (Worker._readable)
         self.cancelled = False
         self._stop: Callable[[], None] | None = None
 
@@ -129,7 +130,7 @@ def calls_of(attempts: list[Attempt]) -> tuple[list[Attempt | PackMember], list[
     for index, attempt in enumerate(attempts):
         if packing.MEMBERS in attempt.fields:
             shared = packing.shared_fields(attempt.fields)
-            for member_id, args in packing.member_args(attempt.fields):
+            for member_id, args in attempt.members:
                 calls.append(PackMember(member_id, shared, args))
                 owners.append(index)
         else:
@@ -224,8 +225,8 @@ class QuickBatch:
             return self.slot.pool.call_with_child(self.slot.gpu_ids, call)
         except ChildGone:
             return None
-        except (SignatureError, TaskTooLarge):  # a function body not the one its tasks name, or too large
-            return None  # one by one: each such task is refused on its own
+        except (SignatureError, TaskTooLarge, KeyUnreadable):  # a function body not the one its tasks
+            return None  # name, too large or unreadable: one by one, each such task fails on its own
 
     def _fields(self, attempt: Attempt | PackMember, outcome: Outcome, wall: float) -> dict[str, Any]:
         return result_fields(attempt.task_id, outcome, {}, wall, self.slot.max_result_bytes, self.slot.signer,

@@ -45,7 +45,7 @@ from ..connection import client_from
 from ..resources import parse_class, split_member
 from ..serialize import NO_ARGS, function_digest
 from ..signing import SignatureError, verify_function_body
-from ..store import Claimed, QueueStore, TaskTooLarge
+from ..store import Claimed, Delivery, KeyUnreadable, QueueStore, TaskTooLarge
 from .batch import Pace, quick_spec
 from .channel import out_of_band
 from .pool import missing_function_reply
@@ -142,6 +142,9 @@ class ChildLane:
                     return {"lane": "end", "undelivered": _sendable(results[0][2]), "eligible": eligible}
                 return {"lane": "end", "error": f"claim failed ({exc})"}
             claim["wake_on"] = eligible
+            if results and not delivered:  # not recorded now (a key it writes is broken): the worker holds it
+                return {"lane": "end", "undelivered": _sendable(results[0][2]), "claimed": claimed,
+                        "eligible": eligible, "broken": broken}
             task = lane_task(claimed)
             if task is None or broken:  # broken keys: the worker reports them (log, metrics)
                 return {"lane": "end", "claimed": claimed, "eligible": eligible, "broken": broken}
@@ -158,17 +161,21 @@ class ChildLane:
             done = self._recorder(task.token, fields, wall, delivered)
             if self._stop_asked():
                 try:
-                    done(store.complete(results))
+                    done(store.complete(results, on_broken=broken.extend))
                 except redis.RedisError:
                     return {"lane": "end", "undelivered": _sendable(fields), "eligible": eligible}
-                return {"lane": "end", "eligible": eligible}
+                if not delivered:
+                    return {"lane": "end", "undelivered": _sendable(fields), "eligible": eligible, "broken": broken}
+                return {"lane": "end", "eligible": eligible, "broken": broken}
 
     def _recorder(self, token: str, fields: dict[str, Any], wall: float,
                   delivered: list[bool]) -> Callable[[list[bool]], None]:
         """What writes a task's done record once Redis answered for its result."""
         summary = {name: fields[name] for name in ("r", "meas") if name in fields}
 
-        def done(accepted: list[bool]) -> None:
+        def done(accepted: list[Delivery]) -> None:
+            if accepted[0] is Delivery.RETRY:  # not recorded now: the lane ends and hands it to the worker
+                return
             delivered.append(True)
             self._record(("done", token, accepted[0], summary, wall))
         return done
@@ -212,8 +219,9 @@ class ChildLane:
         if digest not in self.child.functions:
             try:
                 body = store.function(digest, spec.claim.get("max_task_bytes", 0))
-            except TaskTooLarge as exc:
-                return result_fields(task.task_id, Outcome(Result.RESOURCE_EXHAUSTION, 0, b"", str(exc)), {}, 0.0,
+            except (TaskTooLarge, KeyUnreadable) as exc:
+                result = Result.RESOURCE_EXHAUSTION if isinstance(exc, TaskTooLarge) else Result.UNKNOWN
+                return result_fields(task.task_id, Outcome(result, 0, b"", str(exc)), {}, 0.0,
                                      spec.max_result_bytes, None, named_host(task.fields))
             if body is not None:
                 try:

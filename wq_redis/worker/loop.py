@@ -297,16 +297,18 @@ class Worker(LaneHost):
                     max_task_bytes=self.options.max_task_bytes)
 
     def _report_broken(self, keys: list[tuple[str, str]]) -> None:
-        """Keys of the queue a claim could not read (wrong type): skipped by the claim,
-        counted every time, logged at most once a minute each."""
+        """Keys of the queue a claim, a delivery or a heartbeat could not read or write
+        (wrong type): skipped (results that must be written there are held and sent
+        again, see ``_delivered``), counted every time, logged at most once a minute each."""
         now = time.monotonic()
         for key, error in keys:
             if self.metrics is not None:
                 self.metrics.broken_key(key)
             if now - self._broken_logged.get(key, float("-inf")) >= BROKEN_KEY_LOG_SECONDS:
                 self._broken_logged[key] = now
-                log.error("cannot read %s (%s): skipped, the rest of the queue is served; delete or repair "
-                          "that key (this message repeats at most every %.0f s)", key, error, BROKEN_KEY_LOG_SECONDS)
+                log.error("cannot read %s (%s): skipped, the rest of the queue is served (results to be written "
+                          "there are held until it is repaired); delete or repair that key (this message repeats at "
+                          "most every %.0f s)", key, error, BROKEN_KEY_LOG_SECONDS)
 
     # -- the fast lane (worker/lane.py) ------------------------------------------------
     def _claim_in_lane(self, free: dict[str, int], eligible: list[str]) -> tuple[list[Claimed], list[str]]:
@@ -368,7 +370,8 @@ class Worker(LaneHost):
         self._delivered([(attempt.task_id, attempt.token, summary)], [accepted])
 
     def lane_undelivered(self, held: tuple[Attempt, Request], fields: dict[str, Any]) -> None:
-        log.warning("the lane could not deliver the result of task %d (Redis away); holding it", held[0].task_id)
+        log.warning("the lane could not deliver the result of task %d (Redis away, or a key it writes holds "
+                    "the wrong type); holding it", held[0].task_id)
         self._lane_ended(held[0])
         self._finish([(held[0], fields)])  # held in the outbox, delivered by the main loop
 
@@ -396,7 +399,7 @@ class Worker(LaneHost):
         slot = Slot(request, [], self.workdir, self.pool, self._function, self.options.max_result_bytes, self.signer,
                     self.files)
         try:
-            for verified in self._verified([attempt], slot):  # its hash read again: checked again
+            for verified in self._readable(self._verified([attempt], slot), slot):  # read again: checked again
                 self._run_one(verified, slot)
         finally:
             self.allocator.release(attempt.token)
@@ -511,25 +514,55 @@ class Worker(LaneHost):
                     pass  # the main loop's wait is bounded by block_seconds anyway
 
     def _run_group(self, attempts: list[Attempt], slot: Slot) -> None:
-        """Run a group in order: quick PythonTasks in batches, the others one by one."""
+        """Run a group in order: quick PythonTasks in batches, the others one by one.  What
+        goes wrong with one task (or one batch) fails it alone: the others of the group run."""
+        index = 0
         try:
-            attempts = self._verified(attempts, slot)
+            attempts = self._readable(self._verified(attempts, slot), slot)
             specs = [quick_spec(a.fields) for a in attempts]
-            index = 0
-            while index < len(attempts):
-                end = index
-                while end < len(attempts) and specs[end] is not None:
-                    end += 1
-                if end > index:
-                    self._run_batch(attempts[index:end], specs[index:end], slot)  # type: ignore[arg-type]
-                    index = end
-                else:
-                    self._run_one(attempts[index], slot)
-                    index += 1
         except Exception as exc:  # a bug of ours must not lose the tasks: report them failed
-            log.exception("tasks %s crashed the runner", [a.task_id for a in attempts])
-            error = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
-            self._finish([(a, error) for a in attempts if a.token in self._running])
+            self._crashed(attempts, exc)
+            return
+        while index < len(attempts):
+            end = index
+            while end < len(attempts) and specs[end] is not None:
+                end += 1
+            chunk = attempts[index:max(end, index + 1)]
+            try:
+                if end > index:
+                    self._run_batch(chunk, specs[index:end], slot)  # type: ignore[arg-type]
+                else:
+                    self._run_one(chunk[0], slot)
+            except Exception as exc:  # a bug of ours must not lose the tasks: report them failed
+                self._crashed(chunk, exc)
+            index += len(chunk)
+
+    def _crashed(self, attempts: list[Attempt], exc: Exception) -> None:
+        log.exception("tasks %s crashed the runner", [a.task_id for a in attempts])
+        error = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
+        self._finish([(a, error) for a in attempts if a.token in self._running])
+
+    def _readable(self, attempts: list[Attempt], slot: Slot) -> list[Attempt]:
+        """The attempts whose hash the runner can read: a pack's members are read here,
+        once (``Attempt.members``); a pack whose members do not load (another client's
+        garbage) ends at once, failed with what is wrong, and only it."""
+        readable: list[Attempt] = []
+        unreadable: list[tuple[Attempt, dict[str, Any] | None]] = []
+        for attempt in attempts:
+            if packing.MEMBERS in attempt.fields:
+                try:
+                    attempt.members = packing.claimed_members(attempt.fields)
+                except ValueError as exc:
+                    message = f"unreadable task hash {self.store.keys.task(attempt.task_id)}: {exc}"
+                    log.warning("task %d failed without running: %s", attempt.task_id, message)
+                    unreadable.append((attempt, result_fields(attempt.task_id, Outcome(Result.UNKNOWN, error=message),
+                                                              {}, 0.0, slot.max_result_bytes, self.signer,
+                                                              named_host(attempt.fields))))
+                    continue
+            readable.append(attempt)
+        if unreadable:
+            self._finish(unreadable)
+        return readable
 
     def _verified(self, attempts: list[Attempt], slot: Slot) -> list[Attempt]:
         """With a secret, the attempts whose claimed hash verifies as a whole (a pack's
@@ -584,7 +617,7 @@ class Worker(LaneHost):
         """A pack's members, each on the per-task path (its batch lost its child)."""
         results = []
         started = time.monotonic()
-        for member_id, fields in packing.member_fields(attempt.fields):
+        for member_id, fields in packing.member_fields(attempt.fields, attempt.members):
             result = self._task_run(attempt, member_id, fields, slot)
             if result is None or attempt.cancelled:
                 self._finish([(attempt, None)])  # cancelled or lease lost: the pack runs again elsewhere
@@ -688,7 +721,7 @@ class Worker(LaneHost):
         if not batch:
             return
         try:
-            accepted = self.store.complete(batch)
+            accepted = self.store.complete(batch, on_broken=self._report_broken)
         except redis.RedisError as exc:
             log.warning("delivery failed (%s)", exc)
             self._hold(batch)
@@ -697,10 +730,18 @@ class Worker(LaneHost):
         self._delivered(batch, accepted)
 
     def _delivered(self, batch: list[tuple[int, str, dict[str, Any]]], accepted: list[Delivery]) -> None:
+        """Count what Redis recorded; hold what it could not record now (a key it writes
+        holds the wrong type, reported by the store: see complete.lua) for the next try."""
         self.tasks_done += sum(1 for ok in accepted if ok)
-        for (task_id, _, _), ok in zip(batch, accepted):
-            if not ok:
-                log.warning("result of task %d dropped: %s", task_id, ok.reason)
+        held = []
+        for result, ok in zip(batch, accepted):
+            if ok is Delivery.RETRY:
+                held.append(result)
+            elif not ok:
+                log.warning("result of task %d dropped: %s", result[0], ok.reason)
+        if held:
+            with self._lock:
+                self._outbox[:0] = held
 
     # -- heartbeat, leases, reaper -----------------------------------------------------
     def _status(self) -> str:
@@ -730,7 +771,7 @@ class Worker(LaneHost):
             # finished results waiting for delivery (Redis was away) keep their leases too
             held = {task_id: token for task_id, token, _ in self._outbox}
             held.update({attempt.task_id: token for token, attempt in self._running.items()})
-        lost, registered = self.store.renew(self.name, self._status(), held, self.lease_ms)
+        lost, registered = self.store.renew(self.name, self._status(), held, self.lease_ms, self._report_broken)
         if not registered:
             log.warning("this worker had been given up for dead; registering again")
             self._register()
@@ -788,6 +829,8 @@ class Worker(LaneHost):
         deadline = time.monotonic() + 30
         while self._outbox and time.monotonic() < deadline:
             self._deliver()
+            if self._outbox:  # held: Redis away, or a key complete.lua writes is broken
+                time.sleep(0.5)
         self._stopping.set()  # else a last heartbeat could find the record gone and register again
         try:
             self.store.unregister_worker(self.name)

@@ -28,7 +28,7 @@ from ..files import (CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DI
 from ..resources import Request
 from ..serialize import EnvelopeError, worker_view
 from ..signing import SignatureError, Signer
-from ..store import TaskTooLarge
+from ..store import KeyUnreadable, TaskTooLarge
 from .cache import FileCache
 from .channel import out_of_band
 from .command import SHELL, as_shell_reports, direct_argv, shell_environment, worker_environment
@@ -135,6 +135,8 @@ class TaskRun:
             self._stage_inputs()
         except OSError as exc:
             return Outcome(Result.INPUT_MISSING, error=f"cannot stage input files: {exc}"), {}
+        except Exception as exc:  # a field that does not decode (a digest, a tar): another client's garbage
+            return Outcome(Result.INPUT_MISSING, error=f"cannot stage input files: {exc!r}"), {}
         env = self._environment(spec.get("env") or {})
         if spec["kind"] == "py":
             outcome = self._run_python(env, limits)
@@ -252,6 +254,8 @@ class TaskRun:
             return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
         except TaskTooLarge as exc:  # its function is over --max-task-bytes: never loaded
             return Outcome(Result.RESOURCE_EXHAUSTION, error=str(exc))
+        except KeyUnreadable as exc:  # its function's key holds another type (another client's garbage)
+            return Outcome(Result.UNKNOWN, error=str(exc))
         except Interrupted as exc:
             result, text = self._interruption(exc.verdict)
             return Outcome(result, -signal.SIGKILL, b"", text)
