@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import time
-from importlib import resources as importlib_resources
 from typing import Any, Callable
 
 import psutil
@@ -47,12 +46,9 @@ GENERIC_FRAMES = re.compile(r"^(<module>|Thread\.run|Thread\._bootstrap(_inner)?
 
 def script_names() -> dict[str, str]:
     """SHA1 -> name of every Lua script of wq_redis (what EVALSHA's first argument is)."""
-    names = {}
-    scripts = importlib_resources.files("wq_redis").joinpath("scripts")
-    for entry in scripts.iterdir():
-        if entry.name.endswith(".lua"):
-            names[hashlib.sha1(entry.read_text().encode()).hexdigest()] = entry.name[:-4]
-    return names
+    from wq_redis.store import QueueStore, script_source
+
+    return {hashlib.sha1(script_source(name).encode()).hexdigest(): name for name in QueueStore.SCRIPTS}
 
 
 # -- py-spy -----------------------------------------------------------------------------

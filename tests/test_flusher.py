@@ -248,11 +248,11 @@ def test_interpreter_exit_sends_what_is_buffered(redis_url, queue_name, tmp_path
 def test_a_wait_after_a_lone_submit_sees_it_when_redis_lost_its_scripts(queue, workers, redis_url):
     """The submit and the retrieve go in one pipeline: a retrieve answered while the
     submit before it was refused (NOSCRIPT) must not say that nothing is outstanding."""
-    from importlib import resources
+    from wq_redis.store import script_source
 
     workers.start("--cores", "1")
     client = redis.Redis.from_url(redis_url)
-    retrieve_source = resources.files("wq_redis").joinpath("scripts", "retrieve.lua").read_text()
+    retrieve_source = script_source("retrieve")
     for only_retrieve_loaded in (False, True):
         assert queue.wait(0) is None
         client.script_flush()  # Redis restarted, or SCRIPT FLUSH

@@ -12,6 +12,7 @@ import logging
 
 import cloudpickle
 import pytest
+import redis
 from redis.crc import key_slot
 
 import wq_redis as wq
@@ -979,3 +980,19 @@ def test_gcpause_restores_the_collector_as_it_was():
         with gcpause.paused():
             1 / 0
     assert gc.isenabled()
+
+
+def test_every_script_has_its_shared_fragments_put_in_and_loads_in_redis(redis_url):
+    """``--#include NAME`` lines become scripts/include/NAME.lua; what Redis loads has none left."""
+    from wq_redis.store import QueueStore, script_source
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for name in QueueStore.SCRIPTS:
+            source = script_source(name)
+            assert "--#include" not in source, name
+            client.script_load(source)  # compiles: a fragment that breaks a script fails here
+        assert "local function failed(" in script_source("claim")
+        assert "local function whole(" in script_source("retrieve")
+    finally:
+        client.close()

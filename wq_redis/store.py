@@ -99,9 +99,21 @@ def connect_options() -> dict[str, Any]:
     )
 
 
+_INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)
+
+
+def script_source(name: str) -> str:
+    """The Lua source of ``scripts/NAME.lua`` with its ``--#include FRAGMENT`` lines replaced
+    by ``scripts/include/FRAGMENT.lua``: logic that several scripts share (reporting keys of
+    the wrong type, reading counts) is written once."""
+    scripts = importlib_resources.files("wq_redis").joinpath("scripts")
+    source = scripts.joinpath(f"{name}.lua").read_text()
+    return _INCLUDE.sub(lambda found: scripts.joinpath("include", f"{found.group(1)}.lua").read_text().rstrip("\n"),
+                        source)
+
+
 def _load_script(client: redis.Redis, name: str) -> Any:
-    source = importlib_resources.files("wq_redis").joinpath("scripts", f"{name}.lua").read_text()
-    return client.register_script(source)
+    return client.register_script(script_source(name))
 
 
 def _wrong_type(error: Exception) -> bool:

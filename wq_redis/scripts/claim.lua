@@ -48,14 +48,7 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
 
-local broken = {}
-local function failed(reply, key)  -- whether a redis.pcall answered an error (then reported)
-  if type(reply) == 'table' and reply.err then
-    broken[#broken + 1] = {key, reply.err}
-    return true
-  end
-  return false
-end
+--#include broken
 
 local registered = redis.pcall('SMEMBERS', KEYS[1])
 if failed(registered, KEYS[1]) or failed(redis.pcall('ZCARD', KEYS[2]), KEYS[2]) then
@@ -155,12 +148,7 @@ local members = 0  -- tasks claimed, a pack's members each counted
 -- Returns the bytes it holds and the tasks it stands for (a pack's live members, else 1).
 -- An id whose key is not a hash (nor a task: no id) is dropped, reported as broken.
 local lease_fields = {'s', 'tok', 'w', 'ts', 'a'}
--- A count of the hash as a number when it is a whole number (not "1e309", "-1", " 2"...),
--- else `default`: what another client wrote must not break the arithmetic of a claim.
-local function whole(text, default)
-  if text and #text < 10 and string.match(text, '^%d+$') then return tonumber(text) end
-  return default
-end
+--#include counts
 -- what a refused task keeps of its hash: enough to fail it and count it, nothing large
 local small_fields = {sub = true, q = true, n = true, nc = true, spec = true}
 local function bump(field, by)  -- a counter of the stats hash (reported if that is no hash)

@@ -25,19 +25,9 @@
 -- broken = {{key, error}...}: keys it could not read or write.
 local now = redis.call('TIME')
 local finished = now[1] .. string.format('%06d', tonumber(now[2]))
-local answers, recorded, late, broken = {}, {}, 0, {}
-local function failed(reply, key)  -- whether a redis.pcall answered an error (then reported)
-  if type(reply) == 'table' and reply.err then
-    broken[#broken + 1] = {key, reply.err}
-    return true
-  end
-  return false
-end
--- a count of the hash (n, nc) as claim.lua reads it: garbage counts as the default
-local function whole(text, default)
-  if text and #text < 10 and string.match(text, '^%d+$') then return tonumber(text) end
-  return default
-end
+local answers, recorded, late = {}, {}, 0
+--#include broken
+--#include counts
 
 -- 1. reads only: which results this call records (their lease is this attempt's)
 local pos = 1

@@ -18,16 +18,7 @@ local sample = tonumber(ARGV[3])
 local now = redis.pcall('TIME')  -- a read-only ACL user may lack TIME: then the caller's clock
 if now.err then now = {string.sub(ARGV[4], 1, -7), string.sub(ARGV[4], -6)} end
 local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
-local broken = {}
--- redis.pcall's answer, or `default` when it failed (the key is reported)
-local function read(default, command, key, ...)
-  local reply = redis.pcall(command, key, ...)
-  if type(reply) == 'table' and reply.err then
-    broken[#broken + 1] = {key, reply.err}
-    return default
-  end
-  return reply
-end
+--#include broken
 local function number(value)
   return tonumber(value) or 0
 end

@@ -13,10 +13,7 @@ local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local function ok(reply)  -- a redis.pcall that did not answer an error
   return not (type(reply) == 'table' and reply.err)
 end
-local function whole(text, default)  -- a count of the hash, garbage read as the default (claim.lua)
-  if text and #text < 10 and string.match(text, '^%d+$') then return tonumber(text) end
-  return default
-end
+--#include counts
 local function bump(field, by) redis.pcall('HINCRBY', KEYS[5], field, by) end
 local function ring(key)
   if ok(redis.pcall('LPUSH', key, 1)) then redis.call('LTRIM', key, 0, 0) end

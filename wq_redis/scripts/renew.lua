@@ -10,14 +10,7 @@
 -- nothing but deadlines and the record: a failure halfway loses nothing.
 -- Returns {lost ids, 1 if the worker's record is intact else 0 (reaped: register again),
 -- broken = {{key, error}...}}
-local broken = {}
-local function failed(reply, key)  -- whether a redis.pcall answered an error (then reported)
-  if type(reply) == 'table' and reply.err then
-    broken[#broken + 1] = {key, reply.err}
-    return true
-  end
-  return false
-end
+--#include broken
 local now = redis.call('TIME')
 local registered = redis.pcall('HEXISTS', KEYS[3], 'resources')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)

@@ -22,6 +22,7 @@ local max_tasks = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
 local last_acked = 4 + tonumber(ARGV[4])
 local retrieved, failed = 0, 0
+--#include counts
 for first = last_acked + 1, #ARGV, 1000 do
   redis.call('SREM', KEYS[3], unpack(ARGV, first, math.min(first + 999, #ARGV)))
 end
@@ -46,12 +47,12 @@ for _, id in ipairs(acked) do
     -- 'fids'); the 'nc' cancelled were counted then.  A pack-level 'r' means it ended as
     -- a whole (its lease lost, no retry left): every member failed.  Large member
     -- values ('vks') are keys of their own.
-    local live = tonumber(t[4]) - tonumber(t[7] or '0')
+    local live = math.max(whole(t[4], 1) - whole(t[7], 0), 1)
     retrieved = retrieved + live
     if t[1] then
       if t[1] ~= '0' then failed = failed + live end
     else
-      failed = failed + tonumber(t[6] or '0')
+      failed = failed + whole(t[6], 0)
       if t[7] and t[8] then  -- a failed member cancelled while the pack ran: not counted twice
         for id in string.gmatch(t[8], '%d+') do
           if redis.call('HEXISTS', tkey, 'pc:' .. id) == 1 then failed = failed - 1 end

@@ -13,15 +13,7 @@ local prefix = ARGV[1]
 local now = redis.pcall('TIME')  -- a read-only ACL user may lack TIME: then the caller's clock
 if now.err then now = {string.sub(ARGV[3], 1, -7), string.sub(ARGV[3], -6)} end
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local broken = {}
-local function read(default, command, key, ...)  -- redis.pcall's answer, or default (reported)
-  local reply = redis.pcall(command, key, ...)
-  if type(reply) == 'table' and reply.err then
-    broken[#broken + 1] = {key, reply.err}
-    return default
-  end
-  return reply
-end
+--#include broken
 local queues = {}
 for _, m in ipairs(read({}, 'SMEMBERS', KEYS[1])) do
   -- a pack's other members (packing.py) wait in it: counted in the stats hash

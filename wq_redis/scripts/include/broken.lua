@@ -1,0 +1,17 @@
+-- (include/broken.lua) A key of the wrong type, another client's garbage, must not fail a
+-- script halfway: the calls that could meet one go through redis.pcall (redis.call's
+-- price), and an error answer is reported in `broken` ({key, error} pairs, returned to the
+-- caller, which logs and counts them) instead of raised.
+local broken = {}
+local function failed(reply, key)  -- whether a redis.pcall answered an error (then reported)
+  if type(reply) == 'table' and reply.err then
+    broken[#broken + 1] = {key, reply.err}
+    return true
+  end
+  return false
+end
+local function read(default, command, key, ...)  -- redis.pcall's answer, or `default` (reported)
+  local reply = redis.pcall(command, key, ...)
+  if failed(reply, key) then return default end
+  return reply
+end
