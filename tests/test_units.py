@@ -960,6 +960,41 @@ def test_a_warm_child_runs_a_function_again_after_running_many_others(tmp_path):
         pool.close()
 
 
+def test_a_warm_child_batch_finds_its_cached_functions_while_a_new_one_fills_the_cache(tmp_path):
+    """A batch whose first call brings a new function to a full cache, and whose last one
+    uses the oldest cached function (sent without its body: the worker knows the child has
+    it): loading the new one must not evict the old one while the batch runs."""
+    from wq_redis.serialize import pickle_arguments
+    from wq_redis.worker.child import MAX_CACHED_FUNCTIONS
+    from wq_redis.worker.pool import WarmPool
+    from wq_redis.worker.waiting import CancelSignal
+
+    def make(n):
+        return lambda x: x + n
+
+    cache, bodies, digests = FunctionCache(), {}, []
+    for n in range(MAX_CACHED_FUNCTIONS + 1):
+        digest, body = cache.get(make(n))
+        bodies[digest] = body
+        digests.append(digest)
+    args = pickle_arguments((1,), {})
+    pool, cancel = WarmPool(max_idle=1, hide_gpus=False), CancelSignal()
+    proc = pool.acquire([])
+    try:
+        def batch(batch_digests):
+            message = {"calls": [(i, d, args, {}) for i, d in enumerate(batch_digests)], "env": {},
+                       "cwd": proc.sandbox_in(str(tmp_path))}
+            return proc.call_batch(message, cancel.read_fd, bodies.get)
+
+        assert [r["status"] for r in batch(digests[:MAX_CACHED_FUNCTIONS])] == ["ok"] * MAX_CACHED_FUNCTIONS
+        replies = batch([digests[-1], digests[0]])  # new function first, the oldest cached one last
+        assert [(r["status"], r["error"]) for r in replies] == [("ok", ""), ("ok", "")]
+    finally:
+        proc.close()
+        cancel.close()
+        pool.close()
+
+
 def test_gcpause_restores_the_collector_as_it_was():
     import gc
 

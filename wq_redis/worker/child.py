@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import cloudpickle
 
@@ -130,15 +130,24 @@ class Child:
         return self._lane
 
     def load(self, digest: str, body: bytes | None) -> Callable[..., Any]:
+        """The function of ``digest``: cached, else loaded from ``body``.  The cache is
+        trimmed only between messages (``trim_functions``), never here: a batch checked
+        that its functions were all here or sent must find them all while it runs."""
         func = self.functions.get(digest)
         if func is None:
             if body is None:
                 raise LookupError(f"function {digest[:12]} is not cached in this process")
-            func = cloudpickle.loads(body)
-            if len(self.functions) >= MAX_CACHED_FUNCTIONS:
-                self.functions.pop(next(iter(self.functions)))
-            self.functions[digest] = func
+            func = self.functions[digest] = cloudpickle.loads(body)
         return func
+
+    def trim_functions(self, used: Iterable[str]) -> None:
+        """Forget the oldest functions past ``MAX_CACHED_FUNCTIONS``, never one of ``used``
+        (the message just run): the worker sends a body again when asked (``need_body``)."""
+        excess = len(self.functions) - MAX_CACHED_FUNCTIONS
+        if excess > 0:
+            keep = set(used)
+            for digest in [d for d in self.functions if d not in keep][:excess]:
+                del self.functions[digest]
 
     def use_env(self, env: dict[str, str | None]) -> None:
         """Make a message's variables the process's: set what changed since the last
@@ -166,6 +175,7 @@ class Child:
         self.use_env(env)
         os.chdir(cwd)
         self._call(digest, body, args, reply)
+        self.trim_functions((digest,))
         reply["stdout"] = self.capture.between(start, self.capture.offset())
         reply["cpu_time"] = _cpu_seconds() - start_cpu
         reply["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
@@ -225,6 +235,7 @@ class Child:
             reply["wall"] = time.perf_counter() - wall
             results.append(reply)
             offset, cpu = end, cpu_end
+        self.trim_functions(digest for _, digest, _, _ in calls)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         for reply in results:
             reply["max_rss_mb"] = rss
