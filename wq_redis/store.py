@@ -504,7 +504,7 @@ class QueueStore:
                           fields["sub"], len(fields))
             for item in fields.items():
                 task_args += item
-        keys = [k.registry, k.new_queue_wake, k.stats, k.incarnation]
+        keys = [k.registry, k.new_queue_wake, k.stats, k.incarnation, k.done_wake]
         for member in members:
             keys += (k.ready(member), k.wake(member), k.fifo(member))
         return "submit", keys + task_keys, [incarnation, len(members), *members, *task_args]

@@ -1,10 +1,10 @@
 -- Queue many tasks in one call: write each task's hash, put its id in the waiting list
 -- (priority 0) or the ready set (other priorities) of its (class, tag), register those
 -- queues and ring the wake-up keys idle workers block on.
--- KEYS: 1 registry set, 2 new-queue wake list, 3 stats hash, 4 incarnation, then for each
---       queue j = 1..M its ready zset (KEYS[2 + 3j]), wake list (KEYS[3 + 3j]) and
---       priority-0 list (KEYS[4 + 3j]), then each task's hash (KEYS[4 + 3M + i] for the
---       i-th task of ARGV)
+-- KEYS: 1 registry set, 2 new-queue wake list, 3 stats hash, 4 incarnation, 5 the
+--       managers' wake list (done:wake), then for each queue j = 1..M its ready zset
+--       (KEYS[3 + 3j]), wake list (KEYS[4 + 3j]) and priority-0 list (KEYS[5 + 3j]), then
+--       each task's hash (KEYS[5 + 3M + i] for the i-th task of ARGV)
 -- ARGV: 1 the incarnation the manager attached to (attach.lua), 2 M, 3..M+2 the queue
 --       members "CLASS|TAG" in KEYS' order, then per task: queue index j, score
 --       (-priority; "0" for priority 0, then the hash has no 'p'), padded id, tasks it
@@ -16,6 +16,8 @@
 -- manager attached, and with it the function bodies and cached files the manager stored:
 -- tasks queued there would fail "function missing".  Nothing is queued then; the manager
 -- attaches again and resubmits everything it holds (recovery.py).  One GET per call.
+-- The managers' wake key is rung then: a wait() that carried this call blocks on it next
+-- in the same pipeline, and returns at once to recover instead of waiting out its block.
 --
 -- Idempotent per task: a hash holding this very task's earlier write (the same submit
 -- stamp: a call re-sent after a lost reply, or a resubmit after a false alarm) is left as
@@ -32,9 +34,13 @@
 local incarnation = redis.pcall('GET', KEYS[4])
 if type(incarnation) == 'table' then incarnation = false end  -- not a string: a stranger's key, state lost
 -- (an empty one is a manager's mark that its recovery is not done: never accepted)
-if incarnation ~= ARGV[1] or ARGV[1] == '' then return {0, incarnation} end
+if incarnation ~= ARGV[1] or ARGV[1] == '' then
+  redis.pcall('LPUSH', KEYS[5], 1)  -- pcall: a wake key of the wrong type must not hide the refusal
+  redis.pcall('LTRIM', KEYS[5], 0, 0)
+  return {0, incarnation}
+end
 local m = tonumber(ARGV[2])
-local task_keys = 4 + 3 * m
+local task_keys = 5 + 3 * m
 local rung = {}
 local fifo = {}  -- queue index -> priority-0 ids: one RPUSH per queue at the end
 local added = 0
@@ -91,7 +97,7 @@ while a <= #ARGV do
       end
       ids[#ids + 1] = tonumber(id)
     else
-      redis.call('ZADD', KEYS[2 + 3 * j], score, id)
+      redis.call('ZADD', KEYS[3 + 3 * j], score, id)
     end
     rung[j] = true
     added = added + count
@@ -101,14 +107,14 @@ while a <= #ARGV do
 end
 for j, ids in pairs(fifo) do
   for f = 1, #ids, 1000 do  -- in chunks: unpack() has a stack limit
-    redis.call('RPUSH', KEYS[4 + 3 * j], unpack(ids, f, math.min(f + 999, #ids)))
+    redis.call('RPUSH', KEYS[5 + 3 * j], unpack(ids, f, math.min(f + 999, #ids)))
   end
 end
 local new_queue = false
 for j in pairs(rung) do
   if redis.call('SADD', KEYS[1], ARGV[2 + j]) == 1 then new_queue = true end
-  redis.call('LPUSH', KEYS[3 + 3 * j], 1)
-  redis.call('LTRIM', KEYS[3 + 3 * j], 0, 0)
+  redis.call('LPUSH', KEYS[4 + 3 * j], 1)
+  redis.call('LTRIM', KEYS[4 + 3 * j], 0, 0)
 end
 if new_queue then
   redis.call('LPUSH', KEYS[2], 1)
