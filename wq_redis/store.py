@@ -559,7 +559,7 @@ class QueueStore:
                 else:
                     fields[b"r"] = b"%d" % VALUE_LOST_RESULT
                     fields[b"err"] = b"the task's return value expired from Redis before it was retrieved"
-        return tasks, found.decode() if found else None, submitted
+        return tasks, found.decode(errors="replace") if found else None, submitted
 
     def wait_done(self, timeout: float) -> None:
         """Block until a completion rings the manager's wake key, or ``timeout`` passes."""
