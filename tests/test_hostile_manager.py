@@ -213,3 +213,14 @@ def test_a_submit_in_another_incarnation_queues_nothing(queue, redis_url):
             store.submit([row], incarnation)
     assert not client.exists(queue._store.keys.task(990008))
     assert not client.exists(queue._store.keys.fifo(row[1]))
+
+
+def test_ids_reserved_after_the_counter_went_back_never_repeat_an_id_held(queue, redis_url):
+    """The id counter set back (by another client, or lost with Redis' data before the
+    manager noticed): the next block still starts above every id the manager holds."""
+    client = redis.Redis.from_url(redis_url)
+    first = queue.submit_many([wq.Task("true")])  # reserves a block of ids
+    client.set(queue._store.keys.seq, 0)
+    ids = queue.submit_many([wq.Task("true") for _ in range(1100)])  # runs past the block: a new one is reserved
+    assert len(set(first + ids)) == 1101 and min(ids) > first[0]
+    assert int(client.hget(queue._store.keys.stats, "submitted")) == 1101
