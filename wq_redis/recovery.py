@@ -42,8 +42,8 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from .codes import Result
-from .store import QueueStateLost
 from .packing import MEMBERS, member_ids
+from .store import QueueStateLost
 from .task import Task
 
 if TYPE_CHECKING:
