@@ -11,7 +11,8 @@ Families (one test function each in test_hostile_fuzz.py):
   hash fields   garbage fields in task hashes: known names with garbage values, unknown
                 names, pack fields (packing.py), truncated and oversized values; written
                 into the hashes of the manager's next task ids before it submits (submit.lua
-                keeps fields it does not write) or into foreign task hashes;
+                replaces a hash it did not write: those tasks come back with their real
+                results) or into foreign task hashes;
   foreign ids   ids pushed into every list, set and sorted set that holds task ids;
   pickles       a pickle whose ``__reduce__`` creates a marker file, wherever bytes are
                 unpickled (arguments, pack members and results, return values, large
@@ -104,7 +105,8 @@ SCHEMA_KEYS: dict[str, tuple[str, bool]] = {
     "workers": ("zset", False),
     "ready:own": ("zset", False),
     "fifo:own": ("list", False),
-    "t:own:0": ("hash", False),  # the manager's next task id: its submit may fail
+    "t:own:0": ("hash", True),  # the manager's next task id: submit.lua replaces what it did not write
+    "incarnation": ("string", True),  # the manager recovers (attaches again, resubmits) and goes on
     "wake": ("list", False),  # submit.lua rings it: the manager's submit may fail
     "wake:own": ("list", False),
     "categories": ("hash", True),
@@ -127,6 +129,11 @@ SCHEMA_KEYS: dict[str, tuple[str, bool]] = {
 }
 
 
+# Roles whose own type is drawn too, with another value ("string" at a string key), and
+# deletion ("none"): for the incarnation, a lost state is what the manager must notice.
+VALUE_CHANGES = frozenset({"incarnation"})
+
+
 @dataclass(frozen=True)
 class WrongType:
     key: KeyRef
@@ -142,7 +149,8 @@ class WrongType:
 def wrong_types(draw: st.DrawFn) -> WrongType:
     role = draw(st.sampled_from(sorted(SCHEMA_KEYS)))
     right = SCHEMA_KEYS[role][0]
-    kind = draw(st.sampled_from([t for t in REDIS_TYPES if t != right]))
+    kinds = [t for t in REDIS_TYPES if t != right] + ([right, "none"] if role in VALUE_CHANGES else [])
+    kind = draw(st.sampled_from(kinds))
     payload = draw(st.sampled_from([b"1", b"garbage", b"", b"-1", b"\xff\x00"]))
     return WrongType(KeyRef(role), kind, payload)
 
@@ -197,8 +205,8 @@ field_names: st.SearchStrategy[str] = st.one_of(
 @dataclass(frozen=True)
 class HashFields:
     """Garbage fields in a task hash: ``own:N`` (written before the manager submits it:
-    submit.lua keeps the fields it does not write) or a foreign hash (queued in the
-    manager's ready list, or pushed to the done list)."""
+    submit.lua replaces the hash, and the task comes back with its real result) or a
+    foreign hash (queued in the manager's ready list, or pushed to the done list)."""
 
     target: IdRef
     fields: tuple[tuple[str, Any], ...]

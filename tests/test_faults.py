@@ -299,6 +299,109 @@ def test_redis_restarted_without_its_data_the_manager_resubmits_what_it_holds(re
         pool.stop_all()
 
 
+def test_tasks_submitted_after_redis_lost_its_data_and_before_any_wait_come_back(restartable_redis, queue_name,
+                                                                                  tmp_path, caplog):
+    """Between Redis losing its data and the manager's next retrieve, the manager still
+    believes its function bodies and cached files stored: submit.lua refuses the first
+    submit after the loss (the incarnation is gone; here submit_many's), and the manager
+    recovers before anything is queued.  The workers start after the loss: none holds the
+    function or the file in its own cache."""
+    import logging
+
+    from conftest import Workers
+
+    source = tmp_path / "in.txt"
+    source.write_text("cached input\n")
+    offset = len(queue_name)
+    add = lambda x: x + offset  # noqa: E731 (pickled by value: its body lives only at fn:DIGEST in Redis)
+
+    def cat_input() -> wq.Task:
+        task = wq.Task("cat in.txt")
+        task.specify_input_file(str(source), "in.txt", cache=True)
+        return task
+
+    server = restartable_redis
+    client = redis.Redis.from_url(server.url)
+    pool = Workers(server.url, queue_name)
+    try:
+        with wq.WorkQueue(queue_name, redis_url=server.url) as queue:
+            before = [wq.PythonTask(add, 0), cat_input()]
+            queue.submit_many(before)  # the function and the file are stored
+            assert queue.files_uploaded == 1
+            _wipe_data(server)
+            server.start()
+            pool.start("--cores", "2", "--lease-seconds", "2")
+            assert wait_until(lambda: client.zcard(queue._store.keys.workers) == 1, timeout=30)
+            with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+                batch = [wq.PythonTask(add, i) for i in range(1, 6)] + [cat_input()]
+                queue.submit_many(batch)
+                buffered = [wq.PythonTask(add, i) for i in range(6, 11)]
+                for task in buffered:
+                    queue.submit(task)
+                # the workers run them before the manager's next retrieve (which would notice the loss)
+                assert wait_until(lambda: client.llen(queue._store.keys.done) >= len(batch), timeout=30)
+                done = drain(queue, 13, timeout=90)
+                assert queue.empty()
+            assert "lost the state" in caplog.text
+            assert Counter(t.id for t in done) == Counter(t.id for t in before + batch + buffered)  # each once
+            assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for t in done), [t.error for t in done if t.result]
+            assert sorted(t.output for t in done if t.command != "cat in.txt") == [i + offset for i in range(11)]
+            assert before[1].output == batch[-1].output == "cached input\n"
+            assert queue.files_uploaded == 2  # stored again once, for both
+    finally:
+        pool.stop_all()
+        client.close()
+
+
+def test_submits_sent_by_the_submit_thread_after_redis_lost_its_data_come_back(queue, workers, redis_url):
+    """The submit buffer's thread meets the refusal first: it keeps the rows (and does not
+    retry them), and the manager's next call recovers; nothing is sent twice."""
+    client = redis.Redis.from_url(redis_url)
+    offset = len(queue.name)
+    add = lambda x: x + offset  # noqa: E731 (pickled by value)
+    tasks = [wq.PythonTask(add, 0)]
+    queue.submit(tasks[0])
+    queue._buffer.flush()  # its function is stored, the task queued
+    client.flushall()  # Redis lost its data (as restarted without persistence)
+    workers.start("--cores", "1")
+    assert wait_until(lambda: client.zcard(queue._store.keys.workers) == 1, timeout=30)
+    tasks.append(wq.PythonTask(add, 1))
+    queue.submit(tasks[-1])
+    assert wait_until(lambda: queue._buffer.held, timeout=10)  # the thread's send was refused
+    assert len(queue._buffer) == 1 and not client.exists(queue._store.keys.task(tasks[-1].id))
+    for i in range(2, 5):  # the first of these recovers: every task held is resubmitted
+        tasks.append(wq.PythonTask(add, i))
+        queue.submit(tasks[-1])
+    done = drain(queue, 5)
+    assert sorted(t.id for t in done) == sorted(t.id for t in tasks)
+    assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for t in done), [t.error for t in done]
+    assert sorted(t.output for t in done) == [i + offset for i in range(5)]
+    assert queue.empty()
+    assert queue.stats.tasks_submitted == 5  # each queued once in the new state
+
+
+def test_a_submit_carried_by_a_wait_after_redis_lost_its_data_comes_back(queue, workers, redis_url):
+    """The retrieve round trip that carries buffered submits (and then blocks for a
+    completion): refused with them, the manager recovers before it hands anything out.
+    The worker starts after the loss: it holds no function of its own."""
+    client = redis.Redis.from_url(redis_url)
+    offset = len(queue.name)
+    add = lambda x: x + offset  # noqa: E731 (pickled by value)
+    first = wq.PythonTask(add, 0)
+    queue.submit(first)  # its function is stored
+    assert queue.wait(0.1) is None  # sent; the done list is drained: the next wait blocks in the same round trip
+    client.flushall()  # Redis lost its data (as restarted without persistence)
+    workers.start("--cores", "1")
+    assert wait_until(lambda: client.zcard(queue._store.keys.workers) == 1, timeout=30)
+    second = wq.PythonTask(add, 1)
+    queue._buffer._carried_at = time.monotonic()  # as right after a wait(): the next wait() carries this submit
+    queue.submit(second)
+    done = drain(queue, 2)
+    assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for t in done), [t.error for t in done]
+    assert sorted((t.id, t.output) for t in done) == [(first.id, offset), (second.id, 1 + offset)]
+    assert queue.empty()
+
+
 def test_a_redis_outage_shorter_than_reconnect_timeout_loses_nothing(restartable_redis, queue_name, tmp_path):
     import threading
 

@@ -159,6 +159,32 @@ def test_the_buffer_keeps_rows_in_order_after_a_failure():
     assert sent == [[0, 1, 2, 3]] and buffer.error is None and len(buffer) == 0
 
 
+class Refused(Exception):
+    """Stands for a refusal only the buffer's owner can settle (the manager's QueueStateLost)."""
+
+
+def test_a_held_refusal_is_not_retried_by_the_thread_and_the_owner_resends_in_place():
+    sends: list[list[tuple[int, str]]] = []
+    refuse = [True]
+
+    def send(rows):
+        sends.append([(r[0], r[3]["v"]) for r in rows])
+        if refuse[0]:
+            raise Refused("lost")
+
+    buffer = SubmitBuffer(send, hold_on=(Refused,))
+    buffer.add((1, "c1.m0.d0.g0|", 0.0, {"v": "old"}))
+    assert wait_until(lambda: buffer.held, timeout=5)  # the thread met the refusal
+    buffer.add((2, "c1.m0.d0.g0|", 0.0, {"v": "old"}))
+    time.sleep(0.3)  # the thread's idle checks and kicks come and go meanwhile
+    assert sends == [[(1, "old")]] and len(buffer) == 2  # kept, not retried
+    refuse[0] = False
+    buffer.send_now([(1, "c1.m0.d0.g0|", 0.0, {"v": "new"})], replace=True)  # the owner sends task 1 anew
+    assert sends[1:] == [[(2, "old"), (1, "new")]] and len(buffer) == 0
+    assert buffer.error is None and not buffer.held
+    buffer.close()
+
+
 # -- map's automatic chunksize ---------------------------------------------------------
 def _stats(cores: int, workers: int):
     from wq_redis.stats import Stats

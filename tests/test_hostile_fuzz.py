@@ -8,7 +8,9 @@ command), drains them and reads every result as a user would (``output``), and t
 invariants are checked:
   * every worker process is alive;
   * every task the manager accepted came back from ``wait()`` exactly once, with its
-    real result unless the plan wrote into that task's own hash; no other id came back;
+    real result (also when the plan planted a hash at its id before the manager submitted
+    it: submit.lua replaces what the manager did not write) unless the plan damaged the
+    body of its function; no other id came back;
     ``wait()`` raised nothing; ``empty()`` was False while one was out and is True after;
   * no marker file exists (a malicious pickle was loaded).
 The manager's tasks are submitted after the garbage, so when they are back the workers
@@ -37,7 +39,7 @@ from typing import Any, Callable, Iterator
 import cloudpickle
 import pytest
 import redis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 import wq_redis as wq
@@ -48,7 +50,7 @@ from wq_redis.serialize import digest_pickle, pack_spec
 from wq_redis.server import RedisServer
 from conftest import Workers, wait_until
 from helpers_tasks import my_sum
-from hostile_strategies import (Evil, ForeignIds, HashFields, IdRef, PicklePlacement, WrongType, foreign_ids,
+from hostile_strategies import (Evil, ForeignIds, HashFields, IdRef, KeyRef, PicklePlacement, WrongType, foreign_ids,
                                 hash_fields, malicious_pickle, pickle_placements, wrong_types)
 
 # hostile: run in CI; the timeout leaves room for hypothesis to shrink a failing case
@@ -193,7 +195,7 @@ class Case:
         # The manager's first ids are the next ones of the counter (no packs: a new
         # manager knows no function's pace, and a secret is never packed).
         self.own_ids = [self.seq + 1 + i for i in range(3)]
-        self.tampered: set[int] = set()  # own tasks whose hash the plan wrote into
+        self.tampered: set[int] = set()  # own tasks whose function body the plan damaged: a clean failure will do
         self.restore: list[tuple[str, bytes | None]] = []  # (key, DUMP) put back after the garbage
         self.violations: list[str] = []
 
@@ -212,6 +214,7 @@ class Case:
                  "ww:worker": k.worker_wake(self.fleet.worker_names()[0]),
                  "w:ghost": k.worker("ghost@nowhere"), "ww:ghost": k.worker_wake("ghost@nowhere"),
                  "v:token": k.value("ghost:1:1"), "fn:own": k.function(self.digest), "fn:other": k.function("0" * 64),
+                 "incarnation": k.incarnation,
                  "file:other": k.file("0" * 64)}
         return fixed[role]
 
@@ -331,7 +334,7 @@ class Case:
             index = accepted.index(task.id)
             expected = self.seq if index == 1 else EXPECTED[index]
             if task.id in self.tampered and (self.fleet.secret is None or task.result != wq.WORK_QUEUE_RESULT_SUCCESS):
-                continue  # its own hash was written into: any clean failure will do (and, without a secret, any result)
+                continue  # its function body was damaged: any clean failure will do (and, without a secret, any result)
             if task.result != wq.WORK_QUEUE_RESULT_SUCCESS or output != expected:
                 self.violations.append(f"task {task.id} came back with result {task.result_str}, output {output!r} "
                                        f"(expected {expected!r}), error {task.error!r}")
@@ -367,8 +370,9 @@ def write_type(client: redis.Redis, key: str, kind: str, payload: bytes) -> None
         client.sadd(key, payload)
     elif kind == "zset":
         client.zadd(key, {payload: 1})
-    else:
+    elif kind == "stream":
         client.xadd(key, {"f": payload})
+    # "none": deleted
 
 
 def apply_wrong_type(plan: WrongType) -> Callable[[Case], None]:
@@ -390,8 +394,8 @@ def apply_hash_fields(plan: HashFields) -> Callable[[Case], None]:
         mapping = {name: case.value(value) for name, value in plan.fields}
         case.client.hset(case.keys.task(task_id), mapping=mapping)
         if plan.target.kind == "own":
-            case.tampered.add(int(task_id))
-        elif plan.foreign_in == "done":
+            return  # planted before the manager submits: replaced, the task must come back with its real result
+        if plan.foreign_in == "done":
             case.client.rpush(case.keys.done, task_id)
         else:
             case.register(OWN_MEMBER)
@@ -433,10 +437,9 @@ def apply_pickle(plan: PicklePlacement) -> Callable[[Case], None]:
         }
         if place in own_writes:
             task_id, fields = own_writes[place]
-            c.hset(k.task(task_id), mapping=fields)
+            c.hset(k.task(task_id), mapping=fields)  # planted before the manager submits: replaced
             c.set(k.big_field(task_id, "args"), evil)
             c.set(k.value("hostile"), evil)
-            case.tampered.add(task_id)
         elif place == "function body at fn:DIGEST":
             c.set(k.function(case.digest), evil)  # the manager's SET NX keeps it
             case.tampered.add(case.own_ids[1])
@@ -472,6 +475,11 @@ def apply_pickle(plan: PicklePlacement) -> Callable[[Case], None]:
 # -- the families: 1,000 cases in all (x WQ_FUZZ_SCALE) ---------------------------------
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 @given(plan=wrong_types())
+@example(plan=WrongType(KeyRef("incarnation"), "none", b""))  # Redis lost the queue's state
+@example(plan=WrongType(KeyRef("incarnation"), "string", b"garbage"))  # another incarnation, not a token
+@example(plan=WrongType(KeyRef("incarnation"), "string", b"1"))  # another incarnation, a token
+@example(plan=WrongType(KeyRef("incarnation"), "hash", b"1"))
+@example(plan=WrongType(KeyRef("t:own:0"), "list", b"1"))  # at the manager's next id
 @fuzz_settings(100)
 def test_a_wrong_type_at_any_key_of_the_schema(config, plan, fleets, marker_dir):
     case = Case(fleets[config], marker_dir)

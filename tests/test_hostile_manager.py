@@ -9,14 +9,18 @@ result cannot be read).  Never an exception out of ``wait`` or ``empty``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import pytest
 import redis
 
 import wq_redis as wq
 from conftest import drain
 from helpers_tasks import my_sum
-from wq_redis.serialize import pack_spec
-from wq_redis.store import Delivery, QueueStore
+from wq_redis.resources import Request, queue_member
+from wq_redis.serialize import FunctionCache, pack_spec
+from wq_redis.store import Delivery, QueueStateLost, QueueStore
+from wq_redis.wire import encode_task
 
 FOREIGN_IDS = (990001, 990002, 990003)
 
@@ -136,3 +140,87 @@ def test_a_damaged_incarnation_key_makes_the_manager_resubmit_not_fail(queue, wo
     assert sorted(t.id for t in drain(queue, 5)) == sorted(ids)
     assert queue.empty()
     assert queue.stats.tasks_submitted == 5
+
+
+def _next_ids(client: redis.Redis, queue: wq.WorkQueue, count: int) -> list[int]:
+    """The ids a manager that has reserved none yet hands out next (ids come in blocks
+    from the queue's ``seq`` counter)."""
+    seq = int(client.get(queue._store.keys.seq) or 0)
+    return [seq + 1 + i for i in range(count)]
+
+
+def plant_hashes(client: redis.Redis, queue: wq.WorkQueue, ids: list[int]) -> None:
+    """What a stranger writes at the ids the manager is about to use: hashes in every
+    state, random fields (a pack's, a finished result, a large field it names), and keys
+    of the wrong type."""
+    k = queue._store.keys
+    plants: list[Any] = [
+        {"s": 1}, {"s": 2, "tok": "stolen", "w": "ghost"}, {"s": 3, "r": 0, "val": b"\x80garbage"},
+        {"zz": "random", "n": 2, "pa": b"junk", "big": "args\nextra"}, "a string", ["a", "list"],
+        {"s": 1, "sub": "12345", "spec": pack_spec({"kind": "cmd", "command": "echo planted"})},
+    ]
+    for task_id, plant in zip(ids, plants):
+        key = k.task(task_id)
+        if isinstance(plant, dict):
+            client.hset(key, mapping=plant)
+        elif isinstance(plant, list):
+            client.rpush(key, *plant)
+        else:
+            client.set(key, plant)
+    client.set(k.big_field(ids[3], "extra"), b"a stranger's large field")
+
+
+def test_hashes_planted_at_the_next_ids_are_replaced_and_every_task_comes_back(queue, workers, redis_url, caplog):
+    client = redis.Redis.from_url(redis_url)
+    ids = _next_ids(client, queue, 7)
+    plant_hashes(client, queue, ids)
+    with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+        submitted = queue.submit_many([wq.PythonTask(my_sum, i, 10) for i in range(4)] + [wq.Task("echo own")])
+        submitted += [queue.submit(wq.PythonTask(my_sum, i, 20)) for i in range(2)]  # through the buffer
+        queue._buffer.flush()
+    assert submitted == ids
+    assert f"{ids[0]}, {ids[1]}" in caplog.text and "did not write" in caplog.text
+    assert not client.exists(queue._store.keys.big_field(ids[3], "extra"))  # the stranger's large field went too
+    workers.start("--cores", "2")
+    done = drain(queue, 7)
+    assert sorted(t.id for t in done) == ids  # each once
+    assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for t in done), [t.error for t in done]
+    assert [t.output for t in sorted(done, key=lambda t: t.id)] == [10, 11, 12, 13, "own\n", 20, 21]
+    assert queue.empty()
+
+
+def test_a_re_sent_submit_call_queues_its_tasks_once(queue, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    store = QueueStore(client, queue.name)
+    task_id = _next_ids(client, queue, 1)[0] + 100
+    fields, _ = encode_task(wq.Task("echo once"), Request(), FunctionCache())
+    row = (task_id, queue_member(Request(), None), 0.0, fields)
+    first = store.submit([row], queue._incarnation)
+    again = store.submit([row], queue._incarnation)  # a reply lost on the wire, the call sent again
+    assert (first.queued, again.queued, again.replaced) == (1, 0, [])
+    k = queue._store.keys
+    assert client.lrange(k.fifo(row[1]), 0, -1) == [str(task_id).encode()]
+    assert int(client.hget(k.stats, "submitted")) == 1
+
+
+def test_a_submit_in_another_incarnation_queues_nothing(queue, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    store = QueueStore(client, queue.name)
+    fields, _ = encode_task(wq.Task("echo never"), Request(), FunctionCache())
+    row = (990008, queue_member(Request(), None), 0.0, fields)
+    for incarnation in ("another", ""):
+        with pytest.raises(QueueStateLost):
+            store.submit([row], incarnation)
+    assert not client.exists(queue._store.keys.task(990008))
+    assert not client.exists(queue._store.keys.fifo(row[1]))
+
+
+def test_ids_reserved_after_the_counter_went_back_never_repeat_an_id_held(queue, redis_url):
+    """The id counter set back (by another client, or lost with Redis' data before the
+    manager noticed): the next block still starts above every id the manager holds."""
+    client = redis.Redis.from_url(redis_url)
+    first = queue.submit_many([wq.Task("true")])  # reserves a block of ids
+    client.set(queue._store.keys.seq, 0)
+    ids = queue.submit_many([wq.Task("true") for _ in range(1100)])  # runs past the block: a new one is reserved
+    assert len(set(first + ids)) == 1101 and min(ids) > first[0]
+    assert int(client.hget(queue._store.keys.stats, "submitted")) == 1101

@@ -67,7 +67,7 @@ class WorkQueueCompat:
         sections = {"queue": None, "tasks": "tasks", "workers": "worker_list", "categories": "categories"}
         if request not in sections:
             raise ValueError(f"request must be one of {sorted(sections)}, got {request!r}")
-        self._buffer.flush()
+        self._send_buffered()
         (report,) = gather(self._client, [self.name], workers=request == "workers", tasks=request == "tasks",
                            categories=request == "categories")["queues"]
         key = sections[request]

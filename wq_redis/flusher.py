@@ -15,7 +15,14 @@ instead, the thread's periodic check sends it within IDLE_CHECK_SECONDS.
 A flush that fails (Redis away) keeps its rows, in order, at the head of the buffer; the
 thread retries with backoff, and the next API call flushes itself and raises the error if
 it persists.  A row sent twice (a reply lost on the wire, then a retry) changes nothing:
-``submit.lua`` skips a task whose hash exists.
+``submit.lua`` skips a task whose hash holds that row's earlier write.
+
+A flush refused for a reason only the owner can settle (``hold_on``: Redis lost the
+queue's state, and the manager must attach again before anything is queued) also keeps
+its rows, but the thread does not retry them: the next API call flushes, meets the
+error, and the owner settles it (the manager resubmits every task it holds, these rows'
+included, with ``send_now(..., replace=True)``, which drops the buffered rows it sends
+anew).
 """
 
 from __future__ import annotations
@@ -43,8 +50,11 @@ _live: "weakref.WeakSet[SubmitBuffer]" = weakref.WeakSet()
 class SubmitBuffer:
     """Rows of submitted tasks not yet in Redis, and the thread that sends them."""
 
-    def __init__(self, send: Callable[[list[Row]], Any]) -> None:
+    def __init__(self, send: Callable[[list[Row]], Any], hold_on: tuple[type[BaseException], ...] = ()) -> None:
+        """``send(rows)`` queues rows in Redis (raising when it did not); after an error of
+        a type in ``hold_on`` the thread leaves the rows for the owner's next flush."""
         self._send = send
+        self._hold_on = hold_on
         self._rows: list[Row] = []
         self._bytes = 0
         self._lock = threading.Lock()  # guards _rows and _bytes
@@ -80,12 +90,17 @@ class SubmitBuffer:
             with self._flushing:
                 self._flush_locked()
 
-    def send_now(self, rows: Sequence[Row]) -> None:
+    def send_now(self, rows: Sequence[Row], replace: bool = False) -> None:
         """Send ``rows`` after everything buffered before them, in this thread.  When that
         fails, ``rows`` are taken back (the caller raises: they are not submitted) and the
-        earlier rows stay buffered."""
+        earlier rows stay buffered.  ``replace``: buffered rows with the ids of ``rows``
+        are dropped first (``rows`` are those tasks encoded anew: sent once, not twice)."""
         with self._flushing:
             with self._lock:
+                if replace:
+                    ids = {row[0] for row in rows}
+                    self._rows = [row for row in self._rows if row[0] not in ids]
+                    self._bytes = sum(_size(row) for row in self._rows)
                 self._rows.extend(rows)
             try:
                 self._flush_locked()
@@ -93,6 +108,7 @@ class SubmitBuffer:
                 ids = {row[0] for row in rows}
                 with self._lock:
                     self._rows = [row for row in self._rows if row[0] not in ids]
+                    self._bytes = sum(_size(row) for row in self._rows)
                 raise
 
     def flush_into(self, call: Callable[[list[Row]], T]) -> T:
@@ -122,7 +138,14 @@ class SubmitBuffer:
                 self._rows[:0] = rows
                 self._bytes += sum(_size(row) for row in rows)
             self.error = exc
-            self._kick.set()  # the thread retries them
+            if not self.held:
+                self._kick.set()  # the thread retries them
+
+    @property
+    def held(self) -> bool:
+        """Whether the last flush failed for a reason only the owner can settle (the
+        thread leaves the rows alone meanwhile)."""
+        return isinstance(self.error, self._hold_on)
 
     def _flush_locked(self) -> None:
         rows = self._take()
@@ -160,6 +183,10 @@ def _background(ref: "weakref.ref[SubmitBuffer]", kick: threading.Event) -> None
         buffer = ref()
         if buffer is None or buffer._closed:
             return
+        if buffer.held:  # the owner's next call settles it: no retries (they would be refused too)
+            kick.clear()
+            del buffer
+            continue
         if not kicked and not buffer._rows:
             del buffer
             continue
@@ -173,7 +200,10 @@ def _background(ref: "weakref.ref[SubmitBuffer]", kick: threading.Event) -> None
         try:
             buffer.flush()
             delay = RETRY_MIN_SECONDS
-        except Exception:  # kept in buffer.error for the next API call; retried here
+        except Exception:  # kept in buffer.error for the next API call; retried here (unless held)
+            if buffer.held:
+                del buffer
+                continue
             kick.set()
             del buffer
             time.sleep(delay)

@@ -79,8 +79,9 @@ class QueueKeys:
     @property
     def incarnation(self) -> str:
         """STRING: a random token written once (SET NX) when a manager first attaches to the
-        queue, and returned by every retrieve: missing or changed, Redis lost the queue's
-        state, and the manager resubmits the tasks it holds (attach.lua, retrieve.lua)."""
+        queue, returned by every retrieve and checked by every submit (which queues nothing
+        in another one): missing or changed, Redis lost the queue's state, and the manager
+        resubmits the tasks it holds (attach.lua, retrieve.lua, submit.lua)."""
         return self.prefix + "incarnation"
 
     @property

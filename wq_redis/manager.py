@@ -40,7 +40,7 @@ from .serialize import FunctionCache
 from .signing import SignatureError, Signer, secret_from
 from .server import acquire_embedded, release_embedded
 from .stats import Stats, stats_from_snapshot, waiting_cores
-from .store import QueueStore
+from .store import QueueStateLost, QueueStore, Submitted
 from .task import Task
 from .wire import apply_results, encode_task, task_from_fields, unreadable_result
 
@@ -140,7 +140,7 @@ class WorkQueue(WorkQueueCompat):
         self._uploaded: dict[str, float] = {}  # digest -> when this manager last stored it
         self._ids: Iterable[int] = iter(())
         self._placements: dict[tuple[Any, ...], tuple[Request, str]] = {}
-        self._buffer = SubmitBuffer(self._store.submit)
+        self._buffer = SubmitBuffer(self._send_rows, hold_on=(QueueStateLost,))
         self._submitted: dict[int, Task] = {}
         self._packer = PackPlanner()
         self._pack_of: dict[int, int] = {}  # task id -> the pack it was submitted in (packing.py)
@@ -192,6 +192,7 @@ class WorkQueue(WorkQueueCompat):
             self._exit_hook = None
         if getattr(self, "_buffer", None) is not None and getattr(self, "_client", None) is not None:
             if wait_for_redis:
+                self._send_buffered()
                 self._redis.call(self._buffer.close)
             else:
                 self._buffer.close()
@@ -264,7 +265,7 @@ class WorkQueue(WorkQueueCompat):
     def _next_id(self) -> int:
         for task_id in self._ids:
             return task_id
-        block = self._redis.call(lambda: self._store.reserve_ids(ID_BLOCK))
+        block = self._redis.call(lambda: self._store.reserve_ids(ID_BLOCK, self._id_ceiling))
         self._id_ceiling = max(self._id_ceiling, block[-1])
         self._ids = iter(block)
         return next(iter(self._ids))
@@ -274,7 +275,7 @@ class WorkQueue(WorkQueueCompat):
         (with whatever else was submitted meanwhile, one round trip); ``wait`` and every
         other call that reads the queue send it first."""
         if self._buffer.error is not None:
-            self._redis.call(self._buffer.flush)  # an earlier send failed: raises if Redis stays away
+            self._send_buffered()  # an earlier send failed: raises if Redis stays away
         if not isinstance(task, Task) or task._spec.inputs:
             return self.submit_many([task])[0]  # input files are staged and stored first
         fields, bodies, request, member = self._encode(task)
@@ -283,7 +284,7 @@ class WorkQueue(WorkQueueCompat):
         self._submitted[row[0]] = task
         self._category_book.submitted([task])
         if self._buffer.add(row):
-            self._redis.call(self._buffer.flush)
+            self._send_buffered()
         return row[0]
 
     def submit_many(self, tasks: Sequence[Task]) -> list[int]:
@@ -303,8 +304,11 @@ class WorkQueue(WorkQueueCompat):
             # a signature is per task, and enforced limits are watched per task: neither is packed
             if self._signer is None and not self.enforce_limits and len(rows) > 1:
                 rows, packs = self._packer.pack(rows, tasks, self._next_id)
+        lost: QueueStateLost | None = None
         try:
             self._redis.call(lambda: self._buffer.send_now(rows))
+        except QueueStateLost as exc:  # nothing queued: they are resubmitted below, with all the others held
+            lost = exc
         except BaseException:
             for task in tasks:
                 task._id = None
@@ -316,7 +320,9 @@ class WorkQueue(WorkQueueCompat):
             for task in tasks:
                 self._submitted[task._id] = task  # type: ignore[index]
             self._category_book.submitted(list(tasks))
-            return [task._id for task in tasks]  # type: ignore[misc]
+        if lost is not None:
+            recover_lost_state(self, lost.seen)
+        return [task._id for task in tasks]  # type: ignore[misc]
 
     def _encode(self, task: Task) -> tuple[dict[str, Any], dict[str, bytes], Request, str]:
         """Check ``task`` and turn it into hash fields (nothing is queued or reserved yet)."""
@@ -343,6 +349,29 @@ class WorkQueue(WorkQueueCompat):
         if bodies:
             self._redis.call(lambda: self._store.put_functions(bodies, FUNCTION_TTL_SECONDS))
             self._uploaded.update(dict.fromkeys(bodies, now))
+
+    def _send_rows(self, rows: list[tuple[int, str, float, dict[str, Any]]]) -> Submitted:
+        """Queue ``rows`` in Redis (the submit buffer's sending, in whichever thread);
+        raises ``QueueStateLost`` when Redis lost the queue's state: nothing was queued."""
+        submitted = self._store.submit(rows, self._incarnation)
+        self._report_replaced(submitted)
+        return submitted
+
+    def _report_replaced(self, submitted: Submitted) -> None:
+        if submitted.replaced:
+            ids = submitted.replaced
+            log.warning("queue %r: the hash of task(s) %s held data that this manager did not write (another client "
+                        "wrote at ids it was about to use): replaced by the task(s) it submitted", self.name,
+                        ", ".join(map(str, ids[:IGNORED_IDS_LOGGED])) + (" ..." if len(ids) > IGNORED_IDS_LOGGED else ""))
+
+    def _send_buffered(self) -> None:
+        """Send the tasks ``submit`` buffered, in this thread (waiting out a Redis outage, see
+        reconnect.py); should Redis have lost the queue's state, nothing of them was queued,
+        and every task held is resubmitted (recovery.py), these ones included."""
+        try:
+            self._redis.call(self._buffer.flush)
+        except QueueStateLost as lost:
+            recover_lost_state(self, lost.seen)
 
     def _row(self, task: Task, request: Request, member: str, fields: dict[str, Any]) -> tuple[int, str, float, dict[str, Any]]:
         return self._signed_row(task, self._next_id(), member, fields)
@@ -387,22 +416,25 @@ class WorkQueue(WorkQueueCompat):
         batch of finished tasks; with ``block``, first wait up to that many seconds for a
         completion.  One round trip (retried while Redis is away, see reconnect.py); should
         it show that Redis lost the queue's state, the tasks held are resubmitted."""
-        rows, incarnation = self._redis.call(lambda: self._retrieve_once(max_tasks, block))
+        rows, incarnation, submitted = self._redis.call(lambda: self._retrieve_once(max_tasks, block))
+        self._report_replaced(submitted)
         with gcpause.paused():  # not while blocked above: other threads' garbage is collected then
             taken = self._take(rows, max_tasks)
-        if incarnation != self._incarnation:
+        if submitted.lost is not None or incarnation != self._incarnation:
+            # the buffered tasks it carried were refused then: they are among those resubmitted
             before = len(self._results)
-            recover_lost_state(self, incarnation)
+            recover_lost_state(self, incarnation if submitted.lost is None else submitted.lost.seen)
             taken += len(self._results) - before  # tasks it could not resubmit come back failed
         return taken
 
-    def _retrieve_once(self, max_tasks: int, block: float) -> tuple[list[tuple[int, int, dict[bytes, bytes]]], str | None]:
+    def _retrieve_once(self, max_tasks: int, block: float) -> tuple[list[tuple[int, int, dict[bytes, bytes]]], str | None,
+                                                                    Submitted]:
         acked, self._unacked = self._unacked, []
         released, self._released = self._released, []
         try:  # the tasks still buffered go first, in the same round trip
             return self._buffer.flush_into(
                 lambda submit: self._store.retrieve(max_tasks, self.keep_results, acked, block, submit, released,
-                                                    read_packs=self._signer is None))
+                                                    read_packs=self._signer is None, incarnation=self._incarnation))
         except Exception:
             self._unacked = acked + self._unacked
             self._released = released + self._released
@@ -497,7 +529,7 @@ class WorkQueue(WorkQueueCompat):
     def _flush_acks(self) -> None:
         """Send buffered tasks, and tell Redis the tasks taken so far are ours, so counters
         and memory are current."""
-        self._redis.call(self._buffer.flush)
+        self._send_buffered()
         if self._unacked or self._released:
             self._retrieve(0)
 
@@ -512,7 +544,7 @@ class WorkQueue(WorkQueueCompat):
 
     def hungry(self) -> bool:
         """True when workers could take more tasks than are waiting."""
-        self._redis.call(self._buffer.flush)
+        self._send_buffered()
         snapshot = self._redis.call(lambda: self._store.snapshot(WORKER_TIMEOUT_MS))
         stats = stats_from_snapshot(snapshot)
         if stats.tasks_waiting < self.hungry_minimum:
@@ -533,7 +565,7 @@ class WorkQueue(WorkQueueCompat):
             return TaskState.DONE
         if task_id in self._cancelled:
             return TaskState.CANCELED
-        self._redis.call(self._buffer.flush)
+        self._send_buffered()
         (state,) = self._redis.call(lambda: self._store.task_fields(self._hash_id(task_id), "s"))
         return TaskState(int(state)) if state is not None else TaskState.UNKNOWN
 
@@ -553,12 +585,12 @@ class WorkQueue(WorkQueueCompat):
 
     def cancel_by_tasktag(self, tag: str) -> list[Task]:
         """Cancel every waiting or running task with ``tag``; returns them."""
-        self._redis.call(self._buffer.flush)
+        self._send_buffered()
         found = [i for i, t in self._results.items() if t.tag == tag]
         return self._cancel(found + self._redis.call(lambda: self._store.ids_with_tag(tag)))
 
     def _cancel(self, task_ids: Sequence[int]) -> list[Task]:
-        self._redis.call(self._buffer.flush)
+        self._send_buffered()
         self._drained = False  # the next wait asks at once: maybe nothing is outstanding now
         out = []
         task_ids = list(dict.fromkeys(task_ids))
@@ -656,7 +688,7 @@ class WorkQueue(WorkQueueCompat):
 
     def cancel_by_category(self, category: str) -> list[Task]:
         """Cancel every waiting or running task of ``category``; returns them."""
-        self._redis.call(self._buffer.flush)
+        self._send_buffered()
         return cancel_category(self, category)
 
     def specify_file_limits(self, max_file_bytes: int | None = None, max_task_bytes: int | None = None) -> None:

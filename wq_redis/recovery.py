@@ -17,11 +17,21 @@ with write access can do anything to a queue); what it cannot do any more is end
 this manager's tasks by pushing an id, nor make ``empty()`` true early.
 
 **Redis lost the queue's state** (``recover_lost_state``): every retrieve returns the
-queue's incarnation (attach.lua); missing or changed, the manager attaches again (a new
-incarnation, the id counter moved past every id it holds), forgets what it had stored
-(functions, cached files: they are gone too), resubmits every task it holds under its own
-id, and fails the adopted tasks it cannot resubmit (it has no Task object for them), so
-that each comes back once all the same.
+queue's incarnation (attach.lua), and every submit is made in the incarnation the
+manager attached to: submit.lua queues nothing in another one (a task queued there would
+reach workers without the function body and cached files the manager believes stored,
+and fail "function missing").  Either way the manager notices at its next round trip,
+whichever sent it (``submit``, ``submit_many``, the submit buffer's thread, a retrieve
+carrying buffered tasks); it then attaches again (a new incarnation, the id counter moved
+past every id it holds), forgets what it had stored (functions, cached files: they are
+gone too), resubmits every task it holds under its own id (the refused ones included:
+they are held from the moment ``submit`` returns their id), and fails the adopted tasks
+it cannot resubmit (it has no Task object for them), so that each comes back once all
+the same.  A resubmitted task keeps its submit stamp (``sub``): where its hash is still
+there after all (a false alarm: the incarnation key alone was damaged) submit.lua knows
+it as the task's own and queues it no second time.  Until a recovery has resubmitted
+everything, the manager's incarnation is PENDING (never accepted by submit.lua), so that
+a recovery cut short (Redis away past ``reconnect_timeout``) is run again by the next call.
 """
 
 from __future__ import annotations
@@ -33,12 +43,16 @@ from typing import TYPE_CHECKING, Any
 
 from .codes import Result
 from .packing import MEMBERS, member_ids
+from .store import QueueStateLost
 from .task import Task
 
 if TYPE_CHECKING:
     from .manager import WorkQueue
 
 log = logging.getLogger("wq_redis.manager")
+
+PENDING = ""  # the incarnation of a manager whose recovery has not finished: submit.lua accepts nothing in it
+RECOVERY_ATTEMPTS = 5  # recoveries in a row whose resubmit was refused again (the state lost again meanwhile)
 
 
 def new_incarnation() -> str:
@@ -77,16 +91,30 @@ def failed_locally(task: Task, task_id: int, error: str) -> Task:
 
 def recover_lost_state(queue: "WorkQueue", seen: str | None) -> None:
     """Redis lost the queue's state (its incarnation is ``seen`` instead of the one this
-    manager attached to): attach again and resubmit every task held (see the module doc)."""
+    manager attached to): attach again and resubmit every task held (see the module doc).
+    Should the state be lost again before the resubmit is queued, it starts over; raises
+    ``QueueStateLost`` after RECOVERY_ATTEMPTS such tries (the next call tries again)."""
+    for _ in range(RECOVERY_ATTEMPTS):
+        try:
+            _recover(queue, seen)
+            return
+        except QueueStateLost as again:
+            seen = again.seen
+    raise QueueStateLost(seen)
+
+
+def _recover(queue: "WorkQueue", seen: str | None) -> None:
     held = list(queue._submitted.values())
     adopted = sorted(queue._adopted)
     log.warning(
         "Redis lost the state of queue %r (its incarnation is %s, was %s: restarted without its data, or a "
         "failover to a replica that missed writes): resubmitting the %d task(s) this manager submitted that "
-        "have not come back%s", queue.name, "missing" if seen is None else repr(seen), repr(queue._incarnation),
+        "have not come back%s", queue.name, "missing" if seen is None else repr(seen),
+        "pending" if queue._incarnation == PENDING else repr(queue._incarnation),
         len(held), f"; {len(adopted)} task(s) adopted from an earlier manager cannot be resubmitted and come "
         "back failed" if adopted else "")
-    queue._incarnation, _ = queue._redis.call(lambda: queue._store.attach(new_incarnation(), queue._id_ceiling))
+    queue._incarnation = PENDING  # until everything held is resubmitted (see the module doc)
+    incarnation, _ = queue._redis.call(lambda: queue._store.attach(new_incarnation(), queue._id_ceiling))
     queue._unacked.clear()  # acknowledging ids of the lost state would do nothing
     queue._released.clear()
     queue._uploaded.clear()  # the functions and cached files it stored are gone too
@@ -101,13 +129,15 @@ def recover_lost_state(queue: "WorkQueue", seen: str | None) -> None:
             Task("<task of an earlier manager>"), task_id,
             "Redis lost this task (its data was lost before the task finished); it was submitted by an earlier "
             "manager of the queue, so this one cannot submit it again")
-    resubmit(queue, held)
+    resubmit(queue, held, incarnation)
 
 
-def resubmit(queue: "WorkQueue", tasks: list[Task]) -> None:
-    """Submit ``tasks`` (held by the manager) again under their own ids: re-encoded, with
-    their functions and cached files stored again; each one alone (not packed).  A task
-    that cannot be encoded now (an input file gone meanwhile) comes back failed."""
+def resubmit(queue: "WorkQueue", tasks: list[Task], incarnation: str) -> None:
+    """Submit ``tasks`` (held by the manager) again under their own ids, in the queue's new
+    ``incarnation``: re-encoded, with their functions and cached files stored again, their
+    submit stamps kept (see the module doc); each one alone (not packed), and in place of
+    their rows still buffered.  A task that cannot be encoded now (an input file gone
+    meanwhile) comes back failed."""
     rows = []
     bodies: dict[str, bytes] = {}
     for task in tasks:
@@ -116,9 +146,12 @@ def resubmit(queue: "WorkQueue", tasks: list[Task]) -> None:
         pack_id = queue._pack_of.pop(task_id, None)
         if pack_id is not None:
             queue._packs.pop(pack_id, None)
+        stamp = task.submit_time
         try:
             request, member = queue._placement(task)
             fields, needed = queue._encode_fields(task, request)
+            if stamp is not None:
+                fields["sub"] = task.submit_time = stamp
         except Exception as exc:
             del queue._submitted[task_id]
             queue._results[task_id] = failed_locally(
@@ -129,7 +162,12 @@ def resubmit(queue: "WorkQueue", tasks: list[Task]) -> None:
         rows.append(queue._signed_row(task, task_id, member, fields))
     queue._upload_functions(bodies)
     queue._redis.call(lambda: queue._files.flush(queue._store))
-    queue._redis.call(lambda: queue._buffer.send_now(rows))
+    queue._incarnation = incarnation
+    try:
+        queue._redis.call(lambda: queue._buffer.send_now(rows, replace=True))
+    except BaseException:
+        queue._incarnation = PENDING  # not resubmitted: the next call recovers again
+        raise
     if rows:
         log.warning("queue %r: %d task(s) resubmitted", queue.name, len(rows))
 

@@ -157,6 +157,36 @@ def _counters(flat: Sequence[bytes]) -> dict[str, int]:
             if not name.startswith(b"pack_") and v.lstrip(b"-").isdigit()}  # another client's junk: skipped
 
 
+class QueueStateLost(Exception):
+    """submit.lua queued nothing: the queue's incarnation is not the one the manager
+    attached to (``seen``: the one found, None when missing), so Redis lost the queue's
+    state, and with it the functions and files the manager stored.  The manager attaches
+    again and resubmits what it holds (recovery.py)."""
+
+    def __init__(self, seen: str | None) -> None:
+        super().__init__(f"Redis lost the queue's state (its incarnation is {'missing' if seen is None else repr(seen)}): "
+                         "nothing was queued; the manager attaches again and resubmits the tasks it holds")
+        self.seen = seen
+
+
+@dataclass
+class Submitted:
+    """What submit.lua did with a batch of rows."""
+
+    queued: int = 0  # tasks queued (a re-sent task already in Redis is not queued again)
+    replaced: list[int] = field(default_factory=list)  # ids whose hash held a stranger's data, replaced
+    lost: QueueStateLost | None = None  # set when (part of) the batch was refused: nothing of that part queued
+
+    def add(self, answer: Sequence[Any]) -> None:
+        """Fold in one submit.lua answer."""
+        if int(answer[0]) == 1:
+            self.queued += int(answer[1])
+            self.replaced += [int(i) for i in answer[2]]
+        elif self.lost is None:
+            seen = answer[1]
+            self.lost = QueueStateLost(seen.decode(errors="replace") if seen else None)
+
+
 class Delivery(enum.Enum):
     """What became of a result a worker delivered (complete.lua's answer); true only when
     it was recorded.  The other three say why it was dropped, for a log that tells the truth."""
@@ -241,7 +271,7 @@ class QueueStore:
     """Redis operations of one queue."""
 
     SCRIPTS = ("submit", "claim", "renew", "complete", "release", "reap", "retrieve", "cancel", "stats", "export",
-               "attach")
+               "attach", "reserve")
 
     def __init__(self, client: redis.Redis, queue: str, one_thread: bool = False) -> None:
         """``one_thread``: only one thread ever uses this store; its round trips then keep
@@ -393,9 +423,10 @@ class QueueStore:
                                 or name.startswith(packing.CANCELLED)}
         return out
 
-    def reserve_ids(self, count: int) -> range:
-        """Reserve a block of task ids in one round trip."""
-        last = int(self.client.incrby(self.keys.seq, count))
+    def reserve_ids(self, count: int, above: int = 0) -> range:
+        """Reserve a block of task ids in one round trip, all greater than ``above`` (the
+        highest id the caller holds: see reserve.lua)."""
+        last = int(self._scripts["reserve"](keys=[self.keys.seq], args=[count, above]))
         return range(last - count + 1, last + 1)
 
     def put_functions(self, functions: dict[str, bytes], ttl_seconds: int) -> None:
@@ -434,16 +465,25 @@ class QueueStore:
     def set_category(self, category: str, resources_json: str) -> None:
         self.client.hset(self.keys.categories, category, resources_json)
 
-    def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> int:
-        """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields).
+    def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]], incarnation: str) -> Submitted:
+        """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields),
+        in the queue ``incarnation`` the manager attached to.
 
         One submit.lua call per chunk of tasks (not one per task), all in one pipeline;
-        returns how many were new (a re-sent task already in Redis is not queued again)."""
-        calls = self._submit_calls(tasks)
-        answers = self._pipeline(calls) if calls else []
-        return sum(answer for call, answer in zip(calls, answers) if call[0] == "submit")
+        says how many were new (a re-sent task already in Redis is not queued again) and
+        which ids held a stranger's hash (replaced).  Raises ``QueueStateLost`` when the
+        queue's incarnation is another: nothing of those calls was queued."""
+        calls = self._submit_calls(tasks, incarnation)
+        done = Submitted()
+        for call, answer in zip(calls, self._pipeline(calls) if calls else []):
+            if call[0] == "submit":
+                done.add(answer)
+        if done.lost is not None:
+            raise done.lost
+        return done
 
-    def _submit_calls(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
+    def _submit_calls(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]],
+                      incarnation: str) -> list[tuple[str, list[str], list[Any]]]:
         k = self.keys
         calls: list[tuple[str, list[str], list[Any]]] = []
         chunk: list[tuple[int, str, float, dict[str, Any]]] = []
@@ -463,13 +503,14 @@ class QueueStore:
             chunk.append(row)
             size += sum(len(v) for v in fields.values() if isinstance(v, (bytes, str)))
             if len(chunk) >= SUBMIT_CHUNK_TASKS or size >= SUBMIT_CHUNK_BYTES:
-                calls.append(self._submit_call(chunk))
+                calls.append(self._submit_call(chunk, incarnation))
                 chunk, size = [], 0
         if chunk:
-            calls.append(self._submit_call(chunk))
+            calls.append(self._submit_call(chunk, incarnation))
         return calls
 
-    def _submit_call(self, rows: Sequence[tuple[int, str, float, dict[str, Any]]]) -> tuple[str, list[str], list[Any]]:
+    def _submit_call(self, rows: Sequence[tuple[int, str, float, dict[str, Any]]],
+                     incarnation: str) -> tuple[str, list[str], list[Any]]:
         k = self.keys
         members: dict[str, int] = {}
         task_keys = []
@@ -479,35 +520,44 @@ class QueueStore:
             if index is None:
                 index = members[member] = len(members) + 1
             task_keys.append(k.task(task_id))
+            # "sub" (wire.encode_task) tells this task's own earlier write from a stranger's hash
             task_args += (index, repr(-float(priority)) if priority else "0", padded_id(task_id), fields.get("n", 1),
-                          len(fields))
+                          fields["sub"], len(fields))
             for item in fields.items():
                 task_args += item
-        keys = [k.registry, k.new_queue_wake, k.stats]
+        keys = [k.registry, k.new_queue_wake, k.stats, k.incarnation, k.done_wake]
         for member in members:
             keys += (k.ready(member), k.wake(member), k.fifo(member))
-        return "submit", keys + task_keys, [len(members), *members, *task_args]
+        return "submit", keys + task_keys, [incarnation, len(members), *members, *task_args]
 
     def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int], block: float = 0.0,
                  submit: Sequence[tuple[int, str, float, dict[str, Any]]] = (), released: Sequence[int] = (),
-                 read_packs: bool = True) -> tuple[list[tuple[int, int, Fields]], str | None]:
+                 read_packs: bool = True, incarnation: str = "") -> tuple[list[tuple[int, int, Fields]], str | None, Submitted]:
         """Acknowledge ``acked`` (their life in Redis ends), release ``released`` (taken, but
         not the manager's: only out of the in-flight set) and take up to ``max_tasks`` more
         finished tasks, as (id to acknowledge, task id, fields): a pack's members share the
         pack's id to acknowledge (``read_packs=False``: a pack comes back as one failed task,
         none of its members read; see ``packing.unread``).  Also the queue's incarnation
-        (None: Redis lost the queue's state, see attach.lua).
+        (None: Redis lost the queue's state, see attach.lua), and what became of ``submit``
+        (its ``lost`` set, instead of raised, when submit.lua refused it: the caller
+        resubmits it with everything it holds).
 
-        One round trip for all of: queue the tasks ``submit`` (see ``submit``); with
+        One round trip for all of: queue the tasks ``submit`` in ``incarnation`` (see
+        ``submit``); with
         ``block``, wait up to that many seconds for a completion to ring the manager's wake
         key (BLPOP; the script runs once it answers); then the retrieve script."""
         k = self.keys
-        calls = self._submit_calls(submit)
+        calls = self._submit_calls(submit, incarnation)
         if block > 0:
             calls.append(("blpop", [k.done_wake], [max(block, 0.001)]))
         calls.append(("retrieve", [k.done, k.stats, k.retrieving, k.incarnation],
                       [k.prefix, max_tasks, keep_seconds, len(acked), *acked, *released]))
-        rows, incarnation = self._pipeline(calls)[-1]
+        answers = self._pipeline(calls)
+        submitted = Submitted()
+        for call, answer in zip(calls, answers):
+            if call[0] == "submit":
+                submitted.add(answer)
+        rows, found = answers[-1]
         tasks = []
         with gcpause.paused():  # thousands of small dicts, no cycle among them
             for task_id, flat in rows:
@@ -530,7 +580,7 @@ class QueueStore:
                 else:
                     fields[b"r"] = b"%d" % VALUE_LOST_RESULT
                     fields[b"err"] = b"the task's return value expired from Redis before it was retrieved"
-        return tasks, incarnation.decode() if incarnation else None
+        return tasks, found.decode(errors="replace") if found else None, submitted
 
     def wait_done(self, timeout: float) -> None:
         """Block until a completion rings the manager's wake key, or ``timeout`` passes."""

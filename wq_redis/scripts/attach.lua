@@ -7,7 +7,12 @@
 -- KEYS: 1 incarnation, 2 seq, 3 stats hash, 4 done list, 5 in-flight set
 -- ARGV: 1 a new token (used when there is none), 2 the highest task id the manager holds
 -- Returns {incarnation, whether tasks may be outstanding (counters or lists not empty)}
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then redis.call('DEL', KEYS[1]) end  -- none, or a stranger's key
+-- Only a token as managers write them (hex) counts: another client's key of the wrong type,
+-- or a string that is no token (an empty one is a manager's mark that its recovery is
+-- not done, never accepted by submit.lua), is replaced, or the queue could never be used.
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' or not string.match(redis.call('GET', KEYS[1]), '^%x+$') then
+  redis.call('DEL', KEYS[1])
+end
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 local highest = tonumber(ARGV[2])
 if highest > (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) then
