@@ -10,10 +10,14 @@ replaced.  Real Redis, real worker processes (1 core: its warm child's lane clai
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import socket
+import subprocess
 import time
+from typing import Iterator
 
+import psutil
 import pytest
 import redis
 
@@ -41,19 +45,46 @@ def submitted(queue: wq.WorkQueue, tasks: list[wq.Task]) -> list[int]:
     return ids
 
 
-def tampered(redis_url: str, queue: wq.WorkQueue, tasks: list[wq.Task],
+@contextlib.contextmanager
+def claims_held(client: redis.Redis, worker: subprocess.Popen[bytes]) -> Iterator[None]:
+    """No claim of ``worker`` runs inside the block: it and its children (the warm child of
+    a 1-core worker claims too) are stopped (SIGSTOP), and the claims they left waiting in
+    Redis are let go at once.  An idle worker sends a BLPOP on wake keys with its claim
+    script behind it in one pipeline, which Redis runs by itself when a key is rung: each
+    such blocked client is unblocked (CLIENT UNBLOCK: the BLPOP times out, the claim
+    finds nothing) until none has been blocked for a while."""
+    tree = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
+    for process in tree:
+        process.suspend()
+    try:
+        quiet = 0
+        while quiet < 3:
+            blocked = [c["id"] for c in client.client_list() if "b" in c["flags"]]
+            for client_id in blocked:
+                client.client_unblock(client_id)
+            quiet = 0 if blocked else quiet + 1
+            time.sleep(0.05)
+        yield
+    finally:
+        for process in tree:
+            process.resume()
+
+
+def tampered(redis_url: str, queue: wq.WorkQueue, worker: subprocess.Popen[bytes], tasks: list[wq.Task],
              writes: dict[int, dict[str, bytes | int]]) -> tuple[wq.WorkQueue, list[int]]:
-    """A fresh manager of the queue submits ``tasks``, whose hashes hold ``writes`` (by
-    task index) before they are submitted (submit.lua keeps fields it does not write), so
-    that no worker claims them untouched.  A fresh manager takes the next ids of the
-    counter and packs nothing (it knows no function's pace)."""
+    """A fresh manager of the queue submits ``tasks``, and their hashes get ``writes`` (by
+    task index) before ``worker`` claims them (``claims_held``): written after the submit,
+    because submit.lua replaces a hash it did not write.  A fresh manager takes the next
+    ids of the counter and packs nothing (it knows no function's pace)."""
     client = redis.Redis.from_url(redis_url)
-    first = int(client.get(f"wq:{{{queue.name}}}:seq") or 0) + 1
-    for index, fields in writes.items():
-        client.hset(task_key(queue, first + index), mapping=fields)
-    fresh = wq.WorkQueue(queue.name, redis_url=redis_url)
-    ids = submitted(fresh, tasks)
-    assert ids == list(range(first, first + len(tasks)))
+    try:
+        with claims_held(client, worker):
+            fresh = wq.WorkQueue(queue.name, redis_url=redis_url)
+            ids = submitted(fresh, tasks)
+            for index, fields in writes.items():
+                client.hset(task_key(queue, ids[index]), mapping=fields)
+    finally:
+        client.close()
     return fresh, ids
 
 
@@ -93,11 +124,11 @@ def test_a_pack_count_that_is_not_a_number_fails_that_task_alone(redis_url, queu
     process = workers.start("--cores", cores)
     warm_up(queue)
     # claimed as a pack whose count cannot be read
-    fresh, ids = tampered(redis_url, queue, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
+    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
                                              wq.PythonTask(my_sum, 3, 4)], {0: {"n": count}})
     tampered_task, command, call = recorded(redis_url, queue, ids)
     fresh.close()
-    assert tampered_task[b"r"] == b"32" and b"unreadable task hash" in tampered_task[b"err"]
+    assert tampered_task[b"r"] == b"32" and b"unreadable task hash" in tampered_task[b"err"], tampered_task.get(b"err")
     assert b"field n " in tampered_task[b"err"]
     assert command[b"r"] == b"0" and command[b"out"] == b"fine\n" and value(call) == 7
     assert process.poll() is None
@@ -109,7 +140,7 @@ def test_a_cancelled_count_that_is_not_a_number_does_not_stop_the_results_of_oth
     process = workers.start("--cores", cores)
     warm_up(queue)
     # complete.lua reads nc to count a pack's members
-    fresh, ids = tampered(redis_url, queue, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
+    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
                                              wq.PythonTask(my_sum, 3, 4)], {0: {"nc": b"a\nb"}})
     _, command, call = recorded(redis_url, queue, ids)
     fresh.close()
@@ -122,7 +153,7 @@ def test_a_pack_whose_members_do_not_load_fails_alone(redis_url, queue, workers,
     process = workers.start("--cores", cores)
     warm_up(queue)
     # the first: a pack without its members (no pa at all)
-    fresh, ids = tampered(redis_url, queue, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
+    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
                                              wq.PythonTask(my_sum, 3, 4)],
                           {0: {"n": 2}, 2: {"n": 1, "pa": b"\x80\x05garbage"}})
     no_members, command, garbage_members = recorded(redis_url, queue, ids)
@@ -137,7 +168,7 @@ def test_a_pack_whose_members_do_not_load_fails_alone(redis_url, queue, workers,
 def test_a_large_field_named_in_bytes_that_are_not_text_does_not_stop_the_worker(redis_url, queue, workers, cores):
     process = workers.start("--cores", cores)
     warm_up(queue)
-    fresh, ids = tampered(redis_url, queue, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine")],
+    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine")],
                           {0: {"big": b"\xb7\xc32\x11\n\x80\x05"}})
     tasks = back(fresh, ids)
     assert tasks[ids[1]].output == "fine\n"
@@ -148,7 +179,7 @@ def test_a_large_field_named_in_bytes_that_are_not_text_does_not_stop_the_worker
 def test_a_command_spec_a_worker_cannot_use_fails_that_task_alone(redis_url, queue, workers, cores):
     process = workers.start("--cores", cores)
     warm_up(queue)
-    fresh, ids = tampered(redis_url, queue, [wq.PythonTask(my_sum, 9, 9), wq.Task("echo fine"),
+    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 9, 9), wq.Task("echo fine"),
                                              wq.PythonTask(my_sum, 3, 4)],
                           {0: {"spec": b'WQ\x01{"kind":"cmd","command":"true","env":[1]}'}})
     tasks = back(fresh, ids)
