@@ -201,7 +201,10 @@ class WorkQueue(WorkQueueCompat):
             self._local = None
         if getattr(self, "_unacked", None) and getattr(self, "_client", None) is not None:
             try:
-                self._flush_acks()
+                if wait_for_redis:
+                    self._flush_acks()
+                else:  # one try: an acknowledgement is not worth holding up an exit or a collection
+                    self._retrieve_once(0, 0.0)
             except redis.RedisError:
                 pass  # not acknowledged: a manager re-attaching gets them again
         if getattr(self, "_client", None) is not None:
