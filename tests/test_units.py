@@ -1031,3 +1031,27 @@ def test_every_script_has_its_shared_fragments_put_in_and_loads_in_redis(redis_u
         assert "local function whole(" in script_source("retrieve")
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({b"r": b"0"}, None),
+    ({}, "no result code"),
+    ({b"r": b"garbage"}, "result code"),
+    ({b"r": b"7"}, "result code"),  # not a Work Queue result
+    ({b"r": b"0", b"rs": b"1e309"}, "field rs"),
+    ({b"r": b"0", b"a": b"-"}, "field a"),
+    ({b"r": b"0", b"host": b"\xff"}, "field host"),
+    ({b"r": b"0", b"meas": b"[1, 2]", b"alloc": b"\x80"}, None),  # measurements read as unknown instead
+])
+def test_a_finished_hash_is_readable_or_says_which_field_is_not(fields, problem):
+    from wq_redis.wire import unreadable_result
+
+    found = unreadable_result(fields)
+    assert found is None if problem is None else problem in found
+
+
+@pytest.mark.parametrize("data", [b"garbage", b"[1, 2]", b'{"nonsense": 1', b"\x80\x05"])
+def test_measured_resources_another_client_garbled_read_as_unknown(data):
+    from wq_redis.task import Resources
+
+    assert Resources.from_json(data) == Resources()

@@ -26,7 +26,7 @@ from .sizes import show_size
 
 if TYPE_CHECKING:
     from .store import QueueStore
-    from .task import InputFile
+    from .task import InputFile, Task
 
 INLINE_FILE, CACHED_FILE, INLINE_DIR, CACHED_DIR = "in:", "cin:", "tin:", "ctin:"
 OUTPUT_FILE, OUTPUT_DIR = "o:", "od:"
@@ -172,21 +172,22 @@ class FileStager:
                                f"{_mb(self.max_task_bytes)} per task (WorkQueue.specify_file_limits)")
         return fields
 
-    def check_task_size(self, name: str, fields: dict[str, Any], bodies: dict[str, bytes]) -> None:
+    def check_task_size(self, task: "Task", fields: dict[str, Any], bodies: dict[str, bytes]) -> None:
         """Refuse (FileTooLarge, a ValueError) a task whose arguments, function and inputs
         together exceed ``max_task_bytes``: a worker with the same ``--max-task-bytes``
         would fail it unloaded.  ``fields``/``bodies``: ``encode_task``'s, just after it ran
         (``last_inputs_bytes`` is its inputs' total, cached ones included)."""
         arguments = len(fields.get("args") or b"")
-        function = sum(len(body) for body in bodies.values())
+        function = sum(map(len, bodies.values())) if bodies else 0
         inputs = self.last_inputs_bytes
         total = arguments + function + inputs
         if total > self.max_task_bytes:
             raise FileTooLarge(
-                f"task {name} holds {show_size(total)} (arguments {show_size(arguments)}, function {show_size(function)}, "
-                f"input files {show_size(inputs)}), over the limit of {show_size(self.max_task_bytes)} per task: workers "
-                f"fail such tasks unloaded (wq-redis worker --max-task-bytes, default {show_size(DEFAULT_MAX_TASK_BYTES)}); "
-                "raise both with WorkQueue.specify_file_limits(max_task_bytes=...) and --max-task-bytes, "
+                f"task {task.command[:60]!r} holds {show_size(total)} (arguments {show_size(arguments)}, function "
+                f"{show_size(function)}, input files {show_size(inputs)}), over the limit of "
+                f"{show_size(self.max_task_bytes)} per task: workers fail such tasks unloaded (wq-redis worker "
+                f"--max-task-bytes, default {show_size(DEFAULT_MAX_TASK_BYTES)}); raise both with "
+                "WorkQueue.specify_file_limits(max_task_bytes=...) and --max-task-bytes, "
                 "or pass the data as an input file or by reference")
 
     def _check_file(self, item: "InputFile", size: int) -> None:

@@ -340,7 +340,7 @@ class WorkQueue(WorkQueueCompat):
     def _encode_fields(self, task: Task, request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
         self._files.last_inputs_bytes = 0
         fields, bodies = encode_task(task, request, self._functions, self.enforce_limits, self._files)
-        self._files.check_task_size(repr(task.command[:60]), fields, bodies)  # what no worker would load
+        self._files.check_task_size(task, fields, bodies)  # what no worker would load
         return fields, bodies
 
     def _upload_functions(self, bodies: dict[str, bytes]) -> None:

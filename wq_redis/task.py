@@ -33,10 +33,15 @@ class Resources:
 
     @classmethod
     def from_json(cls, data: bytes | None) -> "Resources":
+        """Resources as a worker recorded them; a value that is not a JSON object of them
+        (another client's garbage in the task's hash) reads as unknown, never raises."""
         if not data:
             return cls()
-        values = json.loads(data)
-        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+        try:
+            values = json.loads(data)
+            return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+        except (ValueError, TypeError, AttributeError):
+            return cls()
 
 
 @dataclass
