@@ -14,7 +14,7 @@ import redis
 
 import wq_redis as wq
 from conftest import drain, wait_until
-from helpers_tasks import logged_work
+from helpers_tasks import logged_work, my_sum
 
 pytestmark = pytest.mark.faults
 LEASE = "1"
@@ -451,3 +451,31 @@ def test_reconnect_timeout_comes_from_the_environment(redis_url, queue_name, mon
     monkeypatch.delenv("WQ_RECONNECT_TIMEOUT")
     with wq.WorkQueue(queue_name, redis_url=redis_url) as queue:
         assert queue.reconnect_timeout >= 60
+
+
+@pytest.mark.faults
+def test_a_worker_logs_a_redis_outage_once_and_its_end_once(restartable_redis, queue_name, tmp_path):
+    from conftest import Workers
+    from test_hostile_queues import start_logged_worker
+
+    server = restartable_redis
+    pool = Workers(server.url, queue_name)
+    log_path = tmp_path / "worker.log"
+    try:
+        with wq.WorkQueue(queue_name, redis_url=server.url) as queue:
+            start_logged_worker(pool, log_path, "--cores", "2")
+            queue.submit(wq.PythonTask(my_sum, 1, 2))
+            assert drain(queue, 1, timeout=30)[0].output == 3
+            # its data stays: an outage of 10 s, longer than redis-py's own retries (about 7 s),
+            # so that the worker's claims and heartbeats fail, many times each
+            server.stop()
+            time.sleep(10)
+            server.start()
+            queue.submit(wq.PythonTask(my_sum, 3, 4))
+            assert drain(queue, 1, timeout=60)[0].output == 7
+        logged = log_path.read_text()
+        assert logged.count("calls to Redis at redis://") == 1, logged
+        assert logged.count("answers again after") == 1, logged
+        assert "password" not in logged and "Traceback" not in logged
+    finally:
+        pool.stop_all()

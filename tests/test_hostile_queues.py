@@ -108,7 +108,7 @@ def test_wake_keys_of_the_wrong_type_are_reported_and_left_out_of_the_waits(redi
     assert process.poll() is None
     logged = log_path.read_text()
     assert f"cannot read wq:{{{queue.name}}}:wake " in logged and f"cannot read {own} " in logged
-    assert "claim failed" not in logged
+    assert "calls to Redis" not in logged  # no claim failed meanwhile
 
 
 def test_a_task_id_whose_hash_is_of_the_wrong_type_is_dropped_and_the_rest_run(redis_url, queue, workers):

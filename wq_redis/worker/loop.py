@@ -52,6 +52,7 @@ from .metrics import WorkerMetrics
 from .pool import WarmPool
 from .resources import GPU, Allocator, Capacity
 from .runner import Outcome, Slot, TaskRun, named_host, result_fields
+from .outage import RedisOutage, redis_address
 from .workdir import WorkDir, remove_orphans
 
 log = logging.getLogger("wq_redis.worker")
@@ -140,6 +141,7 @@ class Worker(LaneHost):
             self.metrics = WorkerMetrics(self.name, capacity, self.allocator, options.tags,
                                          running=lambda: len(self._running), healthy=self._health)
         self.signer = Signer(options.secret, options.queue) if options.secret else None
+        self.outage = RedisOutage(redis_address(client))
         self._total = capacity.as_dict()  # what claims may pack into; fixed for the worker's life
         self._handed_back: set[str] = set()  # tokens of attempts handed back on abort
         self._reserve_after_ms = int(options.reserve_after * 1000)
@@ -275,12 +277,13 @@ class Worker(LaneHost):
                 **self._claim_arguments(free, followers, self.session, wake_on), results=batch,
                 on_broken=self._report_broken)
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
-            log.warning("claim failed (%s); retrying", exc)
+            self.outage.failed("claim", exc)
             self._hold(batch)
             time.sleep(1.0)
             return [], []
         finally:
             self._blocked = False
+        self.outage.succeeded()
         self._delivered(batch, accepted)
         # a claim that got every follower it asked for probably left more behind: worth
         # prefetching; one that got fewer drained its queue (no claim is wasted on it)
@@ -331,7 +334,7 @@ class Worker(LaneHost):
             self._lane_allowed = False
             return [], []
         if end.error:
-            log.warning("%s; retrying", end.error)
+            self.outage.failed("the fast lane's claim", RuntimeError(end.error))
             time.sleep(1.0)
             return [], []
         self._queue_had_more = bool(end.claimed) and sum(packing.live_count(c.fields) for c in end.claimed) > followers
@@ -711,7 +714,7 @@ class Worker(LaneHost):
     def _hold(self, batch: list[tuple[int, str, dict[str, Any]]]) -> None:
         """Keep undelivered results (Redis is away) for the next try; leases stay renewed."""
         if batch:
-            log.warning("cannot deliver %d result(s) now; holding them", len(batch))
+            log.debug("cannot deliver %d result(s) now; holding them", len(batch))
             with self._lock:
                 self._outbox[:0] = batch
 
@@ -723,10 +726,11 @@ class Worker(LaneHost):
         try:
             accepted = self.store.complete(batch, on_broken=self._report_broken)
         except redis.RedisError as exc:
-            log.warning("delivery failed (%s)", exc)
+            self.outage.failed("delivery", exc)
             self._hold(batch)
             time.sleep(0.5)
             return
+        self.outage.succeeded()
         self._delivered(batch, accepted)
 
     def _delivered(self, batch: list[tuple[int, str, dict[str, Any]]], accepted: list[Delivery]) -> None:
@@ -759,10 +763,11 @@ class Worker(LaneHost):
             try:
                 self._heartbeat()
                 self._last_beat = time.monotonic()
+                self.outage.succeeded()
                 if beats % max(1, int(self.options.lease_seconds / 2 / interval)) == 0:
                     self.store.reap(lock_ms=int(self.lease_ms / 2), worker_timeout_ms=self.lease_ms * 2)
             except redis.RedisError as exc:
-                log.warning("heartbeat failed (%s); retrying", exc)
+                self.outage.failed("heartbeat", exc)
             except Exception:  # the heartbeat thread must never die: leases depend on it
                 log.exception("heartbeat error; retrying")
 
