@@ -125,7 +125,7 @@ def test_a_pack_count_that_is_not_a_number_fails_that_task_alone(redis_url, queu
     warm_up(queue)
     # claimed as a pack whose count cannot be read
     fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
-                                             wq.PythonTask(my_sum, 3, 4)], {0: {"n": count}})
+                                                      wq.PythonTask(my_sum, 3, 4)], {0: {"n": count}})
     tampered_task, command, call = recorded(redis_url, queue, ids)
     fresh.close()
     assert tampered_task[b"r"] == b"32" and b"unreadable task hash" in tampered_task[b"err"], tampered_task.get(b"err")
@@ -141,7 +141,7 @@ def test_a_cancelled_count_that_is_not_a_number_does_not_stop_the_results_of_oth
     warm_up(queue)
     # complete.lua reads nc to count a pack's members
     fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
-                                             wq.PythonTask(my_sum, 3, 4)], {0: {"nc": b"a\nb"}})
+                                                      wq.PythonTask(my_sum, 3, 4)], {0: {"nc": b"a\nb"}})
     _, command, call = recorded(redis_url, queue, ids)
     fresh.close()
     assert command[b"out"] == b"fine\n" and value(call) == 7
@@ -154,7 +154,7 @@ def test_a_pack_whose_members_do_not_load_fails_alone(redis_url, queue, workers,
     warm_up(queue)
     # the first: a pack without its members (no pa at all)
     fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
-                                             wq.PythonTask(my_sum, 3, 4)],
+                                                      wq.PythonTask(my_sum, 3, 4)],
                           {0: {"n": 2}, 2: {"n": 1, "pa": b"\x80\x05garbage"}})
     no_members, command, garbage_members = recorded(redis_url, queue, ids)
     fresh.close()
@@ -180,7 +180,7 @@ def test_a_command_spec_a_worker_cannot_use_fails_that_task_alone(redis_url, que
     process = workers.start("--cores", cores)
     warm_up(queue)
     fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 9, 9), wq.Task("echo fine"),
-                                             wq.PythonTask(my_sum, 3, 4)],
+                                                      wq.PythonTask(my_sum, 3, 4)],
                           {0: {"spec": b'WQ\x01{"kind":"cmd","command":"true","env":[1]}'}})
     tasks = back(fresh, ids)
     assert tasks[ids[0]].result == wq.WORK_QUEUE_RESULT_UNKNOWN and "'env'" in tasks[ids[0]].error
