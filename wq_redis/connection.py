@@ -6,7 +6,6 @@ import logging
 import os
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -14,10 +13,7 @@ from redis.retry import Retry
 
 from .store import connect, connect_options
 
-log = logging.getLogger("wq_redis")
 URL_SCHEMES = ("redis", "rediss", "unix")
-
-
 log = logging.getLogger("wq_redis.connection")
 
 
@@ -36,13 +32,13 @@ def check_url(url: str) -> None:
     deep in its connection pool)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in URL_SCHEMES:
-        shown = _safe(f"redis://{url}").removeprefix("redis://")
+        shown = safe_url(f"redis://{url}").removeprefix("redis://")
         raise ValueError(f"Redis URL {shown!r} has no redis:// scheme: write redis://{shown} "
                          "(rediss:// for TLS, unix:///path/to/redis.sock for a socket)")
     try:
         redis.ConnectionPool.from_url(url)
     except ValueError as exc:
-        raise ValueError(f"invalid Redis URL {_safe(url)}: {exc}") from None
+        raise ValueError(f"invalid Redis URL {safe_url(url)}: {exc}") from None
 
 
 def open_client(url: str, wait_seconds: float = 2.0, **client_options: Any) -> redis.Redis:
@@ -64,18 +60,18 @@ def open_client(url: str, wait_seconds: float = 2.0, **client_options: Any) -> r
             probe.ping()
             return connect(url, **client_options)
         except redis.AuthenticationError as exc:
-            raise RedisUnavailable(f"Redis at {_safe(url)} refused the credentials: {exc}") from None
+            raise RedisUnavailable(f"Redis at {safe_url(url)} refused the credentials: {exc}") from None
         except redis.ResponseError as exc:
             message = str(exc)
             if "NOAUTH" in message or "WRONGPASS" in message:
-                raise RedisUnavailable(f"Redis at {_safe(url)} needs a password: {exc}") from None
+                raise RedisUnavailable(f"Redis at {safe_url(url)} needs a password: {exc}") from None
             if "DENIED" in message:
-                raise RedisUnavailable(f"Redis at {_safe(url)} refuses remote clients (protected mode): "
+                raise RedisUnavailable(f"Redis at {safe_url(url)} refuses remote clients (protected mode): "
                                        "give it a password or bind it to this host only") from None
             raise
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.monotonic() + delay > deadline:
-                raise RedisUnavailable(f"cannot reach Redis at {_safe(url)}: {exc}") from None
+                raise RedisUnavailable(f"cannot reach Redis at {safe_url(url)}: {exc}") from None
             if not told:  # once, not per retry
                 log.info("connecting to %s ... (%s; retrying for up to %.0f s)", _display(url), exc, wait_seconds)
                 told = True
@@ -86,22 +82,20 @@ def open_client(url: str, wait_seconds: float = 2.0, **client_options: Any) -> r
 
 
 def _display(url: str) -> str:
-    """The URL for a log line: no user name or password (said to be hidden if there was one)."""
-    parts = urlsplit(url)
-    if not (parts.username or parts.password):
+    """The URL for a log line: ``safe_url``'s, without even the placeholder of the user name
+    and password (said to be hidden if there was one)."""
+    if "@" not in url:
         return url
-    return f"{parts._replace(netloc=parts.netloc.rpartition('@')[2]).geturl()} (password hidden)"
+    scheme, _, rest = safe_url(url).partition("://***@")
+    return f"{scheme}://{rest} (password hidden)"
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     if "@" not in url:
         return url
     scheme, _, rest = url.partition("://")
     return f"{scheme}://***@{rest.rpartition('@')[2]}"
-
-
-safe_url = _safe  # the URL without its password, for other modules' messages
 
 
 def settings_of(client: redis.Redis) -> dict[str, Any]:
