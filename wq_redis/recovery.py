@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .codes import Result
 from .packing import MEMBERS, member_ids

@@ -41,13 +41,22 @@ MAX_TASK_BYTES = 512 * 1024 * 1024  # default cap on what one task makes a worke
 BROKEN_WAKE_SECONDS = 60.0  # a wake key of the wrong type is left out of a worker's waits this long
 
 
-class TaskTooLarge(ValueError):
+class TaskRefused(ValueError):
+    """A value a task needs cannot be loaded: the task fails with this message and
+    ``result`` (a ``Result`` code), the worker goes on."""
+
+    result = Result.UNKNOWN
+
+
+class TaskTooLarge(TaskRefused):
     """A value a task needs is larger than the worker's ``--max-task-bytes``."""
 
+    result = Result.RESOURCE_EXHAUSTION
 
-class KeyUnreadable(ValueError):
+
+class KeyUnreadable(TaskRefused):
     """A key a task needs (its function body, a cached input) holds a type it never has:
-    another client's garbage.  The task fails with this message; the worker goes on."""
+    another client's garbage."""
 
 
 def too_large_message(what: str, size: int, limit: int) -> str:

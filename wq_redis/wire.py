@@ -14,7 +14,6 @@ Hash fields of a task (short names: Redis keeps small hashes as compact listpack
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from .. import packing
 from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
 from ..signing import SignatureError
-from ..store import Claimed, KeyUnreadable, TaskTooLarge
+from ..store import Claimed, TaskRefused
 from .channel import out_of_band
 from .pool import ChildDied, ChildGone, Interrupted, WarmProcess
 from .runner import Outcome, Slot, named_host, python_outcome, result_fields
@@ -225,7 +225,7 @@ class QuickBatch:
             return self.slot.pool.call_with_child(self.slot.gpu_ids, call)
         except ChildGone:
             return None
-        except (SignatureError, TaskTooLarge, KeyUnreadable):  # a function body not the one its tasks
+        except (SignatureError, TaskRefused):  # a function body not the one its tasks
             return None  # name, too large or unreadable: one by one, each such task fails on its own
 
     def _fields(self, attempt: Attempt | PackMember, outcome: Outcome, wall: float) -> dict[str, Any]:

@@ -40,12 +40,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import redis
 
 from .. import packing
-from ..codes import Result
 from ..connection import client_from
 from ..resources import parse_class, split_member
 from ..serialize import NO_ARGS, function_digest
 from ..signing import SignatureError, verify_function_body
-from ..store import Claimed, Delivery, KeyUnreadable, QueueStore, TaskTooLarge
+from ..store import Claimed, Delivery, QueueStore, TaskRefused
 from .batch import Pace, quick_spec
 from .channel import out_of_band
 from .pool import missing_function_reply
@@ -219,9 +218,8 @@ class ChildLane:
         if digest not in self.child.functions:
             try:
                 body = store.function(digest, spec.claim.get("max_task_bytes", 0))
-            except (TaskTooLarge, KeyUnreadable) as exc:
-                result = Result.RESOURCE_EXHAUSTION if isinstance(exc, TaskTooLarge) else Result.UNKNOWN
-                return result_fields(task.task_id, Outcome(result, 0, b"", str(exc)), {}, 0.0,
+            except TaskRefused as exc:
+                return result_fields(task.task_id, Outcome(exc.result, 0, b"", str(exc)), {}, 0.0,
                                      spec.max_result_bytes, None, named_host(task.fields))
             if body is not None:
                 try:

@@ -402,7 +402,7 @@ class Worker(LaneHost):
         slot = Slot(request, [], self.workdir, self.pool, self._function, self.options.max_result_bytes, self.signer,
                     self.files)
         try:
-            for verified in self._readable(self._verified([attempt], slot), slot):  # read again: checked again
+            for verified in self._screened([attempt]):  # read again: checked again
                 self._run_one(verified, slot)
         finally:
             self.allocator.release(attempt.token)
@@ -477,18 +477,19 @@ class Worker(LaneHost):
     def _refuse(self, tasks: list[Claimed]) -> None:
         """Tasks the claim refused (over --max-task-bytes, or a large field unreadable):
         failed at once with the claim's reason, never loaded nor run."""
-        attempts = [Attempt(task) for task in tasks]
-        with self._lock:
-            for attempt in attempts:
-                self._running[attempt.token] = attempt
         ended = []
-        for attempt, task in zip(attempts, tasks):
+        for task in tasks:
             log.warning("task %d failed without running: %s", task.task_id, task.refused)
             if self.metrics is not None:
                 self.metrics.task_started(task.fields)
-            ended.append((attempt, {"r": task.refused_code or int(Result.UNKNOWN), "err": task.refused,
-                                    "host": socket.gethostname()}))
+            ended.append((Attempt(task), self._unrun(task.task_id, task.fields, task.refused_code or Result.UNKNOWN,
+                                                     task.refused or "")))
         self._finish(ended)
+
+    def _unrun(self, task_id: int, fields: dict[bytes, bytes], code: int, message: str) -> dict[str, Any]:
+        """The result of a task that fails without running: its code and why."""
+        return result_fields(task_id, Outcome(Result(code), error=message), {}, 0.0, self.options.max_result_bytes,
+                             self.signer, named_host(fields))
 
     def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot_key: str) -> None:
         """Run a group, then the groups prefetched for this slot, holding its resources."""
@@ -521,7 +522,7 @@ class Worker(LaneHost):
         goes wrong with one task (or one batch) fails it alone: the others of the group run."""
         index = 0
         try:
-            attempts = self._readable(self._verified(attempts, slot), slot)
+            attempts = self._screened(attempts)
             specs = [quick_spec(a.fields) for a in attempts]
         except Exception as exc:  # a bug of ours must not lose the tasks: report them failed
             self._crashed(attempts, exc)
@@ -542,55 +543,45 @@ class Worker(LaneHost):
 
     def _crashed(self, attempts: list[Attempt], exc: Exception) -> None:
         log.exception("tasks %s crashed the runner", [a.task_id for a in attempts])
-        error = {"r": 32, "err": f"worker error: {exc!r}", "host": socket.gethostname()}
-        self._finish([(a, error) for a in attempts if a.token in self._running])
+        self._finish([(a, self._unrun(a.task_id, a.fields, Result.UNKNOWN, f"worker error: {exc!r}"))
+                      for a in attempts if a.token in self._running])
 
-    def _readable(self, attempts: list[Attempt], slot: Slot) -> list[Attempt]:
-        """The attempts whose hash the runner can read: a pack's members are read here,
-        once (``Attempt.members``); a pack whose members do not load (another client's
-        garbage) ends at once, failed with what is wrong, and only it."""
-        readable: list[Attempt] = []
-        unreadable: list[tuple[Attempt, dict[str, Any] | None]] = []
-        for attempt in attempts:
-            if packing.MEMBERS in attempt.fields:
-                try:
-                    attempt.members = packing.claimed_members(attempt.fields)
-                except ValueError as exc:
-                    message = f"unreadable task hash {self.store.keys.task(attempt.task_id)}: {exc}"
-                    log.warning("task %d failed without running: %s", attempt.task_id, message)
-                    unreadable.append((attempt, result_fields(attempt.task_id, Outcome(Result.UNKNOWN, error=message),
-                                                              {}, 0.0, slot.max_result_bytes, self.signer,
-                                                              named_host(attempt.fields))))
-                    continue
-            readable.append(attempt)
-        if unreadable:
-            self._finish(unreadable)
-        return readable
-
-    def _verified(self, attempts: list[Attempt], slot: Slot) -> list[Attempt]:
-        """With a secret, the attempts whose claimed hash verifies as a whole (a pack's
-        members and their arguments included, large fields as they were read); the others
-        end at once, refused, before anything of them is unpickled.  The one check for
+    def _screened(self, attempts: list[Attempt]) -> list[Attempt]:
+        """The attempts the runner may read; the others end at once, failed with what is
+        wrong, before anything of them is unpickled, and only they.  The one check for
         every path a claimed task takes (a batch, one by one, a pack's members), which
-        therefore check nothing themselves.  Without a secret: ``attempts`` as they are."""
-        signer = self.signer
-        if signer is None:
-            return attempts
-        verified: list[Attempt] = []
-        refused: list[tuple[Attempt, dict[str, Any] | None]] = []
+        therefore check nothing themselves (see ``_unreadable``)."""
+        screened: list[Attempt] = []
+        ended: list[tuple[Attempt, dict[str, Any] | None]] = []
         for attempt in attempts:
-            try:
-                signer.verify_task(attempt.task_id, attempt.fields)
-            except SignatureError as exc:
-                log.warning("task %d refused: %s", attempt.task_id, exc)
-                outcome = Outcome(Result.UNKNOWN, error=f"refused: {exc}")
-                refused.append((attempt, result_fields(attempt.task_id, outcome, {}, 0.0, slot.max_result_bytes,
-                                                       signer, named_host(attempt.fields))))
+            problem = None
+            if self.signer is not None or packing.MEMBERS in attempt.fields:
+                problem = self._unreadable(attempt)
+            if problem is None:
+                screened.append(attempt)
             else:
-                verified.append(attempt)
-        if refused:
-            self._finish(refused)
-        return verified
+                log.warning("task %d failed without running: %s", attempt.task_id, problem)
+                ended.append((attempt, self._unrun(attempt.task_id, attempt.fields, Result.UNKNOWN, problem)))
+        if ended:
+            self._finish(ended)
+        return screened
+
+    def _unreadable(self, attempt: Attempt) -> str | None:
+        """What keeps the runner from reading a claimed hash, or None.  With a secret: a
+        hash that does not verify as a whole (a pack's members and their arguments
+        included, large fields as they were read).  A pack's members are read here, once
+        (``Attempt.members``): members that do not load are another client's garbage."""
+        if self.signer is not None:
+            try:
+                self.signer.verify_task(attempt.task_id, attempt.fields)
+            except SignatureError as exc:
+                return f"refused: {exc}"
+        if packing.MEMBERS in attempt.fields:
+            try:
+                attempt.members = packing.claimed_members(attempt.fields)
+            except ValueError as exc:
+                return f"unreadable task hash {self.store.keys.task(attempt.task_id)}: {exc}"
+        return None
 
     def _run_one(self, attempt: Attempt, slot: Slot) -> None:
         if attempt.cancelled:
@@ -712,7 +703,8 @@ class Worker(LaneHost):
         return batch
 
     def _hold(self, batch: list[tuple[int, str, dict[str, Any]]]) -> None:
-        """Keep undelivered results (Redis is away) for the next try; leases stay renewed."""
+        """Keep undelivered results (Redis away, or a key they are written to broken) for
+        the next try; leases stay renewed."""
         if batch:
             log.debug("cannot deliver %d result(s) now; holding them", len(batch))
             with self._lock:
@@ -743,9 +735,7 @@ class Worker(LaneHost):
                 held.append(result)
             elif not ok:
                 log.warning("result of task %d dropped: %s", result[0], ok.reason)
-        if held:
-            with self._lock:
-                self._outbox[:0] = held
+        self._hold(held)
 
     # -- heartbeat, leases, reaper -----------------------------------------------------
     def _status(self) -> str:

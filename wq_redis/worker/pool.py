@@ -18,7 +18,7 @@ import threading
 from typing import Any, Callable, TypeVar
 
 from ..signing import SignatureError
-from ..store import KeyUnreadable, TaskTooLarge
+from ..store import TaskRefused
 from .channel import Channel
 from .waiting import Limits, Verdict, supervise, tree_rss
 
@@ -230,7 +230,7 @@ class WarmPool:
         """``call(child)`` with an idle child for these GPUs (a new one when none is idle),
         given back afterwards.  A child that had died while idle (ChildGone) is replaced
         once; one that dies during the call (ChildDied) is closed; one interrupted was
-        killed already; after a SignatureError, TaskTooLarge or KeyUnreadable (a function body
+        killed already; after a SignatureError or TaskRefused (a function body
         refused or unreadable: raised between two messages) it is given back."""
         for attempt in range(2):
             proc = self.acquire(gpu_ids)
@@ -244,7 +244,7 @@ class WarmPool:
             except ChildDied:
                 proc.close()
                 raise
-            except (SignatureError, TaskTooLarge, KeyUnreadable):  # a function body refused or unreadable
+            except (SignatureError, TaskRefused):  # a function body refused or unreadable
                 self.release(proc)
                 raise
             self.release(proc)

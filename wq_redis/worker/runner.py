@@ -28,7 +28,7 @@ from ..files import (CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DI
 from ..resources import Request
 from ..serialize import EnvelopeError, worker_view
 from ..signing import SignatureError, Signer
-from ..store import KeyUnreadable, TaskTooLarge
+from ..store import TaskRefused
 from .cache import FileCache
 from .channel import out_of_band
 from .command import SHELL, as_shell_reports, direct_argv, shell_environment, worker_environment
@@ -252,10 +252,8 @@ class TaskRun:
             return Outcome(Result.UNKNOWN, error="could not start a Python process for the task")
         except SignatureError as exc:  # the function body is not the one the task names
             return Outcome(Result.UNKNOWN, error=f"refused: {exc}")
-        except TaskTooLarge as exc:  # its function is over --max-task-bytes: never loaded
-            return Outcome(Result.RESOURCE_EXHAUSTION, error=str(exc))
-        except KeyUnreadable as exc:  # its function's key holds another type (another client's garbage)
-            return Outcome(Result.UNKNOWN, error=str(exc))
+        except TaskRefused as exc:  # its function over --max-task-bytes, or its key another client's garbage
+            return Outcome(exc.result, error=str(exc))
         except Interrupted as exc:
             result, text = self._interruption(exc.verdict)
             return Outcome(result, -signal.SIGKILL, b"", text)
