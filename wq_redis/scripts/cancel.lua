@@ -7,13 +7,14 @@
 -- live member cancels the pack.
 -- KEYS: 1 task hash, 2 leases zset, 3 done list, 4 stats hash
 -- ARGV: 1 key prefix, 2 task id, 3 member id of the pack ("" = the whole task)
+--#include counts
 local t = redis.call('HMGET', KEYS[1], 's', 'q', 'n', 'nc')
 if not t[1] then return false end
-local live = (tonumber(t[3] or '1') or 1) - (tonumber(t[4] or '0') or 0)  -- a pack's members not cancelled (garbage: 1)
+local left = live(t[3], t[4])  -- a pack's members not cancelled
 local stage = ({['1'] = 'pack_waiting:' .. (t[2] or ''), ['2'] = 'pack_running:' .. (t[2] or ''), ['3'] = 'pack_done'})[t[1]]
 if not stage then return false end
 local member = ARGV[3] or ''
-if member ~= '' and live > 1 then
+if member ~= '' and left > 1 then
   if redis.call('HSETNX', KEYS[1], 'pc:' .. member, 1) == 0 then return false end
   redis.call('HINCRBY', KEYS[1], 'nc', 1)
   redis.call('HINCRBY', KEYS[4], stage, -1)  -- one live member less beyond the first
@@ -31,7 +32,7 @@ elseif t[1] == '2' then
 else
   redis.call('LREM', KEYS[3], 1, ARGV[2])
 end
-if live > 1 then redis.call('HINCRBY', KEYS[4], stage, 1 - live) end
+if left > 1 then redis.call('HINCRBY', KEYS[4], stage, 1 - left) end
 local fields = redis.call('HGETALL', KEYS[1])
 local owned = redis.call('HMGET', KEYS[1], 'vk', 'big', 'vks')
 if owned[1] then redis.call('DEL', owned[1]) end  -- its large return value
@@ -42,5 +43,5 @@ if owned[3] then  -- its members' large return values
   for name in string.gmatch(owned[3], '[^\n]+') do redis.call('DEL', name) end
 end
 redis.call('DEL', KEYS[1])
-redis.call('HINCRBY', KEYS[4], 'canceled', live)
+redis.call('HINCRBY', KEYS[4], 'canceled', left)
 return fields

@@ -168,7 +168,7 @@ local function take(c, id, follows)
   end
   local unreadable = nil  -- a field the worker parses that does not parse: the task fails, unloaded
   if at.n then  -- a pack's live members (whole numbers, at least 1, whatever the hash says)
-    count = math.max(whole(flat[at.n], 1) - whole(at.nc and flat[at.nc], 0), 1)
+    count = live(flat[at.n], at.nc and flat[at.nc])
     if not whole(flat[at.n]) then
       unreadable = 'field n (the members of a pack) is not a whole number'
     elseif at.nc and not whole(flat[at.nc]) then
@@ -302,7 +302,7 @@ end
 for _, c in ipairs(cands) do
   if touched[c.member] and not c.empty and redis.call('EXISTS', c.key, c.fifo) > 0 then
     local wake = prefix .. 'wake:' .. c.member
-    if not failed(redis.pcall('LPUSH', wake, 1), wake) then redis.call('LTRIM', wake, 0, 0) end
+    ring(wake)
   end
 end
 if members > 0 then bump('dispatched', members) end

@@ -41,7 +41,7 @@ for i = 6, #KEYS do
     t = {}
   end
   if t[1] == token then
-    local others = math.max(whole(t[3], 1) - whole(t[5], 0), 1) - 1
+    local others = live(t[3], t[5]) - 1
     writes[#writes + 1] = {key, token, first, last, others, t[4], #answers + 1}
     recorded[#recorded + 1] = id
     answers[#answers + 1] = 1
@@ -111,8 +111,6 @@ for _, w in ipairs(writes) do
     end
   end
 end
-if #recorded > 0 and not failed(redis.pcall('LPUSH', KEYS[3], 1), KEYS[3]) then
-  redis.call('LTRIM', KEYS[3], 0, 0)
-end
+if #recorded > 0 then ring(KEYS[3]) end
 if late > 0 then failed(redis.pcall('HINCRBY', KEYS[4], 'late_results', late), KEYS[4]) end
 return {answers, broken}

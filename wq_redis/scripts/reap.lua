@@ -6,31 +6,27 @@
 -- ARGV: 1 key prefix, 2 max leases per call, 3 worker timeout ms
 -- A key of the wrong type (another client's garbage) loses nothing: a task is taken out
 -- of the leases only once the list it goes to (its queue, or done) took it, and the
--- counters and wake-ups (not worth a task) are skipped when theirs is broken.
+-- counters and wake-ups (not worth a task) are skipped when theirs is broken.  (What
+-- broke is not returned: the claims and renewals of every worker report it.)
 local prefix = ARGV[1]
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local function ok(reply)  -- a redis.pcall that did not answer an error
-  return not (type(reply) == 'table' and reply.err)
-end
+--#include broken
 --#include counts
 local function bump(field, by) redis.pcall('HINCRBY', KEYS[5], field, by) end
-local function ring(key)
-  if ok(redis.pcall('LPUSH', key, 1)) then redis.call('LTRIM', key, 0, 0) end
-end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[2]))
-local requeued, failed = 0, 0
+local requeued, given_up = 0, 0
 for _, id in ipairs(expired) do
   local tkey = prefix .. 't:' .. id
   local t = redis.pcall('HMGET', tkey, 's', 'q', 'p', 'a', 'mr', 'w', 'n', 'nc')
-  if not ok(t) or t[1] ~= '2' or not t[2] then  -- not a running task (or not a task): no lease to keep
+  if failed(t, tkey) or t[1] ~= '2' or not t[2] then  -- not a running task (or not a task): no lease to keep
     redis.call('ZREM', KEYS[1], id)
   else
-    local others = math.max(whole(t[7], 1) - whole(t[8], 0), 1) - 1  -- a pack's other live members move with it
+    local others = live(t[7], t[8]) - 1  -- a pack's other live members move with it
     local attempts = tonumber(t[4] or '0') or 0
     local max_retries = tonumber(t[5] or '0') or 0
     if max_retries > 0 and attempts > max_retries then
-      if ok(redis.pcall('RPUSH', KEYS[3], id)) then
+      if not failed(redis.pcall('RPUSH', KEYS[3], id), KEYS[3]) then
         redis.call('ZREM', KEYS[1], id)
         redis.call('HSET', tkey, 's', 3, 'tok', '', 'r', 48, 'tf', now[1] .. string.format('%06d', tonumber(now[2])),
           'err', 'worker ' .. (t[6] or '?') .. ' lost the task on attempt ' .. attempts ..
@@ -41,16 +37,18 @@ for _, id in ipairs(expired) do
           bump('pack_done', others)
         end
         ring(KEYS[4])
-        failed = failed + 1
+        given_up = given_up + 1
       end
     else
-      local pushed
+      local pushed, queue
       if t[3] and tonumber(t[3]) and tonumber(t[3]) ~= 0 and tonumber(id) then
-        pushed = redis.pcall('ZADD', prefix .. 'ready:' .. t[2], t[3], string.format('%012d', tonumber(id)))
+        queue = prefix .. 'ready:' .. t[2]
+        pushed = redis.pcall('ZADD', queue, t[3], string.format('%012d', tonumber(id)))
       else
-        pushed = redis.pcall('LPUSH', prefix .. 'fifo:' .. t[2], id)  -- back at the front: it was first
+        queue = prefix .. 'fifo:' .. t[2]
+        pushed = redis.pcall('LPUSH', queue, id)  -- back at the front: it was first
       end
-      if ok(pushed) then
+      if not failed(pushed, queue) then
         redis.call('ZREM', KEYS[1], id)
         redis.call('HSET', tkey, 's', 1, 'tok', '')
         bump('lost_leases', 1)
@@ -68,7 +66,7 @@ for _, id in ipairs(expired) do
   end
 end
 local dead = redis.pcall('ZRANGEBYSCORE', KEYS[6], '-inf', now_ms - tonumber(ARGV[3]))
-if not ok(dead) then dead = {} end
+if failed(dead, KEYS[6]) then dead = {} end
 for _, name in ipairs(dead) do
   redis.call('ZREM', KEYS[6], name)
   redis.call('DEL', prefix .. 'w:' .. name)
@@ -76,11 +74,11 @@ for _, name in ipairs(dead) do
 end
 local forgotten = 0
 local members = redis.pcall('SMEMBERS', KEYS[2])
-if not ok(members) then members = {} end
+if failed(members, KEYS[2]) then members = {} end
 for _, member in ipairs(members) do
   if redis.call('EXISTS', prefix .. 'ready:' .. member, prefix .. 'fifo:' .. member) == 0 then
     redis.call('SREM', KEYS[2], member)
     forgotten = forgotten + 1
   end
 end
-return {#expired, requeued, failed, #dead, forgotten}
+return {#expired, requeued, given_up, #dead, forgotten}

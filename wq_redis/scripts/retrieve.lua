@@ -47,10 +47,10 @@ for _, id in ipairs(acked) do
     -- 'fids'); the 'nc' cancelled were counted then.  A pack-level 'r' means it ended as
     -- a whole (its lease lost, no retry left): every member failed.  Large member
     -- values ('vks') are keys of their own.
-    local live = math.max(whole(t[4], 1) - whole(t[7], 0), 1)
-    retrieved = retrieved + live
+    local members = live(t[4], t[7])
+    retrieved = retrieved + members
     if t[1] then
-      if t[1] ~= '0' then failed = failed + live end
+      if t[1] ~= '0' then failed = failed + members end
     else
       failed = failed + whole(t[6], 0)
       if t[7] and t[8] then  -- a failed member cancelled while the pack ran: not counted twice
@@ -59,7 +59,7 @@ for _, id in ipairs(acked) do
         end
       end
     end
-    if live > 1 then redis.call('HINCRBY', KEYS[2], 'pack_done', 1 - live) end
+    if members > 1 then redis.call('HINCRBY', KEYS[2], 'pack_done', 1 - members) end
     if t[5] then own_lines(t[5], '') end
   else
     retrieved = retrieved + 1

@@ -14,6 +14,7 @@ local now = redis.pcall('TIME')  -- a read-only ACL user may lack TIME: then the
 if now.err then now = {string.sub(ARGV[3], 1, -7), string.sub(ARGV[3], -6)} end
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 --#include broken
+--#include counts
 local queues = {}
 for _, m in ipairs(read({}, 'SMEMBERS', KEYS[1])) do
   -- a pack's other members (packing.py) wait in it: counted in the stats hash
@@ -27,7 +28,7 @@ end
 local running = {}
 for _, id in ipairs(read({}, 'ZRANGE', KEYS[2], 0, -1)) do
   local t = read({}, 'HMGET', prefix .. 't:' .. id, 'w', 'q', 'n', 'nc')
-  if t[1] and t[2] then running[#running + 1] = {t[1], t[2], (tonumber(t[3]) or 1) - (tonumber(t[4]) or 0)} end
+  if t[1] and t[2] then running[#running + 1] = {t[1], t[2], live(t[3], t[4])} end
 end
 local counters = read({}, 'HGETALL', KEYS[4])
 local running_count, done_count = #running, read(0, 'LLEN', KEYS[3])

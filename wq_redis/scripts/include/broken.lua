@@ -10,6 +10,9 @@ local function failed(reply, key)  -- whether a redis.pcall answered an error (t
   end
   return false
 end
+local function ring(key)  -- a wake-up token, at most one in the list (reported if it is no list)
+  if not failed(redis.pcall('LPUSH', key, 1), key) then redis.call('LTRIM', key, 0, 0) end
+end
 local function read(default, command, key, ...)  -- redis.pcall's answer, or `default` (reported)
   local reply = redis.pcall(command, key, ...)
   if failed(reply, key) then return default end
