@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .sizes import MAX_TASK_BYTES
 from .status import status_command
 
 REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
@@ -43,8 +44,6 @@ class ByteSize(click.ParamType):
     name = "size"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
         from .sizes import parse_size
 
         try:
@@ -84,7 +83,8 @@ def main() -> None:
 @click.option("--max-result-bytes", envvar="WQ_MAX_RESULT_BYTES", type=click.IntRange(min=1024),
               default=256 * 1024 * 1024, show_default=True,
               help="Largest result (return value, output, output files) a task may send back.")
-@click.option("--max-task-bytes", envvar="WQ_MAX_TASK_BYTES", type=ByteSize(), default="512M", show_default=True,
+@click.option("--max-task-bytes", envvar="WQ_MAX_TASK_BYTES", type=ByteSize(),
+              default=f"{MAX_TASK_BYTES >> 20}M", show_default=True,
               help="Largest task (arguments, function, input files) this worker loads, e.g. 512M or 2G "
                    "(env WQ_MAX_TASK_BYTES); a larger task fails unloaded (0: no cap).")
 @click.option("--metrics-port", envvar="WQ_METRICS_PORT", type=PortRange(),

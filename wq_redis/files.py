@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
-from .sizes import show_size
+from .sizes import MAX_TASK_BYTES as DEFAULT_MAX_TASK_BYTES, show_size
 
 if TYPE_CHECKING:
     from .store import QueueStore
@@ -34,9 +34,6 @@ OUTPUT_FILE, OUTPUT_DIR = "o:", "od:"
 FILE_TTL_SECONDS = 7 * 24 * 3600  # a cached input outlives its last submit by this much
 FILE_REFRESH_SECONDS = 3600  # how often a manager re-times (or re-stores) an input it uses
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # Redis refuses strings past 512 MB
-DEFAULT_MAX_TASK_BYTES = 512 * 1024 * 1024  # all of one task: arguments, function, inputs (cached or not);
-# the same default as `wq-redis worker --max-task-bytes` (store.MAX_TASK_BYTES): what a manager
-# accepts, a worker with the default loads
 MEMO_ENTRIES = 65_536  # digests a manager remembers (of files it sent, and that Redis holds)
 
 Body = Union[bytes, Callable[[], bytes]]

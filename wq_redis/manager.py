@@ -62,6 +62,11 @@ def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
     return {k.encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in fields.items()}
 
 
+def _some(ids: Sequence[int]) -> str:
+    """Ids for a log line: the first ``IGNORED_IDS_LOGGED`` of them."""
+    return ", ".join(map(str, ids[:IGNORED_IDS_LOGGED])) + (" ..." if len(ids) > IGNORED_IDS_LOGGED else "")
+
+
 def _close_at_exit(queue_ref: "weakref.ref[WorkQueue]") -> None:
     """A queue the program left open (no ``close()``, no ``with``) is closed at interpreter
     exit, before the embedded Redis stops: its local workers then stop at once instead of
@@ -231,8 +236,12 @@ class WorkQueue(WorkQueueCompat):
             raise ValueError(f"unknown resources {sorted(unknown)}; use {RESOURCE_NAMES}")
         self._categories[category] = {k: int(v) for k, v in resources.items() if v is not None and v >= 0}
         self._placements.clear()
+        self._store_category(category)
+
+    def _store_category(self, category: str) -> None:
+        """Write a category's resources into Redis, for `wq-redis status -A`."""
         resources_json = json.dumps(self._categories[category])
-        self._redis.call(lambda: self._store.set_category(category, resources_json))  # for `wq-redis status -A`
+        self._redis.call(lambda: self._store.set_category(category, resources_json))
 
     def enable_monitoring(self, *args: Any, **kwargs: Any) -> None:
         """Work Queue's resource monitoring: from now on, tasks that use more memory or disk
@@ -365,7 +374,7 @@ class WorkQueue(WorkQueueCompat):
             ids = submitted.replaced
             log.warning("queue %r: the hash of task(s) %s held data that this manager did not write (another client "
                         "wrote at ids it was about to use): replaced by the task(s) it submitted", self.name,
-                        ", ".join(map(str, ids[:IGNORED_IDS_LOGGED])) + (" ..." if len(ids) > IGNORED_IDS_LOGGED else ""))
+                        _some(ids))
 
     def _send_buffered(self) -> None:
         """Send the tasks ``submit`` buffered, in this thread (waiting out a Redis outage, see
@@ -466,7 +475,7 @@ class WorkQueue(WorkQueueCompat):
         if strangers:
             log.warning("queue %r: ignored %d finished task(s) in the done list that this manager did not submit "
                         "(written there by another client?): ids %s", self.name, len(strangers),
-                        ", ".join(map(str, strangers[:IGNORED_IDS_LOGGED])) + (" ..." if len(strangers) > IGNORED_IDS_LOGGED else ""))
+                        _some(strangers))
         self._unacked += [ack_id for ack_id in acks if ack_id in own]
         self._released += [ack_id for ack_id in acks if ack_id not in own]
         for ack_id in own:

@@ -36,7 +36,6 @@ a recovery cut short (Redis away past ``reconnect_timeout``) is run again by the
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -120,8 +119,8 @@ def _recover(queue: "WorkQueue", seen: str | None) -> None:
     queue._uploaded.clear()  # the functions and cached files it stored are gone too
     queue._files.forget_uploads()
     queue._drained = False
-    for category, resources in queue._categories.items():
-        queue._redis.call(lambda: queue._store.set_category(category, json.dumps(resources)))
+    for category in queue._categories:
+        queue._store_category(category)
     for task_id in adopted:
         queue._adopted.discard(task_id)
         queue._pack_of.pop(task_id, None)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import re
 
+# What one task may hold at most, by default: arguments, function and input files together.
+# `wq-redis worker --max-task-bytes` loads no more, and a manager accepts no more at submit
+# (WorkQueue.specify_file_limits), so that a task a manager accepts, a default worker loads.
+MAX_TASK_BYTES = 512 * 1024 * 1024
+
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 
@@ -23,9 +28,11 @@ def parse_size(text: str | int) -> int:
 
 def show_size(size: int) -> str:
     """``536870912`` -> ``"512.0 MiB"``: for messages."""
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+    if size < 1024:
+        return f"{size} bytes"
+    value = size / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
         value /= 1024
-    return f"{size} bytes"
+    return f"{value:.1f} GiB"

@@ -37,7 +37,6 @@ VALUE_TTL_SECONDS = 7 * 24 * 3600  # a large value whose result was never record
 VALUE_LOST_RESULT = int(Result.OUTPUT_TRANSFER_ERROR)
 COMPLETE_BATCH = 256  # results per complete.lua call
 COMPLETE_BYTES = 16 * 1024 * 1024  # a call past its first result carries at most this much
-MAX_TASK_BYTES = 512 * 1024 * 1024  # default cap on what one task makes a worker load (and a manager submit)
 BROKEN_WAKE_SECONDS = 60.0  # a wake key of the wrong type is left out of a worker's waits this long
 
 

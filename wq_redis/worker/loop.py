@@ -44,7 +44,8 @@ from ..codes import Result
 from ..connection import settings_of
 from ..resources import Request, parse_class, split_member
 from ..signing import SignatureError, Signer, verify_function_body
-from ..store import MAX_TASK_BYTES, Claimed, Delivery, QueueStore
+from ..sizes import MAX_TASK_BYTES
+from ..store import Claimed, Delivery, QueueStore
 from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
 from .lane import LaneHost, LaneSpec, drive
