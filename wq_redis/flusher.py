@@ -98,18 +98,20 @@ class SubmitBuffer:
         with self._flushing:
             with self._lock:
                 if replace:
-                    ids = {row[0] for row in rows}
-                    self._rows = [row for row in self._rows if row[0] not in ids]
-                    self._bytes = sum(_size(row) for row in self._rows)
+                    self._drop(rows)
                 self._rows.extend(rows)
             try:
                 self._flush_locked()
             except BaseException:
-                ids = {row[0] for row in rows}
                 with self._lock:
-                    self._rows = [row for row in self._rows if row[0] not in ids]
-                    self._bytes = sum(_size(row) for row in self._rows)
+                    self._drop(rows)
                 raise
+
+    def _drop(self, rows: list[Row]) -> None:
+        """Take the buffered rows with the ids of ``rows`` out (holding the lock)."""
+        ids = {row[0] for row in rows}
+        self._rows = [row for row in self._rows if row[0] not in ids]
+        self._bytes = sum(_size(row) for row in self._rows)
 
     def flush_into(self, call: Callable[[list[Row]], T]) -> T:
         """``call(rows)`` with the rows buffered now (maybe none), which it sends along with

@@ -185,6 +185,15 @@ class Submitted:
     replaced: list[int] = field(default_factory=list)  # ids whose hash held a stranger's data, replaced
     lost: QueueStateLost | None = None  # set when (part of) the batch was refused: nothing of that part queued
 
+    @classmethod
+    def of(cls, calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> "Submitted":
+        """The submit.lua answers among a pipeline's, folded into one (the other calls skipped)."""
+        done = cls()
+        for call, answer in zip(calls, answers):
+            if call[0] == "submit":
+                done.add(answer)
+        return done
+
     def add(self, answer: Sequence[Any]) -> None:
         """Fold in one submit.lua answer."""
         if int(answer[0]) == 1:
@@ -482,10 +491,7 @@ class QueueStore:
         which ids held a stranger's hash (replaced).  Raises ``QueueStateLost`` when the
         queue's incarnation is another: nothing of those calls was queued."""
         calls = self._submit_calls(tasks, incarnation)
-        done = Submitted()
-        for call, answer in zip(calls, self._pipeline(calls) if calls else []):
-            if call[0] == "submit":
-                done.add(answer)
+        done = Submitted.of(calls, self._pipeline(calls) if calls else [])
         if done.lost is not None:
             raise done.lost
         return done
@@ -561,10 +567,7 @@ class QueueStore:
         calls.append(("retrieve", [k.done, k.stats, k.retrieving, k.incarnation],
                       [k.prefix, max_tasks, keep_seconds, len(acked), *acked, *released]))
         answers = self._pipeline(calls)
-        submitted = Submitted()
-        for call, answer in zip(calls, answers):
-            if call[0] == "submit":
-                submitted.add(answer)
+        submitted = Submitted.of(calls, answers)
         rows, found = answers[-1]
         tasks = []
         with gcpause.paused():  # thousands of small dicts, no cycle among them
