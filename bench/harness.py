@@ -54,7 +54,7 @@ class Processes:
         self.logs: list[str] = []
 
     def start(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        from wq_redis.server import tie_to_caller
+        from wq_redis.embedded.server import tie_to_caller
 
         log_path = os.path.join(self.log_dir, f"{self.name}-worker{len(self.logs)}.log")
         self.logs.append(log_path)

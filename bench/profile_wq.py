@@ -46,7 +46,7 @@ GENERIC_FRAMES = re.compile(r"^(<module>|Thread\.run|Thread\._bootstrap(_inner)?
 
 def script_names() -> dict[str, str]:
     """SHA1 -> name of every Lua script of wq_redis (what EVALSHA's first argument is)."""
-    from wq_redis.store import QueueStore, script_source
+    from wq_redis.protocol.store import QueueStore, script_source
 
     return {hashlib.sha1(script_source(name).encode()).hexdigest(): name for name in QueueStore.SCRIPTS}
 
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if spy is None:
         print("py-spy not found (make bench-profile installs it into bench/.venv): no sampling profiles", file=sys.stderr)
 
-    from wq_redis.server import RedisServer
+    from wq_redis.embedded.server import RedisServer
 
     server = RedisServer(extra_args=["--appendonly", "no", "--slowlog-max-len", "1000000"]).start()
     client = redis.Redis.from_url(server.url)

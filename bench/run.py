@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.redis_url:
         url = args.redis_url
     else:
-        from wq_redis.server import RedisServer
+        from wq_redis.embedded.server import RedisServer
 
         server = RedisServer(extra_args=[] if args.aof else ["--appendonly", "no"]).start()
         url = server.url

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 import wq_redis as wq
-from wq_redis.server import RedisServer
+from wq_redis.embedded.server import RedisServer
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from wq_redis import packing
-from wq_redis.serialize import pack_spec
+from wq_redis.protocol import packing
+from wq_redis.protocol.serialize import pack_spec
 
 REDIS_TYPES = ("string", "list", "hash", "set", "zset", "stream")
 OVERSIZED = 70 * 1024  # past store.BIG_VALUE (64 KiB): the sizes that take other code paths

@@ -17,8 +17,8 @@ import wq_redis as wq
 from conftest import drain
 from helpers_tasks import my_sum
 from monitoring_helpers import http_get, samples
-from wq_redis.exporter import QueueExporter
-from wq_redis.store import connect
+from wq_redis.ops.exporter import QueueExporter
+from wq_redis.protocol.store import connect
 
 READ_ONLY = ["-@all", "+@read", "+@connection", "+evalsha_ro", "+eval_ro"]
 

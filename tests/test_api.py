@@ -136,7 +136,7 @@ def test_results_are_removed_from_redis_once_retrieved(queue, workers, redis_url
 
 @pytest.fixture(scope="module")
 def protected_server():
-    from wq_redis.server import RedisServer
+    from wq_redis.embedded.server import RedisServer
 
     server = RedisServer(password="s3cret").start()
     yield server
@@ -167,7 +167,7 @@ def test_password_protected_redis_works_end_to_end(protected_server, workers):
 
 
 def test_unreachable_redis_is_a_clear_error():
-    from wq_redis.server import free_port
+    from wq_redis.embedded.server import free_port
 
     with pytest.raises(wq.RedisUnavailable, match="cannot reach Redis"):
         wq.WorkQueue("q", redis_url=f"redis://127.0.0.1:{free_port()}/0")

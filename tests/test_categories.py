@@ -9,7 +9,7 @@ import redis
 import wq_redis as wq
 from conftest import drain, wait_until
 from everyday_tasks import cores_seen, nap
-from wq_redis.keys import QueueKeys
+from wq_redis.protocol.keys import QueueKeys
 
 
 def _task(category: str | None = None, func=cores_seen, *args) -> wq.PythonTask:

@@ -15,8 +15,8 @@ import pytest
 
 import wq_redis as wq
 from conftest import wait_until
-from wq_redis.resources import Request
-from wq_redis.serialize import pack_spec
+from wq_redis.protocol.resources import Request
+from wq_redis.protocol.serialize import pack_spec
 from wq_redis.worker import command
 from wq_redis.worker.pool import WarmPool
 from wq_redis.worker.runner import Slot, TaskRun

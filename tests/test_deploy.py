@@ -39,7 +39,7 @@ from helpers_chart import (CASES, CHART, CRD_SCHEMAS, KUBE_VERSIONS, QUANTITY, R
                            container, example, flags, helm, jsonschema, kubernetes_validate, render, worker_pools,
                            yaml)
 from helpers_tasks import timed_sleep
-from wq_redis.server import find_server_binary, free_port
+from wq_redis.embedded.server import find_server_binary, free_port
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -233,7 +233,7 @@ def test_every_pool_has_a_disruption_budget(case: tuple[str, list[dict[str, Any]
 
 def test_worker_args_are_accepted_by_the_cli(case: tuple[str, list[dict[str, Any]]],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from wq_redis.cli import main
+    from wq_redis.ops.cli import main
 
     monkeypatch.setenv("WQ_REDIS_URL", "redis://127.0.0.1:1/0")
     command = main.commands["worker"]
@@ -267,7 +267,7 @@ def _child_pid(parent: int, timeout: float = 5.0) -> int:
 
 def _worker_args(pool: dict[str, Any], workdir: str, metrics_port: int | None = None) -> list[str]:
     """The pool's rendered worker arguments, runnable here: own workdir, metrics on loopback."""
-    from wq_redis.cli import main
+    from wq_redis.ops.cli import main
 
     known = {opt for param in main.commands["worker"].params for opt in param.opts}
     local = {"--workdir": workdir, "--metrics-addr": "127.0.0.1", "--metrics-port": str(metrics_port or free_port())}
@@ -276,7 +276,7 @@ def _worker_args(pool: dict[str, Any], workdir: str, metrics_port: int | None = 
 
 
 def test_worker_serves_healthz_where_the_probes_look(redis_url: str, tmp_path: Any) -> None:
-    from wq_redis.cli import main
+    from wq_redis.ops.cli import main
 
     if "--metrics-port" not in {opt for param in main.commands["worker"].params for opt in param.opts}:
         pytest.skip("wq-redis worker has no --metrics-port yet (it comes with the metrics work)")

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 import wq_redis as wq
-from wq_redis import server as embedded
+from wq_redis.embedded import server as embedded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -287,7 +287,7 @@ def test_redis_restarted_without_its_data_the_manager_resubmits_what_it_holds(re
             done = drain(queue, 5, timeout=60)
             _wipe_data(server)
             server.start()
-            with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+            with caplog.at_level(logging.WARNING, logger="wq_redis.client.queue"):
                 done += drain(queue, 26, timeout=90)
                 assert queue.empty()
             assert "lost the state" in caplog.text and "resubmitt" in caplog.text
@@ -332,7 +332,7 @@ def test_tasks_submitted_after_redis_lost_its_data_and_before_any_wait_come_back
             server.start()
             pool.start("--cores", "2", "--lease-seconds", "2")
             assert wait_until(lambda: client.zcard(queue._store.keys.workers) == 1, timeout=30)
-            with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+            with caplog.at_level(logging.WARNING, logger="wq_redis.client.queue"):
                 batch = [wq.PythonTask(add, i) for i in range(1, 6)] + [cat_input()]
                 queue.submit_many(batch)
                 buffered = [wq.PythonTask(add, i) for i in range(6, 11)]

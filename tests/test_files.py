@@ -12,7 +12,7 @@ import redis
 import wq_redis as wq
 from conftest import drain
 from everyday_tasks import read_input
-from wq_redis.keys import QueueKeys
+from wq_redis.protocol.keys import QueueKeys
 from wq_redis.worker.cache import FileCache
 
 
@@ -138,7 +138,7 @@ def test_inputs_over_the_per_task_total_are_refused_at_submit(queue, tmp_path):
     task = wq.Task("true")
     task.specify_input_file(_file(tmp_path / "one.bin", b"x" * 800))
     task.specify_buffer(b"y" * 800, "two.bin")
-    with pytest.raises(ValueError, match="total 0.0 MB, over the limit"):
+    with pytest.raises(ValueError, match=r"total 1\.6 KiB, over the limit of 1\.5 KiB"):
         queue.submit(task)
     assert queue.stats.tasks_submitted == 0
 

@@ -14,8 +14,8 @@ import wq_redis as wq
 from conftest import drain, wait_until
 from everyday_tasks import inverse, square
 from helpers_tasks import my_sum
-from wq_redis import mapping
-from wq_redis.flusher import SubmitBuffer
+from wq_redis.client import mapping
+from wq_redis.client.submit_buffer import SubmitBuffer
 
 
 def test_tasks_submitted_one_by_one_all_come_back(queue, workers):
@@ -187,7 +187,7 @@ def test_a_held_refusal_is_not_retried_by_the_thread_and_the_owner_resends_in_pl
 
 # -- map's automatic chunksize ---------------------------------------------------------
 def _stats(cores: int, workers: int):
-    from wq_redis.stats import Stats
+    from wq_redis.client.stats import Stats
 
     class Q:
         stats = Stats(total_cores=cores, workers_connected=workers)
@@ -257,8 +257,8 @@ def test_interpreter_exit_sends_what_is_buffered(redis_url, queue_name, tmp_path
 
     script = tmp_path / "manager.py"
     script.write_text(
-        "import wq_redis as wq, wq_redis.flusher\n"
-        "wq_redis.flusher.LINGER_SECONDS = 600  # the thread would not send them in time\n"
+        "import wq_redis as wq, wq_redis.client.submit_buffer\n"
+        "wq_redis.client.submit_buffer.LINGER_SECONDS = 600  # the thread would not send them in time\n"
         f"q = wq.WorkQueue({queue_name!r}, redis_url={redis_url!r})\n"
         "for _ in range(30):\n"
         "    q.submit(wq.Task('true'))\n"
@@ -274,7 +274,7 @@ def test_interpreter_exit_sends_what_is_buffered(redis_url, queue_name, tmp_path
 def test_a_wait_after_a_lone_submit_sees_it_when_redis_lost_its_scripts(queue, workers, redis_url):
     """The submit and the retrieve go in one pipeline: a retrieve answered while the
     submit before it was refused (NOSCRIPT) must not say that nothing is outstanding."""
-    from wq_redis.store import script_source
+    from wq_redis.protocol.store import script_source
 
     workers.start("--cores", "1")
     client = redis.Redis.from_url(redis_url)

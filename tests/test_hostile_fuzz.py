@@ -43,11 +43,11 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 import wq_redis as wq
-from wq_redis import packing
-from wq_redis.keys import QueueKeys
-from wq_redis.resources import Request, queue_member
-from wq_redis.serialize import digest_pickle, pack_spec
-from wq_redis.server import RedisServer
+from wq_redis.protocol import packing
+from wq_redis.protocol.keys import QueueKeys
+from wq_redis.protocol.resources import Request, queue_member
+from wq_redis.protocol.serialize import digest_pickle, pack_spec
+from wq_redis.embedded.server import RedisServer
 from conftest import Workers, wait_until
 from helpers_tasks import my_sum
 from hostile_strategies import (Evil, ForeignIds, HashFields, IdRef, KeyRef, PicklePlacement, WrongType, foreign_ids,

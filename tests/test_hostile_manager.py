@@ -17,10 +17,10 @@ import redis
 import wq_redis as wq
 from conftest import drain
 from helpers_tasks import my_sum
-from wq_redis.resources import Request, queue_member
-from wq_redis.serialize import FunctionCache, pack_spec
-from wq_redis.store import Delivery, QueueStateLost, QueueStore
-from wq_redis.wire import encode_task
+from wq_redis.protocol.resources import Request, queue_member
+from wq_redis.protocol.serialize import FunctionCache, pack_spec
+from wq_redis.protocol.store import Delivery, QueueStateLost, QueueStore
+from wq_redis.client.wire import encode_task
 
 FOREIGN_IDS = (990001, 990002, 990003)
 
@@ -67,7 +67,7 @@ def test_a_foreign_hash_that_does_not_decode_is_logged_and_skipped(queue, worker
     forge_finished(client, queue, 990005, spec=pack_spec({"kind": "cmd"}), r=0)  # no command
     ids = queue.submit_many([wq.PythonTask(my_sum, i, 0) for i in range(5)])
     workers.start("--cores", "2")
-    with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+    with caplog.at_level(logging.WARNING, logger="wq_redis.client.queue"):
         done = drain(queue, 5)
         assert queue.empty()
     assert sorted(t.id for t in done) == sorted(ids)
@@ -80,7 +80,7 @@ def test_an_own_task_whose_result_is_garbage_comes_back_failed(queue, redis_url,
     queue._buffer.flush()
     client.hset(queue._store.keys.task(task_id), mapping={"s": 3, "r": "garbage", "a": "x"})
     push_done(client, queue, task_id)
-    with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+    with caplog.at_level(logging.WARNING, logger="wq_redis.client.queue"):
         task = queue.wait(5)
     assert task.id == task_id and task.result == wq.WORK_QUEUE_RESULT_UNKNOWN
     assert "cannot be read" in task.error and str(task_id) in caplog.text
@@ -88,7 +88,7 @@ def test_an_own_task_whose_result_is_garbage_comes_back_failed(queue, redis_url,
 
 
 def test_a_forged_pack_naming_own_ids_does_not_finish_them(queue, redis_url):
-    from wq_redis import packing
+    from wq_redis.protocol import packing
 
     client = redis.Redis.from_url(redis_url)
     task_id = queue.submit(wq.PythonTask(my_sum, 1, 1))
@@ -174,7 +174,7 @@ def test_hashes_planted_at_the_next_ids_are_replaced_and_every_task_comes_back(q
     client = redis.Redis.from_url(redis_url)
     ids = _next_ids(client, queue, 7)
     plant_hashes(client, queue, ids)
-    with caplog.at_level(logging.WARNING, logger="wq_redis.manager"):
+    with caplog.at_level(logging.WARNING, logger="wq_redis.client.queue"):
         submitted = queue.submit_many([wq.PythonTask(my_sum, i, 10) for i in range(4)] + [wq.Task("echo own")])
         submitted += [queue.submit(wq.PythonTask(my_sum, i, 20)) for i in range(2)]  # through the buffer
         queue._buffer.flush()

@@ -21,8 +21,8 @@ import wq_redis as wq
 from conftest import TESTS_DIR, drain, wait_until
 from helpers_tasks import my_sum
 from monitoring_helpers import http_get, samples
-from wq_redis.exporter import QueueExporter
-from wq_redis.serialize import function_digest
+from wq_redis.ops.exporter import QueueExporter
+from wq_redis.protocol.serialize import function_digest
 
 MiB = 1024 * 1024
 PLAIN = "c1.m0.d0.g0|"  # the sub-queue of a task that declares nothing, no tag

@@ -17,8 +17,8 @@ import pytest
 import redis
 
 import wq_redis as wq
-from wq_redis import packing
-from wq_redis.serialize import function_digest
+from wq_redis.protocol import packing
+from wq_redis.protocol.serialize import function_digest
 from conftest import wait_until
 from helpers_tasks import no_arguments, reversed_bytes, unpickle_file
 

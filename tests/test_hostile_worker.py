@@ -25,7 +25,7 @@ import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import my_sum
 from test_hostile_queues import start_logged_worker
-from wq_redis.serialize import digest_pickle
+from wq_redis.protocol.serialize import digest_pickle
 
 
 def warm_up(queue: wq.WorkQueue) -> None:

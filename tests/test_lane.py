@@ -19,7 +19,7 @@ from helpers_tasks import busy, hard_exit, my_sum, pid_then_sleep, timed_sleep
 from monitoring_helpers import http_get, samples, value
 
 import wq_redis as wq
-from wq_redis.keys import QueueKeys
+from wq_redis.protocol.keys import QueueKeys
 from wq_redis.worker.channel import Channel
 from wq_redis.worker.child import Child
 from wq_redis.worker.lane import ChildLane, lane_client_name
@@ -188,7 +188,7 @@ def test_a_full_ledger_sends_the_record_and_the_rest_of_the_lane_over_the_socket
 
 
 def test_a_claim_that_carries_a_result_tells_of_its_delivery_once_even_when_it_claims_nothing(queue, redis_url):
-    from wq_redis.store import Delivery, QueueStore, connect
+    from wq_redis.protocol.store import Delivery, QueueStore, connect
 
     queue.submit(wq.PythonTask(my_sum, 1, 2))
     queue._buffer.flush()
@@ -212,7 +212,7 @@ def test_a_lane_that_ends_holding_an_unrecorded_claim_hands_it_back(queue, redis
     """The child died between Redis leasing a task to it and recording the claim: the
     worker finds the lease by the lane's token prefix and gives it back at once, the
     attempt not counted (else it would wait out its lease and count one)."""
-    from wq_redis.store import connect
+    from wq_redis.protocol.store import connect
     from wq_redis.worker.loop import Worker, WorkerOptions
     from wq_redis.worker.resources import Capacity
 

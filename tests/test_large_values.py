@@ -12,7 +12,7 @@ import redis
 import wq_redis as wq
 from conftest import drain
 from helpers_tasks import reversed_bytes
-from wq_redis.store import BIG_VALUE, Delivery, QueueStore
+from wq_redis.protocol.store import BIG_VALUE, Delivery, QueueStore
 
 MIB = 1024 * 1024
 
@@ -94,7 +94,7 @@ def test_a_cancelled_task_takes_its_large_argument_with_it(queue, redis_url):
 
 
 def test_a_large_value_is_handed_to_the_socket_without_a_copy():
-    from wq_redis.store import CommandPacker
+    from wq_redis.protocol.store import CommandPacker
 
     packer = CommandPacker()
     value = memoryview(os.urandom(BIG_VALUE + 1))  # as a worker's child sent it

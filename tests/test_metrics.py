@@ -24,12 +24,12 @@ from conftest import drain, wait_until
 from fake_gpus import BOARDS, FakeGpus
 from monitoring_helpers import (REPO, Exporter, family_names, http_get, names, promtool_check_metrics, require_tool,
                                 samples, value)
-from wq_redis.exporter import QueueExporter
-from wq_redis.metrics_server import advertised_address, parse_port_range
-from wq_redis.store import find_queues
+from wq_redis.ops.exporter import QueueExporter
+from wq_redis.worker.metrics_server import advertised_address, parse_port_range
+from wq_redis.protocol.store import find_queues
 from wq_redis.worker.metrics import NvmlProvider, TaskCpuMeter, WorkerMetrics, match_gpus
 from wq_redis.worker.resources import GPU, Allocator, Capacity
-from wq_redis.resources import Request
+from wq_redis.protocol.resources import Request
 
 pytestmark = pytest.mark.monitoring
 GiB = 1024 ** 3

@@ -14,10 +14,11 @@ import redis
 import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import logged_work, member_probe, timed_sleep
-from wq_redis.keys import QueueKeys
-from wq_redis.status import gather
-from wq_redis.store import QueueStore
-from wq_redis.packing import PACK_TASKS, PackPlanner, dump, load
+from wq_redis.protocol.keys import QueueKeys
+from wq_redis.protocol.report import gather
+from wq_redis.protocol.store import QueueStore
+from wq_redis.client.packs import PACK_TASKS, PackPlanner
+from wq_redis.protocol.packing import dump, load
 
 
 def _learn_pace(queue: wq.WorkQueue, count: int = 20) -> None:

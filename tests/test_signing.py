@@ -8,7 +8,7 @@ import pickle
 import redis
 
 import wq_redis as wq
-from wq_redis.serialize import function_digest
+from wq_redis.protocol.serialize import function_digest
 from conftest import drain
 from helpers_tasks import my_sum
 

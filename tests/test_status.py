@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import wq_redis as wq
 from conftest import drain, wait_until
 from everyday_tasks import nap, square
-from wq_redis.cli import main
+from wq_redis.ops.cli import main
 
 
 def status(redis_url: str, *args: str) -> str:

@@ -217,7 +217,7 @@ def test_result_over_the_size_limit_is_an_output_transfer_error(queue, workers):
 
 
 def test_malformed_task_payload_fails_and_the_worker_goes_on(queue, workers, redis_url):
-    from wq_redis.keys import QueueKeys, padded_id
+    from wq_redis.protocol.keys import QueueKeys, padded_id
 
     keys = QueueKeys(queue.name)
     client = redis.Redis.from_url(redis_url)

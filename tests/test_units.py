@@ -16,17 +16,15 @@ import redis
 from redis.crc import key_slot
 
 import wq_redis as wq
-from wq_redis import keys as keymod
-from wq_redis import serialize
-from wq_redis.keys import QueueKeys, check_queue_name, padded_id
-from wq_redis.resources import (
-    BUCKET_BASE_MB, Request, bucket, class_name, class_of, parse_class, queue_member, split_member,
-)
-from wq_redis.serialize import EnvelopeError, FunctionCache, pack_spec, task_spec, unpack_spec
-from wq_redis.stats import stats_from_snapshot
-from wq_redis.store import Snapshot
-from wq_redis.task import PythonTask, PythonTaskNoResult, Task
-from wq_redis.wire import apply_results, encode_task
+from wq_redis.protocol import keys as keymod
+from wq_redis.protocol import serialize
+from wq_redis.protocol.keys import QueueKeys, check_queue_name, padded_id
+from wq_redis.protocol.resources import BUCKET_BASE_MB, Request, bucket, class_name, class_of, parse_class, queue_member, split_member
+from wq_redis.protocol.serialize import EnvelopeError, FunctionCache, pack_spec, task_spec, unpack_spec
+from wq_redis.client.stats import stats_from_snapshot
+from wq_redis.protocol.store import Snapshot
+from wq_redis.client.task import PythonTask, PythonTaskNoResult, Task
+from wq_redis.client.wire import apply_results, encode_task
 from wq_redis.worker import resources as worker_resources
 from wq_redis.worker.resources import GPU, Allocator, Capacity, declared
 
@@ -934,7 +932,7 @@ def test_stats_of_a_worker_record_without_resources_count_it_with_none():
 # ======================================================================================
 
 def test_a_warm_child_runs_a_function_again_after_running_many_others(tmp_path):
-    from wq_redis.serialize import pickle_arguments
+    from wq_redis.protocol.serialize import pickle_arguments
     from wq_redis.worker.child import MAX_CACHED_FUNCTIONS
     from wq_redis.worker.pool import WarmPool
     from wq_redis.worker.runner import Slot, TaskRun
@@ -964,7 +962,7 @@ def test_a_warm_child_batch_finds_its_cached_functions_while_a_new_one_fills_the
     """A batch whose first call brings a new function to a full cache, and whose last one
     uses the oldest cached function (sent without its body: the worker knows the child has
     it): loading the new one must not evict the old one while the batch runs."""
-    from wq_redis.serialize import pickle_arguments
+    from wq_redis.protocol.serialize import pickle_arguments
     from wq_redis.worker.child import MAX_CACHED_FUNCTIONS
     from wq_redis.worker.pool import WarmPool
     from wq_redis.worker.waiting import CancelSignal
@@ -998,7 +996,7 @@ def test_a_warm_child_batch_finds_its_cached_functions_while_a_new_one_fills_the
 def test_gcpause_restores_the_collector_as_it_was():
     import gc
 
-    from wq_redis import gcpause
+    from wq_redis.protocol import gcpause
 
     assert gc.isenabled()
     with gcpause.paused():
@@ -1019,7 +1017,7 @@ def test_gcpause_restores_the_collector_as_it_was():
 
 def test_every_script_has_its_shared_fragments_put_in_and_loads_in_redis(redis_url):
     """``--#include NAME`` lines become scripts/include/NAME.lua; what Redis loads has none left."""
-    from wq_redis.store import QueueStore, script_source
+    from wq_redis.protocol.store import QueueStore, script_source
 
     client = redis.Redis.from_url(redis_url)
     try:
@@ -1044,7 +1042,7 @@ def test_every_script_has_its_shared_fragments_put_in_and_loads_in_redis(redis_u
     ({b"r": b"0", b"meas": b"[1, 2]", b"alloc": b"\x80"}, None),  # measurements read as unknown instead
 ])
 def test_a_finished_hash_is_readable_or_says_which_field_is_not(fields, problem):
-    from wq_redis.wire import unreadable_result
+    from wq_redis.client.wire import unreadable_result
 
     found = unreadable_result(fields)
     assert found is None if problem is None else problem in found
@@ -1052,6 +1050,6 @@ def test_a_finished_hash_is_readable_or_says_which_field_is_not(fields, problem)
 
 @pytest.mark.parametrize("data", [b"garbage", b"[1, 2]", b'{"nonsense": 1', b"\x80\x05"])
 def test_measured_resources_another_client_garbled_read_as_unknown(data):
-    from wq_redis.task import Resources
+    from wq_redis.client.task import Resources
 
     assert Resources.from_json(data) == Resources()

@@ -13,7 +13,7 @@ import pytest
 
 import wq_redis as wq
 from conftest import TESTS_DIR, drain
-from wq_redis.server import RedisServer
+from wq_redis.embedded.server import RedisServer
 
 ROOT = os.path.dirname(TESTS_DIR)
 

@@ -120,7 +120,7 @@ def test_worker_without_url_says_what_is_missing(monkeypatch):
 
 
 def test_worker_with_unreachable_redis_fails_clearly():
-    from wq_redis.server import free_port
+    from wq_redis.embedded.server import free_port
 
     run = subprocess.run([sys.executable, "-m", "wq_redis", "worker", "--connect-timeout", "0.5", "--redis-url",
                           f"redis://127.0.0.1:{free_port()}/0"], capture_output=True, text=True, timeout=30)
@@ -134,7 +134,7 @@ def test_worker_help_names_the_environment_fallbacks():
 
 
 def test_worker_started_before_redis_waits_for_it(tmp_path, queue_name):
-    from wq_redis.server import RedisServer, free_port
+    from wq_redis.embedded.server import RedisServer, free_port
 
     from conftest import Workers
 

@@ -9,23 +9,65 @@ on Redis.  Port a Work Queue program by changing its import::
 
 ``wq.Executor`` runs calls as a ``concurrent.futures`` executor (futures are awaitable);
 ``wq-redis status`` shows queues, workers, tasks and categories.
+
+The package is layered (docs/architecture.md): ``protocol`` (the Redis contract),
+``client`` (this API), ``worker``, ``embedded`` (a local Redis and local workers) and
+``ops`` (command line, status, exporter).  The names below are imported on first use, so
+that a process importing only a lower layer (the worker's child that runs tasks) does not
+load the client API.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .codes import *  # noqa: E402,F401,F403  (Work Queue's WORK_QUEUE_* names)
-from .codes import Result, TaskState, result_str  # noqa: E402
-from .errors import RemoteTraceback, TaskFailed  # noqa: E402
-from .executor import Executor, TaskFuture  # noqa: E402
-from .files import FileTooLarge  # noqa: E402
-from .connection import RedisUnavailable  # noqa: E402
-from .manager import WorkQueue  # noqa: E402
-from .serialize import EnvelopeError  # noqa: E402
-from .stats import Stats  # noqa: E402
-from .task import PythonTask, PythonTaskNoResult, Resources, Task  # noqa: E402
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "WorkQueue", "Task", "PythonTask", "PythonTaskNoResult", "Resources", "Stats", "Result", "TaskState",
-    "result_str", "RedisUnavailable", "EnvelopeError", "Executor", "TaskFuture", "TaskFailed", "RemoteTraceback",
-    "FileTooLarge", "__version__",
-] + [name for name in dir() if name.startswith("WORK_QUEUE_")]
+from .protocol.version import __version__
+
+if TYPE_CHECKING:
+    from .client.codes import *  # noqa: F401,F403  (Work Queue's WORK_QUEUE_* names)
+    from .client.codes import Result, TaskState, result_str
+    from .client.errors import RemoteTraceback, TaskFailed
+    from .client.executor import TaskFuture
+    from .client.stats import Stats
+    from .client.task import PythonTask, PythonTaskNoResult, Resources, Task
+    from .embedded.queue import Executor, WorkQueue
+    from .protocol.connection import RedisUnavailable
+    from .protocol.files import FileTooLarge
+    from .protocol.serialize import EnvelopeError
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "WorkQueue": "embedded.queue", "Executor": "embedded.queue",
+    "Task": "client.task", "PythonTask": "client.task", "PythonTaskNoResult": "client.task",
+    "Resources": "client.task", "Stats": "client.stats", "TaskFuture": "client.executor",
+    "TaskFailed": "client.errors", "RemoteTraceback": "client.errors",
+    "Result": "protocol.codes", "TaskState": "protocol.codes", "result_str": "protocol.codes",
+    "RedisUnavailable": "protocol.connection", "EnvelopeError": "protocol.serialize",
+    "FileTooLarge": "protocol.files",
+}
+
+
+def _work_queue_names() -> list[str]:
+    from .client import codes
+
+    return [name for name in vars(codes) if name.startswith("WORK_QUEUE_")]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+    elif name.startswith("WORK_QUEUE_"):
+        module = importlib.import_module(".client.codes", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_work_queue_names()))
+
+
+__all__ = sorted(_EXPORTS) + ["__version__"] + _work_queue_names()

@@ -18,10 +18,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .. import packing
-from ..serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
-from ..signing import SignatureError
-from ..store import Claimed, TaskRefused
+from ..protocol import packing
+from ..protocol.serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
+from ..protocol.signing import SignatureError
+from ..protocol.store import Claimed, TaskRefused
 from .channel import out_of_band
 from .pool import ChildDied, ChildGone, Interrupted, WarmProcess
 from .runner import Outcome, Slot, named_host, python_outcome, result_fields

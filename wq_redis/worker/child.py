@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 import cloudpickle
 
-from wq_redis.serialize import plain_data
+from wq_redis.protocol.serialize import plain_data
 from wq_redis.worker.channel import Channel, out_of_band
 from wq_redis.worker.limits import MAX_STDOUT_BYTES
 

@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
-from .. import packing
-from ..connection import client_from
-from ..resources import parse_class, split_member
-from ..serialize import NO_ARGS, function_digest
-from ..signing import SignatureError, verify_function_body
-from ..store import Claimed, Delivery, QueueStore, TaskRefused
+from ..protocol import packing
+from ..protocol.connection import client_from
+from ..protocol.resources import parse_class, split_member
+from ..protocol.serialize import NO_ARGS, function_digest
+from ..protocol.signing import SignatureError, verify_function_body
+from ..protocol.store import Claimed, Delivery, QueueStore, TaskRefused
 from .batch import Pace, quick_spec
 from .channel import out_of_band
 from .pool import missing_function_reply

@@ -39,13 +39,14 @@ from typing import Any
 
 import redis
 
-from .. import __version__, packing
-from ..codes import Result
-from ..connection import settings_of
-from ..resources import Request, parse_class, split_member
-from ..signing import SignatureError, Signer, verify_function_body
-from ..sizes import MAX_TASK_BYTES
-from ..store import Claimed, Delivery, QueueStore
+from ..protocol.version import __version__
+from ..protocol import packing
+from ..protocol.codes import Result
+from ..protocol.connection import settings_of
+from ..protocol.resources import Request, parse_class, split_member
+from ..protocol.signing import SignatureError, Signer, verify_function_body
+from ..protocol.sizes import MAX_TASK_BYTES
+from ..protocol.store import Claimed, Delivery, QueueStore
 from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
 from .lane import LaneHost, LaneSpec, drive

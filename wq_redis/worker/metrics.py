@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .. import __version__
-from ..codes import Result
-from ..metrics_server import MetricsServer, serve
+from ..protocol.version import __version__
+from ..protocol.codes import Result
+from .metrics_server import MetricsServer, serve
 from .resources import GPU, Allocator, Capacity
 
 log = logging.getLogger("wq_redis.worker")

@@ -17,8 +17,8 @@ import sys
 import threading
 from typing import Any, Callable, TypeVar
 
-from ..signing import SignatureError
-from ..store import TaskRefused
+from ..protocol.signing import SignatureError
+from ..protocol.store import TaskRefused
 from .channel import Channel
 from .waiting import Limits, Verdict, supervise, tree_rss
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from ..resources import Request
+from ..protocol.resources import Request
 
 log = logging.getLogger("wq_redis.worker")
 MB = 1024 * 1024

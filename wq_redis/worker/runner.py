@@ -22,13 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..codes import Result
-from ..files import (CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DIR, OUTPUT_FILE, pack_directory,
-                     unpack_directory)
-from ..resources import Request
-from ..serialize import EnvelopeError, worker_view
-from ..signing import SignatureError, Signer
-from ..store import TaskRefused
+from ..protocol.codes import Result
+from ..protocol.files import CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DIR, OUTPUT_FILE, pack_directory, unpack_directory
+from ..protocol.resources import Request
+from ..protocol.serialize import EnvelopeError, worker_view
+from ..protocol.signing import SignatureError, Signer
+from ..protocol.store import TaskRefused
 from .cache import FileCache
 from .channel import out_of_band
 from .command import SHELL, as_shell_reports, direct_argv, shell_environment, worker_environment

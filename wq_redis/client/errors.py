@@ -8,7 +8,7 @@ the way ``concurrent.futures.ProcessPoolExecutor`` shows a child's traceback.
 
 from __future__ import annotations
 
-from .codes import Result
+from ..protocol.codes import Result
 from .task import PythonTaskNoResult, Task
 
 TRACEBACK_HEADER = "Traceback (most recent call last):"

@@ -21,7 +21,7 @@ from .errors import task_exception
 from .task import PythonTask, Task
 
 if TYPE_CHECKING:
-    from .manager import WorkQueue
+    from .queue import WorkQueue
 
 SUBMIT_BATCH = 1000  # tasks per submit round trip
 MAX_IN_FLIGHT = 20_000  # submitted but not yet returned, so a huge map stays bounded in memory

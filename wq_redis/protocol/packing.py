@@ -7,8 +7,8 @@ everything but their arguments (function, resources, tag, category, retries, pri
 the steps run once per pack, and each member still has its own id, result, output,
 measured resources and cancel.
 
-Packs are made only of calls to a function this manager has seen finish quickly: about
-``PACK_SECONDS`` of work per pack at its recent pace (``PackPlanner``).  A function not
+Packs are made only of calls to a function the manager has seen finish quickly: how
+many go in one is client/packs.py's (``PackPlanner``).  A function not
 seen yet, or a slow one, is never packed, so a pack never holds long tasks back from idle
 workers.  Only calls that a worker runs in a batch are packed (no files, limits, env or
 signatures: see ``packable``).
@@ -36,102 +36,10 @@ import pickle
 from typing import Any, Callable, Iterable, Sequence
 
 from .codes import Result
-from .task import PythonTask, Task
 
-PACK_TASKS = 256  # members of one pack, at most
-PACK_SECONDS = 0.005  # ... and about this much work at the function's pace
-PACK_ARG_BYTES = 1024  # larger arguments travel in a task of their own
-SAMPLES_TRUSTED = 16  # after this many results of a function, its pace is sampled 1 in 16
 MEMBERS, ARGS, RESULTS, CANCELLED = b"n", b"pa", b"pr", b"pc:"
 _PACK_FIELDS = frozenset({MEMBERS, ARGS, RESULTS, b"nc", b"nf", b"fids", b"vks"})
-_SHARED_FIELDS = ("sub", "spec", "fn", "mr", "cat")  # what a pack's members share
-_PACKABLE_FIELDS = frozenset(_SHARED_FIELDS) | {"args"}  # ... and their own arguments: nothing else
 
-Row = tuple[int, str, float, dict[str, Any]]  # (id, queue member, priority, hash fields)
-
-
-def packable(task: Task, fields: dict[str, Any]) -> bool:
-    """A call a worker can run in a batch: a PythonTask with nothing but a function, small
-    arguments and shared settings (no files, time limits, environment or signature)."""
-    spec = task._spec
-    return (isinstance(task, PythonTask) and not spec.inputs and not spec.outputs and not spec.output_dirs
-            and not spec.env and not spec.running_time_max and not spec.end_time
-            and fields.keys() <= _PACKABLE_FIELDS
-            and len(fields.get("args", b"")) <= PACK_ARG_BYTES)
-
-
-class PackPlanner:
-    """How many calls of a function go in one pack, from the wall time of its results."""
-
-    def __init__(self) -> None:
-        self._pace: dict[bytes, float] = {}  # function digest -> seconds per call (moving average)
-        self._seen: dict[bytes, int] = {}
-
-    def observe(self, fields: dict[bytes, bytes]) -> None:
-        """Fold a finished task's wall time into its function's pace."""
-        digest = fields.get(b"fn")
-        meas = fields.get(b"meas")
-        if digest is None or meas is None:
-            return
-        seen = self._seen.get(digest, 0)
-        self._seen[digest] = seen + 1
-        if seen >= SAMPLES_TRUSTED and seen % 16:
-            return
-        try:
-            wall = float(json.loads(meas)["wall_time"])
-        except (ValueError, KeyError, TypeError):
-            return
-        pace = self._pace.get(digest)
-        self._pace[digest] = wall if pace is None else 0.75 * pace + 0.25 * wall
-
-    def size(self, digest: bytes) -> int:
-        """Members per pack for calls of ``digest`` (1: not packed)."""
-        pace = self._pace.get(digest)
-        if pace is None:
-            return 1
-        return max(1, min(PACK_TASKS, int(PACK_SECONDS / max(pace, 1e-6))))
-
-    def pack(self, rows: Sequence[Row], tasks: Sequence[Task], new_id: Callable[[], int]) -> tuple[list[Row], dict[int, list[int]]]:
-        """``rows`` (of ``tasks``) with packable calls that share everything but their
-        arguments folded into packs (ids from ``new_id()``), in the order of their first
-        member; also each pack's member ids."""
-        out: list[Row] = []
-        packs: dict[int, list[int]] = {}
-        sizes: dict[bytes, int] = {}
-        open_packs: dict[tuple[Any, ...], list[Row]] = {}
-
-        def close(key: tuple[Any, ...]) -> None:
-            members = open_packs.pop(key)
-            if len(members) == 1:
-                out.append(members[0])
-                return
-            _, member, priority, fields = members[0]
-            pack_id = new_id()
-            pack_fields: dict[str, Any] = {name: fields[name] for name in _SHARED_FIELDS if name in fields}
-            pack_fields["n"] = len(members)
-            pack_fields["pa"] = dump([(m[0], m[3].get("args", b"")) for m in members])
-            out.append((pack_id, member, priority, pack_fields))
-            packs[pack_id] = [m[0] for m in members]
-
-        for row, task in zip(rows, tasks):
-            fields = row[3]
-            digest = fields.get("fn")
-            size = sizes.get(digest) if digest is not None else 1
-            if size is None:
-                size = sizes[digest] = self.size(digest)
-            if size <= 1 or not packable(task, fields):
-                out.append(row)
-                continue
-            key = (row[1], row[2], fields.get("spec"), digest, fields.get("mr"), fields.get("cat"))
-            members = open_packs.get(key)
-            if members is None:
-                members = open_packs[key] = []
-            members.append(row)
-            if len(members) >= size:
-                close(key)
-        for key in list(open_packs):
-            close(key)
-        return out, packs
 
 
 class _PlainData(pickle.Unpickler):

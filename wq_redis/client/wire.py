@@ -18,11 +18,11 @@ import os
 import time
 from typing import Any
 
-from .codes import Result
+from ..protocol.codes import Result
 
 from .files import OUTPUT_DIR, FileStager, unpack_directory
-from .resources import Request
-from .serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
+from ..protocol.resources import Request
+from ..protocol.serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
 from .task import InputFile, PythonTask, Task
 
 

@@ -17,7 +17,7 @@ import cloudpickle
 
 from .codes import WORK_QUEUE_CACHE, WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
 from .compat import TaskCompat
-from .resources import parse_class
+from ..protocol.resources import parse_class
 
 
 @dataclass

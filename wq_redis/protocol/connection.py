@@ -14,7 +14,7 @@ from redis.retry import Retry
 from .store import connect, connect_options
 
 URL_SCHEMES = ("redis", "rediss", "unix")
-log = logging.getLogger("wq_redis.connection")
+log = logging.getLogger("wq_redis.protocol.connection")
 
 
 class RedisUnavailable(ConnectionError):

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .sizes import MAX_TASK_BYTES
+from ..protocol.version import __version__
+from ..protocol.sizes import MAX_TASK_BYTES
 from .status import status_command
 
 REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
@@ -30,7 +30,7 @@ class PortRange(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> range:
         if isinstance(value, range):
             return value
-        from .metrics_server import parse_port_range
+        from ..worker.metrics_server import parse_port_range
 
         try:
             return parse_port_range(value)
@@ -44,7 +44,7 @@ class ByteSize(click.ParamType):
     name = "size"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        from .sizes import parse_size
+        from ..protocol.sizes import parse_size
 
         try:
             return parse_size(value)
@@ -116,10 +116,10 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
-    from .connection import RedisUnavailable, open_client
-    from .metrics_server import PortUnavailable
-    from .worker.loop import Worker, WorkerOptions
-    from .worker.resources import declared
+    from ..protocol.connection import RedisUnavailable, open_client
+    from ..worker.metrics_server import PortUnavailable
+    from ..worker.loop import Worker, WorkerOptions
+    from ..worker.resources import declared
 
     _setup_logging(log_level)
     try:
@@ -167,9 +167,9 @@ def exporter(redis_url: str, queues: tuple[str, ...], port: range, addr: str, st
              discover_seconds: float, as_json: bool, log_level: str) -> None:
     """Export queue metrics (waiting, running, workers, counters) of every queue on a Redis
     to Prometheus, and serve Prometheus' http_sd list of the workers' metrics addresses."""
-    from .connection import RedisUnavailable, open_client
+    from ..protocol.connection import RedisUnavailable, open_client
     from .exporter import QueueExporter
-    from .metrics_server import PortUnavailable
+    from ..worker.metrics_server import PortUnavailable
 
     _setup_logging(log_level)
     try:
@@ -185,7 +185,7 @@ def exporter(redis_url: str, queues: tuple[str, ...], port: range, addr: str, st
         srv = collector.serve(addr, port)
     except PortUnavailable as exc:
         raise click.ClickException(str(exc)) from None
-    logging.getLogger("wq_redis.exporter").info("serving http://%s/metrics and /sd", srv.address)
+    logging.getLogger("wq_redis.ops.exporter").info("serving http://%s/metrics and /sd", srv.address)
     click.echo(json.dumps({"port": srv.port, "metrics": f"http://{srv.address}/metrics",
                            "sd": f"http://{srv.address}/sd"}), err=False)
     sys.stdout.flush()
@@ -209,7 +209,7 @@ def server(host: str, port: int, data_dir: str | None, password: str | None, as_
     """Run the embedded Redis (AOF on) in the foreground for workers to join."""
     import os
 
-    from .server import RedisServer, ServerStartFailed
+    from ..embedded.server import RedisServer, ServerStartFailed
 
     if data_dir:
         os.makedirs(data_dir, exist_ok=True)

@@ -10,7 +10,7 @@ One background thread per executor collects finished tasks and resolves their fu
 it is the only one that waits, and every use of the underlying ``WorkQueue`` goes through
 one lock, so ``submit`` may be called from any thread.  Futures are awaitable
 (``await pool.submit(f, x)``), and ``loop.run_in_executor(pool, f, x)`` works as with any
-executor.  ``wait_async`` is ``WorkQueue.wait`` for asyncio programs.
+executor.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, 
 from .codes import WORK_QUEUE_WAITFORTASK
 from .errors import task_exception
 from .mapping import SUBMIT_BATCH
+from .queue import WorkQueue
 from .task import PythonTask, Task
 
-if TYPE_CHECKING:
-    from .manager import WorkQueue
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 POLL_SECONDS = 0.5  # longest a blocked wait lasts before the collector looks around again
@@ -81,15 +80,15 @@ class Executor(concurrent.futures.Executor):
     argument of that name with ``functools.partial``).
     """
 
+    queue_type: type[WorkQueue] = WorkQueue  # what a queue name opens (wq.Executor: embedded/queue.py's)
+
     def __init__(self, queue: "str | WorkQueue" = "default", redis_url: str | None = None, *,
                  resources: Mapping[str, int] | None = None, template: Task | None = None,
                  **queue_options: Any) -> None:
-        from .manager import WorkQueue
-
         if isinstance(queue, WorkQueue):
             self.queue, self._owns_queue = queue, False
         else:
-            self.queue, self._owns_queue = WorkQueue(queue, redis_url, **queue_options), True
+            self.queue, self._owns_queue = self.queue_type(queue, redis_url, **queue_options), True
         self.resources = dict(resources or {})
         self.template = template
         self._lock = threading.RLock()
@@ -235,24 +234,3 @@ def _resolve(future: TaskFuture, task: Task) -> None:
             future.set_result(task.output)
     except concurrent.futures.InvalidStateError:
         pass  # cancelled meanwhile
-
-
-async def wait_async(queue: "WorkQueue", timeout: float = WORK_QUEUE_WAITFORTASK) -> Task | None:
-    """``queue.wait(timeout)`` without blocking the event loop: the queue is read in the
-    loop's thread (a quick round trip), and only the blocking wait for a completion runs in
-    a thread, so queue objects are never used by two threads at once."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None or timeout < 0 else loop.time() + timeout
-    while True:
-        task = queue.wait(0)
-        if task is not None:
-            return task
-        if not queue._results and queue._outstanding() <= 0:  # as of the wait(0) just made
-            return None
-        remaining = POLL_SECONDS if deadline is None else min(deadline - loop.time(), POLL_SECONDS)
-        if remaining <= 0:
-            return None
-        await loop.run_in_executor(None, queue._store.wait_done, remaining)
-

@@ -1,7 +1,7 @@
 """``wq-redis status``: queues, workers, tasks and categories of a Redis, in the manner of
 ``work_queue_status`` and ``rq info``.
 
-It only reads (see ``views.py``): queues are found by SCAN unless ``--queue`` names them;
+It only reads (protocol/report.py gathers, this module renders): queues are found by SCAN unless ``--queue`` names them;
 listings are capped by ``--limit``.  Text output is rich tables; ``--json`` prints one JSON
 document for scripts; ``--watch`` redraws the tables every ``--interval`` seconds.
 
@@ -14,7 +14,6 @@ document for scripts; ``--watch`` redraws the tables every ``--interval`` second
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from typing import Any, Iterable
@@ -22,120 +21,7 @@ from typing import Any, Iterable
 import click
 import redis
 
-from .resources import parse_class, split_member
-from .views import QueueView, count_by, discover_queues
-
-log = logging.getLogger("wq_redis.status")
-
-RESOURCES = ("cores", "memory", "disk", "gpus")
-
-
-# -- gathering ---------------------------------------------------------------------------
-def _class_dict(name: str) -> dict[str, int]:
-    try:
-        request = parse_class(name)
-    except ValueError:
-        return dict.fromkeys(RESOURCES, 0)
-    return {r: getattr(request, r) for r in RESOURCES}
-
-
-def queue_report(view: QueueView, now_us: int, workers: bool, tasks: bool, categories: bool,
-                 limit: int) -> dict[str, Any]:
-    """Everything ``status`` shows of one queue, as plain data (what ``--json`` prints)."""
-    snap = view.snapshot()
-    c = snap.counters
-    report: dict[str, Any] = {
-        "name": view.name,
-        "waiting": sum(snap.waiting.values()),
-        "running": snap.running,
-        "with_results": snap.with_results,
-        "submitted": c.get("submitted", 0),
-        "done": c.get("retrieved", 0),
-        "failed": c.get("failed", 0),
-        "cancelled": c.get("canceled", 0),
-        "requeued": c.get("requeued", 0),
-        "workers": len(snap.workers),
-        "files_uploaded": c.get("files_uploaded", 0),
-        "waiting_by_class": [
-            {"class": cls, "tag": tag, "tasks": n}
-            for (cls, tag), n in sorted((split_member(m), n) for m, n in snap.waiting.items() if n)
-        ],
-    }
-    if workers:
-        report["worker_list"] = _workers(view, snap, now_us)
-    rows = view.tasks(limit) if tasks or categories else []
-    if tasks:
-        report["tasks"] = [_task_dict(row, now_us) for row in rows]
-    if categories:
-        report["categories"] = _categories(view, rows)
-    return report
-
-
-def _workers(view: QueueView, snap: Any, now_us: int) -> list[dict[str, Any]]:
-    beats = view.heartbeats()
-    in_use: dict[str, dict[str, int]] = {}
-    for worker, member in snap.running_tasks:  # from the leases: exact at this instant
-        used = in_use.setdefault(worker, dict.fromkeys(RESOURCES, 0))
-        for name, value in _class_dict(split_member(member)[0]).items():
-            used[name] += value
-    running = snap.running_by_worker  # a pack's members each count
-    out = []
-    for name, record in sorted(snap.workers.items()):
-        status = json.loads(record.get(b"status", b"{}") or b"{}")
-        beat = beats.get(name)
-        out.append({
-            "name": name,
-            "host": record.get(b"host", b"").decode(),
-            "tags": [t for t in record.get(b"tags", b"").decode().split(",") if t],
-            "resources": json.loads(record.get(b"resources", b"{}") or b"{}"),
-            "in_use": in_use.get(name, dict.fromkeys(RESOURCES, 0)),
-            "tasks_running": running.get(name, 0),
-            "tasks_done": status.get("done", 0),
-            "last_heartbeat_s": None if beat is None else round(now_us / 1e6 - beat / 1e3, 3),
-            "version": record.get(b"version", b"").decode(),
-        })
-    return out
-
-
-def _task_dict(row: Any, now_us: int) -> dict[str, Any]:
-    return {
-        "id": row.id, "state": row.state, "tag": row.tag, "category": row.category, "class": row.resource_class,
-        "worker": row.worker, "attempts": row.attempts, "tasks": row.tasks,
-        "age_s": None if row.submitted_us is None else round((now_us - row.submitted_us) / 1e6, 3),
-        "running_s": None if row.started_us is None or row.state != "RUNNING" else
-        round((now_us - row.started_us) / 1e6, 3),
-    }
-
-
-def _categories(view: QueueView, rows: list[Any]) -> list[dict[str, Any]]:
-    declared = view.declared_categories()
-    counts = count_by(rows, "category", "state")
-    names = sorted(set(declared) | {category for category, _ in counts})
-    return [{
-        "name": name,
-        "max_resources": declared.get(name, {}),
-        "waiting": counts.get((name, "READY"), 0),
-        "running": counts.get((name, "RUNNING"), 0),
-        "with_results": counts.get((name, "WAITING_RETRIEVAL"), 0),
-    } for name in names]
-
-
-def gather(client: redis.Redis, queues: Iterable[str] | None, workers: bool = False, tasks: bool = False,
-           categories: bool = False, limit: int = 100) -> dict[str, Any]:
-    """The status of the named queues (or of every queue found) as one JSON-able dict."""
-    names = list(queues) if queues else discover_queues(client)
-    views = [QueueView(client, name) for name in names]
-    now_us = views[0].now_us() if views else int(time.time() * 1e6)
-    reports = []
-    for view in views:
-        try:
-            reports.append(queue_report(view, now_us, workers, tasks, categories, limit))
-        except redis.exceptions.NoPermissionError as exc:
-            if queues:  # named on the command line: say why it cannot be shown
-                raise click.ClickException(f"cannot read queue {view.name!r} with this Redis user: {exc}") from None
-            log.warning("queue %r skipped: this Redis user may not read it (%s)", view.name, exc)
-    return {"time": now_us / 1e6, "queues": reports}
-
+from ..protocol.report import RESOURCES, QueueUnreadable, gather
 
 # -- rendering ---------------------------------------------------------------------------
 def _resources(values: dict[str, int]) -> str:
@@ -231,7 +117,7 @@ def status_command(redis_url: str, queues: tuple[str, ...], workers: bool, tasks
     """Show the queues, workers, tasks and categories on a Redis (reads only)."""
     from rich.console import Console
 
-    from .connection import RedisUnavailable, open_client
+    from ..protocol.connection import RedisUnavailable, open_client
 
     try:
         client = open_client(redis_url)
@@ -239,7 +125,10 @@ def status_command(redis_url: str, queues: tuple[str, ...], workers: bool, tasks
         raise click.ClickException(str(exc)) from None
 
     def snapshot() -> dict[str, Any]:
-        return gather(client, queues, workers, tasks, categories, limit)
+        try:
+            return gather(client, queues, workers, tasks, categories, limit)
+        except QueueUnreadable as exc:
+            raise click.ClickException(str(exc)) from None
 
     if as_json:
         click.echo(json.dumps(snapshot(), indent=2, sort_keys=True))

@@ -1,54 +1,12 @@
-"""Work Queue's result codes and task states, with the same names and values.
-
-Ported programs compare ``task.result`` with ``wq.WORK_QUEUE_RESULT_SUCCESS`` and call
-``q.task_state(id) == wq.WORK_QUEUE_TASK_RUNNING``; both spellings work here.
+"""Work Queue's constants under their own names: ``wq.WORK_QUEUE_RESULT_SUCCESS``,
+``wq.WORK_QUEUE_TASK_RUNNING``, file types and flags.  The values are the wire's
+(protocol/codes.py), so ported programs compare them with ``task.result`` unchanged:
+``q.task_state(id) == wq.WORK_QUEUE_TASK_RUNNING``.
 """
 
 from __future__ import annotations
 
-import enum
-
-
-class Result(enum.IntEnum):
-    """``task.result``: how a task ended (Work Queue's ``work_queue_result_t``)."""
-
-    SUCCESS = 0
-    INPUT_MISSING = 1
-    OUTPUT_MISSING = 2
-    STDOUT_MISSING = 4
-    SIGNAL = 8
-    RESOURCE_EXHAUSTION = 16
-    TASK_TIMEOUT = 24
-    UNKNOWN = 32
-    FORSAKEN = 40
-    MAX_RETRIES = 48
-    TASK_MAX_RUN_TIME = 56
-    DISK_ALLOC_FULL = 64
-    RMONITOR_ERROR = 72
-    OUTPUT_TRANSFER_ERROR = 80
-
-
-class TaskState(enum.IntEnum):
-    """``WorkQueue.task_state(id)`` (Work Queue's ``work_queue_task_state_t``)."""
-
-    UNKNOWN = 0
-    READY = 1
-    RUNNING = 2
-    WAITING_RETRIEVAL = 3
-    RETRIEVED = 4
-    DONE = 5
-    CANCELED = 6
-
-
-def result_str(code: int | None) -> str | None:
-    """Name of a result code as Work Queue prints it (``"SUCCESS"``), None before a result."""
-    if code is None:
-        return None
-    try:
-        return Result(code).name
-    except ValueError:
-        return "UNKNOWN"
-
+from ..protocol.codes import Result, TaskState, result_str
 
 WORK_QUEUE_RESULT_SUCCESS = Result.SUCCESS
 WORK_QUEUE_RESULT_INPUT_MISSING = Result.INPUT_MISSING
@@ -80,3 +38,5 @@ WORK_QUEUE_CACHE = 1
 
 WORK_QUEUE_WAITFORTASK = -1  # wait(timeout=WORK_QUEUE_WAITFORTASK) waits forever
 WORK_QUEUE_DEFAULT_PORT = 9123  # accepted and ignored: workers find the queue through Redis
+
+__all__ = ["Result", "TaskState", "result_str"] + [name for name in dir() if name.startswith("WORK_QUEUE_")]

@@ -17,34 +17,40 @@ import logging
 import weakref
 import time
 import warnings
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import gcpause
+from ..protocol import gcpause
+from .asyncwait import wait_async
 from .categories import CategoryBook, cancel_category, category_stats
 from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
-from .connection import open_client, resolve_url
+from ..protocol.connection import open_client, resolve_url
 from .compat import WorkQueueCompat
 from .files import FileStager
-from .flusher import SubmitBuffer
-from .local_workers import LocalWorkers
+from .submit_buffer import SubmitBuffer
 from .mapping import map_tasks, pair_tasks, reduce_tree
-from .packing import PackPlanner, member_ids
+from ..protocol.packing import member_ids
+from .packs import PackPlanner
 from .reconnect import Reconnect, reconnect_timeout_from
 from .recovery import adopt_unfinished, failed_locally, new_incarnation, recover_lost_state
-from .resources import DEFAULT_CORES, Request, queue_member
-from .serialize import FunctionCache
-from .signing import SignatureError, Signer, secret_from
-from .server import acquire_embedded, release_embedded
+from ..protocol.resources import DEFAULT_CORES, Request, queue_member
+from ..protocol.serialize import FunctionCache
+from ..protocol.signing import SignatureError, Signer, secret_from
 from .stats import Stats, stats_from_snapshot, waiting_cores
-from .store import QueueStateLost, QueueStore, Submitted
+from ..protocol.store import QueueStateLost, QueueStore, Submitted
 from .task import Task
 from .wire import apply_results, encode_task, task_from_fields, unreadable_result
 
-log = logging.getLogger("wq_redis.manager")
+log = logging.getLogger("wq_redis.client.queue")
+
+
+class LocalWorkerPool(Protocol):
+    """Workers a queue started on this machine (``local_workers=N``) and stops when it closes."""
+
+    def stop(self, timeout: float = 10.0, wake: Callable[[str], None] | None = None) -> None: ...
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 ID_BLOCK = 1024  # task ids reserved per round trip
@@ -132,7 +138,7 @@ class WorkQueue(WorkQueueCompat):
         self.reconnect_timeout = reconnect_timeout_from(reconnect_timeout)
         url = resolve_url(redis_url)
         self._embedded = url is None
-        self.redis_url = url or acquire_embedded()
+        self.redis_url = url or self._start_local_redis()
         self._redis = Reconnect(self.redis_url, self.name, self.reconnect_timeout)
         try:
             self._client = open_client(self.redis_url, **QUICK_RETRY)
@@ -162,7 +168,7 @@ class WorkQueue(WorkQueueCompat):
         self._category_book = CategoryBook()
         self._files = FileStager()
         self.hungry_minimum = 10
-        self._local: LocalWorkers | None = None
+        self._local: LocalWorkerPool | None = None
         # Registered after the embedded server's own exit hook, so it runs before that one
         # (atexit is last in, first out): local workers stop while Redis is still there.
         self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
@@ -170,7 +176,7 @@ class WorkQueue(WorkQueueCompat):
         if maybe_busy:
             adopt_unfinished(self)
         if local_workers:
-            self._local = LocalWorkers(self.redis_url, self.name, local_workers, local_worker_resources)
+            self._local = self._start_local_workers(local_workers, local_worker_resources)
 
     def _outstanding(self) -> int:
         """This manager's tasks not yet taken from Redis nor cancelled: those it submitted,
@@ -220,7 +226,23 @@ class WorkQueue(WorkQueueCompat):
     def _release_server(self) -> None:
         if self._embedded:
             self._embedded = False
-            release_embedded()
+            self._stop_local_redis()
+
+    # -- where Redis and workers come from when none are given -----------------------------
+    # The client layer only names these steps: ``wq.WorkQueue`` (embedded/queue.py) fills
+    # them in with an embedded Redis server and worker processes on this machine.
+    def _start_local_redis(self) -> str:
+        """The URL of a Redis to use when none is given (``redis_url``, ``WQ_REDIS_URL``,
+        ``REDIS_URL``)."""
+        raise ValueError("no Redis URL: pass redis_url=, or set WQ_REDIS_URL or REDIS_URL "
+                         "(wq_redis.WorkQueue starts an embedded Redis instead)")
+
+    def _stop_local_redis(self) -> None:
+        """Give back what ``_start_local_redis`` started (the queue is closing)."""
+
+    def _start_local_workers(self, count: int, resources: Mapping[str, Any] | None) -> "LocalWorkerPool":
+        """``count`` workers on this machine for ``local_workers=``."""
+        raise ValueError("local_workers= needs wq_redis.WorkQueue, which starts worker processes on this machine")
 
     def __del__(self) -> None:
         try:
@@ -688,8 +710,6 @@ class WorkQueue(WorkQueueCompat):
 
         >>> task = await queue.wait_async(5)
         """
-        from .executor import wait_async
-
         return await wait_async(self, timeout)
 
     # -- categories and files ----------------------------------------------------------

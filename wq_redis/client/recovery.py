@@ -40,15 +40,15 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from .codes import Result
-from .packing import MEMBERS, member_ids
-from .store import QueueStateLost
+from ..protocol.codes import Result
+from ..protocol.packing import MEMBERS, member_ids
+from ..protocol.store import QueueStateLost
 from .task import Task
 
 if TYPE_CHECKING:
-    from .manager import WorkQueue
+    from .queue import WorkQueue
 
-log = logging.getLogger("wq_redis.manager")
+log = logging.getLogger("wq_redis.client.queue")
 
 PENDING = ""  # the incarnation of a manager whose recovery has not finished: submit.lua accepts nothing in it
 RECOVERY_ATTEMPTS = 5  # recoveries in a row whose resubmit was refused again (the state lost again meanwhile)

@@ -21,9 +21,9 @@ from typing import Callable, TypeVar
 
 import redis
 
-from .connection import RedisUnavailable, safe_url
+from ..protocol.connection import RedisUnavailable, safe_url
 
-log = logging.getLogger("wq_redis.manager")
+log = logging.getLogger("wq_redis.client.queue")
 T = TypeVar("T")
 
 DEFAULT_RECONNECT_TIMEOUT = 60.0

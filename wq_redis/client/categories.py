@@ -14,13 +14,13 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING
 
-from .codes import Result
-from .resources import parse_class, split_member
+from ..protocol.codes import Result
+from ..protocol.resources import parse_class, split_member
 from .stats import Stats
 from .task import Task
 
 if TYPE_CHECKING:
-    from .manager import WorkQueue
+    from .queue import WorkQueue
 
 
 class CategoryBook:
@@ -45,7 +45,7 @@ class CategoryBook:
 
 def category_stats(queue: "WorkQueue", category: str) -> Stats:
     """Work Queue's ``stats_category``: this manager's tasks of ``category``."""
-    from .views import QueueView
+    from ..protocol.views import QueueView
 
     counts = queue._category_book.counts.get(category, collections.Counter())
     stats = Stats(tasks_submitted=counts["submitted"], tasks_done=counts["done"], tasks_failed=counts["failed"],
@@ -76,7 +76,7 @@ def category_stats(queue: "WorkQueue", category: str) -> Stats:
 def cancel_category(queue: "WorkQueue", category: str) -> list[Task]:
     """Cancel every waiting or running task of ``category`` in the queue, and this
     manager's finished-but-not-returned ones; returns them."""
-    from .views import QueueView
+    from ..protocol.views import QueueView
 
     local = [i for i, t in queue._results.items() if t.category == category]
     return queue._cancel(local + QueueView(queue._client, queue.name).ids_with_category(category))

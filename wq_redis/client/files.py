@@ -1,128 +1,33 @@
-"""Input and output files beyond plain bytes: cached inputs, directories, size limits.
-
-How inputs travel (hash fields of the task, see ``wire.py``):
-  ``in:NAME``    a file's bytes, inline in the task hash (the default);
-  ``cin:NAME``   the SHA-256 of a file declared with ``cache=True``; its bytes are stored
-                 once under ``file:DIGEST`` and kept by each worker in its LRU cache;
-  ``tin:NAME``   a directory packed as tar, inline;
-  ``ctin:NAME``  the SHA-256 of a directory's tar, stored once like a cached file.
-Outputs come back as ``o:NAME`` (a file) and ``od:NAME`` (a directory as tar).
-
-Directories are packed deterministically (sorted, owner and group cleared) so an unchanged
-tree packs to the same bytes and a cached directory is stored once.
+"""The manager's side of input files: cached inputs stored once, directories packed, and
+the size limits checked before a task is sent.  What the fields look like on the wire is
+protocol/files.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import tarfile
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
-from .sizes import MAX_TASK_BYTES as DEFAULT_MAX_TASK_BYTES, show_size
+from ..protocol.files import (CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DIR, OUTPUT_FILE,
+                              FileTooLarge, pack_directory, sha256, tree_signature, unpack_directory)
+from ..protocol.sizes import MAX_TASK_BYTES as DEFAULT_MAX_TASK_BYTES, show_size
 
 if TYPE_CHECKING:
-    from .store import QueueStore
+    from ..protocol.store import QueueStore
     from .task import InputFile, Task
 
-INLINE_FILE, CACHED_FILE, INLINE_DIR, CACHED_DIR = "in:", "cin:", "tin:", "ctin:"
-OUTPUT_FILE, OUTPUT_DIR = "o:", "od:"
+__all__ = ["CACHED_DIR", "CACHED_FILE", "INLINE_DIR", "INLINE_FILE", "OUTPUT_DIR", "OUTPUT_FILE", "FileStager",
+           "FileTooLarge", "pack_directory", "unpack_directory"]
 
 FILE_TTL_SECONDS = 7 * 24 * 3600  # a cached input outlives its last submit by this much
 FILE_REFRESH_SECONDS = 3600  # how often a manager re-times (or re-stores) an input it uses
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # Redis refuses strings past 512 MB
 MEMO_ENTRIES = 65_536  # digests a manager remembers (of files it sent, and that Redis holds)
-
 Body = Union[bytes, Callable[[], bytes]]
 
 
-class FileTooLarge(ValueError):
-    """An input file, or a task's inputs together, exceed the queue's size limits."""
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
-
-
-# -- directories as tar ---------------------------------------------------------------
-def _walk(root: str) -> list[tuple[str, str]]:
-    """(absolute path, name inside the tar) of every entry under ``root``, sorted."""
-    out = []
-    for directory, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(dirs) + sorted(files):
-            path = os.path.join(directory, name)
-            out.append((path, os.path.relpath(path, root)))
-    return out
-
-
-def tree_signature(root: str) -> tuple[Any, ...]:
-    """A cheap fingerprint of a tree (names, sizes, mtimes): equal trees need no repacking."""
-    entries = []
-    for path, name in _walk(root):
-        st = os.lstat(path)
-        entries.append((name, st.st_mode, st.st_size, st.st_mtime_ns))
-    return tuple(entries)
-
-
-def pack_directory(root: str, recursive: bool = True, max_file_bytes: int | None = None) -> bytes:
-    """The tree under ``root`` as an uncompressed tar (just the empty directory when not
-    ``recursive``).  Regular files, directories and symbolic links; nothing else."""
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"directory {root!r} of the task does not exist")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, name in _walk(root) if recursive else []:
-            info = tar.gettarinfo(path, arcname=name)
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if info.isfile():
-                if max_file_bytes is not None and info.size > max_file_bytes:
-                    raise FileTooLarge(f"file {path!r} ({_mb(info.size)}) exceeds the limit of "
-                                       f"{_mb(max_file_bytes)} per input file")
-                with open(path, "rb") as handle:
-                    tar.addfile(info, handle)
-            elif info.isdir() or info.issym():
-                tar.addfile(info)
-    return buffer.getvalue()
-
-
-def unpack_directory(data: bytes | str, destination: str) -> None:
-    """Unpack a tar made by ``pack_directory`` (its bytes, or the path of a file holding
-    them) into ``destination`` (created), refusing entries that would land outside it.
-    Raises OSError for anything that cannot be unpacked."""
-    os.makedirs(destination, exist_ok=True)
-    source = {"name": data} if isinstance(data, str) else {"fileobj": io.BytesIO(data)}
-    try:
-        with tarfile.open(mode="r:", **source) as tar:  # type: ignore[call-overload]
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(destination, filter="data")
-                return
-            _check_members(tar, destination)
-            tar.extractall(destination)
-    except (tarfile.TarError, ValueError) as exc:
-        raise OSError(f"cannot unpack directory into {destination!r}: {exc}") from None
-
-
-def _check_members(tar: tarfile.TarFile, destination: str) -> None:
-    """What the 'data' filter of newer Pythons refuses: paths and links leaving the tree."""
-    root = os.path.realpath(destination)
-    for member in tar.getmembers():
-        target = os.path.realpath(os.path.join(destination, member.name))
-        if os.path.commonpath([root, target]) != root or member.islnk() or member.isdev():
-            raise ValueError(f"refusing tar entry {member.name!r}: it leaves {destination!r}")
-        if member.issym() and (os.path.isabs(member.linkname) or ".." in member.linkname.split("/")):
-            raise ValueError(f"refusing symbolic link {member.name!r} -> {member.linkname!r}")
-
-
-# -- manager side -----------------------------------------------------------------------
 class FileStager:
     """Turns a task's inputs into hash fields, enforcing the size limits, and uploads cached
     inputs once: each digest is stored with ``SET NX`` and re-timed (``EXPIRE``) at most
@@ -165,8 +70,8 @@ class FileStager:
             total += size
         self.last_inputs_bytes = total
         if total > self.max_task_bytes:
-            raise FileTooLarge(f"the task's input files total {_mb(total)}, over the limit of "
-                               f"{_mb(self.max_task_bytes)} per task (WorkQueue.specify_file_limits)")
+            raise FileTooLarge(f"the task's input files total {show_size(total)}, over the limit of "
+                               f"{show_size(self.max_task_bytes)} per task (WorkQueue.specify_file_limits)")
         return fields
 
     def check_task_size(self, task: "Task", fields: dict[str, Any], bodies: dict[str, bytes]) -> None:
@@ -190,7 +95,7 @@ class FileStager:
     def _check_file(self, item: "InputFile", size: int) -> None:
         if size > self.max_file_bytes:
             what = repr(item.local) if item.local else f"buffer {item.remote!r}"
-            raise FileTooLarge(f"input file {what} ({_mb(size)}) exceeds the limit of {_mb(self.max_file_bytes)} "
+            raise FileTooLarge(f"input file {what} ({show_size(size)}) exceeds the limit of {show_size(self.max_file_bytes)} "
                                "per file (WorkQueue.specify_file_limits)")
 
     def _cached_file(self, item: "InputFile") -> tuple[str, int]:

@@ -114,7 +114,7 @@ def script_source(name: str) -> str:
     """The Lua source of ``scripts/NAME.lua`` with its ``--#include FRAGMENT`` lines replaced
     by ``scripts/include/FRAGMENT.lua``: logic that several scripts share (reporting keys of
     the wrong type, reading counts) is written once."""
-    scripts = importlib_resources.files("wq_redis").joinpath("scripts")
+    scripts = importlib_resources.files("wq_redis.protocol").joinpath("scripts")
     source = scripts.joinpath(f"{name}.lua").read_text()
     return _INCLUDE.sub(lambda found: scripts.joinpath("include", f"{found.group(1)}.lua").read_text().rstrip("\n"),
                         source)

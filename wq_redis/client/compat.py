@@ -14,7 +14,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from .manager import WorkQueue
+    from .queue import WorkQueue
     from .task import Task
 
 _warned: set[str] = set()
@@ -62,7 +62,7 @@ class WorkQueueCompat:
         """Work Queue's ``status(request)``: ``"queue"``, ``"tasks"``, ``"workers"`` or
         ``"categories"`` of this queue as a list of dicts (what ``wq-redis status --json``
         prints)."""
-        from .status import gather
+        from ..protocol.report import gather
 
         sections = {"queue": None, "tasks": "tasks", "workers": "worker_list", "categories": "categories"}
         if request not in sections:

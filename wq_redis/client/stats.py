@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .resources import parse_class, split_member
-from .store import Snapshot
+from ..protocol.resources import parse_class, split_member
+from ..protocol.store import Snapshot
 
 
 @dataclass

@@ -28,11 +28,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .metrics_server import MetricsServer, json_route, serve
-from .resources import parse_class, split_member
-from .store import ExportSnapshot, QueueStore, find_queues
+from ..worker.metrics_server import MetricsServer, json_route, serve
+from ..protocol.resources import parse_class, split_member
+from ..protocol.store import ExportSnapshot, QueueStore, find_queues
 
-log = logging.getLogger("wq_redis.exporter")
+log = logging.getLogger("wq_redis.ops.exporter")
 TASK_ID = re.compile(r"(:t:)\d+")  # task keys are labelled without their id: one label, not one per task
 DEFAULT_PORT = 9750
 WORKER_STATES = ("idle", "busy", "draining", "unresponsive")

@@ -1,0 +1,3 @@
+"""Tools around the queues: the ``wq-redis`` command line, ``status``, and the Prometheus
+exporter of queue state.
+"""

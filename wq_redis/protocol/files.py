@@ -1,0 +1,107 @@
+"""Files on the wire: the hash-field prefixes of input and output files, and directories
+packed as tar.
+
+How inputs travel (hash fields of the task):
+  ``in:NAME``    a file's bytes, inline in the task hash (the default);
+  ``cin:NAME``   the SHA-256 of a file declared with ``cache=True``; its bytes are stored
+                 once under ``file:DIGEST`` and kept by each worker in its LRU cache;
+  ``tin:NAME``   a directory packed as tar, inline;
+  ``ctin:NAME``  the SHA-256 of a directory's tar, stored once like a cached file.
+Outputs come back as ``o:NAME`` (a file) and ``od:NAME`` (a directory as tar).
+
+Directories are packed deterministically (sorted, owner and group cleared) so an unchanged
+tree packs to the same bytes and a cached directory is stored once.  The manager packs
+input trees (client/files.py), the worker unpacks them and packs output trees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from typing import Any
+
+from .sizes import show_size
+
+INLINE_FILE, CACHED_FILE, INLINE_DIR, CACHED_DIR = "in:", "cin:", "tin:", "ctin:"
+OUTPUT_FILE, OUTPUT_DIR = "o:", "od:"
+
+
+class FileTooLarge(ValueError):
+    """An input file, or a task's inputs together, exceed the queue's size limits."""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- directories as tar ---------------------------------------------------------------
+def _walk(root: str) -> list[tuple[str, str]]:
+    """(absolute path, name inside the tar) of every entry under ``root``, sorted."""
+    out = []
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(dirs) + sorted(files):
+            path = os.path.join(directory, name)
+            out.append((path, os.path.relpath(path, root)))
+    return out
+
+
+def tree_signature(root: str) -> tuple[Any, ...]:
+    """A cheap fingerprint of a tree (names, sizes, mtimes): equal trees need no repacking."""
+    entries = []
+    for path, name in _walk(root):
+        st = os.lstat(path)
+        entries.append((name, st.st_mode, st.st_size, st.st_mtime_ns))
+    return tuple(entries)
+
+
+def pack_directory(root: str, recursive: bool = True, max_file_bytes: int | None = None) -> bytes:
+    """The tree under ``root`` as an uncompressed tar (just the empty directory when not
+    ``recursive``).  Regular files, directories and symbolic links; nothing else."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"directory {root!r} of the task does not exist")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, name in _walk(root) if recursive else []:
+            info = tar.gettarinfo(path, arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if info.isfile():
+                if max_file_bytes is not None and info.size > max_file_bytes:
+                    raise FileTooLarge(f"file {path!r} ({show_size(info.size)}) exceeds the limit of "
+                                       f"{show_size(max_file_bytes)} per input file")
+                with open(path, "rb") as handle:
+                    tar.addfile(info, handle)
+            elif info.isdir() or info.issym():
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def unpack_directory(data: bytes | str, destination: str) -> None:
+    """Unpack a tar made by ``pack_directory`` (its bytes, or the path of a file holding
+    them) into ``destination`` (created), refusing entries that would land outside it.
+    Raises OSError for anything that cannot be unpacked."""
+    os.makedirs(destination, exist_ok=True)
+    source = {"name": data} if isinstance(data, str) else {"fileobj": io.BytesIO(data)}
+    try:
+        with tarfile.open(mode="r:", **source) as tar:  # type: ignore[call-overload]
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(destination, filter="data")
+                return
+            _check_members(tar, destination)
+            tar.extractall(destination)
+    except (tarfile.TarError, ValueError) as exc:
+        raise OSError(f"cannot unpack directory into {destination!r}: {exc}") from None
+
+
+def _check_members(tar: tarfile.TarFile, destination: str) -> None:
+    """What the 'data' filter of newer Pythons refuses: paths and links leaving the tree."""
+    root = os.path.realpath(destination)
+    for member in tar.getmembers():
+        target = os.path.realpath(os.path.join(destination, member.name))
+        if os.path.commonpath([root, target]) != root or member.islnk() or member.isdev():
+            raise ValueError(f"refusing tar entry {member.name!r}: it leaves {destination!r}")
+        if member.issym() and (os.path.isabs(member.linkname) or ".." in member.linkname.split("/")):
+            raise ValueError(f"refusing symbolic link {member.name!r} -> {member.linkname!r}")
