@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -35,9 +36,10 @@ class Config:
     quick: bool = False
 
     @classmethod
-    def quick_mode(cls, workers: int = 2) -> "Config":
-        return cls(tasks=200, workers=workers, latency_samples=30, mib_tasks=5, queued=1000,
-                   min_seconds=0.0, quick=True)
+    def quick_mode(cls, workers: int = 2) -> Config:
+        return cls(
+            tasks=200, workers=workers, latency_samples=30, mib_tasks=5, queued=1000, min_seconds=0.0, quick=True
+        )
 
 
 class Processes:
@@ -59,8 +61,15 @@ class Processes:
         log_path = os.path.join(self.log_dir, f"{self.name}-worker{len(self.logs)}.log")
         self.logs.append(log_path)
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       env=worker_env(env), cwd=ROOT, preexec_fn=tie_to_caller())  # type: ignore[arg-type]
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=worker_env(env),
+                cwd=ROOT,
+                preexec_fn=tie_to_caller(),
+            )  # type: ignore[arg-type]
         self.running.append(process)
         return process
 
@@ -173,7 +182,9 @@ class System:
         while len(seen) < workers:
             self.procs.check_alive()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(seen)} of {workers} {self.name} workers answered: {self.procs.log_tail()}")
+                raise TimeoutError(
+                    f"only {len(seen)} of {workers} {self.name} workers answered: {self.procs.log_tail()}"
+                )
             seen.update(self.whoami(4 * workers, 0.05))
 
 
@@ -309,7 +320,7 @@ class CpuMeter:
                 pass
         return total
 
-    def start(self) -> "CpuMeter":
+    def start(self) -> CpuMeter:
         self.wall, self.busy, self.ours = time.monotonic(), _machine_busy_seconds(), self._ours()
         return self
 
@@ -318,8 +329,11 @@ class CpuMeter:
         busy = _machine_busy_seconds() - self.busy
         ours = self._ours() - self.ours
         capacity = wall * (os.cpu_count() or 1)
-        return {"wall_s": round(wall, 2), "ours_cpu_pct": round(100 * ours / capacity, 1),
-                "other_cpu_pct": round(max(0.0, 100 * (busy - ours) / capacity), 1)}
+        return {
+            "wall_s": round(wall, 2),
+            "ours_cpu_pct": round(100 * ours / capacity, 1),
+            "other_cpu_pct": round(max(0.0, 100 * (busy - ours) / capacity), 1),
+        }
 
 
 def log_dir() -> str:

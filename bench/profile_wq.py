@@ -30,7 +30,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 import redis
@@ -71,8 +72,21 @@ class Sampler:
         path = os.path.join(self.out_dir, f"{label}.raw")
         # --gil: only the thread holding the GIL is sampled, so the profile shows where
         # Python burns CPU, not where threads sit waiting (py-spy's idle test misses some waits)
-        argv = [self.binary, "record", "--pid", str(pid), "--rate", str(SAMPLE_RATE), "--nonblocking", "--gil",
-                "--format", "raw", "--threads", "--output", path]
+        argv = [
+            self.binary,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            str(SAMPLE_RATE),
+            "--nonblocking",
+            "--gil",
+            "--format",
+            "raw",
+            "--threads",
+            "--output",
+            path,
+        ]
         if subprocesses:
             argv.append("--subprocesses")
         log = open(os.path.join(self.out_dir, f"{label}.py-spy.log"), "wb")
@@ -169,12 +183,16 @@ def slowlog_by_script(client: redis.Redis, names: dict[str, str]) -> list[dict[s
         else:
             name = command
         groups[name].append(duration)
-    rows = [{"name": name, "calls": len(v), "usec": sum(v), "usec_per_call": sum(v) / len(v), "max_usec": max(v)}
-            for name, v in groups.items()]
+    rows = [
+        {"name": name, "calls": len(v), "usec": sum(v), "usec_per_call": sum(v) / len(v), "max_usec": max(v)}
+        for name, v in groups.items()
+    ]
     return sorted(rows, key=lambda r: -r["usec"])
 
 
-def top_commandstats(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], top: int) -> list[dict[str, Any]]:
+def top_commandstats(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], top: int
+) -> list[dict[str, Any]]:
     rows = []
     for name, stats in after.items():
         calls = stats.get("calls", 0) - before.get(name, {}).get("calls", 0)
@@ -212,12 +230,15 @@ def latency_breakdown(system: WQ, n: int) -> dict[str, dict[str, float]]:
     """Where one round trip's time goes, from the task's own timestamps (one clock: the
     manager's ``time.time()`` and Redis' TIME on the same machine): submit -> claimed by a
     worker (``execute_cmd_start``) -> result recorded (``finish_time``) -> back from wait."""
+    from bench import tasks
     from wq_redis import PythonTask
 
-    from bench import tasks
-
-    segments: dict[str, list[float]] = {"submit -> claimed": [], "claimed -> result stored": [],
-                                        "result stored -> wait() returned": [], "total": []}
+    segments: dict[str, list[float]] = {
+        "submit -> claimed": [],
+        "claimed -> result stored": [],
+        "result stored -> wait() returned": [],
+        "total": [],
+    }
     for _ in range(n):
         started = time.time()
         system.q.submit(PythonTask(tasks.noop))
@@ -233,7 +254,10 @@ def latency_breakdown(system: WQ, n: int) -> dict[str, dict[str, float]]:
     out = {}
     for name, values in segments.items():
         values.sort()
-        out[name] = {"p50_ms": 1000 * harness.percentile(values, 0.5), "p99_ms": 1000 * harness.percentile(values, 0.99)}
+        out[name] = {
+            "p50_ms": 1000 * harness.percentile(values, 0.5),
+            "p99_ms": 1000 * harness.percentile(values, 0.99),
+        }
     return out
 
 
@@ -251,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(out_dir, exist_ok=True)
     spy = py_spy_binary()
     if spy is None:
-        print("py-spy not found (make bench-profile installs it into bench/.venv): no sampling profiles", file=sys.stderr)
+        print(
+            "py-spy not found (make bench-profile installs it into bench/.venv): no sampling profiles", file=sys.stderr
+        )
 
     from wq_redis.embedded.server import RedisServer
 
@@ -270,8 +296,11 @@ def main(argv: list[str] | None = None) -> int:
             system.roundtrip()
 
     operations: dict[str, tuple[Callable[[int], None], int]] = {
-        "per_call": (system.per_call, args.tasks), "batch": (system.batch, args.tasks), "map": (system.map, args.tasks),
-        "cmd": (system.commands, args.tasks), "mib": (lambda n: system.big(n, payload), mib_tasks),
+        "per_call": (system.per_call, args.tasks),
+        "batch": (system.batch, args.tasks),
+        "map": (system.map, args.tasks),
+        "cmd": (system.commands, args.tasks),
+        "mib": (lambda n: system.big(n, payload), mib_tasks),
         "latency": (roundtrips, latency_samples),
     }
     summary: dict[str, Any] = {"out_dir": out_dir, "phases": {}}
@@ -287,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         system.wait_ready()
         worker_pids = [p.pid for p in system.procs.running]
         system.per_call(200)  # warm: functions cached, warm children started
-        say(f"wq-redis profile: {args.workers} workers (--cores 1), {args.tasks} tasks per phase; raw files in {out_dir}")
+        say(
+            f"wq-redis profile: {args.workers} workers (--cores 1), {args.tasks} tasks per phase; "
+            f"raw files in {out_dir}"
+        )
         for phase in phases:
             operation, n = operations[phase]
             # pass A, undisturbed: rate, CPU per side, Redis' per-script times
@@ -328,38 +360,65 @@ def main(argv: list[str] | None = None) -> int:
             client_stacks = summarize_stacks(read_raw([p for k, p in raw.items() if k.endswith("-client")]), args.top)
             worker_stacks = summarize_stacks(read_raw([p for k, p in raw.items() if "-worker" in k]), args.top)
             entry = {
-                "tasks": n, "rate": n / wall, "rate_under_py_spy": n / wall_s, "rate_under_cprofile": n / wall_b,
+                "tasks": n,
+                "rate": n / wall,
+                "rate_under_py_spy": n / wall_s,
+                "rate_under_cprofile": n / wall_b,
                 "cpu_us_per_task": {"client": cpu_us[0], "workers": cpu_us[1], "redis": cpu_us[2]},
                 "redis_busy_pct": 100 * (cpu_after[2] - cpu_before[2]) / wall,
-                "redis_scripts": scripts, "redis_commandstats": top_commandstats(stats_before, stats_after, args.top),
-                "client_samples": client_stacks, "worker_samples": worker_stacks,
+                "redis_scripts": scripts,
+                "redis_commandstats": top_commandstats(stats_before, stats_after, args.top),
+                "client_samples": client_stacks,
+                "worker_samples": worker_stacks,
             }
             summary["phases"][phase] = entry
             unit = "round trips" if phase == "latency" else "tasks"
             say()
-            say(f"=== {phase}: {n} {unit}, {entry['rate']:,.0f}/s undisturbed "
-                f"({entry['rate_under_py_spy']:,.0f}/s under py-spy, {entry['rate_under_cprofile']:,.0f}/s under cProfile) ===")
-            say(f"CPU per task: client {cpu_us[0]:,.0f} us, workers {cpu_us[1]:,.0f} us (all {args.workers}, with warm "
-                f"children), Redis {cpu_us[2]:,.0f} us; Redis busy {entry['redis_busy_pct']:.0f}% of the wall time")
+            say(
+                f"=== {phase}: {n} {unit}, {entry['rate']:,.0f}/s undisturbed "
+                f"({entry['rate_under_py_spy']:,.0f}/s under py-spy, "
+                f"{entry['rate_under_cprofile']:,.0f}/s under cProfile) ==="
+            )
+            say(
+                f"CPU per task: client {cpu_us[0]:,.0f} us, workers {cpu_us[1]:,.0f} us (all {args.workers}, with warm "
+                f"children), Redis {cpu_us[2]:,.0f} us; Redis busy {entry['redis_busy_pct']:.0f}% of the wall time"
+            )
             say("Redis, per script/command (slow log at threshold 0; usec is execution time inside Redis):")
             for row in scripts[:8]:
-                say(f"  {row['name']:<28} calls {row['calls']:>7,}  {row['usec_per_call']:>8.1f} us/call  "
-                    f"{row['usec'] / n:>7.1f} us/task  max {row['max_usec']:,} us")
+                say(
+                    f"  {row['name']:<28} calls {row['calls']:>7,}  {row['usec_per_call']:>8.1f} us/call  "
+                    f"{row['usec'] / n:>7.1f} us/task  max {row['max_usec']:,} us"
+                )
             say("Redis commandstats (commands inside scripts counted too):")
             for row in entry["redis_commandstats"][:8]:
-                say(f"  {row['name']:<28} calls {row['calls']:>7,}  {row['usec_per_call']:>8.2f} us/call  "
-                    f"{row['usec'] / n:>7.1f} us/task")
+                say(
+                    f"  {row['name']:<28} calls {row['calls']:>7,}  {row['usec_per_call']:>8.2f} us/call  "
+                    f"{row['usec'] / n:>7.1f} us/task"
+                )
             for side, stacks in (("client", client_stacks), ("workers", worker_stacks)):
                 if not stacks["samples"]:
                     continue
-                say(f"{side} (py-spy --gil: {stacks['cpu_seconds']:.1f} s holding the GIL) by process/thread: "
-                    + ", ".join(f"{k} {100 * v / stacks['samples']:.0f}%" for k, v in stacks["roles"][:6]))
-                say("  self:      " + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["self"][:args.top]))
-                say("  inclusive: " + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["inclusive"][:args.top]))
+                say(
+                    f"{side} (py-spy --gil: {stacks['cpu_seconds']:.1f} s holding the GIL) by process/thread: "
+                    + ", ".join(f"{k} {100 * v / stacks['samples']:.0f}%" for k, v in stacks["roles"][:6])
+                )
+                say(
+                    "  self:      "
+                    + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["self"][: args.top])
+                )
+                say(
+                    "  inclusive: "
+                    + "; ".join(f"{100 * v / stacks['samples']:.0f}% {k}" for k, v in stacks["inclusive"][: args.top])
+                )
             if phase == "latency":
                 entry["breakdown"] = latency_breakdown(system, n)
-                say("round trip by segment (task timestamps): " + "; ".join(
-                    f"{k} p50 {v['p50_ms']:.2f} ms / p99 {v['p99_ms']:.2f} ms" for k, v in entry["breakdown"].items()))
+                say(
+                    "round trip by segment (task timestamps): "
+                    + "; ".join(
+                        f"{k} p50 {v['p50_ms']:.2f} ms / p99 {v['p99_ms']:.2f} ms"
+                        for k, v in entry["breakdown"].items()
+                    )
+                )
             stream = io.StringIO()
             pstats.Stats(prof_path, stream=stream).sort_stats("tottime").print_stats(args.top)
             say(f"client cProfile, top {args.top} by own time:")
@@ -382,7 +441,7 @@ def _pstats_rows(text: str) -> list[str]:
     lines = text.splitlines()
     for index, line in enumerate(lines):
         if line.strip().startswith("ncalls"):
-            return [l for l in lines[index:] if l.strip()]
+            return [kept for kept in lines[index:] if kept.strip()]
     return lines
 
 

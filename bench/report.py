@@ -40,8 +40,10 @@ def _fmt(value: Any, kind: str) -> str:
 
 def render(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in rows]
     return "\n".join(out)
@@ -76,9 +78,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 theirs = peer.get(key, peer.get("batch") if key == "map" else None)
                 row.append(_fmt(ours / theirs, "ratio") if ours is not None and theirs else "-")
             rows.append(row)
-    note = ("ratios are wq's value over the peer's: above 1 is better for rates, below 1 for latency and memory; "
-            "wq's map/s is set against the peer's batch/s;\n"
-            "other CPU%: share of the machine's CPU busy with work that is not the benchmark's while it measured")
+    note = (
+        "ratios are wq's value over the peer's: above 1 is better for rates, below 1 for latency and memory; "
+        "wq's map/s is set against the peer's batch/s;\n"
+        "other CPU%: share of the machine's CPU busy with work that is not the benchmark's while it measured"
+    )
     return render(headers, rows) + "\n" + note
 
 
@@ -102,8 +106,9 @@ def goals(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
     assert wq is not None
     out: list[tuple[str, str, str, str]] = []
 
-    def check(goal: str, value: float | None, target: float | None, at_least: bool, kind: str = "rate",
-              strict: bool = False) -> None:
+    def check(
+        goal: str, value: float | None, target: float | None, at_least: bool, kind: str = "rate", strict: bool = False
+    ) -> None:
         if value is None or target is None:
             out.append((goal, _fmt(value, kind), "-", "n/a"))
             return
@@ -116,25 +121,53 @@ def goals(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
     fastest = _fastest_peer(results, ("per_call", "batch"))
     hand = results.get("handwritten") if ok(results.get("handwritten")) else None
     for key, label in (("batch", "submit_many"), ("map", "map")):
-        check(f"batch ({label}) >= 10x fastest peer" + (f" ({fastest[0]})" if fastest else ""),
-              wq.get(key), 10 * fastest[1] if fastest else None, True)
-        check(f"batch ({label}) >= 30% of hand-written batched",
-              wq.get(key), 0.3 * hand["batch"] if hand else None, True)
+        check(
+            f"batch ({label}) >= 10x fastest peer" + (f" ({fastest[0]})" if fastest else ""),
+            wq.get(key),
+            10 * fastest[1] if fastest else None,
+            True,
+        )
+        check(
+            f"batch ({label}) >= 30% of hand-written batched", wq.get(key), 0.3 * hand["batch"] if hand else None, True
+        )
     per_call_peer = _fastest_peer(results, ("per_call",))
-    check("per-call submit >= 2x fastest peer" + (f" ({per_call_peer[0]})" if per_call_peer else ""),
-          wq.get("per_call"), 2 * per_call_peer[1] if per_call_peer else None, True)
-    check("round trip p50 <= hand-written p50 + 0.3 ms", wq.get("p50_ms"),
-          hand["p50_ms"] + 0.3 if hand else None, False, "ms")
+    check(
+        "per-call submit >= 2x fastest peer" + (f" ({per_call_peer[0]})" if per_call_peer else ""),
+        wq.get("per_call"),
+        2 * per_call_peer[1] if per_call_peer else None,
+        True,
+    )
+    check(
+        "round trip p50 <= hand-written p50 + 0.3 ms",
+        wq.get("p50_ms"),
+        hand["p50_ms"] + 0.3 if hand else None,
+        False,
+        "ms",
+    )
     check("round trip p99 < 2 ms", wq.get("p99_ms"), 2.0, False, "ms", strict=True)
     mib_peer = _fastest_peer(results, ("mib",))
-    check("1 MiB in+out >= best peer" + (f" ({mib_peer[0]})" if mib_peer else ""),
-          wq.get("mib"), mib_peer[1] if mib_peer else None, True)
+    check(
+        "1 MiB in+out >= best peer" + (f" ({mib_peer[0]})" if mib_peer else ""),
+        wq.get("mib"),
+        mib_peer[1] if mib_peer else None,
+        True,
+    )
     check("Redis bytes per queued no-op <= 200", wq.get("bytes_per_task"), 200, False, "bytes")
-    check(f"command tasks >= 2x Work Queue's {WORK_QUEUE_COMMANDS_PER_S}/s", wq.get("cmd"),
-          2 * WORK_QUEUE_COMMANDS_PER_S, True)
+    check(
+        f"command tasks >= 2x Work Queue's {WORK_QUEUE_COMMANDS_PER_S}/s",
+        wq.get("cmd"),
+        2 * WORK_QUEUE_COMMANDS_PER_S,
+        True,
+    )
     pubsub = wq.get("pubsub_calls")
-    out.append(("results never over pub/sub (PUBLISH/SUBSCRIBE calls)", str(pubsub), "== 0",
-                "n/a" if pubsub is None else ("PASS" if pubsub == 0 else "FAIL")))
+    out.append(
+        (
+            "results never over pub/sub (PUBLISH/SUBSCRIBE calls)",
+            str(pubsub),
+            "== 0",
+            "n/a" if pubsub is None else ("PASS" if pubsub == 0 else "FAIL"),
+        )
+    )
     return out
 
 

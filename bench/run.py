@@ -28,23 +28,36 @@ from bench.systems import MODULES, ORDER
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = harness.Config()
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--systems", default=",".join(ORDER), help=f"comma-separated, from {','.join(ORDER)}")
     parser.add_argument("--tasks", type=int, help=f"no-op tasks per round (default {defaults.tasks}; quick 200)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="worker processes per system")
     parser.add_argument("--latency-samples", type=int, help=f"round trips timed (default {defaults.latency_samples})")
     parser.add_argument("--mib-tasks", type=int, help=f"1 MiB tasks per round (default {defaults.mib_tasks})")
     parser.add_argument("--queued", type=int, help=f"tasks queued for the memory reading (default {defaults.queued})")
-    parser.add_argument("--min-seconds", type=float,
-                        help=f"repeat throughput rounds until this long (default {defaults.min_seconds}; quick 0)")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        help=f"repeat throughput rounds until this long (default {defaults.min_seconds}; quick 0)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny counts: checks that the benchmark runs (CI)")
-    parser.add_argument("--aof", action="store_true",
-                        help="Redis with wq-redis' own AOF setting (appendfsync everysec); default: appendonly no")
+    parser.add_argument(
+        "--aof",
+        action="store_true",
+        help="Redis with wq-redis' own AOF setting (appendfsync everysec); default: appendonly no",
+    )
     parser.add_argument("--redis-url", help="use this Redis instead of starting one (it is FLUSHALLed!)")
     parser.add_argument("--json", dest="json_out", metavar="OUT", help="also write every reading to this JSON file")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run every system this many times (interleaved) and keep the best readings")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every system this many times (interleaved) and keep the best readings",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal fails (not only on errors)")
     return parser.parse_args(argv)
 
@@ -64,12 +77,19 @@ def run_one(system: harness.System, client: redis.Redis, server: Any) -> dict[st
     try:
         result = harness.measure(system, client, log)
     except Exception as exc:  # one broken system must not hide the others' readings
-        result = {"system": system.name, "error": f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc(), "worker_log": system.procs.log_tail()}
+        result = {
+            "system": system.name,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+            "worker_log": system.procs.log_tail(),
+        }
         log(f"  {system.name}: FAILED: {result['error']}\n{result['traceback']}{result['worker_log']}")
     result["cpu"] = meter.stop()
-    log(f"  {system.name}: {result['cpu']['wall_s']:.0f} s; CPU used by the benchmark {result['cpu']['ours_cpu_pct']}%, "
-        f"by other work on this machine {result['cpu']['other_cpu_pct']}%")
+    log(
+        f"  {system.name}: {result['cpu']['wall_s']:.0f} s; "
+        f"CPU used by the benchmark {result['cpu']['ours_cpu_pct']}%, "
+        f"by other work on this machine {result['cpu']['other_cpu_pct']}%"
+    )
     return result
 
 
@@ -126,16 +146,18 @@ def main(argv: list[str] | None = None) -> int:
         info = client.info("server")
         meta = {
             "redis": f"{'valkey ' + info['valkey_version'] if 'valkey_version' in info else 'redis'} "
-                     f"(redis_version {info['redis_version']}), {'AOF everysec' if args.aof else 'appendonly no'}"
-                     f"{'' if server else ', external'}",
+            f"(redis_version {info['redis_version']}), {'AOF everysec' if args.aof else 'appendonly no'}"
+            f"{'' if server else ', external'}",
             "python": f"{platform.python_version()} ({sys.executable})",
             "cpus": os.cpu_count(),
             "config": harness.config_dict(config),
             "worker_logs": logs,
         }
-        log(f"bench: {', '.join(systems)}; {config.workers} workers; {meta['redis']}; {meta['cpus']} CPUs; "
+        log(
+            f"bench: {', '.join(systems)}; {config.workers} workers; {meta['redis']}; {meta['cpus']} CPUs; "
             f"tasks {config.tasks}, latency samples {config.latency_samples}, 1 MiB tasks {config.mib_tasks}, "
-            f"queued {config.queued}, min {config.min_seconds} s per reading; worker logs in {logs}")
+            f"queued {config.queued}, min {config.min_seconds} s per reading; worker logs in {logs}"
+        )
         modules = {}
         for name in systems:
             try:
@@ -156,13 +178,18 @@ def main(argv: list[str] | None = None) -> int:
 
     goal_rows = report.goals(results)
     print()
-    print(f"wq-redis benchmark: {config.workers} workers x 1 task at a time; {meta['redis']}; {meta['cpus']} CPUs; "
-          f"python {platform.python_version()}{'; QUICK MODE (counts too small to mean anything)' if config.quick else ''}")
+    print(
+        f"wq-redis benchmark: {config.workers} workers x 1 task at a time; {meta['redis']}; {meta['cpus']} CPUs; "
+        f"python {platform.python_version()}"
+        f"{'; QUICK MODE (counts too small to mean anything)' if config.quick else ''}"
+    )
     versions = {k: v for r in results.values() for k, v in (r.get("versions") or {}).items()}
     if versions:
         print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"per round: {config.tasks} no-op tasks, {config.mib_tasks} x 1 MiB; rounds repeat for at least "
-          f"{config.min_seconds} s; {config.latency_samples} round trips; {config.queued} tasks queued for memory")
+    print(
+        f"per round: {config.tasks} no-op tasks, {config.mib_tasks} x 1 MiB; rounds repeat for at least "
+        f"{config.min_seconds} s; {config.latency_samples} round trips; {config.queued} tasks queued for memory"
+    )
     print()
     print(report.table(results))
     print()
@@ -173,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({"meta": meta, "results": results, "goals": goal_rows}, handle, indent=2, default=str)
     busy = {n: r["other_cpu_pct"] for n, r in results.items() if r.get("other_cpu_pct", 0) > 10}
     if busy:
-        print("WARNING: other work kept this machine busy while it measured "
-              f"({', '.join(f'{n} {v:.0f}%' for n, v in busy.items())} of its CPU): the readings are low and noisy; "
-              "run again on an idle machine, or with --repeat 3")
+        print(
+            "WARNING: other work kept this machine busy while it measured "
+            f"({', '.join(f'{n} {v:.0f}%' for n, v in busy.items())} of its CPU): the readings are low and noisy; "
+            "run again on an idle machine, or with --repeat 3"
+        )
     failed = [n for n, r in results.items() if "error" in r and not r["error"].startswith("not installed")]
     if not failed:
         shutil.rmtree(logs, ignore_errors=True)

@@ -21,7 +21,7 @@ import wq_redis as wq
 
 # -- 1. Work Queue's seed example, with only the import changed ----------------------------
 def my_sum(x, y):
-    import math
+
     return x + y
 
 
@@ -39,13 +39,17 @@ def main() -> int:
 
         task = queue.wait(30)  # generous: the first wait also covers the workers starting up
         if task:
-            print("task {} completed with result {}".format(task.id, task.output))
+            print(f"task {task.id} completed with result {task.output}")
         if task is None or task.output != 30:
-            print("FAILED: the seed task did not come back with 30 (got {!r})".format(
-                task.output if task else None), file=sys.stderr)
+            print(
+                f"FAILED: the seed task did not come back with 30 (got {task.output if task else None!r})",
+                file=sys.stderr,
+            )
             if task is not None:
-                print("result: {}  error: {}\n{}".format(task.result_str, task.error, task.std_output or ""),
-                      file=sys.stderr)
+                print(
+                    "result: {}  error: {}\n{}".format(task.result_str, task.error, task.std_output or ""),
+                    file=sys.stderr,
+                )
             return 1
 
         # -- 2. the command-line twin: a Task with an input file and an output file ---------
@@ -56,20 +60,24 @@ def main() -> int:
                 handle.write("10\n20\n")
             # The command runs in a sandbox on the worker: numbers.txt is copied in before it
             # starts, total.txt is brought back to `result` when it ends.
-            task = wq.Task("awk '{ s += $1 } END { print s }' numbers.txt > total.txt && echo summed $(wc -l < numbers.txt) lines")
+            task = wq.Task(
+                "awk '{ s += $1 } END { print s }' numbers.txt > total.txt && echo summed $(wc -l < numbers.txt) lines"
+            )
             task.specify_input_file(source, "numbers.txt")
             task.specify_output_file(result, "total.txt")
             task.specify_tag("hydrazine")
             queue.submit(task)
             task = queue.wait(30)
             if task is None or task.result != wq.WORK_QUEUE_RESULT_SUCCESS or task.return_status != 0:
-                print("FAILED: the command task did not succeed: {!r} {}".format(
-                    task, task.error if task else ""), file=sys.stderr)
+                print(
+                    "FAILED: the command task did not succeed: {!r} {}".format(task, task.error if task else ""),
+                    file=sys.stderr,
+                )
                 return 1
-            print("task {} exited with {}; its output: {}".format(task.id, task.return_status, task.std_output.strip()))
+            print(f"task {task.id} exited with {task.return_status}; its output: {task.std_output.strip()}")
             with open(result) as handle:
                 total = handle.read().strip()
-            print("total.txt came back holding: {}".format(total))
+            print(f"total.txt came back holding: {total}")
             if total != "30":
                 print("FAILED: total.txt should hold 30", file=sys.stderr)
                 return 1
@@ -80,13 +88,13 @@ def main() -> int:
         # under CI or a pipe looks the same as in a terminal.
         results = queue.map(square, range(1000), progress=True)
         expected = sum(x * x for x in range(1000))
-        print("map returned {} results, sum {}".format(len(results), sum(results)))
+        print(f"map returned {len(results)} results, sum {sum(results)}")
         if len(results) != 1000 or sum(results) != expected:
-            print("FAILED: expected 1000 results summing to {}".format(expected), file=sys.stderr)
+            print(f"FAILED: expected 1000 results summing to {expected}", file=sys.stderr)
             return 1
 
         stats = queue.stats
-        print("stats: tasks_done={} workers_connected={}".format(stats.tasks_done, stats.workers_connected))
+        print(f"stats: tasks_done={stats.tasks_done} workers_connected={stats.workers_connected}")
     # leaving the `with` block stopped the local workers and the embedded Redis server
     print("OK")
     return 0

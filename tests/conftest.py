@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -71,12 +71,24 @@ class Workers:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self, *args: str, queue: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "wq_redis", "worker", "--redis-url", self.redis_url,
-                   "--queue", queue or self.queue_name, "--log-level", "warning", *args]
+        command = [
+            sys.executable,
+            "-m",
+            "wq_redis",
+            "worker",
+            "--redis-url",
+            self.redis_url,
+            "--queue",
+            queue or self.queue_name,
+            "--log-level",
+            "warning",
+            *args,
+        ]
         # the workers import the tests' task functions (helpers_tasks) like any user module
         path = os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")]))
-        process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": path, **(env or {})},
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, env={**os.environ, "PYTHONPATH": path, **(env or {})}, stdin=subprocess.DEVNULL
+        )
         self.processes.append(process)
         return process
 

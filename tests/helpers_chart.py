@@ -46,8 +46,13 @@ def render(values: dict[str, Any] | None = None, release: str = "demo") -> list[
     """The chart's objects as `helm template` renders them (values checked by the schema)."""
     with helm.Chart.load(CHART) as chart:
         manifests = chart.render(values, name=release, namespace="wq")
-    return [doc for path, text in sorted(manifests.items()) if path.endswith(".yaml")
-            for doc in yaml.safe_load_all(text) if doc]
+    return [
+        doc
+        for path, text in sorted(manifests.items())
+        if path.endswith(".yaml")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
 
 
 def example(name: str) -> dict[str, Any]:
@@ -69,8 +74,11 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
 
 def worker_pools(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Worker Deployments by pool name."""
-    return {o["metadata"]["labels"]["wq-redis/pool"]: o for o in by_kind(objects, "Deployment").values()
-            if o["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"}
+    return {
+        o["metadata"]["labels"]["wq-redis/pool"]: o
+        for o in by_kind(objects, "Deployment").values()
+        if o["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"
+    }
 
 
 def container(workload: dict[str, Any]) -> dict[str, Any]:

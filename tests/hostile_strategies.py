@@ -170,31 +170,103 @@ _REAL_VALUES = [
 
 garbage_values: st.SearchStrategy[Any] = st.one_of(
     st.binary(max_size=80),
-    st.sampled_from([b"", b"0", b"1", b"-1", b"2", b"3", b"4", b"999999999999999999999", b"1e309", b"nan",
-                     b"abc", b" 1", b"1.5", b"\xff\xfe", b"\n", b"a\nb", b"t\n\nx"]),
+    st.sampled_from(
+        [
+            b"",
+            b"0",
+            b"1",
+            b"-1",
+            b"2",
+            b"3",
+            b"4",
+            b"999999999999999999999",
+            b"1e309",
+            b"nan",
+            b"abc",
+            b" 1",
+            b"1.5",
+            b"\xff\xfe",
+            b"\n",
+            b"a\nb",
+            b"t\n\nx",
+        ]
+    ),
     st.sampled_from(_REAL_VALUES).flatmap(_truncations),  # truncated envelopes and pickles
-    st.sampled_from([  # envelopes that decode but say something odd
-        b"WQ\x01{}", b"WQ\x01[]", b"WQ\x01null", b"WQ\x02{\"kind\":\"py\"}", b"WQ\x01{\"kind\":\"cmd\"}",
-        b"WQ\x01{\"kind\":\"py\",\"command\":\"x\",\"request\":[\"a\",null]}",
-        b"WQ\x01{\"kind\":\"cmd\",\"command\":1}",
-        b"WQ\x01{\"kind\":\"cmd\",\"command\":\"true\",\"inputs\":[[\"a\",\"../../escape\"]]}",
-        b"WQ\x01{\"kind\":\"cmd\",\"command\":\"true\",\"outputs\":\"x\"}",
-        b"WQ\x01{\"kind\":\"cmd\",\"command\":\"true\",\"env\":[1]}",
-        b"WQ\x01{\"kind\":\"py\",\"command\":\"x\",\"running_time_max\":\"soon\"}",
-    ]),
-    st.sampled_from([  # pack-shaped values: plain data of the wrong shape
-        packing.dump("x"), packing.dump([("a", b"")]), packing.dump([(1,)]), packing.dump([[1, 2, 3]]),
-        packing.dump({1: 2}), packing.dump([(1, {b"r": "text"})]), packing.dump([(-1, b"")]),
-        packing.dump([(10**30, b"")]), packing.dump([(1, b"\x80\x05garbage")]),
-    ]),
+    st.sampled_from(
+        [  # envelopes that decode but say something odd
+            b"WQ\x01{}",
+            b"WQ\x01[]",
+            b"WQ\x01null",
+            b'WQ\x02{"kind":"py"}',
+            b'WQ\x01{"kind":"cmd"}',
+            b'WQ\x01{"kind":"py","command":"x","request":["a",null]}',
+            b'WQ\x01{"kind":"cmd","command":1}',
+            b'WQ\x01{"kind":"cmd","command":"true","inputs":[["a","../../escape"]]}',
+            b'WQ\x01{"kind":"cmd","command":"true","outputs":"x"}',
+            b'WQ\x01{"kind":"cmd","command":"true","env":[1]}',
+            b'WQ\x01{"kind":"py","command":"x","running_time_max":"soon"}',
+        ]
+    ),
+    st.sampled_from(
+        [  # pack-shaped values: plain data of the wrong shape
+            packing.dump("x"),
+            packing.dump([("a", b"")]),
+            packing.dump([(1,)]),
+            packing.dump([[1, 2, 3]]),
+            packing.dump({1: 2}),
+            packing.dump([(1, {b"r": "text"})]),
+            packing.dump([(-1, b"")]),
+            packing.dump([(10**30, b"")]),
+            packing.dump([(1, b"\x80\x05garbage")]),
+        ]
+    ),
     st.sampled_from([OVERSIZED, 1 << 20]).map(lambda n: b"x" * n),  # oversized
 )
 
 # Field names a task hash may hold (wire.py, packing.py, files.py, store.py).
-KNOWN_FIELDS = ("s", "q", "p", "a", "mr", "tok", "w", "ts", "tf", "sub", "spec", "fn", "args", "cat", "big",
-                "vk", "r", "rs", "out", "val", "err", "host", "alloc", "meas", "rsig", "sig", "lt",
-                "n", "pa", "pr", "nc", "nf", "fids", "vks", "pc:1", "in:x", "cin:x", "tin:x", "ctin:x",
-                "o:x", "od:x")
+KNOWN_FIELDS = (
+    "s",
+    "q",
+    "p",
+    "a",
+    "mr",
+    "tok",
+    "w",
+    "ts",
+    "tf",
+    "sub",
+    "spec",
+    "fn",
+    "args",
+    "cat",
+    "big",
+    "vk",
+    "r",
+    "rs",
+    "out",
+    "val",
+    "err",
+    "host",
+    "alloc",
+    "meas",
+    "rsig",
+    "sig",
+    "lt",
+    "n",
+    "pa",
+    "pr",
+    "nc",
+    "nf",
+    "fids",
+    "vks",
+    "pc:1",
+    "in:x",
+    "cin:x",
+    "tin:x",
+    "ctin:x",
+    "o:x",
+    "od:x",
+)
 
 field_names: st.SearchStrategy[str] = st.one_of(
     st.sampled_from(KNOWN_FIELDS),
@@ -219,8 +291,11 @@ def hash_fields(draw: st.DrawFn) -> HashFields:
     if draw(st.booleans()):
         return HashFields(IdRef("own", draw(st.integers(0, 2))), fields)
     where = draw(st.sampled_from(["fifo:own", "done"]))
-    base = (("s", b"3" if where == "done" else b"1"), ("q", "own"),
-            ("spec", pack_spec({"kind": "cmd", "command": "echo foreign"})))
+    base = (
+        ("s", b"3" if where == "done" else b"1"),
+        ("q", "own"),
+        ("spec", pack_spec({"kind": "cmd", "command": "echo foreign"})),
+    )
     return HashFields(IdRef("foreign", draw(st.integers(1, 50))), base + fields, where)
 
 
@@ -230,8 +305,26 @@ ID_LISTS = ("done", "retrieving", "fifo:own", "fifo:foreign", "ready:own", "read
 task_ids: st.SearchStrategy[IdRef] = st.one_of(
     st.integers(0, 2).map(lambda n: IdRef("own", n)),
     st.integers(1, 50).map(lambda n: IdRef("foreign", n)),
-    st.sampled_from(["abc", "", "-1", "0", "-0", " 7", "7 ", "1.5", "1e3", "0x10", "99999999999999999999",
-                     "9" * 300, "١٢", "nan", "inf", "\x00"]).map(lambda text: IdRef("raw", text)),
+    st.sampled_from(
+        [
+            "abc",
+            "",
+            "-1",
+            "0",
+            "-0",
+            " 7",
+            "7 ",
+            "1.5",
+            "1e3",
+            "0x10",
+            "99999999999999999999",
+            "9" * 300,
+            "١٢",
+            "nan",
+            "inf",
+            "\x00",
+        ]
+    ).map(lambda text: IdRef("raw", text)),
 )
 
 
@@ -243,8 +336,13 @@ class ForeignIds:
 
 @st.composite
 def foreign_ids(draw: st.DrawFn) -> ForeignIds:
-    pushes = draw(st.lists(st.tuples(st.sampled_from(ID_LISTS), st.lists(task_ids, min_size=1, max_size=3).map(tuple)),
-                           min_size=1, max_size=3))
+    pushes = draw(
+        st.lists(
+            st.tuples(st.sampled_from(ID_LISTS), st.lists(task_ids, min_size=1, max_size=3).map(tuple)),
+            min_size=1,
+            max_size=3,
+        )
+    )
     return ForeignIds(tuple(pushes), draw(st.sampled_from([0.0, -1.0, 1e18])))
 
 

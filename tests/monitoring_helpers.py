@@ -50,8 +50,11 @@ def samples(text: str | bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     """Parsed exposition text: (sample name, sorted labels) -> value."""
     if isinstance(text, bytes):
         text = text.decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(parsed: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float | None:
@@ -78,8 +81,9 @@ def family_names(text: str | bytes) -> set[str]:
 
 
 def promtool_check_metrics(text: bytes) -> None:
-    checked = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text, capture_output=True,
-                             timeout=30)
+    checked = subprocess.run(
+        [require_tool("promtool"), "check", "metrics"], input=text, capture_output=True, timeout=30
+    )
     assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
 
 
@@ -88,9 +92,24 @@ class Exporter:
 
     def __init__(self, redis_url: str, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wq_redis", "exporter", "--redis-url", redis_url, "--port", "0",
-             "--addr", "127.0.0.1", "--log-level", "warning", *args],
-            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "wq_redis",
+                "exporter",
+                "--redis-url",
+                redis_url,
+                "--port",
+                "0",
+                "--addr",
+                "127.0.0.1",
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         assert line, "the exporter exited before it served"

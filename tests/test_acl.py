@@ -7,16 +7,16 @@ import json
 import subprocess
 import sys
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import drain
 from helpers_tasks import my_sum
 from monitoring_helpers import http_get, samples
+
+import wq_redis as wq
 from wq_redis.ops.exporter import QueueExporter
 from wq_redis.protocol.store import connect
 
@@ -53,8 +53,12 @@ def acl(redis_url: str) -> Iterator[AclUsers]:
 
 
 def status_json(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wq_redis", "status", "--redis-url", url, "--json", *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "wq_redis", "status", "--redis-url", url, "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_status_runs_with_a_read_only_user(redis_url, queue, acl):
@@ -94,8 +98,10 @@ def test_the_exporter_and_its_service_discovery_work_for_a_read_only_user(redis_
             status, body = http_get(f"http://{server.address}/metrics")
             parsed = samples(body)
             assert status == 200 and parsed[("wq_redis_up", ())] == 1
-            assert parsed[("wq_tasks_waiting", (("queue", queue.name), ("resource_class", "c1.m0.d0.g0"),
-                                                ("tag", "")))] == 2
+            assert (
+                parsed[("wq_tasks_waiting", (("queue", queue.name), ("resource_class", "c1.m0.d0.g0"), ("tag", "")))]
+                == 2
+            )
             assert not any(("queue", queue.name + "-hidden") in labels for _, labels in parsed)
             status, body = http_get(f"http://{server.address}/sd")
             assert status == 200 and json.loads(body) == []

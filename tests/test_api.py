@@ -6,21 +6,23 @@ import time
 
 import pytest
 import redis
+from conftest import drain, wait_until
+from helpers_tasks import my_sum, timed_sleep
 
 import wq_redis as wq
-from helpers_tasks import my_sum, timed_sleep
-from conftest import drain, wait_until
 
 
 def test_seed_example_verbatim(redis_url, queue_name, workers):
     workers.start("--cores", "4", "--gpus", "1", queue="demo")
     queue = wq.WorkQueue("demo", redis_url=redis_url)
     task = wq.PythonTask(my_sum, 10, 20)
-    task.specify_cores(4); task.specify_gpus(1); task.specify_tag("hydrazine")  # noqa: E702
+    task.specify_cores(4)
+    task.specify_gpus(1)
+    task.specify_tag("hydrazine")
     queue.submit(task)
     task = queue.wait(30)
     assert task is not None
-    assert "task {} completed with result {}".format(task.id, task.output) == f"task {task.id} completed with result 30"
+    assert f"task {task.id} completed with result {task.output}" == f"task {task.id} completed with result 30"
     assert task.result == wq.WORK_QUEUE_RESULT_SUCCESS
     assert task.result_str == "SUCCESS"
     assert task.tag == "hydrazine"
@@ -56,8 +58,10 @@ def test_wait_on_empty_queue_returns_none_at_once(queue):
 
 def test_wait_for_tag_leaves_other_tasks_for_wait(queue, workers):
     workers.start("--cores", "2")
-    a = wq.PythonTask(my_sum, 1, 1); a.specify_tag("a")  # noqa: E702
-    b = wq.PythonTask(my_sum, 2, 2); b.specify_tag("b")  # noqa: E702
+    a = wq.PythonTask(my_sum, 1, 1)
+    a.specify_tag("a")
+    b = wq.PythonTask(my_sum, 2, 2)
+    b.specify_tag("b")
     queue.submit_many([a, b])
     got = queue.wait_for_tag("b", 30)
     assert got is b and got.output == 4
@@ -151,7 +155,7 @@ def test_wrong_password_is_a_clear_error(protected_server):
     import psutil
 
     assert not any("s3cret" in part for part in psutil.Process(protected_server.process.pid).cmdline())
-    with pytest.raises(wq.RedisUnavailable, match="needs a password|refused"):
+    with pytest.raises(wq.RedisUnavailable, match=r"needs a password|refused"):
         wq.WorkQueue("q", redis_url=f"redis://{base}")
 
 

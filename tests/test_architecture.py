@@ -45,8 +45,10 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
 
 def _resolve(name: str) -> str:
     """The wq_redis module a dotted name refers to (a name imported from a module is that module)."""
-    while name and not ((PACKAGE.parent / name.replace(".", "/")).with_suffix(".py").exists()
-                        or (PACKAGE.parent / name.replace(".", "/")).is_dir()):
+    while name and not (
+        (PACKAGE.parent / name.replace(".", "/")).with_suffix(".py").exists()
+        or (PACKAGE.parent / name.replace(".", "/")).is_dir()
+    ):
         name = name.rpartition(".")[0]
     return name
 

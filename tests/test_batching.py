@@ -8,9 +8,10 @@ import collections
 import os
 import time
 
-import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import batch_probe, close_output, crash_on, my_sum, timed_sleep
+
+import wq_redis as wq
 
 
 def _warm_up(queue: wq.WorkQueue) -> None:
@@ -78,6 +79,7 @@ def test_cancelling_one_task_of_a_batch_spares_the_others(queue, workers):
 
 def test_followers_are_capped_by_bytes_and_keep_their_order(queue, workers):
     from helpers_tasks import sized_probe
+
     from wq_redis.worker.loop import BATCH_BYTES
 
     workers.start("--cores", "1")

@@ -30,7 +30,12 @@ def test_quick_benchmark_of_wq_runs(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WQ_REDIS_URL", "REDIS_URL")}
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--quick", "--systems", "wq", "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=280, stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     wq = json.loads(out.read_text())["results"]["wq"]
@@ -44,8 +49,14 @@ def test_quick_benchmark_of_wq_runs(tmp_path):
 
 
 def test_unknown_system_is_refused():
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--systems", "nosuch"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--systems", "nosuch"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2 and "unknown systems" in proc.stderr
 
 
@@ -57,8 +68,17 @@ def test_percentile_is_nearest_rank():
 
 
 def test_goals_compare_with_the_peers_of_the_same_run():
-    wq = {"per_call": 5000.0, "batch": 50000.0, "map": 20000.0, "p50_ms": 0.7, "p99_ms": 1.5, "mib": 300.0,
-          "bytes_per_task": 150.0, "cmd": 1100.0, "pubsub_calls": 0}
+    wq = {
+        "per_call": 5000.0,
+        "batch": 50000.0,
+        "map": 20000.0,
+        "p50_ms": 0.7,
+        "p99_ms": 1.5,
+        "mib": 300.0,
+        "bytes_per_task": 150.0,
+        "cmd": 1100.0,
+        "pubsub_calls": 0,
+    }
     huey = {"per_call": 2000.0, "batch": 2500.0, "p50_ms": 1.0, "p99_ms": 1.4, "mib": 175.0, "bytes_per_task": 124.0}
     hand = {"per_call": 3000.0, "batch": 100000.0, "p50_ms": 0.3, "p99_ms": 0.6, "mib": 120.0, "bytes_per_task": 30.0}
     rows = {goal: result for goal, _, _, result in report.goals({"wq": wq, "huey": huey, "handwritten": hand})}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import my_sum, timed_sleep
+
+import wq_redis as wq
 
 
 def test_cancel_waiting_task_by_id(queue):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import redis
-
-import wq_redis as wq
 from conftest import drain, wait_until
 from everyday_tasks import cores_seen, nap
+
+import wq_redis as wq
 from wq_redis.protocol.keys import QueueKeys
 
 

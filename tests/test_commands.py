@@ -12,9 +12,9 @@ import time
 
 import psutil
 import pytest
+from conftest import wait_until
 
 import wq_redis as wq
-from conftest import wait_until
 from wq_redis.protocol.resources import Request
 from wq_redis.protocol.serialize import pack_spec
 from wq_redis.worker import command
@@ -36,13 +36,40 @@ def test_simple_commands_run_without_the_shell(text, tmp_path):
         assert found is not None and found[1] == text.split()
 
 
-@pytest.mark.parametrize("text", [
-    "true", "echo hi", "cd /", "exit 3", "kill -9 1", "test -f x", "[ -f x ]", "if", "A=1 /bin/true",  # shell's own
-    "/bin/echo $HOME", "/bin/echo 'a'", '/bin/echo "a"', "/bin/echo a\\ b", "/bin/echo *", "/bin/echo ?",
-    "/bin/echo ~", "/bin/true # c", "/bin/true; /bin/true", "/bin/true && x", "/bin/true | cat", "/bin/true > f",
-    "/bin/true &", "/bin/true\n/bin/false", "(/bin/true)", "/bin/echo {a,b}", "/bin/echo é", "", "   ",
-    "no-such-program-anywhere",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "true",
+        "echo hi",
+        "cd /",
+        "exit 3",
+        "kill -9 1",
+        "test -f x",
+        "[ -f x ]",
+        "if",
+        "A=1 /bin/true",  # shell's own
+        "/bin/echo $HOME",
+        "/bin/echo 'a'",
+        '/bin/echo "a"',
+        "/bin/echo a\\ b",
+        "/bin/echo *",
+        "/bin/echo ?",
+        "/bin/echo ~",
+        "/bin/true # c",
+        "/bin/true; /bin/true",
+        "/bin/true && x",
+        "/bin/true | cat",
+        "/bin/true > f",
+        "/bin/true &",
+        "/bin/true\n/bin/false",
+        "(/bin/true)",
+        "/bin/echo {a,b}",
+        "/bin/echo é",
+        "",
+        "   ",
+        "no-such-program-anywhere",
+    ],
+)
 def test_anything_else_goes_through_the_shell(text, tmp_path):
     assert command.direct_argv(text, {"PATH": "/usr/bin:/bin"}, str(tmp_path)) is None
 
@@ -62,8 +89,9 @@ def run_command(tmp_path, monkeypatch):
     ids = iter(range(1, 1_000_000))
     direct = command.DIRECT
 
-    def run(text: str, env: dict[str, str | None] | None = None, shell: bool = False,
-            files: dict[str, bytes] | None = None) -> dict:
+    def run(
+        text: str, env: dict[str, str | None] | None = None, shell: bool = False, files: dict[str, bytes] | None = None
+    ) -> dict:
         monkeypatch.setattr(command, "DIRECT", direct and not shell)
         fields = {b"spec": pack_spec({"kind": "cmd", "command": text, "env": env or {}}), b"a": b"1"}
         for name, data in (files or {}).items():
@@ -90,8 +118,10 @@ os.kill(os.getpid(), n)
 
 
 @needs_dash
-@pytest.mark.parametrize("number", [signal.SIGSEGV, signal.SIGTERM, signal.SIGKILL, signal.SIGABRT, signal.SIGINT,
-                                    signal.SIGPIPE, signal.SIGUSR1])
+@pytest.mark.parametrize(
+    "number",
+    [signal.SIGSEGV, signal.SIGTERM, signal.SIGKILL, signal.SIGABRT, signal.SIGINT, signal.SIGPIPE, signal.SIGUSR1],
+)
 def test_a_program_killed_by_a_signal_is_reported_as_the_shell_reports_it(run_command, number):
     text = f"{sys.executable} die.py {int(number)}"
     assert command.direct_argv(text, dict(os.environ), "/") is not None
@@ -169,8 +199,12 @@ def test_the_guardian_kills_a_sigkilled_workers_tasks(tmp_path, mode):
     sandbox = tmp_path / "t1.1"
     sandbox.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
-    worker = subprocess.Popen([sys.executable, "-c", FAKE_WORKER, str(sandbox), mode], env=env,
-                              stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", FAKE_WORKER, str(sandbox), mode],
+        env=env,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         task_pid, guardian_pid = map(int, worker.stdout.readline().split())
         task = psutil.Process(task_pid)

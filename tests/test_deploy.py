@@ -30,15 +30,31 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import wait_until
+from helpers_chart import (
+    CASES,
+    CHART,
+    CRD_SCHEMAS,
+    KUBE_VERSIONS,
+    QUANTITY,
+    ROOT,
+    by_kind,
+    case_values,
+    container,
+    example,
+    flags,
+    helm,
+    jsonschema,
+    kubernetes_validate,
+    render,
+    worker_pools,
+    yaml,
+)
+from helpers_tasks import timed_sleep
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 import wq_redis as wq
-from conftest import wait_until
-from helpers_chart import (CASES, CHART, CRD_SCHEMAS, KUBE_VERSIONS, QUANTITY, ROOT, by_kind, case_values,
-                           container, example, flags, helm, jsonschema, kubernetes_validate, render, worker_pools,
-                           yaml)
-from helpers_tasks import timed_sleep
 from wq_redis.embedded.server import find_server_binary, free_port
 
 
@@ -63,13 +79,16 @@ def test_values_yaml_satisfies_values_schema() -> None:
         jsonschema.Draft7Validator(schema).validate(yaml.safe_load(handle))
 
 
-@pytest.mark.parametrize("values", [
-    {"pools": {"cpu": {"corez": 4}}},  # a typo
-    {"pools": {"GPU_pool": {"gpus": 1}}},  # not a DNS label
-    {"pools": {"cpu": {"cores": 0}}},  # a worker needs a core
-    {"redis": {"appendfsync": "no"}},  # would break the no-lost-task guarantee
-    {"redis": {"auth": {"password": "p@ss/word"}}},  # not URL-safe
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"pools": {"cpu": {"corez": 4}}},  # a typo
+        {"pools": {"GPU_pool": {"gpus": 1}}},  # not a DNS label
+        {"pools": {"cpu": {"cores": 0}}},  # a worker needs a core
+        {"redis": {"appendfsync": "no"}},  # would break the no-lost-task guarantee
+        {"redis": {"auth": {"password": "p@ss/word"}}},  # not URL-safe
+    ],
+)
 def test_schema_rejects_bad_values(values: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmError, match="schema"):
         render(values)
@@ -105,8 +124,10 @@ def test_every_object_validates_against_kubernetes_schemas(case: tuple[str, list
             try:
                 kubernetes_validate.validate(obj, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} on Kubernetes {version}: {exc.message} "
-                            f"at {'/'.join(map(str, exc.absolute_path))}")
+                pytest.fail(
+                    f"{obj['kind']}/{obj['metadata']['name']} on Kubernetes {version}: {exc.message} "
+                    f"at {'/'.join(map(str, exc.absolute_path))}"
+                )
 
 
 def test_every_quantity_parses(case: tuple[str, list[dict[str, Any]]]) -> None:
@@ -121,8 +142,11 @@ def test_every_quantity_parses(case: tuple[str, list[dict[str, Any]]]) -> None:
 
 def test_selectors_match_their_pods(case: tuple[str, list[dict[str, Any]]]) -> None:
     _, objects = case
-    pod_labels = [w["spec"]["template"]["metadata"]["labels"]
-                  for kind in ("Deployment", "StatefulSet") for w in by_kind(objects, kind).values()]
+    pod_labels = [
+        w["spec"]["template"]["metadata"]["labels"]
+        for kind in ("Deployment", "StatefulSet")
+        for w in by_kind(objects, kind).values()
+    ]
 
     def selects(selector: dict[str, str]) -> int:
         return sum(all(labels.get(k) == v for k, v in selector.items()) for labels in pod_labels)
@@ -215,8 +239,9 @@ def test_existing_password_secret_is_used_not_created() -> None:
 
 
 def test_pools_merge_with_pool_defaults() -> None:
-    pools = worker_pools(render({"pools": {"cpu": None, "small": {"cores": 1},
-                                           "big": {"cores": 16, "memory": 65536, "tags": ["big"]}}}))
+    pools = worker_pools(
+        render({"pools": {"cpu": None, "small": {"cores": 1}, "big": {"cores": 16, "memory": 65536, "tags": ["big"]}}})
+    )
     assert sorted(pools) == ["big", "small"]
     assert flags(container(pools["small"])["args"])["--memory"] == "1024"  # poolDefaults.memory
     assert flags(container(pools["big"])["args"])["--tags"] == "big"
@@ -226,13 +251,16 @@ def test_pools_merge_with_pool_defaults() -> None:
 
 def test_every_pool_has_a_disruption_budget(case: tuple[str, list[dict[str, Any]]]) -> None:
     _, objects = case
-    pdbs = {pdb["spec"]["selector"]["matchLabels"]["wq-redis/pool"]
-            for pdb in by_kind(objects, "PodDisruptionBudget").values()}
+    pdbs = {
+        pdb["spec"]["selector"]["matchLabels"]["wq-redis/pool"]
+        for pdb in by_kind(objects, "PodDisruptionBudget").values()
+    }
     assert pdbs == set(worker_pools(objects))
 
 
-def test_worker_args_are_accepted_by_the_cli(case: tuple[str, list[dict[str, Any]]],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_args_are_accepted_by_the_cli(
+    case: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from wq_redis.ops.cli import main
 
     monkeypatch.setenv("WQ_REDIS_URL", "redis://127.0.0.1:1/0")
@@ -271,8 +299,12 @@ def _worker_args(pool: dict[str, Any], workdir: str, metrics_port: int | None = 
 
     known = {opt for param in main.commands["worker"].params for opt in param.opts}
     local = {"--workdir": workdir, "--metrics-addr": "127.0.0.1", "--metrics-port": str(metrics_port or free_port())}
-    return ["worker", *[a for k, v in flags(container(pool)["args"]).items() if k in known
-                        for a in (k, local.get(k, v))], "--log-level", "warning"]
+    return [
+        "worker",
+        *[a for k, v in flags(container(pool)["args"]).items() if k in known for a in (k, local.get(k, v))],
+        "--log-level",
+        "warning",
+    ]
 
 
 def test_worker_serves_healthz_where_the_probes_look(redis_url: str, tmp_path: Any) -> None:
@@ -306,12 +338,37 @@ def test_prestop_hook_drains_then_hands_back_running_tasks(queue: wq.WorkQueue, 
     """The rendered worker args and preStop hook, a real worker as PID 1 (as in a pod)."""
     for tool in ("unshare", "nsenter"):
         assert shutil.which(tool), f"{tool} (util-linux) is missing"
-    pool = worker_pools(render({"queue": queue.name, "pools": {"cpu": {
-        "terminationGracePeriodSeconds": 6, "handBackSeconds": 3, "cores": 1, "memory": 256, "disk": 64}}}))["cpu"]
+    pool = worker_pools(
+        render(
+            {
+                "queue": queue.name,
+                "pools": {
+                    "cpu": {
+                        "terminationGracePeriodSeconds": 6,
+                        "handBackSeconds": 3,
+                        "cores": 1,
+                        "memory": 256,
+                        "disk": 64,
+                    }
+                },
+            }
+        )
+    )["cpu"]
     hook = container(pool)["lifecycle"]["preStop"]["exec"]["command"]
     env = {**os.environ, "WQ_REDIS_URL": redis_url, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
-    worker = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "wq_redis",
-                               *_worker_args(pool, str(tmp_path))], env=env)
+    worker = subprocess.Popen(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            sys.executable,
+            "-m",
+            "wq_redis",
+            *_worker_args(pool, str(tmp_path)),
+        ],
+        env=env,
+    )
     client = redis.Redis.from_url(redis_url)
     try:
         task = wq.PythonTask(timed_sleep, 60)
@@ -344,8 +401,11 @@ def redis_conf(objects: list[dict[str, Any]]) -> str:
 
 def test_redis_config_has_aof_everysec_and_never_evicts() -> None:
     objects = render()
-    settings = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in redis_conf(objects).splitlines()
-                if line.strip() and not line.startswith("#")}
+    settings = {
+        line.split(None, 1)[0]: line.split(None, 1)[1]
+        for line in redis_conf(objects).splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert settings["appendonly"] == "yes"
     assert settings["appendfsync"] == "everysec"
     assert settings["maxmemory-policy"] == "noeviction"
@@ -411,9 +471,16 @@ def test_keda_scales_each_autoscaled_pool_from_zero() -> None:
         assert all(isinstance(v, str) for v in trigger["metadata"].values())
         assert 'queue="default"' in trigger["metadata"]["query"]
         # the HPA behaviour KEDA passes on is a valid autoscaling/v2 behavior
-        hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "x"},
-               "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "x"}, "maxReplicas": 1,
-                        "behavior": spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]}}
+        hpa = {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "x"},
+            "spec": {
+                "scaleTargetRef": {"kind": "Deployment", "name": "x"},
+                "maxReplicas": 1,
+                "behavior": spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"],
+            },
+        }
         kubernetes_validate.validate(hpa, KUBE_VERSIONS[-1], strict=True)
     gpu = next(s for s in scaled.values() if s["metadata"]["labels"]["wq-redis/pool"] == "gpu")
     assert 'tag=~"gpu"' in gpu["spec"]["triggers"][0]["metadata"]["query"]
@@ -453,7 +520,7 @@ def test_grafana_dashboard_is_a_labelled_configmap() -> None:
 def test_image_runs_as_the_charts_user_with_the_charts_entrypoint() -> None:
     with open(os.path.join(ROOT, "deploy", "docker", "Dockerfile")) as handle:
         lines = [line.strip() for line in handle if line.strip() and not line.lstrip().startswith("#")]
-    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM")):]
+    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM")) :]
     with open(os.path.join(CHART, "values.yaml")) as handle:
         values = yaml.safe_load(handle)
     (entrypoint,) = [json.loads(line.split(None, 1)[1]) for line in final if line.startswith("ENTRYPOINT")]

@@ -74,16 +74,32 @@ def test_map_does_not_steal_other_results(no_url):
 
 
 def test_quickstart_example_runs(no_url):
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "quickstart.py")],
-                         capture_output=True, text=True, timeout=240)
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "quickstart.py")], capture_output=True, text=True, timeout=240
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "task 1 completed with result 30" in run.stdout
 
 
 def test_server_command_serves_a_queue(tmp_path):
     port = embedded.free_port()
-    srv = subprocess.Popen([sys.executable, "-m", "wq_redis", "server", "--port", str(port), "--dir", str(tmp_path),
-                            "--password", "pa:ss@word", "--json"], stdout=subprocess.PIPE, text=True)
+    srv = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wq_redis",
+            "server",
+            "--port",
+            str(port),
+            "--dir",
+            str(tmp_path),
+            "--password",
+            "pa:ss@word",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         import json
 

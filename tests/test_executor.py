@@ -7,10 +7,10 @@ import concurrent.futures
 import time
 
 import pytest
-
-import wq_redis as wq
 from conftest import wait_until
 from everyday_tasks import cores_seen, divide, env_value, multiply, nap, square
+
+import wq_redis as wq
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import sys
 
 import psutil
 import pytest
-
 from conftest import wait_until
+
 from wq_redis.worker.workdir import LOCK_NAME, PREFIX, WorkDir, remove_orphans
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +24,7 @@ def seed_example() -> str:
     """The README's seed example, exactly as a new user copies it."""
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
         readme = handle.read()
-    section = readme[readme.index("## The seed example"):]
+    section = readme[readme.index("## The seed example") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -58,8 +58,15 @@ def run_program(tmp_path, source: str) -> subprocess.Popen[str]:
     script = tmp_path / "program.py"
     script.write_text(source)
     # a session of its own, like a program in a terminal: a Ctrl-C goes to its group
-    return subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=program_env(tmp_path), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=program_env(tmp_path),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def finish(program: subprocess.Popen[str], tmp_path) -> tuple[str, str]:
@@ -69,7 +76,7 @@ def finish(program: subprocess.Popen[str], tmp_path) -> tuple[str, str]:
         for process in processes_of(tmp_path):
             process.kill()
         program.kill()
-        out, err = program.communicate()
+        _, err = program.communicate()
         pytest.fail(f"the program did not exit within {HANG} s: {err[-2000:]}")
 
 
@@ -106,8 +113,14 @@ queue.wait(60)
 def test_one_ctrl_c_stops_a_program_with_local_workers_once_and_cleanly(tmp_path):
     program = run_program(tmp_path, CTRL_C_PROGRAM)
     assert program.stdout.readline() == "waiting\n"
-    assert wait_until(lambda: any("sleep" in str(p.cmdline()) or "wq_redis.worker.child" in p.cmdline()
-                                  for p in processes_of(tmp_path) if p.is_running()), timeout=HANG)
+    assert wait_until(
+        lambda: any(
+            "sleep" in str(p.cmdline()) or "wq_redis.worker.child" in p.cmdline()
+            for p in processes_of(tmp_path)
+            if p.is_running()
+        ),
+        timeout=HANG,
+    )
     os.killpg(program.pid, signal.SIGINT)  # what a terminal does on Ctrl-C: the whole foreground group
     _, err = finish(program, tmp_path)
     assert "second" not in err.lower()  # no "second SIGTERM: stopping now"
@@ -117,6 +130,7 @@ def test_one_ctrl_c_stops_a_program_with_local_workers_once_and_cleanly(tmp_path
 
 
 # -- work directories ----------------------------------------------------------------------
+
 
 def test_a_work_directory_is_removed_with_its_lock(tmp_path):
     workdir = WorkDir(str(tmp_path))
@@ -135,10 +149,13 @@ def test_a_live_workers_directory_is_never_swept(tmp_path):
 
 
 def test_a_killed_workers_directory_is_swept(tmp_path):
-    code = ("import sys, time; from wq_redis.worker.workdir import WorkDir; "
-            "print(WorkDir(sys.argv[1]).path, flush=True); time.sleep(60)")
-    owner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
-                             env=program_env(tmp_path))
+    code = (
+        "import sys, time; from wq_redis.worker.workdir import WorkDir; "
+        "print(WorkDir(sys.argv[1]).path, flush=True); time.sleep(60)"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=program_env(tmp_path)
+    )
     try:
         path = owner.stdout.readline().strip()
         assert remove_orphans(str(tmp_path)) == 0  # its owner still holds the lock
@@ -205,8 +222,9 @@ def test_a_worker_removes_its_work_directory_when_it_fails_to_start(workers, tmp
     with socket.socket() as taken:  # its metrics port is taken: the worker exits with an error
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        worker = workers.start("--metrics-port", str(taken.getsockname()[1]), "--metrics-addr", "127.0.0.1",
-                               env={"TMPDIR": str(tmp_path)})
+        worker = workers.start(
+            "--metrics-port", str(taken.getsockname()[1]), "--metrics-addr", "127.0.0.1", env={"TMPDIR": str(tmp_path)}
+        )
         assert worker.wait(HANG) != 0
     assert worker_dirs(tmp_path) == []
 
@@ -218,8 +236,9 @@ def test_a_worker_removes_the_directories_of_killed_workers_at_start(workers, tm
     killed.wait()
     assert len(worker_dirs(tmp_path)) == 1
     alive = workers.start(env={"TMPDIR": str(tmp_path)})  # stays up: its own directory remains
-    assert wait_until(lambda: len(worker_dirs(tmp_path)) == 1 and alive.poll() is None
-                      and _owner_of(tmp_path) == alive.pid)
+    assert wait_until(
+        lambda: len(worker_dirs(tmp_path)) == 1 and alive.poll() is None and _owner_of(tmp_path) == alive.pid
+    )
     alive.send_signal(signal.SIGTERM)
     assert alive.wait(HANG) == 0
     assert worker_dirs(tmp_path) == []

@@ -11,10 +11,10 @@ from collections import Counter
 
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import logged_work, my_sum
+
+import wq_redis as wq
 
 pytestmark = pytest.mark.faults
 LEASE = "1"
@@ -160,8 +160,10 @@ def test_soak_workers_killed_and_restarted_at_random(queue, workers, redis_url, 
     runs = executions(log)
     duplicated = sum(n - 1 for n in runs.values() if n > 1)
     lost = count - len({t.id for t in done})
-    print(f"\nsoak: submitted={count} completed={len(done)} worker_kills={kills} "
-          f"duplicated_executions={duplicated} lost={lost}")
+    print(
+        f"\nsoak: submitted={count} completed={len(done)} worker_kills={kills} "
+        f"duplicated_executions={duplicated} lost={lost}"
+    )
     check_books(queue, client, tasks, done)
     assert lost == 0
 
@@ -235,7 +237,19 @@ def test_redis_memory_does_not_grow_with_finished_tasks(queue, workers, redis_ur
         assert queue.empty()
         keys = {k.decode().split(":", 2)[2].split(":")[0] for k in client.keys(f"wq:{{{queue.name}}}:*")}
         # only the fixed keys of the queue (and the one function) remain, whatever the volume
-        assert keys <= {"seq", "stats", "wake", "workers", "w", "ww", "reaper", "fn", "done", "queues", "incarnation"}, keys
+        assert keys <= {
+            "seq",
+            "stats",
+            "wake",
+            "workers",
+            "w",
+            "ww",
+            "reaper",
+            "fn",
+            "done",
+            "queues",
+            "incarnation",
+        }, keys
         assert len(client.keys(f"wq:{{{queue.name}}}:*")) <= 13
 
 
@@ -266,8 +280,9 @@ def _wipe_data(server) -> None:
                 os.remove(path)
 
 
-def test_redis_restarted_without_its_data_the_manager_resubmits_what_it_holds(restartable_redis, queue_name,
-                                                                               tmp_path, caplog):
+def test_redis_restarted_without_its_data_the_manager_resubmits_what_it_holds(
+    restartable_redis, queue_name, tmp_path, caplog
+):
     import logging
 
     from conftest import Workers
@@ -299,8 +314,9 @@ def test_redis_restarted_without_its_data_the_manager_resubmits_what_it_holds(re
         pool.stop_all()
 
 
-def test_tasks_submitted_after_redis_lost_its_data_and_before_any_wait_come_back(restartable_redis, queue_name,
-                                                                                  tmp_path, caplog):
+def test_tasks_submitted_after_redis_lost_its_data_and_before_any_wait_come_back(
+    restartable_redis, queue_name, tmp_path, caplog
+):
     """Between Redis losing its data and the manager's next retrieve, the manager still
     believes its function bodies and cached files stored: submit.lua refuses the first
     submit after the loss (the incarnation is gone; here submit_many's), and the manager

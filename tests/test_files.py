@@ -8,10 +8,10 @@ import threading
 
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import drain
 from everyday_tasks import read_input
+
+import wq_redis as wq
 from wq_redis.protocol.keys import QueueKeys
 from wq_redis.worker.cache import FileCache
 
@@ -23,7 +23,8 @@ def _file(path, data: bytes) -> str:
 
 
 def test_a_cached_input_used_by_100_tasks_is_uploaded_once_and_stored_once_per_worker(
-        queue, workers, redis_url, queue_name, tmp_path):
+    queue, workers, redis_url, queue_name, tmp_path
+):
     data = os.urandom(200_000)
     source = _file(tmp_path / "input.bin", data)
     tasks = []
@@ -66,8 +67,7 @@ def test_a_changed_cached_input_is_uploaded_again(queue, workers, tmp_path):
     assert sorted(t.output for t in drain(queue, 2)) == ["first", "second version"]
 
 
-def test_the_worker_cache_keeps_within_its_size_by_evicting_the_least_recently_used(
-        queue, workers, tmp_path):
+def test_the_worker_cache_keeps_within_its_size_by_evicting_the_least_recently_used(queue, workers, tmp_path):
     workdir = tmp_path / "worker"
     worker = workers.start("--cores", "1", "--cache-size", "1", "--workdir", str(workdir))
     digests = []
@@ -127,7 +127,7 @@ def test_an_input_file_over_the_per_file_limit_is_refused_at_submit(queue, tmp_p
     queue.specify_file_limits(max_file_bytes=1000)
     task = wq.Task("true")
     task.specify_input_file(_file(tmp_path / "big.bin", b"x" * 1001), cache=True)
-    with pytest.raises(wq.FileTooLarge, match="big.bin.*limit") as caught:
+    with pytest.raises(wq.FileTooLarge, match=r"big\.bin.*limit") as caught:
         queue.submit(task)
     assert isinstance(caught.value, ValueError)
     assert queue.stats.tasks_submitted == 0 and queue.files_uploaded == 0

@@ -9,11 +9,11 @@ import time
 
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import drain, wait_until
 from everyday_tasks import inverse, square
 from helpers_tasks import my_sum
+
+import wq_redis as wq
 from wq_redis.client import mapping
 from wq_redis.client.submit_buffer import SubmitBuffer
 
@@ -206,7 +206,7 @@ def test_auto_chunksize_edges():
     assert mapping.auto_chunksize(_stats(2, 2), [7]) == 1
     no_workers = mapping.auto_chunksize(_stats(0, 0), range(3200))
     assert no_workers == 3200 // (mapping.CHUNKS_PER_SLOT * mapping.SLOTS_WITHOUT_WORKERS)
-    assert mapping.auto_chunksize(_stats(1, 1), range(10 ** 7)) == mapping.MAX_CHUNK_ITEMS
+    assert mapping.auto_chunksize(_stats(1, 1), range(10**7)) == mapping.MAX_CHUNK_ITEMS
     big = [bytes([i % 256]) * 100_000 for i in range(200)]  # 100 kB items: about 10 per chunk, not 50
     assert 5 <= mapping.auto_chunksize(_stats(1, 1), big) <= 11
     assert mapping.auto_chunksize(_stats(2, 2), (x for x in range(1000))) == mapping.UNSIZED_CHUNKSIZE

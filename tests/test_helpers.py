@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from everyday_tasks import add_all, concat, multiply, reject_negative, square
 
 import wq_redis as wq
-from everyday_tasks import add_all, concat, multiply, reject_negative, square
 
 
 @pytest.fixture

@@ -34,24 +34,37 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import cloudpickle
 import pytest
 import redis
+from conftest import Workers, wait_until
+from helpers_tasks import my_sum
+from hostile_strategies import (
+    Evil,
+    ForeignIds,
+    HashFields,
+    IdRef,
+    KeyRef,
+    PicklePlacement,
+    WrongType,
+    foreign_ids,
+    hash_fields,
+    malicious_pickle,
+    pickle_placements,
+    wrong_types,
+)
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 import wq_redis as wq
+from wq_redis.embedded.server import RedisServer
 from wq_redis.protocol import packing
 from wq_redis.protocol.keys import QueueKeys
 from wq_redis.protocol.resources import Request, queue_member
 from wq_redis.protocol.serialize import digest_pickle, pack_spec
-from wq_redis.embedded.server import RedisServer
-from conftest import Workers, wait_until
-from helpers_tasks import my_sum
-from hostile_strategies import (Evil, ForeignIds, HashFields, IdRef, KeyRef, PicklePlacement, WrongType, foreign_ids,
-                                hash_fields, malicious_pickle, pickle_placements, wrong_types)
 
 # hostile: run in CI; the timeout leaves room for hypothesis to shrink a failing case
 pytestmark = [pytest.mark.hostile, pytest.mark.timeout(600)]
@@ -69,10 +82,15 @@ EXPECTED = {0: 5, 1: None, 2: "fuzz-ok\n"}  # own task index -> output (1: the c
 
 def fuzz_settings(examples: int) -> Callable[[Any], Any]:
     phases = [Phase.explicit, Phase.generate] + ([] if os.environ.get("WQ_FUZZ_NO_SHRINK") else [Phase.shrink])
-    return settings(max_examples=max(1, int(examples * SCALE)), deadline=None, derandomize=True, database=None,
-                    phases=phases, report_multiple_bugs=False,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                           HealthCheck.data_too_large])
+    return settings(
+        max_examples=max(1, int(examples * SCALE)),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=phases,
+        report_multiple_bugs=False,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 def constant(value: int) -> Callable[[], int]:
@@ -202,20 +220,38 @@ class Case:
     # symbolic names of hostile_strategies, resolved
     def key(self, role: str) -> str:
         k = self.keys
-        fixed = {"seq": k.seq, "stats": k.stats, "queues": k.registry, "leases": k.leases, "done": k.done,
-                 "retrieving": k.retrieving, "done:wake": k.done_wake, "workers": k.workers, "wake": k.new_queue_wake,
-                 "categories": k.categories, "reaper": k.reaper_lock,
-                 "ready:own": k.ready(OWN_MEMBER), "fifo:own": k.fifo(OWN_MEMBER), "wake:own": k.wake(OWN_MEMBER),
-                 "ready:foreign": k.ready(FOREIGN_MEMBER), "fifo:foreign": k.fifo(FOREIGN_MEMBER),
-                 "wake:foreign": k.wake(FOREIGN_MEMBER),
-                 "t:own:0": k.task(self.own_ids[0]), "t:own:0:args": k.big_field(self.own_ids[0], "args"),
-                 "t:foreign": k.task(FOREIGN_BASE), "t:foreign:args": k.big_field(FOREIGN_BASE, "args"),
-                 "w:worker": k.worker(self.fleet.worker_names()[0]),
-                 "ww:worker": k.worker_wake(self.fleet.worker_names()[0]),
-                 "w:ghost": k.worker("ghost@nowhere"), "ww:ghost": k.worker_wake("ghost@nowhere"),
-                 "v:token": k.value("ghost:1:1"), "fn:own": k.function(self.digest), "fn:other": k.function("0" * 64),
-                 "incarnation": k.incarnation,
-                 "file:other": k.file("0" * 64)}
+        fixed = {
+            "seq": k.seq,
+            "stats": k.stats,
+            "queues": k.registry,
+            "leases": k.leases,
+            "done": k.done,
+            "retrieving": k.retrieving,
+            "done:wake": k.done_wake,
+            "workers": k.workers,
+            "wake": k.new_queue_wake,
+            "categories": k.categories,
+            "reaper": k.reaper_lock,
+            "ready:own": k.ready(OWN_MEMBER),
+            "fifo:own": k.fifo(OWN_MEMBER),
+            "wake:own": k.wake(OWN_MEMBER),
+            "ready:foreign": k.ready(FOREIGN_MEMBER),
+            "fifo:foreign": k.fifo(FOREIGN_MEMBER),
+            "wake:foreign": k.wake(FOREIGN_MEMBER),
+            "t:own:0": k.task(self.own_ids[0]),
+            "t:own:0:args": k.big_field(self.own_ids[0], "args"),
+            "t:foreign": k.task(FOREIGN_BASE),
+            "t:foreign:args": k.big_field(FOREIGN_BASE, "args"),
+            "w:worker": k.worker(self.fleet.worker_names()[0]),
+            "ww:worker": k.worker_wake(self.fleet.worker_names()[0]),
+            "w:ghost": k.worker("ghost@nowhere"),
+            "ww:ghost": k.worker_wake("ghost@nowhere"),
+            "v:token": k.value("ghost:1:1"),
+            "fn:own": k.function(self.digest),
+            "fn:other": k.function("0" * 64),
+            "incarnation": k.incarnation,
+            "file:other": k.file("0" * 64),
+        }
         return fixed[role]
 
     def task_id(self, ref: IdRef) -> str:
@@ -243,7 +279,7 @@ class Case:
     def own_tasks(self) -> list[wq.Task]:
         return [wq.PythonTask(my_sum, 2, 3), wq.PythonTask(self.fn), wq.Task("echo fuzz-ok")]
 
-    def run(self, apply: Callable[["Case"], None], tolerated: bool = True) -> list[str]:
+    def run(self, apply: Callable[[Case], None], tolerated: bool = True) -> list[str]:
         """Write the plan, run the manager's tasks through it, check the invariants.
         ``tolerated``: the tasks must come back while the garbage is there (else only
         once it is gone; the manager may meet Redis errors meanwhile)."""
@@ -269,7 +305,7 @@ class Case:
         finally:
             try:
                 queue.close()
-            except Exception as exc:  # noqa: BLE001 (closing must not hide the case's findings)
+            except Exception as exc:
                 self.violations.append(f"close() raised {exc!r}")
         self.violations += self.fleet.dead()
         markers = os.listdir(self.marker_dir)
@@ -287,8 +323,9 @@ class Case:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if strict:
-                    self.violations.append(f"tasks {sorted(wanted - {t.id for t in returned})} did not come back "
-                                           f"within {CASE_TIMEOUT:g} s")
+                    self.violations.append(
+                        f"tasks {sorted(wanted - {t.id for t in returned})} did not come back within {CASE_TIMEOUT:g} s"
+                    )
                 break
             try:
                 task = queue.wait(min(remaining, 1.0))
@@ -298,18 +335,21 @@ class Case:
                     break
                 time.sleep(0.05)
                 continue
-            except Exception as exc:  # noqa: BLE001 (issue 14 item 2: wait() must never raise on garbage)
+            except Exception as exc:
                 self.violations.append(f"wait() raised {exc!r}")
                 break
             if task is not None:
                 returned.append(task)
                 if wanted - {t.id for t in returned} and self._empty(queue):
-                    self.violations.append(f"empty() was True with tasks {sorted(wanted - {t.id for t in returned})} "
-                                           "not back")
+                    self.violations.append(
+                        f"empty() was True with tasks {sorted(wanted - {t.id for t in returned})} not back"
+                    )
                     break
             elif self._empty(queue):
-                self.violations.append(f"wait() and empty() said nothing is outstanding with tasks "
-                                       f"{sorted(wanted - {t.id for t in returned})} not back")
+                self.violations.append(
+                    f"wait() and empty() said nothing is outstanding with tasks "
+                    f"{sorted(wanted - {t.id for t in returned})} not back"
+                )
                 break
         return returned
 
@@ -336,13 +376,15 @@ class Case:
             if task.id in self.tampered and (self.fleet.secret is None or task.result != wq.WORK_QUEUE_RESULT_SUCCESS):
                 continue  # its function body was damaged: any clean failure will do (and, without a secret, any result)
             if task.result != wq.WORK_QUEUE_RESULT_SUCCESS or output != expected:
-                self.violations.append(f"task {task.id} came back with result {task.result_str}, output {output!r} "
-                                       f"(expected {expected!r}), error {task.error!r}")
+                self.violations.append(
+                    f"task {task.id} came back with result {task.result_str}, output {output!r} "
+                    f"(expected {expected!r}), error {task.error!r}"
+                )
         if accepted and len(set(ids) & set(accepted)) == len(accepted):
             try:
                 if not queue.empty():
                     self.violations.append("empty() is False after every task came back")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.violations.append(f"empty() raised {exc!r}")
 
 
@@ -351,8 +393,9 @@ def verdict(family: str, config: str, plan: Any, violations: list[str]) -> None:
         return
     if REPORT:
         with open(REPORT, "a") as out:
-            out.write(json.dumps({"family": family, "config": config, "plan": repr(plan),
-                                  "violations": violations}) + "\n")
+            out.write(
+                json.dumps({"family": family, "config": config, "plan": repr(plan), "violations": violations}) + "\n"
+            )
         return
     raise AssertionError(f"{family} ({config}): {plan!r}\n  " + "\n  ".join(violations))
 
@@ -385,6 +428,7 @@ def apply_wrong_type(plan: WrongType) -> Callable[[Case], None]:
         if not plan.tolerated:
             case.restore.append((key, case.client.dump(key)))
         write_type(case.client, key, plan.type, plan.payload)
+
     return apply
 
 
@@ -400,6 +444,7 @@ def apply_hash_fields(plan: HashFields) -> Callable[[Case], None]:
         else:
             case.register(OWN_MEMBER)
             case.client.rpush(case.keys.fifo(OWN_MEMBER), task_id)
+
     return apply
 
 
@@ -418,6 +463,7 @@ def apply_foreign_ids(plan: ForeignIds) -> Callable[[Case], None]:
                 case.client.sadd(key, *ids)
             else:
                 case.client.zadd(key, {task_id: plan.score for task_id in ids})
+
     return apply
 
 
@@ -430,7 +476,10 @@ def apply_pickle(plan: PicklePlacement) -> Callable[[Case], None]:
         place = plan.place
         own_writes = {
             "own pack member args (n, pa)": (python, {"n": 1, "pa": packing.dump([(python, evil)])}),
-            "own pack member results (n, pr)": (python, {"n": 1, "pr": packing.dump([(python, {b"r": b"0", b"val": evil})])}),
+            "own pack member results (n, pr)": (
+                python,
+                {"n": 1, "pr": packing.dump([(python, {b"r": b"0", b"val": evil})])},
+            ),
             "own large args beside the hash (big, t:ID:args)": (python, {"big": "args"}),
             "own return value beside the hash (vk, v:TOKEN)": (python, {"vk": k.value("hostile")}),
             "own planted val of a command task": (case.own_ids[2], {"val": evil}),
@@ -461,7 +510,9 @@ def apply_pickle(plan: PicklePlacement) -> Callable[[Case], None]:
             if place == "foreign finished val":
                 fields["val"] = evil
             elif place == "foreign finished pack results":
-                fields.update(n=1, pa=packing.dump([(foreign, b"")]), pr=packing.dump([(foreign, {b"r": b"0", b"val": evil})]))
+                fields.update(
+                    n=1, pa=packing.dump([(foreign, b"")]), pr=packing.dump([(foreign, {b"r": b"0", b"val": evil})])
+                )
             else:
                 fields["vk"] = k.value("hostile")
                 c.set(k.value("hostile"), evil)
@@ -469,6 +520,7 @@ def apply_pickle(plan: PicklePlacement) -> Callable[[Case], None]:
             c.rpush(k.done, foreign)
             if plan.target == 2:  # ... and counted as submitted, as a manager would
                 c.hincrby(k.stats, "submitted", 1)
+
     return apply
 
 

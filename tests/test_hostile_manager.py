@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import drain
 from helpers_tasks import my_sum
+
+import wq_redis as wq
+from wq_redis.client.wire import encode_task
 from wq_redis.protocol.resources import Request, queue_member
 from wq_redis.protocol.serialize import FunctionCache, pack_spec
 from wq_redis.protocol.store import Delivery, QueueStateLost, QueueStore
-from wq_redis.client.wire import encode_task
 
 FOREIGN_IDS = (990001, 990002, 990003)
 
@@ -155,8 +155,12 @@ def plant_hashes(client: redis.Redis, queue: wq.WorkQueue, ids: list[int]) -> No
     of the wrong type."""
     k = queue._store.keys
     plants: list[Any] = [
-        {"s": 1}, {"s": 2, "tok": "stolen", "w": "ghost"}, {"s": 3, "r": 0, "val": b"\x80garbage"},
-        {"zz": "random", "n": 2, "pa": b"junk", "big": "args\nextra"}, "a string", ["a", "list"],
+        {"s": 1},
+        {"s": 2, "tok": "stolen", "w": "ghost"},
+        {"s": 3, "r": 0, "val": b"\x80garbage"},
+        {"zz": "random", "n": 2, "pa": b"junk", "big": "args\nextra"},
+        "a string",
+        ["a", "list"],
         {"s": 1, "sub": "12345", "spec": pack_spec({"kind": "cmd", "command": "echo planted"})},
     ]
     for task_id, plant in zip(ids, plants):

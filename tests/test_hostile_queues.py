@@ -16,11 +16,11 @@ import time
 
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import TESTS_DIR, drain, wait_until
 from helpers_tasks import my_sum
 from monitoring_helpers import http_get, samples
+
+import wq_redis as wq
 from wq_redis.ops.exporter import QueueExporter
 from wq_redis.protocol.serialize import function_digest
 
@@ -33,9 +33,23 @@ def start_logged_worker(workers, log_path, *args: str) -> subprocess.Popen[bytes
     path = os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")]))
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "wq_redis", "worker", "--redis-url", workers.redis_url, "--queue",
-             workers.queue_name, "--log-level", "warning", *args],
-            env={**os.environ, "PYTHONPATH": path}, stdin=subprocess.DEVNULL, stderr=log)
+            [
+                sys.executable,
+                "-m",
+                "wq_redis",
+                "worker",
+                "--redis-url",
+                workers.redis_url,
+                "--queue",
+                workers.queue_name,
+                "--log-level",
+                "warning",
+                *args,
+            ],
+            env={**os.environ, "PYTHONPATH": path},
+            stdin=subprocess.DEVNULL,
+            stderr=log,
+        )
     workers.processes.append(process)
     return process
 
@@ -61,15 +75,15 @@ def first_member(client: redis.Redis, queue: str) -> str:
 
 
 @pytest.mark.parametrize("cores", ["1", "2"])
-def test_a_sub_queue_of_the_wrong_type_is_skipped_and_the_others_are_served(redis_url, queue, workers, tmp_path,
-                                                                             cores):
+def test_a_sub_queue_of_the_wrong_type_is_skipped_and_the_others_are_served(redis_url, queue, workers, tmp_path, cores):
     client = redis.Redis.from_url(redis_url)
     broken = f"wq:{{{queue.name}}}:fifo:c1.m0.d0.g0|broken"
     client.sadd(f"wq:{{{queue.name}}}:queues", "c1.m0.d0.g0|broken")
     client.set(broken, "not a list")
     log_path = tmp_path / "worker.log"
-    process = start_logged_worker(workers, log_path, "--cores", cores, "--metrics-port", "0",
-                                  "--metrics-addr", "127.0.0.1")
+    process = start_logged_worker(
+        workers, log_path, "--cores", cores, "--metrics-port", "0", "--metrics-addr", "127.0.0.1"
+    )
     queue.submit_many([wq.PythonTask(my_sum, i, 1) for i in range(20)])
     assert sorted(t.output for t in drain(queue, 20, timeout=60)) == [i + 1 for i in range(20)]
     status, body = http_get(f"http://{metrics_address(client, queue.name)}/metrics")
@@ -90,8 +104,7 @@ def test_prioritized_sub_queue_of_the_wrong_type_is_skipped(queue, workers, redi
 
 
 @pytest.mark.parametrize("cores", ["1", "2"])
-def test_wake_keys_of_the_wrong_type_are_reported_and_left_out_of_the_waits(redis_url, queue, workers, tmp_path,
-                                                                           cores):
+def test_wake_keys_of_the_wrong_type_are_reported_and_left_out_of_the_waits(redis_url, queue, workers, tmp_path, cores):
     client = redis.Redis.from_url(redis_url)
     queue.submit(wq.PythonTask(my_sum, 0, 0))
     queue._buffer.flush()
@@ -200,8 +213,11 @@ def test_a_function_over_max_task_bytes_is_never_loaded(redis_url, queue, worker
 def test_max_task_bytes_takes_sizes_and_says_so_in_help():
     out = subprocess.run([sys.executable, "-m", "wq_redis", "worker", "--help"], capture_output=True, text=True)
     assert "--max-task-bytes" in out.stdout and "WQ_MAX_TASK_BYTES" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "wq_redis", "worker", "--redis-url", "redis://127.0.0.1:1",
-                          "--max-task-bytes", "lots"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "wq_redis", "worker", "--redis-url", "redis://127.0.0.1:1", "--max-task-bytes", "lots"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "not a size" in bad.stderr
 
 

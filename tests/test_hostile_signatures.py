@@ -11,16 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
+from conftest import wait_until
+from helpers_tasks import no_arguments, reversed_bytes, unpickle_file
 
 import wq_redis as wq
 from wq_redis.protocol import packing
 from wq_redis.protocol.serialize import function_digest
-from conftest import wait_until
-from helpers_tasks import no_arguments, reversed_bytes, unpickle_file
 
 SECRET = "s3cret"
 LARGE = 200_000  # over store.BIG_VALUE: kept beside the task's hash, not in it
@@ -94,8 +94,9 @@ def test_pack_member_arguments_written_into_a_signed_task_are_never_unpickled(si
     refused(signed, task_id, worker, marker, "refused", "does not verify")
 
 
-def test_an_idle_one_slot_worker_with_a_secret_checks_what_its_warm_child_would_claim(signed, workers, marker,
-                                                                                       monkeypatch):
+def test_an_idle_one_slot_worker_with_a_secret_checks_what_its_warm_child_would_claim(
+    signed, workers, marker, monkeypatch
+):
     # Without a secret an idle one-slot worker's warm child claims and runs quick tasks
     # itself (worker/lane.py) and holds no key: with one, the worker must claim them.
     worker = workers.start("--cores", "1", "--secret", SECRET)
@@ -116,8 +117,10 @@ def test_an_idle_one_slot_worker_with_a_secret_checks_what_its_warm_child_would_
 def test_manager_with_a_secret_never_reads_pack_results(signed, client, marker):
     task_id = submitted(signed, wq.PythonTask(no_arguments))
     forged = {b"r": b"0", b"val": pickle.dumps(Boom(marker))}
-    client.hset(signed._store.keys.task(task_id), mapping={
-        "s": 3, "n": 1, "pa": packing.dump([(task_id, b"")]), "pr": packing.dump([(task_id, forged)])})
+    client.hset(
+        signed._store.keys.task(task_id),
+        mapping={"s": 3, "n": 1, "pa": packing.dump([(task_id, b"")]), "pr": packing.dump([(task_id, forged)])},
+    )
     client.rpush(signed._store.keys.done, task_id)
     refused(signed, task_id, None, marker, "refused", "pack of tasks", "not unpickled")
 
@@ -191,8 +194,10 @@ def test_a_task_pointed_at_another_function_is_refused(signed, client, workers, 
 
 def test_cancelling_a_task_altered_into_a_pack_reads_no_members(signed, client, marker):
     task_id = submitted(signed, wq.PythonTask(no_arguments))
-    client.hset(signed._store.keys.task(task_id), mapping={
-        "n": 2, "pa": packing.dump([(task_id, b""), (task_id + 1000, hostile_arguments(marker))])})
+    client.hset(
+        signed._store.keys.task(task_id),
+        mapping={"n": 2, "pa": packing.dump([(task_id, b""), (task_id + 1000, hostile_arguments(marker))])},
+    )
     cancelled = signed.cancel_by_taskid(task_id)
     assert cancelled is not None and cancelled.id == task_id
     assert signed._cancelled == {task_id}  # not the stranger's member id
@@ -208,8 +213,9 @@ def test_signed_tasks_with_large_arguments_and_results_still_run(signed, workers
     assert task.result == wq.WORK_QUEUE_RESULT_SUCCESS and task.output == payload[::-1]
 
 
-def test_a_signed_task_replayed_from_another_queue_with_the_same_secret_is_refused(signed, client, workers,
-                                                                                   redis_url, marker):
+def test_a_signed_task_replayed_from_another_queue_with_the_same_secret_is_refused(
+    signed, client, workers, redis_url, marker
+):
     from helpers_tasks import my_sum
 
     with wq.WorkQueue(signed.name + "-other", redis_url=redis_url, secret=SECRET) as other:
@@ -217,8 +223,10 @@ def test_a_signed_task_replayed_from_another_queue_with_the_same_secret_is_refus
         task_id = submitted(signed, wq.PythonTask(my_sum, 10, 20))
         assert foreign_id == task_id  # both queues hand out ids from 1: the replay targets the same id
         copied = client.hmget(other._store.keys.task(foreign_id), "spec", "fn", "args", "sig")
-        client.hset(signed._store.keys.task(task_id),
-                    mapping={name: value for name, value in zip(("spec", "fn", "args", "sig"), copied) if value})
+        client.hset(
+            signed._store.keys.task(task_id),
+            mapping={name: value for name, value in zip(("spec", "fn", "args", "sig"), copied) if value},
+        )
         worker = workers.start("--cores", "2", "--secret", SECRET)
         task = refused(signed, task_id, worker, marker, "refused", "signature")
         assert task.output != 3

@@ -15,16 +15,16 @@ import pickle
 import socket
 import subprocess
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import psutil
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import my_sum
 from test_hostile_queues import start_logged_worker
+
+import wq_redis as wq
 from wq_redis.protocol.serialize import digest_pickle
 
 
@@ -70,8 +70,13 @@ def claims_held(client: redis.Redis, worker: subprocess.Popen[bytes]) -> Iterato
             process.resume()
 
 
-def tampered(redis_url: str, queue: wq.WorkQueue, worker: subprocess.Popen[bytes], tasks: list[wq.Task],
-             writes: dict[int, dict[str, bytes | int]]) -> tuple[wq.WorkQueue, list[int]]:
+def tampered(
+    redis_url: str,
+    queue: wq.WorkQueue,
+    worker: subprocess.Popen[bytes],
+    tasks: list[wq.Task],
+    writes: dict[int, dict[str, bytes | int]],
+) -> tuple[wq.WorkQueue, list[int]]:
     """A fresh manager of the queue submits ``tasks``, and their hashes get ``writes`` (by
     task index) before ``worker`` claims them (``claims_held``): written after the submit,
     because submit.lua replaces a hash it did not write.  A fresh manager takes the next
@@ -124,8 +129,13 @@ def test_a_pack_count_that_is_not_a_number_fails_that_task_alone(redis_url, queu
     process = workers.start("--cores", cores)
     warm_up(queue)
     # claimed as a pack whose count cannot be read
-    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
-                                                      wq.PythonTask(my_sum, 3, 4)], {0: {"n": count}})
+    fresh, ids = tampered(
+        redis_url,
+        queue,
+        process,
+        [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"), wq.PythonTask(my_sum, 3, 4)],
+        {0: {"n": count}},
+    )
     tampered_task, command, call = recorded(redis_url, queue, ids)
     fresh.close()
     assert tampered_task[b"r"] == b"32" and b"unreadable task hash" in tampered_task[b"err"], tampered_task.get(b"err")
@@ -135,13 +145,17 @@ def test_a_pack_count_that_is_not_a_number_fails_that_task_alone(redis_url, queu
 
 
 @pytest.mark.parametrize("cores", ["1", "2"])
-def test_a_cancelled_count_that_is_not_a_number_does_not_stop_the_results_of_others(redis_url, queue, workers,
-                                                                                     cores):
+def test_a_cancelled_count_that_is_not_a_number_does_not_stop_the_results_of_others(redis_url, queue, workers, cores):
     process = workers.start("--cores", cores)
     warm_up(queue)
     # complete.lua reads nc to count a pack's members
-    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
-                                                      wq.PythonTask(my_sum, 3, 4)], {0: {"nc": b"a\nb"}})
+    fresh, ids = tampered(
+        redis_url,
+        queue,
+        process,
+        [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"), wq.PythonTask(my_sum, 3, 4)],
+        {0: {"nc": b"a\nb"}},
+    )
     _, command, call = recorded(redis_url, queue, ids)
     fresh.close()
     assert command[b"out"] == b"fine\n" and value(call) == 7
@@ -153,9 +167,13 @@ def test_a_pack_whose_members_do_not_load_fails_alone(redis_url, queue, workers,
     process = workers.start("--cores", cores)
     warm_up(queue)
     # the first: a pack without its members (no pa at all)
-    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"),
-                                                      wq.PythonTask(my_sum, 3, 4)],
-                          {0: {"n": 2}, 2: {"n": 1, "pa": b"\x80\x05garbage"}})
+    fresh, ids = tampered(
+        redis_url,
+        queue,
+        process,
+        [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine"), wq.PythonTask(my_sum, 3, 4)],
+        {0: {"n": 2}, 2: {"n": 1, "pa": b"\x80\x05garbage"}},
+    )
     no_members, command, garbage_members = recorded(redis_url, queue, ids)
     fresh.close()
     for fields in (no_members, garbage_members):
@@ -168,8 +186,13 @@ def test_a_pack_whose_members_do_not_load_fails_alone(redis_url, queue, workers,
 def test_a_large_field_named_in_bytes_that_are_not_text_does_not_stop_the_worker(redis_url, queue, workers, cores):
     process = workers.start("--cores", cores)
     warm_up(queue)
-    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine")],
-                          {0: {"big": b"\xb7\xc32\x11\n\x80\x05"}})
+    fresh, ids = tampered(
+        redis_url,
+        queue,
+        process,
+        [wq.PythonTask(my_sum, 1, 2), wq.Task("echo fine")],
+        {0: {"big": b"\xb7\xc32\x11\n\x80\x05"}},
+    )
     tasks = back(fresh, ids)
     assert tasks[ids[1]].output == "fine\n"
     assert process.poll() is None
@@ -179,9 +202,13 @@ def test_a_large_field_named_in_bytes_that_are_not_text_does_not_stop_the_worker
 def test_a_command_spec_a_worker_cannot_use_fails_that_task_alone(redis_url, queue, workers, cores):
     process = workers.start("--cores", cores)
     warm_up(queue)
-    fresh, ids = tampered(redis_url, queue, process, [wq.PythonTask(my_sum, 9, 9), wq.Task("echo fine"),
-                                                      wq.PythonTask(my_sum, 3, 4)],
-                          {0: {"spec": b'WQ\x01{"kind":"cmd","command":"true","env":[1]}'}})
+    fresh, ids = tampered(
+        redis_url,
+        queue,
+        process,
+        [wq.PythonTask(my_sum, 9, 9), wq.Task("echo fine"), wq.PythonTask(my_sum, 3, 4)],
+        {0: {"spec": b'WQ\x01{"kind":"cmd","command":"true","env":[1]}'}},
+    )
     tasks = back(fresh, ids)
     assert tasks[ids[0]].result == wq.WORK_QUEUE_RESULT_UNKNOWN and "'env'" in tasks[ids[0]].error
     assert tasks[ids[1]].output == "fine\n" and tasks[ids[2]].output == 7
@@ -206,8 +233,9 @@ def test_a_function_key_of_the_wrong_type_fails_its_task_alone_naming_the_key(re
 
 @pytest.mark.parametrize("cores", ["1", "2"])
 @pytest.mark.parametrize("kind", ["set", "string"])
-def test_results_are_held_while_done_has_the_wrong_type_and_arrive_once_it_is_repaired(redis_url, queue, workers,
-                                                                                         tmp_path, cores, kind):
+def test_results_are_held_while_done_has_the_wrong_type_and_arrive_once_it_is_repaired(
+    redis_url, queue, workers, tmp_path, cores, kind
+):
     client = redis.Redis.from_url(redis_url)
     done = f"wq:{{{queue.name}}}:done"
     log_path = tmp_path / "worker.log"
@@ -226,8 +254,9 @@ def test_results_are_held_while_done_has_the_wrong_type_and_arrive_once_it_is_re
     assert process.poll() is None
 
 
-def test_results_are_held_while_leases_have_the_wrong_type_and_arrive_once_it_is_repaired(redis_url, queue, workers,
-                                                                                           tmp_path):
+def test_results_are_held_while_leases_have_the_wrong_type_and_arrive_once_it_is_repaired(
+    redis_url, queue, workers, tmp_path
+):
     client = redis.Redis.from_url(redis_url)
     leases = f"wq:{{{queue.name}}}:leases"
     log_path = tmp_path / "worker.log"

@@ -76,8 +76,9 @@ def test_cancelling_a_task_the_lane_runs_kills_it_and_the_worker_goes_on(queue, 
     assert wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
     pid = int(pid_file.read_text())
     assert queue.cancel_by_taskid(task_id) is not None
-    assert wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-                      timeout=5)  # the heartbeat (every 0.5 s) saw the lease gone
+    assert wait_until(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=5
+    )  # the heartbeat (every 0.5 s) saw the lease gone
     queue.submit(wq.PythonTask(my_sum, 2, 2))
     task = queue.wait(30)
     assert task is not None and task.output == 4
@@ -126,15 +127,31 @@ def test_a_stream_of_tasks_reaches_every_lane_and_none_is_lost(queue, workers):
 
 
 @pytest.mark.faults
-def test_a_result_the_lane_cannot_deliver_is_held_and_delivered_when_redis_returns(restartable_redis, queue_name,
-                                                                                   tmp_path):
+def test_a_result_the_lane_cannot_deliver_is_held_and_delivered_when_redis_returns(
+    restartable_redis, queue_name, tmp_path
+):
     server = restartable_redis
     log = tmp_path / "worker.log"
     with open(log, "wb") as stderr:  # the worker keeps its own copy of the descriptor
-        worker = subprocess.Popen([sys.executable, "-m", "wq_redis", "worker", "--redis-url", server.url, "--queue",
-                                   queue_name, "--cores", "1", "--log-level", "warning"],
-                                  stdin=subprocess.DEVNULL, stderr=stderr,
-                                  env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))})
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wq_redis",
+                "worker",
+                "--redis-url",
+                server.url,
+                "--queue",
+                queue_name,
+                "--cores",
+                "1",
+                "--log-level",
+                "warning",
+            ],
+            stdin=subprocess.DEVNULL,
+            stderr=stderr,
+            env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))},
+        )
     try:
         with wq.WorkQueue(queue_name, redis_url=server.url) as queue:
             queue.submit(wq.PythonTask(my_sum, 0, 0))  # the worker is up, its lane waits
@@ -201,8 +218,18 @@ def test_a_claim_that_carries_a_result_tells_of_its_delivery_once_even_when_it_c
     def delivered(accepted: list[bool]) -> None:
         seen.append((accepted, observer.hget(store.keys.task(task.task_id), "r")))
 
-    claimed, _, accepted = store.claim("w@h", free, [], 1, 30000, "s", results=[(task.task_id, task.token, {"r": 0})],
-                                       wake_on=eligible, block_seconds=0.2, delivered=delivered)
+    claimed, _, accepted = store.claim(
+        "w@h",
+        free,
+        [],
+        1,
+        30000,
+        "s",
+        results=[(task.task_id, task.token, {"r": 0})],
+        wake_on=eligible,
+        block_seconds=0.2,
+        delivered=delivered,
+    )
     observer.close()
     assert claimed == [] and accepted == [Delivery.RECORDED]
     assert seen == [([Delivery.RECORDED], b"0")]  # told once, when Redis had recorded it
@@ -219,8 +246,9 @@ def test_a_lane_that_ends_holding_an_unrecorded_claim_hands_it_back(queue, redis
     task_id = queue.submit(wq.PythonTask(my_sum, 2, 2))
     other_id = queue.submit(wq.PythonTask(my_sum, 3, 3))
     queue._buffer.flush()
-    worker = Worker(connect(redis_url), Capacity(1, 1000, 1000, []),
-                    WorkerOptions(queue=queue.name, workdir=str(tmp_path / "w")))
+    worker = Worker(
+        connect(redis_url), Capacity(1, 1000, 1000, []), WorkerOptions(queue=queue.name, workdir=str(tmp_path / "w"))
+    )
     try:
         free = {"cores": 1, "memory": 1000, "disk": 1000, "gpus": 0}
         (claimed,), _, _ = worker.store.claim(worker.name, free, [], 1, 30000, f"{worker.session}~7")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 
 import redis
-
-import wq_redis as wq
 from conftest import drain
 from helpers_tasks import reversed_bytes
+
+import wq_redis as wq
 from wq_redis.protocol.store import BIG_VALUE, Delivery, QueueStore
 
 MIB = 1024 * 1024
@@ -100,7 +100,9 @@ def test_a_large_value_is_handed_to_the_socket_without_a_copy():
     value = memoryview(os.urandom(BIG_VALUE + 1))  # as a worker's child sent it
     chunks = packer.pack("SET", "k", value, "EX", 60)
     assert any(chunk is value for chunk in chunks)
-    assert packer.pack("SET", "lock", 1, "NX", "PX", 500) == [b"*6\r\n$3\r\nSET\r\n$4\r\nlock\r\n$1\r\n1\r\n$2\r\nNX\r\n$2\r\nPX\r\n$3\r\n500\r\n"]
+    assert packer.pack("SET", "lock", 1, "NX", "PX", 500) == [
+        b"*6\r\n$3\r\nSET\r\n$4\r\nlock\r\n$1\r\n1\r\n$2\r\nNX\r\n$2\r\nPX\r\n$3\r\n500\r\n"
+    ]
     small = packer.pack("SET", "k", b"v", "EX", 60)  # the usual command: hiredis, one buffer
     assert small == [b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nEX\r\n$2\r\n60\r\n"]
     expected = b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$2\r\n60\r\n" % (len(value), bytes(value))

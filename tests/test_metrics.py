@@ -18,21 +18,30 @@ from types import SimpleNamespace
 
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import drain, wait_until
 from fake_gpus import BOARDS, FakeGpus
-from monitoring_helpers import (REPO, Exporter, family_names, http_get, names, promtool_check_metrics, require_tool,
-                                samples, value)
+from monitoring_helpers import (
+    REPO,
+    Exporter,
+    family_names,
+    http_get,
+    names,
+    promtool_check_metrics,
+    require_tool,
+    samples,
+    value,
+)
+
+import wq_redis as wq
 from wq_redis.ops.exporter import QueueExporter
-from wq_redis.worker.metrics_server import advertised_address, parse_port_range
+from wq_redis.protocol.resources import Request
 from wq_redis.protocol.store import find_queues
 from wq_redis.worker.metrics import NvmlProvider, TaskCpuMeter, WorkerMetrics, match_gpus
+from wq_redis.worker.metrics_server import advertised_address, parse_port_range
 from wq_redis.worker.resources import GPU, Allocator, Capacity
-from wq_redis.protocol.resources import Request
 
 pytestmark = pytest.mark.monitoring
-GiB = 1024 ** 3
+GiB = 1024**3
 
 
 # -- a stand-in for the pynvml module ----------------------------------------------------
@@ -54,17 +63,24 @@ def fake_nvml(boards: list[dict], init_error: str | None = None, broken: set[int
         return boards[handle]
 
     return SimpleNamespace(
-        calls=calls, nvmlInit=init, nvmlShutdown=lambda: calls.__setitem__("shutdown", calls["shutdown"] + 1),
-        nvmlDeviceGetCount=lambda: len(boards), nvmlDeviceGetHandleByIndex=lambda i: i,
-        nvmlDeviceGetUUID=lambda h: check(h)["uuid"].encode(), nvmlDeviceGetName=lambda h: check(h)["name"],
+        calls=calls,
+        nvmlInit=init,
+        nvmlShutdown=lambda: calls.__setitem__("shutdown", calls["shutdown"] + 1),
+        nvmlDeviceGetCount=lambda: len(boards),
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetUUID=lambda h: check(h)["uuid"].encode(),
+        nvmlDeviceGetName=lambda h: check(h)["name"],
         nvmlDeviceGetUtilizationRates=lambda h: SimpleNamespace(gpu=check(h)["util"], memory=0),
-        nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(used=check(h)["used"], total=check(h)["total"],
-                                                          free=check(h)["total"] - check(h)["used"]),
+        nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(
+            used=check(h)["used"], total=check(h)["total"], free=check(h)["total"] - check(h)["used"]
+        ),
     )
 
 
-BOARD_SPECS = [{"uuid": "GPU-aaa", "name": "Tesla T4", "util": 87, "used": 2 * GiB, "total": 16 * GiB},
-               {"uuid": "GPU-bbb", "name": "Tesla T4", "util": 0, "used": 0, "total": 16 * GiB}]
+BOARD_SPECS = [
+    {"uuid": "GPU-aaa", "name": "Tesla T4", "util": 87, "used": 2 * GiB, "total": 16 * GiB},
+    {"uuid": "GPU-bbb", "name": "Tesla T4", "util": 0, "used": 0, "total": 16 * GiB},
+]
 
 
 def make_metrics(gpus: list[GPU] | None = None, provider=None, cores: int = 4, tags=("a", "b")) -> WorkerMetrics:
@@ -153,9 +169,9 @@ def test_capacity_and_allocation_in_base_units():
     metrics.allocator.allocate("t1", Request(cores=3, memory=512, disk=1024))
     parsed = samples(metrics.exposition())
     assert value(parsed, "wq_worker_cores") == 4 and value(parsed, "wq_worker_cores_in_use") == 3
-    assert value(parsed, "wq_worker_memory_bytes") == 2048 * 1024 ** 2
-    assert value(parsed, "wq_worker_memory_in_use_bytes") == 512 * 1024 ** 2
-    assert value(parsed, "wq_worker_disk_in_use_bytes") == 1024 * 1024 ** 2
+    assert value(parsed, "wq_worker_memory_bytes") == 2048 * 1024**2
+    assert value(parsed, "wq_worker_memory_in_use_bytes") == 512 * 1024**2
+    assert value(parsed, "wq_worker_disk_in_use_bytes") == 1024 * 1024**2
     assert value(parsed, "wq_worker_info", worker="w1@host", host="host", version=wq.__version__, tags="a,b") == 1
 
 
@@ -164,7 +180,9 @@ def test_task_hooks_count_starts_results_cpu_time_duration_and_queue_wait():
     metrics.task_started({b"sub": b"1000000000000000", b"ts": b"1000000002500000"})  # waited 2.5 s
     metrics.task_started({b"sub": b"1000000009000000", b"ts": b"1000000008000000"})  # clocks disagree: 0
     metrics.task_finished({"r": 0, "meas": json.dumps({"cpu_time": 1.25, "wall_time": 3.0})})
-    metrics.task_finished({"r": int(wq.Result.TASK_MAX_RUN_TIME), "meas": json.dumps({"cpu_time": 0.5, "wall_time": 7200.0})})
+    metrics.task_finished(
+        {"r": int(wq.Result.TASK_MAX_RUN_TIME), "meas": json.dumps({"cpu_time": 0.5, "wall_time": 7200.0})}
+    )
     metrics.task_finished(None)  # cancelled, or its lease was lost
     parsed = samples(metrics.exposition())
     assert value(parsed, "wq_tasks_started_total") == 2
@@ -181,7 +199,9 @@ def test_task_hooks_count_starts_results_cpu_time_duration_and_queue_wait():
 
 
 def test_cpu_utilization_measures_the_task_processes_not_the_allocation():
-    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    burner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"]
+    )
     sleeper = subprocess.Popen(["sleep", "2"])
     try:
         meter = TaskCpuMeter(min_window=0.5)
@@ -207,8 +227,10 @@ def test_worker_exposition_passes_promtool_check_metrics():
 def record_of(redis_url: str, queue: str, field: str = "metrics") -> dict[str, str]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        return {name: client.hget(f"wq:{{{queue}}}:w:{name}", field) or ""
-                for name in client.zrange(f"wq:{{{queue}}}:workers", 0, -1)}
+        return {
+            name: client.hget(f"wq:{{{queue}}}:w:{name}", field) or ""
+            for name in client.zrange(f"wq:{{{queue}}}:workers", 0, -1)
+        }
     finally:
         client.close()
 
@@ -238,7 +260,9 @@ def test_workers_sharing_a_port_range_take_different_ports(redis_url, queue, wor
     ports = f"{first}-{first + 20}"
     for name in ("a", "b"):
         workers.start("--name", name, "--metrics-port", ports, "--metrics-addr", "127.0.0.1")
-    assert wait_until(lambda: all(record_of(redis_url, queue.name).values()) and len(record_of(redis_url, queue.name)) == 2)
+    assert wait_until(
+        lambda: all(record_of(redis_url, queue.name).values()) and len(record_of(redis_url, queue.name)) == 2
+    )
     chosen = {int(a.rsplit(":", 1)[1]) for a in record_of(redis_url, queue.name).values()}
     assert len(chosen) == 2 and all(first <= p <= first + 20 for p in chosen)
 
@@ -248,9 +272,26 @@ def test_a_taken_metrics_port_stops_the_worker_with_a_clear_message(redis_url, q
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "wq_redis", "worker", "--redis-url", redis_url, "--queue",
-                                 queue.name, "--metrics-port", str(port), "--metrics-addr", "127.0.0.1"],
-                                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wq_redis",
+                "worker",
+                "--redis-url",
+                redis_url,
+                "--queue",
+                queue.name,
+                "--metrics-port",
+                str(port),
+                "--metrics-addr",
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
     assert result.returncode != 0 and "cannot serve metrics" in result.stderr
 
 
@@ -317,8 +358,10 @@ def test_exporter_reports_running_tasks_workers_by_state_and_held_results(redis_
 
     def ready():
         parsed = exporter_samples(redis_url)
-        if value(parsed, "wq_tasks_running", queue=q, resource_class="c1.m0.d0.g0", tag="") == 1 \
-                and value(parsed, "wq_tasks_with_results", queue=q) == 1:
+        if (
+            value(parsed, "wq_tasks_running", queue=q, resource_class="c1.m0.d0.g0", tag="") == 1
+            and value(parsed, "wq_tasks_with_results", queue=q) == 1
+        ):
             return parsed
         return None
 
@@ -338,8 +381,15 @@ def test_exporter_counts_a_stopped_worker_as_unresponsive(redis_url, queue, work
     assert wait_until(lambda: record_of(redis_url, queue.name))
     worker.send_signal(signal.SIGSTOP)
     try:
-        assert wait_until(lambda: value(exporter_samples(redis_url, stale_seconds=1.0), "wq_workers",
-                                        queue=queue.name, state="unresponsive") == 1, timeout=10)
+        assert wait_until(
+            lambda: (
+                value(
+                    exporter_samples(redis_url, stale_seconds=1.0), "wq_workers", queue=queue.name, state="unresponsive"
+                )
+                == 1
+            ),
+            timeout=10,
+        )
     finally:
         worker.send_signal(signal.SIGCONT)
 
@@ -364,6 +414,7 @@ def test_exporter_serves_http_sd_of_live_workers_and_healthz(redis_url, queue, w
     assert wait_until(lambda: len(record_of(redis_url, queue.name)) == 2)
     exporter = Exporter(redis_url)
     try:
+
         def targets():
             status, body = http_get(exporter.url + "/sd")
             assert status == 200
@@ -389,8 +440,13 @@ def test_exporter_reports_redis_down_instead_of_failing():
 
 def test_exporter_json_dump(redis_url, queue):
     queue.submit(wq.Task("true"))
-    out = subprocess.run([sys.executable, "-m", "wq_redis", "exporter", "--redis-url", redis_url, "--json"],
-                         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    out = subprocess.run(
+        [sys.executable, "-m", "wq_redis", "exporter", "--redis-url", redis_url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert out.returncode == 0, out.stderr
     dump = json.loads(out.stdout)
     assert dump["queues"][queue.name]["waiting"] == {"c1.m0.d0.g0|": 1}
@@ -400,15 +456,21 @@ def test_exporter_json_dump(redis_url, queue):
 # -- rules, Prometheus config, dashboard -------------------------------------------------------------
 def test_alert_rules_pass_their_promtool_unit_tests():
     promtool = require_tool("promtool")
-    checked = subprocess.run([promtool, "test", "rules", "wq-redis.rules.test.yml"], capture_output=True,
-                             text=True, timeout=60, cwd=os.path.join(REPO, "prometheus"))
+    checked = subprocess.run(
+        [promtool, "test", "rules", "wq-redis.rules.test.yml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.join(REPO, "prometheus"),
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_shipped_prometheus_config_is_valid():
     promtool = require_tool("promtool")
-    checked = subprocess.run([promtool, "check", "config", "prometheus/prometheus.yml"], capture_output=True,
-                             text=True, timeout=60, cwd=REPO)
+    checked = subprocess.run(
+        [promtool, "check", "config", "prometheus/prometheus.yml"], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 

@@ -27,13 +27,13 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
+from conftest import drain, wait_until
 
 import wq_redis as wq
-from conftest import drain, wait_until
 
 HOSTS = {"alpha": 2, "beta": 3}  # host name -> last octet of its address
 REDIS_OCTET, MANAGER_OCTET = 1, 10
@@ -68,7 +68,7 @@ class Hosts:
     def address(self, octet: int) -> str:
         return f"{self.prefix}.{octet}"
 
-    def build(self) -> "Hosts":
+    def build(self) -> Hosts:
         redis_ns = self.redis_ns
         for ns in (redis_ns, *self.worker_ns.values()):
             _ip("netns", "add", ns)
@@ -93,11 +93,23 @@ class Hosts:
         _ip("-n", self.redis_ns, "link", "set", link, "master", "br0")
         _ip("-n", self.redis_ns, "link", "set", link, "up")
 
-    def spawn(self, ns: str, hostname: str, args: list[str], env: dict[str, str],
-              stdout: int | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, ns: str, hostname: str, args: list[str], env: dict[str, str], stdout: int | None = None
+    ) -> subprocess.Popen[bytes]:
         """Run ``args`` in namespace ``ns`` under its own hostname (a UTS namespace)."""
-        command = ["ip", "netns", "exec", ns, "unshare", "--uts", "sh", "-c", f'hostname {hostname} && exec "$@"',
-                   "sh", *args]
+        command = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            f'hostname {hostname} && exec "$@"',
+            "sh",
+            *args,
+        ]
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=stdout)
         self.processes.append(process)
         return process
@@ -161,17 +173,38 @@ def test_workers_in_other_namespaces_run_tasks_and_report_their_hosts(hosts: Hos
     password = secrets.token_urlsafe(16)
     env = {**os.environ, "WQ_SERVER_PASSWORD": password}
     env.pop("WQ_REDIS_URL", None)
-    server = hosts.spawn(hosts.redis_ns, "redis-host",
-                         [sys.executable, "-m", "wq_redis", "server", "--host", hosts.address(REDIS_OCTET),
-                          "--port", "6379", "--json"], env, stdout=subprocess.PIPE)
+    server = hosts.spawn(
+        hosts.redis_ns,
+        "redis-host",
+        [sys.executable, "-m", "wq_redis", "server", "--host", hosts.address(REDIS_OCTET), "--port", "6379", "--json"],
+        env,
+        stdout=subprocess.PIPE,
+    )
     ready = _read_json_line(server, 15)
     url = f"redis://:{password}@{hosts.address(REDIS_OCTET)}:6379/0"
     assert ready["url"] == url
     for host in HOSTS:
-        hosts.spawn(hosts.worker_ns[host], host,
-                    [sys.executable, "-m", "wq_redis", "worker", "--queue", queue_name, "--cores", "2",
-                     "--tags", host, "--name", f"w-{host}", "--log-level", "warning"],
-                    {**env, "WQ_REDIS_URL": url})
+        hosts.spawn(
+            hosts.worker_ns[host],
+            host,
+            [
+                sys.executable,
+                "-m",
+                "wq_redis",
+                "worker",
+                "--queue",
+                queue_name,
+                "--cores",
+                "2",
+                "--tags",
+                host,
+                "--name",
+                f"w-{host}",
+                "--log-level",
+                "warning",
+            ],
+            {**env, "WQ_REDIS_URL": url},
+        )
 
     with wq.WorkQueue(queue_name, redis_url=url) as queue:
         tasks = []

@@ -10,15 +10,15 @@ import time
 
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import logged_work, member_probe, timed_sleep
+
+import wq_redis as wq
+from wq_redis.client.packs import PACK_TASKS, PackPlanner
 from wq_redis.protocol.keys import QueueKeys
+from wq_redis.protocol.packing import dump, load
 from wq_redis.protocol.report import gather
 from wq_redis.protocol.store import QueueStore
-from wq_redis.client.packs import PACK_TASKS, PackPlanner
-from wq_redis.protocol.packing import dump, load
 
 
 def _learn_pace(queue: wq.WorkQueue, count: int = 20) -> None:
@@ -59,7 +59,9 @@ def test_a_failing_member_fails_alone(queue, workers):
     ids = queue.submit_many([wq.PythonTask(member_probe, i, "raise" if i == 7 else "") for i in range(40)])
     assert queue._pack_of.get(ids[7]) is not None
     tasks = {t.id: t for t in drain(queue, 40)}
-    assert tasks[ids[7]].return_status == 1 and "member 7 failed" in tasks[ids[7]].std_output + (tasks[ids[7]].error or "")
+    assert tasks[ids[7]].return_status == 1 and "member 7 failed" in tasks[ids[7]].std_output + (
+        tasks[ids[7]].error or ""
+    )
     assert isinstance(tasks[ids[7]].output, ValueError)
     assert all(tasks[ids[i]].output == (i, str(ids[i])) for i in range(40) if i != 7)
 

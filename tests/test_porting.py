@@ -69,8 +69,13 @@ def _instances(queue):
 @pytest.mark.parametrize("section", sorted(WORK_QUEUE_API))
 def test_every_twin_in_the_table_exists(section, queue):
     obj = _instances(queue)[section]
-    missing = [name for names, twin, _ in _rows(section) if twin != "—" for name in names
-               if name.isidentifier() and not hasattr(obj, name) and not hasattr(wq, name)]  # wq: constructors
+    missing = [
+        name
+        for names, twin, _ in _rows(section)
+        if twin != "—"
+        for name in names
+        if name.isidentifier() and not hasattr(obj, name) and not hasattr(wq, name)
+    ]  # wq: constructors
     assert missing == []
 
 

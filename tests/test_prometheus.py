@@ -19,14 +19,15 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
-
-import wq_redis as wq
 from conftest import Workers, drain
 from monitoring_helpers import REPO, Exporter, free_port, http_get, promtool_check_metrics, require_tool, wait_for
+
+import wq_redis as wq
 
 pytestmark = pytest.mark.monitoring
 RULES = os.path.join(REPO, "prometheus", "wq-redis.rules.yml")
@@ -43,9 +44,17 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(os.path.join(workdir, "prometheus.log"), "wb")
         self.process = subprocess.Popen(
-            [require_tool("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={workdir}/data",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [
+                require_tool("prometheus"),
+                f"--config.file={path}",
+                f"--storage.tsdb.path={workdir}/data",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         ready = wait_for(lambda: self.process.poll() is not None or self._ready(), timeout=30)
         assert ready and self.process.poll() is None, self.log_text()
 
@@ -88,8 +97,9 @@ def has_values(result: list[dict[str, Any]]) -> bool:
 class Run:
     """What the module's tests look at once the workload ran."""
 
-    def __init__(self, prometheus: Prometheus, exporter: Exporter, queue: str, started: float,
-                 worker_addresses: list[str]) -> None:
+    def __init__(
+        self, prometheus: Prometheus, exporter: Exporter, queue: str, started: float, worker_addresses: list[str]
+    ) -> None:
         self.prometheus, self.exporter, self.queue, self.started = prometheus, exporter, queue, started
         self.worker_addresses = worker_addresses
 
@@ -125,22 +135,30 @@ def run(redis_server) -> Iterator[Run]:
     try:
         exporter = Exporter(redis_server.url, "--stale-seconds", "3", "--discover-seconds", "1")
         metrics = ["--metrics-port", "0", "--metrics-addr", "127.0.0.1", "--lease-seconds", "2"]
-        pool.start("--cores", "2", "--gpus", "2", "--name", "gpu", *metrics,
-                   env={"WQ_GPU_PROVIDER": "fake_gpus:provider"})
+        pool.start(
+            "--cores", "2", "--gpus", "2", "--name", "gpu", *metrics, env={"WQ_GPU_PROVIDER": "fake_gpus:provider"}
+        )
         pool.start("--cores", "2", "--name", "cpu", *metrics)
         doomed = pool.start("--cores", "1", "--name", "doomed", "--tags", "none", "--lease-seconds", "2")
-        prometheus = Prometheus(workdir, {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [RULES],
-            "scrape_configs": [
-                {"job_name": "wq-exporter", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]},
-                {"job_name": "wq-workers", "http_sd_configs": [{"url": exporter.url + "/sd", "refresh_interval": "1s"}]},
-            ],
-        })
+        prometheus = Prometheus(
+            workdir,
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [RULES],
+                "scrape_configs": [
+                    {"job_name": "wq-exporter", "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]},
+                    {
+                        "job_name": "wq-workers",
+                        "http_sd_configs": [{"url": exporter.url + "/sd", "refresh_interval": "1s"}],
+                    },
+                ],
+            },
+        )
         # Prometheus hands discovered targets to its scrapers at most every 5 s: wait for the
         # first scrape of all three before the workload starts
-        assert wait_for(lambda: len(prometheus.api("query", query='up == 1')["result"]) == 3, timeout=30), \
+        assert wait_for(lambda: len(prometheus.api("query", query="up == 1")["result"]) == 3, timeout=30), (
             prometheus.api("targets")
+        )
         started = time.time()
         q = wq.WorkQueue(queue_name, redis_url=redis_server.url)
         count = submit_workload(q)
@@ -150,8 +168,9 @@ def run(redis_server) -> Iterator[Run]:
         # the rules need a few evaluations over the counters that just moved: WqWorkerLost
         # fires (no `for`), WqFailureRatioHigh is pending (`for: 5m`)
         induced = f'count(ALERTS{{alertname=~"WqWorkerLost|WqFailureRatioHigh",queue="{queue_name}"}})'
-        assert wait_for(lambda: prometheus.api("query", query=f"{induced} == 2")["result"], timeout=20), \
-            prometheus.api("query", query=f'ALERTS{{queue="{queue_name}"}}')
+        assert wait_for(lambda: prometheus.api("query", query=f"{induced} == 2")["result"], timeout=20), prometheus.api(
+            "query", query=f'ALERTS{{queue="{queue_name}"}}'
+        )
         time.sleep(1.5)  # range queries (1 s steps up to now) then include a step after both
         addresses = [t["targets"][0] for t in json.loads(http_get(exporter.url + "/sd")[1])]
         yield Run(prometheus, exporter, queue_name, started, addresses)
@@ -174,7 +193,7 @@ def dashboard_queries(queue: str) -> list[tuple[str, str]]:
         for target in panel.get("targets", []):
             expr = target["expr"].replace("$queue", queue).replace("$__rate_interval", RATE_INTERVAL)
             assert "$" not in expr, f"unhandled Grafana variable in {expr}"
-            out.append((f'{panel["title"]} / {target.get("legendFormat", "")}', expr))
+            out.append((f"{panel['title']} / {target.get('legendFormat', '')}", expr))
     return out
 
 
@@ -188,8 +207,11 @@ def test_workers_are_discovered_through_http_sd_and_scraped(run):
 
 
 def test_every_dashboard_query_returns_data(run):
-    empty = [name for name, expr in dashboard_queries(run.queue)
-             if not has_values(run.prometheus.query_range(expr, run.started))]
+    empty = [
+        name
+        for name, expr in dashboard_queries(run.queue)
+        if not has_values(run.prometheus.query_range(expr, run.started))
+    ]
     assert not empty, f"dashboard queries without data: {empty}"
 
 

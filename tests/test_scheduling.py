@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import time
 
-import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import env_value, my_sum, timed_sleep
+
+import wq_redis as wq
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:

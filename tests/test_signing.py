@@ -6,11 +6,11 @@ import os
 import pickle
 
 import redis
+from conftest import drain
+from helpers_tasks import my_sum
 
 import wq_redis as wq
 from wq_redis.protocol.serialize import function_digest
-from conftest import drain
-from helpers_tasks import my_sum
 
 
 class Boom:
@@ -82,9 +82,18 @@ def test_manager_never_unpickles_an_unsigned_result(redis_url, queue_name, tmp_p
         client = redis.Redis.from_url(redis_url)
         forged = q.submit(wq.PythonTask(my_sum, 1, 2))  # the manager's own task, finished by a forger
         q._buffer.flush()
-        client.hset(keys.task(forged), mapping={
-            "s": 3, "q": "c1.m0.d0.g0|", "r": 0, "val": pickle.dumps(Boom(str(marker))),
-            "spec": b'WQ\x01{"kind":"py","command":"python:x"}', "a": 1, "out": b""})
+        client.hset(
+            keys.task(forged),
+            mapping={
+                "s": 3,
+                "q": "c1.m0.d0.g0|",
+                "r": 0,
+                "val": pickle.dumps(Boom(str(marker))),
+                "spec": b'WQ\x01{"kind":"py","command":"python:x"}',
+                "a": 1,
+                "out": b"",
+            },
+        )
         client.rpush(keys.done, forged)
         task = q.wait(5)
         assert task.id == forged

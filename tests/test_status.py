@@ -11,10 +11,10 @@ import time
 
 import pytest
 from click.testing import CliRunner
-
-import wq_redis as wq
 from conftest import drain, wait_until
 from everyday_tasks import nap, square
+
+import wq_redis as wq
 from wq_redis.ops.cli import main
 
 
@@ -57,7 +57,9 @@ def test_queues_show_waiting_by_resource_class_and_tag(queue, redis_url, queue_n
     report = _by_name(status_json(redis_url))[queue_name]
     assert report["waiting"] == 3
     assert {(r["class"], r["tag"], r["tasks"]) for r in report["waiting_by_class"]} == {
-        ("c2.m0.d0.g0", "render", 2), ("c1.m0.d0.g0", "", 1)}
+        ("c2.m0.d0.g0", "render", 2),
+        ("c1.m0.d0.g0", "", 1),
+    }
 
 
 def test_queue_counters_follow_done_failed_and_running_tasks(queue, workers, redis_url, queue_name):
@@ -69,7 +71,13 @@ def test_queue_counters_follow_done_failed_and_running_tasks(queue, workers, red
     queue.submit(wq.PythonTask(nap, 30.0))
     assert wait_until(lambda: queue.stats.tasks_running == 1)
     report = _by_name(status_json(redis_url))[queue_name]
-    assert (report["done"], report["failed"], report["running"], report["waiting"], report["workers"]) == (4, 1, 1, 0, 1)
+    assert (report["done"], report["failed"], report["running"], report["waiting"], report["workers"]) == (
+        4,
+        1,
+        1,
+        0,
+        1,
+    )
     assert report["submitted"] == 5
 
 
@@ -121,9 +129,12 @@ def test_an_empty_redis_says_so(redis_url):
 
 def test_watch_redraws_until_interrupted(queue, redis_url, queue_name):
     queue.submit(wq.Task("true"))
-    process = subprocess.Popen([sys.executable, "-m", "wq_redis", "status", "--watch", "--interval", "0.2"],
-                               env={**os.environ, "WQ_REDIS_URL": redis_url}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wq_redis", "status", "--watch", "--interval", "0.2"],
+        env={**os.environ, "WQ_REDIS_URL": redis_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(1.5)
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=10)

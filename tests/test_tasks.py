@@ -6,10 +6,10 @@ import os
 import sys
 
 import redis
-
-import wq_redis as wq
 from conftest import drain
 from helpers_tasks import env_value, fail, hard_exit, my_sum
+
+import wq_redis as wq
 
 
 def run_one(queue, workers, task, *worker_args, timeout=30.0):

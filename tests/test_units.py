@@ -16,22 +16,31 @@ import redis
 from redis.crc import key_slot
 
 import wq_redis as wq
+from wq_redis.client.stats import stats_from_snapshot
+from wq_redis.client.task import PythonTask, PythonTaskNoResult, Task
+from wq_redis.client.wire import apply_results, encode_task
 from wq_redis.protocol import keys as keymod
 from wq_redis.protocol import serialize
 from wq_redis.protocol.keys import QueueKeys, check_queue_name, padded_id
-from wq_redis.protocol.resources import BUCKET_BASE_MB, Request, bucket, class_name, class_of, parse_class, queue_member, split_member
+from wq_redis.protocol.resources import (
+    BUCKET_BASE_MB,
+    Request,
+    bucket,
+    class_name,
+    class_of,
+    parse_class,
+    queue_member,
+    split_member,
+)
 from wq_redis.protocol.serialize import EnvelopeError, FunctionCache, pack_spec, task_spec, unpack_spec
-from wq_redis.client.stats import stats_from_snapshot
 from wq_redis.protocol.store import Snapshot
-from wq_redis.client.task import PythonTask, PythonTaskNoResult, Task
-from wq_redis.client.wire import apply_results, encode_task
 from wq_redis.worker import resources as worker_resources
 from wq_redis.worker.resources import GPU, Allocator, Capacity, declared
-
 
 # ======================================================================================
 # resources.py: buckets
 # ======================================================================================
+
 
 def _bucket_values(limit: int = 1 << 22) -> list[int]:
     """256, 384, 512, 768, 1024, 1536, ... up to ``limit``."""
@@ -55,8 +64,10 @@ def test_bucket_rounds_anything_up_to_256_to_256(megabytes):
     assert bucket(megabytes) == 256
 
 
-@pytest.mark.parametrize("megabytes, expected", [(257, 384), (384, 384), (385, 512), (513, 768),
-                                                 (1000, 1024), (1025, 1536), (3000, 3072), (3073, 4096)])
+@pytest.mark.parametrize(
+    "megabytes, expected",
+    [(257, 384), (384, 384), (385, 512), (513, 768), (1000, 1024), (1025, 1536), (3000, 3072), (3073, 4096)],
+)
 def test_bucket_rounds_up_to_the_next_bucket(megabytes, expected):
     assert bucket(megabytes) == expected
 
@@ -86,6 +97,7 @@ def test_bucket_is_monotonic():
 # ======================================================================================
 # resources.py: Request, class names, queue members
 # ======================================================================================
+
 
 def test_request_defaults_to_one_core_and_nothing_else():
     assert Request() == Request(cores=1, memory=0, disk=0, gpus=0)
@@ -134,8 +146,9 @@ def test_class_name_rounds_memory_and_disk_into_buckets():
     assert class_name(Request(2, 1000, 3000, 0)) == "c2.m1024.d3072.g0"
 
 
-@pytest.mark.parametrize("request_", [Request(), Request(4, 0, 0, 1), Request(2, 1000, 3000, 0),
-                                      Request(64, 300_000, 1, 8)])
+@pytest.mark.parametrize(
+    "request_", [Request(), Request(4, 0, 0, 1), Request(2, 1000, 3000, 0), Request(64, 300_000, 1, 8)]
+)
 def test_parse_class_inverts_class_name(request_):
     assert parse_class(class_name(request_)) == class_of(request_)
 
@@ -184,11 +197,29 @@ def test_split_member_inverts_queue_member():
 NAME = "proj-1"
 # every public name of QueueKeys, with the argument a method takes (None: a property)
 KEY_NAMES = {
-    "prefix": None, "seq": None, "stats": None, "registry": None, "leases": None, "done": None,
-    "done_wake": None, "retrieving": None, "incarnation": None, "new_queue_wake": None, "workers": None, "reaper_lock": None,
-    "task": 42, "ready": "c1.m0.d0.g0|tag", "wake": "c1.m0.d0.g0|tag", "worker": "7@host",
-    "worker_wake": "7@host", "function": "ab" * 32, "categories": None, "file": "cd" * 32,
-    "fifo": "c1.m0.d0.g0|tag", "value": "w@h#1:42:1", "big_field": (42, "args"),
+    "prefix": None,
+    "seq": None,
+    "stats": None,
+    "registry": None,
+    "leases": None,
+    "done": None,
+    "done_wake": None,
+    "retrieving": None,
+    "incarnation": None,
+    "new_queue_wake": None,
+    "workers": None,
+    "reaper_lock": None,
+    "task": 42,
+    "ready": "c1.m0.d0.g0|tag",
+    "wake": "c1.m0.d0.g0|tag",
+    "worker": "7@host",
+    "worker_wake": "7@host",
+    "function": "ab" * 32,
+    "categories": None,
+    "file": "cd" * 32,
+    "fifo": "c1.m0.d0.g0|tag",
+    "value": "w@h#1:42:1",
+    "big_field": (42, "args"),
 }
 
 
@@ -275,9 +306,16 @@ def test_padded_id_has_the_schema_width():
 # serialize.py: spec envelopes
 # ======================================================================================
 
+
 def test_pack_unpack_round_trip():
-    spec = {"kind": "cmd", "command": "echo hi", "env": {"A": "1", "B": None}, "inputs": [["x", "y"]],
-            "priority": -1.5, "unicode": "ü"}
+    spec = {
+        "kind": "cmd",
+        "command": "echo hi",
+        "env": {"A": "1", "B": None},
+        "inputs": [["x", "y"]],
+        "priority": -1.5,
+        "unicode": "ü",
+    }
     assert unpack_spec(pack_spec(spec)) == spec
 
 
@@ -328,6 +366,7 @@ def test_envelope_error_is_a_value_error_exported_by_the_package():
 # ======================================================================================
 # serialize.py: FunctionCache
 # ======================================================================================
+
 
 @pytest.fixture
 def dumps_calls(monkeypatch):
@@ -441,7 +480,7 @@ def test_function_cache_accepts_an_unhashable_callable():
         def __call__(self, x):
             return -x
 
-    digest, body = FunctionCache().get(Unhashable())
+    _, body = FunctionCache().get(Unhashable())
     assert cloudpickle.loads(body)(3) == -3
 
 
@@ -473,7 +512,10 @@ def test_specify_a_fractional_amount_is_refused(setter):
 
 def test_specify_resources_are_reported_as_requested():
     t = Task("true")
-    t.specify_cores(4); t.specify_memory(1000); t.specify_disk(0); t.specify_gpus(1)  # noqa: E702
+    t.specify_cores(4)
+    t.specify_memory(1000)
+    t.specify_disk(0)
+    t.specify_gpus(1)
     r = t.resources_requested
     assert (r.cores, r.memory, r.disk, r.gpus) == (4, 1000, 0, 1)
 
@@ -542,8 +584,19 @@ def test_python_task_envelope_names_its_function_by_digest():
     assert cloudpickle.loads(fields["args"]) == ((3,), {})
 
 
-RESULT_PROPERTIES = ["id", "result", "result_str", "return_status", "std_output", "error", "hostname",
-                     "worker", "execute_cmd_start", "finish_time", "cmd_execution_time"]
+RESULT_PROPERTIES = [
+    "id",
+    "result",
+    "result_str",
+    "return_status",
+    "std_output",
+    "error",
+    "hostname",
+    "worker",
+    "execute_cmd_start",
+    "finish_time",
+    "cmd_execution_time",
+]
 
 
 @pytest.mark.parametrize("prop", RESULT_PROPERTIES)
@@ -583,8 +636,20 @@ def test_python_task_output_of_a_failed_task_is_no_result_with_the_reason():
 
 def test_task_result_fields_are_decoded():
     t = Task("echo hi")
-    apply_results(t, 3, {b"r": b"0", b"rs": b"2", b"out": b"hi\n", b"host": b"h1", b"a": b"2",
-                         b"ts": b"1000000", b"tf": b"3500000", b"o:out.txt": b"data"})
+    apply_results(
+        t,
+        3,
+        {
+            b"r": b"0",
+            b"rs": b"2",
+            b"out": b"hi\n",
+            b"host": b"h1",
+            b"a": b"2",
+            b"ts": b"1000000",
+            b"tf": b"3500000",
+            b"o:out.txt": b"data",
+        },
+    )
     assert t.result == wq.WORK_QUEUE_RESULT_SUCCESS and t.result_str == "SUCCESS"
     assert (t.return_status, t.output, t.std_output, t.hostname) == (2, "hi\n", "hi\n", "h1")
     assert t.total_submissions == 2
@@ -602,8 +667,10 @@ def test_result_fields_a_worker_leaves_out_are_derived():
     assert (waiting.return_status, waiting.std_output, waiting.hostname) == (None, None, None)
 
 
-@pytest.mark.parametrize("code, name", [(0, "SUCCESS"), (8, "SIGNAL"), (48, "MAX_RETRIES"),
-                                        (56, "TASK_MAX_RUN_TIME"), (80, "OUTPUT_TRANSFER_ERROR")])
+@pytest.mark.parametrize(
+    "code, name",
+    [(0, "SUCCESS"), (8, "SIGNAL"), (48, "MAX_RETRIES"), (56, "TASK_MAX_RUN_TIME"), (80, "OUTPUT_TRANSFER_ERROR")],
+)
 def test_result_str_names_the_result_code(code, name):
     t = Task("true")
     apply_results(t, 1, {b"r": str(code).encode()})
@@ -624,12 +691,22 @@ def test_result_str_of_an_unknown_code_is_unknown():
 # ======================================================================================
 
 RESULT_CODES = {
-    "SUCCESS": 0, "INPUT_MISSING": 1, "OUTPUT_MISSING": 2, "STDOUT_MISSING": 4, "SIGNAL": 8,
-    "RESOURCE_EXHAUSTION": 16, "TASK_TIMEOUT": 24, "UNKNOWN": 32, "FORSAKEN": 40, "MAX_RETRIES": 48,
-    "TASK_MAX_RUN_TIME": 56, "DISK_ALLOC_FULL": 64, "RMONITOR_ERROR": 72, "OUTPUT_TRANSFER_ERROR": 80,
+    "SUCCESS": 0,
+    "INPUT_MISSING": 1,
+    "OUTPUT_MISSING": 2,
+    "STDOUT_MISSING": 4,
+    "SIGNAL": 8,
+    "RESOURCE_EXHAUSTION": 16,
+    "TASK_TIMEOUT": 24,
+    "UNKNOWN": 32,
+    "FORSAKEN": 40,
+    "MAX_RETRIES": 48,
+    "TASK_MAX_RUN_TIME": 56,
+    "DISK_ALLOC_FULL": 64,
+    "RMONITOR_ERROR": 72,
+    "OUTPUT_TRANSFER_ERROR": 80,
 }
-TASK_STATES = {"UNKNOWN": 0, "READY": 1, "RUNNING": 2, "WAITING_RETRIEVAL": 3, "RETRIEVED": 4, "DONE": 5,
-               "CANCELED": 6}
+TASK_STATES = {"UNKNOWN": 0, "READY": 1, "RUNNING": 2, "WAITING_RETRIEVAL": 3, "RETRIEVED": 4, "DONE": 5, "CANCELED": 6}
 
 
 @pytest.mark.parametrize("name, value", sorted(RESULT_CODES.items()))
@@ -666,6 +743,7 @@ def test_wait_forever_is_minus_one():
 # ======================================================================================
 # worker/resources.py: Allocator
 # ======================================================================================
+
 
 def _allocator(cores=4, memory=0, disk=0, gpus=()):
     return Allocator(Capacity(cores, memory, disk, list(gpus)))
@@ -775,6 +853,7 @@ def test_a_second_allocation_for_a_task_id_that_still_holds_resources_is_not_los
 # worker/resources.py: declared capacity and the GPU pool
 # ======================================================================================
 
+
 @pytest.fixture
 def detected(monkeypatch):
     """Pretend the host has 4 cores, 8000 MB of memory, 50000 MB of disk and no GPUs."""
@@ -794,8 +873,9 @@ def test_declared_values_win_over_detected_ones(detected, tmp_path):
     assert (c.cores, c.memory, c.disk) == (2, 1000, 500)
 
 
-@pytest.mark.parametrize("option, args", [("cores", (16, None, None)), ("memory", (None, 9000, None)),
-                                          ("disk", (None, None, 60000))])
+@pytest.mark.parametrize(
+    "option, args", [("cores", (16, None, None)), ("memory", (None, 9000, None)), ("disk", (None, None, 60000))]
+)
 def test_declaring_more_than_detected_is_taken_with_a_warning(detected, tmp_path, caplog, option, args):
     with caplog.at_level(logging.WARNING, logger="wq_redis.worker"):
         c = declared(str(tmp_path), *args, None)
@@ -861,9 +941,12 @@ def test_cuda_visible_devices_minus_one_means_no_gpus(detected, tmp_path, monkey
 # stats.py: stats_from_snapshot
 # ======================================================================================
 
+
 def _worker_record(cores, memory, disk, gpus):
-    return {b"name": b"w", b"resources": json.dumps({"cores": cores, "memory": memory, "disk": disk,
-                                                      "gpus": gpus}).encode()}
+    return {
+        b"name": b"w",
+        b"resources": json.dumps({"cores": cores, "memory": memory, "disk": disk, "gpus": gpus}).encode(),
+    }
 
 
 @pytest.fixture
@@ -872,10 +955,21 @@ def snapshot():
         waiting={"c1.m0.d0.g0|": 3, "c2.m1024.d0.g1|gpu": 2, "c4.m0.d0.g0|empty": 0},
         running=3,
         with_results=4,
-        counters={"submitted": 20, "dispatched": 11, "retrieved": 6, "failed": 2, "canceled": 1,
-                  "requeued": 5, "late_results": 1, "workers_lost": 2},
-        workers={"a@h": _worker_record(8, 16000, 100000, 2), "b@h": _worker_record(4, 8000, 50000, 0),
-                 "c@h": _worker_record(2, 4000, 0, 0)},
+        counters={
+            "submitted": 20,
+            "dispatched": 11,
+            "retrieved": 6,
+            "failed": 2,
+            "canceled": 1,
+            "requeued": 5,
+            "late_results": 1,
+            "workers_lost": 2,
+        },
+        workers={
+            "a@h": _worker_record(8, 16000, 100000, 2),
+            "b@h": _worker_record(4, 8000, 50000, 0),
+            "c@h": _worker_record(2, 4000, 0, 0),
+        },
         running_tasks=[("a@h", "c2.m1024.d0.g1|gpu"), ("a@h", "c1.m0.d0.g0|"), ("b@h", "c1.m384.d512.g0|x")],
     )
 
@@ -931,6 +1025,7 @@ def test_stats_of_a_worker_record_without_resources_count_it_with_none():
 # worker/runner.py + pool.py: warm children keep functions by digest (one child, no Redis)
 # ======================================================================================
 
+
 def test_a_warm_child_runs_a_function_again_after_running_many_others(tmp_path):
     from wq_redis.protocol.serialize import pickle_arguments
     from wq_redis.worker.child import MAX_CACHED_FUNCTIONS
@@ -979,9 +1074,13 @@ def test_a_warm_child_batch_finds_its_cached_functions_while_a_new_one_fills_the
     pool, cancel = WarmPool(max_idle=1, hide_gpus=False), CancelSignal()
     proc = pool.acquire([])
     try:
+
         def batch(batch_digests):
-            message = {"calls": [(i, d, args, {}) for i, d in enumerate(batch_digests)], "env": {},
-                       "cwd": proc.sandbox_in(str(tmp_path))}
+            message = {
+                "calls": [(i, d, args, {}) for i, d in enumerate(batch_digests)],
+                "env": {},
+                "cwd": proc.sandbox_in(str(tmp_path)),
+            }
             return proc.call_batch(message, cancel.read_fd, bodies.get)
 
         assert [r["status"] for r in batch(digests[:MAX_CACHED_FUNCTIONS])] == ["ok"] * MAX_CACHED_FUNCTIONS
@@ -1011,7 +1110,7 @@ def test_gcpause_restores_the_collector_as_it_was():
         gc.enable()
     with pytest.raises(ZeroDivisionError):
         with gcpause.paused():
-            1 / 0
+            _ = 1 / 0
     assert gc.isenabled()
 
 
@@ -1031,16 +1130,19 @@ def test_every_script_has_its_shared_fragments_put_in_and_loads_in_redis(redis_u
         client.close()
 
 
-@pytest.mark.parametrize("fields, problem", [
-    ({b"r": b"0"}, None),
-    ({}, "no result code"),
-    ({b"r": b"garbage"}, "result code"),
-    ({b"r": b"7"}, "result code"),  # not a Work Queue result
-    ({b"r": b"0", b"rs": b"1e309"}, "field rs"),
-    ({b"r": b"0", b"a": b"-"}, "field a"),
-    ({b"r": b"0", b"host": b"\xff"}, "field host"),
-    ({b"r": b"0", b"meas": b"[1, 2]", b"alloc": b"\x80"}, None),  # measurements read as unknown instead
-])
+@pytest.mark.parametrize(
+    "fields, problem",
+    [
+        ({b"r": b"0"}, None),
+        ({}, "no result code"),
+        ({b"r": b"garbage"}, "result code"),
+        ({b"r": b"7"}, "result code"),  # not a Work Queue result
+        ({b"r": b"0", b"rs": b"1e309"}, "field rs"),
+        ({b"r": b"0", b"a": b"-"}, "field a"),
+        ({b"r": b"0", b"host": b"\xff"}, "field host"),
+        ({b"r": b"0", b"meas": b"[1, 2]", b"alloc": b"\x80"}, None),  # measurements read as unknown instead
+    ],
+)
 def test_a_finished_hash_is_readable_or_says_which_field_is_not(fields, problem):
     from wq_redis.client.wire import unreadable_result
 

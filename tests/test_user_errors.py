@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TESTS_DIR, drain
 
 import wq_redis as wq
-from conftest import TESTS_DIR, drain
 from wq_redis.embedded.server import RedisServer
 
 ROOT = os.path.dirname(TESTS_DIR)
@@ -23,8 +23,14 @@ def wq_redis_cli(*args: str, tmp_path=None, timeout: float = 30) -> subprocess.C
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
     if tmp_path is not None:
         env["TMPDIR"] = str(tmp_path)
-    return subprocess.run([sys.executable, "-m", "wq_redis", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "wq_redis", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def one_error_line(run: subprocess.CompletedProcess[str]) -> str:
@@ -86,7 +92,8 @@ def test_a_worker_waiting_for_redis_says_where_once_without_the_password():
 
 
 def test_a_function_whose_module_a_worker_cannot_import_names_pythonpath_and_pickling_by_value(
-        queue, workers, tmp_path, monkeypatch):
+    queue, workers, tmp_path, monkeypatch
+):
     (tmp_path / "users_own_module.py").write_text("def triple(x):\n    return 3 * x\n")
     monkeypatch.syspath_prepend(str(tmp_path))  # the manager imports it; the worker cannot
     import users_own_module

@@ -10,10 +10,10 @@ import time
 
 import psutil
 import pytest
-
-import wq_redis as wq
 from conftest import drain, wait_until
 from helpers_tasks import my_sum, timed_sleep
+
+import wq_redis as wq
 
 
 def test_sigterm_finishes_running_tasks_then_exits(queue, workers):
@@ -79,8 +79,10 @@ def test_lost_worker_task_with_retries_spent_is_max_retries(queue, workers):
     task.specify_max_retries(1)
     queue.submit(task)
     for attempt in (1, 2):
-        assert wait_until(lambda: queue._store.task_fields(task.id, "s", "a") == [b"2", str(attempt).encode()],
-                          timeout=10)
+        assert wait_until(
+            lambda attempt=attempt: queue._store.task_fields(task.id, "s", "a") == [b"2", str(attempt).encode()],
+            timeout=10,
+        )
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(10)
         doomed = workers.start("--cores", "1", "--lease-seconds", "1")
@@ -122,8 +124,21 @@ def test_worker_without_url_says_what_is_missing(monkeypatch):
 def test_worker_with_unreachable_redis_fails_clearly():
     from wq_redis.embedded.server import free_port
 
-    run = subprocess.run([sys.executable, "-m", "wq_redis", "worker", "--connect-timeout", "0.5", "--redis-url",
-                          f"redis://127.0.0.1:{free_port()}/0"], capture_output=True, text=True, timeout=30)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wq_redis",
+            "worker",
+            "--connect-timeout",
+            "0.5",
+            "--redis-url",
+            f"redis://127.0.0.1:{free_port()}/0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert run.returncode == 1
     assert "cannot reach Redis" in run.stderr
 
@@ -134,9 +149,9 @@ def test_worker_help_names_the_environment_fallbacks():
 
 
 def test_worker_started_before_redis_waits_for_it(tmp_path, queue_name):
-    from wq_redis.embedded.server import RedisServer, free_port
-
     from conftest import Workers
+
+    from wq_redis.embedded.server import RedisServer, free_port
 
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"

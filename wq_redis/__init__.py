@@ -25,25 +25,49 @@ from typing import TYPE_CHECKING, Any
 from .protocol.version import __version__
 
 if TYPE_CHECKING:
-    from .client.codes import *  # noqa: F401,F403  (Work Queue's WORK_QUEUE_* names)
-    from .client.codes import Result, TaskState, result_str
-    from .client.errors import RemoteTraceback, TaskFailed
-    from .client.executor import TaskFuture
-    from .client.stats import Stats
-    from .client.task import PythonTask, PythonTaskNoResult, Resources, Task
-    from .embedded.queue import Executor, WorkQueue
-    from .protocol.connection import RedisUnavailable
-    from .protocol.files import FileTooLarge
-    from .protocol.serialize import EnvelopeError
+    from .client.codes import *  # noqa: F403  (Work Queue's WORK_QUEUE_* names)
+    from .client.codes import Result as Result
+    from .client.codes import TaskState as TaskState
+    from .client.codes import result_str as result_str
+    from .client.errors import RemoteTraceback as RemoteTraceback
+    from .client.errors import TaskFailed as TaskFailed
+    from .client.executor import TaskFuture as TaskFuture
+    from .client.stats import Stats as Stats
+    from .client.task import (
+        PythonTask as PythonTask,
+    )
+    from .client.task import (
+        PythonTaskNoResult as PythonTaskNoResult,
+    )
+    from .client.task import (
+        Resources as Resources,
+    )
+    from .client.task import (
+        Task as Task,
+    )
+    from .embedded.queue import Executor as Executor
+    from .embedded.queue import WorkQueue as WorkQueue
+    from .protocol.connection import RedisUnavailable as RedisUnavailable
+    from .protocol.files import FileTooLarge as FileTooLarge
+    from .protocol.serialize import EnvelopeError as EnvelopeError
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "WorkQueue": "embedded.queue", "Executor": "embedded.queue",
-    "Task": "client.task", "PythonTask": "client.task", "PythonTaskNoResult": "client.task",
-    "Resources": "client.task", "Stats": "client.stats", "TaskFuture": "client.executor",
-    "TaskFailed": "client.errors", "RemoteTraceback": "client.errors",
-    "Result": "protocol.codes", "TaskState": "protocol.codes", "result_str": "protocol.codes",
-    "RedisUnavailable": "protocol.connection", "EnvelopeError": "protocol.serialize",
+    "WorkQueue": "embedded.queue",
+    "Executor": "embedded.queue",
+    "Task": "client.task",
+    "PythonTask": "client.task",
+    "PythonTaskNoResult": "client.task",
+    "Resources": "client.task",
+    "Stats": "client.stats",
+    "TaskFuture": "client.executor",
+    "TaskFailed": "client.errors",
+    "RemoteTraceback": "client.errors",
+    "Result": "protocol.codes",
+    "TaskState": "protocol.codes",
+    "result_str": "protocol.codes",
+    "RedisUnavailable": "protocol.connection",
+    "EnvelopeError": "protocol.serialize",
     "FileTooLarge": "protocol.files",
 }
 

@@ -31,11 +31,28 @@ class CeleryBench(System):
 
     def start_workers(self) -> None:
         for index in range(self.config.workers):
-            self.procs.start([sys.executable, "-m", "celery", "-A", "bench.systems.celery_app", "worker",
-                              "--pool=solo", "--concurrency=1", "-n", f"bench{index}@%h", "-Q", "bench",
-                              "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],
-                             # C_FORCE_ROOT: Celery refuses pickle as root (CI runs as root)
-                             env={"BENCH_REDIS_URL": self.url, "C_FORCE_ROOT": "1"})
+            self.procs.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "bench.systems.celery_app",
+                    "worker",
+                    "--pool=solo",
+                    "--concurrency=1",
+                    "-n",
+                    f"bench{index}@%h",
+                    "-Q",
+                    "bench",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "--loglevel=WARNING",
+                ],
+                # C_FORCE_ROOT: Celery refuses pickle as root (CI runs as root)
+                env={"BENCH_REDIS_URL": self.url, "C_FORCE_ROOT": "1"},
+            )
 
     def _get(self, results: list) -> list:
         return [r.get(timeout=RESULT_TIMEOUT) for r in results]

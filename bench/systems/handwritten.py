@@ -140,7 +140,7 @@ class Handwritten(System):
     def _push_pipelined(self, ids: range) -> None:
         for first in range(0, len(ids), PIPELINE):
             pipe = self.client.pipeline(transaction=False)
-            for task_id in ids[first:first + PIPELINE]:
+            for task_id in ids[first : first + PIPELINE]:
                 pipe.rpush(TASKS, _message(task_id, "noop"))
             pipe.execute()
 

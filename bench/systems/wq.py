@@ -7,10 +7,10 @@ Python child for PythonTasks, ``/bin/sh -c`` for command tasks).
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import wq_redis as wq
-
 from bench import tasks
 from bench.harness import System
 
@@ -37,8 +37,24 @@ class WQ(System):
 
     def start_workers(self) -> None:
         for index in range(self.config.workers):
-            self.procs.start([sys.executable, "-m", "wq_redis", "worker", "--redis-url", self.url, "--queue", QUEUE,
-                              "--cores", "1", "--name", f"bench{index}", "--log-level", "warning"])
+            self.procs.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "wq_redis",
+                    "worker",
+                    "--redis-url",
+                    self.url,
+                    "--queue",
+                    QUEUE,
+                    "--cores",
+                    "1",
+                    "--name",
+                    f"bench{index}",
+                    "--log-level",
+                    "warning",
+                ]
+            )
 
     # -- helpers -----------------------------------------------------------------------
     def _collect(self, n: int) -> list[Any]:
@@ -50,7 +66,9 @@ class WQ(System):
                 self.procs.check_alive()
                 raise TimeoutError(f"wq: only {len(outputs)} of {n} tasks came back within 60 s")
             if task.result != wq.WORK_QUEUE_RESULT_SUCCESS:
-                raise RuntimeError(f"wq: task {task.id} failed: {task.result_str} {task.error or ''} {task.std_output or ''}")
+                raise RuntimeError(
+                    f"wq: task {task.id} failed: {task.result_str} {task.error or ''} {task.std_output or ''}"
+                )
             outputs.append(task.output)
         return outputs
 

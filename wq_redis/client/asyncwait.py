@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.5  # longest blocking wait in a worker thread before the loop looks again
 
 
-async def wait_async(queue: "WorkQueue", timeout: float = WORK_QUEUE_WAITFORTASK) -> Task | None:
+async def wait_async(queue: WorkQueue, timeout: float = WORK_QUEUE_WAITFORTASK) -> Task | None:
     """``queue.wait(timeout)`` without blocking the event loop: the queue is read in the
     loop's thread (a quick round trip), and only the blocking wait for a completion runs in
     a thread, so queue objects are never used by two threads at once."""
@@ -30,4 +30,3 @@ async def wait_async(queue: "WorkQueue", timeout: float = WORK_QUEUE_WAITFORTASK
         if remaining <= 0:
             return None
         await loop.run_in_executor(None, queue._store.wait_done, remaining)
-

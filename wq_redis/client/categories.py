@@ -27,7 +27,9 @@ class CategoryBook:
     """Cumulative per-category counters of one manager."""
 
     def __init__(self) -> None:
-        self.counts: collections.defaultdict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.counts: collections.defaultdict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
 
     def submitted(self, tasks: list[Task]) -> None:
         for task in tasks:
@@ -43,13 +45,17 @@ class CategoryBook:
         self.counts[task.category]["cancelled"] += 1
 
 
-def category_stats(queue: "WorkQueue", category: str) -> Stats:
+def category_stats(queue: WorkQueue, category: str) -> Stats:
     """Work Queue's ``stats_category``: this manager's tasks of ``category``."""
     from ..protocol.views import QueueView
 
     counts = queue._category_book.counts.get(category, collections.Counter())
-    stats = Stats(tasks_submitted=counts["submitted"], tasks_done=counts["done"], tasks_failed=counts["failed"],
-                  tasks_cancelled=counts["cancelled"])
+    stats = Stats(
+        tasks_submitted=counts["submitted"],
+        tasks_done=counts["done"],
+        tasks_failed=counts["failed"],
+        tasks_cancelled=counts["cancelled"],
+    )
     stats.tasks_with_results = sum(1 for t in queue._results.values() if t.category == category)
     ids = [i for i, t in list(queue._submitted.items()) if t.category == category]
     view = QueueView(queue._client, queue.name)
@@ -73,7 +79,7 @@ def category_stats(queue: "WorkQueue", category: str) -> Stats:
     return stats
 
 
-def cancel_category(queue: "WorkQueue", category: str) -> list[Task]:
+def cancel_category(queue: WorkQueue, category: str) -> list[Task]:
     """Cancel every waiting or running task of ``category`` in the queue, and this
     manager's finished-but-not-returned ones; returns them."""
     from ..protocol.views import QueueView

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .queue import WorkQueue
@@ -54,11 +55,11 @@ class WorkQueueCompat:
         return 0
 
     @property
-    def using_ssl(self: "WorkQueue") -> bool:  # type: ignore[misc]
+    def using_ssl(self: WorkQueue) -> bool:  # type: ignore[misc]
         """Whether Redis is reached over TLS (a ``rediss://`` URL)."""
         return self.redis_url.startswith("rediss://")
 
-    def status(self: "WorkQueue", request: str) -> list[dict[str, Any]]:  # type: ignore[misc]
+    def status(self: WorkQueue, request: str) -> list[dict[str, Any]]:  # type: ignore[misc]
         """Work Queue's ``status(request)``: ``"queue"``, ``"tasks"``, ``"workers"`` or
         ``"categories"`` of this queue as a list of dicts (what ``wq-redis status --json``
         prints)."""
@@ -68,8 +69,13 @@ class WorkQueueCompat:
         if request not in sections:
             raise ValueError(f"request must be one of {sorted(sections)}, got {request!r}")
         self._send_buffered()
-        (report,) = gather(self._client, [self.name], workers=request == "workers", tasks=request == "tasks",
-                           categories=request == "categories")["queues"]
+        (report,) = gather(
+            self._client,
+            [self.name],
+            workers=request == "workers",
+            tasks=request == "tasks",
+            categories=request == "categories",
+        )["queues"]
         key = sections[request]
         return [report] if key is None else report[key]
 
@@ -80,14 +86,15 @@ class WorkQueueCompat:
             r = worker["resources"]
             key = tuple(int(r.get(name, 0)) for name in ("cores", "memory", "disk", "gpus"))
             counts[key] = counts.get(key, 0) + 1
-        return [{"workers": n, "cores": c, "memory": m, "disk": d, "gpus": g}
-                for (c, m, d, g), n in sorted(counts.items())]
+        return [
+            {"workers": n, "cores": c, "memory": m, "disk": d, "gpus": g} for (c, m, d, g), n in sorted(counts.items())
+        ]
 
-    def wait_for_task_id(self: "WorkQueue", task_id: int, timeout: float = -1) -> "Task | None":  # type: ignore[misc]
+    def wait_for_task_id(self: WorkQueue, task_id: int, timeout: float = -1) -> Task | None:  # type: ignore[misc]
         """Like ``wait``, but only for the task ``task_id``; others stay for later ``wait`` calls."""
         return self._wait(timeout, lambda task: task.id == task_id)
 
-    def enable_monitoring_full(self: "WorkQueue", *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]
+    def enable_monitoring_full(self: WorkQueue, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]
         """As ``enable_monitoring`` (no time series are written)."""
         self.enable_monitoring()
 
@@ -111,14 +118,17 @@ class WorkQueueCompat:
     tune = _ignored("tune", "Work Queue's tunables belong to its manager loop")
     estimate_capacity = _ignored("estimate_capacity", "stats report capacity always")
     activate_fast_abort = _ignored("activate_fast_abort", "no fast abort; use specify_running_time_max")
-    activate_fast_abort_category = _ignored("activate_fast_abort_category", "no fast abort; use specify_running_time_max")
+    activate_fast_abort_category = _ignored(
+        "activate_fast_abort_category", "no fast abort; use specify_running_time_max"
+    )
     specify_algorithm = _ignored("specify_algorithm", "workers choose tasks that fit them")
     specify_task_order = _ignored("specify_task_order", "tasks run by priority, then FIFO")
     specify_priority = _ignored("specify_priority", "queues have no priority among themselves")
     specify_num_tasks_left = _ignored("specify_num_tasks_left", "there is no work_queue_factory")
     specify_category_autolabel_resource = _ignored("specify_category_autolabel_resource", "tasks are not resized")
-    specify_category_first_allocation_guess = _ignored("specify_category_first_allocation_guess",
-                                                       "use specify_category_max_resources")
+    specify_category_first_allocation_guess = _ignored(
+        "specify_category_first_allocation_guess", "use specify_category_max_resources"
+    )
     initialize_categories = _ignored("initialize_categories", "use specify_category_max_resources")
 
     # -- effects wq-redis cannot give --------------------------------------------------------
@@ -136,14 +146,15 @@ class WorkQueueCompat:
     specify_draining_by_hostname = _unsupported("specify_draining_by_hostname", "send the workers SIGTERM: they drain")
     shutdown_workers = _unsupported("shutdown_workers", "send the workers SIGTERM (or start them with --burst)")
     invalidate_cache_file = _unsupported(
-        "invalidate_cache_file", "cached inputs are found by content hash, so a changed file is a new entry and "
-        "stale copies are never used")
+        "invalidate_cache_file",
+        "cached inputs are found by content hash, so a changed file is a new entry and stale copies are never used",
+    )
 
 
 class TaskCompat:
     """Work Queue task calls without an effect here, and a few twins."""
 
-    def clone(self: "Task") -> "Task":  # type: ignore[misc]
+    def clone(self: Task) -> Task:  # type: ignore[misc]
         """A copy of this task's specification that can be submitted again."""
         new = copy.copy(self)
         new._spec = copy.deepcopy(self._spec)

@@ -38,7 +38,7 @@ def remote_traceback(output: str | None) -> str | None:
     """The last traceback printed in a task's output, if any."""
     if not output or TRACEBACK_HEADER not in output:
         return None
-    return output[output.rindex(TRACEBACK_HEADER):]
+    return output[output.rindex(TRACEBACK_HEADER) :]
 
 
 def task_exception(task: Task) -> BaseException | None:

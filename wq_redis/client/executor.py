@@ -20,14 +20,13 @@ import concurrent.futures
 import copy
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from typing import Any
 
-from .codes import WORK_QUEUE_WAITFORTASK
 from .errors import task_exception
 from .mapping import SUBMIT_BATCH
 from .queue import WorkQueue
 from .task import PythonTask, Task
-
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 POLL_SECONDS = 0.5  # longest a blocked wait lasts before the collector looks around again
@@ -82,9 +81,15 @@ class Executor(concurrent.futures.Executor):
 
     queue_type: type[WorkQueue] = WorkQueue  # what a queue name opens (wq.Executor: embedded/queue.py's)
 
-    def __init__(self, queue: "str | WorkQueue" = "default", redis_url: str | None = None, *,
-                 resources: Mapping[str, int] | None = None, template: Task | None = None,
-                 **queue_options: Any) -> None:
+    def __init__(
+        self,
+        queue: str | WorkQueue = "default",
+        redis_url: str | None = None,
+        *,
+        resources: Mapping[str, int] | None = None,
+        template: Task | None = None,
+        **queue_options: Any,
+    ) -> None:
         if isinstance(queue, WorkQueue):
             self.queue, self._owns_queue = queue, False
         else:
@@ -100,14 +105,27 @@ class Executor(concurrent.futures.Executor):
         self._collector.start()
 
     # -- submitting ----------------------------------------------------------------------
-    def submit(self, fn: Callable[..., Any], /, *args: Any, resources: Mapping[str, int] | None = None,
-               template: Task | None = None, **kwargs: Any) -> TaskFuture:
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        resources: Mapping[str, int] | None = None,
+        template: Task | None = None,
+        **kwargs: Any,
+    ) -> TaskFuture:
         """``fn(*args, **kwargs)`` as a task; ``resources``/``template`` for this call only."""
         return self._submit_tasks([self._task(fn, args, kwargs, resources, template)])[0]
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1, resources: Mapping[str, int] | None = None,
-            template: Task | None = None) -> Iterator[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        resources: Mapping[str, int] | None = None,
+        template: Task | None = None,
+    ) -> Iterator[Any]:
         """Like ``concurrent.futures.Executor.map``: every call is submitted at once (in
         batches of one round trip), results are yielded in order; ``chunksize`` calls per task."""
         if chunksize < 1:
@@ -118,8 +136,10 @@ class Executor(concurrent.futures.Executor):
             tasks = [self._task(fn, args, {}, resources, template) for args in calls]
         else:
             runner = _StarChunk(fn)
-            tasks = [self._task(runner, (calls[i:i + chunksize],), {}, resources, template)
-                     for i in range(0, len(calls), chunksize)]
+            tasks = [
+                self._task(runner, (calls[i : i + chunksize],), {}, resources, template)
+                for i in range(0, len(calls), chunksize)
+            ]
         futures = self._submit_tasks(tasks)
 
         def results() -> Iterator[Any]:
@@ -135,8 +155,14 @@ class Executor(concurrent.futures.Executor):
 
         return results()
 
-    def _task(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-              resources: Mapping[str, int] | None, template: Task | None) -> Task:
+    def _task(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        resources: Mapping[str, int] | None,
+        template: Task | None,
+    ) -> Task:
         task = PythonTask(fn, *args, **kwargs)
         if template is None:  # a template of this call replaces the executor's settings whole
             _configure(task, self.template, self.resources)
@@ -148,7 +174,7 @@ class Executor(concurrent.futures.Executor):
             if self._closing:
                 raise RuntimeError("cannot submit to an executor that is shut down")
             for start in range(0, len(tasks), SUBMIT_BATCH):
-                ids = self.queue.submit_many(tasks[start:start + SUBMIT_BATCH])
+                ids = self.queue.submit_many(tasks[start : start + SUBMIT_BATCH])
                 for task_id in ids:
                     future = TaskFuture()
                     future.task_id = task_id

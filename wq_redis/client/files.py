@@ -8,24 +8,47 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..protocol.files import (CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DIR, OUTPUT_FILE,
-                              FileTooLarge, pack_directory, sha256, tree_signature, unpack_directory)
-from ..protocol.sizes import MAX_TASK_BYTES as DEFAULT_MAX_TASK_BYTES, show_size
+from ..protocol.files import (
+    CACHED_DIR,
+    CACHED_FILE,
+    INLINE_DIR,
+    INLINE_FILE,
+    OUTPUT_DIR,
+    OUTPUT_FILE,
+    FileTooLarge,
+    pack_directory,
+    sha256,
+    tree_signature,
+    unpack_directory,
+)
+from ..protocol.sizes import MAX_TASK_BYTES as DEFAULT_MAX_TASK_BYTES
+from ..protocol.sizes import show_size
 
 if TYPE_CHECKING:
     from ..protocol.store import QueueStore
     from .task import InputFile, Task
 
-__all__ = ["CACHED_DIR", "CACHED_FILE", "INLINE_DIR", "INLINE_FILE", "OUTPUT_DIR", "OUTPUT_FILE", "FileStager",
-           "FileTooLarge", "pack_directory", "unpack_directory"]
+__all__ = [
+    "CACHED_DIR",
+    "CACHED_FILE",
+    "INLINE_DIR",
+    "INLINE_FILE",
+    "OUTPUT_DIR",
+    "OUTPUT_FILE",
+    "FileStager",
+    "FileTooLarge",
+    "pack_directory",
+    "unpack_directory",
+]
 
 FILE_TTL_SECONDS = 7 * 24 * 3600  # a cached input outlives its last submit by this much
 FILE_REFRESH_SECONDS = 3600  # how often a manager re-times (or re-stores) an input it uses
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # Redis refuses strings past 512 MB
 MEMO_ENTRIES = 65_536  # digests a manager remembers (of files it sent, and that Redis holds)
-Body = Union[bytes, Callable[[], bytes]]
+Body = bytes | Callable[[], bytes]  # the bytes, or how to read them when needed
 
 
 class FileStager:
@@ -36,8 +59,12 @@ class FileStager:
     With ``use_cache=False`` every input is inlined (what a bare ``encode_task`` does).
     """
 
-    def __init__(self, use_cache: bool = True, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 max_task_bytes: int = DEFAULT_MAX_TASK_BYTES) -> None:
+    def __init__(
+        self,
+        use_cache: bool = True,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        max_task_bytes: int = DEFAULT_MAX_TASK_BYTES,
+    ) -> None:
         self.use_cache = use_cache
         self.max_file_bytes = max_file_bytes
         self.max_task_bytes = max_task_bytes
@@ -50,7 +77,7 @@ class FileStager:
         self._pending: dict[str, Body] = {}  # digests to check (and upload) before the submit
         self.last_inputs_bytes = 0  # the inputs' total of the last input_fields call (see check_task_size)
 
-    def input_fields(self, inputs: Sequence["InputFile"]) -> dict[str, Any]:
+    def input_fields(self, inputs: Sequence[InputFile]) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         total = 0
         for item in inputs:
@@ -70,11 +97,13 @@ class FileStager:
             total += size
         self.last_inputs_bytes = total
         if total > self.max_task_bytes:
-            raise FileTooLarge(f"the task's input files total {show_size(total)}, over the limit of "
-                               f"{show_size(self.max_task_bytes)} per task (WorkQueue.specify_file_limits)")
+            raise FileTooLarge(
+                f"the task's input files total {show_size(total)}, over the limit of "
+                f"{show_size(self.max_task_bytes)} per task (WorkQueue.specify_file_limits)"
+            )
         return fields
 
-    def check_task_size(self, task: "Task", fields: dict[str, Any], bodies: dict[str, bytes]) -> None:
+    def check_task_size(self, task: Task, fields: dict[str, Any], bodies: dict[str, bytes]) -> None:
         """Refuse (FileTooLarge, a ValueError) a task whose arguments, function and inputs
         together exceed ``max_task_bytes``: a worker with the same ``--max-task-bytes``
         would fail it unloaded.  ``fields``/``bodies``: ``encode_task``'s, just after it ran
@@ -90,15 +119,18 @@ class FileStager:
                 f"{show_size(self.max_task_bytes)} per task: workers fail such tasks unloaded (wq-redis worker "
                 f"--max-task-bytes, default {show_size(DEFAULT_MAX_TASK_BYTES)}); raise both with "
                 "WorkQueue.specify_file_limits(max_task_bytes=...) and --max-task-bytes, "
-                "or pass the data as an input file or by reference")
+                "or pass the data as an input file or by reference"
+            )
 
-    def _check_file(self, item: "InputFile", size: int) -> None:
+    def _check_file(self, item: InputFile, size: int) -> None:
         if size > self.max_file_bytes:
             what = repr(item.local) if item.local else f"buffer {item.remote!r}"
-            raise FileTooLarge(f"input file {what} ({show_size(size)}) exceeds the limit of {show_size(self.max_file_bytes)} "
-                               "per file (WorkQueue.specify_file_limits)")
+            raise FileTooLarge(
+                f"input file {what} ({show_size(size)}) exceeds the limit of {show_size(self.max_file_bytes)} "
+                "per file (WorkQueue.specify_file_limits)"
+            )
 
-    def _cached_file(self, item: "InputFile") -> tuple[str, int]:
+    def _cached_file(self, item: InputFile) -> tuple[str, int]:
         if item.data is not None:
             self._check_file(item, len(item.data))
             digest = sha256(item.data)
@@ -118,7 +150,7 @@ class FileStager:
             self._want(known[0], lambda: _read_path(path))
         return known
 
-    def _directory(self, item: "InputFile") -> tuple[str, Any, int]:
+    def _directory(self, item: InputFile) -> tuple[str, Any, int]:
         assert item.local is not None
         pack: Callable[[], bytes] = lambda: pack_directory(item.local, item.recursive, self.max_file_bytes)  # noqa: E731
         if not (item.cache and self.use_cache):
@@ -148,7 +180,7 @@ class FileStager:
         if self._confirmed.get(digest, stale - 1) < stale and not isinstance(self._pending.get(digest), bytes):
             self._pending[digest] = body
 
-    def flush(self, store: "QueueStore") -> None:
+    def flush(self, store: QueueStore) -> None:
         """Make sure Redis holds every cached input the tasks being submitted refer to."""
         if not self._pending:
             return
@@ -186,7 +218,7 @@ class FileStager:
         self._confirmed.clear()
 
 
-def _read(item: "InputFile") -> bytes:
+def _read(item: InputFile) -> bytes:
     if item.data is not None:
         return item.data
     assert item.local is not None

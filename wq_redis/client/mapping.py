@@ -12,8 +12,8 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from collections.abc import Sized
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -68,7 +68,7 @@ class PairChunkRunner:
         return [_call(self.func, x, y) for x, y in pairs]
 
 
-def auto_chunksize(queue: "WorkQueue", iterable: Iterable[Any]) -> int:
+def auto_chunksize(queue: WorkQueue, iterable: Iterable[Any]) -> int:
     """A chunksize for ``map`` when the caller gives none, as ``multiprocessing.Pool.map``
     chooses one: about ``CHUNKS_PER_SLOT`` chunks per core of the live workers, at least 1,
     at most ``MAX_CHUNK_ITEMS`` items and about ``MAX_CHUNK_BYTES`` of pickled items per
@@ -116,8 +116,9 @@ def _progress(enabled: bool | None, total: int | None, label: str) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    progress = Progress(label, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=Console(stderr=True), transient=False)
+    progress = Progress(
+        label, BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=False
+    )
     progress.start()
     progress.add_task(label, total=total)
     return progress
@@ -128,7 +129,7 @@ def _advance(bar: Any, amount: int) -> None:
         bar.advance(bar.task_ids[0], amount)
 
 
-def _finished(queue: "WorkQueue", pending: dict[int, Any], block: bool) -> list[tuple[Any, Task | None]]:
+def _finished(queue: WorkQueue, pending: dict[int, Any], block: bool) -> list[tuple[Any, Task | None]]:
     """Take the finished tasks among ``pending`` (id -> what the caller keeps for it); with
     ``block``, wait until there is at least one."""
     while True:
@@ -138,8 +139,13 @@ def _finished(queue: "WorkQueue", pending: dict[int, Any], block: bool) -> list[
         queue._retrieve(block=1.0 if queue._drained else 0.0)  # blocks only when nothing is left
 
 
-def _stream(queue: "WorkQueue", func: Callable[..., Any], calls: Iterable[tuple[Any, ...]],
-            weight: Callable[[tuple[Any, ...]], int], bar: Any) -> list[Any]:
+def _stream(
+    queue: WorkQueue,
+    func: Callable[..., Any],
+    calls: Iterable[tuple[Any, ...]],
+    weight: Callable[[tuple[Any, ...]], int],
+    bar: Any,
+) -> list[Any]:
     """Run ``func(*args)`` for each ``args`` of ``calls``; the outputs, in order."""
     slots: list[Any] = []
     pending: dict[int, tuple[int, int]] = {}  # task id -> (slot, items it stands for)
@@ -180,8 +186,13 @@ def _length(*iterables: Any) -> int | None:
     return None
 
 
-def map_tasks(queue: "WorkQueue", func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None,
-              progress: bool | None) -> list[Any]:
+def map_tasks(
+    queue: WorkQueue,
+    func: Callable[[Any], Any],
+    iterable: Iterable[Any],
+    chunksize: int | None,
+    progress: bool | None,
+) -> list[Any]:
     if chunksize is None:
         chunksize = auto_chunksize(queue, iterable)
     if chunksize < 1:
@@ -194,8 +205,14 @@ def map_tasks(queue: "WorkQueue", func: Callable[[Any], Any], iterable: Iterable
     return _flatten(_stream(queue, ChunkRunner(func), chunks, lambda args: len(args[0]), bar), sizes)
 
 
-def pair_tasks(queue: "WorkQueue", func: Callable[[Any, Any], Any], seq1: Iterable[Any], seq2: Iterable[Any],
-               chunksize: int, progress: bool | None) -> list[Any]:
+def pair_tasks(
+    queue: WorkQueue,
+    func: Callable[[Any, Any], Any],
+    seq1: Iterable[Any],
+    seq2: Iterable[Any],
+    chunksize: int,
+    progress: bool | None,
+) -> list[Any]:
     if chunksize < 1:
         raise ValueError("chunksize must be at least 1")
     bar = _progress(progress, _length(seq1, seq2), "pair")
@@ -207,8 +224,9 @@ def pair_tasks(queue: "WorkQueue", func: Callable[[Any, Any], Any], seq1: Iterab
     return _flatten(_stream(queue, PairChunkRunner(func), chunks, lambda args: len(args[0]), bar), sizes)
 
 
-def reduce_tree(queue: "WorkQueue", func: Callable[[list[Any]], Any], seq: Iterable[Any], chunksize: int,
-                progress: bool | None) -> Any:
+def reduce_tree(
+    queue: WorkQueue, func: Callable[[list[Any]], Any], seq: Iterable[Any], chunksize: int, progress: bool | None
+) -> Any:
     """Level 0 is ``seq``; element ``i`` of level ``L+1`` is ``func`` of chunk ``i`` of
     level ``L``.  A chunk is submitted once all its inputs are known."""
     if chunksize < 2:
@@ -225,10 +243,10 @@ def reduce_tree(queue: "WorkQueue", func: Callable[[list[Any]], Any], seq: Itera
     pending: dict[int, tuple[int, int]] = {}  # task id -> (level, index)
 
     def submit(chunks: list[tuple[int, int]]) -> None:
-        tasks = [PythonTask(func, levels[lv - 1][i * chunksize:(i + 1) * chunksize]) for lv, i in chunks]
+        tasks = [PythonTask(func, levels[lv - 1][i * chunksize : (i + 1) * chunksize]) for lv, i in chunks]
         for start in range(0, len(tasks), SUBMIT_BATCH):
-            ids = queue.submit_many(tasks[start:start + SUBMIT_BATCH])
-            pending.update(zip(ids, chunks[start:start + SUBMIT_BATCH]))
+            ids = queue.submit_many(tasks[start : start + SUBMIT_BATCH])
+            pending.update(zip(ids, chunks[start : start + SUBMIT_BATCH]))
 
     try:
         submit([(1, i) for i in range(len(levels[1]))])

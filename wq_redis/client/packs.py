@@ -9,7 +9,8 @@ is never packed.  Only calls that a worker runs in a batch are packed (``packabl
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..protocol.packing import dump
 from .task import PythonTask, Task
@@ -28,10 +29,17 @@ def packable(task: Task, fields: dict[str, Any]) -> bool:
     """A call a worker can run in a batch: a PythonTask with nothing but a function, small
     arguments and shared settings (no files, time limits, environment or signature)."""
     spec = task._spec
-    return (isinstance(task, PythonTask) and not spec.inputs and not spec.outputs and not spec.output_dirs
-            and not spec.env and not spec.running_time_max and not spec.end_time
-            and fields.keys() <= _PACKABLE_FIELDS
-            and len(fields.get("args", b"")) <= PACK_ARG_BYTES)
+    return (
+        isinstance(task, PythonTask)
+        and not spec.inputs
+        and not spec.outputs
+        and not spec.output_dirs
+        and not spec.env
+        and not spec.running_time_max
+        and not spec.end_time
+        and fields.keys() <= _PACKABLE_FIELDS
+        and len(fields.get("args", b"")) <= PACK_ARG_BYTES
+    )
 
 
 class PackPlanner:
@@ -65,7 +73,9 @@ class PackPlanner:
             return 1
         return max(1, min(PACK_TASKS, int(PACK_SECONDS / max(pace, 1e-6))))
 
-    def pack(self, rows: Sequence[Row], tasks: Sequence[Task], new_id: Callable[[], int]) -> tuple[list[Row], dict[int, list[int]]]:
+    def pack(
+        self, rows: Sequence[Row], tasks: Sequence[Task], new_id: Callable[[], int]
+    ) -> tuple[list[Row], dict[int, list[int]]]:
         """``rows`` (of ``tasks``) with packable calls that share everything but their
         arguments folded into packs (ids from ``new_id()``), in the order of their first
         member; also each pack's member ids."""

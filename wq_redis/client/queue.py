@@ -14,33 +14,34 @@ import collections
 import functools
 import json
 import logging
-import weakref
 import time
 import warnings
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ..protocol import gcpause
-from .asyncwait import wait_async
-from .categories import CategoryBook, cancel_category, category_stats
-from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
 from ..protocol.connection import open_client, resolve_url
-from .compat import WorkQueueCompat
-from .files import FileStager
-from .submit_buffer import SubmitBuffer
-from .mapping import map_tasks, pair_tasks, reduce_tree
 from ..protocol.packing import member_ids
-from .packs import PackPlanner
-from .reconnect import Reconnect, reconnect_timeout_from
-from .recovery import adopt_unfinished, failed_locally, new_incarnation, recover_lost_state
 from ..protocol.resources import DEFAULT_CORES, Request, queue_member
 from ..protocol.serialize import FunctionCache
 from ..protocol.signing import SignatureError, Signer, secret_from
-from .stats import Stats, stats_from_snapshot, waiting_cores
 from ..protocol.store import QueueStateLost, QueueStore, Submitted
+from .asyncwait import wait_async
+from .categories import CategoryBook, cancel_category, category_stats
+from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
+from .compat import WorkQueueCompat
+from .files import FileStager
+from .mapping import map_tasks, pair_tasks, reduce_tree
+from .packs import PackPlanner
+from .reconnect import Reconnect, reconnect_timeout_from
+from .recovery import adopt_unfinished, failed_locally, new_incarnation, recover_lost_state
+from .stats import Stats, stats_from_snapshot, waiting_cores
+from .submit_buffer import SubmitBuffer
 from .task import Task
 from .wire import apply_results, encode_task, task_from_fields, unreadable_result
 
@@ -51,6 +52,7 @@ class LocalWorkerPool(Protocol):
     """Workers a queue started on this machine (``local_workers=N``) and stops when it closes."""
 
     def stop(self, timeout: float = 10.0, wake: Callable[[str], None] | None = None) -> None: ...
+
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 ID_BLOCK = 1024  # task ids reserved per round trip
@@ -73,7 +75,7 @@ def _some(ids: Sequence[int]) -> str:
     return ", ".join(map(str, ids[:IGNORED_IDS_LOGGED])) + (" ..." if len(ids) > IGNORED_IDS_LOGGED else "")
 
 
-def _close_at_exit(queue_ref: "weakref.ref[WorkQueue]") -> None:
+def _close_at_exit(queue_ref: weakref.ref[WorkQueue]) -> None:
     """A queue the program left open (no ``close()``, no ``with``) is closed at interpreter
     exit, before the embedded Redis stops: its local workers then stop at once instead of
     retrying a server that is gone, and remove their work directories."""
@@ -128,7 +130,8 @@ class WorkQueue(WorkQueueCompat):
         if port is not None or work_queue_options:
             warnings.warn(
                 f"ignored Work Queue options {sorted(work_queue_options) + (['port'] if port else [])}: "
-                "workers find this queue through Redis", stacklevel=2,
+                "workers find this queue through Redis",
+                stacklevel=2,
             )
         self.name = str(name)
         self.keep_results = int(keep_results)
@@ -185,7 +188,7 @@ class WorkQueue(WorkQueueCompat):
         return len(self._submitted) + len(self._adopted)
 
     # -- lifecycle -------------------------------------------------------------------
-    def __enter__(self) -> "WorkQueue":
+    def __enter__(self) -> WorkQueue:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -234,13 +237,15 @@ class WorkQueue(WorkQueueCompat):
     def _start_local_redis(self) -> str:
         """The URL of a Redis to use when none is given (``redis_url``, ``WQ_REDIS_URL``,
         ``REDIS_URL``)."""
-        raise ValueError("no Redis URL: pass redis_url=, or set WQ_REDIS_URL or REDIS_URL "
-                         "(wq_redis.WorkQueue starts an embedded Redis instead)")
+        raise ValueError(
+            "no Redis URL: pass redis_url=, or set WQ_REDIS_URL or REDIS_URL "
+            "(wq_redis.WorkQueue starts an embedded Redis instead)"
+        )
 
     def _stop_local_redis(self) -> None:
         """Give back what ``_start_local_redis`` started (the queue is closing)."""
 
-    def _start_local_workers(self, count: int, resources: Mapping[str, Any] | None) -> "LocalWorkerPool":
+    def _start_local_workers(self, count: int, resources: Mapping[str, Any] | None) -> LocalWorkerPool:
         """``count`` workers on this machine for ``local_workers=``."""
         raise ValueError("local_workers= needs wq_redis.WorkQueue, which starts worker processes on this machine")
 
@@ -333,7 +338,9 @@ class WorkQueue(WorkQueueCompat):
         self._upload_functions(bodies)
         self._redis.call(lambda: self._files.flush(self._store))
         with gcpause.paused():
-            rows = [self._row(task, request, member, fields) for task, (fields, _, request, member) in zip(tasks, encoded)]
+            rows = [
+                self._row(task, request, member, fields) for task, (fields, _, request, member) in zip(tasks, encoded)
+            ]
             packs: dict[int, list[int]] = {}
             # a signature is per task, and enforced limits are watched per task: neither is packed
             if self._signer is None and not self.enforce_limits and len(rows) > 1:
@@ -394,9 +401,12 @@ class WorkQueue(WorkQueueCompat):
     def _report_replaced(self, submitted: Submitted) -> None:
         if submitted.replaced:
             ids = submitted.replaced
-            log.warning("queue %r: the hash of task(s) %s held data that this manager did not write (another client "
-                        "wrote at ids it was about to use): replaced by the task(s) it submitted", self.name,
-                        _some(ids))
+            log.warning(
+                "queue %r: the hash of task(s) %s held data that this manager did not write (another client "
+                "wrote at ids it was about to use): replaced by the task(s) it submitted",
+                self.name,
+                _some(ids),
+            )
 
     def _send_buffered(self) -> None:
         """Send the tasks ``submit`` buffered, in this thread (waiting out a Redis outage, see
@@ -407,10 +417,14 @@ class WorkQueue(WorkQueueCompat):
         except QueueStateLost as lost:
             recover_lost_state(self, lost.seen)
 
-    def _row(self, task: Task, request: Request, member: str, fields: dict[str, Any]) -> tuple[int, str, float, dict[str, Any]]:
+    def _row(
+        self, task: Task, request: Request, member: str, fields: dict[str, Any]
+    ) -> tuple[int, str, float, dict[str, Any]]:
         return self._signed_row(task, self._next_id(), member, fields)
 
-    def _signed_row(self, task: Task, task_id: int, member: str, fields: dict[str, Any]) -> tuple[int, str, float, dict[str, Any]]:
+    def _signed_row(
+        self, task: Task, task_id: int, member: str, fields: dict[str, Any]
+    ) -> tuple[int, str, float, dict[str, Any]]:
         task._id, task._fields = task_id, {}
         if self._signer is not None:
             fields["sig"] = self._signer.sign_task(task_id, _bytes_fields(fields))
@@ -461,14 +475,24 @@ class WorkQueue(WorkQueueCompat):
             taken += len(self._results) - before  # tasks it could not resubmit come back failed
         return taken
 
-    def _retrieve_once(self, max_tasks: int, block: float) -> tuple[list[tuple[int, int, dict[bytes, bytes]]], str | None,
-                                                                    Submitted]:
+    def _retrieve_once(
+        self, max_tasks: int, block: float
+    ) -> tuple[list[tuple[int, int, dict[bytes, bytes]]], str | None, Submitted]:
         acked, self._unacked = self._unacked, []
         released, self._released = self._released, []
         try:  # the tasks still buffered go first, in the same round trip
             return self._buffer.flush_into(
-                lambda submit: self._store.retrieve(max_tasks, self.keep_results, acked, block, submit, released,
-                                                    read_packs=self._signer is None, incarnation=self._incarnation))
+                lambda submit: self._store.retrieve(
+                    max_tasks,
+                    self.keep_results,
+                    acked,
+                    block,
+                    submit,
+                    released,
+                    read_packs=self._signer is None,
+                    incarnation=self._incarnation,
+                )
+            )
         except Exception:
             self._unacked = acked + self._unacked
             self._released = released + self._released
@@ -495,9 +519,13 @@ class WorkQueue(WorkQueueCompat):
             else:
                 strangers.append(task_id)
         if strangers:
-            log.warning("queue %r: ignored %d finished task(s) in the done list that this manager did not submit "
-                        "(written there by another client?): ids %s", self.name, len(strangers),
-                        _some(strangers))
+            log.warning(
+                "queue %r: ignored %d finished task(s) in the done list that this manager did not submit "
+                "(written there by another client?): ids %s",
+                self.name,
+                len(strangers),
+                _some(strangers),
+            )
         self._unacked += [ack_id for ack_id in acks if ack_id in own]
         self._released += [ack_id for ack_id in acks if ack_id not in own]
         for ack_id in own:
@@ -520,8 +548,9 @@ class WorkQueue(WorkQueueCompat):
         try:
             task = self._finished_task(task_id, fields)
         except Exception as exc:  # a last resort: the task comes back, failed, whatever it holds
-            log.warning("queue %r: the result of task %d cannot be read (%r); it comes back failed",
-                        self.name, task_id, exc)
+            log.warning(
+                "queue %r: the result of task %d cannot be read (%r); it comes back failed", self.name, task_id, exc
+            )
             task = self._submitted.pop(task_id, None) or Task("<unreadable task>")
             self._adopted.discard(task_id)
             failed_locally(task, task_id, f"its result in Redis cannot be read: {exc!r}")
@@ -538,14 +567,17 @@ class WorkQueue(WorkQueueCompat):
             try:
                 task = task_from_fields(task_id, fields)
             except Exception as exc:  # e.g. a spec without its command
-                log.warning("queue %r: task %d has an unreadable spec (%r); it comes back failed", self.name,
-                            task_id, exc)
-                return failed_locally(Task("<unreadable task spec>"), task_id,
-                                      f"the task's spec in Redis cannot be read: {exc!r}")
+                log.warning(
+                    "queue %r: task %d has an unreadable spec (%r); it comes back failed", self.name, task_id, exc
+                )
+                return failed_locally(
+                    Task("<unreadable task spec>"), task_id, f"the task's spec in Redis cannot be read: {exc!r}"
+                )
         problem = unreadable_result(fields)
         if problem is not None:
-            log.warning("queue %r: task %d has an unreadable result (%s); it comes back failed", self.name,
-                        task_id, problem)
+            log.warning(
+                "queue %r: task %d has an unreadable result (%s); it comes back failed", self.name, task_id, problem
+            )
             return failed_locally(task, task_id, f"the task's result in Redis cannot be read: {problem}")
         if self._signer is not None and b"val" in fields:
             try:
@@ -556,8 +588,11 @@ class WorkQueue(WorkQueueCompat):
         try:
             apply_results(task, task_id, fields)
         except Exception as exc:  # e.g. an output file's local path cannot be written
-            task._fields = {**task._fields, b"r": str(int(Result.OUTPUT_TRANSFER_ERROR)).encode(),
-                            b"err": f"output file could not be written on the manager: {exc}".encode()}
+            task._fields = {
+                **task._fields,
+                b"r": str(int(Result.OUTPUT_TRANSFER_ERROR)).encode(),
+                b"err": f"output file could not be written on the manager: {exc}".encode(),
+            }
         return task
 
     def _flush_acks(self) -> None:
@@ -651,7 +686,9 @@ class WorkQueue(WorkQueueCompat):
                     try:
                         ids = member_ids(fields)
                     except Exception as exc:
-                        log.warning("queue %r: cancelled pack %d has unreadable members (%r)", self.name, request[0], exc)
+                        log.warning(
+                            "queue %r: cancelled pack %d has unreadable members (%r)", self.name, request[0], exc
+                        )
                         ids = self._packs.get(request[0], [])
                     self._packs.pop(request[0], None)
                 else:
@@ -678,8 +715,13 @@ class WorkQueue(WorkQueueCompat):
         return out
 
     # -- helpers ---------------------------------------------------------------------
-    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int | None = None,
-            progress: bool | None = None) -> list[Any]:
+    def map(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        progress: bool | None = None,
+    ) -> list[Any]:
         """``[func(x) for x in iterable]`` run on the workers; results in input order.
 
         Streams: items are submitted in batches while results come back.  A failed call's
@@ -691,14 +733,21 @@ class WorkQueue(WorkQueueCompat):
         """
         return map_tasks(self, func, iterable, chunksize, progress)
 
-    def pair(self, func: Callable[[Any, Any], Any], seq1: Iterable[Any], seq2: Iterable[Any], chunksize: int = 1,
-             progress: bool | None = None) -> list[Any]:
+    def pair(
+        self,
+        func: Callable[[Any, Any], Any],
+        seq1: Iterable[Any],
+        seq2: Iterable[Any],
+        chunksize: int = 1,
+        progress: bool | None = None,
+    ) -> list[Any]:
         """``[func(x, y) for x, y in itertools.product(seq1, seq2)]`` run on the workers, in
         that order (Work Queue's ``pair``); failed calls' slots hold their exceptions."""
         return pair_tasks(self, func, seq1, seq2, chunksize, progress)
 
-    def tree_reduce(self, func: Callable[[list[Any]], Any], seq: Iterable[Any], chunksize: int = 2,
-                    progress: bool | None = None) -> Any:
+    def tree_reduce(
+        self, func: Callable[[list[Any]], Any], seq: Iterable[Any], chunksize: int = 2, progress: bool | None = None
+    ) -> Any:
         """Reduce ``seq`` to one value by calling ``func`` on consecutive chunks of up to
         ``chunksize`` elements (``func`` takes a list, e.g. ``sum`` or ``max``), then on
         chunks of those results, and so on, as Work Queue's ``tree_reduce`` does.  Chunks

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 
@@ -69,20 +70,30 @@ class Reconnect:
                 now = time.monotonic()
                 if self._down_since is None:
                     self._down_since = now
-                    log.warning("Redis at %s is unreachable (%s); queue %r waits for it for up to %g s",
-                                self.url, exc, self.queue, self.timeout)
+                    log.warning(
+                        "Redis at %s is unreachable (%s); queue %r waits for it for up to %g s",
+                        self.url,
+                        exc,
+                        self.queue,
+                        self.timeout,
+                    )
                 if now - self._down_since + delay > self.timeout:
                     waited = now - self._down_since
                     self._down_since = None  # a later call waits again, from then on
                     raise RedisUnavailable(
                         f"Redis at {self.url} has been unreachable for {waited:.0f} s (reconnect_timeout="
                         f"{self.timeout:g}): {exc}.  The tasks already submitted are kept in Redis: once it is "
-                        f"back, WorkQueue({self.queue!r}) on the same Redis re-attaches to them") from exc
+                        f"back, WorkQueue({self.queue!r}) on the same Redis re-attaches to them"
+                    ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_DELAY)
                 continue
             if self._down_since is not None:
-                log.warning("Redis at %s is back after %.1f s; queue %r goes on", self.url,
-                            time.monotonic() - self._down_since, self.queue)
+                log.warning(
+                    "Redis at %s is back after %.1f s; queue %r goes on",
+                    self.url,
+                    time.monotonic() - self._down_since,
+                    self.queue,
+                )
                 self._down_since = None
             return result

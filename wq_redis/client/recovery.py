@@ -58,7 +58,7 @@ def new_incarnation() -> str:
     return secrets.token_hex(8)
 
 
-def adopt_unfinished(queue: "WorkQueue") -> None:
+def adopt_unfinished(queue: WorkQueue) -> None:
     """Adopt the tasks a manager before this one left in the queue (see the module doc)."""
     found = queue._redis.call(queue._store.unfinished_tasks)
     adopted = 0
@@ -67,8 +67,12 @@ def adopt_unfinished(queue: "WorkQueue") -> None:
             try:
                 members = member_ids(fields)
             except Exception as exc:  # a pack not written by wq-redis: its members cannot be named
-                log.warning("queue %r: task %d looks like a pack but its members cannot be read (%r); "
-                            "not waiting for it", queue.name, hash_id, exc)
+                log.warning(
+                    "queue %r: task %d looks like a pack but its members cannot be read (%r); not waiting for it",
+                    queue.name,
+                    hash_id,
+                    exc,
+                )
                 continue
             queue._packs[hash_id] = members
             queue._pack_of.update(dict.fromkeys(members, hash_id))
@@ -88,7 +92,7 @@ def failed_locally(task: Task, task_id: int, error: str) -> Task:
     return task
 
 
-def recover_lost_state(queue: "WorkQueue", seen: str | None) -> None:
+def recover_lost_state(queue: WorkQueue, seen: str | None) -> None:
     """Redis lost the queue's state (its incarnation is ``seen`` instead of the one this
     manager attached to): attach again and resubmit every task held (see the module doc).
     Should the state be lost again before the resubmit is queued, it starts over; raises
@@ -102,16 +106,21 @@ def recover_lost_state(queue: "WorkQueue", seen: str | None) -> None:
     raise QueueStateLost(seen)
 
 
-def _recover(queue: "WorkQueue", seen: str | None) -> None:
+def _recover(queue: WorkQueue, seen: str | None) -> None:
     held = list(queue._submitted.values())
     adopted = sorted(queue._adopted)
     log.warning(
         "Redis lost the state of queue %r (its incarnation is %s, was %s: restarted without its data, or a "
         "failover to a replica that missed writes): resubmitting the %d task(s) this manager submitted that "
-        "have not come back%s", queue.name, "missing" if seen is None else repr(seen),
+        "have not come back%s",
+        queue.name,
+        "missing" if seen is None else repr(seen),
         "pending" if queue._incarnation == PENDING else repr(queue._incarnation),
-        len(held), f"; {len(adopted)} task(s) adopted from an earlier manager cannot be resubmitted and come "
-        "back failed" if adopted else "")
+        len(held),
+        f"; {len(adopted)} task(s) adopted from an earlier manager cannot be resubmitted and come back failed"
+        if adopted
+        else "",
+    )
     queue._incarnation = PENDING  # until everything held is resubmitted (see the module doc)
     incarnation, _ = queue._redis.call(lambda: queue._store.attach(new_incarnation(), queue._id_ceiling))
     queue._unacked.clear()  # acknowledging ids of the lost state would do nothing
@@ -125,13 +134,15 @@ def _recover(queue: "WorkQueue", seen: str | None) -> None:
         queue._adopted.discard(task_id)
         queue._pack_of.pop(task_id, None)
         queue._results[task_id] = failed_locally(
-            Task("<task of an earlier manager>"), task_id,
+            Task("<task of an earlier manager>"),
+            task_id,
             "Redis lost this task (its data was lost before the task finished); it was submitted by an earlier "
-            "manager of the queue, so this one cannot submit it again")
+            "manager of the queue, so this one cannot submit it again",
+        )
     resubmit(queue, held, incarnation)
 
 
-def resubmit(queue: "WorkQueue", tasks: list[Task], incarnation: str) -> None:
+def resubmit(queue: WorkQueue, tasks: list[Task], incarnation: str) -> None:
     """Submit ``tasks`` (held by the manager) again under their own ids, in the queue's new
     ``incarnation``: re-encoded, with their functions and cached files stored again, their
     submit stamps kept (see the module doc); each one alone (not packed), and in place of
@@ -154,7 +165,8 @@ def resubmit(queue: "WorkQueue", tasks: list[Task], incarnation: str) -> None:
         except Exception as exc:
             del queue._submitted[task_id]
             queue._results[task_id] = failed_locally(
-                task, task_id, f"Redis lost this task and submitting it again failed: {exc}")
+                task, task_id, f"Redis lost this task and submitting it again failed: {exc}"
+            )
             queue._category_book.finished(queue._results[task_id])
             continue
         bodies.update(needed)
@@ -169,4 +181,3 @@ def resubmit(queue: "WorkQueue", tasks: list[Task], incarnation: str) -> None:
         raise
     if rows:
         log.warning("queue %r: %d task(s) resubmitted", queue.name, len(rows))
-

@@ -32,19 +32,22 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priority, hash fields)
 T = TypeVar("T")
 
 MAX_ROWS = 10_000  # a submit that finds this many rows buffered flushes itself (back-pressure)
 MAX_BYTES = 64 << 20  # ... or this many bytes of arguments (see _size)
-IDLE_CHECK_SECONDS = 0.05  # how often an idle flusher sends rows nobody woke it for (and looks whether its queue is gone)
+IDLE_CHECK_SECONDS = (
+    0.05  # how often an idle flusher sends rows nobody woke it for (and looks whether its queue is gone)
+)
 CARRY_SECONDS = 0.005  # a lone row submitted this soon after a wait() is left for the next wait() to carry
 RETRY_MIN_SECONDS, RETRY_MAX_SECONDS = 0.05, 2.0
 LINGER_SECONDS = 0.0005  # between a wake-up and the flush
 
-_live: "weakref.WeakSet[SubmitBuffer]" = weakref.WeakSet()
+_live: weakref.WeakSet[SubmitBuffer] = weakref.WeakSet()
 
 
 class SubmitBuffer:
@@ -167,8 +170,9 @@ class SubmitBuffer:
         _live.discard(self)
 
     def _start(self) -> None:
-        self._thread = threading.Thread(target=_background, args=(weakref.ref(self), self._kick),
-                                        name="wq-redis-submit", daemon=True)
+        self._thread = threading.Thread(
+            target=_background, args=(weakref.ref(self), self._kick), name="wq-redis-submit", daemon=True
+        )
         self._thread.start()
         _live.add(self)
 
@@ -178,7 +182,7 @@ def _size(row: Row) -> int:
     return len(row[3].get("args", b""))
 
 
-def _background(ref: "weakref.ref[SubmitBuffer]", kick: threading.Event) -> None:
+def _background(ref: weakref.ref[SubmitBuffer], kick: threading.Event) -> None:
     delay = RETRY_MIN_SECONDS
     while True:
         kicked = kick.wait(IDLE_CHECK_SECONDS)
@@ -220,5 +224,6 @@ def _flush_at_exit() -> None:
         try:
             buffer.flush()
         except Exception as exc:
-            print(f"wq-redis: {len(buffer)} submitted task(s) could not be sent to Redis at exit: {exc}",
-                  file=sys.stderr)
+            print(
+                f"wq-redis: {len(buffer)} submitted task(s) could not be sent to Redis at exit: {exc}", file=sys.stderr
+            )

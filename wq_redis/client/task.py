@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import cloudpickle
 
+from ..protocol.resources import parse_class
 from .codes import WORK_QUEUE_CACHE, WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
 from .compat import TaskCompat
-from ..protocol.resources import parse_class
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Resources:
     cpu_time: float | None = None
 
     @classmethod
-    def from_json(cls, data: bytes | None) -> "Resources":
+    def from_json(cls, data: bytes | None) -> Resources:
         """Resources as a worker recorded them; a value that is not a JSON object of them
         (another client's garbage in the task's hash) reads as unknown, never raises."""
         if not data:
@@ -165,8 +166,9 @@ class Task(TaskCompat):
     # -- files -----------------------------------------------------------------------
     # Signatures as in Work Queue: ``flags`` (WORK_QUEUE_CACHE or WORK_QUEUE_NOCACHE) comes
     # before ``cache``; ``cache``, when given, wins.
-    def specify_input_file(self, local_name: str, remote_name: str | None = None, flags: int | None = None,
-                           cache: bool | None = None) -> None:
+    def specify_input_file(
+        self, local_name: str, remote_name: str | None = None, flags: int | None = None, cache: bool | None = None
+    ) -> None:
         """Copy ``local_name`` into the sandbox as ``remote_name`` (read at submit time).
 
         With ``cache=True`` the file is stored in Redis once by content hash, and each
@@ -175,20 +177,34 @@ class Task(TaskCompat):
         remote = remote_name or os.path.basename(local_name)
         self._spec.add("inputs", InputFile(local_name, _check_remote(remote), _cache_flag(flags, cache)))
 
-    def specify_buffer(self, buffer: bytes | str, remote_name: str, flags: int | None = None,
-                       cache: bool | None = None) -> None:
+    def specify_buffer(
+        self, buffer: bytes | str, remote_name: str, flags: int | None = None, cache: bool | None = None
+    ) -> None:
         """A file of the sandbox holding ``buffer``."""
         data = buffer.encode() if isinstance(buffer, str) else bytes(buffer)
         self._spec.add("inputs", InputFile(None, _check_remote(remote_name), _cache_flag(flags, cache), data))
 
-    def specify_output_file(self, local_name: str, remote_name: str | None = None, flags: int | None = None,
-                            cache: bool | None = None, failure_only: bool | None = None) -> None:
+    def specify_output_file(
+        self,
+        local_name: str,
+        remote_name: str | None = None,
+        flags: int | None = None,
+        cache: bool | None = None,
+        failure_only: bool | None = None,
+    ) -> None:
         """Bring ``remote_name`` back from the sandbox to ``local_name`` after the task."""
         remote = remote_name or os.path.basename(local_name)
         self._spec.add("outputs", (local_name, _check_remote(remote)))
 
-    def specify_file(self, local_name: str, remote_name: str | None = None, type: int | None = None,
-                     flags: int | None = None, cache: bool | None = None, failure_only: bool | None = None) -> None:
+    def specify_file(
+        self,
+        local_name: str,
+        remote_name: str | None = None,
+        type: int | None = None,
+        flags: int | None = None,
+        cache: bool | None = None,
+        failure_only: bool | None = None,
+    ) -> None:
         """Work Queue's general form: ``type`` is ``WORK_QUEUE_INPUT`` (default) or
         ``WORK_QUEUE_OUTPUT``."""
         if type == WORK_QUEUE_OUTPUT:
@@ -198,9 +214,16 @@ class Task(TaskCompat):
         else:
             raise ValueError(f"type must be WORK_QUEUE_INPUT or WORK_QUEUE_OUTPUT, got {type!r}")
 
-    def specify_directory(self, local_name: str, remote_name: str | None = None, type: int | None = None,
-                          flags: int | None = None, recursive: bool = False, cache: bool | None = None,
-                          failure_only: bool | None = None) -> None:
+    def specify_directory(
+        self,
+        local_name: str,
+        remote_name: str | None = None,
+        type: int | None = None,
+        flags: int | None = None,
+        recursive: bool = False,
+        cache: bool | None = None,
+        failure_only: bool | None = None,
+    ) -> None:
         """A directory: as input, ``local_name`` is packed at submit time and unpacked in the
         sandbox as ``remote_name``, with its contents only when ``recursive`` (else empty),
         as in Work Queue; as output (``type=WORK_QUEUE_OUTPUT``), the sandbox's
@@ -214,8 +237,10 @@ class Task(TaskCompat):
         if type == WORK_QUEUE_OUTPUT:
             self._spec.add("output_dirs", (local_name, remote))
         elif type in (None, WORK_QUEUE_INPUT):
-            self._spec.add("inputs", InputFile(local_name, remote, _cache_flag(flags, cache), directory=True,
-                                               recursive=bool(recursive)))
+            self._spec.add(
+                "inputs",
+                InputFile(local_name, remote, _cache_flag(flags, cache), directory=True, recursive=bool(recursive)),
+            )
         else:
             raise ValueError(f"type must be WORK_QUEUE_INPUT or WORK_QUEUE_OUTPUT, got {type!r}")
 

@@ -19,10 +19,9 @@ import time
 from typing import Any
 
 from ..protocol.codes import Result
-
-from .files import OUTPUT_DIR, FileStager, unpack_directory
 from ..protocol.resources import Request
 from ..protocol.serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
+from .files import OUTPUT_DIR, FileStager, unpack_directory
 from .task import InputFile, PythonTask, Task
 
 
@@ -57,8 +56,9 @@ _PLAIN_SPEC = Task("")._spec
 _PLAIN_REQUEST = Request()
 
 
-def encode_task(task: Task, request: Request, functions: FunctionCache,
-                enforce: bool = False, files: FileStager | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+def encode_task(
+    task: Task, request: Request, functions: FunctionCache, enforce: bool = False, files: FileStager | None = None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Hash fields of ``task`` (without state fields) and the function bodies it needs.
 
     Cached inputs are left with ``files`` to upload (``FileStager.flush``) before the
@@ -76,8 +76,9 @@ def encode_task(task: Task, request: Request, functions: FunctionCache,
         envelope = _envelope(task, request, enforce)
         # Only what differs from the defaults travels: a small spec keeps the task's hash in
         # Redis' compact listpack encoding (values up to 64 bytes), about 5x smaller.
-        fields["spec"] = pack_spec({k: v for k, v in envelope.items()
-                                    if k in ("kind", "command") or v != SPEC_DEFAULTS.get(k)})
+        fields["spec"] = pack_spec(
+            {k: v for k, v in envelope.items() if k in ("kind", "command") or v != SPEC_DEFAULTS.get(k)}
+        )
         if spec.max_retries:
             fields["mr"] = spec.max_retries
         if spec.category != "default":

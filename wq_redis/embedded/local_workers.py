@@ -7,7 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .server import tie_to_caller
 
@@ -21,8 +22,17 @@ class LocalWorkers:
         # Warnings and errors only: their start-up lines are noise in the user's program.
         # The resources were declared by the user of this very machine: taken as given,
         # without the warning a remote worker gives when they exceed what it detects.
-        args = [sys.executable, "-m", "wq_redis", "worker", "--queue", queue, "--log-level", "warning",
-                "--declared-as-given"]
+        args = [
+            sys.executable,
+            "-m",
+            "wq_redis",
+            "worker",
+            "--queue",
+            queue,
+            "--log-level",
+            "warning",
+            "--declared-as-given",
+        ]
         for name, value in (resources or {}).items():
             if name not in ("cores", "memory", "disk", "gpus", "tags", "lease_seconds"):
                 raise ValueError(f"unknown local worker option {name!r}")
@@ -32,20 +42,27 @@ class LocalWorkers:
         # Same machine, same modules: local workers import what the manager can import, so
         # functions of the user's own modules (pickled by reference) load on them too.
         path = [os.path.abspath(p or os.getcwd()) for p in sys.path]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in path if os.path.isdir(p))),
-               "WQ_REDIS_URL": redis_url}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in path if os.path.isdir(p))),
+            "WQ_REDIS_URL": redis_url,
+        }
         self.names: list[str] = []  # as the workers register (NAME@HOST), to wake them
         for index in range(count):
             name = f"local{index}-{os.getpid()}"
             self.names.append(f"{name}@{socket.gethostname()}")
-            self.processes.append(subprocess.Popen(
-                args + ["--name", name], stdin=subprocess.DEVNULL, env=env,
-                preexec_fn=tie_to_caller(),  # type: ignore[arg-type]
-                # Out of the terminal's process group: a Ctrl-C reaches the manager alone,
-                # which then stops them once (SIGTERM), instead of SIGINT and then SIGTERM
-                # reading as two stop requests.  They still die with it (tie_to_caller).
-                start_new_session=True,
-            ))
+            self.processes.append(
+                subprocess.Popen(
+                    args + ["--name", name],
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    preexec_fn=tie_to_caller(),  # type: ignore[arg-type]
+                    # Out of the terminal's process group: a Ctrl-C reaches the manager alone,
+                    # which then stops them once (SIGTERM), instead of SIGINT and then SIGTERM
+                    # reading as two stop requests.  They still die with it (tie_to_caller).
+                    start_new_session=True,
+                )
+            )
 
     def alive(self) -> int:
         return sum(1 for p in self.processes if p.poll() is None)

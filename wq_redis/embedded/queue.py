@@ -7,7 +7,8 @@ machine (local_workers.py).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..client.executor import Executor as ClientExecutor
 from ..client.queue import WorkQueue as ClientWorkQueue

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import quote
 
 import redis
@@ -113,19 +113,36 @@ class RedisServer:
 
     def command(self) -> list[str]:
         args = [
-            find_server_binary(), "--bind", self.host, "--port", str(self.port), "--dir", self.data_dir,
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--protected-mode", "no" if self.password or self.host in ("127.0.0.1", "::1", "localhost") else "yes",
-            "--daemonize", "no", "--loglevel", "warning",
+            find_server_binary(),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dir",
+            self.data_dir,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--protected-mode",
+            "no" if self.password or self.host in ("127.0.0.1", "::1", "localhost") else "yes",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
         ]
         if self.password:  # from stdin (see start), so `ps` never shows it
             args.insert(1, "-")
         return args + self.extra_args
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         log = open(os.path.join(self.data_dir, "server.log"), "ab")
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT,
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
             preexec_fn=tie_to_caller() if self.tie_to_parent else None,  # type: ignore[arg-type]
             # Out of the terminal's process group: a Ctrl-C meant for the program must not
@@ -144,8 +161,9 @@ class RedisServer:
         listener) may answer first, so readiness is our process answering with its pid,
         and our process exiting (its port was taken) is a failure said in one line."""
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_timeout=0.5,
-                             retry=Retry(NoBackoff(), 0))  # each probe once: a listener that is not ours may hang
+        client = redis.Redis(
+            host=self.host, port=self.port, password=self.password, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )  # each probe once: a listener that is not ours may hang
         try:
             while True:
                 if self.process is not None and self.process.poll() is not None:
@@ -161,8 +179,9 @@ class RedisServer:
                     if self.process is not None and self.process.poll() is not None:
                         self._exited()
                     self.kill()
-                    raise ServerStartFailed(f"redis server on {self.host}:{self.port} not ready after {timeout:g} s: "
-                                            f"{self.log_tail()}")
+                    raise ServerStartFailed(
+                        f"redis server on {self.host}:{self.port} not ready after {timeout:g} s: {self.log_tail()}"
+                    )
                 time.sleep(0.02)
         finally:
             client.close()
@@ -187,7 +206,7 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
 
-    def restart(self, timeout: float = 30.0) -> "RedisServer":
+    def restart(self, timeout: float = 30.0) -> RedisServer:
         """Start again on the same port and data directory (reloading the AOF)."""
         self.kill()
         return self.start(timeout)

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from ..protocol.version import __version__
 from ..protocol.sizes import MAX_TASK_BYTES
+from ..protocol.version import __version__
 from .status import status_command
 
 REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
@@ -53,8 +53,11 @@ class ByteSize(click.ParamType):
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,61 +67,160 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--redis-url", "--redis", envvar=REDIS_URL_ENV, required=True,
-              help="Redis URL, e.g. redis://:PASSWORD@HOST:6379/0 (env WQ_REDIS_URL, then REDIS_URL).")
-@click.option("--queue", "-M", envvar="WQ_QUEUE", default="default", show_default=True, help="Queue name (env WQ_QUEUE).")
+@click.option(
+    "--redis-url",
+    "--redis",
+    envvar=REDIS_URL_ENV,
+    required=True,
+    help="Redis URL, e.g. redis://:PASSWORD@HOST:6379/0 (env WQ_REDIS_URL, then REDIS_URL).",
+)
+@click.option(
+    "--queue", "-M", envvar="WQ_QUEUE", default="default", show_default=True, help="Queue name (env WQ_QUEUE)."
+)
 @click.option("--cores", envvar="WQ_CORES", type=click.IntRange(min=1), help="Cores to offer (default: CPU affinity).")
 @click.option("--memory", envvar="WQ_MEMORY", type=click.IntRange(min=0), help="Memory in MB (default: detected).")
-@click.option("--disk", envvar="WQ_DISK", type=click.IntRange(min=0), help="Disk in MB (default: free space of --workdir).")
+@click.option(
+    "--disk", envvar="WQ_DISK", type=click.IntRange(min=0), help="Disk in MB (default: free space of --workdir)."
+)
 @click.option("--gpus", envvar="WQ_GPUS", type=click.IntRange(min=0), help="GPUs (default: those NVML reports).")
 @click.option("--tags", envvar="WQ_TAGS", default="", help="Comma-separated tags to take (default: every tag).")
 @click.option("--name", envvar="WQ_WORKER_NAME", help="Worker name; shown as NAME@HOST (default: the pid).")
-@click.option("--idle-timeout", "-t", envvar="WQ_IDLE_TIMEOUT", type=float, default=0.0,
-              help="Exit after this many idle seconds (0: never).")
+@click.option(
+    "--idle-timeout",
+    "-t",
+    envvar="WQ_IDLE_TIMEOUT",
+    type=float,
+    default=0.0,
+    help="Exit after this many idle seconds (0: never).",
+)
 @click.option("--burst", is_flag=True, envvar="WQ_BURST", help="Exit once nothing is left that this worker can take.")
-@click.option("--lease-seconds", envvar="WQ_LEASE_SECONDS", type=click.FloatRange(min=0.3), default=30.0,
-              show_default=True, help="Lease length; a task whose worker is silent this long runs again.")
-@click.option("--workdir", "-s", envvar="WQ_WORKDIR", type=click.Path(file_okay=False),
-              help="Where task sandboxes live (default: a temporary directory).")
-@click.option("--max-result-bytes", envvar="WQ_MAX_RESULT_BYTES", type=click.IntRange(min=1024),
-              default=256 * 1024 * 1024, show_default=True,
-              help="Largest result (return value, output, output files) a task may send back.")
-@click.option("--max-task-bytes", envvar="WQ_MAX_TASK_BYTES", type=ByteSize(),
-              default=f"{MAX_TASK_BYTES >> 20}M", show_default=True,
-              help="Largest task (arguments, function, input files) this worker loads, e.g. 512M or 2G "
-                   "(env WQ_MAX_TASK_BYTES); a larger task fails unloaded (0: no cap).")
-@click.option("--metrics-port", envvar="WQ_METRICS_PORT", type=PortRange(),
-              help="Serve Prometheus /metrics and /healthz on this port, the first free one of a range "
-                   "(9750-9799), or any free port (0); off when not given.")
-@click.option("--metrics-addr", envvar="WQ_METRICS_ADDR", default="0.0.0.0", show_default=True,
-              help="Address the metrics server binds.")
-@click.option("--metrics-advertise", envvar="WQ_METRICS_ADVERTISE",
-              help="Host other machines scrape, recorded in Redis for service discovery "
-                   "(default: --metrics-addr, or this host's name when that is a wildcard).")
-@click.option("--reserve-after", envvar="WQ_RESERVE_AFTER", type=click.FloatRange(min=0), default=30.0,
-              show_default=True, help="A task too big for the free resources that waited this long makes "
-              "the worker take nothing smaller until it fits (0: never; big tasks may then starve).")
-@click.option("--connect-timeout", envvar="WQ_CONNECT_TIMEOUT", type=click.FloatRange(min=0), default=30.0,
-              show_default=True, help="Seconds to keep trying to reach Redis at start (wrong passwords fail at once).")
-@click.option("--secret", envvar="WQ_REDIS_SECRET",
-              help="Shared secret: run only tasks signed with it, sign results (env WQ_REDIS_SECRET).")
-@click.option("--cache-size", "cache_mb", envvar="WQ_CACHE_SIZE", type=click.IntRange(min=0), default=1024,
-              show_default=True, help="MB of cached input files (cache=True) kept for reuse, least recently used evicted.")
-@click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-@click.option("--declared-as-given", is_flag=True, hidden=True,
-              help="Take declared resources as given without warning (local workers: their user declared them).")
-def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
-           tags: str, name: str | None, idle_timeout: float, burst: bool, lease_seconds: float, workdir: str | None,
-           max_result_bytes: int, metrics_port: range | None, metrics_addr: str, metrics_advertise: str | None,
-           reserve_after: float, connect_timeout: float, secret: str | None, cache_mb: int, log_level: str,
-           max_task_bytes: int, declared_as_given: bool = False) -> None:
+@click.option(
+    "--lease-seconds",
+    envvar="WQ_LEASE_SECONDS",
+    type=click.FloatRange(min=0.3),
+    default=30.0,
+    show_default=True,
+    help="Lease length; a task whose worker is silent this long runs again.",
+)
+@click.option(
+    "--workdir",
+    "-s",
+    envvar="WQ_WORKDIR",
+    type=click.Path(file_okay=False),
+    help="Where task sandboxes live (default: a temporary directory).",
+)
+@click.option(
+    "--max-result-bytes",
+    envvar="WQ_MAX_RESULT_BYTES",
+    type=click.IntRange(min=1024),
+    default=256 * 1024 * 1024,
+    show_default=True,
+    help="Largest result (return value, output, output files) a task may send back.",
+)
+@click.option(
+    "--max-task-bytes",
+    envvar="WQ_MAX_TASK_BYTES",
+    type=ByteSize(),
+    default=f"{MAX_TASK_BYTES >> 20}M",
+    show_default=True,
+    help="Largest task (arguments, function, input files) this worker loads, e.g. 512M or 2G "
+    "(env WQ_MAX_TASK_BYTES); a larger task fails unloaded (0: no cap).",
+)
+@click.option(
+    "--metrics-port",
+    envvar="WQ_METRICS_PORT",
+    type=PortRange(),
+    help="Serve Prometheus /metrics and /healthz on this port, the first free one of a range "
+    "(9750-9799), or any free port (0); off when not given.",
+)
+@click.option(
+    "--metrics-addr",
+    envvar="WQ_METRICS_ADDR",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address the metrics server binds.",
+)
+@click.option(
+    "--metrics-advertise",
+    envvar="WQ_METRICS_ADVERTISE",
+    help="Host other machines scrape, recorded in Redis for service discovery "
+    "(default: --metrics-addr, or this host's name when that is a wildcard).",
+)
+@click.option(
+    "--reserve-after",
+    envvar="WQ_RESERVE_AFTER",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="A task too big for the free resources that waited this long makes "
+    "the worker take nothing smaller until it fits (0: never; big tasks may then starve).",
+)
+@click.option(
+    "--connect-timeout",
+    envvar="WQ_CONNECT_TIMEOUT",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to keep trying to reach Redis at start (wrong passwords fail at once).",
+)
+@click.option(
+    "--secret",
+    envvar="WQ_REDIS_SECRET",
+    help="Shared secret: run only tasks signed with it, sign results (env WQ_REDIS_SECRET).",
+)
+@click.option(
+    "--cache-size",
+    "cache_mb",
+    envvar="WQ_CACHE_SIZE",
+    type=click.IntRange(min=0),
+    default=1024,
+    show_default=True,
+    help="MB of cached input files (cache=True) kept for reuse, least recently used evicted.",
+)
+@click.option(
+    "--log-level",
+    envvar="WQ_LOG_LEVEL",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.option(
+    "--declared-as-given",
+    is_flag=True,
+    hidden=True,
+    help="Take declared resources as given without warning (local workers: their user declared them).",
+)
+def worker(
+    redis_url: str,
+    queue: str,
+    cores: int | None,
+    memory: int | None,
+    disk: int | None,
+    gpus: int | None,
+    tags: str,
+    name: str | None,
+    idle_timeout: float,
+    burst: bool,
+    lease_seconds: float,
+    workdir: str | None,
+    max_result_bytes: int,
+    metrics_port: range | None,
+    metrics_addr: str,
+    metrics_advertise: str | None,
+    reserve_after: float,
+    connect_timeout: float,
+    secret: str | None,
+    cache_mb: int,
+    log_level: str,
+    max_task_bytes: int,
+    declared_as_given: bool = False,
+) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
     from ..protocol.connection import RedisUnavailable, open_client
-    from ..worker.metrics_server import PortUnavailable
     from ..worker.loop import Worker, WorkerOptions
+    from ..worker.metrics_server import PortUnavailable
     from ..worker.resources import declared
 
     _setup_logging(log_level)
@@ -134,10 +236,20 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
 
     capacity = declared(workdir or tempfile.gettempdir(), cores, memory, disk, gpus, warn=not declared_as_given)
     options = WorkerOptions(
-        queue=queue, name=name, tags=[t.strip() for t in tags.split(",") if t.strip()], idle_timeout=idle_timeout,
-        burst=burst, lease_seconds=lease_seconds, workdir=workdir, max_result_bytes=max_result_bytes,
-        metrics_ports=metrics_port, metrics_addr=metrics_addr, metrics_advertise=metrics_advertise,
-        secret=secret.encode() if secret else None, reserve_after=reserve_after, cache_mb=cache_mb,
+        queue=queue,
+        name=name,
+        tags=[t.strip() for t in tags.split(",") if t.strip()],
+        idle_timeout=idle_timeout,
+        burst=burst,
+        lease_seconds=lease_seconds,
+        workdir=workdir,
+        max_result_bytes=max_result_bytes,
+        metrics_ports=metrics_port,
+        metrics_addr=metrics_addr,
+        metrics_advertise=metrics_advertise,
+        secret=secret.encode() if secret else None,
+        reserve_after=reserve_after,
+        cache_mb=cache_mb,
         max_task_bytes=max_task_bytes,
     )
     w = Worker(client, capacity, options)
@@ -149,27 +261,65 @@ def worker(redis_url: str, queue: str, cores: int | None, memory: int | None, di
 
 
 @main.command()
-@click.option("--redis-url", "--redis", envvar=REDIS_URL_ENV, required=True,
-              help="Redis URL (env WQ_REDIS_URL, then REDIS_URL).")
-@click.option("--queue", "-M", "queues", envvar="WQ_EXPORTER_QUEUES", multiple=True,
-              help="Export only this queue (repeatable; default: every queue found on this Redis).")
-@click.option("--port", envvar="WQ_EXPORTER_PORT", type=PortRange(), default="9750", show_default=True,
-              help="Port to serve /metrics, /sd and /healthz on (a range takes the first free one; 0 any).")
+@click.option(
+    "--redis-url", "--redis", envvar=REDIS_URL_ENV, required=True, help="Redis URL (env WQ_REDIS_URL, then REDIS_URL)."
+)
+@click.option(
+    "--queue",
+    "-M",
+    "queues",
+    envvar="WQ_EXPORTER_QUEUES",
+    multiple=True,
+    help="Export only this queue (repeatable; default: every queue found on this Redis).",
+)
+@click.option(
+    "--port",
+    envvar="WQ_EXPORTER_PORT",
+    type=PortRange(),
+    default="9750",
+    show_default=True,
+    help="Port to serve /metrics, /sd and /healthz on (a range takes the first free one; 0 any).",
+)
 @click.option("--addr", envvar="WQ_EXPORTER_ADDR", default="0.0.0.0", show_default=True, help="Address to bind.")
-@click.option("--stale-seconds", envvar="WQ_EXPORTER_STALE_SECONDS", type=click.FloatRange(min=0.5), default=10.0,
-              show_default=True, help="A worker silent this long counts as unresponsive and leaves /sd.")
-@click.option("--discover-seconds", envvar="WQ_EXPORTER_DISCOVER_SECONDS", type=click.FloatRange(min=0),
-              default=30.0, show_default=True, help="How long the list of queues (found by SCAN) is reused.")
+@click.option(
+    "--stale-seconds",
+    envvar="WQ_EXPORTER_STALE_SECONDS",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="A worker silent this long counts as unresponsive and leaves /sd.",
+)
+@click.option(
+    "--discover-seconds",
+    envvar="WQ_EXPORTER_DISCOVER_SECONDS",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="How long the list of queues (found by SCAN) is reused.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print every queue's metrics and targets as JSON once, and exit.")
-@click.option("--log-level", envvar="WQ_LOG_LEVEL", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
-def exporter(redis_url: str, queues: tuple[str, ...], port: range, addr: str, stale_seconds: float,
-             discover_seconds: float, as_json: bool, log_level: str) -> None:
+@click.option(
+    "--log-level",
+    envvar="WQ_LOG_LEVEL",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def exporter(
+    redis_url: str,
+    queues: tuple[str, ...],
+    port: range,
+    addr: str,
+    stale_seconds: float,
+    discover_seconds: float,
+    as_json: bool,
+    log_level: str,
+) -> None:
     """Export queue metrics (waiting, running, workers, counters) of every queue on a Redis
     to Prometheus, and serve Prometheus' http_sd list of the workers' metrics addresses."""
     from ..protocol.connection import RedisUnavailable, open_client
-    from .exporter import QueueExporter
     from ..worker.metrics_server import PortUnavailable
+    from .exporter import QueueExporter
 
     _setup_logging(log_level)
     try:
@@ -186,8 +336,10 @@ def exporter(redis_url: str, queues: tuple[str, ...], port: range, addr: str, st
     except PortUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     logging.getLogger("wq_redis.ops.exporter").info("serving http://%s/metrics and /sd", srv.address)
-    click.echo(json.dumps({"port": srv.port, "metrics": f"http://{srv.address}/metrics",
-                           "sd": f"http://{srv.address}/sd"}), err=False)
+    click.echo(
+        json.dumps({"port": srv.port, "metrics": f"http://{srv.address}/metrics", "sd": f"http://{srv.address}/sd"}),
+        err=False,
+    )
     sys.stdout.flush()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -198,11 +350,21 @@ def exporter(redis_url: str, queues: tuple[str, ...], port: range, addr: str, st
 
 
 @main.command()
-@click.option("--host", envvar="WQ_SERVER_HOST", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0 for workers on other hosts; then set --password).")
+@click.option(
+    "--host",
+    envvar="WQ_SERVER_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 for workers on other hosts; then set --password).",
+)
 @click.option("--port", envvar="WQ_SERVER_PORT", type=int, default=6379, show_default=True)
-@click.option("--dir", "data_dir", envvar="WQ_SERVER_DIR", type=click.Path(file_okay=False),
-              help="Data directory for the AOF (default: a temporary directory, removed at exit).")
+@click.option(
+    "--dir",
+    "data_dir",
+    envvar="WQ_SERVER_DIR",
+    type=click.Path(file_okay=False),
+    help="Data directory for the AOF (default: a temporary directory, removed at exit).",
+)
 @click.option("--password", envvar="WQ_SERVER_PASSWORD", help="Require this password (env WQ_SERVER_PASSWORD).")
 @click.option("--json", "as_json", is_flag=True, help="Print the URL as JSON once ready.")
 def server(host: str, port: int, data_dir: str | None, password: str | None, as_json: bool) -> None:

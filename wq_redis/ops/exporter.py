@@ -20,17 +20,18 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..worker.metrics_server import MetricsServer, json_route, serve
 from ..protocol.resources import parse_class, split_member
 from ..protocol.store import ExportSnapshot, QueueStore, find_queues
+from ..worker.metrics_server import MetricsServer, json_route, serve
 
 log = logging.getLogger("wq_redis.ops.exporter")
 TASK_ID = re.compile(r"(:t:)\d+")  # task keys are labelled without their id: one label, not one per task
@@ -83,16 +84,31 @@ def worker_views(snap: ExportSnapshot, stale_seconds: float) -> list[WorkerView]
             state = "draining"
         else:
             state = "busy" if leases else "idle"
-        views.append(WorkerView(name, state, age, _text(record.get(b"metrics")), _text(record.get(b"host")),
-                                _text(record.get(b"tags")), {k: int(v) for k, v in resources.items()}))
+        views.append(
+            WorkerView(
+                name,
+                state,
+                age,
+                _text(record.get(b"metrics")),
+                _text(record.get(b"host")),
+                _text(record.get(b"tags")),
+                {k: int(v) for k, v in resources.items()},
+            )
+        )
     return views
 
 
 class QueueExporter(Collector):
     """Collector of every queue's metrics, and the http_sd target list."""
 
-    def __init__(self, client: redis.Redis, queues: list[str] | None = None, discover_seconds: float = 30.0,
-                 stale_seconds: float = 10.0, result_sample: int = 1000) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        queues: list[str] | None = None,
+        discover_seconds: float = 30.0,
+        stale_seconds: float = 10.0,
+        result_sample: int = 1000,
+    ) -> None:
         self.client = client
         self.fixed_queues = list(queues or [])
         self.discover_seconds = discover_seconds
@@ -141,9 +157,17 @@ class QueueExporter(Collector):
         for queue, snap in self.snapshots().items():
             for w in worker_views(snap, self.stale_seconds):
                 if w.metrics and w.state != "unresponsive":
-                    groups.append({"targets": [w.metrics], "labels": {
-                        "queue": queue, "__meta_wq_worker": w.name, "__meta_wq_host": w.host,
-                        "__meta_wq_tags": w.tags}})
+                    groups.append(
+                        {
+                            "targets": [w.metrics],
+                            "labels": {
+                                "queue": queue,
+                                "__meta_wq_worker": w.name,
+                                "__meta_wq_host": w.host,
+                                "__meta_wq_tags": w.tags,
+                            },
+                        }
+                    )
         return groups
 
     def dump(self) -> dict[str, Any]:
@@ -153,7 +177,9 @@ class QueueExporter(Collector):
             queues[queue] = {
                 "waiting": {m: n for m, (n, _) in snap.waiting.items()},
                 "oldest_waiting_age_seconds": {m: _age(snap, sub) for m, (_, sub) in snap.waiting.items() if sub >= 0},
-                "running": snap.running, "counters": snap.counters, "with_results": snap.finished,
+                "running": snap.running,
+                "counters": snap.counters,
+                "with_results": snap.finished,
                 "result_bytes": _result_bytes(snap),
                 "workers": [vars(w) for w in worker_views(snap, self.stale_seconds)],
                 "broken_keys": dict(snap.broken),
@@ -181,8 +207,11 @@ class QueueExporter(Collector):
             yield GaugeMetricFamily("wq_redis_memory_used_bytes", "Memory Redis uses (INFO memory).", value=memory)
         yield GaugeMetricFamily("wq_exporter_queues", "Queues found on this Redis.", value=len(snapshots))
         yield from queue_metrics(snapshots, self.stale_seconds)
-        yield GaugeMetricFamily("wq_exporter_scrape_duration_seconds", "Time this scrape spent reading Redis.",
-                                value=time.monotonic() - started)
+        yield GaugeMetricFamily(
+            "wq_exporter_scrape_duration_seconds",
+            "Time this scrape spent reading Redis.",
+            value=time.monotonic() - started,
+        )
 
     def _memory(self) -> int | None:
         """Redis' used memory, or None for a user without INFO (a read-only ACL user)."""
@@ -198,8 +227,14 @@ class QueueExporter(Collector):
     def serve(self, bind: str, ports: range, advertise: str | None = None) -> MetricsServer:
         """``/metrics``, ``/sd`` (alias ``/http_sd``) and ``/healthz`` on the first free port."""
         sd = json_route(self.targets)
-        self.server = serve(self.registry, bind, ports, {"/sd": sd, "/http_sd": sd, "/healthz": self._health},
-                            advertise, name="exporter")
+        self.server = serve(
+            self.registry,
+            bind,
+            ports,
+            {"/sd": sd, "/http_sd": sd, "/healthz": self._health},
+            advertise,
+            name="exporter",
+        )
         return self.server
 
     def _health(self) -> tuple[int, str, bytes]:
@@ -228,17 +263,26 @@ def _result_bytes(snap: ExportSnapshot) -> float:
 def queue_metrics(snapshots: dict[str, ExportSnapshot], stale_seconds: float) -> Iterable[Metric]:
     """The metric families of every queue (each family once, with a ``queue`` label)."""
     per_class = ["queue", "resource_class", "tag"]
-    waiting = GaugeMetricFamily("wq_tasks_waiting", "Tasks waiting for a worker, by resource class and tag.",
-                                labels=per_class)
-    oldest = GaugeMetricFamily("wq_oldest_waiting_task_age_seconds", "Age of the longest-waiting task of each "
-                               "resource class and tag (since submission).", labels=per_class)
-    running = GaugeMetricFamily("wq_tasks_running", "Task attempts holding a lease, by resource class and tag.",
-                                labels=per_class)
-    finished = GaugeMetricFamily("wq_tasks_with_results", "Finished tasks waiting for the manager to retrieve them.",
-                                 labels=["queue"])
-    result_bytes = GaugeMetricFamily("wq_result_bytes", "Bytes of results (output, return values, output files) "
-                                     "held in Redis for the manager; estimated from a sample when many wait.",
-                                     labels=["queue"])
+    waiting = GaugeMetricFamily(
+        "wq_tasks_waiting", "Tasks waiting for a worker, by resource class and tag.", labels=per_class
+    )
+    oldest = GaugeMetricFamily(
+        "wq_oldest_waiting_task_age_seconds",
+        "Age of the longest-waiting task of each resource class and tag (since submission).",
+        labels=per_class,
+    )
+    running = GaugeMetricFamily(
+        "wq_tasks_running", "Task attempts holding a lease, by resource class and tag.", labels=per_class
+    )
+    finished = GaugeMetricFamily(
+        "wq_tasks_with_results", "Finished tasks waiting for the manager to retrieve them.", labels=["queue"]
+    )
+    result_bytes = GaugeMetricFamily(
+        "wq_result_bytes",
+        "Bytes of results (output, return values, output files) "
+        "held in Redis for the manager; estimated from a sample when many wait.",
+        labels=["queue"],
+    )
     workers = GaugeMetricFamily("wq_workers", "Workers listed in Redis, by state.", labels=["queue", "state"])
     cores = {
         "workers": GaugeMetricFamily("wq_workers_cores", "Cores offered by responsive workers.", labels=["queue"]),
@@ -251,9 +295,13 @@ def queue_metrics(snapshots: dict[str, ExportSnapshot], stale_seconds: float) ->
         "waiting": GaugeMetricFamily("wq_tasks_waiting_gpus", "GPUs the waiting tasks ask for.", labels=["queue"]),
     }
     counters = {key: CounterMetricFamily(name, text, labels=["queue"]) for key, (name, text) in COUNTERS.items()}
-    broken = GaugeMetricFamily("wq_queue_unreadable_keys", "Keys of the queue this scrape could not read (a wrong "
-                               "type written by another client, or not readable by the exporter's Redis user): "
-                               "1 each, by key (a task's id shown as *).", labels=["queue", "key"])
+    broken = GaugeMetricFamily(
+        "wq_queue_unreadable_keys",
+        "Keys of the queue this scrape could not read (a wrong "
+        "type written by another client, or not readable by the exporter's Redis user): "
+        "1 each, by key (a task's id shown as *).",
+        labels=["queue", "key"],
+    )
     for queue, snap in snapshots.items():
         held = {"workers": [0, 0], "running": [0, 0], "waiting": [0, 0]}
         for member, (count, submitted) in snap.waiting.items():
@@ -283,8 +331,18 @@ def queue_metrics(snapshots: dict[str, ExportSnapshot], stale_seconds: float) ->
             family.add_metric([queue], snap.counters.get(key, 0))
         for key in sorted({TASK_ID.sub(r"\1*", key) for key, _ in snap.broken}):
             broken.add_metric([queue, key], 1)
-    yield from (waiting, oldest, running, finished, result_bytes, workers, *cores.values(), *gpus.values(),
-                *counters.values(), broken)
+    yield from (
+        waiting,
+        oldest,
+        running,
+        finished,
+        result_bytes,
+        workers,
+        *cores.values(),
+        *gpus.values(),
+        *counters.values(),
+        broken,
+    )
 
 
 def _add_held(total: list[int], cls: str, count: int) -> None:

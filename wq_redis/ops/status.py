@@ -16,17 +16,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import click
-import redis
 
-from ..protocol.report import RESOURCES, QueueUnreadable, gather
+from ..protocol.report import QueueUnreadable, gather
+
 
 # -- rendering ---------------------------------------------------------------------------
 def _resources(values: dict[str, int]) -> str:
-    return " ".join(f"{values.get(name, 0)}{unit}" for name, unit in
-                    (("cores", "c"), ("memory", "M"), ("disk", "D"), ("gpus", "g")))
+    return " ".join(
+        f"{values.get(name, 0)}{unit}" for name, unit in (("cores", "c"), ("memory", "M"), ("disk", "D"), ("gpus", "g"))
+    )
 
 
 def _age(seconds: float | None) -> str:
@@ -53,14 +54,19 @@ def _table(title: str, *runs: tuple[str, ...]) -> Any:
 def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool) -> Any:
     """The rich tables of a report (a Group, printable or usable in a Live display)."""
     from rich.console import Group
+
     parts: list[Any] = []
     queues = report["queues"]
     only_queues = not (workers or tasks or categories)
     if only_queues:
-        table = _table("queues", ("QUEUE",), ("WAITING", "RUNNING", "RESULTS", "DONE", "FAILED", "CANCELLED", "WORKERS"))
+        table = _table(
+            "queues", ("QUEUE",), ("WAITING", "RUNNING", "RESULTS", "DONE", "FAILED", "CANCELLED", "WORKERS")
+        )
         for q in queues:
-            table.add_row(q["name"], *(str(q[k]) for k in
-                                       ("waiting", "running", "with_results", "done", "failed", "cancelled", "workers")))
+            table.add_row(
+                q["name"],
+                *(str(q[k]) for k in ("waiting", "running", "with_results", "done", "failed", "cancelled", "workers")),
+            )
         parts.append(table)
         waiting = _table("waiting by resource class and tag", ("QUEUE", "CLASS", "TAG"), ("TASKS",))
         for q in queues:
@@ -69,29 +75,59 @@ def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool)
         if waiting.row_count:
             parts.append(waiting)
     if workers:
-        table = _table("workers", ("QUEUE", "WORKER", "HOST", "RESOURCES", "IN USE"), ("RUNNING", "DONE"),
-                       ("TAGS",), ("HEARTBEAT",))
+        table = _table(
+            "workers",
+            ("QUEUE", "WORKER", "HOST", "RESOURCES", "IN USE"),
+            ("RUNNING", "DONE"),
+            ("TAGS",),
+            ("HEARTBEAT",),
+        )
         for q in queues:
             for w in q["worker_list"]:
-                table.add_row(q["name"], w["name"], w["host"], _resources(w["resources"]), _resources(w["in_use"]),
-                              str(w["tasks_running"]), str(w["tasks_done"]), ",".join(w["tags"]) or "(all)",
-                              _age(w["last_heartbeat_s"]) + " ago")
+                table.add_row(
+                    q["name"],
+                    w["name"],
+                    w["host"],
+                    _resources(w["resources"]),
+                    _resources(w["in_use"]),
+                    str(w["tasks_running"]),
+                    str(w["tasks_done"]),
+                    ",".join(w["tags"]) or "(all)",
+                    _age(w["last_heartbeat_s"]) + " ago",
+                )
         parts.append(table)
     if tasks:
-        table = _table("tasks", ("QUEUE",), ("ID",), ("STATE", "TAG", "CATEGORY", "CLASS", "WORKER"), ("ATTEMPTS", "AGE"))
+        table = _table(
+            "tasks", ("QUEUE",), ("ID",), ("STATE", "TAG", "CATEGORY", "CLASS", "WORKER"), ("ATTEMPTS", "AGE")
+        )
         for q in queues:
             for t in q["tasks"]:
                 name = str(t["id"]) if t["tasks"] == 1 else f"{t['id']} (pack of {t['tasks']})"
-                table.add_row(q["name"], name, t["state"], t["tag"] or "-", t["category"], t["class"],
-                              t["worker"] or "-", str(t["attempts"]), _age(t["age_s"]))
+                table.add_row(
+                    q["name"],
+                    name,
+                    t["state"],
+                    t["tag"] or "-",
+                    t["category"],
+                    t["class"],
+                    t["worker"] or "-",
+                    str(t["attempts"]),
+                    _age(t["age_s"]),
+                )
         parts.append(table)
     if categories:
         table = _table("categories", ("QUEUE", "CATEGORY", "MAX RESOURCES"), ("WAITING", "RUNNING", "RESULTS"))
         for q in queues:
             for cat in q["categories"]:
                 declared = cat["max_resources"]
-                table.add_row(q["name"], cat["name"], _resources(declared) if declared else "-",
-                              str(cat["waiting"]), str(cat["running"]), str(cat["with_results"]))
+                table.add_row(
+                    q["name"],
+                    cat["name"],
+                    _resources(declared) if declared else "-",
+                    str(cat["waiting"]),
+                    str(cat["running"]),
+                    str(cat["with_results"]),
+                )
         parts.append(table)
     if not queues:
         parts.append("no queues on this Redis")
@@ -100,20 +136,44 @@ def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool)
 
 # -- the command -------------------------------------------------------------------------
 @click.command("status")
-@click.option("--redis-url", "--redis", envvar=["WQ_REDIS_URL", "REDIS_URL"], required=True,
-              help="Redis URL (env WQ_REDIS_URL, then REDIS_URL).")
+@click.option(
+    "--redis-url",
+    "--redis",
+    envvar=["WQ_REDIS_URL", "REDIS_URL"],
+    required=True,
+    help="Redis URL (env WQ_REDIS_URL, then REDIS_URL).",
+)
 @click.option("--queue", "-M", "queues", multiple=True, help="Queue to show (repeatable; default: every queue found).")
 @click.option("--workers", "-W", is_flag=True, help="List workers: host, resources, tasks, last heartbeat.")
 @click.option("--tasks", "-T", is_flag=True, help="List tasks: id, state, tag, category, worker, age.")
 @click.option("--categories", "-A", is_flag=True, help="List categories: declared resources, tasks.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Most tasks listed per queue (and per ready queue scanned).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Most tasks listed per queue (and per ready queue scanned).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @click.option("--watch", is_flag=True, help="Redraw the tables until Ctrl-C.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
-              help="Seconds between redraws with --watch.")
-def status_command(redis_url: str, queues: tuple[str, ...], workers: bool, tasks: bool, categories: bool,
-                   limit: int, as_json: bool, watch: bool, interval: float) -> None:
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between redraws with --watch.",
+)
+def status_command(
+    redis_url: str,
+    queues: tuple[str, ...],
+    workers: bool,
+    tasks: bool,
+    categories: bool,
+    limit: int,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+) -> None:
     """Show the queues, workers, tasks and categories on a Redis (reads only)."""
     from rich.console import Console
 

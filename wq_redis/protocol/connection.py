@@ -30,11 +30,13 @@ def check_url(url: str) -> None:
     """Raise ValueError, in one line that shows how to write it, for a URL redis-py
     cannot parse (``localhost:6379`` has no scheme; redis-py's own error is a traceback
     deep in its connection pool)."""
-    scheme, sep, rest = url.partition("://")
+    scheme, sep, _ = url.partition("://")
     if not sep or scheme.lower() not in URL_SCHEMES:
         shown = safe_url(f"redis://{url}").removeprefix("redis://")
-        raise ValueError(f"Redis URL {shown!r} has no redis:// scheme: write redis://{shown} "
-                         "(rediss:// for TLS, unix:///path/to/redis.sock for a socket)")
+        raise ValueError(
+            f"Redis URL {shown!r} has no redis:// scheme: write redis://{shown} "
+            "(rediss:// for TLS, unix:///path/to/redis.sock for a socket)"
+        )
     try:
         redis.ConnectionPool.from_url(url)
     except ValueError as exc:
@@ -66,8 +68,10 @@ def open_client(url: str, wait_seconds: float = 2.0, **client_options: Any) -> r
             if "NOAUTH" in message or "WRONGPASS" in message:
                 raise RedisUnavailable(f"Redis at {safe_url(url)} needs a password: {exc}") from None
             if "DENIED" in message:
-                raise RedisUnavailable(f"Redis at {safe_url(url)} refuses remote clients (protected mode): "
-                                       "give it a password or bind it to this host only") from None
+                raise RedisUnavailable(
+                    f"Redis at {safe_url(url)} refuses remote clients (protected mode): "
+                    "give it a password or bind it to this host only"
+                ) from None
             raise
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.monotonic() + delay > deadline:
@@ -102,8 +106,11 @@ def settings_of(client: redis.Redis) -> dict[str, Any]:
     """What another process needs to open a client like ``client`` (address, credentials,
     TLS options: the plain values of its connection pool), picklable."""
     pool = client.connection_pool
-    plain = {name: value for name, value in pool.connection_kwargs.items()
-             if isinstance(value, (str, int, float, bool, type(None))) and not name.startswith("orig_")}
+    plain = {
+        name: value
+        for name, value in pool.connection_kwargs.items()
+        if isinstance(value, (str, int, float, bool, type(None))) and not name.startswith("orig_")
+    }
     return {"connection_class": pool.connection_class, "kwargs": plain}
 
 

@@ -70,8 +70,10 @@ def pack_directory(root: str, recursive: bool = True, max_file_bytes: int | None
             info.uname = info.gname = ""
             if info.isfile():
                 if max_file_bytes is not None and info.size > max_file_bytes:
-                    raise FileTooLarge(f"file {path!r} ({show_size(info.size)}) exceeds the limit of "
-                                       f"{show_size(max_file_bytes)} per input file")
+                    raise FileTooLarge(
+                        f"file {path!r} ({show_size(info.size)}) exceeds the limit of "
+                        f"{show_size(max_file_bytes)} per input file"
+                    )
                 with open(path, "rb") as handle:
                     tar.addfile(info, handle)
             elif info.isdir() or info.issym():

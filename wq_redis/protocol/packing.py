@@ -31,15 +31,14 @@ and a manager with a secret hands a pack back as one failed task (``unread``).
 from __future__ import annotations
 
 import io
-import json
 import pickle
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .codes import Result
 
 MEMBERS, ARGS, RESULTS, CANCELLED = b"n", b"pa", b"pr", b"pc:"
 _PACK_FIELDS = frozenset({MEMBERS, ARGS, RESULTS, b"nc", b"nf", b"fids", b"vks"})
-
 
 
 class _PlainData(pickle.Unpickler):
@@ -103,7 +102,9 @@ def member_ids(fields: dict[bytes, bytes]) -> list[int]:
 
 def shared_fields(fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
     """A pack's fields that are every member's: function, spec, lease, worker, times."""
-    return {name: value for name, value in fields.items() if name not in _PACK_FIELDS and not name.startswith(CANCELLED)}
+    return {
+        name: value for name, value in fields.items() if name not in _PACK_FIELDS and not name.startswith(CANCELLED)
+    }
 
 
 def member_rows(pack_id: int, fields: dict[bytes, bytes]) -> list[tuple[int, dict[bytes, bytes]]]:
@@ -135,8 +136,10 @@ def unread(pack_id: int, fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
     kept in the message."""
     kept = {name: value for name, value in shared_fields(fields).items() if name not in _RESULT_VALUE_FIELDS}
     said = fields.get(b"err", b"").decode(errors="replace")
-    error = (f"refused: task {pack_id} came back as a pack of tasks (fields n/pa), which a manager with a "
-             "secret never submits: its members and results were not unpickled")
+    error = (
+        f"refused: task {pack_id} came back as a pack of tasks (fields n/pa), which a manager with a "
+        "secret never submits: its members and results were not unpickled"
+    )
     kept[b"r"] = b"%d" % Result.UNKNOWN
     kept[b"err"] = (error + (f"; the worker said: {said}" if said else "")).encode()
     return kept
@@ -145,8 +148,9 @@ def unread(pack_id: int, fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
 _RESULT_VALUE_FIELDS = frozenset({b"val", b"vk", b"rsig"})
 
 
-def member_fields(fields: dict[bytes, bytes],
-                  members: list[tuple[int, bytes | None]]) -> Iterable[tuple[int, dict[bytes, bytes]]]:
+def member_fields(
+    fields: dict[bytes, bytes], members: list[tuple[int, bytes | None]]
+) -> Iterable[tuple[int, dict[bytes, bytes]]]:
     """A claimed pack as its ``members``' (``claimed_members``) (id, fields) to run: shared
     fields plus arguments."""
     shared = shared_fields(fields)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 
@@ -32,8 +33,9 @@ def _class_dict(name: str) -> dict[str, int]:
     return {r: getattr(request, r) for r in RESOURCES}
 
 
-def queue_report(view: QueueView, now_us: int, workers: bool, tasks: bool, categories: bool,
-                 limit: int) -> dict[str, Any]:
+def queue_report(
+    view: QueueView, now_us: int, workers: bool, tasks: bool, categories: bool, limit: int
+) -> dict[str, Any]:
     """Everything ``status`` shows of one queue, as plain data (what ``--json`` prints)."""
     snap = view.snapshot()
     c = snap.counters
@@ -76,27 +78,36 @@ def _workers(view: QueueView, snap: Any, now_us: int) -> list[dict[str, Any]]:
     for name, record in sorted(snap.workers.items()):
         status = json.loads(record.get(b"status", b"{}") or b"{}")
         beat = beats.get(name)
-        out.append({
-            "name": name,
-            "host": record.get(b"host", b"").decode(),
-            "tags": [t for t in record.get(b"tags", b"").decode().split(",") if t],
-            "resources": json.loads(record.get(b"resources", b"{}") or b"{}"),
-            "in_use": in_use.get(name, dict.fromkeys(RESOURCES, 0)),
-            "tasks_running": running.get(name, 0),
-            "tasks_done": status.get("done", 0),
-            "last_heartbeat_s": None if beat is None else round(now_us / 1e6 - beat / 1e3, 3),
-            "version": record.get(b"version", b"").decode(),
-        })
+        out.append(
+            {
+                "name": name,
+                "host": record.get(b"host", b"").decode(),
+                "tags": [t for t in record.get(b"tags", b"").decode().split(",") if t],
+                "resources": json.loads(record.get(b"resources", b"{}") or b"{}"),
+                "in_use": in_use.get(name, dict.fromkeys(RESOURCES, 0)),
+                "tasks_running": running.get(name, 0),
+                "tasks_done": status.get("done", 0),
+                "last_heartbeat_s": None if beat is None else round(now_us / 1e6 - beat / 1e3, 3),
+                "version": record.get(b"version", b"").decode(),
+            }
+        )
     return out
 
 
 def _task_dict(row: Any, now_us: int) -> dict[str, Any]:
     return {
-        "id": row.id, "state": row.state, "tag": row.tag, "category": row.category, "class": row.resource_class,
-        "worker": row.worker, "attempts": row.attempts, "tasks": row.tasks,
+        "id": row.id,
+        "state": row.state,
+        "tag": row.tag,
+        "category": row.category,
+        "class": row.resource_class,
+        "worker": row.worker,
+        "attempts": row.attempts,
+        "tasks": row.tasks,
         "age_s": None if row.submitted_us is None else round((now_us - row.submitted_us) / 1e6, 3),
-        "running_s": None if row.started_us is None or row.state != "RUNNING" else
-        round((now_us - row.started_us) / 1e6, 3),
+        "running_s": None
+        if row.started_us is None or row.state != "RUNNING"
+        else round((now_us - row.started_us) / 1e6, 3),
     }
 
 
@@ -104,17 +115,26 @@ def _categories(view: QueueView, rows: list[Any]) -> list[dict[str, Any]]:
     declared = view.declared_categories()
     counts = count_by(rows, "category", "state")
     names = sorted(set(declared) | {category for category, _ in counts})
-    return [{
-        "name": name,
-        "max_resources": declared.get(name, {}),
-        "waiting": counts.get((name, "READY"), 0),
-        "running": counts.get((name, "RUNNING"), 0),
-        "with_results": counts.get((name, "WAITING_RETRIEVAL"), 0),
-    } for name in names]
+    return [
+        {
+            "name": name,
+            "max_resources": declared.get(name, {}),
+            "waiting": counts.get((name, "READY"), 0),
+            "running": counts.get((name, "RUNNING"), 0),
+            "with_results": counts.get((name, "WAITING_RETRIEVAL"), 0),
+        }
+        for name in names
+    ]
 
 
-def gather(client: redis.Redis, queues: Iterable[str] | None, workers: bool = False, tasks: bool = False,
-           categories: bool = False, limit: int = 100) -> dict[str, Any]:
+def gather(
+    client: redis.Redis,
+    queues: Iterable[str] | None,
+    workers: bool = False,
+    tasks: bool = False,
+    categories: bool = False,
+    limit: int = 100,
+) -> dict[str, Any]:
     """The status of the named queues (or of every queue found) as one JSON-able dict."""
     names = list(queues) if queues else discover_queues(client)
     views = [QueueView(client, name) for name in names]

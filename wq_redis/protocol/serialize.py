@@ -16,7 +16,8 @@ import pickle
 import sys
 import types
 import weakref
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import cloudpickle
 
@@ -63,9 +64,16 @@ def task_spec(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
 
 _NUMBER = (int, float)
 _SPEC_TYPES: dict[str, Any] = {  # the entries a worker reads, and what each must be (wire._envelope)
-    "command": str, "env": dict, "inputs": list, "outputs": list, "output_dirs": list,
-    "running_time_max": _NUMBER, "end_time": _NUMBER, "enforce": bool,
-    "memory": _NUMBER + (type(None),), "disk": _NUMBER + (type(None),),
+    "command": str,
+    "env": dict,
+    "inputs": list,
+    "outputs": list,
+    "output_dirs": list,
+    "running_time_max": _NUMBER,
+    "end_time": _NUMBER,
+    "enforce": bool,
+    "memory": _NUMBER + (type(None),),
+    "disk": _NUMBER + (type(None),),
 }
 
 
@@ -78,7 +86,7 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
         raise EnvelopeError("task spec of a command task has no 'command'")
     for name, kinds in _SPEC_TYPES.items():
         value = spec.get(name)
-        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) and kinds is not bool):
+        if value is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and kinds is not bool)):
             raise EnvelopeError(f"task spec entry {name!r} is {value!r}, which a worker cannot use")
     env = spec.get("env") or {}
     if not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in env.items()):
@@ -86,8 +94,12 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
     for name in ("inputs", "outputs", "output_dirs"):
         for pair in spec.get(name) or ():
             # (the worker reads the remote name; the local one may be None: a value staged from memory)
-            if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str)
-                    and (pair[0] is None or isinstance(pair[0], str))):
+            if not (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and isinstance(pair[1], str)
+                and (pair[0] is None or isinstance(pair[0], str))
+            ):
                 raise EnvelopeError(f"task spec entry {name!r} holds {pair!r}, not a [local, remote] pair")
     return spec
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 # What the worker reads of a task hash to build what it runs and unpickles: the spec
 # (kind, command, env, files, limits), the function digest, the arguments, and a pack's

@@ -11,9 +11,10 @@ import enum
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import redis
 from redis._parsers import Encoder
@@ -82,7 +83,9 @@ class CommandPacker:
                 return [hiredis.pack_command(args)]
             except TypeError:  # a type hiredis does not take: redis-py's path says which
                 pass
-        elif command == "SET" and len(args) > 2 and isinstance(args[2], (bytes, memoryview)) and len(args[2]) > BIG_VALUE:
+        elif (
+            command == "SET" and len(args) > 2 and isinstance(args[2], (bytes, memoryview)) and len(args[2]) > BIG_VALUE
+        ):
             return self._python.pack(*args)
         return self._fast.pack(*args)
 
@@ -116,8 +119,9 @@ def script_source(name: str) -> str:
     the wrong type, reading counts) is written once."""
     scripts = importlib_resources.files("wq_redis.protocol").joinpath("scripts")
     source = scripts.joinpath(f"{name}.lua").read_text()
-    return _INCLUDE.sub(lambda found: scripts.joinpath("include", f"{found.group(1)}.lua").read_text().rstrip("\n"),
-                        source)
+    return _INCLUDE.sub(
+        lambda found: scripts.joinpath("include", f"{found.group(1)}.lua").read_text().rstrip("\n"), source
+    )
 
 
 def _load_script(client: redis.Redis, name: str) -> Any:
@@ -132,7 +136,9 @@ def _flat_to_dict(flat: Sequence[bytes]) -> Fields:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-def _value_beside(fields: dict[str, Any], key: str, calls: list[tuple[str, list[str], list[Any]]]) -> tuple[dict[str, Any], bool]:
+def _value_beside(
+    fields: dict[str, Any], key: str, calls: list[tuple[str, list[str], list[Any]]]
+) -> tuple[dict[str, Any], bool]:
     """Result ``fields`` whose return value over BIG_VALUE goes to ``key`` by a plain SET
     just before the script, in the same pipeline (a memoryview as the worker's child sent
     it, never copied; Lua would copy it twice): "vk" names it, and complete.lua deletes it
@@ -144,8 +150,6 @@ def _value_beside(fields: dict[str, Any], key: str, calls: list[tuple[str, list[
     fields = {name: v for name, v in fields.items() if name != "val"}
     fields["vk"] = key
     return fields, True
-
-
 
 
 def _broken(rows: Sequence[Sequence[bytes]]) -> list[tuple[str, str]]:
@@ -161,8 +165,11 @@ def _tasks_by_worker(running: Sequence[Sequence[Any]]) -> dict[str, int]:
 
 def _counters(flat: Sequence[bytes]) -> dict[str, int]:
     """The stats hash's counters, without the pack_* bookkeeping the scripts fold in."""
-    return {name.decode(errors="replace"): int(v) for name, v in _flat_to_dict(flat).items()
-            if not name.startswith(b"pack_") and v.lstrip(b"-").isdigit()}  # another client's junk: skipped
+    return {
+        name.decode(errors="replace"): int(v)
+        for name, v in _flat_to_dict(flat).items()
+        if not name.startswith(b"pack_") and v.lstrip(b"-").isdigit()
+    }  # another client's junk: skipped
 
 
 class QueueStateLost(Exception):
@@ -172,8 +179,10 @@ class QueueStateLost(Exception):
     again and resubmits what it holds (recovery.py)."""
 
     def __init__(self, seen: str | None) -> None:
-        super().__init__(f"Redis lost the queue's state (its incarnation is {'missing' if seen is None else repr(seen)}): "
-                         "nothing was queued; the manager attaches again and resubmits the tasks it holds")
+        super().__init__(
+            f"Redis lost the queue's state (its incarnation is {'missing' if seen is None else repr(seen)}): "
+            "nothing was queued; the manager attaches again and resubmits the tasks it holds"
+        )
         self.seen = seen
 
 
@@ -186,7 +195,7 @@ class Submitted:
     lost: QueueStateLost | None = None  # set when (part of) the batch was refused: nothing of that part queued
 
     @classmethod
-    def of(cls, calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> "Submitted":
+    def of(cls, calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> Submitted:
         """The submit.lua answers among a pipeline's, folded into one (the other calls skipped)."""
         done = cls()
         for call, answer in zip(calls, answers):
@@ -224,9 +233,9 @@ class Delivery(enum.Enum):
             Delivery.RECORDED: "it was recorded",
             Delivery.LEASE_LOST: "its lease was lost (the task was given to another attempt)",
             Delivery.TASK_GONE: "the task no longer exists in Redis (cancelled, or another attempt "
-                                "finished it and the manager retrieved it)",
+            "finished it and the manager retrieved it)",
             Delivery.QUEUE_LOST: "the task no longer exists in Redis, nor does its queue's state "
-                                 "(Redis lost its data; the manager resubmits the tasks it holds)",
+            "(Redis lost its data; the manager resubmits the tasks it holds)",
             Delivery.RETRY: "a key it writes holds the wrong type (held, and sent again)",
         }[self]
 
@@ -240,7 +249,9 @@ class Claimed:
     member: str
     fields: Fields
     follows: bool = False  # runs after the task claimed before it, on that task's resources
-    refused: str = ""  # why the worker must fail it unloaded (over --max-task-bytes, unreadable); fields are then its small ones
+    refused: str = (
+        ""  # why the worker must fail it unloaded (over --max-task-bytes, unreadable); fields are then its small ones
+    )
     refused_code: int = 0  # the result code of that failure (codes.Result)
 
 
@@ -280,15 +291,27 @@ def find_queues(client: redis.Redis, count: int = 1000) -> list[str]:
         for key in client.scan_iter(match=f"wq:{{*}}:{suffix}", count=count, _type=kind):
             text = key.decode() if isinstance(key, bytes) else key
             if text.startswith("wq:{") and text.endswith("}:" + suffix):
-                names.add(text[4:-len(suffix) - 2])
+                names.add(text[4 : -len(suffix) - 2])
     return sorted(names)
 
 
 class QueueStore:
     """Redis operations of one queue."""
 
-    SCRIPTS = ("submit", "claim", "renew", "complete", "release", "reap", "retrieve", "cancel", "stats", "export",
-               "attach", "reserve")
+    SCRIPTS = (
+        "submit",
+        "claim",
+        "renew",
+        "complete",
+        "release",
+        "reap",
+        "retrieve",
+        "cancel",
+        "stats",
+        "export",
+        "attach",
+        "reserve",
+    )
 
     def __init__(self, client: redis.Redis, queue: str, one_thread: bool = False) -> None:
         """``one_thread``: only one thread ever uses this store; its round trips then keep
@@ -306,8 +329,11 @@ class QueueStore:
         """Run one script many times in one pipeline (one round trip)."""
         return self._pipeline([(name, keys, args) for keys, args in calls])
 
-    def _pipeline(self, calls: Sequence[tuple[str, list[str], list[Any]]],
-                  early: tuple[int, Callable[[list[Any]], None]] | None = None) -> list[Any]:
+    def _pipeline(
+        self,
+        calls: Sequence[tuple[str, list[str], list[Any]]],
+        early: tuple[int, Callable[[list[Any]], None]] | None = None,
+    ) -> list[Any]:
         """Run scripts in one pipeline (one round trip); answers in order.
 
         Sends EVALSHA directly: redis-py's pipelines would first ask SCRIPT EXISTS, a second
@@ -352,8 +378,9 @@ class QueueStore:
             todo = [index for index in todo if index in retry or (index > retry[0] and calls[index][0] == "retrieve")]
         raise RuntimeError("scripts could not be loaded into Redis")
 
-    def _round_trip(self, commands: list[tuple[Any, ...]],
-                    early: tuple[int, Callable[[list[Any]], None]] | None = None) -> list[Any]:
+    def _round_trip(
+        self, commands: list[tuple[Any, ...]], early: tuple[int, Callable[[list[Any]], None]] | None = None
+    ) -> list[Any]:
         """Send ``commands`` at once and read their answers (an error reply is its
         exception, in its place).  What redis-py's pipeline does, without the per-command
         bookkeeping that was a fifth of a task's Python on each side of a round trip:
@@ -401,8 +428,9 @@ class QueueStore:
         state Redis lost), with the id counter moved past ``highest_id``; also whether tasks
         may be outstanding in it (see attach.lua)."""
         k = self.keys
-        token, busy = self._scripts["attach"](keys=[k.incarnation, k.seq, k.stats, k.done, k.retrieving],
-                                              args=[new_token, highest_id])
+        token, busy = self._scripts["attach"](
+            keys=[k.incarnation, k.seq, k.stats, k.done, k.retrieving], args=[new_token, highest_id]
+        )
         return token.decode(), bool(busy)
 
     def unfinished_tasks(self, count: int = 1000) -> dict[int, Fields]:
@@ -419,7 +447,7 @@ class QueueStore:
                 ids.append(int(found.group(1)))
         out: dict[int, Fields] = {}
         for first in range(0, len(ids), count):
-            chunk = ids[first:first + count]
+            chunk = ids[first : first + count]
             pipe = self.client.pipeline(transaction=False)
             for task_id in chunk:
                 pipe.hmget(k.task(task_id), ["s", "q", packing.MEMBERS.decode()])
@@ -430,14 +458,16 @@ class QueueStore:
                         out[task_id][packing.MEMBERS] = members
         packs = [task_id for task_id, fields in out.items() if packing.MEMBERS in fields]
         for first in range(0, len(packs), count):
-            chunk = packs[first:first + count]
+            chunk = packs[first : first + count]
             pipe = self.client.pipeline(transaction=False)
             for task_id in chunk:
                 pipe.hgetall(k.task(task_id))
             for task_id, fields in zip(chunk, pipe.execute()):
-                out[task_id] = {name: value for name, value in fields.items()
-                                if name in (b"s", b"q", packing.MEMBERS, packing.ARGS, b"nc")
-                                or name.startswith(packing.CANCELLED)}
+                out[task_id] = {
+                    name: value
+                    for name, value in fields.items()
+                    if name in (b"s", b"q", packing.MEMBERS, packing.ARGS, b"nc") or name.startswith(packing.CANCELLED)
+                }
         return out
 
     def reserve_ids(self, count: int, above: int = 0) -> range:
@@ -496,8 +526,9 @@ class QueueStore:
             raise done.lost
         return done
 
-    def _submit_calls(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]],
-                      incarnation: str) -> list[tuple[str, list[str], list[Any]]]:
+    def _submit_calls(
+        self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]], incarnation: str
+    ) -> list[tuple[str, list[str], list[Any]]]:
         k = self.keys
         calls: list[tuple[str, list[str], list[Any]]] = []
         chunk: list[tuple[int, str, float, dict[str, Any]]] = []
@@ -523,8 +554,9 @@ class QueueStore:
             calls.append(self._submit_call(chunk, incarnation))
         return calls
 
-    def _submit_call(self, rows: Sequence[tuple[int, str, float, dict[str, Any]]],
-                     incarnation: str) -> tuple[str, list[str], list[Any]]:
+    def _submit_call(
+        self, rows: Sequence[tuple[int, str, float, dict[str, Any]]], incarnation: str
+    ) -> tuple[str, list[str], list[Any]]:
         k = self.keys
         members: dict[str, int] = {}
         task_keys = []
@@ -535,8 +567,14 @@ class QueueStore:
                 index = members[member] = len(members) + 1
             task_keys.append(k.task(task_id))
             # "sub" (wire.encode_task) tells this task's own earlier write from a stranger's hash
-            task_args += (index, repr(-float(priority)) if priority else "0", padded_id(task_id), fields.get("n", 1),
-                          fields["sub"], len(fields))
+            task_args += (
+                index,
+                repr(-float(priority)) if priority else "0",
+                padded_id(task_id),
+                fields.get("n", 1),
+                fields["sub"],
+                len(fields),
+            )
             for item in fields.items():
                 task_args += item
         keys = [k.registry, k.new_queue_wake, k.stats, k.incarnation, k.done_wake]
@@ -544,9 +582,17 @@ class QueueStore:
             keys += (k.ready(member), k.wake(member), k.fifo(member))
         return "submit", keys + task_keys, [incarnation, len(members), *members, *task_args]
 
-    def retrieve(self, max_tasks: int, keep_seconds: int, acked: Sequence[int], block: float = 0.0,
-                 submit: Sequence[tuple[int, str, float, dict[str, Any]]] = (), released: Sequence[int] = (),
-                 read_packs: bool = True, incarnation: str = "") -> tuple[list[tuple[int, int, Fields]], str | None, Submitted]:
+    def retrieve(
+        self,
+        max_tasks: int,
+        keep_seconds: int,
+        acked: Sequence[int],
+        block: float = 0.0,
+        submit: Sequence[tuple[int, str, float, dict[str, Any]]] = (),
+        released: Sequence[int] = (),
+        read_packs: bool = True,
+        incarnation: str = "",
+    ) -> tuple[list[tuple[int, int, Fields]], str | None, Submitted]:
         """Acknowledge ``acked`` (their life in Redis ends), release ``released`` (taken, but
         not the manager's: only out of the in-flight set) and take up to ``max_tasks`` more
         finished tasks, as (id to acknowledge, task id, fields): a pack's members share the
@@ -564,8 +610,13 @@ class QueueStore:
         calls = self._submit_calls(submit, incarnation)
         if block > 0:
             calls.append(("blpop", [k.done_wake], [max(block, 0.001)]))
-        calls.append(("retrieve", [k.done, k.stats, k.retrieving, k.incarnation],
-                      [k.prefix, max_tasks, keep_seconds, len(acked), *acked, *released]))
+        calls.append(
+            (
+                "retrieve",
+                [k.done, k.stats, k.retrieving, k.incarnation],
+                [k.prefix, max_tasks, keep_seconds, len(acked), *acked, *released],
+            )
+        )
         answers = self._pipeline(calls)
         submitted = Submitted.of(calls, answers)
         rows, found = answers[-1]
@@ -577,7 +628,10 @@ class QueueStore:
                     if not read_packs:
                         tasks.append((int(task_id), int(task_id), packing.unread(int(task_id), fields)))
                         continue
-                    tasks += [(int(task_id), member_id, member) for member_id, member in packing.member_rows(int(task_id), fields)]
+                    tasks += [
+                        (int(task_id), member_id, member)
+                        for member_id, member in packing.member_rows(int(task_id), fields)
+                    ]
                 else:
                     tasks.append((int(task_id), int(task_id), fields))
         big = [fields for _, _, fields in tasks if b"vk" in fields]
@@ -602,8 +656,9 @@ class QueueStore:
         request the hash's fields as they were, or None when there was nothing to cancel."""
         k = self.keys
         answers = self._call_many(
-            "cancel", [([k.task(i), k.leases, k.done, k.stats], [k.prefix, i, "" if m is None else m])
-                       for i, m in requests])
+            "cancel",
+            [([k.task(i), k.leases, k.done, k.stats], [k.prefix, i, "" if m is None else m]) for i, m in requests],
+        )
         return [_flat_to_dict(flat) if flat else None for flat in answers]
 
     def ids_with_tag(self, tag: str) -> list[int]:
@@ -637,7 +692,10 @@ class QueueStore:
     def snapshot(self, worker_timeout_ms: int) -> Snapshot:
         k = self.keys
         queues, running, with_results, counters, workers, running_tasks, broken = self._read_only(
-            "stats", [k.registry, k.leases, k.done, k.stats, k.workers], [k.prefix, worker_timeout_ms, time.time_ns() // 1000])
+            "stats",
+            [k.registry, k.leases, k.done, k.stats, k.workers],
+            [k.prefix, worker_timeout_ms, time.time_ns() // 1000],
+        )
         return Snapshot(
             waiting={m.decode(): int(n) for m, n in queues},
             running=int(running),
@@ -652,15 +710,27 @@ class QueueStore:
     def export_snapshot(self, levels: int = 16, sample: int = 1000) -> ExportSnapshot:
         k = self.keys
         now_us, waiting, running, counters, workers, finished, result_bytes, sampled, broken = self._read_only(
-            "export", [k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving], [k.prefix, levels, sample, time.time_ns() // 1000])
+            "export",
+            [k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving],
+            [k.prefix, levels, sample, time.time_ns() // 1000],
+        )
         return ExportSnapshot(
             now_us=int(now_us),
             waiting={m.decode(): (int(n), int(oldest)) for m, n, oldest in waiting},
             running={m.decode(): int(n) for m, n in running},
             counters=_counters(counters),
-            workers={w[0].decode(): (int(float(w[1])), int(w[2]), dict(zip(
-                (b"status", b"metrics", b"host", b"tags", b"resources"), w[3:]))) for w in workers},
-            finished=int(finished), result_bytes=int(result_bytes), sampled=int(sampled), broken=_broken(broken),
+            workers={
+                w[0].decode(): (
+                    int(float(w[1])),
+                    int(w[2]),
+                    dict(zip((b"status", b"metrics", b"host", b"tags", b"resources"), w[3:])),
+                )
+                for w in workers
+            },
+            finished=int(finished),
+            result_bytes=int(result_bytes),
+            sampled=int(sampled),
+            broken=_broken(broken),
         )
 
     def _read_only(self, name: str, keys: list[str], args: list[Any]) -> Any:
@@ -676,11 +746,22 @@ class QueueStore:
 
     # -- worker side ---------------------------------------------------------------
     def claim(
-        self, worker: str, free: dict[str, int], tags: Sequence[str], max_tasks: int, lease_ms: int,
-        token_prefix: str, results: Sequence[tuple[int, str, dict[str, Any]]] = (),
-        total: dict[str, int] | None = None, reserve_after_ms: int = 0, followers: int = 0,
-        follower_bytes: int = 0, wake_on: Sequence[str] | None = None, block_seconds: float = 1.0,
-        delivered: Callable[[list[Delivery]], None] | None = None, max_task_bytes: int = 0,
+        self,
+        worker: str,
+        free: dict[str, int],
+        tags: Sequence[str],
+        max_tasks: int,
+        lease_ms: int,
+        token_prefix: str,
+        results: Sequence[tuple[int, str, dict[str, Any]]] = (),
+        total: dict[str, int] | None = None,
+        reserve_after_ms: int = 0,
+        followers: int = 0,
+        follower_bytes: int = 0,
+        wake_on: Sequence[str] | None = None,
+        block_seconds: float = 1.0,
+        delivered: Callable[[list[Delivery]], None] | None = None,
+        max_task_bytes: int = 0,
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
     ) -> tuple[list[Claimed], list[str], list[Delivery]]:
         """Deliver finished ``results`` (see ``complete``: per result a ``Delivery``) and
@@ -704,11 +785,29 @@ class QueueStore:
         ``on_broken`` as (key, error) pairs; a wake key among them is left out of the
         waits for BROKEN_WAKE_SECONDS."""
         k = self.keys
-        claim_args = [k.prefix, worker, free["cores"], free["memory"], free["disk"], free["gpus"],
-                      "\n".join(tags), max_tasks, lease_ms, token_prefix]
+        claim_args = [
+            k.prefix,
+            worker,
+            free["cores"],
+            free["memory"],
+            free["disk"],
+            free["gpus"],
+            "\n".join(tags),
+            max_tasks,
+            lease_ms,
+            token_prefix,
+        ]
         total = total or free
-        claim_args += [total["cores"], total["memory"], total["disk"], total["gpus"], reserve_after_ms,
-                       followers, follower_bytes, max_task_bytes]
+        claim_args += [
+            total["cores"],
+            total["memory"],
+            total["disk"],
+            total["gpus"],
+            reserve_after_ms,
+            followers,
+            follower_bytes,
+            max_task_bytes,
+        ]
         calls = self._complete_calls(results)
         told: list[bool] = []
 
@@ -725,8 +824,10 @@ class QueueStore:
                 calls.append(("blpop", names, [max(block_seconds, 0.001)]))
             else:  # every key to wait on is broken: wait here, or the worker would spin
                 time.sleep(block_seconds)
-        answers = self._pipeline(calls + [("claim", [k.registry, k.leases, k.stats], claim_args)],
-                                 early=(delivering, tell) if delivering and delivered is not None else None)
+        answers = self._pipeline(
+            calls + [("claim", [k.registry, k.leases, k.stats], claim_args)],
+            early=(delivering, tell) if delivering and delivered is not None else None,
+        )
         tell(answers[:delivering])
         claimed, eligible, broken = answers[-1]
         found = self._complete_broken(calls, answers) + _broken(broken)
@@ -734,9 +835,18 @@ class QueueStore:
             found += self._find_broken_wake(names, answers[-2])
         if found and on_broken is not None:
             on_broken(found)
-        tasks = [Claimed(int(row[0]), row[1].decode(), row[2].decode(), _flat_to_dict(row[3]), bool(row[4]),
-                         row[5].decode() if len(row) > 5 else "", int(row[6]) if len(row) > 6 else 0)
-                 for row in claimed]
+        tasks = [
+            Claimed(
+                int(row[0]),
+                row[1].decode(),
+                row[2].decode(),
+                _flat_to_dict(row[3]),
+                bool(row[4]),
+                row[5].decode() if len(row) > 5 else "",
+                int(row[6]) if len(row) > 6 else 0,
+            )
+            for row in claimed
+        ]
         self._read_big_fields(tasks)
         return tasks, [m.decode() for m in eligible], self._accepted(calls, answers)
 
@@ -766,8 +876,13 @@ class QueueStore:
         """Large fields (arguments, input files) kept beside their tasks, named by "big":
         plain GETs, one round trip for all (they never change once submitted).  Keys as
         bytes, as claim.lua measured them: a name is whatever bytes the hash holds."""
-        big = [(task, name) for task in tasks if b"big" in task.fields
-               for name in task.fields.pop(b"big").split(b"\n") if name]
+        big = [
+            (task, name)
+            for task in tasks
+            if b"big" in task.fields
+            for name in task.fields.pop(b"big").split(b"\n")
+            if name
+        ]
         if not big:
             return
         pipe = self.client.pipeline(transaction=False)
@@ -798,8 +913,9 @@ class QueueStore:
         except redis.ResponseError as exc:
             if not _wrong_type(exc):
                 raise
-            raise KeyUnreadable(f"{what} cannot be read: {key} holds another type ({exc}); "
-                                "delete or repair that key") from None
+            raise KeyUnreadable(
+                f"{what} cannot be read: {key} holds another type ({exc}); delete or repair that key"
+            ) from None
 
     def ring_worker(self, worker: str) -> None:
         key = self.keys.worker_wake(worker)
@@ -808,8 +924,11 @@ class QueueStore:
         pipe.ltrim(key, 0, 0)
         pipe.execute()
 
-    def complete(self, results: Sequence[tuple[int, str, dict[str, Any]]],
-                 on_broken: Callable[[list[tuple[str, str]]], None] | None = None) -> list[Delivery]:
+    def complete(
+        self,
+        results: Sequence[tuple[int, str, dict[str, Any]]],
+        on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> list[Delivery]:
         """Record results in one round trip; per result, whether it was (or why not:
         ``Delivery.RETRY`` where a key it writes holds the wrong type and nothing of it was
         written: hold it and send it again).  Those keys go to ``on_broken`` as (key,
@@ -821,7 +940,9 @@ class QueueStore:
             on_broken(found)
         return self._accepted(calls, answers)
 
-    def _complete_calls(self, results: Sequence[tuple[int, str, dict[str, Any]]]) -> list[tuple[str, list[str], list[Any]]]:
+    def _complete_calls(
+        self, results: Sequence[tuple[int, str, dict[str, Any]]]
+    ) -> list[tuple[str, list[str], list[Any]]]:
         """complete.lua calls for ``results``: many tasks per call, split so that no call
         carries more than COMPLETE_BATCH tasks or (past its first task) COMPLETE_BYTES."""
         k = self.keys
@@ -847,7 +968,9 @@ class QueueStore:
             calls.append(("complete", fixed + keys, args))
         return calls
 
-    def _member_values(self, fields: dict[str, Any], token: str, calls: list[tuple[str, list[str], list[Any]]]) -> dict[str, Any]:
+    def _member_values(
+        self, fields: dict[str, Any], token: str, calls: list[tuple[str, list[str], list[Any]]]
+    ) -> dict[str, Any]:
         """A pack's result fields with its members' results as one value; a member's large
         return value is stored beside (a SET before the script, as for a task's "vk"),
         named in "vks"."""
@@ -869,13 +992,25 @@ class QueueStore:
         return [Delivery(a) for call, answer in zip(calls, answers) if call[0] == "complete" for a in answer[0]]
 
     @staticmethod
-    def _complete_broken(calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]) -> list[tuple[str, str]]:
+    def _complete_broken(
+        calls: Sequence[tuple[str, list[str], list[Any]]], answers: Sequence[Any]
+    ) -> list[tuple[str, str]]:
         """The keys complete.lua calls found of the wrong type (answers not come yet skipped)."""
-        return [pair for call, answer in zip(calls, answers) if call[0] == "complete" and answer
-                for pair in _broken(answer[1])]
+        return [
+            pair
+            for call, answer in zip(calls, answers)
+            if call[0] == "complete" and answer
+            for pair in _broken(answer[1])
+        ]
 
-    def renew(self, worker: str, status: str, held: dict[int, str], lease_ms: int,
-              on_broken: Callable[[list[tuple[str, str]]], None] | None = None) -> tuple[list[int], bool]:
+    def renew(
+        self,
+        worker: str,
+        status: str,
+        held: dict[int, str],
+        lease_ms: int,
+        on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
+    ) -> tuple[list[int], bool]:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and
         whether its record is still there (False after a reaper gave it up for dead, or
         when its key holds another type: registering again replaces it).  Keys of the

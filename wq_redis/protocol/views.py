@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import redis
 
@@ -31,7 +32,7 @@ def discover_queues(client: redis.Redis) -> list[str]:
     for pattern in ("wq:{*}:stats", "wq:{*}:workers"):
         for key in client.scan_iter(match=pattern, count=1000):
             text = key.decode() if isinstance(key, bytes) else key
-            names.add(text[len("wq:{"):text.rindex("}:")])
+            names.add(text[len("wq:{") : text.rindex("}:")])
     return sorted(names)
 
 
@@ -73,7 +74,9 @@ class QueueView:
 
     def heartbeats(self) -> dict[str, int]:
         """Worker name -> last heartbeat (Redis ms)."""
-        return {name.decode(): int(score) for name, score in self.client.zrange(self.keys.workers, 0, -1, withscores=True)}
+        return {
+            name.decode(): int(score) for name, score in self.client.zrange(self.keys.workers, 0, -1, withscores=True)
+        }
 
     def declared_categories(self) -> dict[str, dict[str, int]]:
         """Category -> the resources its tasks get when they declare none (as the managers set them)."""
@@ -111,12 +114,20 @@ class QueueView:
             if state is None:
                 continue  # retrieved or cancelled meanwhile
             cls, tag = split_member(member or "|")
-            rows.append(TaskRow(
-                id=task_id, state=TaskState(int(state)).name, resource_class=cls, tag=tag,
-                category=category or "default", worker=worker if state != "1" else None,
-                attempts=int(attempts or 0), submitted_us=_int(sub), started_us=_int(started),
-                tasks=int(members) - int(cancelled or 0) if members else 1,
-            ))
+            rows.append(
+                TaskRow(
+                    id=task_id,
+                    state=TaskState(int(state)).name,
+                    resource_class=cls,
+                    tag=tag,
+                    category=category or "default",
+                    worker=worker if state != "1" else None,
+                    attempts=int(attempts or 0),
+                    submitted_us=_int(sub),
+                    started_us=_int(started),
+                    tasks=int(members) - int(cancelled or 0) if members else 1,
+                )
+            )
         return rows[:limit]
 
     def ids_with_category(self, category: str, limit: int = 1_000_000) -> list[int]:

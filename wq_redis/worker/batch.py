@@ -15,8 +15,9 @@ batch to run task by task, so the failure lands on the task that caused it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..protocol import packing
 from ..protocol.serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
@@ -34,7 +35,7 @@ _NEEDS_OWN_RUN = ("inputs", "outputs", "output_dirs", "running_time_max", "end_t
 class Attempt:
     """A claimed attempt this worker holds a lease on, from claim until delivery."""
 
-    __slots__ = ("task_id", "token", "fields", "members", "cancelled", "_stop")
+    __slots__ = ("_stop", "cancelled", "fields", "members", "task_id", "token")
 
     def __init__(self, claimed: Claimed) -> None:
         self.task_id = claimed.task_id
@@ -114,7 +115,7 @@ class PackMember:
     """One call of a claimed pack: what a batch needs of a task.  ``fields`` are the
     pack's shared fields (one dict for all its members), ``args`` the member's own."""
 
-    __slots__ = ("task_id", "fields", "args")
+    __slots__ = ("args", "fields", "task_id")
 
     def __init__(self, task_id: int, fields: dict[bytes, bytes], args: bytes | None) -> None:
         self.task_id = task_id
@@ -139,8 +140,9 @@ def calls_of(attempts: list[Attempt]) -> tuple[list[Attempt | PackMember], list[
     return calls, owners
 
 
-def attempt_results(attempts: list[Attempt], calls: list[Attempt | PackMember], owners: list[int],
-                    fields: list[dict[str, Any] | None]) -> list[dict[str, Any] | None]:
+def attempt_results(
+    attempts: list[Attempt], calls: list[Attempt | PackMember], owners: list[int], fields: list[dict[str, Any] | None]
+) -> list[dict[str, Any] | None]:
     """Per attempt, its result fields from its calls' (a pack's: ``packing.pack_results``)."""
     members: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in attempts]
     out: list[dict[str, Any] | None] = [None] * len(attempts)
@@ -172,8 +174,13 @@ class QuickBatch:
     """One batch of quick attempts on one slot's resources (with a secret, each one's
     hash verified as a whole before: ``Worker._verified``)."""
 
-    def __init__(self, attempts: list[Attempt | PackMember], specs: list[dict[str, Any]], slot: Slot,
-                 while_running: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        attempts: list[Attempt | PackMember],
+        specs: list[dict[str, Any]],
+        slot: Slot,
+        while_running: Callable[[], None] | None = None,
+    ) -> None:
         self.attempts = attempts
         self.while_running = while_running  # called once the child has the batch
         self.specs = specs
@@ -214,6 +221,7 @@ class QuickBatch:
     def _call(self, calls: list[tuple[int, str, bytes | None, dict[str, Any]]]) -> list[dict[str, Any]] | None:
         """The replies, or None when the batch must run one by one (ChildDied and
         Interrupted go to ``run``)."""
+
         def call(proc: WarmProcess) -> list[dict[str, Any]]:
             # The child's own sandbox, made once: it empties it after every call, and a
             # directory made and removed per batch cost ~90 us on our disks.
@@ -229,5 +237,6 @@ class QuickBatch:
             return None  # name, too large or unreadable: one by one, each such task fails on its own
 
     def _fields(self, attempt: Attempt | PackMember, outcome: Outcome, wall: float) -> dict[str, Any]:
-        return result_fields(attempt.task_id, outcome, {}, wall, self.slot.max_result_bytes, self.slot.signer,
-                             named_host(attempt.fields))
+        return result_fields(
+            attempt.task_id, outcome, {}, wall, self.slot.max_result_bytes, self.slot.signer, named_host(attempt.fields)
+        )

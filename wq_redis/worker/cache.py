@@ -17,7 +17,8 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 
 class _Entry(NamedTuple):
@@ -89,8 +90,9 @@ class FileCache:
         except Exception as exc:  # Redis away: this attempt fails as INPUT_MISSING
             raise OSError(f"cannot fetch cached input {digest[:12]}: {exc}") from None
         if data is None:
-            raise FileNotFoundError(f"cached input {digest[:12]} is no longer in Redis (expired or evicted); "
-                                    "submit the task again")
+            raise FileNotFoundError(
+                f"cached input {digest[:12]} is no longer in Redis (expired or evicted); submit the task again"
+            )
         if hashlib.sha256(data).hexdigest() != digest:
             raise OSError(f"cached input {digest[:12]} arrived corrupted")
         fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".part-")

@@ -47,7 +47,7 @@ class Channel:
                 pass  # the system's limit stands; only slower
 
     @classmethod
-    def from_fd(cls, fd: int) -> "Channel":
+    def from_fd(cls, fd: int) -> Channel:
         return cls(socket.socket(fileno=fd))
 
     def fileno(self) -> int:

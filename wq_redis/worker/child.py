@@ -20,7 +20,8 @@ import tempfile
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import cloudpickle
 
@@ -82,9 +83,11 @@ def _import_hint(exc: Exception) -> str:
     if not isinstance(exc, ImportError) or not exc.name:
         return ""
     module = exc.name.partition(".")[0]
-    return (f"; module {module!r} is not importable here: add its directory to the worker's PYTHONPATH, "
-            f"or have the manager send it by value (cloudpickle.register_pickle_by_value({module}) "
-            "before submitting)")
+    return (
+        f"; module {module!r} is not importable here: add its directory to the worker's PYTHONPATH, "
+        f"or have the manager send it by value (cloudpickle.register_pickle_by_value({module}) "
+        "before submitting)"
+    )
 
 
 def _flush_streams() -> None:
@@ -125,6 +128,7 @@ class Child:
         claims for its worker never imports redis or opens a connection."""
         if self._lane is None:
             from wq_redis.worker.lane import ChildLane
+
             self._lane = ChildLane(self)
             gc.freeze()  # what it imported lives as long as this process: out of the collector's sight
         return self._lane
@@ -198,8 +202,13 @@ class Child:
             value, reply["status"] = exc, "raised"
         reply["value"] = out_of_band(_dump_result(value, reply))
 
-    def run_batch(self, calls: list[tuple[int, str, bytes | None, dict[str, str | None]]], bodies: dict[str, bytes],
-                  env: dict[str, str | None], cwd: str) -> dict[str, Any]:
+    def run_batch(
+        self,
+        calls: list[tuple[int, str, bytes | None, dict[str, str | None]]],
+        bodies: dict[str, bytes],
+        env: dict[str, str | None],
+        cwd: str,
+    ) -> dict[str, Any]:
         """Run short calls back to back: (task id, digest, args, the task's own variables).
 
         One message each way for the whole batch.  Each call's output is the captured

@@ -39,7 +39,8 @@ SIMPLE = re.compile(r"[ \t]*[A-Za-z0-9_./:,+%@=-]+(?:[ \t]+[A-Za-z0-9_./:,+%@=-]
 DASH_WORDS = frozenset(
     ". : [ alias bg break cd chdir command continue echo eval exec exit export false fg getopts hash jobs kill "
     "local printf pwd read readonly return set shift test times trap true type ulimit umask unalias unset wait "
-    "case do done elif else esac fi for if in then until while".split())
+    "case do done elif else esac fi for if in then until while".split()
+)
 QUIET_SIGNALS = (signal.SIGINT, signal.SIGPIPE)  # dash prints no message for these
 
 

@@ -105,16 +105,22 @@ class Guardian:
         lifeline, control = max(self.lifeline, read_fd) + 1, max(self.lifeline, read_fd) + 2
         try:
             self._pid = os.posix_spawn(
-                sys.executable, [sys.executable, "-I", "-S", os.path.abspath(__file__), str(lifeline), str(control)],
-                os.environ, setsid=True,
-                file_actions=[(os.POSIX_SPAWN_DUP2, self.lifeline, lifeline), (os.POSIX_SPAWN_DUP2, read_fd, control),
-                              (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)],
+                sys.executable,
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), str(lifeline), str(control)],
+                os.environ,
+                setsid=True,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, self.lifeline, lifeline),
+                    (os.POSIX_SPAWN_DUP2, read_fd, control),
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                ],
             )
         finally:
             os.close(read_fd)
         self._write_fd, self._owner = write_fd, os.getpid()
-        records = b"".join(b"E" + key + b"\0" if pid is None else b"S%d %s\0" % (pid, key)
-                           for key, pid in self._live.items())
+        records = b"".join(
+            b"E" + key + b"\0" if pid is None else b"S%d %s\0" % (pid, key) for key, pid in self._live.items()
+        )
         if records:
             os.write(write_fd, records)
 

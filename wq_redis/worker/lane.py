@@ -34,8 +34,9 @@ import select
 import struct
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -104,7 +105,7 @@ def lane_task(claimed: list[Claimed]) -> Claimed | None:
 class ChildLane:
     """The child's side: one connection to Redis, kept while the child lives."""
 
-    def __init__(self, child: "Child") -> None:
+    def __init__(self, child: Child) -> None:
         self.child = child
         self._store: QueueStore | None = None
         self._settings: tuple[dict[str, Any], str] | None = None
@@ -142,13 +143,19 @@ class ChildLane:
                 return {"lane": "end", "error": f"claim failed ({exc})"}
             claim["wake_on"] = eligible
             if results and not delivered:  # not recorded now (a key it writes is broken): the worker holds it
-                return {"lane": "end", "undelivered": _sendable(results[0][2]), "claimed": claimed,
-                        "eligible": eligible, "broken": broken}
+                return {
+                    "lane": "end",
+                    "undelivered": _sendable(results[0][2]),
+                    "claimed": claimed,
+                    "eligible": eligible,
+                    "broken": broken,
+                }
             task = lane_task(claimed)
             if task is None or broken:  # broken keys: the worker reports them (log, metrics)
                 return {"lane": "end", "claimed": claimed, "eligible": eligible, "broken": broken}
-            self._record(("claimed", task.task_id, task.token, task.member, task.fields.get(b"sub"),
-                          task.fields.get(b"ts")))
+            self._record(
+                ("claimed", task.task_id, task.token, task.member, task.fields.get(b"sub"), task.fields.get(b"ts"))
+            )
             started = time.perf_counter()
             try:
                 fields = self._run(store, spec, task)
@@ -167,8 +174,9 @@ class ChildLane:
                     return {"lane": "end", "undelivered": _sendable(fields), "eligible": eligible, "broken": broken}
                 return {"lane": "end", "eligible": eligible, "broken": broken}
 
-    def _recorder(self, token: str, fields: dict[str, Any], wall: float,
-                  delivered: list[bool]) -> Callable[[list[bool]], None]:
+    def _recorder(
+        self, token: str, fields: dict[str, Any], wall: float, delivered: list[bool]
+    ) -> Callable[[list[bool]], None]:
         """What writes a task's done record once Redis answered for its result."""
         summary = {name: fields[name] for name in ("r", "meas") if name in fields}
 
@@ -177,6 +185,7 @@ class ChildLane:
                 return
             delivered.append(True)
             self._record(("done", token, accepted[0], summary, wall))
+
         return done
 
     def _record(self, record: tuple[Any, ...]) -> None:
@@ -199,8 +208,9 @@ class ChildLane:
         key = (spec.redis, spec.queue)
         if self._store is None or self._settings != key:
             # named for operators: CLIENT LIST tells a lane's connection from its worker's
-            self._store = QueueStore(client_from(spec.redis, lane_client_name(spec.claim["worker"])), spec.queue,
-                                     one_thread=True)
+            self._store = QueueStore(
+                client_from(spec.redis, lane_client_name(spec.claim["worker"])), spec.queue, one_thread=True
+            )
             self._settings = key
         return self._store
 
@@ -219,8 +229,15 @@ class ChildLane:
             try:
                 body = store.function(digest, spec.claim.get("max_task_bytes", 0))
             except TaskRefused as exc:
-                return result_fields(task.task_id, Outcome(exc.result, 0, b"", str(exc)), {}, 0.0,
-                                     spec.max_result_bytes, None, named_host(task.fields))
+                return result_fields(
+                    task.task_id,
+                    Outcome(exc.result, 0, b"", str(exc)),
+                    {},
+                    0.0,
+                    spec.max_result_bytes,
+                    None,
+                    named_host(task.fields),
+                )
             if body is not None:
                 try:
                     verify_function_body(digest, body)
@@ -238,8 +255,15 @@ class ChildLane:
             result = reply["results"][0]
             if isinstance(result["value"], pickle.PickleBuffer):  # marked for a channel it does not take
                 result["value"] = result["value"].raw()
-        return result_fields(task.task_id, python_outcome(result), {}, result["wall"], spec.max_result_bytes, None,
-                             named_host(task.fields))
+        return result_fields(
+            task.task_id,
+            python_outcome(result),
+            {},
+            result["wall"],
+            spec.max_result_bytes,
+            None,
+            named_host(task.fields),
+        )
 
 
 def _sendable(fields: dict[str, Any]) -> dict[str, Any]:
@@ -251,8 +275,9 @@ def _sendable(fields: dict[str, Any]) -> dict[str, Any]:
 class LaneHost:
     """What the worker's main process does as the lane reports (see ``Worker``)."""
 
-    def lane_claimed(self, task_id: int, token: str, member: str, fields: dict[bytes, bytes],
-                     stop: Callable[[], None]) -> Any:
+    def lane_claimed(
+        self, task_id: int, token: str, member: str, fields: dict[bytes, bytes], stop: Callable[[], None]
+    ) -> Any:
         """A claim the child runs (or ran); returns what the other calls get back."""
         raise NotImplementedError
 
@@ -284,7 +309,7 @@ class LaneHost:
 class _Ledger:
     """The worker's reading of a child's ledger: the tasks it runs, by lease token."""
 
-    def __init__(self, proc: "WarmProcess", host: LaneHost) -> None:
+    def __init__(self, proc: WarmProcess, host: LaneHost) -> None:
         self.proc = proc
         self.host = host
         self.running: dict[str, tuple[Any, CancelSignal]] = {}
@@ -307,7 +332,7 @@ class _Ledger:
             (size,) = _FRAME.unpack_from(data, offset)
             if offset + _FRAME.size + size > len(data):
                 break
-            self.apply(pickle.loads(data[offset + _FRAME.size:offset + _FRAME.size + size]))
+            self.apply(pickle.loads(data[offset + _FRAME.size : offset + _FRAME.size + size]))
             offset += _FRAME.size + size
         self._rest = data[offset:]
 
@@ -342,7 +367,7 @@ class _Ledger:
         self.running.clear()
 
 
-def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
+def drive(proc: WarmProcess, spec: LaneSpec, host: LaneHost) -> LaneEnd:
     """Run a lane on ``proc`` until it ends; the caller gives the child back to its pool
     (a killed or dead child is closed there)."""
     try:
@@ -382,8 +407,13 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
                         cancel.close()
                         host.lane_undelivered(held, message["undelivered"])
                     ledger.end()  # a task it claimed and did not finish (Redis away, or a bug)
-                    return LaneEnd(message.get("claimed") or [], message.get("eligible"), message.get("error", ""),
-                                   failed=message.get("failed", ""), broken=message.get("broken") or [])
+                    return LaneEnd(
+                        message.get("claimed") or [],
+                        message.get("eligible"),
+                        message.get("error", ""),
+                        failed=message.get("failed", ""),
+                        broken=message.get("broken") or [],
+                    )
             if not stopping and host.lane_should_stop():
                 stopping = True
                 _ask_to_stop(proc, host)
@@ -392,7 +422,7 @@ def drive(proc: "WarmProcess", spec: LaneSpec, host: LaneHost) -> LaneEnd:
             cancel.close()
 
 
-def _ask_to_stop(proc: "WarmProcess", host: LaneHost) -> None:
+def _ask_to_stop(proc: WarmProcess, host: LaneHost) -> None:
     try:
         proc.conn.send({"lane": "stop"})
     except OSError:

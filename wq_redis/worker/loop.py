@@ -39,7 +39,6 @@ from typing import Any
 
 import redis
 
-from ..protocol.version import __version__
 from ..protocol import packing
 from ..protocol.codes import Result
 from ..protocol.connection import settings_of
@@ -47,14 +46,15 @@ from ..protocol.resources import Request, parse_class, split_member
 from ..protocol.signing import SignatureError, Signer, verify_function_body
 from ..protocol.sizes import MAX_TASK_BYTES
 from ..protocol.store import Claimed, Delivery, QueueStore
+from ..protocol.version import __version__
 from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
 from .cache import FileCache
 from .lane import LaneHost, LaneSpec, drive
 from .metrics import WorkerMetrics
+from .outage import RedisOutage, redis_address
 from .pool import WarmPool
 from .resources import GPU, Allocator, Capacity
 from .runner import Outcome, Slot, TaskRun, named_host, result_fields
-from .outage import RedisOutage, redis_address
 from .workdir import WorkDir, remove_orphans
 
 log = logging.getLogger("wq_redis.worker")
@@ -109,17 +109,20 @@ class Worker(LaneHost):
         self.workdir = options.workdir or self._own_workdir.path  # type: ignore[union-attr]
         os.makedirs(self.workdir, exist_ok=True)
         # one cache per worker process: workers may share a --workdir
-        self.files = FileCache(os.path.join(self.workdir, f"cache.{os.getpid()}"), options.cache_mb * 1024 * 1024,
-                               lambda digest: self.store.file(digest, options.max_task_bytes))
+        self.files = FileCache(
+            os.path.join(self.workdir, f"cache.{os.getpid()}"),
+            options.cache_mb * 1024 * 1024,
+            lambda digest: self.store.file(digest, options.max_task_bytes),
+        )
         # an idle one-slot worker lets its warm child wait for work (worker/lane.py); not
         # with a secret (the child holds no key) nor GPUs (a child is bound to its GPUs)
         self._inline = capacity.cores + len(capacity.gpus) == 1  # one slot: run groups in the main thread
         self._lane_allowed = self._inline and not options.secret and not capacity.gpus
-        self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus),
-                             ledgers=self._lane_allowed)
+        self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus), ledgers=self._lane_allowed)
         # one runner thread per task slot (every task holds a core or a GPU), reused
-        self._threads = ThreadPoolExecutor(max_workers=capacity.cores + len(capacity.gpus) + 2,
-                                           thread_name_prefix="task")
+        self._threads = ThreadPoolExecutor(
+            max_workers=capacity.cores + len(capacity.gpus) + 2, thread_name_prefix="task"
+        )
         self.lease_ms = int(options.lease_seconds * 1000)
         self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
         self._running: dict[str, Attempt] = {}  # by lease token, from claim to result
@@ -140,8 +143,14 @@ class Worker(LaneHost):
         self.metrics: WorkerMetrics | None = None
         self.metrics_address = ""
         if options.metrics_ports is not None:
-            self.metrics = WorkerMetrics(self.name, capacity, self.allocator, options.tags,
-                                         running=lambda: len(self._running), healthy=self._health)
+            self.metrics = WorkerMetrics(
+                self.name,
+                capacity,
+                self.allocator,
+                options.tags,
+                running=lambda: len(self._running),
+                healthy=self._health,
+            )
         self.signer = Signer(options.secret, options.queue) if options.secret else None
         self.outage = RedisOutage(redis_address(client))
         self._total = capacity.as_dict()  # what claims may pack into; fixed for the worker's life
@@ -179,7 +188,9 @@ class Worker(LaneHost):
     def _serve(self) -> int:
         if self.metrics is not None:
             o = self.options
-            self.metrics_address = self.metrics.serve(o.metrics_addr, o.metrics_ports or range(0, 1), o.metrics_advertise)
+            self.metrics_address = self.metrics.serve(
+                o.metrics_addr, o.metrics_ports or range(0, 1), o.metrics_advertise
+            )
             log.info("Prometheus metrics: http://%s/metrics (bound to %s)", self.metrics_address, o.metrics_addr)
         self._register()
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
@@ -188,8 +199,13 @@ class Worker(LaneHost):
         # worker: out of the collector's sight, its full collections scan only what tasks
         # leave behind (they had cost short tasks ~10% of the worker's time).
         gc.freeze()
-        log.info("worker %s on queue %r: %s, tags %s", self.name, self.options.queue,
-                 self.capacity.as_dict(), self.options.tags or "all")
+        log.info(
+            "worker %s on queue %r: %s, tags %s",
+            self.name,
+            self.options.queue,
+            self.capacity.as_dict(),
+            self.options.tags or "all",
+        )
         try:
             self._loop()
         finally:
@@ -247,8 +263,14 @@ class Worker(LaneHost):
         overlaps its running time instead of leaving the slot idle.  At most one group
         waits, and only while tasks are short (a batch is about BATCH_SECONDS of work)."""
         with self._lock:
-            if (self._prefetched is not None or not self._busy or not self._pace.followers() or not self._queue_had_more
-                    or self._draining or self._abort):
+            if (
+                self._prefetched is not None
+                or not self._busy
+                or not self._pace.followers()
+                or not self._queue_had_more
+                or self._draining
+                or self._abort
+            ):
                 return False
             request = next(reversed(self._busy.values()))
         claimed, _ = self._deliver_and_claim(request.as_dict())
@@ -264,8 +286,9 @@ class Worker(LaneHost):
         except Exception:  # the batch running now must not be lost to a bug here
             log.exception("claiming the next batch ahead failed")
 
-    def _deliver_and_claim(self, free: dict[str, int],
-                           wake_on: list[str] | None = None) -> tuple[list[Claimed], list[str]]:
+    def _deliver_and_claim(
+        self, free: dict[str, int], wake_on: list[str] | None = None
+    ) -> tuple[list[Claimed], list[str]]:
         """Deliver finished results and claim what fits, in one round trip.
 
         With ``wake_on`` (the queues the worker can take from), first block until one of
@@ -276,8 +299,10 @@ class Worker(LaneHost):
         self._blocked = wake_on is not None
         try:
             claimed, eligible, accepted = self.store.claim(
-                **self._claim_arguments(free, followers, self.session, wake_on), results=batch,
-                on_broken=self._report_broken)
+                **self._claim_arguments(free, followers, self.session, wake_on),
+                results=batch,
+                on_broken=self._report_broken,
+            )
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             self.outage.failed("claim", exc)
             self._hold(batch)
@@ -292,14 +317,25 @@ class Worker(LaneHost):
         self._queue_had_more = bool(claimed) and sum(packing.live_count(c.fields) for c in claimed) > followers
         return claimed, eligible
 
-    def _claim_arguments(self, free: dict[str, int], followers: int, token_prefix: str,
-                         wake_on: list[str] | None) -> dict[str, Any]:
+    def _claim_arguments(
+        self, free: dict[str, int], followers: int, token_prefix: str, wake_on: list[str] | None
+    ) -> dict[str, Any]:
         """``QueueStore.claim``'s arguments for this worker's claim (its own or its lane's)."""
-        return dict(worker=self.name, free=free, tags=self.options.tags, max_tasks=free["cores"] + free["gpus"],
-                    lease_ms=self.lease_ms, token_prefix=token_prefix, total=self._total,
-                    reserve_after_ms=self._reserve_after_ms, followers=followers, follower_bytes=BATCH_BYTES,
-                    wake_on=wake_on, block_seconds=self.options.block_seconds,
-                    max_task_bytes=self.options.max_task_bytes)
+        return dict(
+            worker=self.name,
+            free=free,
+            tags=self.options.tags,
+            max_tasks=free["cores"] + free["gpus"],
+            lease_ms=self.lease_ms,
+            token_prefix=token_prefix,
+            total=self._total,
+            reserve_after_ms=self._reserve_after_ms,
+            followers=followers,
+            follower_bytes=BATCH_BYTES,
+            wake_on=wake_on,
+            block_seconds=self.options.block_seconds,
+            max_task_bytes=self.options.max_task_bytes,
+        )
 
     def _report_broken(self, keys: list[tuple[str, str]]) -> None:
         """Keys of the queue a claim, a delivery or a heartbeat could not read or write
@@ -311,9 +347,14 @@ class Worker(LaneHost):
                 self.metrics.broken_key(key)
             if now - self._broken_logged.get(key, float("-inf")) >= BROKEN_KEY_LOG_SECONDS:
                 self._broken_logged[key] = now
-                log.error("cannot read %s (%s): skipped, the rest of the queue is served (results to be written "
-                          "there are held until it is repaired); delete or repair that key (this message repeats at "
-                          "most every %.0f s)", key, error, BROKEN_KEY_LOG_SECONDS)
+                log.error(
+                    "cannot read %s (%s): skipped, the rest of the queue is served (results to be written "
+                    "there are held until it is repaired); delete or repair that key (this message repeats at "
+                    "most every %.0f s)",
+                    key,
+                    error,
+                    BROKEN_KEY_LOG_SECONDS,
+                )
 
     # -- the fast lane (worker/lane.py) ------------------------------------------------
     def _claim_in_lane(self, free: dict[str, int], eligible: list[str]) -> tuple[list[Claimed], list[str]]:
@@ -324,8 +365,14 @@ class Worker(LaneHost):
         claim = self._claim_arguments(free, followers, f"{self.session}~{self._lane_runs}", eligible)
         proc = self.pool.acquire([])
         try:
-            spec = LaneSpec(self._redis_settings, self.options.queue, claim, self.options.max_result_bytes,
-                            proc.sandbox_in(self.workdir), self._pace.seconds_per_task)
+            spec = LaneSpec(
+                self._redis_settings,
+                self.options.queue,
+                claim,
+                self.options.max_result_bytes,
+                proc.sandbox_in(self.workdir),
+                self._pace.seconds_per_task,
+            )
             end = drive(proc, spec, self)
         finally:
             self.pool.release(proc)
@@ -342,8 +389,9 @@ class Worker(LaneHost):
         self._queue_had_more = bool(end.claimed) and sum(packing.live_count(c.fields) for c in end.claimed) > followers
         return end.claimed, eligible if end.eligible is None else end.eligible
 
-    def lane_claimed(self, task_id: int, token: str, member: str, fields: dict[bytes, bytes],
-                     stop: Any) -> tuple[Attempt, Request]:
+    def lane_claimed(
+        self, task_id: int, token: str, member: str, fields: dict[bytes, bytes], stop: Any
+    ) -> tuple[Attempt, Request]:
         attempt = Attempt(Claimed(task_id, token, member, fields))
         with self._lock:
             for stale in [a for a in self._running.values() if a.task_id == task_id]:
@@ -364,7 +412,9 @@ class Worker(LaneHost):
         self.allocator.release(attempt.token)
         self._lane_ran = True
 
-    def lane_done(self, held: tuple[Attempt, Request], accepted: Delivery, summary: dict[str, Any], wall: float) -> None:
+    def lane_done(
+        self, held: tuple[Attempt, Request], accepted: Delivery, summary: dict[str, Any], wall: float
+    ) -> None:
         attempt = held[0]
         self._lane_ended(attempt)
         self._pace.record(1, wall)
@@ -375,8 +425,11 @@ class Worker(LaneHost):
         self._delivered([(attempt.task_id, attempt.token, summary)], [accepted])
 
     def lane_undelivered(self, held: tuple[Attempt, Request], fields: dict[str, Any]) -> None:
-        log.warning("the lane could not deliver the result of task %d (Redis away, or a key it writes holds "
-                    "the wrong type); holding it", held[0].task_id)
+        log.warning(
+            "the lane could not deliver the result of task %d (Redis away, or a key it writes holds "
+            "the wrong type); holding it",
+            held[0].task_id,
+        )
         self._lane_ended(held[0])
         self._finish([(held[0], fields)])  # held in the outbox, delivered by the main loop
 
@@ -401,8 +454,9 @@ class Worker(LaneHost):
             self._finish([(attempt, None)])  # its lease was lost meanwhile
             return
         self.allocator.allocate(attempt.token, request)
-        slot = Slot(request, [], self.workdir, self.pool, self._function, self.options.max_result_bytes, self.signer,
-                    self.files)
+        slot = Slot(
+            request, [], self.workdir, self.pool, self._function, self.options.max_result_bytes, self.signer, self.files
+        )
         try:
             for verified in self._screened([attempt]):  # read again: checked again
                 self._run_one(verified, slot)
@@ -484,19 +538,38 @@ class Worker(LaneHost):
             log.warning("task %d failed without running: %s", task.task_id, task.refused)
             if self.metrics is not None:
                 self.metrics.task_started(task.fields)
-            ended.append((Attempt(task), self._unrun(task.task_id, task.fields, task.refused_code or Result.UNKNOWN,
-                                                     task.refused or "")))
+            ended.append(
+                (
+                    Attempt(task),
+                    self._unrun(task.task_id, task.fields, task.refused_code or Result.UNKNOWN, task.refused or ""),
+                )
+            )
         self._finish(ended)
 
     def _unrun(self, task_id: int, fields: dict[bytes, bytes], code: int, message: str) -> dict[str, Any]:
         """The result of a task that fails without running: its code and why."""
-        return result_fields(task_id, Outcome(Result(code), error=message), {}, 0.0, self.options.max_result_bytes,
-                             self.signer, named_host(fields))
+        return result_fields(
+            task_id,
+            Outcome(Result(code), error=message),
+            {},
+            0.0,
+            self.options.max_result_bytes,
+            self.signer,
+            named_host(fields),
+        )
 
     def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot_key: str) -> None:
         """Run a group, then the groups prefetched for this slot, holding its resources."""
-        slot = Slot(request, gpus, self.workdir, self.pool, self._function, self.options.max_result_bytes,
-                    self.signer, self.files)
+        slot = Slot(
+            request,
+            gpus,
+            self.workdir,
+            self.pool,
+            self._function,
+            self.options.max_result_bytes,
+            self.signer,
+            self.files,
+        )
         try:
             while True:
                 self._run_group(attempts, slot)
@@ -533,7 +606,7 @@ class Worker(LaneHost):
             end = index
             while end < len(attempts) and specs[end] is not None:
                 end += 1
-            chunk = attempts[index:max(end, index + 1)]
+            chunk = attempts[index : max(end, index + 1)]
             try:
                 if end > index:
                     self._run_batch(chunk, specs[index:end], slot)  # type: ignore[arg-type]
@@ -545,8 +618,13 @@ class Worker(LaneHost):
 
     def _crashed(self, attempts: list[Attempt], exc: Exception) -> None:
         log.exception("tasks %s crashed the runner", [a.task_id for a in attempts])
-        self._finish([(a, self._unrun(a.task_id, a.fields, Result.UNKNOWN, f"worker error: {exc!r}"))
-                      for a in attempts if a.token in self._running])
+        self._finish(
+            [
+                (a, self._unrun(a.task_id, a.fields, Result.UNKNOWN, f"worker error: {exc!r}"))
+                for a in attempts
+                if a.token in self._running
+            ]
+        )
 
     def _screened(self, attempts: list[Attempt]) -> list[Attempt]:
         """The attempts the runner may read; the others end at once, failed with what is
@@ -630,8 +708,9 @@ class Worker(LaneHost):
             return
         held = [a for a, _ in live]
         calls, owners = calls_of(held)  # a pack's members are calls of their own
-        batch = QuickBatch(calls, [live[owner][1] for owner in owners], slot,
-                           while_running=self._claim_ahead if self._inline else None)
+        batch = QuickBatch(
+            calls, [live[owner][1] for owner in owners], slot, while_running=self._claim_ahead if self._inline else None
+        )
         for attempt in held:
             attempt.stop_with(batch.stop)
         started = time.monotonic()
@@ -741,8 +820,14 @@ class Worker(LaneHost):
 
     # -- heartbeat, leases, reaper -----------------------------------------------------
     def _status(self) -> str:
-        return json.dumps({"running": len(self._running), "in_use": self.allocator.in_use(), "done": self.tasks_done,
-                           "draining": self._draining})
+        return json.dumps(
+            {
+                "running": len(self._running),
+                "in_use": self.allocator.in_use(),
+                "done": self.tasks_done,
+                "draining": self._draining,
+            }
+        )
 
     def _heartbeat_loop(self) -> None:
         interval = min(self.options.lease_seconds / 3, HEARTBEAT_MAX_SECONDS)
@@ -793,10 +878,15 @@ class Worker(LaneHost):
 
     def _register(self) -> None:
         record = {
-            "name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
-            "resources": json.dumps(self.capacity.as_dict()), "tags": ",".join(self.options.tags),
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": __version__,
+            "resources": json.dumps(self.capacity.as_dict()),
+            "tags": ",".join(self.options.tags),
             "gpus": json.dumps([{"index": g.index, "uuid": g.uuid, "model": g.model} for g in self.capacity.gpus]),
-            "started": time.time(), "status": self._status(),
+            "started": time.time(),
+            "status": self._status(),
         }
         if self.metrics_address:
             record["metrics"] = self.metrics_address  # found by `wq-redis exporter`'s service discovery

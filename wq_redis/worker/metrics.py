@@ -20,24 +20,46 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..protocol.version import __version__
 from ..protocol.codes import Result
+from ..protocol.version import __version__
 from .metrics_server import MetricsServer, serve
 from .resources import GPU, Allocator, Capacity
 
 log = logging.getLogger("wq_redis.worker")
 MiB = 1024 * 1024
 # Tasks last from milliseconds to many hours; so do their waits in a busy queue.
-TIME_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800,
-                3600, 7200, 14400, 28800, 86400)
+TIME_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1200,
+    1800,
+    3600,
+    7200,
+    14400,
+    28800,
+    86400,
+)
 GPU_PROVIDER_ENV = "WQ_GPU_PROVIDER"
 _TASK_ID = re.compile(r"(:t:)\d+")
 
@@ -104,9 +126,16 @@ class NvmlProvider:
                 try:
                     handle = nvml.nvmlDeviceGetHandleByIndex(index)
                     memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-                    samples.append(GpuSample(
-                        index, _text(nvml.nvmlDeviceGetUUID(handle)), _text(nvml.nvmlDeviceGetName(handle)),
-                        nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0, int(memory.used), int(memory.total)))
+                    samples.append(
+                        GpuSample(
+                            index,
+                            _text(nvml.nvmlDeviceGetUUID(handle)),
+                            _text(nvml.nvmlDeviceGetName(handle)),
+                            nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
+                            int(memory.used),
+                            int(memory.total),
+                        )
+                    )
                 except Exception as exc:  # one board failing (fallen off the bus) hides only that one
                     log.warning("NVML failed on GPU %d: %s", index, exc)
             return samples
@@ -179,7 +208,7 @@ class TaskCpuMeter:
 
 # -- the worker's metrics --------------------------------------------------------------
 class _ScrapeCollector(Collector):
-    def __init__(self, metrics: "WorkerMetrics") -> None:
+    def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
@@ -195,9 +224,17 @@ class WorkerMetrics:
     >>> address = metrics.serve("0.0.0.0", range(9750, 9800))
     """
 
-    def __init__(self, worker: str, capacity: Capacity, allocator: Allocator, tags: list[str],
-                 gpu_provider: GpuProvider | None = None, host: str | None = None,
-                 running: Callable[[], int] = lambda: 0, healthy: Callable[[], tuple[bool, str]] | None = None) -> None:
+    def __init__(
+        self,
+        worker: str,
+        capacity: Capacity,
+        allocator: Allocator,
+        tags: list[str],
+        gpu_provider: GpuProvider | None = None,
+        host: str | None = None,
+        running: Callable[[], int] = lambda: 0,
+        healthy: Callable[[], tuple[bool, str]] | None = None,
+    ) -> None:
         self.worker, self.capacity, self.allocator = worker, capacity, allocator
         self.tags = ",".join(tags)
         self.host = host or worker.partition("@")[2] or os.uname().nodename
@@ -209,20 +246,37 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.started = Counter("wq_tasks_started", "Task attempts this worker started.", registry=r)
-        self.completed = Counter("wq_tasks_completed", "Task attempts this worker finished, by result code "
-                                 "(Work Queue's names, lower case; 'cancelled' when cancelled or its lease was lost).",
-                                 ["result"], registry=r)
+        self.completed = Counter(
+            "wq_tasks_completed",
+            "Task attempts this worker finished, by result code "
+            "(Work Queue's names, lower case; 'cancelled' when cancelled or its lease was lost).",
+            ["result"],
+            registry=r,
+        )
         for result in [r.name.lower() for r in Result] + ["cancelled"]:
             self.completed.labels(result)  # every result present from the start: rates and ratios see 0, not nothing
-        self.cpu_seconds = Counter("wq_task_cpu_seconds", "CPU time (user + system, child processes included) "
-                                   "of the tasks this worker finished.", registry=r)
-        self.duration = Histogram("wq_task_duration_seconds", "Wall time of task attempts on this worker.",
-                                  buckets=TIME_BUCKETS, registry=r)
-        self.queue_wait = Histogram("wq_task_queue_wait_seconds", "Time from a task's submission to the start "
-                                    "of its attempt on this worker.", buckets=TIME_BUCKETS, registry=r)
-        self.broken_keys = Counter("wq_worker_broken_queue_keys", "Claims that found a key of the queue they "
-                                   "could not read (a wrong type written by another client) and skipped it, by "
-                                   "key (a task's id shown as *).", ["key"], registry=r)
+        self.cpu_seconds = Counter(
+            "wq_task_cpu_seconds",
+            "CPU time (user + system, child processes included) of the tasks this worker finished.",
+            registry=r,
+        )
+        self.duration = Histogram(
+            "wq_task_duration_seconds", "Wall time of task attempts on this worker.", buckets=TIME_BUCKETS, registry=r
+        )
+        self.queue_wait = Histogram(
+            "wq_task_queue_wait_seconds",
+            "Time from a task's submission to the start of its attempt on this worker.",
+            buckets=TIME_BUCKETS,
+            registry=r,
+        )
+        self.broken_keys = Counter(
+            "wq_worker_broken_queue_keys",
+            "Claims that found a key of the queue they "
+            "could not read (a wrong type written by another client) and skipped it, by "
+            "key (a task's id shown as *).",
+            ["key"],
+            registry=r,
+        )
         r.register(_ScrapeCollector(self))
 
     # -- hooks of the worker loop ------------------------------------------------------
@@ -264,20 +318,34 @@ class WorkerMetrics:
     # -- scrape time -------------------------------------------------------------------
     def collect_gauges(self) -> Iterable[Metric]:
         total, used = self.capacity.as_dict(), self.allocator.in_use()
-        for name, unit, scale, what in (("cores", "", 1, "Cores"), ("memory", "_bytes", MiB, "Memory"),
-                                        ("disk", "_bytes", MiB, "Disk"), ("gpus", "", 1, "GPUs")):
-            yield GaugeMetricFamily(f"wq_worker_{name}{unit}", f"{what} this worker offers to tasks.",
-                                    value=total[name] * scale)
-            yield GaugeMetricFamily(f"wq_worker_{name}_in_use{unit}", f"{what} held by this worker's running tasks.",
-                                    value=used[name] * scale)
-        yield GaugeMetricFamily("wq_worker_tasks_running", "Task attempts running on this worker.",
-                                value=self.running())
+        for name, unit, scale, what in (
+            ("cores", "", 1, "Cores"),
+            ("memory", "_bytes", MiB, "Memory"),
+            ("disk", "_bytes", MiB, "Disk"),
+            ("gpus", "", 1, "GPUs"),
+        ):
+            yield GaugeMetricFamily(
+                f"wq_worker_{name}{unit}", f"{what} this worker offers to tasks.", value=total[name] * scale
+            )
+            yield GaugeMetricFamily(
+                f"wq_worker_{name}_in_use{unit}",
+                f"{what} held by this worker's running tasks.",
+                value=used[name] * scale,
+            )
+        yield GaugeMetricFamily(
+            "wq_worker_tasks_running", "Task attempts running on this worker.", value=self.running()
+        )
         yield GaugeMetricFamily(
             "wq_worker_cpu_utilization_ratio",
             "CPU time the task processes used per second, over the worker's cores (measured, not allocated; "
-            "above 1 when tasks use more cores than offered).", value=self.cpu.utilization(self.capacity.cores))
-        info = GaugeMetricFamily("wq_worker_info", "This worker: name, host, wq-redis version, tags it takes "
-                                 "(empty: every tag).", labels=["worker", "host", "version", "tags"])
+            "above 1 when tasks use more cores than offered).",
+            value=self.cpu.utilization(self.capacity.cores),
+        )
+        info = GaugeMetricFamily(
+            "wq_worker_info",
+            "This worker: name, host, wq-redis version, tags it takes (empty: every tag).",
+            labels=["worker", "host", "version", "tags"],
+        )
         info.add_metric([self.worker, self.host, __version__, self.tags], 1)
         yield info
         yield from self._gpu_gauges()
@@ -291,8 +359,9 @@ class WorkerMetrics:
             log.warning("GPU provider failed: %s", exc)
             samples = []
         labels = ["gpu", "uuid", "model"]
-        util = GaugeMetricFamily("wq_gpu_utilization_ratio", "Share of the last sample period a kernel ran on "
-                                 "the GPU (NVML).", labels=labels)
+        util = GaugeMetricFamily(
+            "wq_gpu_utilization_ratio", "Share of the last sample period a kernel ran on the GPU (NVML).", labels=labels
+        )
         used = GaugeMetricFamily("wq_gpu_memory_used_bytes", "GPU memory in use (NVML).", labels=labels)
         size = GaugeMetricFamily("wq_gpu_memory_total_bytes", "GPU memory installed (NVML).", labels=labels)
         for s in samples:

@@ -11,9 +11,10 @@ import ipaddress
 import json
 import socket
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from socketserver import TCPServer, ThreadingMixIn
-from typing import Any, Callable, Iterable
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -54,7 +55,7 @@ class PortUnavailable(OSError):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # scrapes every few seconds would flood the worker's log
 
 
@@ -107,8 +108,14 @@ def _app(registry: CollectorRegistry, routes: dict[str, Route]) -> Callable[...,
     return app
 
 
-def serve(registry: CollectorRegistry, bind: str, ports: range, routes: dict[str, Route],
-          advertise: str | None = None, name: str = "metrics") -> MetricsServer:
+def serve(
+    registry: CollectorRegistry,
+    bind: str,
+    ports: range,
+    routes: dict[str, Route],
+    advertise: str | None = None,
+    name: str = "metrics",
+) -> MetricsServer:
     """Serve ``/metrics`` of ``registry`` plus ``routes`` on the first free port of ``ports``."""
     try:
         family6 = ipaddress.ip_address(bind.strip("[]")).version == 6

@@ -39,8 +39,13 @@ class RedisOutage:
         with self._lock:
             if self._since is None:
                 self._since = time.monotonic()
-                log.warning("calls to Redis at %s fail (%s: %s); retrying until it answers (finished results "
-                            "are held, leases renewed once it is back)", self.address, what, exc)
+                log.warning(
+                    "calls to Redis at %s fail (%s: %s); retrying until it answers (finished results "
+                    "are held, leases renewed once it is back)",
+                    self.address,
+                    what,
+                    exc,
+                )
             else:
                 log.debug("%s failed again (%s)", what, exc)
 

@@ -15,7 +15,8 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..protocol.signing import SignatureError
 from ..protocol.store import TaskRefused
@@ -62,8 +63,15 @@ _KEEP: list[int] = []
 
 def missing_function_reply(digest: str) -> dict[str, Any]:
     """A call's reply when its function body is not in Redis (expired, or never stored)."""
-    return {"status": "error", "value": None, "stdout": b"", "cpu_time": 0.0, "max_rss_mb": 0, "wall": 0.0,
-            "error": f"the task's function {digest[:12]} is missing from Redis"}
+    return {
+        "status": "error",
+        "value": None,
+        "stdout": b"",
+        "cpu_time": 0.0,
+        "max_rss_mb": 0,
+        "wall": 0.0,
+        "error": f"the task's function {digest[:12]} is missing from Redis",
+    }
 
 
 LEDGER_BYTES = 1 << 20  # what a child may record before the worker reads it (see worker/lane.py)
@@ -88,7 +96,10 @@ class WarmProcess:
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "wq_redis.worker.child", str(child.fileno()), str(lifeline), str(ledger_end)],
-                pass_fds=fds, start_new_session=True, stdin=subprocess.DEVNULL, env=env,
+                pass_fds=fds,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                env=env,
             )
         finally:
             if ledger:
@@ -98,8 +109,9 @@ class WarmProcess:
         self.sandbox: str | None = None
         self.functions: set[str] = set()
 
-    def call(self, message: dict[str, Any], limits: Limits, cancel_fd: int,
-             fetch_body: Callable[[], bytes | None]) -> dict[str, Any]:
+    def call(
+        self, message: dict[str, Any], limits: Limits, cancel_fd: int, fetch_body: Callable[[], bytes | None]
+    ) -> dict[str, Any]:
         """Run one call; raises ChildGone, ChildDied, or Interrupted after killing the group.
 
         The child answers ``need_body`` when it no longer holds the function (it keeps a
@@ -124,8 +136,13 @@ class WarmProcess:
             os.makedirs(self.sandbox, exist_ok=True)
         return self.sandbox
 
-    def call_batch(self, message: dict[str, Any], cancel_fd: int, fetch_body: Callable[[str], bytes | None],
-                   while_running: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    def call_batch(
+        self,
+        message: dict[str, Any],
+        cancel_fd: int,
+        fetch_body: Callable[[str], bytes | None],
+        while_running: Callable[[], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """Run a batch of short calls (``Child.run_batch``): one reply per call, in order.
         ``while_running`` is called once the child has the batch, before waiting for it.
 
@@ -149,15 +166,17 @@ class WarmProcess:
             calls = [call for call in message["calls"] if call[1] not in missing]
             answers = self._exchange({**message, "calls": calls, "bodies": bodies}, Limits(), cancel_fd)["results"]
             answers.reverse()
-            replies = [missing_function_reply(call[1]) if call[1] in missing else answers.pop()
-                       for call in message["calls"]]
+            replies = [
+                missing_function_reply(call[1]) if call[1] in missing else answers.pop() for call in message["calls"]
+            ]
         else:
             replies = reply["results"]
         self.functions.update(bodies)
         return replies
 
-    def _exchange(self, message: dict[str, Any], limits: Limits, cancel_fd: int,
-                  while_running: Callable[[], None] | None = None) -> dict[str, Any]:
+    def _exchange(
+        self, message: dict[str, Any], limits: Limits, cancel_fd: int, while_running: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
         try:
             self.conn.send(message)
         except OSError:

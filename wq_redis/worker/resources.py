@@ -47,8 +47,13 @@ def detect_gpus() -> list[GPU]:
         for index in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
             uuid, model = pynvml.nvmlDeviceGetUUID(handle), pynvml.nvmlDeviceGetName(handle)
-            gpus.append(GPU(index, uuid.decode() if isinstance(uuid, bytes) else uuid,
-                            model.decode() if isinstance(model, bytes) else model))
+            gpus.append(
+                GPU(
+                    index,
+                    uuid.decode() if isinstance(uuid, bytes) else uuid,
+                    model.decode() if isinstance(model, bytes) else model,
+                )
+            )
         return gpus
     except Exception as exc:
         log.warning("NVML failed while listing GPUs: %s", exc)
@@ -92,8 +97,9 @@ def detect(workdir: str) -> Capacity:
     return Capacity(cores, psutil.virtual_memory().total // MB, shutil.disk_usage(workdir).free // MB, detect_gpus())
 
 
-def declared(workdir: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None,
-             warn: bool = True) -> Capacity:
+def declared(
+    workdir: str, cores: int | None, memory: int | None, disk: int | None, gpus: int | None, warn: bool = True
+) -> Capacity:
     """Declared values win over detected ones; disagreements are logged, not refused
     (as warnings, unless ``warn`` is False: the declaration is known to be deliberate)."""
     found = detect(workdir)
@@ -103,7 +109,11 @@ def declared(workdir: str, cores: int | None, memory: int | None, disk: int | No
         memory if memory is not None else found.memory,
         disk if disk is not None else found.disk,
     )
-    for name, value, seen in (("cores", cores, found.cores), ("memory", memory, found.memory), ("disk", disk, found.disk)):
+    for name, value, seen in (
+        ("cores", cores, found.cores),
+        ("memory", memory, found.memory),
+        ("disk", disk, found.disk),
+    ):
         if value is not None and value > seen:
             report("declared --%s %s exceeds the %s detected; taking it as declared", name, value, seen)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -157,7 +167,7 @@ class Allocator:
             total = self.capacity.as_dict()
             if any(getattr(request, k) > total[k] - used[k] for k in total):
                 raise RuntimeError(f"{key!r} does not fit the free resources (claim and books disagree)")
-            gpus, self._free_gpus = self._free_gpus[: request.gpus], self._free_gpus[request.gpus:]
+            gpus, self._free_gpus = self._free_gpus[: request.gpus], self._free_gpus[request.gpus :]
             self._held[key] = (request, gpus)
             return gpus
 

@@ -19,11 +19,21 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..protocol.codes import Result
-from ..protocol.files import CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DIR, OUTPUT_FILE, pack_directory, unpack_directory
+from ..protocol.files import (
+    CACHED_DIR,
+    CACHED_FILE,
+    INLINE_DIR,
+    INLINE_FILE,
+    OUTPUT_DIR,
+    OUTPUT_FILE,
+    pack_directory,
+    unpack_directory,
+)
 from ..protocol.resources import Request
 from ..protocol.serialize import EnvelopeError, worker_view
 from ..protocol.signing import SignatureError, Signer
@@ -77,8 +87,13 @@ class Slot:
 def slot_environment(allocation: Request, gpu_ids: list[str], sandbox: str) -> dict[str, str | None]:
     """Work Queue's CORES/MEMORY/DISK/GPUS, the sandbox, and the GPUs held."""
     a = allocation
-    env: dict[str, str | None] = {"CORES": str(a.cores), "MEMORY": str(a.memory), "DISK": str(a.disk),
-                                  "GPUS": str(a.gpus), "WQ_SANDBOX": sandbox}
+    env: dict[str, str | None] = {
+        "CORES": str(a.cores),
+        "MEMORY": str(a.memory),
+        "DISK": str(a.disk),
+        "GPUS": str(a.gpus),
+        "WQ_SANDBOX": sandbox,
+    }
     if gpu_ids:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
     return env
@@ -231,22 +246,44 @@ class TaskRun:
         if direct is not None:
             program, argv = direct
             try:
-                return subprocess.Popen(argv, executable=program, cwd=self.sandbox,
-                                        env=shell_environment(env, self.sandbox), stdout=stdout,
-                                        stderr=subprocess.STDOUT, stdin=_devnull(),
-                                        start_new_session=True), True
+                return subprocess.Popen(
+                    argv,
+                    executable=program,
+                    cwd=self.sandbox,
+                    env=shell_environment(env, self.sandbox),
+                    stdout=stdout,
+                    stderr=subprocess.STDOUT,
+                    stdin=_devnull(),
+                    start_new_session=True,
+                ), True
             except OSError:
                 pass  # not found, not executable...: the shell says so, in its words
-        return subprocess.Popen([SHELL, "-c", command, "wq-task"], cwd=self.sandbox, env=env, stdout=stdout,
-                                stderr=subprocess.STDOUT, stdin=_devnull(), start_new_session=True), False
+        return subprocess.Popen(
+            [SHELL, "-c", command, "wq-task"],
+            cwd=self.sandbox,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=_devnull(),
+            start_new_session=True,
+        ), False
 
     def _run_python(self, env: dict[str, str | None], limits: Limits) -> Outcome:
         digest = self.fields.get(b"fn", b"").decode()
-        message = {"digest": digest, "body": None, "args": out_of_band(self.fields.get(b"args", b"")), "env": env,
-                   "cwd": self.sandbox}
+        message = {
+            "digest": digest,
+            "body": None,
+            "args": out_of_band(self.fields.get(b"args", b"")),
+            "env": env,
+            "cwd": self.sandbox,
+        }
         try:
-            reply = self.slot.pool.call_with_child(self.slot.gpu_ids, lambda proc: proc.call(
-                message, limits, self.cancel_signal.read_fd, lambda: self.slot.fetch_function(digest)))
+            reply = self.slot.pool.call_with_child(
+                self.slot.gpu_ids,
+                lambda proc: proc.call(
+                    message, limits, self.cancel_signal.read_fd, lambda: self.slot.fetch_function(digest)
+                ),
+            )
         except ChildGone:
             return Outcome(Result.UNKNOWN, error="could not start a Python process for the task")
         except SignatureError as exc:  # the function body is not the one the task names
@@ -286,8 +323,9 @@ class TaskRun:
                 missing.append(remote)
         for _local, remote in spec.get("output_dirs", []):
             try:
-                outputs[OUTPUT_DIR + remote] = pack_directory(os.path.join(self.sandbox, remote),
-                                                              max_file_bytes=self.slot.max_result_bytes)
+                outputs[OUTPUT_DIR + remote] = pack_directory(
+                    os.path.join(self.sandbox, remote), max_file_bytes=self.slot.max_result_bytes
+                )
             except (OSError, ValueError):  # absent, unreadable, or a file past the result limit
                 missing.append(remote + "/")
         if missing and outcome.result == Result.SUCCESS:
@@ -297,8 +335,9 @@ class TaskRun:
 
     # -- the result ----------------------------------------------------------------------
     def _fields(self, outcome: Outcome, outputs: dict[str, bytes], wall: float) -> dict[str, Any]:
-        return result_fields(self.task_id, outcome, outputs, wall, self.slot.max_result_bytes, self.slot.signer,
-                             named_host(self.fields))
+        return result_fields(
+            self.task_id, outcome, outputs, wall, self.slot.max_result_bytes, self.slot.signer, named_host(self.fields)
+        )
 
 
 def named_host(fields: dict[bytes, bytes]) -> str:
@@ -314,15 +353,28 @@ def _host_of(worker: bytes) -> str:
 _MEASURED = '{"cores":%.3f,"memory":%d,"wall_time":%.6f,"cpu_time":%.6f}'  # JSON, one C-level format
 
 
-def result_fields(task_id: int, outcome: Outcome, outputs: dict[str, bytes], wall: float,
-                  max_result_bytes: int, signer: Signer | None, host: str = "") -> dict[str, Any]:
+def result_fields(
+    task_id: int,
+    outcome: Outcome,
+    outputs: dict[str, bytes],
+    wall: float,
+    max_result_bytes: int,
+    signer: Signer | None,
+    host: str = "",
+) -> dict[str, Any]:
     """The hash fields complete.lua writes for one finished attempt."""
     size = len(outcome.stdout) + len(outcome.value or b"") + sum(len(v) for v in outputs.values())
     if size > max_result_bytes:
-        outcome = Outcome(Result.OUTPUT_TRANSFER_ERROR, outcome.return_status, outcome.stdout[:65536],
-                          f"result of {size} bytes exceeds the limit of {max_result_bytes} bytes "
-                          "(the worker's --max-result-bytes, env WQ_MAX_RESULT_BYTES)",
-                          None, outcome.cpu_time, outcome.max_rss_mb)
+        outcome = Outcome(
+            Result.OUTPUT_TRANSFER_ERROR,
+            outcome.return_status,
+            outcome.stdout[:65536],
+            f"result of {size} bytes exceeds the limit of {max_result_bytes} bytes "
+            "(the worker's --max-result-bytes, env WQ_MAX_RESULT_BYTES)",
+            None,
+            outcome.cpu_time,
+            outcome.max_rss_mb,
+        )
         outputs = {}
     # What the manager can tell otherwise is left out (fewer fields to write and read):
     # the allocation is the task's resource class ("q"), the host is the one in the
@@ -351,8 +403,9 @@ def result_fields(task_id: int, outcome: Outcome, outputs: dict[str, bytes], wal
 
 def python_outcome(reply: dict[str, Any]) -> Outcome:
     """The outcome of one call answered by a warm child."""
-    outcome = Outcome(Result.SUCCESS, 0, reply["stdout"], reply["error"], reply["value"],
-                      reply["cpu_time"], reply["max_rss_mb"])
+    outcome = Outcome(
+        Result.SUCCESS, 0, reply["stdout"], reply["error"], reply["value"], reply["cpu_time"], reply["max_rss_mb"]
+    )
     if reply["status"] == "raised":
         outcome.return_status = 1
     elif reply["status"] == "error":
