@@ -12,8 +12,8 @@ from conftest import drain
 from helpers_tasks import reversed_bytes
 
 import wq_redis as wq
-from wq_redis.protocol.store import BIG_VALUE, Delivery, QueueStore
 from wq_redis.protocol.serialize import pickle_arguments
+from wq_redis.protocol.store import BIG_VALUE, Delivery, QueueStore
 
 MIB = 1024 * 1024
 
