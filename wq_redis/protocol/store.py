@@ -28,7 +28,33 @@ if HIREDIS_AVAILABLE:  # else redis-py, and so this module, packs in Python
 
 from . import gcpause, packing
 from .codes import Result
-from .keys import QueueKeys, padded_id
+from .fields import (
+    BIG,
+    BIG_B,
+    ERROR_B,
+    EXPORTED_WORKER_FIELDS_B,
+    FILE_BYTES_UPLOADED_COUNT,
+    FILES_UPLOADED_COUNT,
+    MEMBER,
+    MEMBER_B,
+    PACK_CANCELLED_B,
+    PACK_COUNT_PREFIX_B,
+    PACK_FAILED,
+    PACK_RESULTS,
+    PACK_SIZE,
+    PACK_VALUE_KEYS,
+    RESULT_B,
+    STATE,
+    STATE_B,
+    SUBMITTED,
+    TOKEN,
+    UNFINISHED_STATES_B,
+    VALUE,
+    VALUE_B,
+    VALUE_KEY,
+    VALUE_KEY_B,
+)
+from .keys import TASK, QueueKeys, padded_id
 
 Fields = dict[bytes, bytes]
 SUBMIT_CHUNK_TASKS = 500  # tasks per submit.lua call (a call holds Redis while it runs)
@@ -143,12 +169,12 @@ def _value_beside(
     just before the script, in the same pipeline (a memoryview as the worker's child sent
     it, never copied; Lua would copy it twice): "vk" names it, and complete.lua deletes it
     if the result is refused.  Also whether it did."""
-    value = fields.get("val")
+    value = fields.get(VALUE)
     if not isinstance(value, (bytes, memoryview)) or len(value) <= BIG_VALUE:
         return fields, False
     calls.append(("set", [key], [value, VALUE_TTL_SECONDS]))
-    fields = {name: v for name, v in fields.items() if name != "val"}
-    fields["vk"] = key
+    fields = {name: v for name, v in fields.items() if name != VALUE}
+    fields[VALUE_KEY] = key
     return fields, True
 
 
@@ -168,7 +194,7 @@ def _counters(flat: Sequence[bytes]) -> dict[str, int]:
     return {
         name.decode(errors="replace"): int(v)
         for name, v in _flat_to_dict(flat).items()
-        if not name.startswith(b"pack_") and v.lstrip(b"-").isdigit()
+        if not name.startswith(PACK_COUNT_PREFIX_B) and v.lstrip(b"-").isdigit()
     }  # another client's junk: skipped
 
 
@@ -439,9 +465,9 @@ class QueueStore:
         for a pack, its members' ids and cancels.  A SCAN of the whole database (never
         KEYS): for a manager re-attaching to its queue, once."""
         k = self.keys
-        pattern = re.compile(re.escape(k.prefix + "t:") + r"(\d+)$")
+        pattern = re.compile(re.escape(k.prefix + TASK) + r"(\d+)$")
         ids = []
-        for key in self.client.scan_iter(match=k.prefix + "t:*", count=count, _type="hash"):
+        for key in self.client.scan_iter(match=k.prefix + TASK + "*", count=count, _type="hash"):
             found = pattern.match(key.decode() if isinstance(key, bytes) else key)
             if found:
                 ids.append(int(found.group(1)))
@@ -450,10 +476,10 @@ class QueueStore:
             chunk = ids[first : first + count]
             pipe = self.client.pipeline(transaction=False)
             for task_id in chunk:
-                pipe.hmget(k.task(task_id), ["s", "q", packing.MEMBERS.decode()])
+                pipe.hmget(k.task(task_id), [STATE, MEMBER, PACK_SIZE])
             for task_id, (state, member, members) in zip(chunk, pipe.execute()):
-                if state in (b"1", b"2", b"3") and member is not None:
-                    out[task_id] = {b"s": state, b"q": member}
+                if state in UNFINISHED_STATES_B and member is not None:
+                    out[task_id] = {STATE_B: state, MEMBER_B: member}
                     if members is not None:
                         out[task_id][packing.MEMBERS] = members
         packs = [task_id for task_id, fields in out.items() if packing.MEMBERS in fields]
@@ -466,7 +492,8 @@ class QueueStore:
                 out[task_id] = {
                     name: value
                     for name, value in fields.items()
-                    if name in (b"s", b"q", packing.MEMBERS, packing.ARGS, b"nc") or name.startswith(packing.CANCELLED)
+                    if name in (STATE_B, MEMBER_B, packing.MEMBERS, packing.ARGS, PACK_CANCELLED_B)
+                    or name.startswith(packing.CANCELLED)
                 }
         return out
 
@@ -504,8 +531,8 @@ class QueueStore:
         stored = [d for d, new in zip(bodies, pipe.execute()) if new]
         if stored:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hincrby(self.keys.stats, "files_uploaded", len(stored))
-            pipe.hincrby(self.keys.stats, "file_bytes_uploaded", sum(len(bodies[d]) for d in stored))
+            pipe.hincrby(self.keys.stats, FILES_UPLOADED_COUNT, len(stored))
+            pipe.hincrby(self.keys.stats, FILE_BYTES_UPLOADED_COUNT, sum(len(bodies[d]) for d in stored))
             pipe.execute()
         return stored
 
@@ -543,7 +570,7 @@ class QueueStore:
                 # manager die before the script, the orphans expire.
                 for name, value in big.items():
                     calls.append(("set", [k.big_field(task_id, name)], [value, VALUE_TTL_SECONDS]))
-                fields = {"big": "\n".join(big), **{name: v for name, v in fields.items() if name not in big}}
+                fields = {BIG: "\n".join(big), **{name: v for name, v in fields.items() if name not in big}}
                 row = (task_id, member, priority, fields)
             chunk.append(row)
             size += sum(len(v) for v in fields.values() if isinstance(v, (bytes, str)))
@@ -571,8 +598,8 @@ class QueueStore:
                 index,
                 repr(-float(priority)) if priority else "0",
                 padded_id(task_id),
-                fields.get("n", 1),
-                fields["sub"],
+                fields.get(PACK_SIZE, 1),
+                fields[SUBMITTED],
                 len(fields),
             )
             for item in fields.items():
@@ -634,17 +661,17 @@ class QueueStore:
                     ]
                 else:
                     tasks.append((int(task_id), int(task_id), fields))
-        big = [fields for _, _, fields in tasks if b"vk" in fields]
+        big = [fields for _, _, fields in tasks if VALUE_KEY_B in fields]
         if big:  # large return values, stored beside their tasks: plain GETs, one round trip
             pipe = self.client.pipeline(transaction=False)
             for fields in big:
-                pipe.get(fields[b"vk"])
+                pipe.get(fields[VALUE_KEY_B])
             for fields, value in zip(big, pipe.execute()):
                 if value is not None:
-                    fields[b"val"] = value
+                    fields[VALUE_B] = value
                 else:
-                    fields[b"r"] = b"%d" % VALUE_LOST_RESULT
-                    fields[b"err"] = b"the task's return value expired from Redis before it was retrieved"
+                    fields[RESULT_B] = b"%d" % VALUE_LOST_RESULT
+                    fields[ERROR_B] = b"the task's return value expired from Redis before it was retrieved"
         return tasks, found.decode(errors="replace") if found else None, submitted
 
     def wait_done(self, timeout: float) -> None:
@@ -674,7 +701,7 @@ class QueueStore:
         running = [int(i) for i in self.client.zrange(k.leases, 0, -1)]
         pipe = self.client.pipeline(transaction=False)
         for task_id in running:
-            pipe.hget(k.task(task_id), "q")
+            pipe.hget(k.task(task_id), MEMBER)
         for task_id, member in zip(running, pipe.execute()):
             if member is not None and member.decode().partition("|")[2] == tag:
                 ids.append(task_id)
@@ -723,7 +750,7 @@ class QueueStore:
                 w[0].decode(): (
                     int(float(w[1])),
                     int(w[2]),
-                    dict(zip((b"status", b"metrics", b"host", b"tags", b"resources"), w[3:])),
+                    dict(zip(EXPORTED_WORKER_FIELDS_B, w[3:])),
                 )
                 for w in workers
             },
@@ -879,8 +906,8 @@ class QueueStore:
         big = [
             (task, name)
             for task in tasks
-            if b"big" in task.fields
-            for name in task.fields.pop(b"big").split(b"\n")
+            if BIG_B in task.fields
+            for name in task.fields.pop(BIG_B).split(b"\n")
             if name
         ]
         if not big:
@@ -956,7 +983,7 @@ class QueueStore:
                 calls.append(("complete", fixed + keys, args))
                 keys, args, size = [], [], 0
             fields, _ = _value_beside(fields, k.value(token), calls)
-            if "nf" in fields:  # a pack's members' results (packing.pack_results)
+            if PACK_FAILED in fields:  # a pack's members' results (packing.pack_results)
                 fields = self._member_values(fields, token, calls)
             keys.append(k.task(task_id))
             args += (task_id, token, 2 * len(fields))
@@ -976,14 +1003,14 @@ class QueueStore:
         named in "vks"."""
         members = []
         stored = []
-        for member_id, member in fields["pr"]:
+        for member_id, member in fields[PACK_RESULTS]:
             member, beside = _value_beside(member, self.keys.value(f"{token}:{member_id}"), calls)
             if beside:
-                stored.append(member["vk"])
+                stored.append(member[VALUE_KEY])
             members.append((member_id, packing.result_value(member)))
-        out = {**fields, "pr": packing.dump(members)}
+        out = {**fields, PACK_RESULTS: packing.dump(members)}
         if stored:
-            out["vks"] = "\n".join(stored)
+            out[PACK_VALUE_KEYS] = "\n".join(stored)
         return out
 
     @staticmethod
@@ -1032,7 +1059,7 @@ class QueueStore:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hget(self.keys.task(int(task_id)), "tok")
+            pipe.hget(self.keys.task(int(task_id)), TOKEN)
         found = {}
         for task_id, token in zip(ids, pipe.execute()):
             if token and token.decode().startswith(prefix):
