@@ -14,7 +14,8 @@ import redis
 
 from . import fields as f
 from .resources import RESOURCE_NAMES, parse_class, split_member
-from .views import QueueView, count_by, discover_queues
+from .store import find_queues
+from .views import QueueView, count_by
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def gather(
     limit: int = 100,
 ) -> dict[str, Any]:
     """The status of the named queues (or of every queue found) as one JSON-able dict."""
-    names = list(queues) if queues else discover_queues(client)
+    names = list(queues) if queues else find_queues(client)
     views = [QueueView(client, name) for name in names]
     now_us = views[0].now_us() if views else int(time.time() * 1e6)
     reports = []

@@ -21,9 +21,8 @@ from . import fields as f
 from .codes import TaskState
 from .keys import QueueKeys
 from .resources import split_member
-from .store import QueueStore, Snapshot
+from .store import WORKER_TIMEOUT_MS, QueueStore, Snapshot
 
-WORKER_TIMEOUT_MS = 60_000  # as WorkQueue.stats: a worker silent this long is not listed
 # what ``tasks`` reads of each task hash, in the order it unpacks them
 TASK_FIELDS = (
     f.STATE,
@@ -36,16 +35,6 @@ TASK_FIELDS = (
     f.PACK_SIZE,
     f.PACK_CANCELLED,
 )
-
-
-def discover_queues(client: redis.Redis) -> list[str]:
-    """Names of the queues on this Redis: those with counters or with workers."""
-    names: set[str] = set()
-    for pattern in ("wq:{*}:stats", "wq:{*}:workers"):
-        for key in client.scan_iter(match=pattern, count=1000):
-            text = key.decode() if isinstance(key, bytes) else key
-            names.add(text[len("wq:{") : text.rindex("}:")])
-    return sorted(names)
 
 
 @dataclass
