@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis._parsers import Encoder
-from redis.connection import HiredisRespSerializer, PythonRespSerializer
+from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
 if HIREDIS_AVAILABLE:  # else redis-py, and so this module, packs in Python
