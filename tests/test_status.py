@@ -118,6 +118,8 @@ def test_queues_are_found_on_the_redis_or_chosen_with_queue(redis_url):
     first, second = wq.WorkQueue("first", redis_url=redis_url), wq.WorkQueue("second", redis_url=redis_url)
     first.submit(wq.Task("true"))
     second.submit(wq.Task("true"))
+    # submit sends in the background; the counters are read after the queue sent them
+    assert first.stats.tasks_submitted == second.stats.tasks_submitted == 1
     assert set(_by_name(status_json(redis_url))) == {"first", "second"}
     assert set(_by_name(status_json(redis_url, "-M", "second"))) == {"second"}
     first.close()
