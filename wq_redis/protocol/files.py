@@ -98,9 +98,13 @@ def unpack_directory(data: bytes | str, destination: str) -> None:
     them) into ``destination`` (created), refusing entries that would land outside it.
     Raises OSError for anything that cannot be unpacked."""
     os.makedirs(destination, exist_ok=True)
-    source = {"name": data} if isinstance(data, str) else {"fileobj": io.BytesIO(data)}
     try:
-        with tarfile.open(mode="r:", **source) as tar:  # type: ignore[call-overload]
+        opened = (
+            tarfile.open(data, mode="r:")
+            if isinstance(data, str)
+            else tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+        )
+        with opened as tar:
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(destination, filter="data")
                 return

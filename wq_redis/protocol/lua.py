@@ -35,7 +35,7 @@ def script_source(name: str) -> str:
     scripts = importlib_resources.files("wq_redis.protocol").joinpath("scripts")
     source = scripts.joinpath(f"{name}.lua").read_text()
     return _INCLUDE.sub(
-        lambda found: scripts.joinpath("include", f"{found.group(1)}.lua").read_text().rstrip("\n"), source
+        lambda found: scripts.joinpath("include").joinpath(f"{found.group(1)}.lua").read_text().rstrip("\n"), source
     )
 
 

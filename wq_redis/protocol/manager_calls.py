@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from . import gcpause, packing
 from .answers import (
@@ -290,14 +290,14 @@ class ManagerCalls(ScriptPipeline):
     def ids_with_tag(self, tag: str) -> list[int]:
         """Ids of waiting and running tasks carrying ``tag`` (queues are partitioned by tag)."""
         k = self.keys
-        members = [m.decode() for m in self.client.smembers(k.registry)]
+        members = [m.decode() for m in cast("set[bytes]", self.client.smembers(k.registry))]
         pipe = self.client.pipeline(transaction=False)
         for member in members:
             if member.partition("|")[2] == tag:
                 pipe.zrange(k.ready(member), 0, -1)
                 pipe.lrange(k.fifo(member), 0, -1)
         ids = [int(i) for batch in pipe.execute() for i in batch]
-        running = [int(i) for i in self.client.zrange(k.leases, 0, -1)]
+        running = [int(i) for i in cast("list[bytes]", self.client.zrange(k.leases, 0, -1))]
         pipe = self.client.pipeline(transaction=False)
         for task_id in running:
             pipe.hget(k.task(task_id), MEMBER)
@@ -307,7 +307,7 @@ class ManagerCalls(ScriptPipeline):
         return ids
 
     def task_fields(self, task_id: int, *names: str) -> list[bytes | None]:
-        return self.client.hmget(self.keys.task(task_id), list(names))
+        return cast("list[bytes | None]", self.client.hmget(self.keys.task(task_id), list(names)))
 
     def snapshot(self, worker_timeout_ms: int) -> Snapshot:
         k = self.keys

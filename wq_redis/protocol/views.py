@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -76,19 +76,22 @@ class QueueView:
     def heartbeats(self) -> dict[str, int]:
         """Worker name -> last heartbeat (Redis ms)."""
         return {
-            name.decode(): int(score) for name, score in self.client.zrange(self.keys.workers, 0, -1, withscores=True)
+            name.decode(): int(score)
+            for name, score in cast(
+                "list[tuple[bytes, float]]", self.client.zrange(self.keys.workers, 0, -1, withscores=True)
+            )
         }
 
     def declared_categories(self) -> dict[str, dict[str, int]]:
         """Category -> the resources its tasks get when they declare none (as the managers set them)."""
-        raw = self.client.hgetall(self.keys.categories)
+        raw = cast("dict[bytes, bytes]", self.client.hgetall(self.keys.categories))
         return {name.decode(): json.loads(value) for name, value in raw.items()}
 
     # -- tasks ---------------------------------------------------------------------------
     def task_ids(self, limit: int = 1000, running: bool = True, finished: bool = True) -> list[int]:
         """Ids of waiting (up to ``limit`` per ready queue), running and finished tasks."""
         k = self.keys
-        members = [m.decode() for m in self.client.smembers(k.registry)]
+        members = [m.decode() for m in cast("set[bytes]", self.client.smembers(k.registry))]
         pipe = self.client.pipeline(transaction=False)
         for member in members:
             pipe.zrange(k.ready(member), 0, limit - 1)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from . import packing
 from .answers import (
@@ -212,7 +213,7 @@ class WorkerCalls(ScriptPipeline):
                 size = int(self.client.strlen(key))
                 if size > max_bytes:
                     raise TaskTooLarge(too_large_message(what, size, max_bytes))
-            return self.client.get(key)
+            return cast("bytes | None", self.client.get(key))
         except redis.ResponseError as exc:
             if not wrong_type(exc):
                 raise
@@ -324,7 +325,7 @@ class WorkerCalls(ScriptPipeline):
     def leases_with_prefix(self, prefix: str) -> dict[int, str]:
         """The tasks leased now with a token that starts with ``prefix``, by id (one scan
         of the leases: for the rare moments a worker must find what a dead child held)."""
-        ids = self.client.zrange(self.keys.leases, 0, -1)
+        ids = cast("list[bytes]", self.client.zrange(self.keys.leases, 0, -1))
         if not ids:
             return {}
         pipe = self.client.pipeline(transaction=False)
@@ -349,12 +350,12 @@ class WorkerCalls(ScriptPipeline):
             keys=[k.leases, k.registry, k.done, k.done_wake, k.stats, k.workers, k.new_queue_wake],
             args=[k.prefix, 1000, worker_timeout_ms],
         )
-        return [int(x) for x in result]
+        return [int(x) for x in cast("list[int]", result)]
 
     def register_worker(self, worker: str, record: dict[str, Any]) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.worker(worker))
-        pipe.hset(self.keys.worker(worker), mapping=record)
+        pipe.hset(self.keys.worker(worker), mapping=cast("Mapping[FieldT, EncodableT]", record))
         pipe.execute()
 
     def unregister_worker(self, worker: str) -> None:
@@ -365,6 +366,6 @@ class WorkerCalls(ScriptPipeline):
 
     def task_hash(self, task_id: int) -> Fields:
         """A task's hash with its large fields, as a claim gives it."""
-        task = Claimed(task_id, "", "", self.client.hgetall(self.keys.task(task_id)))
+        task = Claimed(task_id, "", "", cast(Fields, self.client.hgetall(self.keys.task(task_id))))
         self._read_big_fields([task])
         return task.fields
