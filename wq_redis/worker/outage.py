@@ -1,5 +1,9 @@
-"""One log line when the worker's calls to Redis start failing and one when they succeed
-again, however many calls fail meanwhile.
+"""How the worker tells the log of trouble with Redis without flooding it.
+
+An outage: one log line when the worker's calls to Redis start failing and one when they
+succeed again, however many calls fail meanwhile (``RedisOutage``).  A broken key (one of
+the queue's keys holding the wrong type): counted every time, logged at most once a
+minute each (``BrokenKeys``).
 
 During an outage every part of a worker keeps trying (the claim loop each second, the
 heartbeat twice a second, deliveries), and each used to log each failure: a 20 s outage
@@ -12,10 +16,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
 log = logging.getLogger("wq_redis.worker")
+BROKEN_KEY_LOG_SECONDS = 60.0  # a key of the wrong type is logged at most this often (it is counted every time)
 
 
 def redis_address(client: redis.Redis) -> str:
@@ -56,3 +62,30 @@ class RedisOutage:
             if self._since is not None:
                 log.warning("Redis at %s answers again after %.1f s", self.address, time.monotonic() - self._since)
                 self._since = None
+
+
+class BrokenKeys:
+    """Keys of the queue a claim, a delivery or a heartbeat could not read or write (wrong
+    type): skipped (results that must be written there are held and sent again, see
+    ``Outbox.delivered``), counted every time, logged at most once a minute each."""
+
+    def __init__(self, count: Callable[[str], None] | None) -> None:
+        self.count = count  # the metrics' counter, if the worker serves metrics
+        self._logged: dict[str, float] = {}  # key -> when last logged (monotonic)
+
+    def report(self, keys: list[tuple[str, str]]) -> None:
+        """``keys``: (key, error) as the store reports them."""
+        now = time.monotonic()
+        for key, error in keys:
+            if self.count is not None:
+                self.count(key)
+            if now - self._logged.get(key, float("-inf")) >= BROKEN_KEY_LOG_SECONDS:
+                self._logged[key] = now
+                log.error(
+                    "cannot read %s (%s): skipped, the rest of the queue is served (results to be written "
+                    "there are held until it is repaired); delete or repair that key (this message repeats at "
+                    "most every %.0f s)",
+                    key,
+                    error,
+                    BROKEN_KEY_LOG_SECONDS,
+                )
