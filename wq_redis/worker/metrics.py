@@ -36,6 +36,7 @@ from .resources import GPU, Allocator, Capacity
 
 log = logging.getLogger("wq_redis.worker")
 MiB = 1024 * 1024
+PERCENT = 100.0  # NVML reports utilization in percent; Prometheus wants a ratio 0-1
 # Tasks last from milliseconds to many hours; so do their waits in a busy queue.
 TIME_BUCKETS = (
     0.01,
@@ -61,6 +62,9 @@ TIME_BUCKETS = (
     86400,
 )
 GPU_PROVIDER_ENV = "WQ_GPU_PROVIDER"
+# CPU use is averaged over at least this long: over less, a scrape would read the jitter of
+# /proc's tick counts (two scrapes this close get the same value)
+CPU_WINDOW_SECONDS = 1.0
 _TASK_ID = re.compile(r"(:t:)\d+")
 
 
@@ -131,7 +135,7 @@ class NvmlProvider:
                             index,
                             _text(nvml.nvmlDeviceGetUUID(handle)),
                             _text(nvml.nvmlDeviceGetName(handle)),
-                            nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
+                            nvml.nvmlDeviceGetUtilizationRates(handle).gpu / PERCENT,
                             int(memory.used),
                             int(memory.total),
                         )
@@ -175,7 +179,7 @@ class TaskCpuMeter:
     ones read from /proc and exited ones through the worker's reaped-children times
     (command tasks are waited for by the worker, so their whole tree counts)."""
 
-    def __init__(self, pid: int | None = None, min_window: float = 1.0) -> None:
+    def __init__(self, pid: int | None = None, min_window: float = CPU_WINDOW_SECONDS) -> None:
         self._process = psutil.Process(pid)
         self._min_window = min_window
         self._last = (time.monotonic(), self.total())
