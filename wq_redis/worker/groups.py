@@ -53,6 +53,12 @@ def groups(claimed: list[Claimed]) -> list[list[Claimed]]:
     return grouped
 
 
+def left_more(claimed: list[Claimed], followers: int) -> bool:
+    """Whether a claim probably left more behind: it got every follower it asked for
+    (worth prefetching); one that got fewer drained its queue (no claim is wasted on it)."""
+    return bool(claimed) and sum(packing.live_count(c.fields) for c in claimed) > followers
+
+
 class Groups:
     """Starts claimed groups on their slots and runs them; ends their attempts."""
 

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ..protocol import packing
 from ..protocol.resources import Request, parse_class, split_member
 from ..protocol.signing import Signer
 from ..protocol.store import Claimed, Delivery, QueueStore
 from .batch import Attempt, Pace
 from .cache import FileCache, FunctionBodies
+from .groups import left_more
 from .lane import LaneHost, LaneSpec, drive
 from .metrics import WorkerMetrics
 from .outage import BrokenKeys, RedisOutage
@@ -108,7 +108,7 @@ class LaneSide(LaneHost):
             self.outage.failed("the fast lane's claim", RuntimeError(end.error))
             time.sleep(LANE_FAILED_RETRY_SECONDS)
             return [], []
-        self._queue_had_more = bool(end.claimed) and sum(packing.live_count(c.fields) for c in end.claimed) > followers
+        self._queue_had_more = left_more(end.claimed, followers)
         return end.claimed, eligible if end.eligible is None else end.eligible
 
     def lane_claimed(

@@ -47,7 +47,6 @@ from typing import Any
 
 import redis
 
-from ..protocol import packing
 from ..protocol.connection import settings_of
 from ..protocol.resources import Request
 from ..protocol.signing import Signer
@@ -55,7 +54,7 @@ from ..protocol.sizes import MAX_TASK_BYTES
 from ..protocol.store import Claimed, QueueStore
 from .batch import Attempt, Pace
 from .cache import FileCache, FunctionBodies
-from .groups import Groups, groups
+from .groups import Groups, groups, left_more
 from .lane_host import LaneSide
 from .leases import Leases
 from .metrics import WorkerMetrics
@@ -319,9 +318,7 @@ class Worker(Groups, LaneSide, Leases):
             self._blocked = False
         self.outage.succeeded()
         self.outbox.delivered(batch, accepted)
-        # a claim that got every follower it asked for probably left more behind: worth
-        # prefetching; one that got fewer drained its queue (no claim is wasted on it)
-        self._queue_had_more = bool(claimed) and sum(packing.live_count(c.fields) for c in claimed) > followers
+        self._queue_had_more = left_more(claimed, followers)
         return claimed, eligible
 
     def _claim_arguments(
