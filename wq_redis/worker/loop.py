@@ -61,7 +61,7 @@ from .metrics import WorkerMetrics
 from .outage import BrokenKeys, RedisOutage, redis_address
 from .outbox import DELIVERY_RETRY_SECONDS, Outbox
 from .pool import WarmPool
-from .resources import Allocator, Capacity
+from .resources import MB, Allocator, Capacity
 from .screening import Screening
 from .workdir import WorkDir, remove_orphans
 
@@ -116,7 +116,7 @@ class Worker(Groups, LaneSide, Leases):
         # one cache per worker process: workers may share a --workdir
         self.files = FileCache(
             os.path.join(self.workdir, f"cache.{os.getpid()}"),
-            options.cache_mb * 1024 * 1024,
+            options.cache_mb * MB,
             lambda digest: self.store.file(digest, options.max_task_bytes),
         )
         # an idle one-slot worker lets its warm child wait for work (worker/lane.py); not

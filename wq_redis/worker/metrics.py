@@ -32,10 +32,9 @@ from prometheus_client.registry import Collector
 from ..protocol.codes import Result
 from ..protocol.version import __version__
 from .metrics_server import MetricsServer, serve
-from .resources import GPU, Allocator, Capacity
+from .resources import GPU, MB, Allocator, Capacity
 
 log = logging.getLogger("wq_redis.worker")
-MiB = 1024 * 1024
 PERCENT = 100.0  # NVML reports utilization in percent; Prometheus wants a ratio 0-1
 # Tasks last from milliseconds to many hours; so do their waits in a busy queue.
 TIME_BUCKETS = (
@@ -324,8 +323,8 @@ class WorkerMetrics:
         total, used = self.capacity.as_dict(), self.allocator.in_use()
         for name, unit, scale, what in (
             ("cores", "", 1, "Cores"),
-            ("memory", "_bytes", MiB, "Memory"),
-            ("disk", "_bytes", MiB, "Disk"),
+            ("memory", "_bytes", MB, "Memory"),
+            ("disk", "_bytes", MB, "Disk"),
             ("gpus", "", 1, "GPUs"),
         ):
             yield GaugeMetricFamily(
