@@ -158,16 +158,7 @@ class Groups:
 
     def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot_key: str) -> None:
         """Run a group, then the groups prefetched for this slot, holding its resources."""
-        slot = Slot(
-            request,
-            gpus,
-            self.workdir,
-            self.pool,
-            self.functions.get,
-            self.options.max_result_bytes,
-            self.signer,
-            self.files,
-        )
+        slot = self._slot(request, gpus)
         try:
             while True:
                 self._run_group(attempts, slot)
@@ -189,6 +180,19 @@ class Groups:
                     self.store.ring_worker(self.name)
                 except redis.RedisError:
                     pass  # the main loop's wait is bounded by block_seconds anyway
+
+    def _slot(self, request: Request, gpus: list[GPU]) -> Slot:
+        """What a runner needs to run tasks on ``request``'s resources (``gpus`` among them)."""
+        return Slot(
+            request,
+            gpus,
+            self.workdir,
+            self.pool,
+            self.functions.get,
+            self.options.max_result_bytes,
+            self.signer,
+            self.files,
+        )
 
     def _run_group(self, attempts: list[Attempt], slot: Slot) -> None:
         """Run a group in order: quick PythonTasks in batches, the others one by one.  What

@@ -23,10 +23,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from ..protocol.resources import Request, parse_class, split_member
-from ..protocol.signing import Signer
 from ..protocol.store import Claimed, Delivery, QueueStore
 from .batch import Attempt, Pace
-from .cache import FileCache, FunctionBodies
 from .groups import left_more
 from .lane import LaneHost, LaneSpec, drive
 from .metrics import WorkerMetrics
@@ -58,9 +56,6 @@ class LaneSide(LaneHost):
     outage: RedisOutage
     outbox: Outbox
     broken_keys: BrokenKeys
-    functions: FunctionBodies
-    files: FileCache
-    signer: Signer | None
     _pace: Pace
     _lock: threading.Lock
     _running: dict[str, Attempt]
@@ -76,6 +71,7 @@ class LaneSide(LaneHost):
     _claim_arguments: Callable[[dict[str, int], int, str, list[str] | None], dict[str, Any]]
     _screened: Callable[[list[Attempt]], list[Attempt]]
     _run_one: Callable[[Attempt, Slot], None]
+    _slot: Callable[[Request, list[Any]], Slot]
     _finish: Callable[[list[tuple[Attempt, dict[str, Any] | None]]], None]
     _give_back: Callable[[dict[int, str]], None]
 
@@ -176,16 +172,7 @@ class LaneSide(LaneHost):
             self._finish([(attempt, None)])  # its lease was lost meanwhile
             return
         self.allocator.allocate(attempt.token, request)
-        slot = Slot(
-            request,
-            [],
-            self.workdir,
-            self.pool,
-            self.functions.get,
-            self.options.max_result_bytes,
-            self.signer,
-            self.files,
-        )
+        slot = self._slot(request, [])  # the lane runs no GPU tasks
         try:
             for verified in self._screened([attempt]):  # read again: checked again
                 self._run_one(verified, slot)
