@@ -24,6 +24,7 @@ import redis
 
 from ..protocol import packing
 from ..protocol.codes import Result
+from ..protocol.fields import PACK_RESULTS
 from ..protocol.resources import Request, parse_class, split_member
 from ..protocol.signing import Signer
 from ..protocol.store import Claimed, QueueStore
@@ -111,9 +112,11 @@ class Groups:
                 stale.cancel()
             for attempt in attempts:
                 self._running[attempt.token] = attempt
-            waits = after is not None and after in self._busy.values()
-            if waits:  # claimed within that slot's resources: it runs there, whatever its class
+            waits = False
+            if after is not None and after in self._busy.values():
+                # claimed within that slot's resources: it runs there, whatever its class
                 self._prefetched = (attempts, after)  # the slot's runner takes it when done
+                waits = True
         if self.metrics is not None:
             for task in group:
                 for _ in range(packing.live_count(task.fields)):  # a pack's members each
@@ -131,7 +134,7 @@ class Groups:
     def _refuse(self, tasks: list[Claimed]) -> None:
         """Tasks the claim refused (over --max-task-bytes, or a large field unreadable):
         failed at once with the claim's reason, never loaded nor run."""
-        ended = []
+        ended: list[tuple[Attempt, dict[str, Any] | None]] = []
         for task in tasks:
             log.warning("task %d failed without running: %s", task.task_id, task.refused)
             if self.metrics is not None:
@@ -323,8 +326,8 @@ class Groups:
         """Attempts that ended: results of the ones still wanted go to the outbox."""
         if self.metrics is not None:
             for attempt, fields in ended:
-                if fields is not None and not attempt.cancelled and "pr" in fields:
-                    for _, member in fields["pr"]:  # a pack's results: one per member
+                if fields is not None and not attempt.cancelled and PACK_RESULTS in fields:
+                    for _, member in fields[PACK_RESULTS]:  # a pack's results: one per member
                         self.metrics.task_finished(member)
                 else:
                     self.metrics.task_finished(None if attempt.cancelled else fields)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from ..protocol.fields import TOKEN_B
 from ..protocol.resources import Request, parse_class, split_member
 from ..protocol.store import Claimed, Delivery, QueueStore
 from .batch import Attempt, Pace
@@ -168,7 +169,7 @@ class LaneSide(LaneHost):
             with self._lock:
                 self._running.pop(attempt.token, None)
             return
-        if attempt.fields.get(b"tok", b"").decode() != attempt.token:
+        if attempt.fields.get(TOKEN_B, b"").decode() != attempt.token:
             self._finish([(attempt, None)])  # its lease was lost meanwhile
             return
         self.allocator.allocate(attempt.token, request)

@@ -23,6 +23,18 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from ..protocol.fields import (
+    WORKER_GPUS,
+    WORKER_HOST,
+    WORKER_METRICS,
+    WORKER_NAME,
+    WORKER_PID,
+    WORKER_RESOURCES,
+    WORKER_STARTED,
+    WORKER_STATUS,
+    WORKER_TAGS,
+    WORKER_VERSION,
+)
 from ..protocol.store import QueueStore
 from ..protocol.version import __version__
 from .batch import Attempt
@@ -124,18 +136,18 @@ class Leases:
 
     def _register(self) -> None:
         record = {
-            "name": self.name,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "version": __version__,
-            "resources": json.dumps(self.capacity.as_dict()),
-            "tags": ",".join(self.options.tags),
-            "gpus": json.dumps([{"index": g.index, "uuid": g.uuid, "model": g.model} for g in self.capacity.gpus]),
-            "started": time.time(),
-            "status": self._status(),
+            WORKER_NAME: self.name,
+            WORKER_HOST: socket.gethostname(),
+            WORKER_PID: os.getpid(),
+            WORKER_VERSION: __version__,
+            WORKER_RESOURCES: json.dumps(self.capacity.as_dict()),
+            WORKER_TAGS: ",".join(self.options.tags),
+            WORKER_GPUS: json.dumps([{"index": g.index, "uuid": g.uuid, "model": g.model} for g in self.capacity.gpus]),
+            WORKER_STARTED: time.time(),
+            WORKER_STATUS: self._status(),
         }
         if self.metrics_address:
-            record["metrics"] = self.metrics_address  # found by `wq-redis exporter`'s service discovery
+            record[WORKER_METRICS] = self.metrics_address  # found by `wq-redis exporter`'s service discovery
         self.store.register_worker(self.name, record)
         self.store.renew(self.name, self._status(), {}, self.lease_ms)  # listed as live at once
 

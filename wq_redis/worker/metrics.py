@@ -30,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..protocol.codes import Result
+from ..protocol.fields import MEASURED, RESULT, STARTED_B, SUBMITTED_B
 from ..protocol.version import __version__
 from .metrics_server import MetricsServer, serve
 from .resources import GPU, MB, Allocator, Capacity
@@ -61,6 +62,7 @@ TIME_BUCKETS = (
     86400,
 )
 GPU_PROVIDER_ENV = "WQ_GPU_PROVIDER"
+MICROSECONDS = 1e6  # per second: the task hash's times are in us
 # CPU use is averaged over at least this long: over less, a scrape would read the jitter of
 # /proc's tick counts (two scrapes this close get the same value)
 CPU_WINDOW_SECONDS = 1.0
@@ -284,10 +286,10 @@ class WorkerMetrics:
 
     # -- hooks of the worker loop ------------------------------------------------------
     def task_started(self, fields: dict[bytes, bytes]) -> None:
-        """A claimed attempt starts; ``fields`` is its task hash (``sub`` us, ``ts`` us)."""
+        """A claimed attempt starts; ``fields`` is its task hash (SUBMITTED us, STARTED us)."""
         self.started.inc()
         try:
-            wait = (int(fields[b"ts"]) - int(fields[b"sub"])) / 1e6
+            wait = (int(fields[STARTED_B]) - int(fields[SUBMITTED_B])) / MICROSECONDS
         except (KeyError, ValueError):
             return
         self.queue_wait.observe(max(wait, 0.0))  # the manager's clock may run ahead of Redis'
@@ -309,11 +311,11 @@ class WorkerMetrics:
             self.completed.labels("cancelled").inc()
             return
         try:
-            result = Result(int(fields.get("r", Result.UNKNOWN))).name.lower()
+            result = Result(int(fields.get(RESULT, Result.UNKNOWN))).name.lower()
         except ValueError:
             result = "unknown"
         self.completed.labels(result).inc()
-        measured = json.loads(fields.get("meas") or "{}")
+        measured = json.loads(fields.get(MEASURED) or "{}")
         self.cpu_seconds.inc(max(float(measured.get("cpu_time", 0.0)), 0.0))
         if "wall_time" in measured:
             self.duration.observe(max(float(measured["wall_time"]), 0.0))

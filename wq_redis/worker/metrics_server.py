@@ -97,7 +97,7 @@ def _app(registry: CollectorRegistry, routes: dict[str, Route]) -> Callable[...,
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path in ("/metrics", "/"):
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
+            return metrics(environ, start_response)
         route = routes.get(path.rstrip("/") or "/")
         if route is None:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
