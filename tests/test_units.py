@@ -1155,3 +1155,33 @@ def test_measured_resources_another_client_garbled_read_as_unknown(data):
     from wq_redis.client.task import Resources
 
     assert Resources.from_json(data) == Resources()
+
+
+def test_an_outage_is_logged_once_when_it_begins_and_once_when_it_ends(caplog):
+    from wq_redis.protocol.outage import OutageLog
+
+    outage = OutageLog(
+        logging.getLogger("wq_redis.test"),
+        down="Redis at {address} away ({error})",
+        back="Redis at {address} back after {seconds:.0f} s",
+        again="{error} again",
+        address="redis://h:1/0",
+    )
+    with caplog.at_level(logging.DEBUG, logger="wq_redis.test"):
+        outage.succeeded()  # no outage: nothing to say
+        assert outage.failed(error="refused {braces} kept") is True
+        assert outage.failed(error="refused") is False
+        assert outage.lasted() >= 0.0 and outage.since is not None
+        outage.succeeded()
+        outage.succeeded()
+        assert outage.failed(error="timeout") is True  # a new outage
+        outage.forget()  # its caller gave up and said so
+        outage.succeeded()
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        (logging.WARNING, "Redis at redis://h:1/0 away (refused {braces} kept)"),
+        (logging.DEBUG, "refused again"),
+        (logging.WARNING, "Redis at redis://h:1/0 back after 0 s"),
+        (logging.WARNING, "Redis at redis://h:1/0 away (timeout)"),
+    ]
+    assert outage.since is None and outage.lasted() == 0.0

@@ -1,4 +1,5 @@
-"""The worker's cache of inputs declared with ``cache=True``.
+"""The worker's caches: inputs declared with ``cache=True`` (``FileCache``) and the bodies
+of the functions its PythonTasks call (``FunctionBodies``).
 
 One file per content digest in ``DIR``, fetched from Redis by the first task that needs it
 (tasks needing it at the same moment wait for that one fetch), evicted least recently
@@ -7,6 +8,9 @@ used once the cache holds more than its size.  Tasks get a hard link into their 
 tasks use it.  A task that writes to its linked input changes the cached copy; the cache
 notices the changed size or time stamp at the next use and fetches the file again.
 The cache lives as long as its worker: a new worker starts with an empty one.
+
+A function body is read once by digest and kept in memory (``FunctionBodies``): the tasks
+of a map call one function thousands of times.
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from ..protocol.signing import verify_function_body
+
+if TYPE_CHECKING:
+    from ..protocol.store import QueueStore
+
+DIGEST_HEX_LENGTH = 64  # a SHA-256 digest in hex
+LINK_TRIES = 2  # a file evicted between lookup and link is fetched once more, then the task fails
+FUNCTIONS_KEPT = 128  # function bodies a worker keeps: far more than the functions one workload calls
 
 
 class _Entry(NamedTuple):
@@ -51,7 +64,7 @@ class FileCache:
             return sum(e.size for e in self._entries.values())
 
     def _path(self, digest: str) -> str:
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        if len(digest) != DIGEST_HEX_LENGTH or not all(c in "0123456789abcdef" for c in digest):
             raise OSError(f"not a content digest: {digest[:80]!r}")
         return os.path.join(self.directory, digest)
 
@@ -132,7 +145,7 @@ class FileCache:
     def link_into(self, digest: str, destination: str) -> None:
         """Put the cached file of ``digest`` at ``destination`` (a hard link, else a copy)."""
         os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)
-        for attempt in range(2):
+        for attempt in range(LINK_TRIES):
             path = self.path(digest)
             try:
                 os.link(path, destination)
@@ -151,3 +164,26 @@ def _intact(path: str, entry: _Entry) -> bool:
     except OSError:
         return False
     return st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
+
+
+class FunctionBodies:
+    """Function bodies by digest: a small LRU cache of this worker, else Redis."""
+
+    def __init__(self, store: QueueStore, max_bytes: int) -> None:
+        self.store = store
+        self.max_bytes = max_bytes  # a larger body fails its tasks (TaskTooLarge)
+        self._bodies: OrderedDict[str, bytes] = OrderedDict()  # least recently used first
+
+    def get(self, digest: str) -> bytes | None:
+        """The body of ``digest`` (checked against it when read from Redis), or None."""
+        body = self._bodies.get(digest)
+        if body is not None:
+            self._bodies.move_to_end(digest)
+        else:
+            body = self.store.function(digest, self.max_bytes)  # TaskTooLarge fails its tasks
+            if body is not None:
+                verify_function_body(digest, body)
+                self._bodies[digest] = body
+                while len(self._bodies) > FUNCTIONS_KEPT:
+                    self._bodies.popitem(last=False)
+        return body

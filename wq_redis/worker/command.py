@@ -42,6 +42,7 @@ DASH_WORDS = frozenset(
     "case do done elif else esac fi for if in then until while".split()
 )
 QUIET_SIGNALS = (signal.SIGINT, signal.SIGPIPE)  # dash prints no message for these
+SIGNALLED_STATUS_BASE = 128  # a shell reports a program killed by signal N as exit status 128+N
 
 
 def _shell_is_dash() -> bool:
@@ -111,14 +112,14 @@ def as_shell_reports(wait_status: int) -> tuple[int, bytes]:
         return os.waitstatus_to_exitcode(wait_status), b""
     number = os.WTERMSIG(wait_status)
     if number in QUIET_SIGNALS:
-        return 128 + number, b""
+        return SIGNALLED_STATUS_BASE + number, b""
     try:
         text = signal.strsignal(number) or f"Unknown signal {number}"
     except ValueError:
         text = f"Unknown signal {number}"
     if os.WCOREDUMP(wait_status):
         text += " (core dumped)"
-    return 128 + number, text.encode() + b"\n"
+    return SIGNALLED_STATUS_BASE + number, text.encode() + b"\n"
 
 
 _ENVIRON: tuple[dict[bytes, bytes], dict[str, str]] = ({}, {})

@@ -41,8 +41,9 @@ import sys
 import threading
 
 BATCH_SECONDS = 0.05  # the guardian reads records at most this often (the pipe holds the rest)
-F_SETPIPE_SZ = 1031
+F_SETPIPE_SZ = 1031  # Linux's fcntl command that resizes a pipe (fcntl.F_SETPIPE_SZ, where Python defines it)
 PIPE_BYTES = 1 << 20  # room for the records between two reads, under any task rate
+READ_CHUNK_BYTES = 1 << 16  # one read of the pipe: a default pipe's whole 64 KiB
 
 
 # -- the worker's side -------------------------------------------------------------------
@@ -216,7 +217,7 @@ def serve(lifeline: int, control: int) -> None:
         if control in events or not alive:
             while True:
                 try:
-                    chunk = os.read(control, 1 << 16)
+                    chunk = os.read(control, READ_CHUNK_BYTES)
                 except OSError as exc:
                     if exc.errno == errno.EAGAIN:
                         break

@@ -8,7 +8,8 @@ Threads:
              a warm child, see ``batch``; others by ``TaskRun.execute``).  A worker with
              one slot (one core, or one GPU and no core) runs its groups in the main
              thread instead (the two thread handoffs per group were a third of a
-             task's round trip), claiming its next batch while the child runs one;
+             task's round trip: the round trip p50 of ``python -m bench.run --systems
+             wq``, ``make bench``), claiming its next batch while the child runs one;
   lane       an idle one-slot worker (no GPU, no secret) hands its blocking wait to its
              warm child, which claims, runs and delivers quick PythonTasks itself and
              records them in a ledger this worker reads (``lane``): a task then takes the
@@ -19,12 +20,20 @@ Threads:
 SIGTERM drains (finish running tasks, then exit); a second SIGTERM stops at once and hands
 the running tasks back without counting the attempt (the heartbeat thread does, so a task
 running in the main thread is stopped too).
+
+The parts of ``Worker``, each in a module of its own:
+  loop.py        the claim loop (this module): claim, prefetch, drain, exit;
+  groups.py      a claimed group on its slot: started, screened, run, finished (``Groups``);
+  screening.py   the check of a claimed hash before anything of it is read (``Screening``);
+  outbox.py      finished results until Redis recorded them (``Outbox``);
+  leases.py      the heartbeat: leases, the worker's record, the reaper, abort (``Leases``);
+  lane_host.py   the worker's side of the fast lane (``LaneSide``);
+  outage.py      what the log says of Redis away or a broken key.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import secrets
@@ -32,46 +41,39 @@ import signal
 import socket
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
-from ..protocol import packing
-from ..protocol.codes import Result
 from ..protocol.connection import settings_of
-from ..protocol.resources import Request, parse_class, split_member
-from ..protocol.signing import SignatureError, Signer, verify_function_body
+from ..protocol.resources import Request
+from ..protocol.signing import Signer
 from ..protocol.sizes import MAX_TASK_BYTES
-from ..protocol.store import Claimed, Delivery, QueueStore
-from ..protocol.version import __version__
-from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
-from .cache import FileCache
-from .lane import LaneHost, LaneSpec, drive
+from ..protocol.store import Claimed, QueueStore
+from .batch import Attempt, Pace
+from .cache import FileCache, FunctionBodies
+from .groups import Groups, groups, left_more
+from .lane_host import LaneSide
+from .leases import Leases
 from .metrics import WorkerMetrics
-from .outage import RedisOutage, redis_address
+from .outage import BrokenKeys, RedisOutage, redis_address
+from .outbox import DELIVERY_RETRY_SECONDS, Outbox
 from .pool import WarmPool
-from .resources import GPU, Allocator, Capacity
-from .runner import Outcome, Slot, TaskRun, named_host, result_fields
+from .resources import MB, Allocator, Capacity
+from .screening import Screening
 from .workdir import WorkDir, remove_orphans
 
 log = logging.getLogger("wq_redis.worker")
-HEARTBEAT_MAX_SECONDS = 0.5  # also how fast a cancel reaches a running task
-BROKEN_KEY_LOG_SECONDS = 60.0  # a key of the wrong type is logged at most this often (it is counted every time)
-BATCH_BYTES = 4 * 1024 * 1024  # ... while their hash fields stay under this many bytes
-
-
-def _groups(claimed: list[Claimed]) -> list[list[Claimed]]:
-    """Claimed tasks grouped by slot: each task with the followers claimed after it."""
-    groups: list[list[Claimed]] = []
-    for task in claimed:
-        if task.follows and groups:
-            groups[-1].append(task)
-        else:
-            groups.append([task])
-    return groups
+BATCH_BYTES = 4 * 1024 * 1024  # the followers a claim brings stay under this many bytes of hash fields
+CLAIM_RETRY_SECONDS = 1.0  # wait after a failed claim (Redis away): the loop would otherwise spin
+DRAIN_POLL_SECONDS = 0.2  # a draining worker looks this often whether its tasks are done (a result also wakes it)
+SHUTDOWN_DELIVERY_SECONDS = 30.0  # exit tries this long to deliver held results; then their leases expire
+HEARTBEAT_JOIN_SECONDS = 5.0  # exit waits this long for the heartbeat thread, which wakes every 0.5 s at most
+# a runner thread still returning from a group it finished (its slot is free already) must
+# not delay the next group claimed for that slot: a few threads more than slots
+SPARE_RUNNER_THREADS = 2
 
 
 @dataclass
@@ -94,7 +96,10 @@ class WorkerOptions:
     max_task_bytes: int = MAX_TASK_BYTES  # a task holding more (arguments, function, inputs) fails unloaded
 
 
-class Worker(LaneHost):
+class Worker(Groups, LaneSide, Leases):
+    """One worker process serving one queue; its parts (``Groups``, ``LaneSide``,
+    ``Leases``) live in modules of their own and share the state set up here."""
+
     def __init__(self, client: redis.Redis, capacity: Capacity, options: WorkerOptions) -> None:
         self.options = options
         self.store = QueueStore(client, options.queue)
@@ -111,7 +116,7 @@ class Worker(LaneHost):
         # one cache per worker process: workers may share a --workdir
         self.files = FileCache(
             os.path.join(self.workdir, f"cache.{os.getpid()}"),
-            options.cache_mb * 1024 * 1024,
+            options.cache_mb * MB,
             lambda digest: self.store.file(digest, options.max_task_bytes),
         )
         # an idle one-slot worker lets its warm child wait for work (worker/lane.py); not
@@ -121,7 +126,7 @@ class Worker(LaneHost):
         self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus), ledgers=self._lane_allowed)
         # one runner thread per task slot (every task holds a core or a GPU), reused
         self._threads = ThreadPoolExecutor(
-            max_workers=capacity.cores + len(capacity.gpus) + 2, thread_name_prefix="task"
+            max_workers=capacity.cores + len(capacity.gpus) + SPARE_RUNNER_THREADS, thread_name_prefix="task"
         )
         self.lease_ms = int(options.lease_seconds * 1000)
         self.session = f"{self.name}#{secrets.token_hex(4)}"  # lease tokens start with this
@@ -130,15 +135,12 @@ class Worker(LaneHost):
         self._busy: dict[str, Request] = {}  # slot (its first task's token) -> what it holds
         self._prefetched: tuple[list[Attempt], Request] | None = None  # what a busy slot runs next
         self._queue_had_more = False  # the last claim took all the followers it asked for
-        self._outbox: list[tuple[int, str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._changed = threading.Event()
         self._stopping = threading.Event()
         self._blocked = False
         self._draining = False
         self._abort = False
-        self._functions: OrderedDict[str, bytes] = OrderedDict()
-        self.tasks_done = 0
         self._last_beat = time.monotonic()
         self.metrics: WorkerMetrics | None = None
         self.metrics_address = ""
@@ -153,6 +155,10 @@ class Worker(LaneHost):
             )
         self.signer = Signer(options.secret, options.queue) if options.secret else None
         self.outage = RedisOutage(redis_address(client))
+        self.broken_keys = BrokenKeys(self.metrics.broken_key if self.metrics is not None else None)
+        self.outbox = Outbox(self.store, self._lock, self.outage, self.broken_keys.report)
+        self.functions = FunctionBodies(self.store, options.max_task_bytes)
+        self.screening = Screening(self.signer, self.store.keys)
         self._total = capacity.as_dict()  # what claims may pack into; fixed for the worker's life
         self._handed_back: set[str] = set()  # tokens of attempts handed back on abort
         self._reserve_after_ms = int(options.reserve_after * 1000)
@@ -160,7 +166,6 @@ class Worker(LaneHost):
         self._lane_ran = False  # a lane ran tasks since the main loop last looked
         self._lane_tokens: set[str] = set()  # leases of the tasks the lane runs
         self._lane_runs = 0
-        self._broken_logged: dict[str, float] = {}  # key of the wrong type -> when last logged (monotonic)
 
     # -- signals ----------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -197,7 +202,8 @@ class Worker(LaneHost):
         heartbeat.start()
         # What is alive now (modules, clients, the metrics server) lives as long as the
         # worker: out of the collector's sight, its full collections scan only what tasks
-        # leave behind (they had cost short tasks ~10% of the worker's time).
+        # leave behind (they had cost short tasks ~10% of the worker's time: the workers'
+        # py-spy table of ``python -m bench.profile_wq --phases per_call``, ``make bench-profile``).
         gc.freeze()
         log.info(
             "worker %s on queue %r: %s, tags %s",
@@ -211,7 +217,7 @@ class Worker(LaneHost):
         finally:
             self._shutdown()
             self._stopping.set()
-            heartbeat.join(5)
+            heartbeat.join(HEARTBEAT_JOIN_SECONDS)
         return 0
 
     def _loop(self) -> None:
@@ -219,10 +225,10 @@ class Worker(LaneHost):
         eligible: list[str] = []
         while not self._abort:
             if self._draining:
-                self._deliver()
-                if not self._running and not self._outbox:
+                self.outbox.deliver()
+                if not self._running and not self.outbox.results:
                     return
-                self._changed.wait(0.2)
+                self._changed.wait(DRAIN_POLL_SECONDS)
                 self._changed.clear()
                 continue
             free = self.allocator.free()
@@ -230,21 +236,21 @@ class Worker(LaneHost):
             can_take_more = free["cores"] >= 1 or free["gpus"] >= 1
             if can_take_more:
                 claimed, eligible = self._deliver_and_claim(free)
-                for group in _groups(claimed):
+                for group in groups(claimed):
                     self._start(group)
             elif not self._prefetch():
-                self._deliver()
+                self.outbox.deliver()
             if claimed or self._running:
                 idle_since = time.monotonic()
                 if claimed:
                     continue
-            elif self.options.burst and not self._outbox:
+            elif self.options.burst and not self.outbox.results:
                 log.info("burst mode: nothing left for this worker, exiting")
                 return
             elif self.options.idle_timeout and time.monotonic() - idle_since > self.options.idle_timeout:
                 log.info("idle for %.0f s, exiting", self.options.idle_timeout)
                 return
-            if not can_take_more or self._outbox:
+            if not can_take_more or self.outbox.results:
                 self._changed.wait(self.options.block_seconds)
                 self._changed.clear()
                 continue
@@ -254,7 +260,7 @@ class Worker(LaneHost):
                     self._lane_ran, idle_since = False, time.monotonic()
             else:
                 claimed, eligible = self._deliver_and_claim(free, wake_on=eligible)
-            for group in _groups(claimed):
+            for group in groups(claimed):
                 self._start(group)
 
     def _prefetch(self) -> bool:
@@ -274,7 +280,7 @@ class Worker(LaneHost):
                 return False
             request = next(reversed(self._busy.values()))
         claimed, _ = self._deliver_and_claim(request.as_dict())
-        for group in _groups(claimed)[:1]:  # max_tasks is 1 for one slot's resources
+        for group in groups(claimed)[:1]:  # max_tasks is 1 for one slot's resources
             self._start(group, after=request)
         return True
 
@@ -294,27 +300,25 @@ class Worker(LaneHost):
         With ``wake_on`` (the queues the worker can take from), first block until one of
         them (or our own wake key) rings, or ``block_seconds`` pass: the claim is sent in the
         same pipeline and runs the moment the block ends, without a second round trip."""
-        batch = self._take_outbox()
+        batch = self.outbox.take()
         followers = self._pace.followers()
         self._blocked = wake_on is not None
         try:
             claimed, eligible, accepted = self.store.claim(
                 **self._claim_arguments(free, followers, self.session, wake_on),
                 results=batch,
-                on_broken=self._report_broken,
+                on_broken=self.broken_keys.report,
             )
         except redis.RedisError as exc:  # down, read-only (failover), OOM, busy script...
             self.outage.failed("claim", exc)
-            self._hold(batch)
-            time.sleep(1.0)
+            self.outbox.hold(batch)
+            time.sleep(CLAIM_RETRY_SECONDS)
             return [], []
         finally:
             self._blocked = False
         self.outage.succeeded()
-        self._delivered(batch, accepted)
-        # a claim that got every follower it asked for probably left more behind: worth
-        # prefetching; one that got fewer drained its queue (no claim is wasted on it)
-        self._queue_had_more = bool(claimed) and sum(packing.live_count(c.fields) for c in claimed) > followers
+        self.outbox.delivered(batch, accepted)
+        self._queue_had_more = left_more(claimed, followers)
         return claimed, eligible
 
     def _claim_arguments(
@@ -337,587 +341,16 @@ class Worker(LaneHost):
             max_task_bytes=self.options.max_task_bytes,
         )
 
-    def _report_broken(self, keys: list[tuple[str, str]]) -> None:
-        """Keys of the queue a claim, a delivery or a heartbeat could not read or write
-        (wrong type): skipped (results that must be written there are held and sent
-        again, see ``_delivered``), counted every time, logged at most once a minute each."""
-        now = time.monotonic()
-        for key, error in keys:
-            if self.metrics is not None:
-                self.metrics.broken_key(key)
-            if now - self._broken_logged.get(key, float("-inf")) >= BROKEN_KEY_LOG_SECONDS:
-                self._broken_logged[key] = now
-                log.error(
-                    "cannot read %s (%s): skipped, the rest of the queue is served (results to be written "
-                    "there are held until it is repaired); delete or repair that key (this message repeats at "
-                    "most every %.0f s)",
-                    key,
-                    error,
-                    BROKEN_KEY_LOG_SECONDS,
-                )
-
-    # -- the fast lane (worker/lane.py) ------------------------------------------------
-    def _claim_in_lane(self, free: dict[str, int], eligible: list[str]) -> tuple[list[Claimed], list[str]]:
-        """Block for work as ``_deliver_and_claim`` with ``wake_on`` does, in the warm
-        child, which runs quick tasks itself until a claim brings anything else."""
-        followers = self._pace.followers()
-        self._lane_runs += 1  # each lane leases under a token prefix of its own (see lane_gone)
-        claim = self._claim_arguments(free, followers, f"{self.session}~{self._lane_runs}", eligible)
-        proc = self.pool.acquire([])
-        try:
-            spec = LaneSpec(
-                self._redis_settings,
-                self.options.queue,
-                claim,
-                self.options.max_result_bytes,
-                proc.sandbox_in(self.workdir),
-                self._pace.seconds_per_task,
-            )
-            end = drive(proc, spec, self)
-        finally:
-            self.pool.release(proc)
-        if end.broken:
-            self._report_broken(end.broken)
-        if end.failed:
-            log.error("the fast lane failed; this worker claims without it from now on:\n%s", end.failed)
-            self._lane_allowed = False
-            return [], []
-        if end.error:
-            self.outage.failed("the fast lane's claim", RuntimeError(end.error))
-            time.sleep(1.0)
-            return [], []
-        self._queue_had_more = bool(end.claimed) and sum(packing.live_count(c.fields) for c in end.claimed) > followers
-        return end.claimed, eligible if end.eligible is None else end.eligible
-
-    def lane_claimed(
-        self, task_id: int, token: str, member: str, fields: dict[bytes, bytes], stop: Any
-    ) -> tuple[Attempt, Request]:
-        attempt = Attempt(Claimed(task_id, token, member, fields))
-        with self._lock:
-            for stale in [a for a in self._running.values() if a.task_id == task_id]:
-                stale.cancel()
-            self._running[attempt.token] = attempt
-            self._lane_tokens.add(token)
-        if self.metrics is not None:
-            self.metrics.task_started(fields)
-        request = parse_class(split_member(member)[0])
-        self.allocator.allocate(attempt.token, request)
-        attempt.stop_with(stop)
-        return attempt, request
-
-    def _lane_ended(self, attempt: Attempt) -> None:
-        with self._lock:
-            self._lane_tokens.discard(attempt.token)
-        attempt.stop_with(None)
-        self.allocator.release(attempt.token)
-        self._lane_ran = True
-
-    def lane_done(
-        self, held: tuple[Attempt, Request], accepted: Delivery, summary: dict[str, Any], wall: float
-    ) -> None:
-        attempt = held[0]
-        self._lane_ended(attempt)
-        self._pace.record(1, wall)
-        with self._lock:
-            self._running.pop(attempt.token, None)
-        if self.metrics is not None:
-            self.metrics.task_finished(summary if accepted else None)
-        self._delivered([(attempt.task_id, attempt.token, summary)], [accepted])
-
-    def lane_undelivered(self, held: tuple[Attempt, Request], fields: dict[str, Any]) -> None:
-        log.warning(
-            "the lane could not deliver the result of task %d (Redis away, or a key it writes holds "
-            "the wrong type); holding it",
-            held[0].task_id,
-        )
-        self._lane_ended(held[0])
-        self._finish([(held[0], fields)])  # held in the outbox, delivered by the main loop
-
-    def lane_lost(self, held: tuple[Attempt, Request], cancelled: bool) -> None:
-        """The child died while it ran a task: the task runs again on the per-task path,
-        where what killed the child is reported as the task's failure."""
-        attempt, request = held
-        self._lane_ended(attempt)
-        if cancelled or attempt.cancelled:
-            log.warning("lease of task %d lost (cancelled or expired): stopped it", attempt.task_id)
-            self._finish([(attempt, None)])
-            return
-        log.warning("task %d lost its Python process; running it on its own", attempt.task_id)
-        try:
-            attempt.fields = self.store.task_hash(attempt.task_id)  # the ledger holds no arguments
-        except redis.RedisError as exc:
-            log.warning("cannot read task %d (%s); its lease will expire and it runs again", attempt.task_id, exc)
-            with self._lock:
-                self._running.pop(attempt.token, None)
-            return
-        if attempt.fields.get(b"tok", b"").decode() != attempt.token:
-            self._finish([(attempt, None)])  # its lease was lost meanwhile
-            return
-        self.allocator.allocate(attempt.token, request)
-        slot = Slot(
-            request, [], self.workdir, self.pool, self._function, self.options.max_result_bytes, self.signer, self.files
-        )
-        try:
-            for verified in self._screened([attempt]):  # read again: checked again
-                self._run_one(verified, slot)
-        finally:
-            self.allocator.release(attempt.token)
-
-    def lane_gone(self, token_prefix: str) -> None:
-        """A task the child had claimed but not yet recorded when it died would wait out
-        its lease (and count an attempt): give such leases back now."""
-        try:
-            leases = self.store.leases_with_prefix(token_prefix + ":")  # its tokens: PREFIX:ID:ATTEMPT
-        except redis.RedisError as exc:
-            log.warning("cannot look for what the lane held (%s); leases it held will expire", exc)
-            return
-        with self._lock:
-            known = set(self._running) | {token for _, token, _ in self._outbox}
-        orphans = {task_id: token for task_id, token in leases.items() if token not in known}
-        if orphans:
-            log.warning("the lane's process ended holding task(s) %s; handing them back", sorted(orphans))
-            try:
-                self._give_back(orphans)
-            except redis.RedisError as exc:
-                log.warning("could not hand them back (%s); their leases will expire", exc)
-
-    def lane_should_stop(self) -> bool:
-        return self._draining or self._abort
-
-    def lane_interrupt(self) -> None:
-        try:
-            self.store.ring_worker(self.name)
-        except redis.RedisError:
-            pass  # the child's block ends after block_seconds anyway
-
-    # -- tasks ------------------------------------------------------------------------
-    def _start(self, group: list[Claimed], after: Request | None = None) -> None:
-        """Start a task and its followers: they run one after another on its resources.
-
-        ``after``: a prefetched group, left for the next slot holding ``after`` that is
-        done (when none holds it any more, it starts now)."""
-        refused = [task for task in group if task.refused]
-        if refused:
-            self._refuse(refused)
-            group = [task for task in group if not task.refused]
-            if not group:
-                return
-        lead = group[0]
-        request = parse_class(split_member(lead.member)[0])
-        attempts = [Attempt(task) for task in group]
-        ids = {a.task_id for a in attempts}
-        with self._lock:
-            # Our own earlier attempt of a task lost its lease (we were stalled) and the
-            # task came back to us: that attempt must stop, its result is void.
-            for stale in [a for a in self._running.values() if a.task_id in ids]:
-                stale.cancel()
-            for attempt in attempts:
-                self._running[attempt.token] = attempt
-            waits = after is not None and after in self._busy.values()
-            if waits:  # claimed within that slot's resources: it runs there, whatever its class
-                self._prefetched = (attempts, after)  # the slot's runner takes it when done
-        if self.metrics is not None:
-            for task in group:
-                for _ in range(packing.live_count(task.fields)):  # a pack's members each
-                    self.metrics.task_started(task.fields)
-        if waits or self._abort:  # on abort, _stop_and_hand_back gives them back unstarted
-            return
-        gpus = self.allocator.allocate(lead.token, request)
-        with self._lock:
-            self._busy[lead.token] = request
-        if self._inline:
-            self._execute(attempts, request, gpus, lead.token)
-        else:
-            self._threads.submit(self._execute, attempts, request, gpus, lead.token)
-
-    def _refuse(self, tasks: list[Claimed]) -> None:
-        """Tasks the claim refused (over --max-task-bytes, or a large field unreadable):
-        failed at once with the claim's reason, never loaded nor run."""
-        ended = []
-        for task in tasks:
-            log.warning("task %d failed without running: %s", task.task_id, task.refused)
-            if self.metrics is not None:
-                self.metrics.task_started(task.fields)
-            ended.append(
-                (
-                    Attempt(task),
-                    self._unrun(task.task_id, task.fields, task.refused_code or Result.UNKNOWN, task.refused or ""),
-                )
-            )
-        self._finish(ended)
-
-    def _unrun(self, task_id: int, fields: dict[bytes, bytes], code: int, message: str) -> dict[str, Any]:
-        """The result of a task that fails without running: its code and why."""
-        return result_fields(
-            task_id,
-            Outcome(Result(code), error=message),
-            {},
-            0.0,
-            self.options.max_result_bytes,
-            self.signer,
-            named_host(fields),
-        )
-
-    def _execute(self, attempts: list[Attempt], request: Request, gpus: list[GPU], slot_key: str) -> None:
-        """Run a group, then the groups prefetched for this slot, holding its resources."""
-        slot = Slot(
-            request,
-            gpus,
-            self.workdir,
-            self.pool,
-            self._function,
-            self.options.max_result_bytes,
-            self.signer,
-            self.files,
-        )
-        try:
-            while True:
-                self._run_group(attempts, slot)
-                with self._lock:
-                    upcoming = self._prefetched
-                    if upcoming is not None and upcoming[1] == request:
-                        self._prefetched = None
-                    else:
-                        upcoming = None
-                        del self._busy[slot_key]
-                if upcoming is None:
-                    return
-                attempts = upcoming[0]
-        finally:
-            self.allocator.release(slot_key)
-            self._changed.set()
-            if self._blocked:
-                try:
-                    self.store.ring_worker(self.name)
-                except redis.RedisError:
-                    pass  # the main loop's wait is bounded by block_seconds anyway
-
-    def _run_group(self, attempts: list[Attempt], slot: Slot) -> None:
-        """Run a group in order: quick PythonTasks in batches, the others one by one.  What
-        goes wrong with one task (or one batch) fails it alone: the others of the group run."""
-        index = 0
-        try:
-            attempts = self._screened(attempts)
-            specs = [quick_spec(a.fields) for a in attempts]
-        except Exception as exc:  # a bug of ours must not lose the tasks: report them failed
-            self._crashed(attempts, exc)
-            return
-        while index < len(attempts):
-            end = index
-            while end < len(attempts) and specs[end] is not None:
-                end += 1
-            chunk = attempts[index : max(end, index + 1)]
-            try:
-                if end > index:
-                    self._run_batch(chunk, specs[index:end], slot)  # type: ignore[arg-type]
-                else:
-                    self._run_one(chunk[0], slot)
-            except Exception as exc:  # a bug of ours must not lose the tasks: report them failed
-                self._crashed(chunk, exc)
-            index += len(chunk)
-
-    def _crashed(self, attempts: list[Attempt], exc: Exception) -> None:
-        log.exception("tasks %s crashed the runner", [a.task_id for a in attempts])
-        self._finish(
-            [
-                (a, self._unrun(a.task_id, a.fields, Result.UNKNOWN, f"worker error: {exc!r}"))
-                for a in attempts
-                if a.token in self._running
-            ]
-        )
-
-    def _screened(self, attempts: list[Attempt]) -> list[Attempt]:
-        """The attempts the runner may read; the others end at once, failed with what is
-        wrong, before anything of them is unpickled, and only they.  The one check for
-        every path a claimed task takes (a batch, one by one, a pack's members), which
-        therefore check nothing themselves (see ``_unreadable``)."""
-        screened: list[Attempt] = []
-        ended: list[tuple[Attempt, dict[str, Any] | None]] = []
-        for attempt in attempts:
-            problem = None
-            if self.signer is not None or packing.MEMBERS in attempt.fields:
-                problem = self._unreadable(attempt)
-            if problem is None:
-                screened.append(attempt)
-            else:
-                log.warning("task %d failed without running: %s", attempt.task_id, problem)
-                ended.append((attempt, self._unrun(attempt.task_id, attempt.fields, Result.UNKNOWN, problem)))
-        if ended:
-            self._finish(ended)
-        return screened
-
-    def _unreadable(self, attempt: Attempt) -> str | None:
-        """What keeps the runner from reading a claimed hash, or None.  With a secret: a
-        hash that does not verify as a whole (a pack's members and their arguments
-        included, large fields as they were read).  A pack's members are read here, once
-        (``Attempt.members``): members that do not load are another client's garbage."""
-        if self.signer is not None:
-            try:
-                self.signer.verify_task(attempt.task_id, attempt.fields)
-            except SignatureError as exc:
-                return f"refused: {exc}"
-        if packing.MEMBERS in attempt.fields:
-            try:
-                attempt.members = packing.claimed_members(attempt.fields)
-            except ValueError as exc:
-                return f"unreadable task hash {self.store.keys.task(attempt.task_id)}: {exc}"
-        return None
-
-    def _run_one(self, attempt: Attempt, slot: Slot) -> None:
-        if attempt.cancelled:
-            self._finish([(attempt, None)])
-            return
-        if packing.MEMBERS in attempt.fields:
-            self._run_pack_one_by_one(attempt, slot)
-            return
-        started = time.monotonic()
-        fields = self._task_run(attempt, attempt.task_id, attempt.fields, slot)
-        self._pace.record(1, time.monotonic() - started)
-        self._finish([(attempt, fields)])
-
-    @staticmethod
-    def _task_run(attempt: Attempt, task_id: int, fields: dict[bytes, bytes], slot: Slot) -> dict[str, Any] | None:
-        """One task (or a pack's member) on the per-task path, stopped if ``attempt`` is
-        cancelled meanwhile: its result fields, or None once cancelled."""
-        run = TaskRun(task_id, fields, slot)
-        attempt.stop_with(run.cancel)
-        try:
-            return run.execute()
-        finally:
-            attempt.stop_with(None)
-            run.close()
-
-    def _run_pack_one_by_one(self, attempt: Attempt, slot: Slot) -> None:
-        """A pack's members, each on the per-task path (its batch lost its child)."""
-        results = []
-        started = time.monotonic()
-        for member_id, fields in packing.member_fields(attempt.fields, attempt.members):
-            result = self._task_run(attempt, member_id, fields, slot)
-            if result is None or attempt.cancelled:
-                self._finish([(attempt, None)])  # cancelled or lease lost: the pack runs again elsewhere
-                return
-            results.append((member_id, result))
-        self._pace.record(max(len(results), 1), time.monotonic() - started)
-        self._finish([(attempt, packing.pack_results(results))])
-
-    def _run_batch(self, attempts: list[Attempt], specs: list[dict[str, Any]], slot: Slot) -> None:
-        live = [(a, s) for a, s in zip(attempts, specs) if not a.cancelled]
-        if len(live) < len(attempts):
-            self._finish([(a, None) for a in attempts if a.cancelled])
-        if not live:
-            return
-        held = [a for a, _ in live]
-        calls, owners = calls_of(held)  # a pack's members are calls of their own
-        batch = QuickBatch(
-            calls, [live[owner][1] for owner in owners], slot, while_running=self._claim_ahead if self._inline else None
-        )
-        for attempt in held:
-            attempt.stop_with(batch.stop)
-        started = time.monotonic()
-        try:
-            result = batch.run()
-        finally:
-            for attempt in held:
-                attempt.stop_with(None)
-            batch.close()
-        if result.ending is Ending.DONE:
-            self._pace.record(len(calls), time.monotonic() - started)
-            self._finish(list(zip(held, attempt_results(held, calls, owners, result.fields))))
-        elif result.ending is Ending.RUN_ONE_BY_ONE:
-            log.warning("a batch of %d tasks lost its Python process; running them one by one", len(calls))
-            for attempt in held:
-                self._run_one(attempt, slot)
-        else:
-            self._hand_back(held)
-
-    def _hand_back(self, attempts: list[Attempt]) -> None:
-        """A batch was stopped for a cancel: its other tasks go back to the queue, their
-        attempt not counted (they did not fail), and run again soon."""
-        back = {a.task_id: a.token for a in attempts if not a.cancelled}
-        self._finish([(a, None) for a in attempts])
-        if not back:
-            return
-        try:
-            self._give_back(back)
-        except redis.RedisError as exc:
-            log.warning("could not hand %d task(s) back (%s); their leases will expire", len(back), exc)
-
-    def _give_back(self, held: dict[int, str]) -> None:
-        """Hand tasks back to their queues now, their attempts not counted (release, then
-        a reap that requeues them at once instead of at the next reaper round)."""
-        self.store.release(held)
-        self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * 2, force=True)
-
-    def _finish(self, ended: list[tuple[Attempt, dict[str, Any] | None]]) -> None:
-        """Attempts that ended: results of the ones still wanted go to the outbox."""
-        if self.metrics is not None:
-            for attempt, fields in ended:
-                if fields is not None and not attempt.cancelled and "pr" in fields:
-                    for _, member in fields["pr"]:  # a pack's results: one per member
-                        self.metrics.task_finished(member)
-                else:
-                    self.metrics.task_finished(None if attempt.cancelled else fields)
-        with self._lock:
-            for attempt, fields in ended:
-                self._running.pop(attempt.token, None)
-                if fields is not None and not attempt.cancelled:
-                    self._outbox.append((attempt.task_id, attempt.token, fields))
-        self._changed.set()
-
-    def _function(self, digest: str) -> bytes | None:
-        """A function body by digest, from a small LRU cache of this worker, else Redis."""
-        body = self._functions.get(digest)
-        if body is not None:
-            self._functions.move_to_end(digest)
-        else:
-            body = self.store.function(digest, self.options.max_task_bytes)  # TaskTooLarge fails its tasks
-            if body is not None:
-                verify_function_body(digest, body)
-                self._functions[digest] = body
-                while len(self._functions) > 128:
-                    self._functions.popitem(last=False)
-        return body
-
-    def _take_outbox(self) -> list[tuple[int, str, dict[str, Any]]]:
-        with self._lock:
-            batch, self._outbox = self._outbox, []
-        return batch
-
-    def _hold(self, batch: list[tuple[int, str, dict[str, Any]]]) -> None:
-        """Keep undelivered results (Redis away, or a key they are written to broken) for
-        the next try; leases stay renewed."""
-        if batch:
-            log.debug("cannot deliver %d result(s) now; holding them", len(batch))
-            with self._lock:
-                self._outbox[:0] = batch
-
-    def _deliver(self) -> None:
-        """Send finished results; on a Redis outage keep them and try again later."""
-        batch = self._take_outbox()
-        if not batch:
-            return
-        try:
-            accepted = self.store.complete(batch, on_broken=self._report_broken)
-        except redis.RedisError as exc:
-            self.outage.failed("delivery", exc)
-            self._hold(batch)
-            time.sleep(0.5)
-            return
-        self.outage.succeeded()
-        self._delivered(batch, accepted)
-
-    def _delivered(self, batch: list[tuple[int, str, dict[str, Any]]], accepted: list[Delivery]) -> None:
-        """Count what Redis recorded; hold what it could not record now (a key it writes
-        holds the wrong type, reported by the store: see complete.lua) for the next try."""
-        self.tasks_done += sum(1 for ok in accepted if ok)
-        held = []
-        for result, ok in zip(batch, accepted):
-            if ok is Delivery.RETRY:
-                held.append(result)
-            elif not ok:
-                log.warning("result of task %d dropped: %s", result[0], ok.reason)
-        self._hold(held)
-
-    # -- heartbeat, leases, reaper -----------------------------------------------------
-    def _status(self) -> str:
-        return json.dumps(
-            {
-                "running": len(self._running),
-                "in_use": self.allocator.in_use(),
-                "done": self.tasks_done,
-                "draining": self._draining,
-            }
-        )
-
-    def _heartbeat_loop(self) -> None:
-        interval = min(self.options.lease_seconds / 3, HEARTBEAT_MAX_SECONDS)
-        beats = 0
-        while not self._stopping.wait(interval):
-            if self._abort:
-                self._stop_and_hand_back()
-                continue
-            beats += 1
-            try:
-                self._heartbeat()
-                self._last_beat = time.monotonic()
-                self.outage.succeeded()
-                if beats % max(1, int(self.options.lease_seconds / 2 / interval)) == 0:
-                    self.store.reap(lock_ms=int(self.lease_ms / 2), worker_timeout_ms=self.lease_ms * 2)
-            except redis.RedisError as exc:
-                self.outage.failed("heartbeat", exc)
-            except Exception:  # the heartbeat thread must never die: leases depend on it
-                log.exception("heartbeat error; retrying")
-
-    def _heartbeat(self) -> None:
-        with self._lock:
-            # finished results waiting for delivery (Redis was away) keep their leases too
-            held = {task_id: token for task_id, token, _ in self._outbox}
-            held.update({attempt.task_id: token for token, attempt in self._running.items()})
-        lost, registered = self.store.renew(self.name, self._status(), held, self.lease_ms, self._report_broken)
-        if not registered:
-            log.warning("this worker had been given up for dead; registering again")
-            self._register()
-        for task_id in lost:
-            with self._lock:
-                attempts = [a for a in self._running.values() if a.task_id == task_id]
-            for attempt in attempts:
-                if attempt.token in self._lane_tokens:
-                    # perhaps delivered and retrieved already, its ledger record not read
-                    # yet: the lane tells whether it had to stop the task
-                    log.debug("lease of task %d gone: the lane checks its ledger", task_id)
-                else:
-                    log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
-                attempt.cancel()
-
-    def _health(self) -> tuple[bool, str]:
-        """For ``/healthz``: healthy while heartbeats (and so lease renewals) reach Redis."""
-        silent = time.monotonic() - self._last_beat
-        if silent > self.options.lease_seconds:
-            return False, f"no heartbeat reached Redis for {silent:.0f} s"
-        return True, "draining" if self._draining else "ok"
-
-    def _register(self) -> None:
-        record = {
-            "name": self.name,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "version": __version__,
-            "resources": json.dumps(self.capacity.as_dict()),
-            "tags": ",".join(self.options.tags),
-            "gpus": json.dumps([{"index": g.index, "uuid": g.uuid, "model": g.model} for g in self.capacity.gpus]),
-            "started": time.time(),
-            "status": self._status(),
-        }
-        if self.metrics_address:
-            record["metrics"] = self.metrics_address  # found by `wq-redis exporter`'s service discovery
-        self.store.register_worker(self.name, record)
-        self.store.renew(self.name, self._status(), {}, self.lease_ms)  # listed as live at once
-
-    def _stop_and_hand_back(self) -> None:
-        """Abort: stop every running attempt and hand its task back, the attempt not
-        counted.  Called by the heartbeat thread (the main thread may be running a task
-        itself) and again at shutdown for attempts claimed since."""
-        with self._lock:
-            running = {token: a for token, a in self._running.items() if token not in self._handed_back}
-            self._handed_back.update(running)
-        if not running:
-            return
-        for attempt in running.values():
-            attempt.cancel()
-        try:
-            self._give_back({attempt.task_id: token for token, attempt in running.items()})
-        except redis.RedisError as exc:
-            log.warning("could not hand tasks back (%s); their leases will expire", exc)
-
+    # -- the end -----------------------------------------------------------------------
     def _shutdown(self) -> None:
         if self._abort:
             self._stopping.set()  # no more renewals: the leases are being handed back
             self._stop_and_hand_back()
-        deadline = time.monotonic() + 30
-        while self._outbox and time.monotonic() < deadline:
-            self._deliver()
-            if self._outbox:  # held: Redis away, or a key complete.lua writes is broken
-                time.sleep(0.5)
+        deadline = time.monotonic() + SHUTDOWN_DELIVERY_SECONDS
+        while self.outbox.results and time.monotonic() < deadline:
+            self.outbox.deliver()
+            if self.outbox.results:  # held: Redis away, or a key complete.lua writes is broken
+                time.sleep(DELIVERY_RETRY_SECONDS)
         self._stopping.set()  # else a last heartbeat could find the record gone and register again
         try:
             self.store.unregister_worker(self.name)

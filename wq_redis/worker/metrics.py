@@ -30,12 +30,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..protocol.codes import Result
+from ..protocol.fields import MEASURED, RESULT, STARTED_B, SUBMITTED_B
 from ..protocol.version import __version__
 from .metrics_server import MetricsServer, serve
-from .resources import GPU, Allocator, Capacity
+from .resources import GPU, MB, Allocator, Capacity
 
 log = logging.getLogger("wq_redis.worker")
-MiB = 1024 * 1024
+PERCENT = 100.0  # NVML reports utilization in percent; Prometheus wants a ratio 0-1
 # Tasks last from milliseconds to many hours; so do their waits in a busy queue.
 TIME_BUCKETS = (
     0.01,
@@ -61,6 +62,10 @@ TIME_BUCKETS = (
     86400,
 )
 GPU_PROVIDER_ENV = "WQ_GPU_PROVIDER"
+MICROSECONDS = 1e6  # per second: the task hash's times are in us
+# CPU use is averaged over at least this long: over less, a scrape would read the jitter of
+# /proc's tick counts (two scrapes this close get the same value)
+CPU_WINDOW_SECONDS = 1.0
 _TASK_ID = re.compile(r"(:t:)\d+")
 
 
@@ -131,7 +136,7 @@ class NvmlProvider:
                             index,
                             _text(nvml.nvmlDeviceGetUUID(handle)),
                             _text(nvml.nvmlDeviceGetName(handle)),
-                            nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0,
+                            nvml.nvmlDeviceGetUtilizationRates(handle).gpu / PERCENT,
                             int(memory.used),
                             int(memory.total),
                         )
@@ -175,7 +180,7 @@ class TaskCpuMeter:
     ones read from /proc and exited ones through the worker's reaped-children times
     (command tasks are waited for by the worker, so their whole tree counts)."""
 
-    def __init__(self, pid: int | None = None, min_window: float = 1.0) -> None:
+    def __init__(self, pid: int | None = None, min_window: float = CPU_WINDOW_SECONDS) -> None:
         self._process = psutil.Process(pid)
         self._min_window = min_window
         self._last = (time.monotonic(), self.total())
@@ -281,10 +286,10 @@ class WorkerMetrics:
 
     # -- hooks of the worker loop ------------------------------------------------------
     def task_started(self, fields: dict[bytes, bytes]) -> None:
-        """A claimed attempt starts; ``fields`` is its task hash (``sub`` us, ``ts`` us)."""
+        """A claimed attempt starts; ``fields`` is its task hash (SUBMITTED us, STARTED us)."""
         self.started.inc()
         try:
-            wait = (int(fields[b"ts"]) - int(fields[b"sub"])) / 1e6
+            wait = (int(fields[STARTED_B]) - int(fields[SUBMITTED_B])) / MICROSECONDS
         except (KeyError, ValueError):
             return
         self.queue_wait.observe(max(wait, 0.0))  # the manager's clock may run ahead of Redis'
@@ -306,11 +311,11 @@ class WorkerMetrics:
             self.completed.labels("cancelled").inc()
             return
         try:
-            result = Result(int(fields.get("r", Result.UNKNOWN))).name.lower()
+            result = Result(int(fields.get(RESULT, Result.UNKNOWN))).name.lower()
         except ValueError:
             result = "unknown"
         self.completed.labels(result).inc()
-        measured = json.loads(fields.get("meas") or "{}")
+        measured = json.loads(fields.get(MEASURED) or "{}")
         self.cpu_seconds.inc(max(float(measured.get("cpu_time", 0.0)), 0.0))
         if "wall_time" in measured:
             self.duration.observe(max(float(measured["wall_time"]), 0.0))
@@ -320,8 +325,8 @@ class WorkerMetrics:
         total, used = self.capacity.as_dict(), self.allocator.in_use()
         for name, unit, scale, what in (
             ("cores", "", 1, "Cores"),
-            ("memory", "_bytes", MiB, "Memory"),
-            ("disk", "_bytes", MiB, "Disk"),
+            ("memory", "_bytes", MB, "Memory"),
+            ("disk", "_bytes", MB, "Disk"),
             ("gpus", "", 1, "GPUs"),
         ):
             yield GaugeMetricFamily(

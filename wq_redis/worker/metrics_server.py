@@ -19,6 +19,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+SERVER_JOIN_SECONDS = 5.0  # close waits this long for the serving thread (shutdown has stopped it already)
+
 # A route answers (HTTP status, content type, body).
 Route = Callable[[], tuple[int, str, bytes]]
 
@@ -86,7 +88,7 @@ class MetricsServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-        self.thread.join(5)
+        self.thread.join(SERVER_JOIN_SECONDS)
 
 
 def _app(registry: CollectorRegistry, routes: dict[str, Route]) -> Callable[..., Iterable[bytes]]:
@@ -95,7 +97,7 @@ def _app(registry: CollectorRegistry, routes: dict[str, Route]) -> Callable[...,
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path in ("/metrics", "/"):
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
+            return metrics(environ, start_response)
         route = routes.get(path.rstrip("/") or "/")
         if route is None:
             start_response("404 Not Found", [("Content-Type", "text/plain")])

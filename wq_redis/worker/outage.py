@@ -1,21 +1,24 @@
-"""One log line when the worker's calls to Redis start failing and one when they succeed
-again, however many calls fail meanwhile.
+"""How the worker tells the log of trouble with Redis without flooding it.
 
-During an outage every part of a worker keeps trying (the claim loop each second, the
-heartbeat twice a second, deliveries), and each used to log each failure: a 20 s outage
-wrote some sixty warnings that all said the same thing.  The details of each failure stay
-at debug level.
+An outage: one log line when the worker's calls to Redis start failing and one when they
+succeed again, however many calls fail meanwhile (``RedisOutage``: the worker's messages
+for protocol/outage.py's ``OutageLog``, which tells why).  A broken key (one of the
+queue's keys holding the wrong type): counted every time, logged at most once a minute
+each (``BrokenKeys``).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from collections.abc import Callable
 
 import redis
 
+from ..protocol.outage import OutageLog
+
 log = logging.getLogger("wq_redis.worker")
+BROKEN_KEY_LOG_SECONDS = 60.0  # a key of the wrong type is logged at most this often (it is counted every time)
 
 
 def redis_address(client: redis.Redis) -> str:
@@ -32,27 +35,46 @@ class RedisOutage:
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self._lock = threading.Lock()
-        self._since: float | None = None  # when the first call of this outage failed
+        self._log = OutageLog(
+            log,
+            down="calls to Redis at {address} fail ({what}: {error}); retrying until it answers (finished results "
+            "are held, leases renewed once it is back)",
+            again="{what} failed again ({error})",
+            back="Redis at {address} answers again after {seconds:.1f} s",
+            address=address,
+        )
 
     def failed(self, what: str, exc: BaseException) -> None:
-        with self._lock:
-            if self._since is None:
-                self._since = time.monotonic()
-                log.warning(
-                    "calls to Redis at %s fail (%s: %s); retrying until it answers (finished results "
-                    "are held, leases renewed once it is back)",
-                    self.address,
-                    what,
-                    exc,
-                )
-            else:
-                log.debug("%s failed again (%s)", what, exc)
+        self._log.failed(what=what, error=exc)
 
     def succeeded(self) -> None:
-        if self._since is None:  # the usual case: nothing to say, no lock taken
+        if self._log.since is None:  # the usual case (every claim): not even a call
             return
-        with self._lock:
-            if self._since is not None:
-                log.warning("Redis at %s answers again after %.1f s", self.address, time.monotonic() - self._since)
-                self._since = None
+        self._log.succeeded()
+
+
+class BrokenKeys:
+    """Keys of the queue a claim, a delivery or a heartbeat could not read or write (wrong
+    type): skipped (results that must be written there are held and sent again, see
+    ``Outbox.delivered``), counted every time, logged at most once a minute each."""
+
+    def __init__(self, count: Callable[[str], None] | None) -> None:
+        self.count = count  # the metrics' counter, if the worker serves metrics
+        self._logged: dict[str, float] = {}  # key -> when last logged (monotonic)
+
+    def report(self, keys: list[tuple[str, str]]) -> None:
+        """``keys``: (key, error) as the store reports them."""
+        now = time.monotonic()
+        for key, error in keys:
+            if self.count is not None:
+                self.count(key)
+            if now - self._logged.get(key, float("-inf")) >= BROKEN_KEY_LOG_SECONDS:
+                self._logged[key] = now
+                log.error(
+                    "cannot read %s (%s): skipped, the rest of the queue is served (results to be written "
+                    "there are held until it is repaired); delete or repair that key (this message repeats at "
+                    "most every %.0f s)",
+                    key,
+                    error,
+                    BROKEN_KEY_LOG_SECONDS,
+                )

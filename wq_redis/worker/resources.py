@@ -18,7 +18,7 @@ import psutil
 from ..protocol.resources import Request
 
 log = logging.getLogger("wq_redis.worker")
-MB = 1024 * 1024
+MB = 1024 * 1024  # Work Queue's MB (memory, disk, caches): 2**20 bytes
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import psutil
 
+# Work Queue's MB, as resources.MB: this module imports none of ours (the warm child's lane imports it)
 MB = 1024 * 1024
 CHECK_INTERVAL = 0.25  # seconds between resource measurements when limits are enforced
 

@@ -1,0 +1,174 @@
+"""The worker's leases and its record in Redis: the heartbeat thread.
+
+Every ``lease/3`` (at most ``HEARTBEAT_MAX_SECONDS``) the heartbeat renews, in one round
+trip, the leases of the running attempts and of the results waiting in the outbox, and the
+worker's record (status, liveness).  Its answer names the leases lost (the task was
+cancelled, or the lease expired while the worker stalled): those attempts are stopped.
+The heartbeat runs in its own thread, which a CPU-bound task cannot starve (tasks run in
+other processes), and also runs the reaper under a Redis lock.  On abort (a second
+SIGTERM) it stops every running attempt and hands its task back.
+
+``Leases`` is a part of ``Worker`` (worker/loop.py), which holds the state it reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import redis
+
+from ..protocol.fields import (
+    WORKER_GPUS,
+    WORKER_HOST,
+    WORKER_METRICS,
+    WORKER_NAME,
+    WORKER_PID,
+    WORKER_RESOURCES,
+    WORKER_STARTED,
+    WORKER_STATUS,
+    WORKER_TAGS,
+    WORKER_VERSION,
+)
+from ..protocol.store import QueueStore
+from ..protocol.version import __version__
+from .batch import Attempt
+from .outage import BrokenKeys, RedisOutage
+from .outbox import Outbox
+from .resources import Allocator, Capacity
+
+if TYPE_CHECKING:
+    from .loop import WorkerOptions
+
+log = logging.getLogger("wq_redis.worker")
+HEARTBEAT_MAX_SECONDS = 0.5  # also how fast a cancel reaches a running task
+HEARTBEATS_PER_LEASE = 3  # a lease survives at least two lost heartbeats in a row
+REAP_EVERY_LEASES = 0.5  # the reaper runs about this often (in leases), under a lock held as long
+SILENT_LEASES = 2  # a worker silent this many leases is given up for dead (its leases expired long ago)
+
+
+class Leases:
+    """Renews leases and the worker's record; stops attempts whose lease is gone."""
+
+    # the worker's state this part reads (set by Worker.__init__)
+    options: WorkerOptions
+    store: QueueStore
+    name: str
+    capacity: Capacity
+    allocator: Allocator
+    lease_ms: int
+    outage: RedisOutage
+    outbox: Outbox
+    broken_keys: BrokenKeys
+    metrics_address: str
+    _lock: threading.Lock
+    _running: dict[str, Attempt]  # by lease token, from claim to result
+    _lane_tokens: set[str]
+    _handed_back: set[str]
+    _stopping: threading.Event
+    _draining: bool
+    _abort: bool
+    _last_beat: float
+
+    def _status(self) -> str:
+        return json.dumps(
+            {
+                "running": len(self._running),
+                "in_use": self.allocator.in_use(),
+                "done": self.outbox.tasks_done,
+                "draining": self._draining,
+            }
+        )
+
+    def _heartbeat_loop(self) -> None:
+        interval = min(self.options.lease_seconds / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)
+        beats = 0
+        while not self._stopping.wait(interval):
+            if self._abort:
+                self._stop_and_hand_back()
+                continue
+            beats += 1
+            try:
+                self._heartbeat()
+                self._last_beat = time.monotonic()
+                self.outage.succeeded()
+                if beats % max(1, int(self.options.lease_seconds * REAP_EVERY_LEASES / interval)) == 0:
+                    self.store.reap(
+                        lock_ms=int(self.lease_ms * REAP_EVERY_LEASES), worker_timeout_ms=self.lease_ms * SILENT_LEASES
+                    )
+            except redis.RedisError as exc:
+                self.outage.failed("heartbeat", exc)
+            except Exception:  # the heartbeat thread must never die: leases depend on it
+                log.exception("heartbeat error; retrying")
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            # finished results waiting for delivery (Redis was away) keep their leases too
+            held = self.outbox.leases()
+            held.update({attempt.task_id: token for token, attempt in self._running.items()})
+        lost, registered = self.store.renew(self.name, self._status(), held, self.lease_ms, self.broken_keys.report)
+        if not registered:
+            log.warning("this worker had been given up for dead; registering again")
+            self._register()
+        for task_id in lost:
+            with self._lock:
+                attempts = [a for a in self._running.values() if a.task_id == task_id]
+            for attempt in attempts:
+                if attempt.token in self._lane_tokens:
+                    # perhaps delivered and retrieved already, its ledger record not read
+                    # yet: the lane tells whether it had to stop the task
+                    log.debug("lease of task %d gone: the lane checks its ledger", task_id)
+                else:
+                    log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
+                attempt.cancel()
+
+    def _health(self) -> tuple[bool, str]:
+        """For ``/healthz``: healthy while heartbeats (and so lease renewals) reach Redis."""
+        silent = time.monotonic() - self._last_beat
+        if silent > self.options.lease_seconds:
+            return False, f"no heartbeat reached Redis for {silent:.0f} s"
+        return True, "draining" if self._draining else "ok"
+
+    def _register(self) -> None:
+        record = {
+            WORKER_NAME: self.name,
+            WORKER_HOST: socket.gethostname(),
+            WORKER_PID: os.getpid(),
+            WORKER_VERSION: __version__,
+            WORKER_RESOURCES: json.dumps(self.capacity.as_dict()),
+            WORKER_TAGS: ",".join(self.options.tags),
+            WORKER_GPUS: json.dumps([{"index": g.index, "uuid": g.uuid, "model": g.model} for g in self.capacity.gpus]),
+            WORKER_STARTED: time.time(),
+            WORKER_STATUS: self._status(),
+        }
+        if self.metrics_address:
+            record[WORKER_METRICS] = self.metrics_address  # found by `wq-redis exporter`'s service discovery
+        self.store.register_worker(self.name, record)
+        self.store.renew(self.name, self._status(), {}, self.lease_ms)  # listed as live at once
+
+    def _give_back(self, held: dict[int, str]) -> None:
+        """Hand tasks back to their queues now, their attempts not counted (release, then
+        a reap that requeues them at once instead of at the next reaper round)."""
+        self.store.release(held)
+        self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * SILENT_LEASES, force=True)
+
+    def _stop_and_hand_back(self) -> None:
+        """Abort: stop every running attempt and hand its task back, the attempt not
+        counted.  Called by the heartbeat thread (the main thread may be running a task
+        itself) and again at shutdown for attempts claimed since."""
+        with self._lock:
+            running = {token: a for token, a in self._running.items() if token not in self._handed_back}
+            self._handed_back.update(running)
+        if not running:
+            return
+        for attempt in running.values():
+            attempt.cancel()
+        try:
+            self._give_back({attempt.task_id: token for token, attempt in running.items()})
+        except redis.RedisError as exc:
+            log.warning("could not hand tasks back (%s); their leases will expire", exc)
