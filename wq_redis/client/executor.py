@@ -26,9 +26,10 @@ from typing import Any
 from .errors import task_exception
 from .mapping import SUBMIT_BATCH
 from .queue import WorkQueue
+from .seam import QueueSeam
+from .spec import RESOURCE_NAMES
 from .task import PythonTask, Task
 
-RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 POLL_SECONDS = 0.5  # longest a blocked wait lasts before the collector looks around again
 
 
@@ -94,6 +95,7 @@ class Executor(concurrent.futures.Executor):
             self.queue, self._owns_queue = queue, False
         else:
             self.queue, self._owns_queue = self.queue_type(queue, redis_url, **queue_options), True
+        self._seam = QueueSeam(self.queue)  # the queue steps the collector takes (seam.py)
         self.resources = dict(resources or {})
         self.template = template
         self._lock = threading.RLock()
@@ -210,7 +212,7 @@ class Executor(concurrent.futures.Executor):
                 self._work.clear()
             else:
                 try:
-                    self.queue._store.wait_done(POLL_SECONDS)
+                    self._seam.wait_for_completion(POLL_SECONDS)
                 except Exception:  # Redis away: the client reconnects; look again shortly
                     time.sleep(POLL_SECONDS)
         if self._owns_queue:
@@ -223,15 +225,15 @@ class Executor(concurrent.futures.Executor):
             if self._futures.pop(task_id, None) is not None:
                 ids.append(task_id)
         if ids:
-            self.queue._cancel(ids)
+            self._seam.cancel(ids)
 
     def _take_finished(self) -> list[tuple[TaskFuture, Task]]:
         try:
-            self.queue._retrieve()
+            self._seam.retrieve()
         except Exception:
             return []
-        mine = [i for i in self.queue._results if i in self._futures]
-        return [(self._futures.pop(i), self.queue._take_result(i)) for i in mine]  # type: ignore[misc]
+        mine = self._seam.finished_among(self._futures)
+        return [(self._futures.pop(i), self._seam.take_result(i)) for i in mine]  # type: ignore[misc]
 
     # -- shutting down -------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

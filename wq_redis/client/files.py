@@ -29,7 +29,8 @@ from ..protocol.sizes import show_size
 
 if TYPE_CHECKING:
     from ..protocol.store import QueueStore
-    from .task import InputFile, Task
+    from .spec import InputFile
+    from .task import Task
 
 __all__ = [
     "CACHED_DIR",

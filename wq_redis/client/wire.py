@@ -22,7 +22,8 @@ from ..protocol.codes import Result
 from ..protocol.resources import Request
 from ..protocol.serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
 from .files import OUTPUT_DIR, FileStager, unpack_directory
-from .task import InputFile, PythonTask, Task
+from .spec import InputFile
+from .task import PythonTask, Task
 
 
 def _envelope(task: Task, request: Request, enforce: bool) -> dict[str, Any]:
