@@ -48,6 +48,7 @@ __all__ = [
 FILE_TTL_SECONDS = 7 * 24 * 3600  # a cached input outlives its last submit by this much
 FILE_REFRESH_SECONDS = 3600  # how often a manager re-times (or re-stores) an input it uses
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # Redis refuses strings past 512 MB
+COMMAND_SHOWN = 60  # characters of a task's command quoted in an error
 MEMO_ENTRIES = 65_536  # digests a manager remembers (of files it sent, and that Redis holds)
 Body = bytes | Callable[[], bytes]  # the bytes, or how to read them when needed
 
@@ -115,8 +116,8 @@ class FileStager:
         total = arguments + function + inputs
         if total > self.max_task_bytes:
             raise FileTooLarge(
-                f"task {task.command[:60]!r} holds {show_size(total)} (arguments {show_size(arguments)}, function "
-                f"{show_size(function)}, input files {show_size(inputs)}), over the limit of "
+                f"task {task.command[:COMMAND_SHOWN]!r} holds {show_size(total)} (arguments {show_size(arguments)}, "
+                f"function {show_size(function)}, input files {show_size(inputs)}), over the limit of "
                 f"{show_size(self.max_task_bytes)} per task: workers fail such tasks unloaded (wq-redis worker "
                 f"--max-task-bytes, default {show_size(DEFAULT_MAX_TASK_BYTES)}); raise both with "
                 "WorkQueue.specify_file_limits(max_task_bytes=...) and --max-task-bytes, "

@@ -13,16 +13,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..protocol.packing import dump
+from .submit_buffer import ROW_FIELDS, Row
 from .task import PythonTask, Task
 
 PACK_TASKS = 256  # members of one pack, at most
 PACK_SECONDS = 0.005  # ... and about this much work at the function's pace
 PACK_ARG_BYTES = 1024  # larger arguments travel in a task of their own
-SAMPLES_TRUSTED = 16  # after this many results of a function, its pace is sampled 1 in 16
+SAMPLES_TRUSTED = 16  # after this many results of a function, its pace is sampled 1 in SAMPLE_EVERY
+SAMPLE_EVERY = 16
+PACE_WEIGHT = 0.25  # weight of the newest wall time in a function's pace (a moving average)
+FASTEST_PACE = 1e-6  # seconds: a call reported faster counts as this fast (wall times can read 0)
 _SHARED_FIELDS = ("sub", "spec", "fn", "mr", "cat")  # what a pack's members share
 _PACKABLE_FIELDS = frozenset(_SHARED_FIELDS) | {"args"}  # ... and their own arguments: nothing else
-
-Row = tuple[int, str, float, dict[str, Any]]  # (id, queue member, priority, hash fields)
 
 
 def packable(task: Task, fields: dict[str, Any]) -> bool:
@@ -57,21 +59,21 @@ class PackPlanner:
             return
         seen = self._seen.get(digest, 0)
         self._seen[digest] = seen + 1
-        if seen >= SAMPLES_TRUSTED and seen % 16:
+        if seen >= SAMPLES_TRUSTED and seen % SAMPLE_EVERY:
             return
         try:
             wall = float(json.loads(meas)["wall_time"])
         except (ValueError, KeyError, TypeError):
             return
         pace = self._pace.get(digest)
-        self._pace[digest] = wall if pace is None else 0.75 * pace + 0.25 * wall
+        self._pace[digest] = wall if pace is None else (1 - PACE_WEIGHT) * pace + PACE_WEIGHT * wall
 
     def size(self, digest: bytes) -> int:
         """Members per pack for calls of ``digest`` (1: not packed)."""
         pace = self._pace.get(digest)
         if pace is None:
             return 1
-        return max(1, min(PACK_TASKS, int(PACK_SECONDS / max(pace, 1e-6))))
+        return max(1, min(PACK_TASKS, int(PACK_SECONDS / max(pace, FASTEST_PACE))))
 
     def pack(
         self, rows: Sequence[Row], tasks: Sequence[Task], new_id: Callable[[], int]
@@ -93,12 +95,12 @@ class PackPlanner:
             pack_id = new_id()
             pack_fields: dict[str, Any] = {name: fields[name] for name in _SHARED_FIELDS if name in fields}
             pack_fields["n"] = len(members)
-            pack_fields["pa"] = dump([(m[0], m[3].get("args", b"")) for m in members])
+            pack_fields["pa"] = dump([(m[0], m[ROW_FIELDS].get("args", b"")) for m in members])
             out.append((pack_id, member, priority, pack_fields))
             packs[pack_id] = [m[0] for m in members]
 
         for row, task in zip(rows, tasks):
-            fields = row[3]
+            fields = row[ROW_FIELDS]
             digest = fields.get("fn")
             size = sizes.get(digest) if digest is not None else 1
             if size is None:

@@ -25,12 +25,10 @@ if TYPE_CHECKING:
     from .files import FileStager
     from .packs import PackPlanner
     from .reconnect import Reconnect
-    from .submit_buffer import SubmitBuffer
+    from .submit_buffer import Row, SubmitBuffer
     from .task import Task
 
 IDS_LOGGED = 20  # ids named in one log line (about tasks that are not this manager's, say)
-
-Row = tuple[int, str, float, dict[str, Any]]  # (task id, ready queue member, priority, hash fields): submit.lua's
 
 
 def some_ids(ids: Sequence[int]) -> str:

@@ -48,11 +48,12 @@ from .task import Task
 log = logging.getLogger("wq_redis.client.queue")
 
 PENDING = ""  # the incarnation of a manager whose recovery has not finished: submit.lua accepts nothing in it
+INCARNATION_BYTES = 8  # random bytes naming one attachment of a manager to the queue's state
 RECOVERY_ATTEMPTS = 5  # recoveries in a row whose resubmit was refused again (the state lost again meanwhile)
 
 
 def new_incarnation() -> str:
-    return secrets.token_hex(8)
+    return secrets.token_hex(INCARNATION_BYTES)
 
 
 def failed_locally(task: Task, task_id: int, error: str) -> Task:

@@ -56,7 +56,8 @@ class TaskSpec:
 
     Slots, and empty tuples until a file is declared: a manager holds one per task in
     flight, and every container the garbage collector tracks costs it time (four fewer
-    per task took a third of the client's time per task of a large submit_many).
+    per task took a third of the client's time per task of a large submit_many:
+    ``python -m bench.profile_wq --phases batch``, i.e. ``make bench-profile``).
     """
 
     cores: int | None = None

@@ -35,7 +35,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priority, hash fields)
+Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priority, hash fields): submit.lua's
+ROW_FIELDS = 3  # where a Row holds its hash fields
 T = TypeVar("T")
 
 MAX_ROWS = 10_000  # a submit that finds this many rows buffered flushes itself (back-pressure)
@@ -179,7 +180,7 @@ class SubmitBuffer:
 
 def _size(row: Row) -> int:
     """What a row weighs against MAX_BYTES: its pickled arguments."""
-    return len(row[3].get("args", b""))
+    return len(row[ROW_FIELDS].get("args", b""))
 
 
 def _background(ref: weakref.ref[SubmitBuffer], kick: threading.Event) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 from ..protocol import gcpause
 from ..protocol.resources import DEFAULT_CORES, Request, queue_member
 from ..protocol.store import QueueStateLost, Submitted
-from .queue_state import QueueState, Row, some_ids
+from .queue_state import QueueState, some_ids
 from .spec import RESOURCE_NAMES
+from .submit_buffer import Row
 from .task import Task
 from .wire import encode_task
 

@@ -22,7 +22,7 @@ from ..protocol.codes import Result
 from ..protocol.resources import Request
 from ..protocol.serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
 from .files import OUTPUT_DIR, FileStager, unpack_directory
-from .spec import InputFile
+from .spec import RESOURCE_NAMES, InputFile
 from .task import PythonTask, Task
 
 
@@ -76,7 +76,9 @@ def encode_task(
     else:
         envelope = _envelope(task, request, enforce)
         # Only what differs from the defaults travels: a small spec keeps the task's hash in
-        # Redis' compact listpack encoding (values up to 64 bytes), about 5x smaller.
+        # Redis' compact listpack encoding (values up to 64 bytes), about 5x smaller than a
+        # hashtable (MEMORY USAGE of a task's hash; `python -m bench.run` reports the bytes
+        # per queued task in its B/queued column, bench/README.md).
         fields["spec"] = pack_spec(
             {k: v for k, v in envelope.items() if k in ("kind", "command") or v != SPEC_DEFAULTS.get(k)}
         )
@@ -110,7 +112,7 @@ def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
     else:
         task = Task(spec["command"])
     s = task._spec
-    s.cores, s.memory, s.disk, s.gpus = spec.get("request", [None] * 4)
+    s.cores, s.memory, s.disk, s.gpus = spec.get("request", [None] * len(RESOURCE_NAMES))
     s.tag, s.category = spec.get("tag"), spec.get("category", "default")
     s.priority, s.max_retries = spec.get("priority", 0.0), spec.get("max_retries", 0)
     s.running_time_max, s.end_time = spec.get("running_time_max", 0.0), spec.get("end_time", 0)
@@ -142,6 +144,7 @@ def apply_results(task: Task, task_id: int, fields: dict[bytes, bytes]) -> None:
             unpack_directory(data, local)
 
 
+SHOWN_CHARS = 20  # of a bad value quoted in an error
 _INTEGER_FIELDS = (b"rs", b"a", b"ts", b"tf", b"sub")
 _TEXT_FIELDS = (b"w", b"host", b"q")  # decoded strictly (out and err are decoded leniently)
 _RESULT_CODES = frozenset(b"%d" % code for code in Result)  # as workers write them
@@ -156,11 +159,11 @@ def unreadable_result(fields: dict[bytes, bytes]) -> str | None:
     if code is None:
         return "no result code"
     if code not in _RESULT_CODES:
-        return f"result code {code[:20]!r} is not one of Work Queue's"
+        return f"result code {code[:SHOWN_CHARS]!r} is not one of Work Queue's"
     for name in _INTEGER_FIELDS:
         value = fields.get(name)
         if value is not None and not value.lstrip(b"-").isdigit():
-            return f"field {name.decode()} = {value[:20]!r} is not an integer"
+            return f"field {name.decode()} = {value[:SHOWN_CHARS]!r} is not an integer"
     for name in _TEXT_FIELDS:
         value = fields.get(name)
         if value is not None:
