@@ -5,6 +5,12 @@
 ...     q.submit(wq.PythonTask(pow, 2, 10))
 ...     t = q.wait(5)
 ...     print(t.output)   # 1024
+
+This module builds the queue (connection, attach, local Redis and workers) and holds its
+lifecycle, stats and category calls; the steps of a task's way are the queue's parts:
+submitting.py, retrieving.py, cancelling.py and recovery.py (queue_state.py declares the
+state they share, books.py the record of this manager's tasks).  The queue's helpers
+(executor, map/pair/tree_reduce, wait_async) use it through seam.py.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from ..protocol.connection import open_client, resolve_url
 from ..protocol.serialize import FunctionCache
 from ..protocol.signing import Signer, secret_from
 from ..protocol.store import QueueStateLost, QueueStore
-from ..protocol.views import QueueView
+from ..protocol.views import WORKER_TIMEOUT_MS, QueueView
 from .asyncwait import wait_async
 from .books import TaskBooks
 from .cancelling import Cancelling
@@ -54,7 +60,6 @@ class LocalWorkerPool(Protocol):
     def stop(self, timeout: float = 10.0, wake: Callable[[str], None] | None = None) -> None: ...
 
 
-WORKER_TIMEOUT_MS = 60_000  # a worker silent this long is no longer counted
 HUNGRY_MINIMUM = 10  # hungry() is true while fewer tasks than this wait (Work Queue's default)
 # redis-py's own retries, inside each of the manager's (reconnect.py): a few quick ones for
 # a connection cut at the wrong moment; longer outages are reconnect_timeout's
