@@ -49,6 +49,7 @@ class Cancelling(QueueState):
         # scan) cancels all of its members
         requests = list(dict.fromkeys(books.cancel_request(i) for i in task_ids if i not in local))
         answers = dict(zip(requests, self._redis.call(lambda: self._store.cancel(requests))))
+        found: list[tuple[int, Task, dict[bytes, bytes] | None]]
         for task_id in task_ids:
             if task_id in local:
                 found = [(task_id, local[task_id], None)]  # already finished: handed back as it is

@@ -147,7 +147,8 @@ class Retrieving(QueueState):
             log.warning(
                 "queue %r: the result of task %d cannot be read (%r); it comes back failed", self.name, task_id, exc
             )
-            task = books.submitted.pop(task_id, None) or Task("<unreadable task>")
+            held = books.submitted.pop(task_id, None)
+            task = held if held is not None else Task("<unreadable task>")
             books.adopted.discard(task_id)
             failed_locally(task, task_id, f"its result in Redis cannot be read: {exc!r}")
         books.came_back(task_id, task)

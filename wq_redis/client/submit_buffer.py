@@ -33,10 +33,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priority, hash fields): submit.lua's
-ROW_FIELDS = 3  # where a Row holds its hash fields
+ROW_FIELDS: Final = 3  # where a Row holds its hash fields
 T = TypeVar("T")
 
 MAX_ROWS = 10_000  # a submit that finds this many rows buffered flushes itself (back-pressure)
