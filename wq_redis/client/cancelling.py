@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ..protocol.packing import MEMBERS, member_ids
+from ..protocol.fields import ATTEMPTS_B, HOST_B, PACK_SIZE_B, WORKER_B
+from ..protocol.packing import member_ids
 from .queue_state import QueueState
 from .task import Task
 from .wire import task_from_fields
 
 log = logging.getLogger("wq_redis.client.queue")
 
-KEPT_AFTER_CANCEL = (b"a", b"w", b"host")  # a cancelled task's fields it keeps: attempts, worker, host
+KEPT_AFTER_CANCEL = (ATTEMPTS_B, WORKER_B, HOST_B)  # the fields a cancelled task keeps
 
 
 class Cancelling(QueueState):
@@ -64,7 +65,7 @@ class Cancelling(QueueState):
                     fields = {}
                     ids = [task_id]
                 # a whole pack (never with a secret: this manager made none, so it reads none)
-                elif MEMBERS in fields and request[1] is None and self._signer is None:
+                elif PACK_SIZE_B in fields and request[1] is None and self._signer is None:
                     try:
                         ids = member_ids(fields)
                     except Exception as exc:

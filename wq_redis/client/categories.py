@@ -11,16 +11,11 @@ As in Work Queue, ``stats_category`` is the view of one manager: its cumulative 
 
 from __future__ import annotations
 
-from ..protocol.codes import TaskState
+from ..protocol.fields import MEMBER, STATE, STATE_FINISHED_B, STATE_READY_B, STATE_RUNNING_B
 from ..protocol.resources import parse_class, split_member
 from ..protocol.views import QueueView
 from .books import TaskBooks
 from .stats import Stats
-
-# a task hash's state (field "s") as Redis answers it
-WAITING, RUNNING, FINISHED = (
-    b"%d" % state for state in (TaskState.READY, TaskState.RUNNING, TaskState.WAITING_RETRIEVAL)
-)
 
 
 def category_stats(books: TaskBooks, view: QueueView, category: str) -> Stats:
@@ -36,10 +31,10 @@ def category_stats(books: TaskBooks, view: QueueView, category: str) -> Stats:
     stats.tasks_with_results = len(books.results_in(category))
     hash_ids = [books.hash_id(i) for i in books.waiting_in(category)]  # a packed task's state is its pack's
     holding = set()
-    for hash_id, (state, member) in zip(hash_ids, view.task_fields(hash_ids, ("s", "q"))):
-        if state == WAITING:
+    for hash_id, (state, member) in zip(hash_ids, view.task_fields(hash_ids, (STATE, MEMBER))):
+        if state == STATE_READY_B:
             stats.tasks_waiting += 1
-        elif state == RUNNING:
+        elif state == STATE_RUNNING_B:
             stats.tasks_running += 1
             stats.tasks_on_workers += 1
             held = parse_class(split_member(member.decode())[0]) if member and hash_id not in holding else None
@@ -49,7 +44,7 @@ def category_stats(books: TaskBooks, view: QueueView, category: str) -> Stats:
                 stats.committed_memory += held.memory
                 stats.committed_disk += held.disk
                 stats.committed_gpus += held.gpus
-        elif state == FINISHED:
+        elif state == STATE_FINISHED_B:
             stats.tasks_with_results += 1
     return stats
 

@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.resources import RESOURCE_NAMES
+
 if TYPE_CHECKING:
     from .queue import WorkQueue
     from .task import Task
@@ -84,7 +86,7 @@ class WorkQueueCompat:
         counts: dict[tuple[int, ...], int] = {}
         for worker in self.status("workers"):
             r = worker["resources"]
-            key = tuple(int(r.get(name, 0)) for name in ("cores", "memory", "disk", "gpus"))
+            key = tuple(int(r.get(name, 0)) for name in RESOURCE_NAMES)
             counts[key] = counts.get(key, 0) + 1
         return [
             {"workers": n, "cores": c, "memory": m, "disk": d, "gpus": g} for (c, m, d, g), n in sorted(counts.items())

@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any
 
+from ..protocol.resources import RESOURCE_NAMES
 from .errors import task_exception
 from .mapping import SUBMIT_BATCH
 from .queue import WorkQueue
 from .seam import QueueSeam
-from .spec import RESOURCE_NAMES
 from .task import PythonTask, Task
 
 POLL_SECONDS = 0.5  # longest a blocked wait lasts before the collector looks around again

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.fields import ARGS
 from ..protocol.files import (
     CACHED_DIR,
     CACHED_FILE,
@@ -110,7 +111,7 @@ class FileStager:
         together exceed ``max_task_bytes``: a worker with the same ``--max-task-bytes``
         would fail it unloaded.  ``fields``/``bodies``: ``encode_task``'s, just after it ran
         (``last_inputs_bytes`` is its inputs' total, cached ones included)."""
-        arguments = len(fields.get("args") or b"")
+        arguments = len(fields.get(ARGS) or b"")
         function = sum(map(len, bodies.values())) if bodies else 0
         inputs = self.last_inputs_bytes
         total = arguments + function + inputs

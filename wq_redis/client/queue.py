@@ -29,10 +29,12 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ..protocol.connection import open_client, resolve_url
+from ..protocol.fields import STATE
+from ..protocol.resources import RESOURCE_NAMES
 from ..protocol.serialize import FunctionCache
 from ..protocol.signing import Signer, secret_from
-from ..protocol.store import QueueStateLost, QueueStore
-from ..protocol.views import WORKER_TIMEOUT_MS, QueueView
+from ..protocol.store import WORKER_TIMEOUT_MS, QueueStateLost, QueueStore
+from ..protocol.views import QueueView
 from .asyncwait import wait_async
 from .books import TaskBooks
 from .cancelling import Cancelling
@@ -45,7 +47,6 @@ from .packs import PackPlanner
 from .reconnect import Reconnect, reconnect_timeout_from
 from .recovery import Recovering, new_incarnation
 from .retrieving import Retrieving
-from .spec import RESOURCE_NAMES
 from .stats import Stats, stats_from_snapshot, waiting_cores
 from .submit_buffer import SubmitBuffer
 from .submitting import Submitting
@@ -290,7 +291,7 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
         if task_id in books.cancelled:
             return TaskState.CANCELED
         self._send_buffered()
-        (state,) = self._redis.call(lambda: self._store.task_fields(books.hash_id(task_id), "s"))
+        (state,) = self._redis.call(lambda: self._store.task_fields(books.hash_id(task_id), STATE))
         return TaskState(int(state)) if state is not None else TaskState.UNKNOWN
 
     # -- helpers ---------------------------------------------------------------------

@@ -40,7 +40,8 @@ import logging
 import secrets
 
 from ..protocol.codes import Result
-from ..protocol.packing import MEMBERS, member_ids
+from ..protocol.fields import ERROR_B, PACK_SIZE_B, RESULT_B, SUBMITTED
+from ..protocol.packing import member_ids
 from ..protocol.store import QueueStateLost
 from .queue_state import QueueState
 from .task import Task
@@ -59,7 +60,7 @@ def new_incarnation() -> str:
 def failed_locally(task: Task, task_id: int, error: str) -> Task:
     """``task`` made a failed task with ``error``, as if a worker had reported it."""
     task._id = task_id
-    task._fields = {b"r": b"%d" % Result.UNKNOWN, b"err": error.encode()}
+    task._fields = {RESULT_B: b"%d" % Result.UNKNOWN, ERROR_B: error.encode()}
     return task
 
 
@@ -71,7 +72,7 @@ class Recovering(QueueState):
         found = self._redis.call(self._store.unfinished_tasks)
         adopted = 0
         for hash_id, fields in found.items():
-            if MEMBERS in fields:
+            if PACK_SIZE_B in fields:
                 try:
                     members = member_ids(fields)
                 except Exception as exc:  # a pack not written by wq-redis: its members cannot be named
@@ -156,7 +157,7 @@ class Recovering(QueueState):
                 request, member = self._placement(task)
                 fields, needed = self._encode_fields(task, request)
                 if stamp is not None:
-                    fields["sub"] = task.submit_time = stamp
+                    fields[SUBMITTED] = task.submit_time = stamp
             except Exception as exc:
                 del books.submitted[task_id]
                 books.came_back(

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from ..protocol import gcpause
+from ..protocol.fields import ERROR_B, RESULT_B, VALUE_B, VALUE_SIGNATURE_B
 from ..protocol.signing import SignatureError
 from ..protocol.store import Submitted
 from .codes import WORK_QUEUE_WAITFORTASK, Result
@@ -176,19 +177,19 @@ class Retrieving(QueueState):
                 "queue %r: task %d has an unreadable result (%s); it comes back failed", self.name, task_id, problem
             )
             return failed_locally(task, task_id, f"the task's result in Redis cannot be read: {problem}")
-        if self._signer is not None and b"val" in fields:
+        if self._signer is not None and VALUE_B in fields:
             try:
-                self._signer.verify_result(task_id, fields[b"val"], fields.get(b"rsig"))
+                self._signer.verify_result(task_id, fields[VALUE_B], fields.get(VALUE_SIGNATURE_B))
             except SignatureError as exc:  # never unpickle what a stranger wrote
-                fields = {**fields, b"r": str(int(Result.UNKNOWN)).encode(), b"err": str(exc).encode()}
-                del fields[b"val"]
+                fields = {**fields, RESULT_B: str(int(Result.UNKNOWN)).encode(), ERROR_B: str(exc).encode()}
+                del fields[VALUE_B]
         try:
             apply_results(task, task_id, fields)
         except Exception as exc:  # e.g. an output file's local path cannot be written
             task._fields = {
                 **task._fields,
-                b"r": str(int(Result.OUTPUT_TRANSFER_ERROR)).encode(),
-                b"err": f"output file could not be written on the manager: {exc}".encode(),
+                RESULT_B: str(int(Result.OUTPUT_TRANSFER_ERROR)).encode(),
+                ERROR_B: f"output file could not be written on the manager: {exc}".encode(),
             }
         return task
 

@@ -13,8 +13,6 @@ from typing import Any
 
 from .codes import WORK_QUEUE_CACHE
 
-RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")  # what a task, a category or a worker declares
-
 
 @dataclass
 class Resources:

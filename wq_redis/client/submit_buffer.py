@@ -35,6 +35,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
+from ..protocol.fields import ARGS
+
 Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priority, hash fields): submit.lua's
 ROW_FIELDS: Final = 3  # where a Row holds its hash fields
 T = TypeVar("T")
@@ -180,7 +182,7 @@ class SubmitBuffer:
 
 def _size(row: Row) -> int:
     """What a row weighs against MAX_BYTES: its pickled arguments."""
-    return len(row[ROW_FIELDS].get("args", b""))
+    return len(row[ROW_FIELDS].get(ARGS, b""))
 
 
 def _background(ref: weakref.ref[SubmitBuffer], kick: threading.Event) -> None:

@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..protocol import gcpause
-from ..protocol.resources import DEFAULT_CORES, Request, queue_member
+from ..protocol.fields import SIGNATURE
+from ..protocol.resources import DEFAULT_CORES, RESOURCE_NAMES, Request, queue_member
 from ..protocol.store import QueueStateLost, Submitted
 from .queue_state import QueueState, some_ids
-from .spec import RESOURCE_NAMES
 from .submit_buffer import Row
 from .task import Task
 from .wire import encode_task
@@ -184,5 +184,5 @@ class Submitting(QueueState):
     def _signed_row(self, task: Task, task_id: int, member: str, fields: dict[str, Any]) -> Row:
         task._id, task._fields = task_id, {}
         if self._signer is not None:
-            fields["sig"] = self._signer.sign_task(task_id, _bytes_fields(fields))
+            fields[SIGNATURE] = self._signer.sign_task(task_id, _bytes_fields(fields))
         return task_id, member, task._spec.priority, fields

@@ -14,6 +14,22 @@ from typing import Any
 
 import cloudpickle
 
+from ..protocol.fields import (
+    ALLOCATED,
+    ATTEMPTS,
+    ERROR,
+    FINISHED,
+    HOST,
+    MEASURED,
+    MEMBER,
+    OUTPUT,
+    OUTPUT_FILE_B,
+    RESULT,
+    RETURN_STATUS,
+    STARTED,
+    VALUE,
+    WORKER,
+)
 from ..protocol.resources import parse_class
 from .codes import WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
 from .compat import TaskCompat
@@ -214,7 +230,7 @@ class Task(TaskCompat):
     @property
     def result(self) -> int | None:
         """A ``WORK_QUEUE_RESULT_*`` code once the task is back, else None."""
-        code = self._get_int("r")
+        code = self._get_int(RESULT)
         return None if code is None else Result(code)
 
     @property
@@ -222,20 +238,20 @@ class Task(TaskCompat):
         return result_str(self.result)
 
     # A worker leaves out what is empty or known otherwise (worker/runner.py
-    # ``result_fields``): no "rs" for status 0, no "out" for no output, no "alloc" (the
-    # task's resource class "q"), no "host" when it is the one in the worker's name.
+    # ``result_fields``): no RETURN_STATUS for status 0, no OUTPUT for no output, no ALLOCATED
+    # (the task's resource class, MEMBER), no HOST when it is the one in the worker's name.
     @property
     def return_status(self) -> int | None:
         """Exit code of the command (or signal number when ``result`` is SIGNAL)."""
-        status = self._get_int("rs")
-        return 0 if status is None and self._get("r") is not None else status
+        status = self._get_int(RETURN_STATUS)
+        return 0 if status is None and self._get(RESULT) is not None else status
 
     @property
     def std_output(self) -> str | None:
         """Standard output and error of the task."""
-        out = self._get("out")
+        out = self._get(OUTPUT)
         if out is None:
-            return "" if self._get("r") is not None else None
+            return "" if self._get(RESULT) is not None else None
         return out.decode("utf-8", errors="replace")
 
     @property
@@ -245,25 +261,25 @@ class Task(TaskCompat):
     @property
     def error(self) -> str | None:
         """Why the task failed as a task (wq-redis addition; empty on success)."""
-        err = self._get("err")
+        err = self._get(ERROR)
         return None if err is None else err.decode("utf-8", errors="replace")
 
     @property
     def hostname(self) -> str | None:
-        host = self._get("host")
+        host = self._get(HOST)
         if host is None:
-            worker = self._get("w")
-            return worker.decode().rpartition("@")[2] if worker and self._get("r") is not None else None
+            worker = self._get(WORKER)
+            return worker.decode().rpartition("@")[2] if worker and self._get(RESULT) is not None else None
         return host.decode()
 
     @property
     def worker(self) -> str | None:
-        name = self._get("w")
+        name = self._get(WORKER)
         return None if name is None else name.decode()
 
     @property
     def total_submissions(self) -> int:
-        return self._get_int("a") or 0
+        return self._get_int(ATTEMPTS) or 0
 
     @property
     def resources_requested(self) -> Resources:
@@ -272,9 +288,9 @@ class Task(TaskCompat):
 
     @property
     def resources_allocated(self) -> Resources:
-        alloc = self._get("alloc")
-        member = self._get("q")
-        if alloc is None and member and self._get("r") is not None:
+        alloc = self._get(ALLOCATED)
+        member = self._get(MEMBER)
+        if alloc is None and member and self._get(RESULT) is not None:
             try:
                 request = parse_class(member.decode().partition("|")[0])
             except ValueError:
@@ -284,16 +300,16 @@ class Task(TaskCompat):
 
     @property
     def resources_measured(self) -> Resources:
-        return Resources.from_json(self._get("meas"))
+        return Resources.from_json(self._get(MEASURED))
 
     @property
     def execute_cmd_start(self) -> int | None:
         """When the task started on the worker, microseconds since the epoch."""
-        return self._get_int("ts")
+        return self._get_int(STARTED)
 
     @property
     def finish_time(self) -> int | None:
-        return self._get_int("tf")
+        return self._get_int(FINISHED)
 
     @property
     def cmd_execution_time(self) -> int | None:
@@ -303,7 +319,7 @@ class Task(TaskCompat):
     @property
     def output_files(self) -> dict[str, bytes]:
         """Contents of the output files that came back, by remote name."""
-        return {k[2:].decode(): v for k, v in self._fields.items() if k.startswith(b"o:")}
+        return {k[len(OUTPUT_FILE_B) :].decode(): v for k, v in self._fields.items() if k.startswith(OUTPUT_FILE_B)}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self._id} result={self.result_str}>"
@@ -335,11 +351,11 @@ class PythonTask(Task):
 
     @property
     def output(self) -> Any:
-        if self.result != Result.SUCCESS or self._get("val") is None:
+        if self.result != Result.SUCCESS or self._get(VALUE) is None:
             return PythonTaskNoResult(self.error or self.result_str or "task has no result yet")
         if not self._value_loaded:
             try:
-                self._value = cloudpickle.loads(self._get("val"))
+                self._value = cloudpickle.loads(self._get(VALUE))
             except Exception as exc:  # e.g. the result's class is missing on the manager
                 self._value = exc
             self._value_loaded = True
