@@ -81,7 +81,7 @@ class WorkQueueCompat:
         key = sections[request]
         return [report] if key is None else report[key]
 
-    def workers_summary(self) -> list[dict[str, int]]:
+    def workers_summary(self: WorkQueue) -> list[dict[str, int]]:  # type: ignore[misc]
         """How many connected workers have each combination of cores, memory, disk, GPUs."""
         counts: dict[tuple[int, ...], int] = {}
         for worker in self.status("workers"):
@@ -168,7 +168,7 @@ class TaskCompat:
     @property
     def execute_cmd_finish(self) -> int | None:
         """When the task finished on the worker, microseconds since the epoch."""
-        return self.finish_time  # type: ignore[attr-defined,no-any-return]
+        return self.finish_time  # type: ignore[attr-defined]
 
     def specify_running_time(self, useconds: int) -> None:
         """The running-time limit in microseconds (Work Queue's older form)."""
@@ -177,7 +177,7 @@ class TaskCompat:
     @property
     def host(self) -> str | None:
         """Where the task ran (a host name: workers have no address of their own here)."""
-        return self.hostname  # type: ignore[attr-defined,no-any-return]
+        return self.hostname  # type: ignore[attr-defined]
 
     specify_monitor_output = _ignored("specify_monitor_output", "measured resources are in resources_measured")
     specify_snapshot_file = _ignored("specify_snapshot_file", "there is no resource monitor")

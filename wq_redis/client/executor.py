@@ -33,7 +33,7 @@ from .task import PythonTask, Task
 POLL_SECONDS = 0.5  # longest a blocked wait lasts before the collector looks around again
 
 
-class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+class TaskFuture(concurrent.futures.Future):
     """A future of one task: ``result()`` is the function's return value; it raises the
     function's exception (remote traceback chained) or ``TaskFailed``.  Awaitable."""
 
@@ -107,7 +107,9 @@ class Executor(concurrent.futures.Executor):
         self._collector.start()
 
     # -- submitting ----------------------------------------------------------------------
-    def submit(
+    # resources= and template= are this submit's own keywords (reserved, see the class doc): a
+    # narrower signature than Executor.submit's, which passes every keyword to fn
+    def submit(  # type: ignore[override]
         self,
         fn: Callable[..., Any],
         /,
@@ -187,7 +189,7 @@ class Executor(concurrent.futures.Executor):
         self._work.set()
         return futures
 
-    def _on_done(self, future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+    def _on_done(self, future: concurrent.futures.Future) -> None:
         if future.cancelled():  # cancelled by the caller: cancel its task too
             future.set_running_or_notify_cancel()  # wait() and as_completed() count it done only now
             self._to_cancel.append(future.task_id)  # type: ignore[attr-defined]

@@ -154,15 +154,16 @@ class FileStager:
         return known
 
     def _directory(self, item: InputFile) -> tuple[str, Any, int]:
-        assert item.local is not None
-        pack: Callable[[], bytes] = lambda: pack_directory(item.local, item.recursive, self.max_file_bytes)  # noqa: E731
+        local = item.local
+        assert local is not None
+        pack: Callable[[], bytes] = lambda: pack_directory(local, item.recursive, self.max_file_bytes)  # noqa: E731
         if not (item.cache and self.use_cache):
             data = pack()
             return INLINE_DIR, data, len(data)
-        if not os.path.isdir(item.local):
-            raise FileNotFoundError(f"directory {item.local!r} of the task does not exist")
-        signature = repr(tree_signature(item.local)).encode() if item.recursive else b""
-        key = ("dir", os.path.abspath(item.local), item.recursive, sha256(signature))
+        if not os.path.isdir(local):
+            raise FileNotFoundError(f"directory {local!r} of the task does not exist")
+        signature = repr(tree_signature(local)).encode() if item.recursive else b""
+        key = ("dir", os.path.abspath(local), item.recursive, sha256(signature))
         known = self._digests.get(key)
         if known is None:
             data = pack()

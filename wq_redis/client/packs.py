@@ -114,9 +114,11 @@ class PackPlanner:
         for row, task in zip(rows, tasks):
             fields = row[ROW_FIELDS]
             digest = fields.get(FUNCTION)
-            size = sizes.get(digest) if digest is not None else 1
-            if size is None:
-                size = sizes[digest] = self.size(digest)
+            if digest is None:
+                size = 1
+            else:
+                known = sizes.get(digest)
+                size = known if known is not None else sizes.setdefault(digest, self.size(digest))
             if size <= 1 or not packable(task, fields):
                 out.append(row)
                 continue

@@ -64,7 +64,7 @@ class LocalWorkerPool(Protocol):
 HUNGRY_MINIMUM = 10  # hungry() is true while fewer tasks than this wait (Work Queue's default)
 # redis-py's own retries, inside each of the manager's (reconnect.py): a few quick ones for
 # a connection cut at the wrong moment; longer outages are reconnect_timeout's
-QUICK_RETRY = dict(retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3))
+QUICK_RETRY: dict[str, Any] = dict(retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3))
 
 
 def _close_at_exit(queue_ref: weakref.ref[WorkQueue]) -> None:
@@ -158,7 +158,7 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
         self._local: LocalWorkerPool | None = None
         # Registered after the embedded server's own exit hook, so it runs before that one
         # (atexit is last in, first out): local workers stop while Redis is still there.
-        self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+        self._exit_hook: functools.partial[None] | None = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._exit_hook)
         if maybe_busy:
             self._adopt_unfinished()
@@ -179,8 +179,9 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
         self._close(wait_for_redis=True)
 
     def _close(self, wait_for_redis: bool) -> None:
-        if getattr(self, "_exit_hook", None) is not None:
-            atexit.unregister(self._exit_hook)
+        exit_hook = getattr(self, "_exit_hook", None)
+        if exit_hook is not None:
+            atexit.unregister(exit_hook)
             self._exit_hook = None
         if getattr(self, "_buffer", None) is not None and getattr(self, "_client", None) is not None:
             if wait_for_redis:

@@ -113,7 +113,7 @@ class SubmitBuffer:
                     self._drop(rows)
                 raise
 
-    def _drop(self, rows: list[Row]) -> None:
+    def _drop(self, rows: Sequence[Row]) -> None:
         """Take the buffered rows with the ids of ``rows`` out (holding the lock)."""
         ids = {row[0] for row in rows}
         self._rows = [row for row in self._rows if row[0] not in ids]
