@@ -200,7 +200,7 @@ def test_cancelling_a_task_altered_into_a_pack_reads_no_members(signed, client, 
     )
     cancelled = signed.cancel_by_taskid(task_id)
     assert cancelled is not None and cancelled.id == task_id
-    assert signed._cancelled == {task_id}  # not the stranger's member id
+    assert signed._books.cancelled == {task_id}  # not the stranger's member id
     assert not os.path.exists(marker)
 
 

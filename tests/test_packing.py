@@ -26,7 +26,7 @@ def _learn_pace(queue: wq.WorkQueue, count: int = 20) -> None:
     queue.submit_many([wq.PythonTask(member_probe, i) for i in range(count)])
     assert len(drain(queue, count)) == count
     assert queue.empty()  # (and acknowledged: another manager is not handed them again)
-    assert not queue._pack_of  # a function not seen finishing is never packed
+    assert not queue._books.pack_of  # a function not seen finishing is never packed
 
 
 def _task_keys(redis_url: str, queue_name: str) -> list[bytes]:
@@ -38,7 +38,7 @@ def test_packed_tasks_each_come_back_as_their_own_task(queue, workers, redis_url
     workers.start("--cores", "1")
     _learn_pace(queue)
     ids = queue.submit_many([wq.PythonTask(member_probe, i) for i in range(200)])
-    assert len(set(queue._pack_of.values())) < 200 / 2, "short calls of a known function are packed"
+    assert len(set(queue._books.pack_of.values())) < 200 / 2, "short calls of a known function are packed"
     tasks = {t.id: t for t in drain(queue, 200)}
     assert set(tasks) == set(ids)
     for i, task_id in enumerate(ids):
@@ -49,7 +49,7 @@ def test_packed_tasks_each_come_back_as_their_own_task(queue, workers, redis_url
         assert task.hostname and task.resources_measured.wall_time >= 0
     stats = queue.stats
     assert stats.tasks_submitted == 220 and stats.tasks_done == 220 and stats.tasks_failed == 0
-    assert queue.empty() and not queue._pack_of
+    assert queue.empty() and not queue._books.pack_of
     assert _task_keys(redis_url, queue_name) == []  # nothing left behind in Redis
 
 
@@ -57,7 +57,7 @@ def test_a_failing_member_fails_alone(queue, workers):
     workers.start("--cores", "1")
     _learn_pace(queue)
     ids = queue.submit_many([wq.PythonTask(member_probe, i, "raise" if i == 7 else "") for i in range(40)])
-    assert queue._pack_of.get(ids[7]) is not None
+    assert queue._books.pack_of.get(ids[7]) is not None
     tasks = {t.id: t for t in drain(queue, 40)}
     assert tasks[ids[7]].return_status == 1 and "member 7 failed" in tasks[ids[7]].std_output + (
         tasks[ids[7]].error or ""
@@ -70,7 +70,7 @@ def test_large_member_results_are_stored_beside_and_cleaned_up(queue, workers, r
     workers.start("--cores", "1")
     _learn_pace(queue)
     ids = queue.submit_many([wq.PythonTask(member_probe, i, "big" if i % 3 == 0 else "") for i in range(12)])
-    assert queue._pack_of
+    assert queue._books.pack_of
     tasks = {t.id: t for t in drain(queue, 12)}
     for i, task_id in enumerate(ids):
         expected = bytes([i % 256]) * (200 * 1024) if i % 3 == 0 else (i, str(task_id))
@@ -90,7 +90,7 @@ def test_waiting_members_count_and_cancel_one_by_one_or_by_tag(queue, workers, r
         tagged.append(task)
     ids = queue.submit_many(tagged)
     others = queue.submit_many([wq.PythonTask(member_probe, i) for i in range(100, 110)])
-    assert queue._pack_of.get(ids[0]) is not None
+    assert queue._books.pack_of.get(ids[0]) is not None
     stats = queue.stats
     assert stats.tasks_waiting == 40  # members count, not packs
     client = redis.Redis.from_url(redis_url)
@@ -142,7 +142,7 @@ def test_a_pack_whose_worker_is_killed_runs_again_elsewhere(queue, workers):
     drain(queue, 10)
     # the manager takes these for short calls (its pace says ~1 ms): they are packed
     ids = queue.submit_many([wq.PythonTask(timed_sleep, 1.0) for _ in range(3)])
-    assert len(set(queue._pack_of.get(i) for i in ids)) == 1 and None not in queue._pack_of.values()
+    assert len(set(queue._books.pack_of.get(i) for i in ids)) == 1 and None not in queue._books.pack_of.values()
     assert wait_until(lambda: queue.task_state(ids[0]) == wq.WORK_QUEUE_TASK_RUNNING)
     stats = queue.stats
     assert stats.tasks_running == 3 and stats.tasks_waiting == 0 and stats.committed_cores == 1  # one slot
@@ -161,19 +161,19 @@ def test_slow_or_unknown_functions_and_signed_queues_are_never_packed(queue, wor
     queue.submit_many([wq.PythonTask(timed_sleep, 0.02) for _ in range(3)])
     drain(queue, 3)
     queue.submit_many([wq.PythonTask(timed_sleep, 0.02) for _ in range(3)])
-    assert not queue._pack_of  # 20 ms a call: a pack would hold one slot too long
+    assert not queue._books.pack_of  # 20 ms a call: a pack would hold one slot too long
     drain(queue, 3)
     assert queue.empty()
     with wq.WorkQueue(queue_name, redis_url=redis_url, secret="s3cret") as signed:
         _learn_pace(signed)
         signed.submit_many([wq.PythonTask(member_probe, i) for i in range(20)])
-        assert not signed._pack_of
+        assert not signed._books.pack_of
         drain(signed, 20)
         assert signed.empty()
     with wq.WorkQueue(queue_name, redis_url=redis_url, enforce_limits=True) as watched:
         _learn_pace(watched)
         watched.submit_many([wq.PythonTask(member_probe, i) for i in range(20)])
-        assert not watched._pack_of  # limits are watched per task
+        assert not watched._books.pack_of  # limits are watched per task
         drain(watched, 20)
 
 
@@ -182,7 +182,7 @@ def test_another_manager_takes_over_a_packed_queue(queue, workers, redis_url, qu
     _learn_pace(queue)
     workers.stop_all()
     ids = queue.submit_many([wq.PythonTask(member_probe, i) for i in range(50)])
-    assert queue._pack_of
+    assert queue._books.pack_of
     queue._buffer.flush()
     with wq.WorkQueue(queue_name, redis_url=redis_url) as other:  # the first manager died
         workers.start("--cores", "1")
@@ -219,7 +219,7 @@ def test_a_member_cancelled_before_its_pack_starts_never_runs(queue, workers, tm
     assert queue.empty()
     workers.stop_all()
     ids = queue.submit_many([wq.PythonTask(logged_work, log, 0, i) for i in range(30)])
-    assert len(set(queue._pack_of.get(i) for i in ids)) < 10
+    assert len(set(queue._books.pack_of.get(i) for i in ids)) < 10
     victims = {ids[2], ids[17]}
     for victim in victims:
         assert queue.cancel_by_taskid(victim).id == victim
@@ -261,7 +261,7 @@ def test_an_unreadable_pack_fails_its_tasks_and_blocks_nothing(queue, workers, r
     _learn_pace(queue)
     workers.stop_all()
     ids = queue.submit_many([wq.PythonTask(member_probe, i) for i in range(10)])
-    pack_id = queue._pack_of[ids[0]]
+    pack_id = queue._books.pack_of[ids[0]]
     queue._buffer.flush()
     client = redis.Redis.from_url(redis_url)
     client.hset(QueueKeys(queue_name).task(pack_id), "pa", pickle.dumps(os.system))  # not ours: names a callable

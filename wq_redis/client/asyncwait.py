@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from .codes import WORK_QUEUE_WAITFORTASK
+from .seam import QueueSeam
 
 if TYPE_CHECKING:
     from .queue import WorkQueue
@@ -19,14 +20,15 @@ async def wait_async(queue: WorkQueue, timeout: float = WORK_QUEUE_WAITFORTASK) 
     loop's thread (a quick round trip), and only the blocking wait for a completion runs in
     a thread, so queue objects are never used by two threads at once."""
     loop = asyncio.get_running_loop()
+    seam = QueueSeam(queue)
     deadline = None if timeout is None or timeout < 0 else loop.time() + timeout
     while True:
         task = queue.wait(0)
         if task is not None:
             return task
-        if not queue._results and queue._outstanding() <= 0:  # as of the wait(0) just made
+        if seam.nothing_to_wait_for():  # as of the wait(0) just made
             return None
         remaining = POLL_SECONDS if deadline is None else min(deadline - loop.time(), POLL_SECONDS)
         if remaining <= 0:
             return None
-        await loop.run_in_executor(None, queue._store.wait_done, remaining)
+        await loop.run_in_executor(None, seam.wait_for_completion, remaining)

@@ -11,60 +11,30 @@ As in Work Queue, ``stats_category`` is the view of one manager: its cumulative 
 
 from __future__ import annotations
 
-import collections
-from typing import TYPE_CHECKING
-
-from ..protocol.codes import Result
+from ..protocol.fields import MEMBER, STATE, STATE_FINISHED_B, STATE_READY_B, STATE_RUNNING_B
 from ..protocol.resources import parse_class, split_member
+from ..protocol.views import QueueView
+from .books import TaskBooks
 from .stats import Stats
-from .task import Task
-
-if TYPE_CHECKING:
-    from .queue import WorkQueue
 
 
-class CategoryBook:
-    """Cumulative per-category counters of one manager."""
-
-    def __init__(self) -> None:
-        self.counts: collections.defaultdict[str, collections.Counter[str]] = collections.defaultdict(
-            collections.Counter
-        )
-
-    def submitted(self, tasks: list[Task]) -> None:
-        for task in tasks:
-            self.counts[task.category]["submitted"] += 1
-
-    def finished(self, task: Task) -> None:
-        counts = self.counts[task.category]
-        counts["done"] += 1
-        if task.result != Result.SUCCESS:
-            counts["failed"] += 1
-
-    def cancelled(self, task: Task) -> None:
-        self.counts[task.category]["cancelled"] += 1
-
-
-def category_stats(queue: WorkQueue, category: str) -> Stats:
-    """Work Queue's ``stats_category``: this manager's tasks of ``category``."""
-    from ..protocol.views import QueueView
-
-    counts = queue._category_book.counts.get(category, collections.Counter())
+def category_stats(books: TaskBooks, view: QueueView, category: str) -> Stats:
+    """Work Queue's ``stats_category``: this manager's tasks of ``category`` (its books, and
+    their states in Redis as ``view`` reads them)."""
+    counts = books.categories.of(category)
     stats = Stats(
         tasks_submitted=counts["submitted"],
         tasks_done=counts["done"],
         tasks_failed=counts["failed"],
         tasks_cancelled=counts["cancelled"],
     )
-    stats.tasks_with_results = sum(1 for t in queue._results.values() if t.category == category)
-    ids = [i for i, t in list(queue._submitted.items()) if t.category == category]
-    view = QueueView(queue._client, queue.name)
-    hash_ids = [queue._hash_id(i) for i in ids]  # a packed task's state is its pack's
+    stats.tasks_with_results = len(books.results_in(category))
+    hash_ids = [books.hash_id(i) for i in books.waiting_in(category)]  # a packed task's state is its pack's
     holding = set()
-    for hash_id, (state, member) in zip(hash_ids, view.task_fields(hash_ids, ("s", "q"))):
-        if state == b"1":
+    for hash_id, (state, member) in zip(hash_ids, view.task_fields(hash_ids, (STATE, MEMBER))):
+        if state == STATE_READY_B:
             stats.tasks_waiting += 1
-        elif state == b"2":
+        elif state == STATE_RUNNING_B:
             stats.tasks_running += 1
             stats.tasks_on_workers += 1
             held = parse_class(split_member(member.decode())[0]) if member and hash_id not in holding else None
@@ -74,15 +44,12 @@ def category_stats(queue: WorkQueue, category: str) -> Stats:
                 stats.committed_memory += held.memory
                 stats.committed_disk += held.disk
                 stats.committed_gpus += held.gpus
-        elif state == b"3":
+        elif state == STATE_FINISHED_B:
             stats.tasks_with_results += 1
     return stats
 
 
-def cancel_category(queue: WorkQueue, category: str) -> list[Task]:
-    """Cancel every waiting or running task of ``category`` in the queue, and this
-    manager's finished-but-not-returned ones; returns them."""
-    from ..protocol.views import QueueView
-
-    local = [i for i, t in queue._results.items() if t.category == category]
-    return queue._cancel(local + QueueView(queue._client, queue.name).ids_with_category(category))
+def ids_to_cancel_in_category(books: TaskBooks, view: QueueView, category: str) -> list[int]:
+    """``cancel_by_category``'s tasks: every waiting or running task of ``category`` in the
+    queue (as ``view`` finds them), and this manager's finished-but-not-returned ones."""
+    return books.results_in(category) + view.ids_with_category(category)

@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.resources import RESOURCE_NAMES
+
 if TYPE_CHECKING:
     from .queue import WorkQueue
     from .task import Task
@@ -79,12 +81,12 @@ class WorkQueueCompat:
         key = sections[request]
         return [report] if key is None else report[key]
 
-    def workers_summary(self) -> list[dict[str, int]]:
+    def workers_summary(self: WorkQueue) -> list[dict[str, int]]:  # type: ignore[misc]
         """How many connected workers have each combination of cores, memory, disk, GPUs."""
         counts: dict[tuple[int, ...], int] = {}
         for worker in self.status("workers"):
             r = worker["resources"]
-            key = tuple(int(r.get(name, 0)) for name in ("cores", "memory", "disk", "gpus"))
+            key = tuple(int(r.get(name, 0)) for name in RESOURCE_NAMES)
             counts[key] = counts.get(key, 0) + 1
         return [
             {"workers": n, "cores": c, "memory": m, "disk": d, "gpus": g} for (c, m, d, g), n in sorted(counts.items())
@@ -166,7 +168,7 @@ class TaskCompat:
     @property
     def execute_cmd_finish(self) -> int | None:
         """When the task finished on the worker, microseconds since the epoch."""
-        return self.finish_time  # type: ignore[attr-defined,no-any-return]
+        return self.finish_time  # type: ignore[attr-defined]
 
     def specify_running_time(self, useconds: int) -> None:
         """The running-time limit in microseconds (Work Queue's older form)."""
@@ -175,7 +177,7 @@ class TaskCompat:
     @property
     def host(self) -> str | None:
         """Where the task ran (a host name: workers have no address of their own here)."""
-        return self.hostname  # type: ignore[attr-defined,no-any-return]
+        return self.hostname  # type: ignore[attr-defined]
 
     specify_monitor_output = _ignored("specify_monitor_output", "measured resources are in resources_measured")
     specify_snapshot_file = _ignored("specify_snapshot_file", "there is no resource monitor")

@@ -27,12 +27,13 @@ from ..protocol.resources import RESOURCE_NAMES
 from .errors import task_exception
 from .mapping import SUBMIT_BATCH
 from .queue import WorkQueue
+from .seam import QueueSeam
 from .task import PythonTask, Task
 
 POLL_SECONDS = 0.5  # longest a blocked wait lasts before the collector looks around again
 
 
-class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+class TaskFuture(concurrent.futures.Future):
     """A future of one task: ``result()`` is the function's return value; it raises the
     function's exception (remote traceback chained) or ``TaskFailed``.  Awaitable."""
 
@@ -94,6 +95,7 @@ class Executor(concurrent.futures.Executor):
             self.queue, self._owns_queue = queue, False
         else:
             self.queue, self._owns_queue = self.queue_type(queue, redis_url, **queue_options), True
+        self._seam = QueueSeam(self.queue)  # the queue steps the collector takes (seam.py)
         self.resources = dict(resources or {})
         self.template = template
         self._lock = threading.RLock()
@@ -105,7 +107,9 @@ class Executor(concurrent.futures.Executor):
         self._collector.start()
 
     # -- submitting ----------------------------------------------------------------------
-    def submit(
+    # resources= and template= are this submit's own keywords (reserved, see the class doc): a
+    # narrower signature than Executor.submit's, which passes every keyword to fn
+    def submit(  # type: ignore[override]
         self,
         fn: Callable[..., Any],
         /,
@@ -185,7 +189,7 @@ class Executor(concurrent.futures.Executor):
         self._work.set()
         return futures
 
-    def _on_done(self, future: concurrent.futures.Future) -> None:  # type: ignore[type-arg]
+    def _on_done(self, future: concurrent.futures.Future) -> None:
         if future.cancelled():  # cancelled by the caller: cancel its task too
             future.set_running_or_notify_cancel()  # wait() and as_completed() count it done only now
             self._to_cancel.append(future.task_id)  # type: ignore[attr-defined]
@@ -210,7 +214,7 @@ class Executor(concurrent.futures.Executor):
                 self._work.clear()
             else:
                 try:
-                    self.queue._store.wait_done(POLL_SECONDS)
+                    self._seam.wait_for_completion(POLL_SECONDS)
                 except Exception:  # Redis away: the client reconnects; look again shortly
                     time.sleep(POLL_SECONDS)
         if self._owns_queue:
@@ -223,15 +227,15 @@ class Executor(concurrent.futures.Executor):
             if self._futures.pop(task_id, None) is not None:
                 ids.append(task_id)
         if ids:
-            self.queue._cancel(ids)
+            self._seam.cancel(ids)
 
     def _take_finished(self) -> list[tuple[TaskFuture, Task]]:
         try:
-            self.queue._retrieve()
+            self._seam.retrieve()
         except Exception:
             return []
-        mine = [i for i in self.queue._results if i in self._futures]
-        return [(self._futures.pop(i), self.queue._take_result(i)) for i in mine]  # type: ignore[misc]
+        mine = self._seam.finished_among(self._futures)
+        return [(self._futures.pop(i), self._seam.take_result(i)) for i in mine]  # type: ignore[misc]
 
     # -- shutting down -------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.fields import ARGS
 from ..protocol.files import (
     CACHED_DIR,
     CACHED_FILE,
@@ -29,7 +30,8 @@ from ..protocol.sizes import show_size
 
 if TYPE_CHECKING:
     from ..protocol.store import QueueStore
-    from .task import InputFile, Task
+    from .spec import InputFile
+    from .task import Task
 
 __all__ = [
     "CACHED_DIR",
@@ -47,6 +49,7 @@ __all__ = [
 FILE_TTL_SECONDS = 7 * 24 * 3600  # a cached input outlives its last submit by this much
 FILE_REFRESH_SECONDS = 3600  # how often a manager re-times (or re-stores) an input it uses
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # Redis refuses strings past 512 MB
+COMMAND_SHOWN = 60  # characters of a task's command quoted in an error
 MEMO_ENTRIES = 65_536  # digests a manager remembers (of files it sent, and that Redis holds)
 Body = bytes | Callable[[], bytes]  # the bytes, or how to read them when needed
 
@@ -108,14 +111,14 @@ class FileStager:
         together exceed ``max_task_bytes``: a worker with the same ``--max-task-bytes``
         would fail it unloaded.  ``fields``/``bodies``: ``encode_task``'s, just after it ran
         (``last_inputs_bytes`` is its inputs' total, cached ones included)."""
-        arguments = len(fields.get("args") or b"")
+        arguments = len(fields.get(ARGS) or b"")
         function = sum(map(len, bodies.values())) if bodies else 0
         inputs = self.last_inputs_bytes
         total = arguments + function + inputs
         if total > self.max_task_bytes:
             raise FileTooLarge(
-                f"task {task.command[:60]!r} holds {show_size(total)} (arguments {show_size(arguments)}, function "
-                f"{show_size(function)}, input files {show_size(inputs)}), over the limit of "
+                f"task {task.command[:COMMAND_SHOWN]!r} holds {show_size(total)} (arguments {show_size(arguments)}, "
+                f"function {show_size(function)}, input files {show_size(inputs)}), over the limit of "
                 f"{show_size(self.max_task_bytes)} per task: workers fail such tasks unloaded (wq-redis worker "
                 f"--max-task-bytes, default {show_size(DEFAULT_MAX_TASK_BYTES)}); raise both with "
                 "WorkQueue.specify_file_limits(max_task_bytes=...) and --max-task-bytes, "
@@ -151,15 +154,16 @@ class FileStager:
         return known
 
     def _directory(self, item: InputFile) -> tuple[str, Any, int]:
-        assert item.local is not None
-        pack: Callable[[], bytes] = lambda: pack_directory(item.local, item.recursive, self.max_file_bytes)  # noqa: E731
+        local = item.local
+        assert local is not None
+        pack: Callable[[], bytes] = lambda: pack_directory(local, item.recursive, self.max_file_bytes)  # noqa: E731
         if not (item.cache and self.use_cache):
             data = pack()
             return INLINE_DIR, data, len(data)
-        if not os.path.isdir(item.local):
-            raise FileNotFoundError(f"directory {item.local!r} of the task does not exist")
-        signature = repr(tree_signature(item.local)).encode() if item.recursive else b""
-        key = ("dir", os.path.abspath(item.local), item.recursive, sha256(signature))
+        if not os.path.isdir(local):
+            raise FileNotFoundError(f"directory {local!r} of the task does not exist")
+        signature = repr(tree_signature(local)).encode() if item.recursive else b""
+        key = ("dir", os.path.abspath(local), item.recursive, sha256(signature))
         known = self._digests.get(key)
         if known is None:
             data = pack()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from .errors import task_exception
+from .seam import QueueSeam
 from .task import PythonTask, Task
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ MAX_CHUNK_ITEMS = 10_000
 MAX_CHUNK_BYTES = 1 << 20  # pickled items per chunk, estimated from the first few
 SAMPLE_ITEMS = 32
 UNSIZED_CHUNKSIZE = 32  # for an iterable without a length (a generator)
+BLOCK_SECONDS = 1.0  # longest one blocking retrieve waits for a completion before looking again
 
 
 def _call(func: Callable[..., Any], *args: Any) -> Any:
@@ -132,11 +134,12 @@ def _advance(bar: Any, amount: int) -> None:
 def _finished(queue: WorkQueue, pending: dict[int, Any], block: bool) -> list[tuple[Any, Task | None]]:
     """Take the finished tasks among ``pending`` (id -> what the caller keeps for it); with
     ``block``, wait until there is at least one."""
+    seam = QueueSeam(queue)
     while True:
-        done = [(pending.pop(i), queue._take_result(i)) for i in [i for i in queue._results if i in pending]]
+        done = [(pending.pop(i), seam.take_result(i)) for i in seam.finished_among(pending)]
         if done or not block or not pending:
             return done
-        queue._retrieve(block=1.0 if queue._drained else 0.0)  # blocks only when nothing is left
+        seam.retrieve(block=BLOCK_SECONDS if seam.drained else 0.0)  # blocks only when nothing is left
 
 
 def _stream(
@@ -170,7 +173,7 @@ def _stream(
         if bar is not None:
             bar.stop()
         if pending:  # interrupted: do not leave our tasks running for nobody
-            queue._cancel(list(pending))
+            QueueSeam(queue).cancel(list(pending))
     return slots
 
 
@@ -270,4 +273,4 @@ def reduce_tree(
         if bar is not None:
             bar.stop()
         if pending:
-            queue._cancel(list(pending))
+            QueueSeam(queue).cancel(list(pending))

@@ -12,17 +12,31 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..protocol.fields import (
+    ARGS,
+    CATEGORY,
+    FUNCTION,
+    FUNCTION_B,
+    MAX_RETRIES,
+    MEASURED_B,
+    PACK_ARGS,
+    PACK_SIZE,
+    SPEC,
+    SUBMITTED,
+)
 from ..protocol.packing import dump
+from .submit_buffer import ROW_FIELDS, Row
 from .task import PythonTask, Task
 
 PACK_TASKS = 256  # members of one pack, at most
 PACK_SECONDS = 0.005  # ... and about this much work at the function's pace
 PACK_ARG_BYTES = 1024  # larger arguments travel in a task of their own
-SAMPLES_TRUSTED = 16  # after this many results of a function, its pace is sampled 1 in 16
-_SHARED_FIELDS = ("sub", "spec", "fn", "mr", "cat")  # what a pack's members share
-_PACKABLE_FIELDS = frozenset(_SHARED_FIELDS) | {"args"}  # ... and their own arguments: nothing else
-
-Row = tuple[int, str, float, dict[str, Any]]  # (id, queue member, priority, hash fields)
+SAMPLES_TRUSTED = 16  # after this many results of a function, its pace is sampled 1 in SAMPLE_EVERY
+SAMPLE_EVERY = 16
+PACE_WEIGHT = 0.25  # weight of the newest wall time in a function's pace (a moving average)
+FASTEST_PACE = 1e-6  # seconds: a call reported faster counts as this fast (wall times can read 0)
+_SHARED_FIELDS = (SUBMITTED, SPEC, FUNCTION, MAX_RETRIES, CATEGORY)  # what a pack's members share
+_PACKABLE_FIELDS = frozenset(_SHARED_FIELDS) | {ARGS}  # ... and their own arguments: nothing else
 
 
 def packable(task: Task, fields: dict[str, Any]) -> bool:
@@ -38,7 +52,7 @@ def packable(task: Task, fields: dict[str, Any]) -> bool:
         and not spec.running_time_max
         and not spec.end_time
         and fields.keys() <= _PACKABLE_FIELDS
-        and len(fields.get("args", b"")) <= PACK_ARG_BYTES
+        and len(fields.get(ARGS, b"")) <= PACK_ARG_BYTES
     )
 
 
@@ -51,27 +65,27 @@ class PackPlanner:
 
     def observe(self, fields: dict[bytes, bytes]) -> None:
         """Fold a finished task's wall time into its function's pace."""
-        digest = fields.get(b"fn")
-        meas = fields.get(b"meas")
+        digest = fields.get(FUNCTION_B)
+        meas = fields.get(MEASURED_B)
         if digest is None or meas is None:
             return
         seen = self._seen.get(digest, 0)
         self._seen[digest] = seen + 1
-        if seen >= SAMPLES_TRUSTED and seen % 16:
+        if seen >= SAMPLES_TRUSTED and seen % SAMPLE_EVERY:
             return
         try:
             wall = float(json.loads(meas)["wall_time"])
         except (ValueError, KeyError, TypeError):
             return
         pace = self._pace.get(digest)
-        self._pace[digest] = wall if pace is None else 0.75 * pace + 0.25 * wall
+        self._pace[digest] = wall if pace is None else (1 - PACE_WEIGHT) * pace + PACE_WEIGHT * wall
 
     def size(self, digest: bytes) -> int:
         """Members per pack for calls of ``digest`` (1: not packed)."""
         pace = self._pace.get(digest)
         if pace is None:
             return 1
-        return max(1, min(PACK_TASKS, int(PACK_SECONDS / max(pace, 1e-6))))
+        return max(1, min(PACK_TASKS, int(PACK_SECONDS / max(pace, FASTEST_PACE))))
 
     def pack(
         self, rows: Sequence[Row], tasks: Sequence[Task], new_id: Callable[[], int]
@@ -92,21 +106,23 @@ class PackPlanner:
             _, member, priority, fields = members[0]
             pack_id = new_id()
             pack_fields: dict[str, Any] = {name: fields[name] for name in _SHARED_FIELDS if name in fields}
-            pack_fields["n"] = len(members)
-            pack_fields["pa"] = dump([(m[0], m[3].get("args", b"")) for m in members])
+            pack_fields[PACK_SIZE] = len(members)
+            pack_fields[PACK_ARGS] = dump([(m[0], m[ROW_FIELDS].get(ARGS, b"")) for m in members])
             out.append((pack_id, member, priority, pack_fields))
             packs[pack_id] = [m[0] for m in members]
 
         for row, task in zip(rows, tasks):
-            fields = row[3]
-            digest = fields.get("fn")
-            size = sizes.get(digest) if digest is not None else 1
-            if size is None:
-                size = sizes[digest] = self.size(digest)
+            fields = row[ROW_FIELDS]
+            digest = fields.get(FUNCTION)
+            if digest is None:
+                size = 1
+            else:
+                known = sizes.get(digest)
+                size = known if known is not None else sizes.setdefault(digest, self.size(digest))
             if size <= 1 or not packable(task, fields):
                 out.append(row)
                 continue
-            key = (row[1], row[2], fields.get("spec"), digest, fields.get("mr"), fields.get("cat"))
+            key = (row[1], row[2], fields.get(SPEC), digest, fields.get(MAX_RETRIES), fields.get(CATEGORY))
             members = open_packs.get(key)
             if members is None:
                 members = open_packs[key] = []

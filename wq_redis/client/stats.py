@@ -5,6 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from ..protocol.fields import (
+    CANCELED_COUNT,
+    DISPATCHED_COUNT,
+    FAILED_COUNT,
+    LATE_RESULTS_COUNT,
+    REQUEUED_COUNT,
+    RETRIEVED_COUNT,
+    SUBMITTED_COUNT,
+    WORKERS_LOST_COUNT,
+)
 from ..protocol.resources import parse_class, split_member
 from ..protocol.store import Snapshot
 
@@ -53,14 +63,14 @@ def stats_from_snapshot(snap: Snapshot) -> Stats:
         tasks_running=snap.running,
         tasks_on_workers=snap.running,
         tasks_with_results=snap.with_results,
-        tasks_submitted=c.get("submitted", 0),
-        tasks_dispatched=c.get("dispatched", 0),
-        tasks_done=c.get("retrieved", 0),
-        tasks_failed=c.get("failed", 0),
-        tasks_cancelled=c.get("canceled", 0),
-        tasks_requeued=c.get("requeued", 0),
-        tasks_late_results=c.get("late_results", 0),
-        workers_lost=c.get("workers_lost", 0),
+        tasks_submitted=c.get(SUBMITTED_COUNT, 0),
+        tasks_dispatched=c.get(DISPATCHED_COUNT, 0),
+        tasks_done=c.get(RETRIEVED_COUNT, 0),
+        tasks_failed=c.get(FAILED_COUNT, 0),
+        tasks_cancelled=c.get(CANCELED_COUNT, 0),
+        tasks_requeued=c.get(REQUEUED_COUNT, 0),
+        tasks_late_results=c.get(LATE_RESULTS_COUNT, 0),
+        workers_lost=c.get(WORKERS_LOST_COUNT, 0),
         waiting_by_queue={m: n for m, n in snap.waiting.items() if n},
     )
     busy = {worker for worker, _ in snap.running_tasks}

@@ -33,9 +33,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priority, hash fields)
+from ..protocol.fields import ARGS
+
+Row = tuple[int, str, float, dict[str, Any]]  # (id, member "CLASS|TAG", priority, hash fields): submit.lua's
+ROW_FIELDS: Final = 3  # where a Row holds its hash fields
 T = TypeVar("T")
 
 MAX_ROWS = 10_000  # a submit that finds this many rows buffered flushes itself (back-pressure)
@@ -110,7 +113,7 @@ class SubmitBuffer:
                     self._drop(rows)
                 raise
 
-    def _drop(self, rows: list[Row]) -> None:
+    def _drop(self, rows: Sequence[Row]) -> None:
         """Take the buffered rows with the ids of ``rows`` out (holding the lock)."""
         ids = {row[0] for row in rows}
         self._rows = [row for row in self._rows if row[0] not in ids]
@@ -179,7 +182,7 @@ class SubmitBuffer:
 
 def _size(row: Row) -> int:
     """What a row weighs against MAX_BYTES: its pickled arguments."""
-    return len(row[3].get("args", b""))
+    return len(row[ROW_FIELDS].get(ARGS, b""))
 
 
 def _background(ref: weakref.ref[SubmitBuffer], kick: threading.Event) -> None:

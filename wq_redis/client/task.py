@@ -7,85 +7,35 @@ wrote when ``WorkQueue.wait`` hands it back.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
+from ..protocol.fields import (
+    ALLOCATED,
+    ATTEMPTS,
+    ERROR,
+    FINISHED,
+    HOST,
+    MEASURED,
+    MEMBER,
+    OUTPUT,
+    OUTPUT_FILE_B,
+    RESULT,
+    RETURN_STATUS,
+    STARTED,
+    VALUE,
+    WORKER,
+)
 from ..protocol.resources import parse_class
-from .codes import WORK_QUEUE_CACHE, WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
+from .codes import WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
 from .compat import TaskCompat
+from .spec import InputFile, Resources, TaskSpec, cache_flag, check_remote, non_negative
 
-
-@dataclass
-class Resources:
-    """Resources of a task as Work Queue reports them (memory and disk in MB, times in s)."""
-
-    cores: float | None = None
-    memory: int | None = None
-    disk: int | None = None
-    gpus: int | None = None
-    wall_time: float | None = None
-    cpu_time: float | None = None
-
-    @classmethod
-    def from_json(cls, data: bytes | None) -> Resources:
-        """Resources as a worker recorded them; a value that is not a JSON object of them
-        (another client's garbage in the task's hash) reads as unknown, never raises."""
-        if not data:
-            return cls()
-        try:
-            values = json.loads(data)
-            return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
-        except (ValueError, TypeError, AttributeError):
-            return cls()
-
-
-@dataclass
-class InputFile:
-    local: str | None  # None for a buffer
-    remote: str
-    cache: bool = False
-    data: bytes | None = None  # a buffer's contents
-    directory: bool = False  # a tree, packed as tar (see files.py)
-    recursive: bool = True  # for a directory: with its contents, or just the empty directory
-
-
-@dataclass(slots=True)
-class _Spec:
-    """What the user asked for; None means 'the category's value, else the default'.
-
-    Slots, and empty tuples until a file is declared: a manager holds one per task in
-    flight, and every container the garbage collector tracks costs it time (four fewer
-    per task took a third of the client's time per task of a large submit_many).
-    """
-
-    cores: int | None = None
-    memory: int | None = None
-    disk: int | None = None
-    gpus: int | None = None
-    tag: str | None = None
-    category: str = "default"
-    priority: float = 0.0
-    max_retries: int = 0
-    running_time_max: float = 0.0
-    end_time: int = 0  # microseconds since the epoch
-    env: dict[str, str | None] = field(default_factory=dict)  # untracked while it holds only strings
-    inputs: Sequence[InputFile] = ()
-    outputs: Sequence[tuple[str, str]] = ()
-    output_dirs: Sequence[tuple[str, str]] = ()
-
-    def add(self, name: str, item: Any) -> None:
-        """Append to ``inputs``, ``outputs`` or ``output_dirs`` (a list from the first on)."""
-        items = getattr(self, name)
-        if not isinstance(items, list):
-            items = list(items)
-            setattr(self, name, items)
-        items.append(item)
+__all__ = ["InputFile", "PythonTask", "PythonTaskNoResult", "Resources", "Task"]
 
 
 class PythonTaskNoResult(Exception):
@@ -104,7 +54,7 @@ class Task(TaskCompat):
 
     def __init__(self, command: str) -> None:
         self._command = command
-        self._spec = _Spec()
+        self._spec = TaskSpec()
         self._id: int | None = None
         self._fields: dict[bytes, bytes] = {}
         self.submit_time: int | None = None  # microseconds, as Work Queue reports them
@@ -133,23 +83,23 @@ class Task(TaskCompat):
 
     # -- resources -------------------------------------------------------------------
     def specify_cores(self, cores: int) -> None:
-        self._spec.cores = _non_negative("cores", cores)
+        self._spec.cores = non_negative("cores", cores)
 
     def specify_memory(self, memory: int) -> None:
         """Memory in MB."""
-        self._spec.memory = _non_negative("memory", memory)
+        self._spec.memory = non_negative("memory", memory)
 
     def specify_disk(self, disk: int) -> None:
         """Sandbox disk in MB."""
-        self._spec.disk = _non_negative("disk", disk)
+        self._spec.disk = non_negative("disk", disk)
 
     def specify_gpus(self, gpus: int) -> None:
-        self._spec.gpus = _non_negative("gpus", gpus)
+        self._spec.gpus = non_negative("gpus", gpus)
 
     # -- retries and time ------------------------------------------------------------
     def specify_max_retries(self, max_retries: int) -> None:
         """Attempts allowed after the first when a worker is lost; 0 means unlimited."""
-        self._spec.max_retries = _non_negative("max_retries", max_retries)
+        self._spec.max_retries = non_negative("max_retries", max_retries)
 
     def specify_running_time_max(self, seconds: float) -> None:
         """Kill the task (its whole process group) after this many seconds of running."""
@@ -175,14 +125,14 @@ class Task(TaskCompat):
         worker keeps one copy in its cache for every task that uses it.
         """
         remote = remote_name or os.path.basename(local_name)
-        self._spec.add("inputs", InputFile(local_name, _check_remote(remote), _cache_flag(flags, cache)))
+        self._spec.add("inputs", InputFile(local_name, check_remote(remote), cache_flag(flags, cache)))
 
     def specify_buffer(
         self, buffer: bytes | str, remote_name: str, flags: int | None = None, cache: bool | None = None
     ) -> None:
         """A file of the sandbox holding ``buffer``."""
         data = buffer.encode() if isinstance(buffer, str) else bytes(buffer)
-        self._spec.add("inputs", InputFile(None, _check_remote(remote_name), _cache_flag(flags, cache), data))
+        self._spec.add("inputs", InputFile(None, check_remote(remote_name), cache_flag(flags, cache), data))
 
     def specify_output_file(
         self,
@@ -194,7 +144,7 @@ class Task(TaskCompat):
     ) -> None:
         """Bring ``remote_name`` back from the sandbox to ``local_name`` after the task."""
         remote = remote_name or os.path.basename(local_name)
-        self._spec.add("outputs", (local_name, _check_remote(remote)))
+        self._spec.add("outputs", (local_name, check_remote(remote)))
 
     def specify_file(
         self,
@@ -233,13 +183,13 @@ class Task(TaskCompat):
         >>> t.specify_directory("inputs", "data", recursive=True, cache=True)
         >>> t.specify_directory("results", "out", type=WORK_QUEUE_OUTPUT)
         """
-        remote = _check_remote(remote_name or os.path.basename(os.path.normpath(local_name)))
+        remote = check_remote(remote_name or os.path.basename(os.path.normpath(local_name)))
         if type == WORK_QUEUE_OUTPUT:
             self._spec.add("output_dirs", (local_name, remote))
         elif type in (None, WORK_QUEUE_INPUT):
             self._spec.add(
                 "inputs",
-                InputFile(local_name, remote, _cache_flag(flags, cache), directory=True, recursive=bool(recursive)),
+                InputFile(local_name, remote, cache_flag(flags, cache), directory=True, recursive=bool(recursive)),
             )
         else:
             raise ValueError(f"type must be WORK_QUEUE_INPUT or WORK_QUEUE_OUTPUT, got {type!r}")
@@ -280,7 +230,7 @@ class Task(TaskCompat):
     @property
     def result(self) -> int | None:
         """A ``WORK_QUEUE_RESULT_*`` code once the task is back, else None."""
-        code = self._get_int("r")
+        code = self._get_int(RESULT)
         return None if code is None else Result(code)
 
     @property
@@ -288,20 +238,20 @@ class Task(TaskCompat):
         return result_str(self.result)
 
     # A worker leaves out what is empty or known otherwise (worker/runner.py
-    # ``result_fields``): no "rs" for status 0, no "out" for no output, no "alloc" (the
-    # task's resource class "q"), no "host" when it is the one in the worker's name.
+    # ``result_fields``): no RETURN_STATUS for status 0, no OUTPUT for no output, no ALLOCATED
+    # (the task's resource class, MEMBER), no HOST when it is the one in the worker's name.
     @property
     def return_status(self) -> int | None:
         """Exit code of the command (or signal number when ``result`` is SIGNAL)."""
-        status = self._get_int("rs")
-        return 0 if status is None and self._get("r") is not None else status
+        status = self._get_int(RETURN_STATUS)
+        return 0 if status is None and self._get(RESULT) is not None else status
 
     @property
     def std_output(self) -> str | None:
         """Standard output and error of the task."""
-        out = self._get("out")
+        out = self._get(OUTPUT)
         if out is None:
-            return "" if self._get("r") is not None else None
+            return "" if self._get(RESULT) is not None else None
         return out.decode("utf-8", errors="replace")
 
     @property
@@ -311,25 +261,25 @@ class Task(TaskCompat):
     @property
     def error(self) -> str | None:
         """Why the task failed as a task (wq-redis addition; empty on success)."""
-        err = self._get("err")
+        err = self._get(ERROR)
         return None if err is None else err.decode("utf-8", errors="replace")
 
     @property
     def hostname(self) -> str | None:
-        host = self._get("host")
+        host = self._get(HOST)
         if host is None:
-            worker = self._get("w")
-            return worker.decode().rpartition("@")[2] if worker and self._get("r") is not None else None
+            worker = self._get(WORKER)
+            return worker.decode().rpartition("@")[2] if worker and self._get(RESULT) is not None else None
         return host.decode()
 
     @property
     def worker(self) -> str | None:
-        name = self._get("w")
+        name = self._get(WORKER)
         return None if name is None else name.decode()
 
     @property
     def total_submissions(self) -> int:
-        return self._get_int("a") or 0
+        return self._get_int(ATTEMPTS) or 0
 
     @property
     def resources_requested(self) -> Resources:
@@ -338,9 +288,9 @@ class Task(TaskCompat):
 
     @property
     def resources_allocated(self) -> Resources:
-        alloc = self._get("alloc")
-        member = self._get("q")
-        if alloc is None and member and self._get("r") is not None:
+        alloc = self._get(ALLOCATED)
+        member = self._get(MEMBER)
+        if alloc is None and member and self._get(RESULT) is not None:
             try:
                 request = parse_class(member.decode().partition("|")[0])
             except ValueError:
@@ -350,16 +300,16 @@ class Task(TaskCompat):
 
     @property
     def resources_measured(self) -> Resources:
-        return Resources.from_json(self._get("meas"))
+        return Resources.from_json(self._get(MEASURED))
 
     @property
     def execute_cmd_start(self) -> int | None:
         """When the task started on the worker, microseconds since the epoch."""
-        return self._get_int("ts")
+        return self._get_int(STARTED)
 
     @property
     def finish_time(self) -> int | None:
-        return self._get_int("tf")
+        return self._get_int(FINISHED)
 
     @property
     def cmd_execution_time(self) -> int | None:
@@ -369,11 +319,7 @@ class Task(TaskCompat):
     @property
     def output_files(self) -> dict[str, bytes]:
         """Contents of the output files that came back, by remote name."""
-        return {k[2:].decode(): v for k, v in self._fields.items() if k.startswith(b"o:")}
-
-    def _payload(self) -> dict[str, bytes]:
-        """Binary hash fields this kind of task adds (arguments for a PythonTask)."""
-        return {}
+        return {k[len(OUTPUT_FILE_B) :].decode(): v for k, v in self._fields.items() if k.startswith(OUTPUT_FILE_B)}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self._id} result={self.result_str}>"
@@ -405,37 +351,12 @@ class PythonTask(Task):
 
     @property
     def output(self) -> Any:
-        if self.result != Result.SUCCESS or self._get("val") is None:
+        if self.result != Result.SUCCESS or self._get(VALUE) is None:
             return PythonTaskNoResult(self.error or self.result_str or "task has no result yet")
         if not self._value_loaded:
             try:
-                self._value = cloudpickle.loads(self._get("val"))
+                self._value = cloudpickle.loads(self._get(VALUE))
             except Exception as exc:  # e.g. the result's class is missing on the manager
                 self._value = exc
             self._value_loaded = True
         return self._value
-
-
-def _non_negative(name: str, value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-    if number != value or number < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return number
-
-
-def _cache_flag(flags: int | None, cache: bool | None) -> bool:
-    """Work Queue's rule: ``cache`` when given, else the ``WORK_QUEUE_CACHE`` bit of ``flags``."""
-    if cache is not None:
-        return bool(cache)
-    return bool((flags or 0) & WORK_QUEUE_CACHE)
-
-
-def _check_remote(remote: str) -> str:
-    """Remote names live inside the task's sandbox: no absolute paths, no '..'."""
-    norm = os.path.normpath(remote)
-    if os.path.isabs(remote) or norm == ".." or norm.startswith("../"):
-        raise ValueError(f"remote file name {remote!r} must be relative and stay inside the sandbox")
-    return norm

@@ -19,10 +19,31 @@ import time
 from typing import Any
 
 from ..protocol.codes import Result
-from ..protocol.resources import Request
+from ..protocol.fields import (
+    ARGS,
+    ATTEMPTS_B,
+    CATEGORY,
+    FINISHED_B,
+    FUNCTION,
+    HOST_B,
+    MAX_RETRIES,
+    MEMBER_B,
+    OUTPUT_DIR,
+    OUTPUT_FILE,
+    RESULT_B,
+    RETURN_STATUS_B,
+    SPEC,
+    SPEC_B,
+    STARTED_B,
+    SUBMITTED,
+    SUBMITTED_B,
+    WORKER_B,
+)
+from ..protocol.resources import RESOURCE_NAMES, Request
 from ..protocol.serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
-from .files import OUTPUT_DIR, FileStager, unpack_directory
-from .task import InputFile, PythonTask, Task
+from .files import FileStager, unpack_directory
+from .spec import InputFile
+from .task import PythonTask, Task
 
 
 def _envelope(task: Task, request: Request, enforce: bool) -> dict[str, Any]:
@@ -68,30 +89,32 @@ def encode_task(
     """
     spec = task._spec
     now_us = time.time_ns() // 1000
-    fields: dict[str, Any] = {"sub": now_us}
+    fields: dict[str, Any] = {SUBMITTED: now_us}
     if spec == _PLAIN_SPEC and request == _PLAIN_REQUEST and not enforce:
         if task.kind != "py":  # a PythonTask's display name is not needed by the worker
-            fields["spec"] = pack_spec({"kind": task.kind, "command": task.command})
+            fields[SPEC] = pack_spec({"kind": task.kind, "command": task.command})
     else:
         envelope = _envelope(task, request, enforce)
         # Only what differs from the defaults travels: a small spec keeps the task's hash in
-        # Redis' compact listpack encoding (values up to 64 bytes), about 5x smaller.
-        fields["spec"] = pack_spec(
+        # Redis' compact listpack encoding (values up to 64 bytes), about 5x smaller than a
+        # hashtable (MEMORY USAGE of a task's hash; `python -m bench.run` reports the bytes
+        # per queued task in its B/queued column, bench/README.md).
+        fields[SPEC] = pack_spec(
             {k: v for k, v in envelope.items() if k in ("kind", "command") or v != SPEC_DEFAULTS.get(k)}
         )
         if spec.max_retries:
-            fields["mr"] = spec.max_retries
+            fields[MAX_RETRIES] = spec.max_retries
         if spec.category != "default":
-            fields["cat"] = spec.category
+            fields[CATEGORY] = spec.category
         if spec.inputs:
             fields.update((files or FileStager(use_cache=False)).input_fields(spec.inputs))
     bodies: dict[str, bytes] = {}
     if isinstance(task, PythonTask):
         digest, body = functions.get(task._func)
         bodies[digest] = body
-        fields["fn"] = bytes.fromhex(digest)  # raw: 32 bytes less per task in Redis
+        fields[FUNCTION] = bytes.fromhex(digest)  # raw: 32 bytes less per task in Redis
         if task._args or task._kwargs:
-            fields["args"] = pickle_arguments(task._args, task._kwargs)
+            fields[ARGS] = pickle_arguments(task._args, task._kwargs)
     task.submit_time = now_us
     return fields, bodies
 
@@ -99,7 +122,7 @@ def encode_task(
 def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
     """Rebuild a task submitted by another manager process (re-attach after a crash)."""
     # Only a PythonTask that specifies nothing has no spec (serialize.DEFAULT_PY_SPEC).
-    spec = dict(DEFAULT_PY_SPEC) if b"spec" not in fields else unpack_spec(fields[b"spec"])
+    spec = dict(DEFAULT_PY_SPEC) if SPEC_B not in fields else unpack_spec(fields[SPEC_B])
     task: Task
     if spec["kind"] == "py":
         task = PythonTask.__new__(PythonTask)
@@ -109,7 +132,7 @@ def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
     else:
         task = Task(spec["command"])
     s = task._spec
-    s.cores, s.memory, s.disk, s.gpus = spec.get("request", [None] * 4)
+    s.cores, s.memory, s.disk, s.gpus = spec.get("request", [None] * len(RESOURCE_NAMES))
     s.tag, s.category = spec.get("tag"), spec.get("category", "default")
     s.priority, s.max_retries = spec.get("priority", 0.0), spec.get("max_retries", 0)
     s.running_time_max, s.end_time = spec.get("running_time_max", 0.0), spec.get("end_time", 0)
@@ -117,7 +140,7 @@ def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
     s.inputs = [InputFile(local, remote) for local, remote in spec.get("inputs", [])]
     s.outputs = [(local, remote) for local, remote in spec.get("outputs", [])]
     s.output_dirs = [(local, remote) for local, remote in spec.get("output_dirs", [])]
-    sub = fields.get(b"sub")
+    sub = fields.get(SUBMITTED_B)
     task.submit_time = int(sub) if sub else None
     return task
 
@@ -127,7 +150,7 @@ def apply_results(task: Task, task_id: int, fields: dict[bytes, bytes]) -> None:
     task._id = task_id
     task._fields = fields
     for local, remote in task._spec.outputs:
-        data = fields.get(f"o:{remote}".encode())
+        data = fields.get(f"{OUTPUT_FILE}{remote}".encode())
         if data is None:
             continue
         directory = os.path.dirname(local)
@@ -141,25 +164,26 @@ def apply_results(task: Task, task_id: int, fields: dict[bytes, bytes]) -> None:
             unpack_directory(data, local)
 
 
-_INTEGER_FIELDS = (b"rs", b"a", b"ts", b"tf", b"sub")
-_TEXT_FIELDS = (b"w", b"host", b"q")  # decoded strictly (out and err are decoded leniently)
+SHOWN_CHARS = 20  # of a bad value quoted in an error
+_INTEGER_FIELDS = (RETURN_STATUS_B, ATTEMPTS_B, STARTED_B, FINISHED_B, SUBMITTED_B)
+_TEXT_FIELDS = (WORKER_B, HOST_B, MEMBER_B)  # decoded strictly (OUTPUT and ERROR are decoded leniently)
 _RESULT_CODES = frozenset(b"%d" % code for code in Result)  # as workers write them
 
 
 def unreadable_result(fields: dict[bytes, bytes]) -> str | None:
     """What is wrong with a finished task's result fields, or None when ``Task`` can read
     them all (its properties parse them lazily: a damaged field would raise in user code).
-    Runs for every result, so each check is one C call; the measured resources ("meas",
-    "alloc") are not checked here: ``Resources.from_json`` reads garbage as unknown."""
-    code = fields.get(b"r")
+    Runs for every result, so each check is one C call; the resources (MEASURED,
+    ALLOCATED) are not checked here: ``Resources.from_json`` reads garbage as unknown."""
+    code = fields.get(RESULT_B)
     if code is None:
         return "no result code"
     if code not in _RESULT_CODES:
-        return f"result code {code[:20]!r} is not one of Work Queue's"
+        return f"result code {code[:SHOWN_CHARS]!r} is not one of Work Queue's"
     for name in _INTEGER_FIELDS:
         value = fields.get(name)
         if value is not None and not value.lstrip(b"-").isdigit():
-            return f"field {name.decode()} = {value[:20]!r} is not an integer"
+            return f"field {name.decode()} = {value[:SHOWN_CHARS]!r} is not an integer"
     for name in _TEXT_FIELDS:
         value = fields.get(name)
         if value is not None:
