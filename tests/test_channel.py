@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from wq_redis.worker.channel import BUFFER_BYTES, OUT_OF_BAND_BYTES, Channel, out_of_band
+from wq_redis.worker.child.channel import BUFFER_BYTES, OUT_OF_BAND_BYTES, Channel, out_of_band
 
 
 @pytest.fixture
