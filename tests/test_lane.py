@@ -189,9 +189,9 @@ def test_a_full_ledger_sends_the_record_and_the_rest_of_the_lane_over_the_socket
         lane.child.conn, lane.child.ledger = Channel(child_end), write_end
         claimed = LaneClaimed(7, "token", "c1.m0.d0.g0|", None, None)
         lane._record(claimed)
-        message = Channel(worker_end).recv()
+        message = Channel(worker_end).recv_message()
         assert message == claimed
-        assert pickle.loads(pickle.dumps(message)) == claimed  # as every ledger record
+        assert pickle.loads(pickle.dumps(message)) == claimed
         os.set_blocking(read_end, False)
         while True:  # the worker read the ledger meanwhile: there is room again
             try:
@@ -199,7 +199,7 @@ def test_a_full_ledger_sends_the_record_and_the_rest_of_the_lane_over_the_socket
             except BlockingIOError:
                 break
         lane._record(LaneDone("token", Delivery.RECORDED, {"r": 0}, 0.001))  # still after the claim: over the socket
-        assert isinstance(Channel(worker_end).recv(), LaneDone)
+        assert isinstance(Channel(worker_end).recv_message(), LaneDone)
     finally:
         for fd in (read_end, write_end):
             os.close(fd)

@@ -139,7 +139,7 @@ def drive(proc: WarmProcess, spec: LaneSpec, host: LaneHost) -> LaneEnd:
     """Run a lane on ``proc`` until it ends; the caller gives the child back to its pool
     (a killed or dead child is closed there)."""
     try:
-        proc.conn.send(spec)
+        proc.conn.send_message(spec)
     except OSError:
         return LaneEnd()
     ledger = _Ledger(proc, host)
@@ -159,7 +159,7 @@ def drive(proc: WarmProcess, spec: LaneSpec, host: LaneHost) -> LaneEnd:
                 return LaneEnd()
             if proc.conn.fileno() in events:
                 try:
-                    message = proc.conn.recv()
+                    message = proc.conn.recv_message()
                 except (EOFError, OSError):
                     ledger.read()
                     proc.kill()
@@ -185,7 +185,7 @@ def drive(proc: WarmProcess, spec: LaneSpec, host: LaneHost) -> LaneEnd:
 
 def _ask_to_stop(proc: WarmProcess, host: LaneHost) -> None:
     try:
-        proc.conn.send(StopLane())
+        proc.conn.send_message(StopLane())
     except OSError:
         return  # the child is gone: the next read says so
     host.lane_interrupt()

@@ -193,7 +193,7 @@ class WarmProcess:
         while_running: Callable[[], None] | None = None,
     ) -> CallDone | BatchDone | NeedBodies:
         try:
-            self.conn.send(message)
+            self.conn.send_message(message)
         except OSError:
             raise ChildGone() from None
         if while_running is not None:
@@ -203,9 +203,11 @@ class WarmProcess:
             self.kill()
             raise Interrupted(verdict)
         try:
-            reply: CallDone | BatchDone | NeedBodies = self.conn.recv()
+            reply = self.conn.recv_message()
         except (EOFError, OSError):
             raise ChildDied(self.process.wait()) from None
+        if not isinstance(reply, CallDone | BatchDone | NeedBodies):
+            raise TypeError(f"a warm child answered with {type(reply).__name__}")
         return reply
 
     def alive(self) -> bool:

@@ -142,7 +142,7 @@ class ChildLane:
                 except BlockingIOError:
                     pass
             self._by_socket = True
-        self.child.conn.send(record)
+        self.child.conn.send_message(record)
 
     def _store_for(self, spec: LaneSpec) -> QueueStore:
         key = (spec.redis, spec.queue)
@@ -158,7 +158,7 @@ class ChildLane:
         """Whether the worker asked the lane to end (a message waits on the socket)."""
         if not select.select([self.child.conn.sock], [], [], 0)[0]:
             return False
-        self.child.conn.recv()  # only StopLane is sent while a lane runs
+        self.child.conn.recv_message()  # only StopLane is sent while a lane runs
         return True
 
     def _run(self, store: QueueStore, spec: LaneSpec, task: Claimed) -> dict[str, Any]:

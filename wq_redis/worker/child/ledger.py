@@ -1,5 +1,5 @@
 """The fast lane's ledger (worker/lane.py): a pipe a child writes ``LaneClaimed`` and
-``LaneDone`` records into, each framed as its size and its pickle, that the worker reads
+``LaneDone`` records into, each framed as its size and its pickle (of ``messages.encode``), that the worker reads
 when it looks."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import pickle
 import select
 import struct
 
-from .messages import LaneClaimed, LaneDone
+from .messages import LaneClaimed, LaneDone, decode, encode
 
 FRAME = struct.Struct("!I")  # a record: its size, then its pickle
 ATOMIC_BYTES = select.PIPE_BUF  # a write this small lands whole, or not at all
 
 
 def frame(record: LaneClaimed | LaneDone) -> bytes:
-    data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    data = pickle.dumps(encode(record), protocol=pickle.HIGHEST_PROTOCOL)
     return FRAME.pack(len(data)) + data
 
 
@@ -27,6 +27,8 @@ def unframe(data: bytes) -> tuple[list[LaneClaimed | LaneDone], bytes]:
         (size,) = FRAME.unpack_from(data, offset)
         if offset + FRAME.size + size > len(data):
             break
-        records.append(pickle.loads(data[offset + FRAME.size : offset + FRAME.size + size]))
+        record = decode(pickle.loads(data[offset + FRAME.size : offset + FRAME.size + size]))
+        assert isinstance(record, (LaneClaimed, LaneDone)), record
+        records.append(record)
         offset += FRAME.size + size
     return records, data[offset:]

@@ -7,40 +7,25 @@ Child -> worker: ``NeedBodies`` (functions it no longer holds), ``CallDone``,
 ``BatchDone``, and from a lane ``LaneClaimed``/``LaneDone`` (its ledger's records) and
 ``LaneEnd``.
 
-On the wire (channel.py pickles them) a message is its class and its field values, no
-field names (``_compact``), and an enum member is a reference the pickle memoizes, as
-cheap as the bare string it replaces.  A batch's calls and replies are columns, one list
-per field, not an object per call: pickling and loading 255 small objects cost several
-times five lists of plain values (pickle.dumps/loads of a 255-call batch; the worker's
-batch/s in ``python -m bench.run --systems wq`` shows it).
+On the wire (``encode``, pickled by channel.py) a message is a tuple of its type's tag and
+its field values: no class to look up by name in each pickle, no field names, so a message
+costs what the dict it replaces did, or less.  An enum member inside is a reference the
+pickle memoizes, as cheap as the bare string it replaces.  A batch's calls and replies are
+columns, one list per field, not an object per call: pickling and loading 255 small
+objects cost several times five lists of plain values (/work/wt/notes' wire.py compares
+them; the worker's batch/s in ``python -m bench.run --systems wq`` shows it).
 """
 
 from __future__ import annotations
 
 import enum
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # redis-py comes with the store: a child imports it only for its lane
     from ...protocol.store import Claimed, Delivery
-
-M = TypeVar("M")
-
-
-def _compact(cls: type[M]) -> type[M]:
-    """Pickle ``cls`` as its class and field values (a dataclass with slots would pickle a
-    state dict, restored by a Python ``__setstate__``)."""
-    names = tuple(cls.__dataclass_fields__)  # type: ignore[attr-defined]
-    values = operator.attrgetter(*names) if len(names) > 1 else None
-
-    def __reduce__(self: M) -> tuple[Any, ...]:
-        if values is None:
-            return (cls, tuple(getattr(self, name) for name in names))
-        return (cls, values(self))
-
-    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
-    return cls
 
 
 class Status(enum.Enum):
@@ -55,7 +40,6 @@ class Status(enum.Enum):
 
 
 # -- worker -> child ---------------------------------------------------------------------
-@_compact
 @dataclass(frozen=True, slots=True)
 class RunCall:
     """Call one function in the task's sandbox (the worker watches its limits)."""
@@ -67,7 +51,6 @@ class RunCall:
     cwd: str
 
 
-@_compact
 @dataclass(frozen=True, slots=True)
 class RunBatch:
     """Run short calls back to back in the child's own sandbox; call i is the i-th entry
@@ -94,7 +77,6 @@ class RunBatch:
         )
 
 
-@_compact
 @dataclass(frozen=True, slots=True)
 class LaneSpec:
     """Start a fast lane (worker/lane.py): what the child needs to claim and deliver as
@@ -108,14 +90,12 @@ class LaneSpec:
     seconds_per_task: float | None  # the worker's pace: the lane keeps it (followers per claim)
 
 
-@_compact
 @dataclass(frozen=True, slots=True)
 class StopLane:
     """End the lane after the task it runs (ignored by a child whose lane ended already)."""
 
 
 # -- child -> worker ---------------------------------------------------------------------
-@_compact
 @dataclass(frozen=True, slots=True)
 class NeedBodies:
     """The child no longer holds these functions (it keeps a bounded cache) and they were
@@ -124,7 +104,6 @@ class NeedBodies:
     digests: tuple[str, ...]
 
 
-@_compact
 @dataclass(frozen=True, slots=True)
 class CallDone:
     """The answer to a RunCall."""
@@ -137,7 +116,6 @@ class CallDone:
     max_rss_mb: int
 
 
-@_compact
 @dataclass(frozen=True, slots=True)
 class BatchDone:
     """The answer to a RunBatch: call i's ending is the i-th entry of each column."""
@@ -151,7 +129,6 @@ class BatchDone:
     max_rss_mb: int  # the child's peak, after the batch
 
 
-@_compact
 @dataclass(frozen=True, slots=True)
 class LaneClaimed:
     """A lane's ledger record: it claimed a task and is about to run it."""
@@ -163,7 +140,6 @@ class LaneClaimed:
     started: bytes | None
 
 
-@_compact
 @dataclass(frozen=True, slots=True)
 class LaneDone:
     """A lane's ledger record: Redis answered for the task's result."""
@@ -187,5 +163,41 @@ class LaneEnd:
     undelivered: dict[str, Any] | None = None  # result fields of its last task Redis did not take
 
 
-ToChild = RunCall | RunBatch | LaneSpec | StopLane
-FromLane = LaneClaimed | LaneDone | LaneEnd
+Message = (
+    RunCall | RunBatch | LaneSpec | StopLane | NeedBodies | CallDone | BatchDone | LaneClaimed | LaneDone | LaneEnd
+)
+_TYPES: tuple[type[Any], ...] = (
+    RunCall,
+    RunBatch,
+    LaneSpec,
+    StopLane,
+    NeedBodies,
+    CallDone,
+    BatchDone,
+    LaneClaimed,
+    LaneDone,
+    LaneEnd,
+)
+_TAGS = {cls: tag for tag, cls in enumerate(_TYPES)}
+
+
+def _values_of(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    names = tuple(cls.__dataclass_fields__)
+    if len(names) > 1:
+        return operator.attrgetter(*names)  # a tuple, made in C
+    return lambda message: tuple(getattr(message, name) for name in names)
+
+
+_VALUES = {cls: _values_of(cls) for cls in _TYPES}
+
+
+def encode(message: Message) -> tuple[Any, ...]:
+    """The message as plain data: its type's tag, then its field values."""
+    cls = type(message)
+    return (_TAGS[cls], *_VALUES[cls](message))
+
+
+def decode(data: tuple[Any, ...]) -> Message:
+    """The message ``encode`` gave ``data`` for."""
+    message: Message = _TYPES[data[0]](*data[1:])
+    return message

@@ -66,7 +66,7 @@ class Child:
     def serve(self) -> None:
         while True:
             try:
-                message = self.conn.recv()
+                message = self.conn.recv_message()
             except (EOFError, OSError):  # the worker is gone
                 return
             reply: Any
@@ -80,7 +80,7 @@ class Child:
                 continue
             else:
                 raise TypeError(f"not a message for a warm child: {type(message).__name__}")
-            self.conn.send(reply)
+            self.conn.send_message(reply)
 
     def lane(self) -> Any:
         """This child's fast lane (lane.py), made on first use: a child that never claims
