@@ -141,7 +141,7 @@ def drive(proc: WarmProcess, spec: LaneSpec, host: LaneHost) -> LaneEnd:
     try:
         proc.conn.send_message(spec)
     except OSError:
-        return LaneEnd()
+        return LaneEnd([], [])
     ledger = _Ledger(proc, host)
     stopping = False
     try:
@@ -156,7 +156,7 @@ def drive(proc: WarmProcess, spec: LaneSpec, host: LaneHost) -> LaneEnd:
                 proc.kill()  # (``cancelled`` read the ledger just before)
                 ledger.end()
                 host.lane_gone(spec.claim["token_prefix"])
-                return LaneEnd()
+                return LaneEnd([], [])
             if proc.conn.fileno() in events:
                 try:
                     message = proc.conn.recv_message()
@@ -165,7 +165,7 @@ def drive(proc: WarmProcess, spec: LaneSpec, host: LaneHost) -> LaneEnd:
                     proc.kill()
                     ledger.end()
                     host.lane_gone(spec.claim["token_prefix"])
-                    return LaneEnd()
+                    return LaneEnd([], [])
                 if isinstance(message, LaneEnd):
                     ledger.read()
                     if message.undelivered is not None:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TypeVar
 
 from ..protocol.signing import SignatureError
@@ -113,7 +112,7 @@ class WarmProcess:
             body = fetch_body()
             if body is None:
                 return missing_function(message.digest)
-            reply = self._exchange(replace(message, body=body), limits, cancel_fd)
+            reply = self._exchange(message._replace(body=body), limits, cancel_fd)
         self.functions.add(message.digest)
         assert isinstance(reply, CallDone), reply
         return call_outcome(reply)
@@ -145,7 +144,7 @@ class WarmProcess:
             body = fetch_body(digest)
             if body is not None:
                 bodies[digest] = body
-        reply = self._exchange(replace(message, bodies=bodies), Limits(), cancel_fd, while_running)
+        reply = self._exchange(message._replace(bodies=bodies), Limits(), cancel_fd, while_running)
         if isinstance(reply, NeedBodies):
             outcomes, walls = self._without_missing(message, reply.digests, bodies, cancel_fd, fetch_body)
         else:

@@ -65,7 +65,7 @@ class ChildLane:
         try:
             return self._serve(spec)
         except Exception:
-            return LaneEnd(failed=traceback.format_exc())
+            return LaneEnd([], [], failed=traceback.format_exc())
 
     def _serve(self, spec: LaneSpec) -> LaneEnd:
         """The result of each task goes in the same round trip as the next claim (Redis
@@ -86,14 +86,14 @@ class ChildLane:
                 claimed, eligible, _ = store.claim(**claim, results=results, delivered=done, on_broken=broken.extend)
             except redis.RedisError as exc:
                 if results and not delivered:
-                    return LaneEnd(eligible=eligible, undelivered=_sendable(results[0][2]))
-                return LaneEnd(error=f"claim failed ({exc})")
+                    return LaneEnd([], [], eligible, undelivered=_sendable(results[0][2]))
+                return LaneEnd([], [], error=f"claim failed ({exc})")
             claim["wake_on"] = eligible
             if results and not delivered:  # not recorded now (a key it writes is broken): the worker holds it
-                return LaneEnd(claimed, eligible, broken=broken, undelivered=_sendable(results[0][2]))
+                return LaneEnd(claimed, broken, eligible, undelivered=_sendable(results[0][2]))
             task = lane_task(claimed)
             if task is None or broken:  # broken keys: the worker reports them (log, metrics)
-                return LaneEnd(claimed, eligible, broken=broken)
+                return LaneEnd(claimed, broken, eligible)
             self._record(
                 LaneClaimed(task.task_id, task.token, task.member, task.fields.get(b"sub"), task.fields.get(b"ts"))
             )
@@ -101,7 +101,7 @@ class ChildLane:
             try:
                 fields = self._run(store, spec, task)
             except redis.RedisError as exc:  # its function could not be read: the worker runs it again
-                return LaneEnd(error=f"reading the function of task {task.task_id} failed ({exc})")
+                return LaneEnd([], [], error=f"reading the function of task {task.task_id} failed ({exc})")
             wall = time.perf_counter() - started
             pace.record(1, wall)
             results, delivered = [(task.task_id, task.token, fields)], []
@@ -110,10 +110,10 @@ class ChildLane:
                 try:
                     done(store.complete(results, on_broken=broken.extend))
                 except redis.RedisError:
-                    return LaneEnd(eligible=eligible, undelivered=_sendable(fields))
+                    return LaneEnd([], [], eligible, undelivered=_sendable(fields))
                 if not delivered:
-                    return LaneEnd(eligible=eligible, broken=broken, undelivered=_sendable(fields))
-                return LaneEnd(eligible=eligible, broken=broken)
+                    return LaneEnd([], broken, eligible, undelivered=_sendable(fields))
+                return LaneEnd([], broken, eligible)
 
     def _recorder(
         self, token: str, fields: dict[str, Any], wall: float, delivered: list[bool]

@@ -1,11 +1,16 @@
-"""The messages between the worker and its warm child: one frozen dataclass each, told
-apart by type.
+"""The messages between the worker and its warm child: one immutable typed record
+(``typing.NamedTuple``) each, told apart by type.
 
 Worker -> child: ``RunCall`` (one call, the per-task path), ``RunBatch`` (short calls back
 to back), ``LaneSpec`` (wait for work and run it: worker/lane.py), ``StopLane``.
 Child -> worker: ``NeedBodies`` (functions it no longer holds), ``CallDone``,
 ``BatchDone``, and from a lane ``LaneClaimed``/``LaneDone`` (its ledger's records) and
 ``LaneEnd``.
+
+NamedTuples rather than frozen dataclasses: a frozen dataclass compiles its methods when its
+class is made, and ten of them were 4.5 ms of a warm child's start (``python -X importtime
+-m wq_redis.worker.child``; /work/wt/notes/child_probe.py's time to first task shows it),
+a NamedTuple class a tenth of that; they are also made and read faster.
 
 On the wire (``encode``, pickled by channel.py) a message is a tuple of its type's tag and
 its field values: no class to look up by name in each pickle, no field names, so a message
@@ -19,10 +24,7 @@ them; the worker's batch/s in ``python -m bench.run --systems wq`` shows it).
 from __future__ import annotations
 
 import enum
-import operator
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # redis-py comes with the store: a child imports it only for its lane
     from ...protocol.store import Claimed, Delivery
@@ -40,8 +42,7 @@ class Status(enum.Enum):
 
 
 # -- worker -> child ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class RunCall:
+class RunCall(NamedTuple):
     """Call one function in the task's sandbox (the worker watches its limits)."""
 
     digest: str
@@ -51,8 +52,7 @@ class RunCall:
     cwd: str
 
 
-@dataclass(frozen=True, slots=True)
-class RunBatch:
+class RunBatch(NamedTuple):
     """Run short calls back to back in the child's own sandbox; call i is the i-th entry
     of each column (task id, function digest, arguments, the task's own variables)."""
 
@@ -77,8 +77,7 @@ class RunBatch:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class LaneSpec:
+class LaneSpec(NamedTuple):
     """Start a fast lane (worker/lane.py): what the child needs to claim and deliver as
     the worker would."""
 
@@ -90,22 +89,19 @@ class LaneSpec:
     seconds_per_task: float | None  # the worker's pace: the lane keeps it (followers per claim)
 
 
-@dataclass(frozen=True, slots=True)
-class StopLane:
+class StopLane(NamedTuple):
     """End the lane after the task it runs (ignored by a child whose lane ended already)."""
 
 
 # -- child -> worker ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class NeedBodies:
+class NeedBodies(NamedTuple):
     """The child no longer holds these functions (it keeps a bounded cache) and they were
     not sent: the worker sends the message again with them."""
 
     digests: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class CallDone:
+class CallDone(NamedTuple):
     """The answer to a RunCall."""
 
     status: Status
@@ -116,8 +112,7 @@ class CallDone:
     max_rss_mb: int
 
 
-@dataclass(frozen=True, slots=True)
-class BatchDone:
+class BatchDone(NamedTuple):
     """The answer to a RunBatch: call i's ending is the i-th entry of each column."""
 
     statuses: list[Status]
@@ -129,8 +124,7 @@ class BatchDone:
     max_rss_mb: int  # the child's peak, after the batch
 
 
-@dataclass(frozen=True, slots=True)
-class LaneClaimed:
+class LaneClaimed(NamedTuple):
     """A lane's ledger record: it claimed a task and is about to run it."""
 
     task_id: int
@@ -140,8 +134,7 @@ class LaneClaimed:
     started: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class LaneDone:
+class LaneDone(NamedTuple):
     """A lane's ledger record: Redis answered for the task's result."""
 
     token: str
@@ -150,16 +143,15 @@ class LaneDone:
     wall: float
 
 
-@dataclass(frozen=True)
-class LaneEnd:
+class LaneEnd(NamedTuple):
     """How a lane ended (the child's last message of it): what it claimed for the main
     process to run, the queues it may block on next, and what went wrong, if anything."""
 
-    claimed: list[Claimed] = field(default_factory=list)
+    claimed: list[Claimed]
+    broken: list[tuple[str, str]]  # keys its claims could not read (wrong type)
     eligible: list[str] | None = None  # None: as before the lane
     error: str = ""  # the claim failed (Redis away): the main process waits a little
     failed: str = ""  # a bug of the lane's: its traceback
-    broken: list[tuple[str, str]] = field(default_factory=list)  # keys its claims could not read (wrong type)
     undelivered: dict[str, Any] | None = None  # result fields of its last task Redis did not take
 
 
@@ -181,23 +173,12 @@ _TYPES: tuple[type[Any], ...] = (
 _TAGS = {cls: tag for tag, cls in enumerate(_TYPES)}
 
 
-def _values_of(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
-    names = tuple(cls.__dataclass_fields__)
-    if len(names) > 1:
-        return operator.attrgetter(*names)  # a tuple, made in C
-    return lambda message: tuple(getattr(message, name) for name in names)
-
-
-_VALUES = {cls: _values_of(cls) for cls in _TYPES}
-
-
 def encode(message: Message) -> tuple[Any, ...]:
     """The message as plain data: its type's tag, then its field values."""
-    cls = type(message)
-    return (_TAGS[cls], *_VALUES[cls](message))
+    return (_TAGS[type(message)], *message)
 
 
 def decode(data: tuple[Any, ...]) -> Message:
     """The message ``encode`` gave ``data`` for."""
-    message: Message = _TYPES[data[0]](*data[1:])
+    message: Message = _TYPES[data[0]]._make(data[1:])
     return message

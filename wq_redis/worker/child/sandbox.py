@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 
 
@@ -70,6 +69,8 @@ def _empty(path: str) -> None:
     for name in leftovers:
         full = os.path.join(path, name)
         if os.path.isdir(full) and not os.path.islink(full):
+            import shutil  # here: a directory left behind is rare, and shutil is 1 ms of the child's start
+
             shutil.rmtree(full, ignore_errors=True)
         else:
             try:
