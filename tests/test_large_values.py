@@ -12,6 +12,7 @@ from conftest import drain
 from helpers_tasks import reversed_bytes
 
 import wq_redis as wq
+from wq_redis.protocol.serialize import pickle_arguments
 from wq_redis.protocol.store import BIG_VALUE, Delivery, QueueStore
 
 MIB = 1024 * 1024
@@ -81,7 +82,7 @@ def test_a_large_argument_is_written_beside_the_script_and_kept(redis_url, queue
         free = {"cores": 1, "memory": 1024, "disk": 1024, "gpus": 0}
         claimed, _, _ = store.claim("w@test", free, [], max_tasks=1, lease_ms=30_000, token_prefix="s1")
         assert b"big" not in claimed[0].fields
-        assert wq.serialize.pickle_arguments((payload,), {}) == claimed[0].fields[b"args"]
+        assert pickle_arguments((payload,), {}) == claimed[0].fields[b"args"]
 
 
 def test_a_cancelled_task_takes_its_large_argument_with_it(queue, redis_url):

@@ -61,3 +61,32 @@ def test_the_makefile_names_no_package_index():
         commands = "\n".join(line for line in handle.read().splitlines() if not line.lstrip().startswith("#"))
     for host in ("pypi.org", "pythonhosted.org", "--index-url", "--extra-index-url", "PIP_INDEX_URL", "https://"):
         assert host not in commands
+
+
+def lower_bound(requirements: list[str], name: str) -> str:
+    """The ``>=`` version of ``name`` in a list of requirements."""
+    for requirement in requirements:
+        found = re.fullmatch(rf"{re.escape(name)}(?:\[[^\]]*\])?\s*>=\s*([^,;\s]+).*", requirement, re.I)
+        if found:
+            return found.group(1)
+    raise AssertionError(f"{name} has no >= bound in {requirements}")
+
+
+def test_pre_commit_runs_the_linters_of_make_lint_at_the_pinned_versions():
+    """A contributor's hooks and CI's `make lint` must not disagree on a format or a rule."""
+    lint = project()["optional-dependencies"]["lint"]
+    with open(os.path.join(ROOT, ".pre-commit-config.yaml")) as handle:
+        config = handle.read()
+    revisions = dict(
+        re.findall(r"repo: https://github\.com/[\w-]+/(ruff-pre-commit|mirrors-mypy)\s+rev: v(\S+)", config)
+    )
+    assert revisions == {"ruff-pre-commit": lower_bound(lint, "ruff"), "mirrors-mypy": lower_bound(lint, "mypy")}
+    # The mypy hook's own venv gets the typed dependencies at the ranges the project declares
+    # (without extras and markers, which the hook's venv does not need).
+    declared = {re.sub(r"\[[^\]]*\]|;.*|\s", "", r) for r in project()["dependencies"] + lint}
+    hook_deps = re.findall(r'^\s+- "([^"]+)"$', config, re.M)
+    assert hook_deps and set(hook_deps) <= declared, set(hook_deps) - declared
+    with open(os.path.join(ROOT, "Makefile")) as handle:
+        lint_paths = re.search(r"^LINT_PATHS := (.*)$", handle.read(), re.M).group(1).split()
+    ruff_files = re.findall(r"id: ruff-\w+\s+files: \^\(([^)]*)\)/", config)
+    assert ruff_files and all(set(files.split("|")) == set(lint_paths) for files in ruff_files)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import click
 import pytest
 from click.testing import CliRunner
 from conftest import drain, wait_until
@@ -16,6 +17,7 @@ from everyday_tasks import nap, square
 
 import wq_redis as wq
 from wq_redis.ops.cli import main
+from wq_redis.protocol.sizes import parse_size
 
 
 def status(redis_url: str, *args: str) -> str:
@@ -116,6 +118,8 @@ def test_queues_are_found_on_the_redis_or_chosen_with_queue(redis_url):
     first, second = wq.WorkQueue("first", redis_url=redis_url), wq.WorkQueue("second", redis_url=redis_url)
     first.submit(wq.Task("true"))
     second.submit(wq.Task("true"))
+    # submit sends in the background; the counters are read after the queue sent them
+    assert first.stats.tasks_submitted == second.stats.tasks_submitted == 1
     assert set(_by_name(status_json(redis_url))) == {"first", "second"}
     assert set(_by_name(status_json(redis_url, "-M", "second"))) == {"second"}
     first.close()
@@ -140,3 +144,30 @@ def test_watch_redraws_until_interrupted(queue, redis_url, queue_name):
     out, _ = process.communicate(timeout=10)
     assert process.returncode == 0
     assert queue_name in out.decode()
+
+
+def test_the_commands_defaults_are_those_of_what_they_configure():
+    """The CLI writes its defaults instead of importing the worker and the exporter (so that
+    --help stays light); they must still be the defaults of what each option sets."""
+    import dataclasses
+    import inspect
+
+    from wq_redis.ops import exporter as exporter_module
+    from wq_redis.ops.status import status_command
+    from wq_redis.protocol.report import gather
+    from wq_redis.worker.loop import WorkerOptions
+
+    def defaults(command) -> dict:
+        return {p.name: p.default for p in command.params if isinstance(p, click.Option)}
+
+    worker = defaults(main.commands["worker"])
+    option_defaults = {f.name: f.default for f in dataclasses.fields(WorkerOptions)}
+    for name in ("queue", "idle_timeout", "lease_seconds", "reserve_after", "max_result_bytes", "cache_mb"):
+        assert worker[name] == option_defaults[name], name
+    assert worker["metrics_addr"] == option_defaults["metrics_addr"]
+    assert parse_size(worker["max_task_bytes"]) == option_defaults["max_task_bytes"]
+    exporter = defaults(main.commands["exporter"])
+    constructor = inspect.signature(exporter_module.QueueExporter).parameters
+    for name in ("stale_seconds", "discover_seconds"):
+        assert exporter[name] == constructor[name].default, name
+    assert defaults(status_command)["limit"] == inspect.signature(gather).parameters["limit"].default

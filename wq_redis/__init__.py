@@ -72,16 +72,42 @@ _EXPORTS = {
 }
 
 
-def _work_queue_names() -> list[str]:
-    from .client import codes
-
-    return [name for name in vars(codes) if name.startswith("WORK_QUEUE_")]
+# Work Queue's constants under their own names (client/codes.py)
+_WORK_QUEUE_NAMES = (
+    "WORK_QUEUE_RESULT_SUCCESS",
+    "WORK_QUEUE_RESULT_INPUT_MISSING",
+    "WORK_QUEUE_RESULT_OUTPUT_MISSING",
+    "WORK_QUEUE_RESULT_STDOUT_MISSING",
+    "WORK_QUEUE_RESULT_SIGNAL",
+    "WORK_QUEUE_RESULT_RESOURCE_EXHAUSTION",
+    "WORK_QUEUE_RESULT_TASK_TIMEOUT",
+    "WORK_QUEUE_RESULT_UNKNOWN",
+    "WORK_QUEUE_RESULT_FORSAKEN",
+    "WORK_QUEUE_RESULT_MAX_RETRIES",
+    "WORK_QUEUE_RESULT_TASK_MAX_RUN_TIME",
+    "WORK_QUEUE_RESULT_DISK_ALLOC_FULL",
+    "WORK_QUEUE_RESULT_RMONITOR_ERROR",
+    "WORK_QUEUE_RESULT_OUTPUT_TRANSFER_ERROR",
+    "WORK_QUEUE_TASK_UNKNOWN",
+    "WORK_QUEUE_TASK_READY",
+    "WORK_QUEUE_TASK_RUNNING",
+    "WORK_QUEUE_TASK_WAITING_RETRIEVAL",
+    "WORK_QUEUE_TASK_RETRIEVED",
+    "WORK_QUEUE_TASK_DONE",
+    "WORK_QUEUE_TASK_CANCELED",
+    "WORK_QUEUE_INPUT",
+    "WORK_QUEUE_OUTPUT",
+    "WORK_QUEUE_NOCACHE",
+    "WORK_QUEUE_CACHE",
+    "WORK_QUEUE_WAITFORTASK",
+    "WORK_QUEUE_DEFAULT_PORT",
+)
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-    elif name.startswith("WORK_QUEUE_"):
+    elif name in _WORK_QUEUE_NAMES:
         module = importlib.import_module(".client.codes", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -91,7 +117,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | set(_work_queue_names()))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_WORK_QUEUE_NAMES))
 
 
-__all__ = sorted(_EXPORTS) + ["__version__"] + _work_queue_names()
+__all__ = [*sorted(_EXPORTS), "__version__", *_WORK_QUEUE_NAMES]

@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any
 
+from ..protocol.resources import RESOURCE_NAMES
 from .errors import task_exception
 from .mapping import SUBMIT_BATCH
 from .queue import WorkQueue
 from .task import PythonTask, Task
 
-RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 POLL_SECONDS = 0.5  # longest a blocked wait lasts before the collector looks around again
 
 

@@ -27,10 +27,10 @@ from redis.retry import Retry
 from ..protocol import gcpause
 from ..protocol.connection import open_client, resolve_url
 from ..protocol.packing import member_ids
-from ..protocol.resources import DEFAULT_CORES, Request, queue_member
+from ..protocol.resources import DEFAULT_CORES, RESOURCE_NAMES, Request, queue_member
 from ..protocol.serialize import FunctionCache
 from ..protocol.signing import SignatureError, Signer, secret_from
-from ..protocol.store import QueueStateLost, QueueStore, Submitted
+from ..protocol.store import WORKER_TIMEOUT_MS, QueueStateLost, QueueStore, Submitted
 from .asyncwait import wait_async
 from .categories import CategoryBook, cancel_category, category_stats
 from .codes import WORK_QUEUE_WAITFORTASK, Result, TaskState
@@ -54,10 +54,8 @@ class LocalWorkerPool(Protocol):
     def stop(self, timeout: float = 10.0, wake: Callable[[str], None] | None = None) -> None: ...
 
 
-RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")
 ID_BLOCK = 1024  # task ids reserved per round trip
 RETRIEVE_BATCH = 512  # finished tasks fetched per round trip
-WORKER_TIMEOUT_MS = 60_000  # a worker silent this long is no longer counted
 FUNCTION_TTL_SECONDS = 7 * 24 * 3600  # a stored function outlives its last submit by this much
 FUNCTION_REFRESH_SECONDS = 3600  # how often a manager re-stores (and re-times) a function it uses
 # redis-py's own retries, inside each of the manager's (reconnect.py): a few quick ones for

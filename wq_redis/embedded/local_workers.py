@@ -56,7 +56,7 @@ class LocalWorkers:
                     args + ["--name", name],
                     stdin=subprocess.DEVNULL,
                     env=env,
-                    preexec_fn=tie_to_caller(),  # type: ignore[arg-type]
+                    preexec_fn=tie_to_caller(),
                     # Out of the terminal's process group: a Ctrl-C reaches the manager alone,
                     # which then stops them once (SIGTERM), instead of SIGINT and then SIGTERM
                     # reading as two stop requests.  They still die with it (tie_to_caller).

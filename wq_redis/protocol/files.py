@@ -22,10 +22,22 @@ import os
 import tarfile
 from typing import Any
 
+from .fields import CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DIR, OUTPUT_FILE
 from .sizes import show_size
 
-INLINE_FILE, CACHED_FILE, INLINE_DIR, CACHED_DIR = "in:", "cin:", "tin:", "ctin:"
-OUTPUT_FILE, OUTPUT_DIR = "o:", "od:"
+__all__ = [  # the field prefixes are fields.py's: named here too, as the file wire format's
+    "CACHED_DIR",
+    "CACHED_FILE",
+    "INLINE_DIR",
+    "INLINE_FILE",
+    "OUTPUT_DIR",
+    "OUTPUT_FILE",
+    "FileTooLarge",
+    "pack_directory",
+    "sha256",
+    "tree_signature",
+    "unpack_directory",
+]
 
 
 class FileTooLarge(ValueError):

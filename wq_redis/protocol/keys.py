@@ -6,7 +6,7 @@ them and the same code runs on a single Redis, on Sentinel and on Redis Cluster.
 
 The Lua scripts rebuild some of these names from the prefix (they are passed the prefix
 as an argument); the suffixes below are the contract between this module and
-``wq_redis/scripts/*.lua``.  Change one, change both.
+``protocol/scripts/*.lua`` (the hashes' field names are ``fields.py``'s).  Change one, change both.
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ READY = "ready:"  # ZSET of waiting task ids with a priority, per (resource clas
 FIFO = "fifo:"  # LIST of waiting task ids at priority 0, per (resource class, tag), see fifo()
 WAKE = "wake:"  # LIST holding at most one data-free token, see wake()
 TASK = "t:"  # HASH of one task, see task()
+WORKER = "w:"  # HASH of one worker's record, see worker()
+WORKER_WAKE = "ww:"  # LIST a worker rings on itself, see worker_wake()
+VALUE = "v:"  # STRING of one attempt's large return value, see value()
+FUNCTION = "fn:"  # STRING of one function body, see function()
+FILE = "file:"  # STRING of one cached input, see file()
 
 ID_WIDTH = 12  # task ids are zero-padded in ready sets, so equal priorities sort FIFO
 
@@ -142,21 +147,21 @@ class QueueKeys:
 
     def worker(self, worker_name: str) -> str:
         """HASH: a worker's record (host, resources, in use, tags, started)."""
-        return f"{self.prefix}w:{worker_name}"
+        return f"{self.prefix}{WORKER}{worker_name}"
 
     def worker_wake(self, worker_name: str) -> str:
         """LIST: token a worker rings on itself when a local task finishes."""
-        return f"{self.prefix}ww:{worker_name}"
+        return f"{self.prefix}{WORKER_WAKE}{worker_name}"
 
     def value(self, token: str) -> str:
         """STRING: a large return value of one attempt (``token``), kept out of the task's
         hash so that no Lua script copies it (see ``store.BIG_VALUE``)."""
-        return f"{self.prefix}v:{token}"
+        return f"{self.prefix}{VALUE}{token}"
 
     def function(self, digest: str) -> str:
         """STRING: a cloudpickled function stored once by its SHA-256."""
-        return f"{self.prefix}fn:{digest}"
+        return f"{self.prefix}{FUNCTION}{digest}"
 
     def file(self, digest: str) -> str:
         """STRING: a cached input (a file, or a directory as tar) stored once by its SHA-256."""
-        return f"{self.prefix}file:{digest}"
+        return f"{self.prefix}{FILE}{digest}"

@@ -36,9 +36,30 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .codes import Result
+from .fields import (
+    ARGS_B,
+    ERROR_B,
+    PACK_CANCELLED_B,
+    PACK_FAILED,
+    PACK_FAILED_B,
+    PACK_FAILED_IDS,
+    PACK_FAILED_IDS_B,
+    PACK_RESULTS,
+    PACK_VALUE_KEYS_B,
+    RESULT,
+    RESULT_B,
+    VALUE_B,
+    VALUE_KEY_B,
+    VALUE_SIGNATURE_B,
+)
+from .fields import PACK_ARGS_B as ARGS  # (the names other layers know a pack's fields by)
+from .fields import PACK_CANCELLED_MEMBER_B as CANCELLED
+from .fields import PACK_RESULTS_B as RESULTS
+from .fields import PACK_SIZE_B as MEMBERS
 
-MEMBERS, ARGS, RESULTS, CANCELLED = b"n", b"pa", b"pr", b"pc:"
-_PACK_FIELDS = frozenset({MEMBERS, ARGS, RESULTS, b"nc", b"nf", b"fids", b"vks"})
+_PACK_FIELDS = frozenset(
+    {MEMBERS, ARGS, RESULTS, PACK_CANCELLED_B, PACK_FAILED_B, PACK_FAILED_IDS_B, PACK_VALUE_KEYS_B}
+)
 
 
 class _PlainData(pickle.Unpickler):
@@ -64,18 +85,18 @@ def live_count(fields: dict[bytes, bytes]) -> int:
     if count is None:
         return 1
     try:
-        return max(int(count) - int(fields.get(b"nc", 0)), 1)
+        return max(int(count) - int(fields.get(PACK_CANCELLED_B, 0)), 1)
     except ValueError:
         return 1
 
 
 def cancelled_ids(fields: dict[bytes, bytes]) -> set[int]:
-    return {int(name[3:]) for name in fields if name.startswith(CANCELLED)}
+    return {int(name[len(CANCELLED) :]) for name in fields if name.startswith(CANCELLED)}
 
 
 def member_args(fields: dict[bytes, bytes]) -> list[tuple[int, bytes | None]]:
     """A pack's live members: (id, pickled arguments or None), in id order."""
-    cancelled = cancelled_ids(fields) if b"nc" in fields else ()
+    cancelled = cancelled_ids(fields) if PACK_CANCELLED_B in fields else ()
     return [(member_id, args or None) for member_id, args in load(fields[ARGS]) if member_id not in cancelled]
 
 
@@ -119,10 +140,10 @@ def member_rows(pack_id: int, fields: dict[bytes, bytes]) -> list[tuple[int, dic
         results = fields.get(RESULTS)
         if results is None:
             return [(member_id, dict(shared)) for member_id in member_ids(fields)]
-        cancelled = cancelled_ids(fields) if b"nc" in fields else ()
+        cancelled = cancelled_ids(fields) if PACK_CANCELLED_B in fields else ()
         return [(member_id, {**shared, **member}) for member_id, member in load(results) if member_id not in cancelled]
     except Exception as exc:  # (pickle errors, wrong shapes: any of them)
-        failure = {**shared, b"r": b"%d" % Result.UNKNOWN, b"err": f"unreadable pack of tasks: {exc!r}".encode()}
+        failure = {**shared, RESULT_B: b"%d" % Result.UNKNOWN, ERROR_B: f"unreadable pack of tasks: {exc!r}".encode()}
         try:
             return [(member_id, dict(failure)) for member_id in member_ids(fields)]
         except Exception:
@@ -135,17 +156,17 @@ def unread(pack_id: int, fields: dict[bytes, bytes]) -> dict[bytes, bytes]:
     so a pack is a task altered by someone else; its own failure (a worker's refusal) is
     kept in the message."""
     kept = {name: value for name, value in shared_fields(fields).items() if name not in _RESULT_VALUE_FIELDS}
-    said = fields.get(b"err", b"").decode(errors="replace")
+    said = fields.get(ERROR_B, b"").decode(errors="replace")
     error = (
         f"refused: task {pack_id} came back as a pack of tasks (fields n/pa), which a manager with a "
         "secret never submits: its members and results were not unpickled"
     )
-    kept[b"r"] = b"%d" % Result.UNKNOWN
-    kept[b"err"] = (error + (f"; the worker said: {said}" if said else "")).encode()
+    kept[RESULT_B] = b"%d" % Result.UNKNOWN
+    kept[ERROR_B] = (error + (f"; the worker said: {said}" if said else "")).encode()
     return kept
 
 
-_RESULT_VALUE_FIELDS = frozenset({b"val", b"vk", b"rsig"})
+_RESULT_VALUE_FIELDS = frozenset({VALUE_B, VALUE_KEY_B, VALUE_SIGNATURE_B})
 
 
 def member_fields(
@@ -157,7 +178,7 @@ def member_fields(
     for member_id, args in members:
         member = dict(shared)
         if args:
-            member[b"args"] = args
+            member[ARGS_B] = args
         yield member_id, member
 
 
@@ -185,8 +206,8 @@ def result_value(fields: dict[str, Any]) -> dict[bytes, bytes]:
 def pack_results(results: Sequence[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
     """A pack's result fields from its members' (id, result fields): ``pr`` the list of
     them (``store.complete`` turns it into one value), ``nf`` and ``fids`` the failures."""
-    failed = [member_id for member_id, fields in results if int(fields["r"]) != 0]
-    out: dict[str, Any] = {"pr": list(results), "nf": len(failed)}
+    failed = [member_id for member_id, fields in results if int(fields[RESULT]) != 0]
+    out: dict[str, Any] = {PACK_RESULTS: list(results), PACK_FAILED: len(failed)}
     if failed:
-        out["fids"] = " ".join(map(str, failed))
+        out[PACK_FAILED_IDS] = " ".join(map(str, failed))
     return out

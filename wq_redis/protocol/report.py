@@ -12,8 +12,10 @@ from typing import Any
 
 import redis
 
-from .resources import parse_class, split_member
-from .views import QueueView, count_by, discover_queues
+from . import fields as f
+from .resources import RESOURCE_NAMES, parse_class, split_member
+from .store import find_queues
+from .views import QueueView, count_by
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +24,12 @@ class QueueUnreadable(PermissionError):
     """A queue named by the caller that this Redis user may not read (ACL)."""
 
 
-RESOURCES = ("cores", "memory", "disk", "gpus")
-
-
 def _class_dict(name: str) -> dict[str, int]:
     try:
         request = parse_class(name)
     except ValueError:
-        return dict.fromkeys(RESOURCES, 0)
-    return {r: getattr(request, r) for r in RESOURCES}
+        return dict.fromkeys(RESOURCE_NAMES, 0)
+    return {r: getattr(request, r) for r in RESOURCE_NAMES}
 
 
 def queue_report(
@@ -44,13 +43,13 @@ def queue_report(
         "waiting": sum(snap.waiting.values()),
         "running": snap.running,
         "with_results": snap.with_results,
-        "submitted": c.get("submitted", 0),
-        "done": c.get("retrieved", 0),
-        "failed": c.get("failed", 0),
-        "cancelled": c.get("canceled", 0),
-        "requeued": c.get("requeued", 0),
+        "submitted": c.get(f.SUBMITTED_COUNT, 0),
+        "done": c.get(f.RETRIEVED_COUNT, 0),
+        "failed": c.get(f.FAILED_COUNT, 0),
+        "cancelled": c.get(f.CANCELED_COUNT, 0),
+        "requeued": c.get(f.REQUEUED_COUNT, 0),
         "workers": len(snap.workers),
-        "files_uploaded": c.get("files_uploaded", 0),
+        "files_uploaded": c.get(f.FILES_UPLOADED_COUNT, 0),
         "waiting_by_class": [
             {"class": cls, "tag": tag, "tasks": n}
             for (cls, tag), n in sorted((split_member(m), n) for m, n in snap.waiting.items() if n)
@@ -70,25 +69,25 @@ def _workers(view: QueueView, snap: Any, now_us: int) -> list[dict[str, Any]]:
     beats = view.heartbeats()
     in_use: dict[str, dict[str, int]] = {}
     for worker, member in snap.running_tasks:  # from the leases: exact at this instant
-        used = in_use.setdefault(worker, dict.fromkeys(RESOURCES, 0))
+        used = in_use.setdefault(worker, dict.fromkeys(RESOURCE_NAMES, 0))
         for name, value in _class_dict(split_member(member)[0]).items():
             used[name] += value
     running = snap.running_by_worker  # a pack's members each count
     out = []
     for name, record in sorted(snap.workers.items()):
-        status = json.loads(record.get(b"status", b"{}") or b"{}")
+        status = json.loads(record.get(f.WORKER_STATUS_B, b"{}") or b"{}")
         beat = beats.get(name)
         out.append(
             {
                 "name": name,
-                "host": record.get(b"host", b"").decode(),
-                "tags": [t for t in record.get(b"tags", b"").decode().split(",") if t],
-                "resources": json.loads(record.get(b"resources", b"{}") or b"{}"),
-                "in_use": in_use.get(name, dict.fromkeys(RESOURCES, 0)),
+                "host": record.get(f.WORKER_HOST_B, b"").decode(),
+                "tags": [t for t in record.get(f.WORKER_TAGS_B, b"").decode().split(",") if t],
+                "resources": json.loads(record.get(f.WORKER_RESOURCES_B, b"{}") or b"{}"),
+                "in_use": in_use.get(name, dict.fromkeys(RESOURCE_NAMES, 0)),
                 "tasks_running": running.get(name, 0),
                 "tasks_done": status.get("done", 0),
                 "last_heartbeat_s": None if beat is None else round(now_us / 1e6 - beat / 1e3, 3),
-                "version": record.get(b"version", b"").decode(),
+                "version": record.get(f.WORKER_VERSION_B, b"").decode(),
             }
         )
     return out
@@ -136,7 +135,7 @@ def gather(
     limit: int = 100,
 ) -> dict[str, Any]:
     """The status of the named queues (or of every queue found) as one JSON-able dict."""
-    names = list(queues) if queues else discover_queues(client)
+    names = list(queues) if queues else find_queues(client)
     views = [QueueView(client, name) for name in names]
     now_us = views[0].now_us() if views else int(time.time() * 1e6)
     reports = []

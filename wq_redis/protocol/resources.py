@@ -16,6 +16,7 @@ import functools
 import re
 from dataclasses import dataclass
 
+RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")  # a task's resources, in the order of a class name
 DEFAULT_CORES = 1
 BUCKET_BASE_MB = 256
 _CLASS_RE = re.compile(r"^c(\d+)\.m(\d+)\.d(\d+)\.g(\d+)$")
@@ -31,7 +32,7 @@ class Request:
     gpus: int = 0
 
     def __post_init__(self) -> None:
-        for field in ("cores", "memory", "disk", "gpus"):  # (not asdict: this runs per task)
+        for field in RESOURCE_NAMES:  # (not asdict: this runs per task)
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
@@ -40,7 +41,7 @@ class Request:
 
     def fits(self, free: Request | dict[str, int]) -> bool:
         f = free if isinstance(free, dict) else free.as_dict()
-        return all(getattr(self, k) <= f[k] for k in ("cores", "memory", "disk", "gpus"))
+        return all(getattr(self, k) <= f[k] for k in RESOURCE_NAMES)
 
     def as_dict(self) -> dict[str, int]:
         """The four amounts by name (``dataclasses.asdict`` is ten times slower)."""

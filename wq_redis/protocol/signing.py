@@ -25,11 +25,29 @@ import hmac
 import os
 from collections.abc import Mapping
 
+from .fields import (
+    ARGS_B,
+    CACHED_DIR_B,
+    CACHED_FILE_B,
+    FUNCTION_B,
+    INLINE_DIR_B,
+    INLINE_FILE_B,
+    PACK_ARGS_B,
+    PACK_SIZE_B,
+    SIGNATURE_B,
+    SPEC_B,
+)
+
 # What the worker reads of a task hash to build what it runs and unpickles: the spec
 # (kind, command, env, files, limits), the function digest, the arguments, and a pack's
 # member count and members (id, arguments) (packing.py).
-SIGNED_FIELDS = (b"spec", b"fn", b"args", b"n", b"pa")
-SIGNED_PREFIXES = (b"in:", b"cin:", b"tin:", b"ctin:")  # inputs: inline, cached (digest), directories
+SIGNED_FIELDS = (SPEC_B, FUNCTION_B, ARGS_B, PACK_SIZE_B, PACK_ARGS_B)
+SIGNED_PREFIXES = (
+    INLINE_FILE_B,
+    CACHED_FILE_B,
+    INLINE_DIR_B,
+    CACHED_DIR_B,
+)  # inputs: inline, cached (digest), directories
 DOMAIN_TASK = b"wq-redis task v2"  # v2: the queue, each field's presence and the pack fields signed
 _PRESENT, _ABSENT = b"\x01", b"\x00"
 DOMAIN_RESULT = b"wq-redis result v2"  # v2: the queue signed
@@ -84,7 +102,7 @@ class Signer:
         return self._mac(self._task_parts(task_id, fields))
 
     def verify_task(self, task_id: int, fields: Mapping[bytes, bytes]) -> None:
-        self._verify(fields.get(b"sig"), self._task_parts(task_id, fields), "task")
+        self._verify(fields.get(SIGNATURE_B), self._task_parts(task_id, fields), "task")
 
     # -- results (worker signs, manager verifies) -------------------------------------
     def sign_result(self, task_id: int, value: bytes) -> str:

@@ -17,23 +17,24 @@ from typing import Any
 
 import redis
 
+from . import fields as f
 from .codes import TaskState
 from .keys import QueueKeys
 from .resources import split_member
-from .store import QueueStore, Snapshot
+from .store import WORKER_TIMEOUT_MS, QueueStore, Snapshot
 
-WORKER_TIMEOUT_MS = 60_000  # as WorkQueue.stats: a worker silent this long is not listed
-TASK_FIELDS = ("s", "q", "w", "sub", "ts", "cat", "a", "n", "nc")
-
-
-def discover_queues(client: redis.Redis) -> list[str]:
-    """Names of the queues on this Redis: those with counters or with workers."""
-    names: set[str] = set()
-    for pattern in ("wq:{*}:stats", "wq:{*}:workers"):
-        for key in client.scan_iter(match=pattern, count=1000):
-            text = key.decode() if isinstance(key, bytes) else key
-            names.add(text[len("wq:{") : text.rindex("}:")])
-    return sorted(names)
+# what ``tasks`` reads of each task hash, in the order it unpacks them
+TASK_FIELDS = (
+    f.STATE,
+    f.MEMBER,
+    f.WORKER,
+    f.SUBMITTED,
+    f.STARTED,
+    f.CATEGORY,
+    f.ATTEMPTS,
+    f.PACK_SIZE,
+    f.PACK_CANCELLED,
+)
 
 
 @dataclass
@@ -121,7 +122,7 @@ class QueueView:
                     resource_class=cls,
                     tag=tag,
                     category=category or "default",
-                    worker=worker if state != "1" else None,
+                    worker=worker if int(state) != TaskState.READY else None,
                     attempts=int(attempts or 0),
                     submitted_us=_int(sub),
                     started_us=_int(started),
@@ -134,8 +135,8 @@ class QueueView:
         """Ids of waiting and running tasks of ``category`` (a scan: O(tasks))."""
         ids = self.task_ids(limit, finished=False)
         out = []
-        for task_id, (state, found) in zip(ids, self.task_fields(ids, ("s", "cat"))):
-            if state in (b"1", b"2") and (_text(found) or "default") == category:
+        for task_id, (state, found) in zip(ids, self.task_fields(ids, (f.STATE, f.CATEGORY))):
+            if state in (f.STATE_READY_B, f.STATE_RUNNING_B) and (_text(found) or "default") == category:
                 out.append(task_id)
         return out
 

@@ -13,6 +13,7 @@ local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 --#include broken
 --#include counts
+--#include enqueue
 local function bump(field, by) redis.pcall('HINCRBY', KEYS[5], field, by) end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[2]))
 local requeued, given_up = 0, 0
@@ -43,7 +44,7 @@ for _, id in ipairs(expired) do
       local pushed, queue
       if t[3] and tonumber(t[3]) and tonumber(t[3]) ~= 0 and tonumber(id) then
         queue = prefix .. 'ready:' .. t[2]
-        pushed = redis.pcall('ZADD', queue, t[3], string.format('%012d', tonumber(id)))
+        pushed = redis.pcall('ZADD', queue, t[3], padded(id))
       else
         queue = prefix .. 'fifo:' .. t[2]
         pushed = redis.pcall('LPUSH', queue, id)  -- back at the front: it was first
@@ -56,9 +57,7 @@ for _, id in ipairs(expired) do
           bump('pack_running:' .. t[2], -others)
           bump('pack_waiting:' .. t[2], others)
         end
-        local added = redis.pcall('SADD', KEYS[2], t[2])
-        if added == 1 then ring(KEYS[7]) end
-        ring(prefix .. 'wake:' .. t[2])
+        if announce(KEYS[2], t[2], prefix .. 'wake:' .. t[2]) then ring(KEYS[7]) end
         bump('requeued', 1)
         requeued = requeued + 1
       end

@@ -29,8 +29,13 @@
 -- Large fields were written just before as string keys of their own (HASH:NAME, with a
 -- TTL in case this call never came); the field "big", sent first, names them, and they
 -- are then kept for good.
+-- The queues are then announced (include/enqueue.lua, as reap.lua does): a registry or
+-- wake key of the wrong type (another client's garbage) is skipped, not raised, so that
+-- the tasks written are not refused with it; the workers' claims report such a key.
 -- Returns {1, tasks queued, {ids whose hash was replaced}}, or {0, the incarnation found
 -- (false when missing or not a string)} when nothing was queued.
+--#include broken
+--#include enqueue
 local incarnation = redis.pcall('GET', KEYS[4])
 if type(incarnation) == 'table' then incarnation = false end  -- not a string: a stranger's key, state lost
 -- (an empty one is a manager's mark that its recovery is not done: never accepted)
@@ -112,13 +117,8 @@ for j, ids in pairs(fifo) do
 end
 local new_queue = false
 for j in pairs(rung) do
-  if redis.call('SADD', KEYS[1], ARGV[2 + j]) == 1 then new_queue = true end
-  redis.call('LPUSH', KEYS[4 + 3 * j], 1)
-  redis.call('LTRIM', KEYS[4 + 3 * j], 0, 0)
+  if announce(KEYS[1], ARGV[2 + j], KEYS[4 + 3 * j]) then new_queue = true end
 end
-if new_queue then
-  redis.call('LPUSH', KEYS[2], 1)
-  redis.call('LTRIM', KEYS[2], 0, 0)
-end
+if new_queue then ring(KEYS[2]) end
 if added > 0 then redis.call('HINCRBY', KEYS[3], 'submitted', added) end
 return {1, added, replaced}
