@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import packing
+from ..protocol.fields import ARGS_B
 from ..protocol.serialize import NO_ARGS, function_digest
 from ..protocol.signing import SignatureError
 from ..protocol.store import Claimed, TaskRefused
@@ -50,7 +51,7 @@ class Attempt:
     @property
     def args(self) -> bytes | None:
         """The pickled arguments (None: the call has none)."""
-        return self.fields.get(b"args")
+        return self.fields.get(ARGS_B)
 
     def cancel(self) -> None:
         """Lease lost or task cancelled: stop it if it runs, skip it if it has not started."""

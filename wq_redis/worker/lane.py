@@ -34,6 +34,7 @@ import select
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..protocol.fields import STARTED_B, SUBMITTED_B
 from .child.ledger import unframe
 from .child.messages import LaneClaimed, LaneDone, LaneEnd, LaneSpec, StopLane
 from .waiting import CancelSignal
@@ -106,7 +107,7 @@ class _Ledger:
 
     def apply(self, record: LaneClaimed | LaneDone) -> None:
         if isinstance(record, LaneClaimed):
-            pairs = ((b"sub", record.submitted), (b"ts", record.started))
+            pairs = ((SUBMITTED_B, record.submitted), (STARTED_B, record.started))
             fields = {name: value for name, value in pairs if value is not None}
             cancel = CancelSignal()
             held = self.host.lane_claimed(record.task_id, record.token, record.member, fields, cancel.set)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol.codes import Result
+from ..protocol.fields import ARGS_B, ATTEMPTS_B, FUNCTION_B
 from ..protocol.files import (
     CACHED_DIR,
     CACHED_FILE,
@@ -79,7 +80,7 @@ class TaskRun:
         self.task_id = task_id
         self.fields = fields
         self.slot = slot
-        self.attempt = int(fields.get(b"a", b"1"))
+        self.attempt = int(fields.get(ATTEMPTS_B, b"1"))
         self.sandbox = os.path.join(slot.workdir, f"t{task_id}.{self.attempt}")
         self.cancel_signal = CancelSignal()
         self.deadline_kind = Result.TASK_MAX_RUN_TIME
@@ -242,8 +243,8 @@ class TaskRun:
         ), False
 
     def _run_python(self, env: dict[str, str | None], limits: Limits) -> Outcome:
-        digest = self.fields.get(b"fn", b"").decode()
-        message = RunCall(digest, None, out_of_band(self.fields.get(b"args", b"")), env, self.sandbox)
+        digest = self.fields.get(FUNCTION_B, b"").decode()
+        message = RunCall(digest, None, out_of_band(self.fields.get(ARGS_B, b"")), env, self.sandbox)
         try:
             outcome = self.slot.pool.call_with_child(
                 self.slot.gpu_ids,

@@ -18,6 +18,7 @@ import redis
 
 from ...protocol import packing
 from ...protocol.connection import client_from
+from ...protocol.fields import ARGS_B, MEASURED, RESULT, STARTED_B, SUBMITTED_B
 from ...protocol.resources import parse_class, split_member
 from ...protocol.serialize import NO_ARGS, function_digest
 from ...protocol.signing import SignatureError, verify_function_body
@@ -95,7 +96,9 @@ class ChildLane:
             if task is None or broken:  # broken keys: the worker reports them (log, metrics)
                 return LaneEnd(claimed, broken, eligible)
             self._record(
-                LaneClaimed(task.task_id, task.token, task.member, task.fields.get(b"sub"), task.fields.get(b"ts"))
+                LaneClaimed(
+                    task.task_id, task.token, task.member, task.fields.get(SUBMITTED_B), task.fields.get(STARTED_B)
+                )
             )
             started = time.perf_counter()
             try:
@@ -119,7 +122,7 @@ class ChildLane:
         self, token: str, fields: dict[str, Any], wall: float, delivered: list[bool]
     ) -> Callable[[list[bool]], None]:
         """What writes a task's done record once Redis answered for its result."""
-        summary = {name: fields[name] for name in ("r", "meas") if name in fields}
+        summary = {name: fields[name] for name in (RESULT, MEASURED) if name in fields}
 
         def done(accepted: list[Delivery]) -> None:
             if accepted[0] is Delivery.RETRY:  # not recorded now: the lane ends and hands it to the worker
@@ -186,7 +189,7 @@ class ChildLane:
                     pass  # reported as a missing function: it is not the one the task names
         env = slot_environment(parse_class(split_member(task.member)[0]), [], spec.sandbox)
         task_env = (quick_spec(task.fields) or {}).get("env") or {}
-        args = task.fields.get(b"args") or NO_ARGS
+        args = task.fields.get(ARGS_B) or NO_ARGS
         batch = RunBatch([task.task_id], [digest], [args], [task_env], bodies, env, spec.sandbox)
         done = self.child.run_batch(batch)
         if isinstance(done, BatchDone):

@@ -139,7 +139,7 @@ class LaneDone(NamedTuple):
 
     token: str
     accepted: Delivery
-    summary: dict[str, Any]  # the result's code and measurements ("r", "meas")
+    summary: dict[str, Any]  # the result's code and measurements (RESULT, MEASURED)
     wall: float
 
 

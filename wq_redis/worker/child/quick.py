@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...protocol import packing
+from ...protocol.fields import FUNCTION_B, SPEC_B
 from ...protocol.serialize import EnvelopeError, task_spec
 
 # Spec entries that need the per-task path (sandbox files, limits watched while it runs).
@@ -20,9 +21,9 @@ _quick_specs: dict[bytes | None, dict[str, Any] | None] = {}  # by the "spec" fi
 def quick_spec(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
     """The spec of a task (or pack, see packing.py) that can run in a batch, else None
     (read-only: it is shared)."""
-    if b"fn" not in fields or (packing.MEMBERS not in fields and b":" in b"\n".join(fields)):
+    if FUNCTION_B not in fields or (packing.MEMBERS not in fields and b":" in b"\n".join(fields)):
         return None  # "in:NAME" etc.: input files
-    data = fields.get(b"spec")
+    data = fields.get(SPEC_B)
     if data in _quick_specs:
         return _quick_specs[data]
     try:

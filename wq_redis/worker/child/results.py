@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...protocol.codes import Result
+from ...protocol.fields import ERROR, HOST, MEASURED, OUTPUT, RESULT, RETURN_STATUS, VALUE, VALUE_SIGNATURE, WORKER_B
 from .messages import BatchDone, CallDone, Status
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ class Outcome:
 
 def named_host(fields: dict[bytes, bytes]) -> str:
     """The host in the name of the worker that claimed the task ("w" = NAME@HOST)."""
-    return _host_of(fields.get(b"w", b""))
+    return _host_of(fields.get(WORKER_B, b""))
 
 
 @functools.lru_cache(maxsize=64)  # one worker name for all the tasks a worker claims
@@ -74,21 +75,21 @@ def result_fields(
     # empty and 0.
     cores = outcome.cpu_time / wall if wall > 0 else 0.0
     fields: dict[str, Any] = {
-        "r": int(outcome.result),
-        "meas": _MEASURED % (cores, outcome.max_rss_mb, wall, outcome.cpu_time),
+        RESULT: int(outcome.result),
+        MEASURED: _MEASURED % (cores, outcome.max_rss_mb, wall, outcome.cpu_time),
     }
     if outcome.return_status:
-        fields["rs"] = outcome.return_status
+        fields[RETURN_STATUS] = outcome.return_status
     if outcome.stdout:
-        fields["out"] = outcome.stdout
+        fields[OUTPUT] = outcome.stdout
     if host != HOSTNAME:
-        fields["host"] = HOSTNAME
+        fields[HOST] = HOSTNAME
     if outcome.error:
-        fields["err"] = outcome.error
+        fields[ERROR] = outcome.error
     if outcome.value is not None:
-        fields["val"] = outcome.value
+        fields[VALUE] = outcome.value
         if signer is not None:
-            fields["rsig"] = signer.sign_result(task_id, outcome.value)
+            fields[VALUE_SIGNATURE] = signer.sign_result(task_id, outcome.value)
     fields.update(outputs)
     return fields
 
