@@ -40,6 +40,7 @@ from .child.messages import LaneClaimed, LaneDone, LaneEnd, LaneSpec, StopLane
 from .waiting import CancelSignal
 
 if TYPE_CHECKING:
+    from ..protocol.store import Delivery
     from .pool import WarmProcess
 
 __all__ = ["POLL_SECONDS", "LaneEnd", "LaneHost", "LaneSpec", "drive"]
@@ -56,8 +57,8 @@ class LaneHost:
         """A claim the child runs (or ran); returns what the other calls get back."""
         raise NotImplementedError
 
-    def lane_done(self, held: Any, accepted: bool, summary: dict[str, Any], wall: float) -> None:
-        """The child delivered the task's result (``accepted``: Redis took it); ``summary``:
+    def lane_done(self, held: Any, accepted: Delivery, summary: dict[str, Any], wall: float) -> None:
+        """The child delivered the task's result (``accepted``: what Redis made of it); ``summary``:
         its result code and measurements, ``wall``: seconds it ran."""
         raise NotImplementedError
 
@@ -175,6 +176,8 @@ def drive(proc: WarmProcess, spec: LaneSpec, host: LaneHost) -> LaneEnd:
                         host.lane_undelivered(held, message.undelivered)
                     ledger.end()  # a task it claimed and did not finish (Redis away, or a bug)
                     return message
+                if not isinstance(message, LaneClaimed | LaneDone):
+                    raise TypeError(f"a lane sent {type(message).__name__}")
                 ledger.apply(message)  # a record: the ledger was full
             if not stopping and host.lane_should_stop():
                 stopping = True

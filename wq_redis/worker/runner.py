@@ -177,9 +177,8 @@ class TaskRun:
         return env
 
     def _run_command(self, command: str, task_env: dict[str, str | None], limits: Limits) -> Outcome:
-        env = worker_environment()
-        env.update(task_env)
-        env = {k: v for k, v in env.items() if v is not None}
+        merged: dict[str, str | None] = {**worker_environment(), **task_env}
+        env = {k: v for k, v in merged.items() if v is not None}
         if not self.slot.gpus and self.slot.pool.hide_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""
         guard = guardian(worker_lifeline())

@@ -78,7 +78,7 @@ class ChildLane:
         pace = Pace(spec.seconds_per_task)
         results: list[tuple[int, str, dict[str, Any]]] = []
         delivered: list[bool] = []
-        done: Callable[[list[bool]], None] | None = None
+        done: Callable[[list[Delivery]], None] | None = None
         eligible = claim["wake_on"]
         broken: list[tuple[str, str]] = []
         while True:
@@ -120,7 +120,7 @@ class ChildLane:
 
     def _recorder(
         self, token: str, fields: dict[str, Any], wall: float, delivered: list[bool]
-    ) -> Callable[[list[bool]], None]:
+    ) -> Callable[[list[Delivery]], None]:
         """What writes a task's done record once Redis answered for its result."""
         summary = {name: fields[name] for name in (RESULT, MEASURED) if name in fields}
 

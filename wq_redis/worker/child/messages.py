@@ -37,7 +37,7 @@ class Status(enum.Enum):
     RAISED = "raised"  # it raised: the value is the exception (its traceback is in the output)
     ERROR = "error"  # it could not be loaded, or its value cannot travel: ``error`` says why
 
-    def __reduce_ex__(self, protocol: Any) -> str:
+    def __reduce_ex__(self, protocol: Any) -> str:  # type: ignore[override]  # a str is pickle's "by name"
         return f"{type(self).__qualname__}.{self.name}"  # by reference: memoized within a message
 
 
