@@ -9,16 +9,16 @@ Child -> worker: ``NeedBodies`` (functions it no longer holds), ``CallDone``,
 
 NamedTuples rather than frozen dataclasses: a frozen dataclass compiles its methods when its
 class is made, and ten of them were 4.5 ms of a warm child's start (``python -X importtime
--m wq_redis.worker.child``; /work/wt/notes/child_probe.py's time to first task shows it),
-a NamedTuple class a tenth of that; they are also made and read faster.
+-m wq_redis.worker.child``), a NamedTuple class about a tenth of that; they are also made
+and read faster.
 
 On the wire (``encode``, pickled by channel.py) a message is a tuple of its type's tag and
-its field values: no class to look up by name in each pickle, no field names, so a message
-costs what the dict it replaces did, or less.  An enum member inside is a reference the
-pickle memoizes, as cheap as the bare string it replaces.  A batch's calls and replies are
-columns, one list per field, not an object per call: pickling and loading 255 small
-objects cost several times five lists of plain values (/work/wt/notes' wire.py compares
-them; the worker's batch/s in ``python -m bench.run --systems wq`` shows it).
+its field values: no class looked up by name in each pickle, no field names, so a message
+costs what the dict it replaces did, or less.  A batch's calls and replies are columns,
+one list per field, not an object per call: pickling and loading 255 small objects cost
+several times what five lists of plain values do (the worker's batch/s in ``python -m
+bench.run --systems wq``); the batch's statuses are enum members the pickle memoizes
+(``Status``), as cheap as the bare strings they replace.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from ...protocol.serialize import plain_data
 from .capture import Capture
 from .channel import Channel, out_of_band
 from .environment import ProcessEnvironment, apply_variables
-from .messages import BatchDone, CallDone, LaneSpec, NeedBodies, RunBatch, RunCall, Status, StopLane
+from .messages import BatchDone, CallDone, LaneEnd, LaneSpec, NeedBodies, RunBatch, RunCall, Status, StopLane
 from .sandbox import Sandbox
 
 MAX_CACHED_FUNCTIONS = 64
@@ -69,7 +69,7 @@ class Child:
                 message = self.conn.recv_message()
             except (EOFError, OSError):  # the worker is gone
                 return
-            reply: Any
+            reply: CallDone | BatchDone | NeedBodies | LaneEnd
             if isinstance(message, RunBatch):
                 reply = self.run_batch(message)
             elif isinstance(message, RunCall):
