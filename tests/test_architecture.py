@@ -8,8 +8,11 @@ no set of modules imports itself around a cycle.
 from __future__ import annotations
 
 import ast
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -135,8 +138,6 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
                 continue
             if source == "worker" and to == "worker.child":
                 continue  # the worker starts its child and speaks its messages
-            if source == "worker.child" and to == "worker" and target == "wq_redis.worker":
-                continue  # the (empty) package the child lives in
             out.append(f"{module} ({source or 'facade'}) imports {target} ({to or 'facade'})")
     return out
 
@@ -175,3 +176,22 @@ def test_the_checker_sees_imports_inside_functions_and_ignores_type_checking(tmp
 @pytest.mark.parametrize("layer", ["protocol", "client", "worker", "embedded", "ops"])
 def test_each_layer_is_a_package(layer):
     assert (PACKAGE / layer / "__init__.py").is_file()
+
+
+def test_a_warm_child_imports_only_what_running_a_task_needs():
+    """``python -m wq_redis.worker.child`` (the import, not the serving): the child package
+    and the protocol modules a call needs; no client API, no worker module, no redis-py
+    (its fast lane imports that on first use), no CLI or metrics libraries."""
+    probe = (
+        "import runpy, sys; sys.argv = ['child']; "
+        "runpy.run_module('wq_redis.worker.child', run_name='probe'); "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    modules = set(loaded.stdout.split())
+    ours = {m for m in modules if m.startswith("wq_redis.")}
+    assert "wq_redis.worker.child.process" in ours
+    outside = {m for m in ours if not m.startswith(("wq_redis.worker.child", "wq_redis.protocol."))}
+    assert outside == {"wq_redis.protocol", "wq_redis.worker"}  # the packages they live in
+    assert modules.isdisjoint({"wq_redis.worker.child.lane", "redis", "click", "rich", "prometheus_client", "psutil"})

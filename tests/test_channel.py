@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from wq_redis.worker.channel import BUFFER_BYTES, OUT_OF_BAND_BYTES, Channel, out_of_band
+from wq_redis.worker.child.channel import BUFFER_BYTES, OUT_OF_BAND_BYTES, Channel, out_of_band
 
 
 @pytest.fixture
@@ -95,3 +95,46 @@ def test_sends_cut_short_resume_where_they_stopped(step):
         a.close()
         b.close()
     assert bytes(message["v"]) == payload and message["s"] == b"small"
+
+
+def test_every_message_type_arrives_as_itself(pair):
+    """Typed messages (child/messages.py) travel as tags and values and arrive as the same
+    type with the same fields; a batch's large argument still goes out of band."""
+    from wq_redis.worker.child.messages import (
+        BatchDone,
+        CallDone,
+        LaneClaimed,
+        LaneEnd,
+        LaneSpec,
+        NeedBodies,
+        RunBatch,
+        RunCall,
+        Status,
+        StopLane,
+    )
+
+    left, right = pair
+    big = os.urandom(OUT_OF_BAND_BYTES + 1)
+    messages = [
+        RunCall("d1", None, b"args", {"A": None}, "/tmp/t1.1"),
+        RunBatch([1, 2], ["d1", "d2"], [out_of_band(big), b"a"], [{}, {"B": "1"}], {"d2": b"body"}, {}, "/tmp/p"),
+        LaneSpec({"host": "h"}, "q", {"worker": "w"}, 10, "/tmp/p", None),
+        StopLane(),
+        NeedBodies(("d1",)),
+        CallDone(Status.RAISED, b"exc", "", b"out", 0.5, 30),
+        BatchDone([Status.OK, Status.ERROR], [b"v", None], ["", "why"], [b"", b""], [0.1, 0.2], [0.3, 0.4], 30),
+        LaneClaimed(7, "tok", "c1.m0.d0.g0|", b"1", None),
+        LaneEnd([], [], error="claim failed"),
+    ]
+    for message in messages:
+        left.send_message(message)
+        received = right.recv_message()
+        assert type(received) is type(message)
+        if isinstance(message, RunBatch):
+            assert bytes(received.args[0]) == big and received._replace(args=[]) == message._replace(args=[])
+        else:
+            assert received == message
+        if isinstance(received, CallDone):  # members, not equal strings: results.py compares by identity
+            assert received.status is Status.RAISED
+        if isinstance(received, BatchDone):
+            assert received.statuses[0] is Status.OK and received.statuses[1] is Status.ERROR

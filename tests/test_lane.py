@@ -20,9 +20,11 @@ from monitoring_helpers import http_get, samples, value
 
 import wq_redis as wq
 from wq_redis.protocol.keys import QueueKeys
-from wq_redis.worker.channel import Channel
-from wq_redis.worker.child import Child
-from wq_redis.worker.lane import ChildLane, lane_client_name
+from wq_redis.protocol.store import Delivery
+from wq_redis.worker.child.channel import Channel
+from wq_redis.worker.child.lane import ChildLane, lane_client_name
+from wq_redis.worker.child.messages import LaneClaimed, LaneDone
+from wq_redis.worker.child.process import Child
 
 
 def lane_clients(redis_url: str, worker: str) -> list[dict]:
@@ -185,18 +187,19 @@ def test_a_full_ledger_sends_the_record_and_the_rest_of_the_lane_over_the_socket
                 break
         lane = ChildLane(Child.__new__(Child))
         lane.child.conn, lane.child.ledger = Channel(child_end), write_end
-        lane._record(("claimed", 7, "token", "c1.m0.d0.g0|", None, None))
-        message = Channel(worker_end).recv()
-        assert message == {"lane": "record", "record": ("claimed", 7, "token", "c1.m0.d0.g0|", None, None)}
-        assert pickle.dumps(message)  # plain data, as every ledger record
+        claimed = LaneClaimed(7, "token", "c1.m0.d0.g0|", None, None)
+        lane._record(claimed)
+        message = Channel(worker_end).recv_message()
+        assert message == claimed
+        assert pickle.loads(pickle.dumps(message)) == claimed
         os.set_blocking(read_end, False)
         while True:  # the worker read the ledger meanwhile: there is room again
             try:
                 os.read(read_end, 1 << 20)
             except BlockingIOError:
                 break
-        lane._record(("done", "token", True, {"r": 0}, 0.001))  # still after the claim: over the socket
-        assert Channel(worker_end).recv()["record"][0] == "done"
+        lane._record(LaneDone("token", Delivery.RECORDED, {"r": 0}, 0.001))  # still after the claim: over the socket
+        assert isinstance(Channel(worker_end).recv_message(), LaneDone)
     finally:
         for fd in (read_end, write_end):
             os.close(fd)

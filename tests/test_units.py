@@ -1028,7 +1028,7 @@ def test_stats_of_a_worker_record_without_resources_count_it_with_none():
 
 def test_a_warm_child_runs_a_function_again_after_running_many_others(tmp_path):
     from wq_redis.protocol.serialize import pickle_arguments
-    from wq_redis.worker.child import MAX_CACHED_FUNCTIONS
+    from wq_redis.worker.child.process import MAX_CACHED_FUNCTIONS
     from wq_redis.worker.pool import WarmPool
     from wq_redis.worker.runner import Slot, TaskRun
 
@@ -1057,8 +1057,10 @@ def test_a_warm_child_batch_finds_its_cached_functions_while_a_new_one_fills_the
     """A batch whose first call brings a new function to a full cache, and whose last one
     uses the oldest cached function (sent without its body: the worker knows the child has
     it): loading the new one must not evict the old one while the batch runs."""
+    from wq_redis.protocol.codes import Result
     from wq_redis.protocol.serialize import pickle_arguments
-    from wq_redis.worker.child import MAX_CACHED_FUNCTIONS
+    from wq_redis.worker.child.messages import RunBatch
+    from wq_redis.worker.child.process import MAX_CACHED_FUNCTIONS
     from wq_redis.worker.pool import WarmPool
     from wq_redis.worker.waiting import CancelSignal
 
@@ -1076,16 +1078,16 @@ def test_a_warm_child_batch_finds_its_cached_functions_while_a_new_one_fills_the
     try:
 
         def batch(batch_digests):
-            message = {
-                "calls": [(i, d, args, {}) for i, d in enumerate(batch_digests)],
-                "env": {},
-                "cwd": proc.sandbox_in(str(tmp_path)),
-            }
-            return proc.call_batch(message, cancel.read_fd, bodies.get)
+            count = len(batch_digests)
+            message = RunBatch(
+                list(range(count)), batch_digests, [args] * count, [{}] * count, {}, {}, proc.sandbox_in(str(tmp_path))
+            )
+            outcomes, _ = proc.call_batch(message, cancel.read_fd, bodies.get)
+            return [(o.result, o.return_status, o.error) for o in outcomes]  # status ok: SUCCESS, 0
 
-        assert [r["status"] for r in batch(digests[:MAX_CACHED_FUNCTIONS])] == ["ok"] * MAX_CACHED_FUNCTIONS
-        replies = batch([digests[-1], digests[0]])  # new function first, the oldest cached one last
-        assert [(r["status"], r["error"]) for r in replies] == [("ok", ""), ("ok", "")]
+        ok = (Result.SUCCESS, 0, "")
+        assert batch(digests[:MAX_CACHED_FUNCTIONS]) == [ok] * MAX_CACHED_FUNCTIONS
+        assert batch([digests[-1], digests[0]]) == [ok, ok]  # new function first, the oldest cached one last
     finally:
         proc.close()
         cancel.close()

@@ -20,16 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import packing
-from ..protocol.serialize import NO_ARGS, EnvelopeError, function_digest, task_spec
+from ..protocol.fields import ARGS_B
+from ..protocol.serialize import NO_ARGS, function_digest
 from ..protocol.signing import SignatureError
 from ..protocol.store import Claimed, TaskRefused
-from .channel import out_of_band
+from .child.channel import out_of_band
+from .child.messages import RunBatch
+from .child.quick import Pace, quick_spec
+from .child.results import Outcome, named_host, result_fields
 from .pool import ChildDied, ChildGone, Interrupted, WarmProcess
-from .runner import Outcome, Slot, named_host, python_outcome, result_fields
+from .runner import Slot
 from .waiting import CancelSignal
 
-# Spec entries that need the per-task path (sandbox files, limits watched while it runs).
-_NEEDS_OWN_RUN = ("inputs", "outputs", "output_dirs", "running_time_max", "end_time", "enforce")
+__all__ = ["Attempt", "BatchResult", "Ending", "Pace", "QuickBatch", "attempt_results", "calls_of", "quick_spec"]
 
 
 class Attempt:
@@ -48,7 +51,7 @@ class Attempt:
     @property
     def args(self) -> bytes | None:
         """The pickled arguments (None: the call has none)."""
-        return self.fields.get(b"args")
+        return self.fields.get(ARGS_B)
 
     def cancel(self) -> None:
         """Lease lost or task cancelled: stop it if it runs, skip it if it has not started."""
@@ -62,53 +65,6 @@ class Attempt:
         self._stop = stop
         if stop is not None and self.cancelled:
             stop()
-
-
-_quick_specs: dict[bytes | None, dict[str, Any] | None] = {}  # by the "spec" field: tasks of a batch share one
-
-
-def quick_spec(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
-    """The spec of a task (or pack, see packing.py) that can run in a batch, else None
-    (read-only: it is shared)."""
-    if b"fn" not in fields or (packing.MEMBERS not in fields and b":" in b"\n".join(fields)):
-        return None  # "in:NAME" etc.: input files
-    data = fields.get(b"spec")
-    if data in _quick_specs:
-        return _quick_specs[data]
-    try:
-        spec: dict[str, Any] | None = task_spec(fields)
-    except EnvelopeError:
-        return None  # the per-task path reports it
-    if spec is not None and (spec.get("kind") != "py" or any(spec.get(name) for name in _NEEDS_OWN_RUN)):
-        spec = None
-    if len(_quick_specs) >= 256:
-        _quick_specs.clear()
-    _quick_specs[data] = spec
-    return spec
-
-
-BATCH_SECONDS = 0.02  # short tasks are claimed in batches of about this much work
-MAX_FOLLOWERS = 255  # tasks that may follow one claimed task on its resources
-
-
-class Pace:
-    """The recent seconds per task of a slot (a moving average), which sets how many tasks
-    a claim may bring to follow each one: enough for about BATCH_SECONDS of work, none
-    until a task was seen to finish (long tasks are never held back from idle workers)."""
-
-    def __init__(self, seconds_per_task: float | None = None) -> None:
-        self.seconds_per_task = seconds_per_task
-
-    def record(self, tasks: int, seconds: float) -> None:
-        """Fold a finished run of ``tasks`` tasks in ``seconds`` into the pace."""
-        pace = seconds / tasks
-        self.seconds_per_task = pace if self.seconds_per_task is None else 0.5 * (self.seconds_per_task + pace)
-
-    def followers(self) -> int:
-        pace = self.seconds_per_task
-        if pace is None:
-            return 0
-        return max(0, min(MAX_FOLLOWERS, int(BATCH_SECONDS / max(pace, 1e-6)) - 1))
 
 
 class PackMember:
@@ -195,38 +151,43 @@ class QuickBatch:
 
     def run(self) -> BatchResult:
         fields: list[dict[str, Any] | None] = [None] * len(self.attempts)
-        calls, slots = [], []
+        task_ids, digests, args, task_envs = [], [], [], []
         no_env: dict[str, Any] = {}
-        digests: dict[int, str] = {}  # by id(fields): a pack's members share their fields
-        for index, (attempt, spec) in enumerate(zip(self.attempts, self.specs)):
-            digest = digests.get(id(attempt.fields))
+        by_fields: dict[int, str] = {}  # digests by id(fields): a pack's members share their fields
+        for attempt, spec in zip(self.attempts, self.specs):
+            digest = by_fields.get(id(attempt.fields))
             if digest is None:
-                digest = digests[id(attempt.fields)] = function_digest(attempt.fields)
-            calls.append((attempt.task_id, digest, out_of_band(attempt.args or NO_ARGS), spec.get("env") or no_env))
-            slots.append(index)
-        if not calls:
+                digest = by_fields[id(attempt.fields)] = function_digest(attempt.fields)
+            task_ids.append(attempt.task_id)
+            digests.append(digest)
+            args.append(out_of_band(attempt.args or NO_ARGS))
+            task_envs.append(spec.get("env") or no_env)
+        if not task_ids:
             return BatchResult(Ending.DONE, fields)
         try:
-            replies = self._call(calls)
+            answers = self._call(task_ids, digests, args, task_envs)
         except Interrupted:
             return BatchResult(Ending.HANDED_BACK)
         except ChildDied:
             return BatchResult(Ending.RUN_ONE_BY_ONE)
-        if replies is None:
+        if answers is None:
             return BatchResult(Ending.RUN_ONE_BY_ONE)
-        for index, reply in zip(slots, replies):
-            fields[index] = self._fields(self.attempts[index], python_outcome(reply), reply["wall"])
+        outcomes, walls = answers
+        for index, (attempt, outcome, wall) in enumerate(zip(self.attempts, outcomes, walls)):
+            fields[index] = self._fields(attempt, outcome, wall)
         return BatchResult(Ending.DONE, fields)
 
-    def _call(self, calls: list[tuple[int, str, bytes | None, dict[str, Any]]]) -> list[dict[str, Any]] | None:
-        """The replies, or None when the batch must run one by one (ChildDied and
-        Interrupted go to ``run``)."""
+    def _call(
+        self, task_ids: list[int], digests: list[str], args: list[Any], task_envs: list[dict[str, Any]]
+    ) -> tuple[list[Outcome], list[float]] | None:
+        """Each call's outcome and seconds, or None when the batch must run one by one
+        (ChildDied and Interrupted go to ``run``)."""
 
-        def call(proc: WarmProcess) -> list[dict[str, Any]]:
+        def call(proc: WarmProcess) -> tuple[list[Outcome], list[float]]:
             # The child's own sandbox, made once: it empties it after every call, and a
             # directory made and removed per batch cost ~90 us on our disks.
             sandbox = proc.sandbox_in(self.slot.workdir)
-            message = {"calls": calls, "env": self.slot.environment(sandbox), "cwd": sandbox}
+            message = RunBatch(task_ids, digests, args, task_envs, {}, self.slot.environment(sandbox), sandbox)
             return proc.call_batch(message, self.signal.read_fd, self.slot.fetch_function, self.while_running)
 
         try:

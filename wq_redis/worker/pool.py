@@ -16,11 +16,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ..protocol.signing import SignatureError
 from ..protocol.store import TaskRefused
-from .channel import Channel
+from .child.channel import Channel
+from .child.messages import BatchDone, CallDone, NeedBodies, RunBatch, RunCall
+from .child.results import Outcome, batch_outcomes, call_outcome, missing_function
 from .waiting import Limits, Verdict, supervise, tree_rss
 
 T = TypeVar("T")
@@ -61,19 +63,6 @@ _LIFELINE_LOCK = threading.Lock()
 _KEEP: list[int] = []
 
 
-def missing_function_reply(digest: str) -> dict[str, Any]:
-    """A call's reply when its function body is not in Redis (expired, or never stored)."""
-    return {
-        "status": "error",
-        "value": None,
-        "stdout": b"",
-        "cpu_time": 0.0,
-        "max_rss_mb": 0,
-        "wall": 0.0,
-        "error": f"the task's function {digest[:12]} is missing from Redis",
-    }
-
-
 LEDGER_BYTES = 1 << 20  # what a child may record before the worker reads it (see worker/lane.py)
 
 
@@ -109,25 +98,24 @@ class WarmProcess:
         self.sandbox: str | None = None
         self.functions: set[str] = set()
 
-    def call(
-        self, message: dict[str, Any], limits: Limits, cancel_fd: int, fetch_body: Callable[[], bytes | None]
-    ) -> dict[str, Any]:
+    def call(self, message: RunCall, limits: Limits, cancel_fd: int, fetch_body: Callable[[], bytes | None]) -> Outcome:
         """Run one call; raises ChildGone, ChildDied, or Interrupted after killing the group.
 
-        The child answers ``need_body`` when it no longer holds the function (it keeps a
+        The child answers ``NeedBodies`` when it no longer holds the function (it keeps a
         bounded cache); the body is then fetched and the call sent again.
         """
         if limits.memory_mb:
             limits.baseline_rss = tree_rss(self.process.pid)
         reply = self._exchange(message, limits, cancel_fd)
-        if reply.get("status") == "need_body":
-            self.functions.discard(message["digest"])
+        if isinstance(reply, NeedBodies):
+            self.functions.discard(message.digest)
             body = fetch_body()
             if body is None:
-                return missing_function_reply(message["digest"])
-            reply = self._exchange({**message, "body": body}, limits, cancel_fd)
-        self.functions.add(message["digest"])
-        return reply
+                return missing_function(message.digest)
+            reply = self._exchange(message._replace(body=body), limits, cancel_fd)
+        self.functions.add(message.digest)
+        assert isinstance(reply, CallDone), reply
+        return call_outcome(reply)
 
     def sandbox_in(self, workdir: str) -> str:
         """This child's sandbox for batched calls, made on first use, removed with it."""
@@ -138,47 +126,73 @@ class WarmProcess:
 
     def call_batch(
         self,
-        message: dict[str, Any],
+        message: RunBatch,
         cancel_fd: int,
         fetch_body: Callable[[str], bytes | None],
         while_running: Callable[[], None] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Run a batch of short calls (``Child.run_batch``): one reply per call, in order.
-        ``while_running`` is called once the child has the batch, before waiting for it.
+    ) -> tuple[list[Outcome], list[float]]:
+        """Run a batch of short calls (``Child.run_batch``): each call's outcome and
+        seconds, in order.  ``while_running`` is called once the child has the batch,
+        before waiting for it.
 
         Function bodies this child was never sent go with the message; when it evicted one
-        since, it answers ``need_body`` and the message is sent again with those bodies (a
+        since, it answers ``NeedBodies`` and the message is sent again with those bodies (a
         body missing from Redis fails the calls that need it, not the batch).
         """
-        digests = {call[1] for call in message["calls"]}
         bodies = {}
-        for digest in digests - self.functions:
+        for digest in set(message.digests) - self.functions:
             body = fetch_body(digest)
             if body is not None:
                 bodies[digest] = body
-        reply = self._exchange({**message, "bodies": bodies}, Limits(), cancel_fd, while_running)
-        if reply.get("status") == "need_body":
-            for digest in reply["digests"]:
-                body = fetch_body(digest)
-                if body is not None:
-                    bodies[digest] = body
-            missing = set(reply["digests"]) - set(bodies)
-            calls = [call for call in message["calls"] if call[1] not in missing]
-            answers = self._exchange({**message, "calls": calls, "bodies": bodies}, Limits(), cancel_fd)["results"]
-            answers.reverse()
-            replies = [
-                missing_function_reply(call[1]) if call[1] in missing else answers.pop() for call in message["calls"]
-            ]
+        reply = self._exchange(message._replace(bodies=bodies), Limits(), cancel_fd, while_running)
+        if isinstance(reply, NeedBodies):
+            outcomes, walls = self._without_missing(message, reply.digests, bodies, cancel_fd, fetch_body)
         else:
-            replies = reply["results"]
+            assert isinstance(reply, BatchDone), reply
+            outcomes, walls = batch_outcomes(reply), reply.walls
         self.functions.update(bodies)
-        return replies
+        return outcomes, walls
+
+    def _without_missing(
+        self,
+        message: RunBatch,
+        needed: tuple[str, ...],
+        bodies: dict[str, bytes],
+        cancel_fd: int,
+        fetch_body: Callable[[str], bytes | None],
+    ) -> tuple[list[Outcome], list[float]]:
+        """The batch sent again with the bodies the child asked for; the calls whose
+        function is missing from Redis too fail without being sent."""
+        for digest in needed:
+            body = fetch_body(digest)
+            if body is not None:
+                bodies[digest] = body
+        missing = set(needed) - set(bodies)
+        keep = [index for index, digest in enumerate(message.digests) if digest not in missing]
+        reply = self._exchange(message.only(keep, bodies), Limits(), cancel_fd)
+        assert isinstance(reply, BatchDone), reply
+        answers, answer_walls = batch_outcomes(reply), reply.walls
+        answers.reverse()
+        answer_walls.reverse()
+        outcomes, walls = [], []
+        for digest in message.digests:
+            if digest in missing:
+                outcomes.append(missing_function(digest))
+                walls.append(0.0)
+            else:
+                outcomes.append(answers.pop())
+                walls.append(answer_walls.pop())
+        return outcomes, walls
 
     def _exchange(
-        self, message: dict[str, Any], limits: Limits, cancel_fd: int, while_running: Callable[[], None] | None = None
-    ) -> dict[str, Any]:
+        self,
+        message: RunCall | RunBatch,
+        limits: Limits,
+        cancel_fd: int,
+        while_running: Callable[[], None] | None = None,
+    ) -> CallDone | BatchDone | NeedBodies:
         try:
-            self.conn.send(message)
+            self.conn.send_message(message)
         except OSError:
             raise ChildGone() from None
         if while_running is not None:
@@ -188,9 +202,11 @@ class WarmProcess:
             self.kill()
             raise Interrupted(verdict)
         try:
-            reply: dict[str, Any] = self.conn.recv()
+            reply = self.conn.recv_message()
         except (EOFError, OSError):
             raise ChildDied(self.process.wait()) from None
+        if not isinstance(reply, CallDone | BatchDone | NeedBodies):
+            raise TypeError(f"a warm child answered with {type(reply).__name__}")
         return reply
 
     def alive(self) -> bool:

@@ -11,11 +11,9 @@ its lease lost (nobody wants that result any more).
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol.codes import Result
+from ..protocol.fields import ARGS_B, ATTEMPTS_B, FUNCTION_B
 from ..protocol.files import (
     CACHED_DIR,
     CACHED_FILE,
@@ -39,26 +38,16 @@ from ..protocol.serialize import EnvelopeError, worker_view
 from ..protocol.signing import SignatureError, Signer
 from ..protocol.store import TaskRefused
 from .cache import FileCache
-from .channel import out_of_band
+from .child.channel import out_of_band
+from .child.environment import slot_environment
+from .child.limits import MAX_STDOUT_BYTES
+from .child.messages import RunCall
+from .child.results import Outcome, named_host, result_fields
 from .command import SHELL, as_shell_reports, direct_argv, shell_environment, worker_environment
 from .guardian import guardian
-from .limits import MAX_STDOUT_BYTES
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
 from .resources import GPU
 from .waiting import CancelSignal, Limits, Verdict, supervise
-
-HOSTNAME = socket.gethostname()
-
-
-@dataclass
-class Outcome:
-    result: Result
-    return_status: int = 0
-    stdout: bytes = b""
-    error: str = ""
-    value: bytes | None = None
-    cpu_time: float = 0.0
-    max_rss_mb: int = 0
 
 
 @dataclass
@@ -84,21 +73,6 @@ class Slot:
         return slot_environment(self.allocation, self.gpu_ids, sandbox)
 
 
-def slot_environment(allocation: Request, gpu_ids: list[str], sandbox: str) -> dict[str, str | None]:
-    """Work Queue's CORES/MEMORY/DISK/GPUS, the sandbox, and the GPUs held."""
-    a = allocation
-    env: dict[str, str | None] = {
-        "CORES": str(a.cores),
-        "MEMORY": str(a.memory),
-        "DISK": str(a.disk),
-        "GPUS": str(a.gpus),
-        "WQ_SANDBOX": sandbox,
-    }
-    if gpu_ids:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
-    return env
-
-
 class TaskRun:
     """One attempt of one task on this worker."""
 
@@ -106,7 +80,7 @@ class TaskRun:
         self.task_id = task_id
         self.fields = fields
         self.slot = slot
-        self.attempt = int(fields.get(b"a", b"1"))
+        self.attempt = int(fields.get(ATTEMPTS_B, b"1"))
         self.sandbox = os.path.join(slot.workdir, f"t{task_id}.{self.attempt}")
         self.cancel_signal = CancelSignal()
         self.deadline_kind = Result.TASK_MAX_RUN_TIME
@@ -203,9 +177,8 @@ class TaskRun:
         return env
 
     def _run_command(self, command: str, task_env: dict[str, str | None], limits: Limits) -> Outcome:
-        env = worker_environment()
-        env.update(task_env)
-        env = {k: v for k, v in env.items() if v is not None}
+        merged: dict[str, str | None] = {**worker_environment(), **task_env}
+        env = {k: v for k, v in merged.items() if v is not None}
         if not self.slot.gpus and self.slot.pool.hide_gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""
         guard = guardian(worker_lifeline())
@@ -269,16 +242,10 @@ class TaskRun:
         ), False
 
     def _run_python(self, env: dict[str, str | None], limits: Limits) -> Outcome:
-        digest = self.fields.get(b"fn", b"").decode()
-        message = {
-            "digest": digest,
-            "body": None,
-            "args": out_of_band(self.fields.get(b"args", b"")),
-            "env": env,
-            "cwd": self.sandbox,
-        }
+        digest = self.fields.get(FUNCTION_B, b"").decode()
+        message = RunCall(digest, None, out_of_band(self.fields.get(ARGS_B, b"")), env, self.sandbox)
         try:
-            reply = self.slot.pool.call_with_child(
+            outcome = self.slot.pool.call_with_child(
                 self.slot.gpu_ids,
                 lambda proc: proc.call(
                     message, limits, self.cancel_signal.read_fd, lambda: self.slot.fetch_function(digest)
@@ -296,7 +263,7 @@ class TaskRun:
         except ChildDied as exc:
             status = -exc.returncode if exc.returncode < 0 else exc.returncode
             return Outcome(Result.SIGNAL, status, b"", str(exc))
-        return python_outcome(reply)
+        return outcome
 
     def _interruption(self, verdict: Verdict) -> tuple[Result, str]:
         """Result code and message of a task stopped before it finished."""
@@ -338,79 +305,6 @@ class TaskRun:
         return result_fields(
             self.task_id, outcome, outputs, wall, self.slot.max_result_bytes, self.slot.signer, named_host(self.fields)
         )
-
-
-def named_host(fields: dict[bytes, bytes]) -> str:
-    """The host in the name of the worker that claimed the task ("w" = NAME@HOST)."""
-    return _host_of(fields.get(b"w", b""))
-
-
-@functools.lru_cache(maxsize=64)  # one worker name for all the tasks a worker claims
-def _host_of(worker: bytes) -> str:
-    return worker.decode(errors="replace").rpartition("@")[2]
-
-
-_MEASURED = '{"cores":%.3f,"memory":%d,"wall_time":%.6f,"cpu_time":%.6f}'  # JSON, one C-level format
-
-
-def result_fields(
-    task_id: int,
-    outcome: Outcome,
-    outputs: dict[str, bytes],
-    wall: float,
-    max_result_bytes: int,
-    signer: Signer | None,
-    host: str = "",
-) -> dict[str, Any]:
-    """The hash fields complete.lua writes for one finished attempt."""
-    size = len(outcome.stdout) + len(outcome.value or b"") + sum(len(v) for v in outputs.values())
-    if size > max_result_bytes:
-        outcome = Outcome(
-            Result.OUTPUT_TRANSFER_ERROR,
-            outcome.return_status,
-            outcome.stdout[:65536],
-            f"result of {size} bytes exceeds the limit of {max_result_bytes} bytes "
-            "(the worker's --max-result-bytes, env WQ_MAX_RESULT_BYTES)",
-            None,
-            outcome.cpu_time,
-            outcome.max_rss_mb,
-        )
-        outputs = {}
-    # What the manager can tell otherwise is left out (fewer fields to write and read):
-    # the allocation is the task's resource class ("q"), the host is the one in the
-    # worker's name ("w" = NAME@HOST) unless told here, and output and status default to
-    # empty and 0.
-    cores = outcome.cpu_time / wall if wall > 0 else 0.0
-    fields: dict[str, Any] = {
-        "r": int(outcome.result),
-        "meas": _MEASURED % (cores, outcome.max_rss_mb, wall, outcome.cpu_time),
-    }
-    if outcome.return_status:
-        fields["rs"] = outcome.return_status
-    if outcome.stdout:
-        fields["out"] = outcome.stdout
-    if host != HOSTNAME:
-        fields["host"] = HOSTNAME
-    if outcome.error:
-        fields["err"] = outcome.error
-    if outcome.value is not None:
-        fields["val"] = outcome.value
-        if signer is not None:
-            fields["rsig"] = signer.sign_result(task_id, outcome.value)
-    fields.update(outputs)
-    return fields
-
-
-def python_outcome(reply: dict[str, Any]) -> Outcome:
-    """The outcome of one call answered by a warm child."""
-    outcome = Outcome(
-        Result.SUCCESS, 0, reply["stdout"], reply["error"], reply["value"], reply["cpu_time"], reply["max_rss_mb"]
-    )
-    if reply["status"] == "raised":
-        outcome.return_status = 1
-    elif reply["status"] == "error":
-        outcome.result, outcome.return_status = Result.UNKNOWN, 1
-    return outcome
 
 
 def remove_sandbox(path: str) -> None:

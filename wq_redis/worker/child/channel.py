@@ -22,6 +22,8 @@ import socket
 import struct
 from typing import Any
 
+from .messages import Message, decode, encode
+
 BUFFER_BYTES = 4 * 1024 * 1024  # kernel socket buffers: a large message in few system calls
 OUT_OF_BAND_BYTES = 64 * 1024  # payloads larger than this are worth sending out of band
 _HEADER = struct.Struct("!QI")
@@ -60,6 +62,14 @@ class Channel:
         views = [buffer.raw() for buffer in buffers]
         head = _HEADER.pack(len(body), len(views)) + b"".join(_SIZE.pack(view.nbytes) for view in views)
         self._send_parts([memoryview(head), memoryview(body), *views])
+
+    def send_message(self, message: Message) -> None:
+        """Send one of messages.py's messages, as the plain data ``encode`` makes of it."""
+        self.send(encode(message))
+
+    def recv_message(self) -> Message:
+        """The next message sent with ``send_message``."""
+        return decode(self.recv())
 
     def recv(self) -> Any:
         """The next message; EOFError when the other end closed."""
