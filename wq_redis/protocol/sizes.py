@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+MB = 1024 * 1024  # Work Queue's MB (memory, disk, caches): 2**20 bytes, as tasks declare them
+
 # What one task may hold at most, by default: arguments, function and input files together.
 # `wq-redis worker --max-task-bytes` loads no more, and a manager accepts no more at submit
 # (WorkQueue.specify_file_limits), so that a task a manager accepts, a default worker loads.

@@ -26,13 +26,10 @@ from ..protocol.signing import SignatureError
 from ..protocol.store import Claimed, TaskRefused
 from .child.channel import out_of_band
 from .child.messages import RunBatch
-from .child.quick import Pace, quick_spec
 from .child.results import Outcome, named_host, result_fields
 from .pool import ChildDied, ChildGone, Interrupted, WarmProcess
 from .runner import Slot
 from .waiting import CancelSignal
-
-__all__ = ["Attempt", "BatchResult", "Ending", "Pace", "QuickBatch", "attempt_results", "calls_of", "quick_spec"]
 
 
 class Attempt:

@@ -28,13 +28,15 @@ from ..protocol.fields import PACK_RESULTS
 from ..protocol.resources import Request, parse_class, split_member
 from ..protocol.signing import Signer
 from ..protocol.store import Claimed, QueueStore
-from .batch import Attempt, Ending, Pace, QuickBatch, attempt_results, calls_of, quick_spec
+from .batch import Attempt, Ending, QuickBatch, attempt_results, calls_of
 from .cache import FileCache, FunctionBodies
+from .child.quick import Pace, quick_spec
+from .child.results import Outcome, named_host, result_fields
 from .metrics import WorkerMetrics
 from .outbox import Outbox
 from .pool import WarmPool
 from .resources import GPU, Allocator
-from .runner import Outcome, Slot, TaskRun, named_host, result_fields
+from .runner import Slot, TaskRun
 from .screening import Screening
 
 if TYPE_CHECKING:

@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     from ..protocol.store import Delivery
     from .pool import WarmProcess
 
-__all__ = ["POLL_SECONDS", "LaneEnd", "LaneHost", "LaneSpec", "drive"]
-
 POLL_SECONDS = 0.2  # how often the main process reads the ledger and its drain and abort flags
 
 

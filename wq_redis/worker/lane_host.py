@@ -25,9 +25,11 @@ import redis
 from ..protocol.fields import TOKEN_B
 from ..protocol.resources import Request, parse_class, split_member
 from ..protocol.store import Claimed, Delivery, QueueStore
-from .batch import Attempt, Pace
+from .batch import Attempt
+from .child.messages import LaneSpec
+from .child.quick import Pace
 from .groups import left_more
-from .lane import LaneHost, LaneSpec, drive
+from .lane import LaneHost, drive
 from .metrics import WorkerMetrics
 from .outage import BrokenKeys, RedisOutage
 from .outbox import Outbox

@@ -50,10 +50,11 @@ import redis
 from ..protocol.connection import settings_of
 from ..protocol.resources import Request
 from ..protocol.signing import Signer
-from ..protocol.sizes import MAX_TASK_BYTES
+from ..protocol.sizes import MAX_TASK_BYTES, MB
 from ..protocol.store import Claimed, QueueStore
-from .batch import Attempt, Pace
+from .batch import Attempt
 from .cache import FileCache, FunctionBodies
+from .child.quick import Pace
 from .groups import Groups, groups, left_more
 from .lane_host import LaneSide
 from .leases import Leases
@@ -61,7 +62,7 @@ from .metrics import WorkerMetrics
 from .outage import BrokenKeys, RedisOutage, redis_address
 from .outbox import DELIVERY_RETRY_SECONDS, Outbox
 from .pool import WarmPool
-from .resources import MB, Allocator, Capacity
+from .resources import Allocator, Capacity
 from .screening import Screening
 from .workdir import WorkDir, remove_orphans
 

@@ -31,9 +31,10 @@ from prometheus_client.registry import Collector
 
 from ..protocol.codes import Result
 from ..protocol.fields import MEASURED, RESULT, STARTED_B, SUBMITTED_B
+from ..protocol.sizes import MB
 from ..protocol.version import __version__
 from .metrics_server import MetricsServer, serve
-from .resources import GPU, MB, Allocator, Capacity
+from .resources import GPU, Allocator, Capacity
 
 log = logging.getLogger("wq_redis.worker")
 PERCENT = 100.0  # NVML reports utilization in percent; Prometheus wants a ratio 0-1

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import psutil
 
 from ..protocol.resources import Request
+from ..protocol.sizes import MB
 
 log = logging.getLogger("wq_redis.worker")
-MB = 1024 * 1024  # Work Queue's MB (memory, disk, caches): 2**20 bytes
 
 
 @dataclass(frozen=True)

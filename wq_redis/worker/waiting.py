@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import psutil
 
-# Work Queue's MB, as resources.MB: this module imports none of ours (the warm child's lane imports it)
-MB = 1024 * 1024
+from ..protocol.sizes import MB
+
 CHECK_INTERVAL = 0.25  # seconds between resource measurements when limits are enforced
 
 
