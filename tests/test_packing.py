@@ -16,6 +16,7 @@ from helpers_tasks import logged_work, member_probe, timed_sleep
 import wq_redis as wq
 from wq_redis.client.packs import PACK_TASKS, PackPlanner
 from wq_redis.protocol.keys import QueueKeys
+from wq_redis.protocol.pace import Pace
 from wq_redis.protocol.packing import dump, load
 from wq_redis.protocol.report import gather
 from wq_redis.protocol.store import QueueStore
@@ -194,7 +195,7 @@ def test_another_manager_takes_over_a_packed_queue(queue, workers, redis_url, qu
 def test_planner_packs_only_what_shares_everything_but_arguments():
     planner = PackPlanner()
     fn_fast, fn_slow = b"f" * 32, b"s" * 32
-    planner._pace = {fn_fast: 1e-5, fn_slow: 1.0}
+    planner._pace = {fn_fast: Pace(0.25, 1e-5), fn_slow: Pace(0.25, 1.0)}
     tasks = [wq.PythonTask(member_probe, i) for i in range(PACK_TASKS + 10)]
     rows = [(i, "c1.m0.d0.g0|", 0.0, {"sub": 1, "fn": fn_fast, "args": b"a%d" % i}) for i in range(len(tasks))]
     rows[3] = (3, "c1.m0.d0.g0|", 0.0, {"sub": 1, "fn": fn_slow})  # slow: its own task

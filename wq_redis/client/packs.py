@@ -24,6 +24,7 @@ from ..protocol.fields import (
     SPEC,
     SUBMITTED,
 )
+from ..protocol.pace import Pace
 from ..protocol.packing import dump
 from .submit_buffer import ROW_FIELDS, Row
 from .task import PythonTask, Task
@@ -34,7 +35,6 @@ PACK_ARG_BYTES = 1024  # larger arguments travel in a task of their own
 SAMPLES_TRUSTED = 16  # after this many results of a function, its pace is sampled 1 in SAMPLE_EVERY
 SAMPLE_EVERY = 16
 PACE_WEIGHT = 0.25  # weight of the newest wall time in a function's pace (a moving average)
-FASTEST_PACE = 1e-6  # seconds: a call reported faster counts as this fast (wall times can read 0)
 _SHARED_FIELDS = (SUBMITTED, SPEC, FUNCTION, MAX_RETRIES, CATEGORY)  # what a pack's members share
 _PACKABLE_FIELDS = frozenset(_SHARED_FIELDS) | {ARGS}  # ... and their own arguments: nothing else
 
@@ -60,7 +60,7 @@ class PackPlanner:
     """How many calls of a function go in one pack, from the wall time of its results."""
 
     def __init__(self) -> None:
-        self._pace: dict[bytes, float] = {}  # function digest -> seconds per call (moving average)
+        self._pace: dict[bytes, Pace] = {}  # function digest -> its calls' pace
         self._seen: dict[bytes, int] = {}
 
     def observe(self, fields: dict[bytes, bytes]) -> None:
@@ -78,14 +78,14 @@ class PackPlanner:
         except (ValueError, KeyError, TypeError):
             return
         pace = self._pace.get(digest)
-        self._pace[digest] = wall if pace is None else (1 - PACE_WEIGHT) * pace + PACE_WEIGHT * wall
+        if pace is None:
+            pace = self._pace[digest] = Pace(PACE_WEIGHT)
+        pace.record(1, wall)
 
     def size(self, digest: bytes) -> int:
         """Members per pack for calls of ``digest`` (1: not packed)."""
         pace = self._pace.get(digest)
-        if pace is None:
-            return 1
-        return max(1, min(PACK_TASKS, int(PACK_SECONDS / max(pace, FASTEST_PACE))))
+        return 1 if pace is None else max(1, pace.calls_within(PACK_SECONDS, PACK_TASKS))
 
     def pack(
         self, rows: Sequence[Row], tasks: Sequence[Task], new_id: Callable[[], int]

@@ -92,7 +92,7 @@ class LaneSide(LaneHost):
                 claim,
                 self.options.max_result_bytes,
                 proc.sandbox_in(self.workdir),
-                self._pace.seconds_per_task,
+                self._pace.seconds_per_call,
             )
             end = drive(proc, spec, self)
         finally:

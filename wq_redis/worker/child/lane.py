@@ -75,7 +75,7 @@ class ChildLane:
         self._by_socket = False
         store = self._store_for(spec)
         claim = dict(spec.claim)
-        pace = Pace(spec.seconds_per_task)
+        pace = Pace(spec.seconds_per_call)
         results: list[tuple[int, str, dict[str, Any]]] = []
         delivered: list[bool] = []
         done: Callable[[list[Delivery]], None] | None = None

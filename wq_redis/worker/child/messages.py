@@ -86,7 +86,7 @@ class LaneSpec(NamedTuple):
     claim: dict[str, Any]  # keyword arguments of QueueStore.claim, wake_on included
     max_result_bytes: int
     sandbox: str
-    seconds_per_task: float | None  # the worker's pace: the lane keeps it (followers per claim)
+    seconds_per_call: float | None  # the worker's pace: the lane keeps it (followers per claim)
 
 
 class StopLane(NamedTuple):

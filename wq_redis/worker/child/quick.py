@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...protocol import packing
+from ...protocol import pace, packing
 from ...protocol.fields import FUNCTION_B, SPEC_B
 from ...protocol.serialize import EnvelopeError, task_spec
 
@@ -42,21 +42,19 @@ BATCH_SECONDS = 0.02  # short tasks are claimed in batches of about this much wo
 MAX_FOLLOWERS = 255  # tasks that may follow one claimed task on its resources
 
 
-class Pace:
-    """The recent seconds per task of a slot (a moving average), which sets how many tasks
-    a claim may bring to follow each one: enough for about BATCH_SECONDS of work, none
-    until a task was seen to finish (long tasks are never held back from idle workers)."""
+SLOT_PACE_WEIGHT = 0.5  # a slot's pace follows its newest run closely: the next claim should fit it
 
-    def __init__(self, seconds_per_task: float | None = None) -> None:
-        self.seconds_per_task = seconds_per_task
 
-    def record(self, tasks: int, seconds: float) -> None:
-        """Fold a finished run of ``tasks`` tasks in ``seconds`` into the pace."""
-        pace = seconds / tasks
-        self.seconds_per_task = pace if self.seconds_per_task is None else 0.5 * (self.seconds_per_task + pace)
+class Pace(pace.Pace):
+    """The recent seconds per task of a slot, which sets how many tasks a claim may bring
+    to follow each one: enough for about BATCH_SECONDS of work, none until a task was seen
+    to finish (long tasks are never held back from idle workers)."""
+
+    __slots__ = ()
+
+    def __init__(self, seconds_per_call: float | None = None) -> None:
+        super().__init__(SLOT_PACE_WEIGHT, seconds_per_call)
 
     def followers(self) -> int:
-        pace = self.seconds_per_task
-        if pace is None:
-            return 0
-        return max(0, min(MAX_FOLLOWERS, int(BATCH_SECONDS / max(pace, 1e-6)) - 1))
+        """Tasks a claim may bring to follow each one it takes."""
+        return max(0, self.calls_within(BATCH_SECONDS, MAX_FOLLOWERS + 1) - 1)
