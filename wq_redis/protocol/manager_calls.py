@@ -167,7 +167,8 @@ class ManagerCalls(ScriptPipeline):
             if big:
                 # each a string key of its own, SET just before the script in the same
                 # pipeline: Redis keeps a SET's buffer as it came (a 1 MiB HSET copied it,
-                # ~0.5 ms), and Lua never copies them.  "big" names them; should the
+                # ~0.5 ms: Redis' times in ``python -m bench.profile_wq --phases mib``), and Lua
+                # never copies them.  "big" names them; should the
                 # manager die before the script, the orphans expire.
                 for name, value in big.items():
                     calls.append(("set", [k.big_field(task_id, name)], [value, VALUE_TTL_SECONDS]))

@@ -21,7 +21,9 @@ class CommandPacker:
     copies every argument into one buffer (a memoryview twice), about 40% of a worker's
     time per 1 MiB result; redis-py's Python packer hands the value to the socket as it is.
     Our scripts' calls (EVALSHA, thousands of arguments for a batch) go to hiredis
-    straight, without redis-py's per-argument type check (~0.2 us an argument).
+    straight, without redis-py's per-argument type check (~0.2 us an argument).  Both
+    figures: the workers' and the client's profiles of ``python -m bench.profile_wq
+    --phases mib,batch`` (``make bench-profile``).
     """
 
     def __init__(self) -> None:

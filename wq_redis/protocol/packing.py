@@ -1,8 +1,9 @@
 """Packs: short PythonTasks of one ``submit_many`` stored, claimed and delivered as one.
 
 Why: every task with a hash of its own costs Redis a few Lua calls at each step of its
-life (submit, claim, complete, retrieve), about 30 us per task on a small machine: more
-than a short call's run.  A pack is one hash for up to ``PACK_TASKS`` tasks that share
+life (submit, claim, complete, retrieve), about 30 us per task on a small machine (Redis'
+per-script times of ``python -m bench.profile_wq --phases per_call``): more than a short
+call's run.  A pack is one hash for up to ``PACK_TASKS`` tasks that share
 everything but their arguments (function, resources, tag, category, retries, priority):
 the steps run once per pack, and each member still has its own id, result, output,
 measured resources and cancel.

@@ -182,7 +182,8 @@ class QuickBatch:
 
         def call(proc: WarmProcess) -> tuple[list[Outcome], list[float]]:
             # The child's own sandbox, made once: it empties it after every call, and a
-            # directory made and removed per batch cost ~90 us on our disks.
+            # directory made and removed per batch cost ~90 us on our disks (the workers' py-spy
+            # table of ``python -m bench.profile_wq --phases batch``).
             sandbox = proc.sandbox_in(self.slot.workdir)
             message = RunBatch(task_ids, digests, args, task_envs, {}, self.slot.environment(sandbox), sandbox)
             return proc.call_batch(message, self.signal.read_fd, self.slot.fetch_function, self.while_running)

@@ -15,7 +15,8 @@ What stays with the main process: the child records every claim before the call 
 (``claimed``) and every result once Redis answered for it (``done``) in its ledger, a
 pipe the main process reads whenever it looks (every POLL_SECONDS, and when the lane
 ends or the child dies) but is never woken by: waking it twice a task cost 0.1 ms of a
-0.5 ms round trip on 2 cores.  From the ledger its heartbeat renews the lease of a task
+0.5 ms round trip on 2 cores (the round trip p50 of ``python -m bench.run --systems wq``).  From the ledger its
+heartbeat renews the lease of a task
 that runs for long, a cancel or a lost lease kills the child as for any batch, and
 metrics, pace and results are counted.  It ends the lane when it must drain or abort
 (``stop``, and a ring of its own wake key to end the child's block).

@@ -2,8 +2,9 @@
 
 ``multiprocessing.connection.Connection`` reads a large message through a BytesIO in
 buffer-sized pieces; for a 1 MiB argument that was about 800 us a direction on our
-machines.  Here a message lands in preallocated buffers with ``recv_into`` and the
-sockets get large kernel buffers.
+machines (the 1 MiB round of ``python -m bench.run --systems wq``, and the workers'
+profiles of ``python -m bench.profile_wq --phases mib``).  Here a message lands in
+preallocated buffers with ``recv_into`` and the sockets get large kernel buffers.
 
 Large payloads (a task's arguments, its return value) travel out of band: the sender
 wraps them in ``pickle.PickleBuffer`` and they go from their own memory to the socket in
