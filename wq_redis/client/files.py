@@ -11,19 +11,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..protocol.fields import ARGS
+from ..protocol.fields import ARGS, CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE
 from ..protocol.files import (
-    CACHED_DIR,
-    CACHED_FILE,
-    INLINE_DIR,
-    INLINE_FILE,
-    OUTPUT_DIR,
-    OUTPUT_FILE,
     FileTooLarge,
     pack_directory,
     sha256,
     tree_signature,
-    unpack_directory,
 )
 from ..protocol.sizes import MAX_TASK_BYTES as DEFAULT_MAX_TASK_BYTES
 from ..protocol.sizes import show_size
@@ -32,19 +25,6 @@ if TYPE_CHECKING:
     from ..protocol.store import QueueStore
     from .spec import InputFile
     from .task import Task
-
-__all__ = [
-    "CACHED_DIR",
-    "CACHED_FILE",
-    "INLINE_DIR",
-    "INLINE_FILE",
-    "OUTPUT_DIR",
-    "OUTPUT_FILE",
-    "FileStager",
-    "FileTooLarge",
-    "pack_directory",
-    "unpack_directory",
-]
 
 FILE_TTL_SECONDS = 7 * 24 * 3600  # a cached input outlives its last submit by this much
 FILE_REFRESH_SECONDS = 3600  # how often a manager re-times (or re-stores) an input it uses

@@ -39,9 +39,10 @@ from ..protocol.fields import (
     SUBMITTED_B,
     WORKER_B,
 )
+from ..protocol.files import unpack_directory
 from ..protocol.resources import RESOURCE_NAMES, Request
 from ..protocol.serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
-from .files import FileStager, unpack_directory
+from .files import FileStager
 from .spec import InputFile
 from .task import PythonTask, Task
 

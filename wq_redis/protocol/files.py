@@ -22,22 +22,7 @@ import os
 import tarfile
 from typing import Any
 
-from .fields import CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE, OUTPUT_DIR, OUTPUT_FILE
 from .sizes import show_size
-
-__all__ = [  # the field prefixes are fields.py's: named here too, as the file wire format's
-    "CACHED_DIR",
-    "CACHED_FILE",
-    "INLINE_DIR",
-    "INLINE_FILE",
-    "OUTPUT_DIR",
-    "OUTPUT_FILE",
-    "FileTooLarge",
-    "pack_directory",
-    "sha256",
-    "tree_signature",
-    "unpack_directory",
-]
 
 
 class FileTooLarge(ValueError):

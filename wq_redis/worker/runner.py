@@ -22,17 +22,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol.codes import Result
-from ..protocol.fields import ARGS_B, ATTEMPTS_B, FUNCTION_B
-from ..protocol.files import (
+from ..protocol.fields import (
+    ARGS_B,
+    ATTEMPTS_B,
     CACHED_DIR,
     CACHED_FILE,
+    FUNCTION_B,
     INLINE_DIR,
     INLINE_FILE,
     OUTPUT_DIR,
     OUTPUT_FILE,
-    pack_directory,
-    unpack_directory,
 )
+from ..protocol.files import pack_directory, unpack_directory
 from ..protocol.resources import Request
 from ..protocol.serialize import EnvelopeError, worker_view
 from ..protocol.signing import SignatureError, Signer
