@@ -241,3 +241,27 @@ def test_the_managers_limit_counts_input_files_with_the_arguments(queue, tmp_pat
     task.specify_input_file(str(data), "input.bin")
     with pytest.raises(ValueError, match="input files"):
         queue.submit(task)
+
+
+def test_a_registry_of_the_wrong_type_refuses_a_submit_whole_and_the_task_is_sent_once_it_is_gone(
+    queue, redis_url, queue_name, workers
+):
+    """Tasks queued where no claim looks would be lost: submit.lua refuses before it writes
+    anything, the manager holds the task, and sends it again once the key is repaired."""
+    from wq_redis.protocol.keys import QueueKeys
+
+    client = redis.Redis.from_url(redis_url)
+    registry = QueueKeys(queue_name).registry
+    client.delete(registry)
+    client.set(registry, b"garbage")
+    task = wq.PythonTask(pow, 2, 5)
+    queue.submit(task)
+    with pytest.raises(redis.ResponseError, match=r"queue registry .* not a set"):
+        queue.stats  # noqa: B018  (sends what submit buffered)
+    assert client.get(registry) == b"garbage"
+    assert not client.exists(QueueKeys(queue_name).task(task.id))  # nothing half-written
+    client.delete(registry)
+    workers.start("--cores", "1")
+    (done,) = drain(queue, 1)
+    assert done.id == task.id and done.output == 32
+    assert queue.empty()

@@ -29,9 +29,11 @@
 -- Large fields were written just before as string keys of their own (HASH:NAME, with a
 -- TTL in case this call never came); the field "big", sent first, names them, and they
 -- are then kept for good.
--- The queues are then announced (include/enqueue.lua, as reap.lua does): a registry or
--- wake key of the wrong type (another client's garbage) is skipped, not raised, so that
--- the tasks written are not refused with it; the workers' claims report such a key.
+-- The queues are then announced (include/enqueue.lua, as reap.lua does).  A registry of
+-- the wrong type (another client's garbage) refuses the call before anything is written:
+-- tasks queued where no claim looks would be lost, while a refused call is held by the
+-- manager and sent again.  A wake key of the wrong type is skipped (the tasks wait for
+-- the workers' next look); the workers' claims report it.
 -- Returns {1, tasks queued, {ids whose hash was replaced}}, or {0, the incarnation found
 -- (false when missing or not a string)} when nothing was queued.
 --#include broken
@@ -43,6 +45,11 @@ if incarnation ~= ARGV[1] or ARGV[1] == '' then
   redis.pcall('LPUSH', KEYS[5], 1)  -- pcall: a wake key of the wrong type must not hide the refusal
   redis.pcall('LTRIM', KEYS[5], 0, 0)
   return {0, incarnation}
+end
+local registry_type = redis.call('TYPE', KEYS[1])['ok']
+if registry_type ~= 'set' and registry_type ~= 'none' then
+  return redis.error_reply('WRONGTYPE the queue registry ' .. KEYS[1] .. ' is a ' .. registry_type ..
+    ', not a set: no task is queued until it is removed')
 end
 local m = tonumber(ARGV[2])
 local task_keys = 5 + 3 * m
