@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.resources import RESOURCE_NAMES
 
 if TYPE_CHECKING:
-    from .queue import WorkQueue
+    import redis
+    from typing_extensions import Self  # typing.Self is Python 3.11+
+
+    from .spec import TaskSpec
     from .task import Task
 
 _warned: set[str] = set()
@@ -50,6 +53,15 @@ _CATALOG = "workers find the queue through Redis, not a catalog server"
 class WorkQueueCompat:
     """Work Queue manager calls without a job in wq-redis, and a few read-only twins."""
 
+    if TYPE_CHECKING:  # what the methods below use of WorkQueue (as declared in queue_state.py)
+        name: str
+        redis_url: str
+        _client: redis.Redis
+
+        def _send_buffered(self) -> None: ...
+        def _wait(self, timeout: float, wanted: Callable[[Task], bool]) -> Task | None: ...
+        def enable_monitoring(self, *args: Any, **kwargs: Any) -> None: ...
+
     # -- twins ---------------------------------------------------------------------------
     @property
     def port(self) -> int:
@@ -57,11 +69,11 @@ class WorkQueueCompat:
         return 0
 
     @property
-    def using_ssl(self: WorkQueue) -> bool:  # type: ignore[misc]
+    def using_ssl(self) -> bool:
         """Whether Redis is reached over TLS (a ``rediss://`` URL)."""
         return self.redis_url.startswith("rediss://")
 
-    def status(self: WorkQueue, request: str) -> list[dict[str, Any]]:  # type: ignore[misc]
+    def status(self, request: str) -> list[dict[str, Any]]:
         """Work Queue's ``status(request)``: ``"queue"``, ``"tasks"``, ``"workers"`` or
         ``"categories"`` of this queue as a list of dicts (what ``wq-redis status --json``
         prints)."""
@@ -81,7 +93,7 @@ class WorkQueueCompat:
         key = sections[request]
         return [report] if key is None else report[key]
 
-    def workers_summary(self: WorkQueue) -> list[dict[str, int]]:  # type: ignore[misc]
+    def workers_summary(self) -> list[dict[str, int]]:
         """How many connected workers have each combination of cores, memory, disk, GPUs."""
         counts: dict[tuple[int, ...], int] = {}
         for worker in self.status("workers"):
@@ -92,11 +104,11 @@ class WorkQueueCompat:
             {"workers": n, "cores": c, "memory": m, "disk": d, "gpus": g} for (c, m, d, g), n in sorted(counts.items())
         ]
 
-    def wait_for_task_id(self: WorkQueue, task_id: int, timeout: float = -1) -> Task | None:  # type: ignore[misc]
+    def wait_for_task_id(self, task_id: int, timeout: float = -1) -> Task | None:
         """Like ``wait``, but only for the task ``task_id``; others stay for later ``wait`` calls."""
         return self._wait(timeout, lambda task: task.id == task_id)
 
-    def enable_monitoring_full(self: WorkQueue, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]
+    def enable_monitoring_full(self, *args: Any, **kwargs: Any) -> None:
         """As ``enable_monitoring`` (no time series are written)."""
         self.enable_monitoring()
 
@@ -156,28 +168,40 @@ class WorkQueueCompat:
 class TaskCompat:
     """Work Queue task calls without an effect here, and a few twins."""
 
-    def clone(self: Task) -> Task:  # type: ignore[misc]
+    if TYPE_CHECKING:  # what the methods below use of Task (task.py sets or defines each)
+        _spec: TaskSpec
+        _id: int | None
+        _fields: dict[bytes, bytes]
+        submit_time: int | None
+
+        @property
+        def finish_time(self) -> int | None: ...
+        @property
+        def hostname(self) -> str | None: ...
+        def specify_running_time_max(self, seconds: float) -> None: ...
+
+    def clone(self) -> Self:
         """A copy of this task's specification that can be submitted again."""
         new = copy.copy(self)
         new._spec = copy.deepcopy(self._spec)
         new._id, new._fields, new.submit_time = None, {}, None
         if hasattr(new, "_value_loaded"):
-            new._value_loaded, new._value = False, None  # type: ignore[attr-defined]
+            new._value_loaded, new._value = False, None  # type: ignore[attr-defined]  # PythonTask's (hasattr)
         return new
 
     @property
     def execute_cmd_finish(self) -> int | None:
         """When the task finished on the worker, microseconds since the epoch."""
-        return self.finish_time  # type: ignore[attr-defined]
+        return self.finish_time
 
     def specify_running_time(self, useconds: int) -> None:
         """The running-time limit in microseconds (Work Queue's older form)."""
-        self.specify_running_time_max(int(useconds) / 1e6)  # type: ignore[attr-defined]
+        self.specify_running_time_max(int(useconds) / 1e6)
 
     @property
     def host(self) -> str | None:
         """Where the task ran (a host name: workers have no address of their own here)."""
-        return self.hostname  # type: ignore[attr-defined]
+        return self.hostname
 
     specify_monitor_output = _ignored("specify_monitor_output", "measured resources are in resources_measured")
     specify_snapshot_file = _ignored("specify_snapshot_file", "there is no resource monitor")

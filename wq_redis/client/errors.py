@@ -59,7 +59,7 @@ def task_exception(task: Task) -> BaseException | None:
     if text and output.__cause__ is None:
         output.__cause__ = RemoteTraceback(text)
         try:
-            output.remote_traceback = text  # type: ignore[attr-defined]
+            output.remote_traceback = text  # type: ignore[attr-defined]  # ours, on the user's exception
         except AttributeError:  # exceptions with __slots__
             pass
     return output

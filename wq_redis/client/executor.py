@@ -21,7 +21,7 @@ import copy
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from ..protocol.resources import RESOURCE_NAMES
 from .errors import task_exception
@@ -109,7 +109,7 @@ class Executor(concurrent.futures.Executor):
     # -- submitting ----------------------------------------------------------------------
     # resources= and template= are this submit's own keywords (reserved, see the class doc): a
     # narrower signature than Executor.submit's, which passes every keyword to fn
-    def submit(  # type: ignore[override]
+    def submit(  # type: ignore[override]  # resources=, template= are Work Queue's, not fn's
         self,
         fn: Callable[..., Any],
         /,
@@ -189,10 +189,12 @@ class Executor(concurrent.futures.Executor):
         self._work.set()
         return futures
 
-    def _on_done(self, future: concurrent.futures.Future) -> None:
+    def _on_done(self, future: concurrent.futures.Future[Any]) -> None:
         if future.cancelled():  # cancelled by the caller: cancel its task too
             future.set_running_or_notify_cancel()  # wait() and as_completed() count it done only now
-            self._to_cancel.append(future.task_id)  # type: ignore[attr-defined]
+            task_id = cast(TaskFuture, future).task_id  # only TaskFutures get this callback
+            if task_id is not None:  # (always: _submit_tasks sets it before adding the callback)
+                self._to_cancel.append(task_id)
             self._work.set()
 
     # -- collecting ----------------------------------------------------------------------
@@ -235,7 +237,8 @@ class Executor(concurrent.futures.Executor):
         except Exception:
             return []
         mine = self._seam.finished_among(self._futures)
-        return [(self._futures.pop(i), self._seam.take_result(i)) for i in mine]  # type: ignore[misc]
+        taken = [(self._futures.pop(i), self._seam.take_result(i)) for i in mine]
+        return cast("list[tuple[TaskFuture, Task]]", taken)  # each id is held (finished_among): none is None
 
     # -- shutting down -------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -202,7 +202,7 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
                 pass  # not acknowledged: a manager re-attaching gets them again
         if getattr(self, "_client", None) is not None:
             self._client.close()
-            self._client = None  # type: ignore[assignment]
+            self._client = None  # type: ignore[assignment]  # closed: readers test getattr(..., None)
         self._release_server()
 
     def _release_server(self) -> None:

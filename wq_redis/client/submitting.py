@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..protocol import gcpause
 from ..protocol.fields import SIGNATURE
@@ -118,13 +118,14 @@ class Submitting(QueueState):
         with gcpause.paused():
             books = self._books
             books.record_packs(packs)
-            submitted = books.submitted
+            # _row gave every task its id: a typed local says so for the loop (a cast there is per task)
+            submitted: dict[Any, Task] = books.submitted
             for task in tasks:
-                submitted[task._id] = task  # type: ignore[index]
+                submitted[task._id] = task
             books.categories.submitted(list(tasks))
         if lost is not None:
             self._recover_lost_state(lost.seen)
-        return [task._id for task in tasks]  # type: ignore[misc]
+        return cast("list[int]", [task._id for task in tasks])  # each has the id _row gave it
 
     def _encode(self, task: Task) -> tuple[dict[str, Any], dict[str, bytes], Request, str]:
         """Check ``task`` and turn it into hash fields (nothing is queued or reserved yet)."""

@@ -128,7 +128,7 @@ def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
     if spec["kind"] == "py":
         task = PythonTask.__new__(PythonTask)
         Task.__init__(task, spec["command"])
-        task._func, task._args, task._kwargs = None, (), {}  # type: ignore[assignment]
+        task._func, task._args, task._kwargs = None, (), {}  # type: ignore[assignment]  # rebuilt: never run here
         task._value_loaded, task._value = False, None
     else:
         task = Task(spec["command"])

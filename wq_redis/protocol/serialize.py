@@ -154,10 +154,11 @@ class FunctionCache:
             seen = this_call.get(id(func))
             if seen is not None:  # (the object is kept with its pickle, so its id stays its own)
                 return seen[1]
+        found: tuple[str, bytes] | None  # None only until a miss of the cache below is filled
         if not _pickled_by_reference(func):
             found = digest_pickle(func)
         else:
-            found = self._by_object.get(func)  # type: ignore[assignment]
+            found = self._by_object.get(func)
             if found is None:
                 found = self._by_object[func] = digest_pickle(func)
         if this_call is not None:

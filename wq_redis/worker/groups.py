@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -209,6 +209,8 @@ class Groups:
         except Exception as exc:  # a bug of ours must not lose the tasks: report them failed
             self._crashed(attempts, exc)
             return
+        # a batch is a run of specs none of which is None (the scan below): one cast per group
+        batch_specs = cast("list[dict[str, Any]]", specs)
         while index < len(attempts):
             end = index
             while end < len(attempts) and specs[end] is not None:
@@ -216,7 +218,7 @@ class Groups:
             chunk = attempts[index : max(end, index + 1)]
             try:
                 if end > index:
-                    self._run_batch(chunk, specs[index:end], slot)  # type: ignore[arg-type]
+                    self._run_batch(chunk, batch_specs[index:end], slot)
                 else:
                     self._run_one(chunk[0], slot)
             except Exception as exc:  # a bug of ours must not lose the tasks: report them failed

@@ -112,7 +112,9 @@ class Worker(Groups, LaneSide, Leases):
         if options.workdir is None:
             remove_orphans()  # directories of workers killed before they could remove theirs
             self._own_workdir = WorkDir()
-        self.workdir = options.workdir or self._own_workdir.path  # type: ignore[union-attr]
+            self.workdir = self._own_workdir.path
+        else:
+            self.workdir = options.workdir
         os.makedirs(self.workdir, exist_ok=True)
         # one cache per worker process: workers may share a --workdir
         self.files = FileCache(
