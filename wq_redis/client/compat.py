@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     import redis
     from typing_extensions import Self  # typing.Self is Python 3.11+
 
+    from ..protocol.store import QueueStore
+    from .reconnect import Reconnect
     from .spec import TaskSpec
     from .task import Task
 
@@ -57,6 +59,8 @@ class WorkQueueCompat:
         name: str
         redis_url: str
         _client: redis.Redis
+        _redis: Reconnect
+        _store: QueueStore
 
         def _send_buffered(self) -> None: ...
         def _wait(self, timeout: float, wanted: Callable[[Task], bool]) -> Task | None: ...
@@ -118,6 +122,49 @@ class WorkQueueCompat:
         if mode not in (None, 0, 1):
             warnings.warn("wq-redis has only the FIXED category mode; tasks are not resized", stacklevel=2)
 
+    # -- the queue's workers (protocol/worker_control.py: read at each worker's heartbeat) ---
+    def shutdown_workers(self, n: int) -> int:
+        """Ask up to ``n`` workers of this queue (``n`` < 1: all) to exit, as Work Queue
+        does: only workers holding no task now (none leased to them) are asked; the
+        number asked is returned.  Each exits at its next heartbeat (at most 0.5 s), after
+        finishing and delivering anything it claimed meanwhile."""
+        from ..protocol.store import WORKER_TIMEOUT_MS
+
+        count = int(n)
+        snap = self._redis.call(lambda: self._store.snapshot(WORKER_TIMEOUT_MS))  # leases: exact now
+        idle = [name for name in sorted(snap.workers) if not snap.running_by_worker.get(name)]
+        chosen = idle if count < 1 else idle[:count]
+        return self._redis.call(lambda: self._store.shutdown_workers(chosen))
+
+    def block_host(self, host: str) -> None:
+        """Workers on ``host`` (its name as the workers report it: ``Task.hostname``) take
+        no task of this queue until ``unblock_host``; what they run finishes."""
+        self.block_host_with_timeout(host, -1)
+
+    def block_host_with_timeout(self, host: str, timeout: float) -> None:
+        """``block_host`` for ``timeout`` seconds (< 1: until unblocked)."""
+        self._redis.call(lambda: self._store.block_host(str(host), float(timeout)))
+
+    def unblock_host(self, host: str | None = None) -> None:
+        """Let ``host``'s workers take tasks again; every host when ``host`` is None."""
+        self._redis.call(lambda: self._store.unblock_host(None if host is None else str(host)))
+
+    def blocked_hosts(self) -> list[str]:
+        """The hosts blocked now (Work Queue lists them as ``workers_blocked`` in its status)."""
+        return self._redis.call(self._store.blocked_hosts)
+
+    def blacklist(self, host: str) -> None:
+        """Work Queue's older name of ``block_host``."""
+        self.block_host(host)
+
+    def blacklist_with_timeout(self, host: str, timeout: float) -> None:
+        """Work Queue's older name of ``block_host_with_timeout``."""
+        self.block_host_with_timeout(host, timeout)
+
+    def blacklist_clear(self, host: str | None = None) -> None:
+        """Work Queue's older name of ``unblock_host``."""
+        self.unblock_host(host)
+
     # -- nothing to tune -----------------------------------------------------------------
     specify_name = _ignored("specify_name", "a queue's name is given when it is created")
     specify_log = _ignored("specify_log", "use `wq-redis status` or WorkQueue.stats")
@@ -151,14 +198,7 @@ class WorkQueueCompat:
     specify_min_resources = _unsupported("specify_min_resources", "there are no minimums; declare what tasks need")
     specify_category_min_resources = _unsupported("specify_category_min_resources", "there are no minimums")
     specify_min_taskid = _unsupported("specify_min_taskid", "ids come from the queue's Redis counter")
-    block_host = _unsupported("block_host", "stop that host's workers, or route tasks with tags")
-    blacklist = _unsupported("blacklist", "stop that host's workers, or route tasks with tags")
-    block_host_with_timeout = _unsupported("block_host_with_timeout", "stop that host's workers")
-    blacklist_with_timeout = _unsupported("blacklist_with_timeout", "stop that host's workers")
-    unblock_host = _unsupported("unblock_host", "hosts are never blocked")
-    blacklist_clear = _unsupported("blacklist_clear", "hosts are never blocked")
     specify_draining_by_hostname = _unsupported("specify_draining_by_hostname", "send the workers SIGTERM: they drain")
-    shutdown_workers = _unsupported("shutdown_workers", "send the workers SIGTERM (or start them with --burst)")
     invalidate_cache_file = _unsupported(
         "invalidate_cache_file",
         "cached inputs are found by content hash, so a changed file is a new entry and stale copies are never used",
@@ -208,9 +248,18 @@ class TaskCompat:
     specify_algorithm = _ignored("specify_algorithm", "workers choose tasks that fit them")
     specify_url = _unsupported("specify_url", "download it in the task's command, or pass it with specify_input_file")
     specify_file_command = _unsupported("specify_file_command", "run the command in the task itself")
-    specify_file_piece = _unsupported("specify_file_piece", "pass the piece with specify_buffer")
-    specify_running_time_min = _unsupported("specify_running_time_min", "tasks are not resized or retried for time")
-    specify_start_time_min = _unsupported("specify_start_time_min", "submit the task when it may start")
+
+    def specify_running_time_min(self, seconds: int) -> None:
+        """Work Queue sends such a task only to a worker whose declared end of life
+        (``work_queue_worker --wall-time``) leaves it ``seconds``, and to any worker that
+        declares none; wq-redis workers declare none, so every worker may take it."""
+        int(seconds)  # Work Queue's check of the argument
+
+    specify_start_time_min = _ignored(
+        "specify_start_time_min",
+        "Work Queue itself never delays a task for it (its scheduler compares the start, kept in seconds, "
+        "with the time in microseconds); submit the task when it may start",
+    )
     specify_coprocess = _unsupported("specify_coprocess", "use PythonTask: warm Python processes are built in")
     specify_environment = _unsupported("specify_environment", "install the environment on the workers")
     specify_package = _unsupported("specify_package", "install the environment on the workers")

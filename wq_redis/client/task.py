@@ -134,6 +134,34 @@ class Task(TaskCompat):
         data = buffer.encode() if isinstance(buffer, str) else bytes(buffer)
         self._spec.add("inputs", InputFile(None, check_remote(remote_name), cache_flag(flags, cache), data))
 
+    def specify_file_piece(
+        self,
+        local_name: str,
+        remote_name: str | None = None,
+        start_byte: int = 0,
+        end_byte: int = 0,
+        type: int | None = None,
+        flags: int | None = None,
+        cache: bool | None = None,
+        failure_only: bool | None = None,
+    ) -> None:
+        """An input holding bytes ``start_byte`` to ``end_byte`` of ``local_name``, both
+        included, as in Work Queue (so the defaults give its first byte).  The piece is read
+        now and travels as a buffer.  As an output (``type=WORK_QUEUE_OUTPUT``) the whole
+        file comes back, as Work Queue brings it."""
+        if type == WORK_QUEUE_OUTPUT:
+            self.specify_output_file(local_name, remote_name, flags, cache, failure_only)
+            return
+        if type not in (None, WORK_QUEUE_INPUT):
+            raise ValueError(f"type must be WORK_QUEUE_INPUT or WORK_QUEUE_OUTPUT, got {type!r}")
+        start, end = non_negative("start_byte", start_byte), non_negative("end_byte", end_byte)
+        if end < start:
+            raise ValueError(f"end_byte ({end}) is lower than start_byte ({start}) for {local_name!r}")
+        with open(local_name, "rb") as handle:
+            handle.seek(start)
+            piece = handle.read(end - start + 1)
+        self.specify_buffer(piece, remote_name or os.path.basename(local_name), flags, cache)
+
     def specify_output_file(
         self,
         local_name: str,
@@ -301,6 +329,21 @@ class Task(TaskCompat):
     @property
     def resources_measured(self) -> Resources:
         return Resources.from_json(self._get(MEASURED))
+
+    @property
+    def limits_exceeded(self) -> Resources | None:
+        """The limit the task went over, as Work Queue reports it: None unless it was killed
+        for it, else a ``Resources`` holding only that limit (memory in MB for
+        RESOURCE_EXHAUSTION, disk in MB for DISK_ALLOC_FULL): the worker enforces what the
+        task declared, else what it was allocated."""
+        result = self.result
+        if result not in (Result.RESOURCE_EXHAUSTION, Result.DISK_ALLOC_FULL):
+            return None
+        if result == Result.RESOURCE_EXHAUSTION:
+            memory = self._spec.memory or self.resources_allocated.memory
+            return None if memory is None else Resources(memory=memory)
+        disk = self._spec.disk or self.resources_allocated.disk
+        return None if disk is None else Resources(disk=disk)
 
     @property
     def execute_cmd_start(self) -> int | None:

@@ -34,6 +34,17 @@ class KeyUnreadable(TaskRefused):
     another client's garbage."""
 
 
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """A heartbeat's answer (renew.lua): the ids whose lease the worker lost, whether its
+    record is intact, and what the manager asks of it (worker_control.py)."""
+
+    lost: list[int]
+    registered: bool
+    shutdown: bool = False  # asked to exit: drain, then exit
+    blocked: bool = False  # its host is blocked: claim nothing
+
+
 def too_large_message(what: str, size: int, limit: int) -> str:
     return f"{what} is {size} bytes, over the {limit} bytes this worker loads (wq-redis worker --max-task-bytes)"
 

@@ -95,6 +95,9 @@ WORKER_STARTED = "started"  # when it started, seconds since the epoch
 WORKER_STATUS = "status"  # its state and counts, JSON (refreshed by each heartbeat)
 WORKER_METRICS = "metrics"  # the address of its metrics server (exporter's service discovery)
 WORKER_SEEN = "seen"  # its last heartbeat, Redis ms
+WORKER_SHUTDOWN = (
+    "shutdown"  # present: asked to exit (WorkQueue.shutdown_workers; shutdown.lua writes, renew.lua reads)
+)
 WORKER_HOST_B, WORKER_VERSION_B, WORKER_RESOURCES_B, WORKER_TAGS_B = b"host", b"version", b"resources", b"tags"
 WORKER_STATUS_B, WORKER_METRICS_B = b"status", b"metrics"
 EXPORTED_WORKER_FIELDS_B = (WORKER_STATUS_B, WORKER_METRICS_B, WORKER_HOST_B, WORKER_TAGS_B, WORKER_RESOURCES_B)

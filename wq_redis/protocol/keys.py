@@ -115,6 +115,13 @@ class QueueKeys:
         return self.prefix + "categories"
 
     @property
+    def blocked_hosts(self) -> str:
+        """HASH: host name -> Redis ms until which its workers claim no task of this queue
+        ("0": until unblocked).  WorkQueue.block_host writes it; each worker's heartbeat
+        (renew.lua) reads its own host's entry."""
+        return self.prefix + "blocked"
+
+    @property
     def reaper_lock(self) -> str:
         """STRING: SET NX PX guard so one worker at a time requeues expired leases."""
         return self.prefix + "reaper"

@@ -23,6 +23,7 @@ SCRIPT_NAMES = (
     "export",
     "attach",
     "reserve",
+    "shutdown",
 )
 
 _INCLUDE = re.compile(r"^--#include (\w+)$", re.MULTILINE)

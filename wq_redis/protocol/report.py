@@ -86,6 +86,8 @@ def _workers(view: QueueView, snap: Any, now_us: int) -> list[dict[str, Any]]:
                 "in_use": in_use.get(name, dict.fromkeys(RESOURCE_NAMES, 0)),
                 "tasks_running": running.get(name, 0),
                 "tasks_done": status.get("done", 0),
+                "draining": bool(status.get("draining", False)),  # exiting (SIGTERM, WorkQueue.shutdown_workers)
+                "blocked": bool(status.get("blocked", False)),  # its host blocked (WorkQueue.block_host)
                 "last_heartbeat_s": None if beat is None else round(now_us / 1e6 - beat / 1e3, 3),
                 "version": record.get(f.WORKER_VERSION_B, b"").decode(),
             }

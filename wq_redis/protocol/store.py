@@ -9,6 +9,7 @@ retrieve, cancel, stats) are Lua scripts in ``scripts/``, loaded once with
   pipeline.py       running them, many calls a round trip (``ScriptPipeline``);
   manager_calls.py  attach, submit, retrieve, cancel, stats (``ManagerCalls``);
   worker_calls.py   claim, complete, renew, release, reap (``WorkerCalls``);
+  worker_control.py the manager's requests to workers: exit, blocked hosts (``WorkerControl``);
   answers.py        what they answer (``Claimed``, ``Delivery``, ``Submitted``, ``Snapshot``...);
   packer.py         how commands are packed (``CommandPacker``), connection.py how clients connect.
 The names below are the ones the other layers import.
@@ -36,6 +37,7 @@ from .lua import SCRIPT_NAMES, script_source
 from .manager_calls import WORKER_TIMEOUT_MS, ManagerCalls
 from .packer import BIG_VALUE, CommandPacker
 from .worker_calls import WorkerCalls
+from .worker_control import WorkerControl
 
 __all__ = [
     "BIG_VALUE",
@@ -73,7 +75,7 @@ def find_queues(client: redis.Redis, count: int = 1000) -> list[str]:
     return sorted(names)
 
 
-class QueueStore(ManagerCalls, WorkerCalls):
+class QueueStore(ManagerCalls, WorkerCalls, WorkerControl):
     """Redis operations of one queue: the manager's calls and the worker's."""
 
     SCRIPTS = SCRIPT_NAMES

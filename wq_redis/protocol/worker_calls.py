@@ -18,6 +18,7 @@ from .answers import (
     Delivery,
     Fields,
     KeyUnreadable,
+    Renewal,
     TaskTooLarge,
     broken_keys,
     flat_to_dict,
@@ -308,19 +309,21 @@ class WorkerCalls(ScriptPipeline):
         held: dict[int, str],
         lease_ms: int,
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
-    ) -> tuple[list[int], bool]:
-        """Heartbeat and lease renewal in one call: the ids whose lease this worker lost, and
+    ) -> Renewal:
+        """Heartbeat and lease renewal in one call: the ids whose lease this worker lost,
         whether its record is still there (False after a reaper gave it up for dead, or
-        when its key holds another type: registering again replaces it).  Keys of the
+        when its key holds another type: registering again replaces it), and what the
+        manager asks of it (worker_control.py: exit; its host blocked).  Keys of the
         wrong type go to ``on_broken`` as (key, error) pairs."""
         k = self.keys
         args: list[Any] = [k.prefix, lease_ms, worker, status]
         for task_id, token in held.items():
             args += (task_id, token)
-        lost, registered, broken = self._scripts["renew"](keys=[k.leases, k.workers, k.worker(worker)], args=args)
+        keys = [k.leases, k.workers, k.worker(worker), k.blocked_hosts]
+        lost, registered, broken, shutdown, blocked = self._scripts["renew"](keys=keys, args=args)
         if broken and on_broken is not None:
             on_broken(broken_keys(broken))
-        return [int(i) for i in lost], bool(registered)
+        return Renewal([int(i) for i in lost], bool(registered), bool(shutdown), bool(blocked))
 
     def leases_with_prefix(self, prefix: str) -> dict[int, str]:
         """The tasks leased now with a token that starts with ``prefix``, by id (one scan

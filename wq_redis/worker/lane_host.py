@@ -69,6 +69,7 @@ class LaneSide(LaneHost):
     _queue_had_more: bool
     _redis_settings: dict[str, Any]
     _draining: bool
+    _host_blocked: bool
     _abort: bool
     # the worker's other parts this one calls
     _claim_arguments: Callable[[dict[str, int], int, str, list[str] | None], dict[str, Any]]
@@ -201,7 +202,7 @@ class LaneSide(LaneHost):
                 log.warning("could not hand them back (%s); their leases will expire", exc)
 
     def lane_should_stop(self) -> bool:
-        return self._draining or self._abort
+        return self._draining or self._abort or self._host_blocked
 
     def lane_interrupt(self) -> None:
         try:

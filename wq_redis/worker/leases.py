@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from ..protocol.answers import Renewal
 from ..protocol.fields import (
     WORKER_GPUS,
     WORKER_HOST,
@@ -72,6 +73,8 @@ class Leases:
     _handed_back: set[str]
     _stopping: threading.Event
     _draining: bool
+    _host_blocked: bool  # the manager blocked this host (WorkQueue.block_host): claim nothing
+    _changed: threading.Event
     _abort: bool
     _last_beat: float
 
@@ -82,6 +85,7 @@ class Leases:
                 "in_use": self.allocator.in_use(),
                 "done": self.outbox.tasks_done,
                 "draining": self._draining,
+                "blocked": self._host_blocked,
             }
         )
 
@@ -111,11 +115,12 @@ class Leases:
             # finished results waiting for delivery (Redis was away) keep their leases too
             held = self.outbox.leases()
             held.update({attempt.task_id: token for token, attempt in self._running.items()})
-        lost, registered = self.store.renew(self.name, self._status(), held, self.lease_ms, self.broken_keys.report)
-        if not registered:
+        renewal = self.store.renew(self.name, self._status(), held, self.lease_ms, self.broken_keys.report)
+        if not renewal.registered:
             log.warning("this worker had been given up for dead; registering again")
             self._register()
-        for task_id in lost:
+        self._obey(renewal)
+        for task_id in renewal.lost:
             with self._lock:
                 attempts = [a for a in self._running.values() if a.task_id == task_id]
             for attempt in attempts:
@@ -126,6 +131,23 @@ class Leases:
                 else:
                     log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
                 attempt.cancel()
+
+    def _obey(self, renewal: Renewal) -> None:
+        """What the manager asked at this heartbeat (WorkQueue.shutdown_workers, block_host):
+        to exit drains the worker as a SIGTERM does; a blocked host stops its claims (the
+        main loop and the lane read ``_host_blocked``) while what runs finishes.  The claim
+        that an idle worker sends with its wait for work may still bring one batch, which
+        it runs (nothing is lost or handed back)."""
+        changed = False
+        if renewal.blocked != self._host_blocked:
+            log.info("this host is %s for queue %r", "blocked" if renewal.blocked else "unblocked", self.options.queue)
+            self._host_blocked = changed = renewal.blocked
+        if renewal.shutdown and not self._draining:
+            log.info("the manager asked this worker to shut down: finishing running tasks, then exiting")
+            self._draining = changed = True
+        if changed:  # end the main loop's wait for work now (its claim is sent with that wait)
+            self._changed.set()
+            self.store.ring_worker(self.name)
 
     def _health(self) -> tuple[bool, str]:
         """For ``/healthz``: healthy while heartbeats (and so lease renewals) reach Redis."""

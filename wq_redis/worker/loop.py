@@ -143,6 +143,7 @@ class Worker(Groups, LaneSide, Leases):
         self._stopping = threading.Event()
         self._blocked = False
         self._draining = False
+        self._host_blocked = False  # the manager blocked this host (leases.py reads it at each heartbeat)
         self._abort = False
         self._last_beat = time.monotonic()
         self.metrics: WorkerMetrics | None = None
@@ -236,7 +237,7 @@ class Worker(Groups, LaneSide, Leases):
                 continue
             free = self.allocator.free()
             claimed: list[Claimed] = []
-            can_take_more = free["cores"] >= 1 or free["gpus"] >= 1
+            can_take_more = (free["cores"] >= 1 or free["gpus"] >= 1) and not self._host_blocked
             if can_take_more:
                 claimed, eligible = self._deliver_and_claim(free)
                 for group in groups(claimed):
@@ -279,6 +280,7 @@ class Worker(Groups, LaneSide, Leases):
                 or not self._queue_had_more
                 or self._draining
                 or self._abort
+                or self._host_blocked
             ):
                 return False
             request = next(reversed(self._busy.values()))

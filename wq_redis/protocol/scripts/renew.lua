@@ -2,24 +2,34 @@
 -- (reaped after expiry, or cancelled), so it can stop those tasks.  A lease whose result
 -- this very attempt recorded ("lt", see complete.lua) is not lost: a worker's warm child
 -- delivers its fast lane's results itself, before the worker hears of it (worker/lane.py).
--- KEYS: 1 leases zset, 2 workers zset, 3 this worker's record hash
+-- It also reads what the manager asks of this worker (worker_control.py): whether it was
+-- asked to exit (the record's "shutdown"), and whether its host is blocked now (its entry
+-- in the queue's blocked-hosts hash: "0" for good, else the Redis ms it lasts until).
+-- KEYS: 1 leases zset, 2 workers zset, 3 this worker's record hash, 4 blocked-hosts hash
 -- ARGV: 1 key prefix, 2 lease ms, 3 worker name, 4 status (JSON), 5.. id, token pairs
 -- A key of the wrong type (another client's garbage) is skipped and reported, so that the
 -- others still renew: a record that is no hash reads as gone (the worker registers again,
 -- which replaces it), a task hash that is no hash as a lost lease.  Renewals change
 -- nothing but deadlines and the record: a failure halfway loses nothing.
 -- Returns {lost ids, 1 if the worker's record is intact else 0 (reaped: register again),
--- broken = {{key, error}...}}
+-- broken = {{key, error}...}, 1 if asked to exit else 0, 1 if its host is blocked else 0}
 --#include broken
 local now = redis.call('TIME')
 local registered = redis.pcall('HEXISTS', KEYS[3], 'resources')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local deadline = now_ms + tonumber(ARGV[2])
+local shutdown, blocked = 0, 0
 failed(redis.pcall('ZADD', KEYS[2], now_ms, ARGV[3]), KEYS[2])
 if failed(registered, KEYS[3]) then
   registered = 0
 else
   redis.call('HSET', KEYS[3], 'status', ARGV[4], 'seen', now_ms)
+  local own = redis.call('HMGET', KEYS[3], 'shutdown', 'host')
+  if own[1] then shutdown = 1 end
+  if own[2] then
+    local untl = read(false, 'HGET', KEYS[4], own[2])
+    if untl and (untl == '0' or (tonumber(untl) or 0) > now_ms) then blocked = 1 end
+  end
 end
 local lost = {}
 local leases_ok = true
@@ -37,4 +47,4 @@ for i = 5, #ARGV, 2 do
     lost[#lost + 1] = id
   end
 end
-return {lost, registered, broken}
+return {lost, registered, broken, shutdown, blocked}
