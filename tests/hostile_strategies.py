@@ -110,6 +110,7 @@ SCHEMA_KEYS: dict[str, tuple[str, bool]] = {
     "wake": ("list", False),  # submit.lua rings it: the manager's submit may fail
     "wake:own": ("list", False),
     "categories": ("hash", True),
+    "blocked": ("hash", True),  # hosts blocked by block_host: every heartbeat reads it (renew.lua)
     "reaper": ("string", True),
     "ready:foreign": ("zset", True),  # a registered member no task of ours uses
     "fifo:foreign": ("list", True),

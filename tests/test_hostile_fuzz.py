@@ -231,6 +231,7 @@ class Case:
             "workers": k.workers,
             "wake": k.new_queue_wake,
             "categories": k.categories,
+            "blocked": k.blocked_hosts,
             "reaper": k.reaper_lock,
             "ready:own": k.ready(OWN_MEMBER),
             "fifo:own": k.fifo(OWN_MEMBER),
