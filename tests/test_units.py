@@ -669,7 +669,17 @@ def test_result_fields_a_worker_leaves_out_are_derived():
 
 @pytest.mark.parametrize(
     "code, name",
-    [(0, "SUCCESS"), (8, "SIGNAL"), (48, "MAX_RETRIES"), (56, "TASK_MAX_RUN_TIME"), (80, "OUTPUT_TRANSFER_ERROR")],
+    [
+        (0, "SUCCESS"),
+        (1, "INPUT_MISS"),
+        (2, "OUTPUT_MISS"),
+        (8, "SIGNAL"),
+        (24, "END_TIME"),
+        (48, "MAX_RETRIES"),
+        (56, "MAX_WALL_TIME"),
+        (64, "DISK_FULL"),
+        (80, "OUTPUT_TRANSFER_ERROR"),
+    ],
 )
 def test_result_str_names_the_result_code(code, name):
     t = Task("true")

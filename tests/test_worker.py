@@ -89,6 +89,7 @@ def test_lost_worker_task_with_retries_spent_is_max_retries(queue, workers):
     back = queue.wait(30)
     assert back is task
     assert task.result == wq.WORK_QUEUE_RESULT_MAX_RETRIES and "retries exhausted" in task.error
+    assert task.return_status == -1  # as Work Queue's: the attempt that would have set it was lost
     assert task.total_submissions == 2
 
 

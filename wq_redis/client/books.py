@@ -61,6 +61,7 @@ class TaskBooks:
         self.pack_of: dict[int, int] = {}  # task id -> the pack it was submitted in (protocol/packing.py)
         self.packs: dict[int, list[int]] = {}  # pack id -> its tasks, until the pack comes back
         self.id_ceiling = 0  # the highest task id this manager reserved or adopted
+        self.unsent_failures = 0  # tasks failed here at submit, never sent: no Redis counter has them
         self.categories = CategoryBook()
 
     # -- counting ------------------------------------------------------------------------
@@ -124,6 +125,12 @@ class TaskBooks:
         """``task`` is finished (by a worker, or failed here): held for ``wait``."""
         self.results[task_id] = task
         self.categories.finished(task)
+
+    def failed_unsent(self, task_id: int, task: Task) -> None:
+        """``task`` failed here before it was sent (an input missing, see submitting.py):
+        held for ``wait`` at once, and counted for ``stats`` (``unsent_failures``)."""
+        self.unsent_failures += 1
+        self.came_back(task_id, task)
 
     def take_result(self, task_id: int) -> Task | None:
         """Hand out the finished task ``task_id`` (None if it is not held)."""

@@ -281,7 +281,8 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
     def stats(self) -> Stats:
         """A fresh snapshot with Work Queue's field names (one round trip)."""
         self._flush_acks()
-        return stats_from_snapshot(self._redis.call(lambda: self._store.snapshot(WORKER_TIMEOUT_MS)))
+        snapshot = self._redis.call(lambda: self._store.snapshot(WORKER_TIMEOUT_MS))
+        return stats_from_snapshot(snapshot).count_unsent_failures(self._books.unsent_failures)
 
     def task_state(self, task_id: int) -> TaskState:
         books = self._books

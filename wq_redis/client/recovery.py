@@ -39,8 +39,8 @@ from __future__ import annotations
 import logging
 import secrets
 
-from ..protocol.codes import Result
-from ..protocol.fields import ERROR_B, PACK_SIZE_B, RESULT_B, SUBMITTED
+from ..protocol.codes import NOT_RUN_STATUS, Result
+from ..protocol.fields import ERROR_B, PACK_SIZE_B, RESULT_B, RETURN_STATUS_B, SUBMITTED
 from ..protocol.packing import member_ids
 from ..protocol.store import QueueStateLost
 from .queue_state import QueueState
@@ -57,10 +57,14 @@ def new_incarnation() -> str:
     return secrets.token_hex(INCARNATION_BYTES)
 
 
-def failed_locally(task: Task, task_id: int, error: str) -> Task:
+def failed_locally(
+    task: Task, task_id: int, error: str, result: Result = Result.UNKNOWN, return_status: int | None = None
+) -> Task:
     """``task`` made a failed task with ``error``, as if a worker had reported it."""
     task._id = task_id
-    task._fields = {RESULT_B: b"%d" % Result.UNKNOWN, ERROR_B: error.encode()}
+    task._fields = {RESULT_B: b"%d" % result, ERROR_B: error.encode()}
+    if return_status is not None:
+        task._fields[RETURN_STATUS_B] = b"%d" % return_status
     return task
 
 
@@ -160,10 +164,12 @@ class Recovering(QueueState):
                     fields[SUBMITTED] = task.submit_time = stamp
             except Exception as exc:
                 del books.submitted[task_id]
-                books.came_back(
-                    task_id,
-                    failed_locally(task, task_id, f"Redis lost this task and submitting it again failed: {exc}"),
-                )
+                error = f"Redis lost this task and submitting it again failed: {exc}"
+                if isinstance(exc, OSError):  # an input file gone meanwhile: as at submit (submitting.py)
+                    failed_locally(task, task_id, error, Result.INPUT_MISSING, NOT_RUN_STATUS)
+                else:
+                    failed_locally(task, task_id, error)
+                books.came_back(task_id, task)
                 continue
             bodies.update(needed)
             rows.append(self._signed_row(task, task_id, member, fields))

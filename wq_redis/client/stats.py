@@ -50,6 +50,15 @@ class Stats:
     capacity_cores: int = 0
     waiting_by_queue: dict[str, int] = field(default_factory=dict)  # "CLASS|TAG" -> tasks
 
+    def count_unsent_failures(self, count: int) -> Stats:
+        """Add the tasks a manager failed at submit without sending them (their inputs were
+        missing): submitted, done and failed, as Work Queue counts them; Redis' counters,
+        which the rest comes from, never saw them."""
+        self.tasks_submitted += count
+        self.tasks_done += count
+        self.tasks_failed += count
+        return self
+
     @property
     def tasks_outstanding(self) -> int:
         """Submitted and neither retrieved nor cancelled yet."""

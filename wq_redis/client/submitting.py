@@ -7,6 +7,11 @@ leaves the row in the submit buffer (submit_buffer.py), whose thread sends it wi
 whatever else was submitted meanwhile; ``submit_many`` sends its rows at once, packing
 short calls of a known function several to a hash (packs.py).  Function bodies are stored
 before the tasks that need them: a worker must find the function of any task it claims.
+
+A task whose input file or directory is missing or unreadable is not refused: as in Work
+Queue (which finds out when it dispatches the task, before sending it), it takes its id,
+is never sent, and ``wait`` returns it failed with ``INPUT_MISSING`` and return status -1.
+Only our own checks (``FileTooLarge``, a ``ValueError``) raise at submit.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from ..protocol import gcpause
+from ..protocol.codes import NOT_RUN_STATUS, Result
 from ..protocol.fields import SIGNATURE
 from ..protocol.resources import DEFAULT_CORES, RESOURCE_NAMES, Request, queue_member
 from ..protocol.store import QueueStateLost, Submitted
 from .queue_state import QueueState, some_ids
+from .recovery import failed_locally
 from .submit_buffer import Row
 from .task import Task
 from .wire import encode_task
@@ -31,6 +38,9 @@ ID_BLOCK = 1024  # task ids reserved per round trip
 PLACEMENTS_KEPT = 4096  # memoized (category, resources, tag) placements; more are a sign of per-task values
 FUNCTION_TTL_SECONDS = 7 * 24 * 3600  # a stored function outlives its last submit by this much
 FUNCTION_REFRESH_SECONDS = 3600  # how often a manager re-stores (and re-times) a function it uses
+
+
+Encoded = tuple[dict[str, Any], dict[str, bytes], Request, str]  # fields, function bodies, request, queue member
 
 
 def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
@@ -91,21 +101,38 @@ class Submitting(QueueState):
         """Queue many tasks in one round trip (with anything ``submit`` buffered before);
         returns their ids in order.  If Redis cannot take them, raises: they are not queued."""
         # the loops over the tasks pause the cyclic collector (gcpause); the calls to Redis do not
+        missing: list[tuple[Task, str]] = []  # tasks whose inputs cannot be read, and why
         with gcpause.paused(), self._functions.one_call():
-            encoded = [self._encode(task) for task in tasks]
+            encoded = [self._encode_unless_missing(task, missing) for task in tasks]
+        if missing:  # rare: those tasks are not sent (see the module doc)
+            return self._submit_with_missing_inputs(tasks, encoded, missing)
+        return self._send_many(tasks, cast("list[Encoded]", encoded))
+
+    def _send_many(
+        self, tasks: Sequence[Task], encoded: Sequence[Encoded | None], some_missing: bool = False
+    ) -> list[int]:
+        """Send the encoded ``tasks``; with ``some_missing``, a None among them is a task
+        not to send (its inputs are missing) that takes its id in order all the same.
+        Raises as ``submit_many`` does."""
         bodies: dict[str, bytes] = {}
-        for _, needed, _, _ in encoded:
-            bodies.update(needed)
+        for item in encoded:
+            if item is not None:
+                bodies.update(item[1])
         self._upload_functions(bodies)
         self._redis.call(lambda: self._files.flush(self._store))
+        sent = tasks
         with gcpause.paused():
-            rows = [
-                self._row(task, request, member, fields) for task, (fields, _, request, member) in zip(tasks, encoded)
-            ]
+            if some_missing:
+                rows, sent = self._rows_around_missing(tasks, encoded)
+            else:
+                rows = [
+                    self._row(task, request, member, fields)
+                    for task, (fields, _, request, member) in zip(tasks, cast("Sequence[Encoded]", encoded))
+                ]
             packs: dict[int, list[int]] = {}
             # a signature is per task, and enforced limits are watched per task: neither is packed
             if self._signer is None and not self.enforce_limits and len(rows) > 1:
-                rows, packs = self._packer.pack(rows, tasks, self._next_id)
+                rows, packs = self._packer.pack(rows, sent, self._next_id)
         lost: QueueStateLost | None = None
         try:
             self._redis.call(lambda: self._buffer.send_now(rows))
@@ -120,14 +147,55 @@ class Submitting(QueueState):
             books.record_packs(packs)
             # _row gave every task its id: a typed local says so for the loop (a cast there is per task)
             submitted: dict[Any, Task] = books.submitted
-            for task in tasks:
+            for task in sent:
                 submitted[task._id] = task
             books.categories.submitted(list(tasks))
         if lost is not None:
             self._recover_lost_state(lost.seen)
         return cast("list[int]", [task._id for task in tasks])  # each has the id _row gave it
 
-    def _encode(self, task: Task) -> tuple[dict[str, Any], dict[str, bytes], Request, str]:
+    def _submit_with_missing_inputs(
+        self, tasks: Sequence[Task], encoded: list[Encoded | None], missing: list[tuple[Task, str]]
+    ) -> list[int]:
+        """``submit_many`` where the inputs of the ``missing`` tasks cannot be read: the others
+        are sent; those take their ids and are held at once for ``wait``, failed as Work Queue
+        fails them (``INPUT_MISSING``, return status -1, never run)."""
+        ids = self._send_many(tasks, encoded, some_missing=True)
+        books = self._books
+        for task, error in missing:
+            task_id = task._id
+            assert task_id is not None  # given in order by _rows_around_missing
+            failed_locally(task, task_id, error, Result.INPUT_MISSING, NOT_RUN_STATUS)
+            books.failed_unsent(task_id, task)
+        return ids
+
+    def _rows_around_missing(
+        self, tasks: Sequence[Task], encoded: Sequence[Encoded | None]
+    ) -> tuple[list[Row], list[Task]]:
+        """The rows of the tasks to send, and those tasks; the others (None) get their ids
+        in order, with no row."""
+        rows: list[Row] = []
+        sent: list[Task] = []
+        for task, item in zip(tasks, encoded):
+            if item is None:
+                task._id = self._next_id()
+                continue
+            fields, _, request, member = item
+            rows.append(self._row(task, request, member, fields))
+            sent.append(task)
+        return rows, sent
+
+    def _encode_unless_missing(self, task: Task, missing: list[tuple[Task, str]]) -> Encoded | None:
+        """``_encode``, or None (and ``task`` in ``missing``, with why) when an input file or
+        directory of it cannot be read: the files are the only thing encoding reads from
+        disk, so an ``OSError`` here is that, never our own size checks (``ValueError``)."""
+        try:
+            return self._encode(task)
+        except OSError as exc:
+            missing.append((task, str(exc)))
+            return None
+
+    def _encode(self, task: Task) -> Encoded:
         """Check ``task`` and turn it into hash fields (nothing is queued or reserved yet)."""
         if not isinstance(task, Task):
             raise TypeError(f"submit takes Task or PythonTask objects, got {type(task).__name__}")

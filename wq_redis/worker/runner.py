@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol.codes import Result
+from ..protocol.codes import INPUT_MISSING_STATUS, KILLED_STATUS, NOT_RUN_STATUS, OVER_LIMITS_STATUS, Result
 from ..protocol.fields import (
     ARGS_B,
     ATTEMPTS_B,
@@ -119,13 +119,15 @@ class TaskRun:
             return Outcome(Result.UNKNOWN, error=f"malformed task: {exc}"), {}
         limits = self._limits(spec)
         if limits.timeout is not None and limits.timeout <= 0:
-            return Outcome(Result.TASK_TIMEOUT, error="the task's end time passed before it started"), {}
+            return Outcome(
+                Result.TASK_TIMEOUT, NOT_RUN_STATUS, error="the task's end time passed before it started"
+            ), {}
         try:
             self._stage_inputs()
         except OSError as exc:
-            return Outcome(Result.INPUT_MISSING, error=f"cannot stage input files: {exc}"), {}
+            return Outcome(Result.INPUT_MISSING, INPUT_MISSING_STATUS, error=f"cannot stage input files: {exc}"), {}
         except Exception as exc:  # a field that does not decode (a digest, a tar): another client's garbage
-            return Outcome(Result.INPUT_MISSING, error=f"cannot stage input files: {exc!r}"), {}
+            return Outcome(Result.INPUT_MISSING, INPUT_MISSING_STATUS, error=f"cannot stage input files: {exc!r}"), {}
         env = self._environment(spec.get("env") or {})
         if spec["kind"] == "py":
             outcome = self._run_python(env, limits)
@@ -202,8 +204,8 @@ class TaskRun:
             guard.finished(self.sandbox)
         cpu, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
         if verdict is not Verdict.DONE:
-            result, message = self._interruption(verdict)
-            return Outcome(result, -signal.SIGKILL, output, message, None, cpu, rss)
+            result, status, message = self._interruption(verdict)
+            return Outcome(result, status, output, message, None, cpu, rss)
         if direct:  # report what the shell would have: see command.py
             code, said = as_shell_reports(status)
             output = (output + said)[:MAX_STDOUT_BYTES]
@@ -259,25 +261,33 @@ class TaskRun:
         except TaskRefused as exc:  # its function over --max-task-bytes, or its key another client's garbage
             return Outcome(exc.result, error=str(exc))
         except Interrupted as exc:
-            result, text = self._interruption(exc.verdict)
-            return Outcome(result, -signal.SIGKILL, b"", text)
+            result, status, text = self._interruption(exc.verdict)
+            return Outcome(result, status, b"", text)
         except ChildDied as exc:
             status = -exc.returncode if exc.returncode < 0 else exc.returncode
             return Outcome(Result.SIGNAL, status, b"", str(exc))
         return outcome
 
-    def _interruption(self, verdict: Verdict) -> tuple[Result, str]:
-        """Result code and message of a task stopped before it finished."""
+    def _interruption(self, verdict: Verdict) -> tuple[Result, int, str]:
+        """Result code, return status and message of a task stopped before it finished: the
+        status is Work Queue's (protocol/codes.py): 9 for a time limit (its worker SIGKILLs
+        the task), 143 for a task over its memory or disk (its resource monitor's value)."""
         limits = self.limits
         if verdict is Verdict.CANCELLED:
-            return Result.UNKNOWN, "cancelled"
+            return Result.UNKNOWN, NOT_RUN_STATUS, "cancelled"  # nobody is told: the result is dropped
         if verdict is Verdict.MEMORY:
-            return Result.RESOURCE_EXHAUSTION, f"used more than its {limits.memory_mb} MB of memory; it was killed"
+            message = f"used more than its {limits.memory_mb} MB of memory; it was killed"
+            return Result.RESOURCE_EXHAUSTION, OVER_LIMITS_STATUS, message
         if verdict is Verdict.DISK:
-            return Result.DISK_ALLOC_FULL, f"wrote more than its {limits.disk_mb} MB of disk; it was killed"
+            return (
+                Result.DISK_ALLOC_FULL,
+                OVER_LIMITS_STATUS,
+                f"wrote more than its {limits.disk_mb} MB of disk; it was killed",
+            )
         if self.deadline_kind == Result.TASK_TIMEOUT:
-            return Result.TASK_TIMEOUT, "the task's end time passed; it was killed"
-        return Result.TASK_MAX_RUN_TIME, f"ran past its running time limit of {limits.timeout:g} s; it was killed"
+            return Result.TASK_TIMEOUT, KILLED_STATUS, "the task's end time passed; it was killed"
+        message = f"ran past its running time limit of {limits.timeout:g} s; it was killed"
+        return Result.TASK_MAX_RUN_TIME, KILLED_STATUS, message
 
     def _collect_outputs(self, spec: dict[str, Any], outcome: Outcome) -> dict[str, bytes]:
         """Result fields of the output files (``o:NAME``) and directories (``od:NAME``)."""

@@ -29,7 +29,7 @@ for _, id in ipairs(expired) do
     if max_retries > 0 and attempts > max_retries then
       if not failed(redis.pcall('RPUSH', KEYS[3], id), KEYS[3]) then
         redis.call('ZREM', KEYS[1], id)
-        redis.call('HSET', tkey, 's', 3, 'tok', '', 'r', 48, 'tf', now[1] .. string.format('%06d', tonumber(now[2])),
+        redis.call('HSET', tkey, 's', 3, 'tok', '', 'r', 48, 'rs', -1, 'tf', now[1] .. string.format('%06d', tonumber(now[2])),
           'err', 'worker ' .. (t[6] or '?') .. ' lost the task on attempt ' .. attempts ..
           ' (lease expired); retries exhausted')
         bump('lost_leases', 1)
