@@ -206,8 +206,6 @@ class TaskCompat:
     specify_monitor_output = _ignored("specify_monitor_output", "measured resources are in resources_measured")
     specify_snapshot_file = _ignored("specify_snapshot_file", "there is no resource monitor")
     specify_algorithm = _ignored("specify_algorithm", "workers choose tasks that fit them")
-    specify_url = _unsupported("specify_url", "download it in the task's command, or pass it with specify_input_file")
-    specify_file_command = _unsupported("specify_file_command", "run the command in the task itself")
     specify_file_piece = _unsupported("specify_file_piece", "pass the piece with specify_buffer")
     specify_running_time_min = _unsupported("specify_running_time_min", "tasks are not resized or retried for time")
     specify_start_time_min = _unsupported("specify_start_time_min", "submit the task when it may start")
