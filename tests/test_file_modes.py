@@ -139,9 +139,14 @@ def test_signed_executable_inputs_run_and_their_mode_is_signed(redis_url, queue_
     finally:
         queue.close()
     signer = Signer(secret.encode(), queue_name)
-    fields = {b"in:exec.file": b"\x7fELF", b"im:exec.file": b"700"}
+    fields = {b"in:exec.file": b"\x7fELF", b"im:exec.file": b"700", b"url:d": b"http://h/d", b"cfcmd:m": b"true"}
     signature = signer.sign_task(1, fields).encode()
-    for changed in ({**fields, b"im:exec.file": b"755"}, {b"in:exec.file": b"\x7fELF"}):
+    for changed in (
+        {**fields, b"im:exec.file": b"755"},
+        {k: v for k, v in fields.items() if k != b"im:exec.file"},
+        {**fields, b"url:d": b"http://elsewhere/d"},
+        {**fields, b"cfcmd:m": b"rm -rf ~"},
+    ):
         with pytest.raises(SignatureError):
             signer.verify_task(1, {**changed, b"sig": signature})
     signer.verify_task(1, {**fields, b"sig": signature})
