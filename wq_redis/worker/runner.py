@@ -143,8 +143,6 @@ class TaskRun:
 
     def _stage_inputs(self) -> None:
         """Files, directories, URLs and file commands into the sandbox (staging.py)."""
-        if self.slot.files is None:
-            raise OSError("this worker has no file cache for cached inputs")
         stage_inputs(self.fields, self.sandbox, self.slot.files)
 
     def _environment(self, task_env: dict[str, str | None]) -> dict[str, str | None]:

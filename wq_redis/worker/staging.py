@@ -36,7 +36,7 @@ _MADE = (URL_FILE, CACHED_URL_FILE, COMMAND_FILE, CACHED_COMMAND_FILE)
 _KINDS = frozenset((*_FILES, INLINE_DIR, CACHED_DIR, *_MADE))
 
 
-def stage_inputs(fields: Mapping[bytes, bytes], sandbox: str, files: FileCache) -> None:
+def stage_inputs(fields: Mapping[bytes, bytes], sandbox: str, files: FileCache | None) -> None:
     """Every input of the task into ``sandbox`` (made).  Raises OSError (FetchError for a
     URL or command) for an input that cannot be put there, ValueError for a field that
     does not decode (another client's garbage)."""
@@ -54,13 +54,19 @@ def stage_inputs(fields: Mapping[bytes, bytes], sandbox: str, files: FileCache) 
             if kind == INLINE_FILE:
                 _write(path, data, mode)
             else:
-                files.link_into(data.decode(), path, mode)
+                _needed(files).link_into(data.decode(), path, mode)
         elif kind == INLINE_DIR:
             unpack_directory(data, path)
         elif kind == CACHED_DIR:
-            unpack_directory(files.path(data.decode()), path)
+            unpack_directory(_needed(files).path(data.decode()), path)
         else:
-            _make(kind, data.decode(), path, sandbox, files)
+            _make(kind, data.decode(), path, sandbox, _needed(files))
+
+
+def _needed(files: FileCache | None) -> FileCache:
+    if files is None:
+        raise OSError("this worker has no file cache for cached inputs")
+    return files
 
 
 def _write(path: str, data: bytes, mode: int | None) -> None:
