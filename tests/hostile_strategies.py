@@ -267,6 +267,12 @@ KNOWN_FIELDS = (
     "ctin:x",
     "o:x",
     "od:x",
+    "im:x",
+    "om:x",
+    "url:x",
+    "curl:x",
+    "fcmd:x",
+    "cfcmd:x",
 )
 
 field_names: st.SearchStrategy[str] = st.one_of(

@@ -87,8 +87,8 @@ def test_ignored_calls_warn_and_unavailable_calls_say_what_to_do_instead(queue):
         queue.activate_fast_abort(3)  # once is enough
     with pytest.raises(NotImplementedError, match="Redis URL"):
         queue.specify_password("secret")
-    with pytest.raises(NotImplementedError, match="specify_input_file"):
-        wq.Task("true").specify_url("http://example.com/x", "x")
+    with pytest.raises(NotImplementedError, match="use PythonTask"):
+        wq.Task("true").specify_coprocess("my-coprocess")
 
 
 def test_status_and_workers_summary_describe_the_queue(queue, workers):

@@ -246,8 +246,6 @@ class TaskCompat:
     specify_monitor_output = _ignored("specify_monitor_output", "measured resources are in resources_measured")
     specify_snapshot_file = _ignored("specify_snapshot_file", "there is no resource monitor")
     specify_algorithm = _ignored("specify_algorithm", "workers choose tasks that fit them")
-    specify_url = _unsupported("specify_url", "download it in the task's command, or pass it with specify_input_file")
-    specify_file_command = _unsupported("specify_file_command", "run the command in the task itself")
 
     def specify_running_time_min(self, seconds: int) -> None:
         """Work Queue sends such a task only to a worker whose declared end of life

@@ -11,11 +11,25 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..protocol.fields import ARGS, CACHED_DIR, CACHED_FILE, INLINE_DIR, INLINE_FILE
+from ..protocol.fields import (
+    ARGS,
+    CACHED_COMMAND_FILE,
+    CACHED_DIR,
+    CACHED_FILE,
+    CACHED_URL_FILE,
+    COMMAND_FILE,
+    INLINE_DIR,
+    INLINE_FILE,
+    INPUT_MODE,
+    URL_FILE,
+)
 from ..protocol.files import (
+    DEFAULT_MODE,
     FileTooLarge,
+    mode_text,
     pack_directory,
     sha256,
+    transferred_mode,
     tree_signature,
 )
 from ..protocol.sizes import MAX_TASK_BYTES as DEFAULT_MAX_TASK_BYTES
@@ -30,6 +44,7 @@ FILE_TTL_SECONDS = 7 * 24 * 3600  # a cached input outlives its last submit by t
 FILE_REFRESH_SECONDS = 3600  # how often a manager re-times (or re-stores) an input it uses
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024  # Redis refuses strings past 512 MB
 COMMAND_SHOWN = 60  # characters of a task's command quoted in an error
+BUFFER_MODE = 0o777  # a buffer's file, as Work Queue sends it (executable: a script runs as ./NAME)
 MEMO_ENTRIES = 65_536  # digests a manager remembers (of files it sent, and that Redis holds)
 Body = bytes | Callable[[], bytes]  # the bytes, or how to read them when needed
 
@@ -64,19 +79,27 @@ class FileStager:
         fields: dict[str, Any] = {}
         total = 0
         for item in inputs:
-            if item.directory:
+            value: Any
+            mode = BUFFER_MODE if item.data is not None else DEFAULT_MODE
+            if item.source is not None:  # a URL or file command: the worker makes the file
+                name, value, size = _source_field(item), item.source, 0
+            elif item.directory:
                 name, value, size = self._directory(item)
             elif item.cache and self.use_cache:
-                digest, size = self._cached_file(item)
+                digest, size, mode = self._cached_file(item)
                 name, value = CACHED_FILE, digest
             else:
                 if item.local is not None:
-                    self._check_file(item, _size(item.local))
+                    st = _stat(item.local)
+                    self._check_file(item, st.st_size)
+                    mode = transferred_mode(st.st_mode)
                 value = _read(item)
                 size = len(value)
                 self._check_file(item, size)
                 name = INLINE_FILE
             fields[name + item.remote] = value
+            if mode != DEFAULT_MODE:  # an executable, a private file...: the worker sets it
+                fields[INPUT_MODE + item.remote] = mode_text(mode)
             total += size
         self.last_inputs_bytes = total
         if total > self.max_task_bytes:
@@ -113,12 +136,13 @@ class FileStager:
                 "per file (WorkQueue.specify_file_limits)"
             )
 
-    def _cached_file(self, item: InputFile) -> tuple[str, int]:
+    def _cached_file(self, item: InputFile) -> tuple[str, int, int]:
+        """(digest, size, mode) of a cached file or buffer, its bytes left to upload."""
         if item.data is not None:
             self._check_file(item, len(item.data))
             digest = sha256(item.data)
             self._want(digest, item.data)
-            return digest, len(item.data)
+            return digest, len(item.data), BUFFER_MODE
         assert item.local is not None
         st = _stat(item.local)
         self._check_file(item, st.st_size)
@@ -131,7 +155,7 @@ class FileStager:
         else:
             path = item.local
             self._want(known[0], lambda: _read_path(path))
-        return known
+        return known[0], known[1], transferred_mode(st.st_mode)
 
     def _directory(self, item: InputFile) -> tuple[str, Any, int]:
         local = item.local
@@ -202,6 +226,13 @@ class FileStager:
         self._confirmed.clear()
 
 
+def _source_field(item: InputFile) -> str:
+    """The field prefix of a URL or file command input, cached by the worker or not."""
+    if item.url:
+        return CACHED_URL_FILE if item.cache else URL_FILE
+    return CACHED_COMMAND_FILE if item.cache else COMMAND_FILE
+
+
 def _read(item: InputFile) -> bytes:
     if item.data is not None:
         return item.data
@@ -222,7 +253,3 @@ def _stat(path: str) -> os.stat_result:
         return os.stat(path)
     except OSError as exc:
         raise FileNotFoundError(f"input file {path!r} of the task cannot be read: {exc.strerror}") from None
-
-
-def _size(path: str) -> int:
-    return _stat(path).st_size

@@ -46,6 +46,8 @@ class InputFile:
     data: bytes | None = None  # a buffer's contents
     directory: bool = False  # a tree, packed as tar (see files.py)
     recursive: bool = True  # for a directory: with its contents, or just the empty directory
+    source: str | None = None  # a URL the worker fetches, or a command that makes the file (``url`` says which)
+    url: bool = False
 
 
 @dataclass(slots=True)

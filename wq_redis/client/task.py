@@ -222,6 +222,52 @@ class Task(TaskCompat):
         else:
             raise ValueError(f"type must be WORK_QUEUE_INPUT or WORK_QUEUE_OUTPUT, got {type!r}")
 
+    def specify_url(
+        self,
+        url: str,
+        remote_name: str,
+        type: int | None = None,
+        flags: int | None = None,
+        cache: bool | None = None,
+        failure_only: bool | None = None,
+    ) -> None:
+        """A file of the sandbox fetched by the worker from ``url`` (http, https or file),
+        kept in the worker's cache for later tasks with ``cache=True`` (default: not).
+        A fetch that fails ends the task as ``WORK_QUEUE_RESULT_INPUT_MISSING``, the reason
+        in ``task.error``."""
+        self._made_input(str(url), remote_name, type, flags, cache, url=True)
+
+    def specify_file_command(
+        self,
+        cmd: str,
+        remote_name: str,
+        type: int | None = None,
+        flags: int | None = None,
+        cache: bool | None = None,
+        failure_only: bool | None = None,
+    ) -> None:
+        """A file of the sandbox made on the worker by the shell command ``cmd``, where
+        ``%%`` stands for the file's path; cached (``cache=True``) by command, and a
+        command that exits non-zero ends the task as INPUT_MISSING, its output in
+        ``task.error``.
+
+        >>> t.specify_file_command("curl -sS http://example.com/data.gz | gunzip > %%", "data", cache=True)
+        """
+        self._made_input(str(cmd), remote_name, type, flags, cache, url=False)
+
+    def _made_input(
+        self, source: str, remote_name: str, type: int | None, flags: int | None, cache: bool | None, url: bool
+    ) -> None:
+        what = "specify_url" if url else "specify_file_command"
+        if type == WORK_QUEUE_OUTPUT:
+            raise ValueError(f"{what} does not support output files (as in Work Queue)")
+        if type not in (None, WORK_QUEUE_INPUT):
+            raise ValueError(f"type must be WORK_QUEUE_INPUT, got {type!r}")
+        if not source:
+            raise ValueError(f"{what} needs a {'URL' if url else 'command'}")
+        remote = check_remote(str(remote_name))
+        self._spec.add("inputs", InputFile(None, remote, cache_flag(flags, cache), source=source, url=url))
+
     # -- identity and request --------------------------------------------------------
     @property
     def id(self) -> int | None:

@@ -9,7 +9,8 @@ Hash fields of a task (short names: Redis keeps small hashes as compact listpack
   in:<name> input file bytes, cin:/tin:/ctin:<name> cached files and directories (files.py);
   results: r result code, rs return status, out stdout+stderr, val pickled return value,
   err failure message, host, alloc/meas resources JSON, o:<name> output file bytes,
-  od:<name> output directory as tar.
+  od:<name> output directory as tar; im:/om:<name> an input's or output's mode (octal, when
+  not 0644), url:/curl:/fcmd:/cfcmd:<name> a URL or file command the worker makes the file with.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..protocol.fields import (
     MEMBER_B,
     OUTPUT_DIR,
     OUTPUT_FILE,
+    OUTPUT_MODE,
     RESULT_B,
     RETURN_STATUS_B,
     SPEC,
@@ -39,7 +41,7 @@ from ..protocol.fields import (
     SUBMITTED_B,
     WORKER_B,
 )
-from ..protocol.files import unpack_directory
+from ..protocol.files import DEFAULT_MODE, parse_mode, unpack_directory
 from ..protocol.resources import RESOURCE_NAMES, Request
 from ..protocol.serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
 from .files import FileStager
@@ -157,12 +159,25 @@ def apply_results(task: Task, task_id: int, fields: dict[bytes, bytes]) -> None:
         directory = os.path.dirname(local)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        with open(local, "wb") as handle:
-            handle.write(data)
+        _write_output(local, data, fields.get(f"{OUTPUT_MODE}{remote}".encode()))
     for local, remote in task._spec.output_dirs:
         data = fields.get(f"{OUTPUT_DIR}{remote}".encode())
         if data is not None:
             unpack_directory(data, local)
+
+
+def _write_output(local: str, data: bytes, mode_field: bytes | None) -> None:
+    """An output file, created with the mode the worker saw (less this process' umask; a
+    file already there keeps its own, as in Work Queue).  A mode field that does not parse
+    (another client's garbage) leaves the usual mode."""
+    mode = DEFAULT_MODE
+    if mode_field is not None:
+        try:
+            mode = parse_mode(mode_field)
+        except ValueError:
+            pass
+    with open(os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode), "wb") as handle:
+        handle.write(data)
 
 
 SHOWN_CHARS = 20  # of a bad value quoted in an error

@@ -63,6 +63,12 @@ INLINE_DIR = "tin:"  # an input directory as tar, inline
 CACHED_DIR = "ctin:"  # the SHA-256 of a cached input directory's tar
 OUTPUT_FILE = "o:"  # an output file's bytes
 OUTPUT_DIR = "od:"  # an output directory as tar
+INPUT_MODE = "im:"  # an input file's permission bits, octal text (absent: 0644, the usual)
+OUTPUT_MODE = "om:"  # an output file's permission bits as the worker saw them, octal (absent: 0644)
+URL_FILE = "url:"  # a URL the worker fetches into the sandbox (Task.specify_url)
+CACHED_URL_FILE = "curl:"  # the same, kept in the worker's cache (keyed by the URL's digest)
+COMMAND_FILE = "fcmd:"  # a shell command that makes the file, %% for its path (specify_file_command)
+CACHED_COMMAND_FILE = "cfcmd:"  # the same, kept in the worker's cache (keyed by the command's digest)
 
 STATE_B, MEMBER_B, SCORE_B, SUBMITTED_B = b"s", b"q", b"p", b"sub"
 STARTED_B, FINISHED_B, ATTEMPTS_B, MAX_RETRIES_B = b"ts", b"tf", b"a", b"mr"
@@ -74,7 +80,8 @@ RESULT_B, RETURN_STATUS_B, OUTPUT_B, ERROR_B = b"r", b"rs", b"out", b"err"
 VALUE_B, VALUE_KEY_B, VALUE_SIGNATURE_B = b"val", b"vk", b"rsig"
 HOST_B, ALLOCATED_B, MEASURED_B = b"host", b"alloc", b"meas"
 INLINE_FILE_B, CACHED_FILE_B, INLINE_DIR_B, CACHED_DIR_B = b"in:", b"cin:", b"tin:", b"ctin:"
-OUTPUT_FILE_B, OUTPUT_DIR_B = b"o:", b"od:"
+OUTPUT_FILE_B, OUTPUT_DIR_B, INPUT_MODE_B, OUTPUT_MODE_B = b"o:", b"od:", b"im:", b"om:"
+URL_FILE_B, CACHED_URL_FILE_B, COMMAND_FILE_B, CACHED_COMMAND_FILE_B = b"url:", b"curl:", b"fcmd:", b"cfcmd:"
 
 # -- the states STATE holds: TaskState's values (codes.py, one definition), as the scripts write them
 STATE_READY_B = b"%d" % TaskState.READY  # waiting in its ready queue

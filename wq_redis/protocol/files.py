@@ -7,7 +7,14 @@ How inputs travel (hash fields of the task):
                  once under ``file:DIGEST`` and kept by each worker in its LRU cache;
   ``tin:NAME``   a directory packed as tar, inline;
   ``ctin:NAME``  the SHA-256 of a directory's tar, stored once like a cached file.
+  ``url:NAME``  a URL the worker fetches (``curl:NAME`` kept in its cache by URL);
+  ``fcmd:NAME`` a shell command that makes the file (``cfcmd:NAME`` cached by command).
 Outputs come back as ``o:NAME`` (a file) and ``od:NAME`` (a directory as tar).
+
+Permission bits travel as Work Queue's do (its ``put`` message carries the mode): a file
+whose mode is not the usual 0644 has ``im:NAME`` (input) or ``om:NAME`` (output), octal
+text; tar keeps the modes of a directory's files.  As Work Queue's worker does, the owner
+may always read and write (``mode | 0600``), and only the permission bits travel.
 
 Directories are packed deterministically (sorted, owner and group cleared) so an unchanged
 tree packs to the same bytes and a cached directory is stored once.  The manager packs
@@ -23,6 +30,27 @@ import tarfile
 from typing import Any
 
 from .sizes import show_size
+
+DEFAULT_MODE = 0o644  # a file's mode when no ``im:``/``om:`` field says otherwise
+OWNER_RW = 0o600  # what Work Queue's worker adds to every mode it is sent
+PERMISSION_BITS = 0o777
+
+
+def transferred_mode(st_mode: int) -> int:
+    """The mode a file travels with: its permission bits, the owner's read and write added."""
+    return (st_mode & PERMISSION_BITS) | OWNER_RW
+
+
+def mode_text(mode: int) -> str:
+    return f"{mode:o}"
+
+
+def parse_mode(value: bytes) -> int:
+    """The mode of an ``im:``/``om:`` field; ValueError for anything but 1 to 3 octal digits
+    (another client's garbage never becomes setuid bits)."""
+    if not 1 <= len(value) <= 3 or value.strip(b"01234567"):
+        raise ValueError(f"not a file mode: {value[:20]!r}")
+    return int(value, 8)
 
 
 class FileTooLarge(ValueError):

@@ -27,15 +27,20 @@ from collections.abc import Mapping
 
 from .fields import (
     ARGS_B,
+    CACHED_COMMAND_FILE_B,
     CACHED_DIR_B,
     CACHED_FILE_B,
+    CACHED_URL_FILE_B,
+    COMMAND_FILE_B,
     FUNCTION_B,
     INLINE_DIR_B,
     INLINE_FILE_B,
+    INPUT_MODE_B,
     PACK_ARGS_B,
     PACK_SIZE_B,
     SIGNATURE_B,
     SPEC_B,
+    URL_FILE_B,
 )
 
 # What the worker reads of a task hash to build what it runs and unpickles: the spec
@@ -47,7 +52,12 @@ SIGNED_PREFIXES = (
     CACHED_FILE_B,
     INLINE_DIR_B,
     CACHED_DIR_B,
-)  # inputs: inline, cached (digest), directories
+    INPUT_MODE_B,
+    URL_FILE_B,
+    CACHED_URL_FILE_B,
+    COMMAND_FILE_B,
+    CACHED_COMMAND_FILE_B,
+)  # inputs: inline, cached (digest), directories, modes, URLs and file commands
 DOMAIN_TASK = b"wq-redis task v2"  # v2: the queue, each field's presence and the pack fields signed
 _PRESENT, _ABSENT = b"\x01", b"\x00"
 DOMAIN_RESULT = b"wq-redis result v2"  # v2: the queue signed

@@ -193,6 +193,7 @@ class Task:
                 raise ValueError("this buffer has no contents yet: an output buffer is an input once its task is back")
             self._task.specify_buffer(file._data, remote_name, cache=cache)
         elif kind == VINE_URL:
+            assert where is not None  # declare_url always names its URL
             self._task.specify_url(where, remote_name, cache=cache)
         else:
             raise ValueError(f"invalid file description {file!r}")

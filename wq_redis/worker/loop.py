@@ -121,6 +121,7 @@ class Worker(Groups, LaneSide, Leases):
             os.path.join(self.workdir, f"cache.{os.getpid()}"),
             options.cache_mb * MB,
             lambda digest: self.store.file(digest, options.max_task_bytes),
+            options.max_task_bytes,
         )
         # an idle one-slot worker lets its warm child wait for work (worker/lane.py); not
         # with a secret (the child holds no key) nor GPUs (a child is bound to its GPUs)

@@ -22,18 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol.codes import INPUT_MISSING_STATUS, KILLED_STATUS, NOT_RUN_STATUS, OVER_LIMITS_STATUS, Result
-from ..protocol.fields import (
-    ARGS_B,
-    ATTEMPTS_B,
-    CACHED_DIR,
-    CACHED_FILE,
-    FUNCTION_B,
-    INLINE_DIR,
-    INLINE_FILE,
-    OUTPUT_DIR,
-    OUTPUT_FILE,
-)
-from ..protocol.files import pack_directory, unpack_directory
+from ..protocol.fields import ARGS_B, ATTEMPTS_B, FUNCTION_B, OUTPUT_DIR, OUTPUT_FILE, OUTPUT_MODE
+from ..protocol.files import DEFAULT_MODE, mode_text, pack_directory, transferred_mode
 from ..protocol.resources import Request
 from ..protocol.serialize import EnvelopeError, worker_view
 from ..protocol.signing import SignatureError, Signer
@@ -48,6 +38,7 @@ from .command import SHELL, as_shell_reports, direct_argv, shell_environment, wo
 from .guardian import guardian
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
 from .resources import GPU
+from .staging import stage_inputs
 from .waiting import CancelSignal, Limits, Verdict, supervise
 
 
@@ -151,26 +142,8 @@ class TaskRun:
         return limits
 
     def _stage_inputs(self) -> None:
-        """Files inline or from the cache, directories unpacked (field names in files.py)."""
-        os.makedirs(self.sandbox, exist_ok=True)
-        for name, data in self.fields.items():
-            kind, colon, remote = name.decode(errors="replace").partition(":")
-            kind += colon
-            if kind not in (INLINE_FILE, CACHED_FILE, INLINE_DIR, CACHED_DIR):
-                continue
-            path = os.path.join(self.sandbox, remote)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if kind == INLINE_FILE:
-                with open(path, "wb") as handle:
-                    handle.write(data)
-            elif kind == INLINE_DIR:
-                unpack_directory(data, path)
-            elif self.slot.files is None:
-                raise OSError("this worker has no file cache for cached inputs")
-            elif kind == CACHED_FILE:
-                self.slot.files.link_into(data.decode(), path)
-            else:
-                unpack_directory(self.slot.files.path(data.decode()), path)
+        """Files, directories, URLs and file commands into the sandbox (staging.py)."""
+        stage_inputs(self.fields, self.sandbox, self.slot.files)
 
     def _environment(self, task_env: dict[str, str | None]) -> dict[str, str | None]:
         """The slot's variables (``Slot.environment``), the task id, then the task's own."""
@@ -297,8 +270,12 @@ class TaskRun:
             try:
                 with open(os.path.join(self.sandbox, remote), "rb") as handle:
                     outputs[OUTPUT_FILE + remote] = handle.read(self.slot.max_result_bytes + 1)
+                    mode = transferred_mode(os.fstat(handle.fileno()).st_mode)
             except OSError:
                 missing.append(remote)
+                continue
+            if mode != DEFAULT_MODE:  # the manager writes it with these bits (wire.apply_results)
+                outputs[OUTPUT_MODE + remote] = mode_text(mode).encode()
         for _local, remote in spec.get("output_dirs", []):
             try:
                 outputs[OUTPUT_DIR + remote] = pack_directory(
