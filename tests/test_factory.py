@@ -142,6 +142,32 @@ def test_surplus_workers_leave_by_their_idle_timeout(queue, tmp_path, stopped_at
         assert factory.workers_started == 0  # min_workers 0: none needed, none started again
 
 
+def test_env_extra_options_and_scratch_dir_shape_the_workers(queue, tmp_path, stopped_at_end):
+    factory = wq.Factory("local", manager=queue)
+    factory.min_workers = factory.max_workers = 1
+    factory.env = "FACTORY_VAR=42"
+    factory.extra_options = "--parent-death --cache-size 10"  # Work Queue's binding adds --parent-death
+    factory.scratch_dir = str(tmp_path / "scratch")
+    stopped_at_end(factory)
+    with factory:
+        queue.submit(wq.Task("echo $FACTORY_VAR; pwd"))
+        (done,) = drain(queue, 1)
+    value, sandbox = done.output.split()
+    assert value == "42" and sandbox.startswith(str(tmp_path / "scratch") + os.sep)
+
+
+def test_tasks_announced_with_specify_num_tasks_left_get_workers_before_they_come(queue, tmp_path, stopped_at_end):
+    factory = wq.Factory("local", manager=queue, log_file=str(tmp_path / "factory.log"))
+    factory.min_workers, factory.max_workers, factory.cores = 0, 2, 1
+    stopped_at_end(factory)
+    with factory:
+        assert _next_cycles(factory)
+        assert factory.workers_started == 0  # nothing waits, nothing announced
+        queue.specify_num_tasks_left(5)
+        assert wait_until(lambda: queue.stats.workers_connected == 2, timeout=30)
+    assert "2 to start" in (tmp_path / "factory.log").read_text()
+
+
 def test_manager_name_is_the_queue_on_the_redis_of_the_environment(queue, queue_name, redis_url, monkeypatch):
     monkeypatch.setenv("WQ_REDIS_URL", redis_url)
     factory = wq.Factory("local", manager_name=queue_name)

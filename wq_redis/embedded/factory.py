@@ -93,6 +93,7 @@ class Factory:
         self._exit_hook: Any = None
         self._log_file = log_file
         self._log_handler: logging.Handler | None = None
+        self._log_level = logging.NOTSET
         if manager is None and not manager_host_port and not manager_name:
             raise ValueError("Either manager, manager_host_port, or manager_name or manager should be specified.")
         self._manager = manager
@@ -157,7 +158,9 @@ class Factory:
             self._embedded = True
         self._open_log()
         try:
-            self._thread = FactoryThread(url, queue, self._spec(), env, prefix=f"factory{next(_numbers)}-")
+            self._thread = FactoryThread(
+                url, queue, self._spec(), env, prefix=f"factory{next(_numbers)}-", tasks_left=self._tasks_left
+            )
             self._thread.start()
         except BaseException:
             self._release()
@@ -195,23 +198,31 @@ class Factory:
         return self._thread.alive() if self._thread is not None else 0
 
     # -- helpers ---------------------------------------------------------------------------
+    def _tasks_left(self) -> int:
+        """What the manager object announced with ``specify_num_tasks_left`` (client/compat.py)."""
+        return int(getattr(self._manager, "_num_tasks_left", 0) or 0)
+
     def _spec(self) -> WorkerSpec:
         opts = self._opts
         return WorkerSpec.from_options(opts, _extra_options(opts.get("extra_options")), _env(opts.get("env")))
 
     def _open_log(self) -> None:
+        """Work Queue's ``log_file``: the factory's lines (each cycle's, with ``debug`` set)."""
         if self._log_file and self._log_file != os.devnull:
-            self._log_handler = logging.FileHandler(self._log_file)
-            self._log_handler.setLevel(logging.DEBUG if self._opts.get("debug") else logging.INFO)
-            logging.getLogger("wq_redis.embedded").addHandler(self._log_handler)
-            log.setLevel(min(log.getEffectiveLevel(), self._log_handler.level))
+            handler = logging.FileHandler(self._log_file)
+            handler.setLevel(logging.DEBUG if self._opts.get("debug") else logging.INFO)
+            log.addHandler(handler)
+            self._log_handler, self._log_level = handler, log.level
+            if log.getEffectiveLevel() > handler.level:
+                log.setLevel(handler.level)
 
     def _release(self) -> None:
         if self._exit_hook is not None:
             atexit.unregister(self._exit_hook)
             self._exit_hook = None
         if self._log_handler is not None:
-            logging.getLogger("wq_redis.embedded").removeHandler(self._log_handler)
+            log.removeHandler(self._log_handler)
+            log.setLevel(self._log_level)
             self._log_handler.close()
             self._log_handler = None
         if self._embedded:

@@ -52,8 +52,9 @@ class Sizing:
     gpus: int | None = None
 
 
-def demand_from_stats(stats: Stats) -> Demand:
-    """The demand in one ``WorkQueue.stats`` snapshot (the stats script: one round trip)."""
+def demand_from_stats(stats: Stats, tasks_left: int = 0) -> Demand:
+    """The demand in one ``WorkQueue.stats`` snapshot (the stats script: one round trip),
+    and the tasks the manager said are still coming (``specify_num_tasks_left``)."""
     asked = dict.fromkeys(RESOURCE_NAMES, 0)
     for member, count in stats.waiting_by_queue.items():
         try:
@@ -65,6 +66,7 @@ def demand_from_stats(stats: Stats) -> Demand:
     return Demand(
         tasks_waiting=stats.tasks_waiting,
         tasks_on_workers=stats.tasks_on_workers,
+        tasks_left=tasks_left,
         workers_connected=stats.workers_connected,
         **{name: asked[name] + getattr(stats, f"committed_{name}") for name in RESOURCE_NAMES},
     )

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,10 +91,19 @@ class WorkerSpec:
 class FactoryThread:
     """Starts local workers as the queue needs them; ``stop`` stops them all."""
 
-    def __init__(self, url: str, queue: str, spec: WorkerSpec, env: Mapping[str, str], prefix: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        queue: str,
+        spec: WorkerSpec,
+        env: Mapping[str, str],
+        prefix: str,
+        tasks_left: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._client = open_client(url)  # RedisUnavailable now, in the caller's start()
         self._store = QueueStore(self._client, queue)
         self._url, self._queue = url, queue
+        self._tasks_left = tasks_left
         if spec.scratch_dir:
             os.makedirs(spec.scratch_dir, exist_ok=True)
         self._spec = spec
@@ -172,9 +181,9 @@ class FactoryThread:
                 if code != 0:
                     log.warning("a local worker of queue %r exited with status %d", self._queue, code)
             started = len(self._workers.processes)
-        needed = workers_needed(demand_from_stats(stats), spec.sizing)
+        needed = workers_needed(demand_from_stats(stats, self._tasks_left()), spec.sizing)
         new = workers_to_start(needed, started, stats.workers_connected, spec.sizing.workers_per_cycle)
-        log.debug(
+        (log.info if new > 0 else log.debug)(
             "queue %r: %d waiting, %d running; workers: %d needed, %d started, %d connected, %d to start",
             self._queue,
             stats.tasks_waiting,
