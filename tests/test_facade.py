@@ -12,7 +12,7 @@ import wq_redis as wq
 PUBLIC = {
     "WorkQueue", "Task", "PythonTask", "PythonTaskNoResult", "Resources", "Stats", "Result", "TaskState",
     "result_str", "RedisUnavailable", "EnvelopeError", "Executor", "TaskFuture", "TaskFailed", "RemoteTraceback",
-    "FileTooLarge", "__version__",
+    "FileTooLarge", "Factory", "__version__",
 }  # fmt: skip
 WORK_QUEUE_NAMES = (
     27  # WORK_QUEUE_RESULT_* (14), WORK_QUEUE_TASK_* (7), file types and flags (4), WAITFORTASK, DEFAULT_PORT

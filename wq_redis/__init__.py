@@ -7,7 +7,9 @@ on Redis.  Port a Work Queue program by changing its import::
     q.submit(t)
     t = q.wait(5)
 
-``wq.Executor`` runs calls as a ``concurrent.futures`` executor (futures are awaitable);
+``wq.Factory("local", manager=q)`` starts local workers as tasks wait, as Work Queue's
+factory does; ``wq.Executor`` runs calls as a ``concurrent.futures`` executor (futures are
+awaitable);
 ``wq-redis status`` shows queues, workers, tasks and categories.
 
 The package is layered (docs/architecture.md): ``protocol`` (the Redis contract),
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from .client.task import (
         Task as Task,
     )
+    from .embedded.factory import Factory as Factory
     from .embedded.queue import Executor as Executor
     from .embedded.queue import WorkQueue as WorkQueue
     from .protocol.connection import RedisUnavailable as RedisUnavailable
@@ -55,6 +58,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "WorkQueue": "embedded.queue",
     "Executor": "embedded.queue",
+    "Factory": "embedded.factory",
     "Task": "client.task",
     "PythonTask": "client.task",
     "PythonTaskNoResult": "client.task",

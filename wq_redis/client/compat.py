@@ -165,6 +165,11 @@ class WorkQueueCompat:
         """Work Queue's older name of ``unblock_host``."""
         self.unblock_host(host)
 
+    def specify_num_tasks_left(self, ntasks: int) -> None:
+        """Tell a ``wq.Factory`` of this queue (in this process) that ``ntasks`` more tasks
+        are coming: it starts workers for them as if they waited (0 or less: none)."""
+        self._num_tasks_left = max(0, int(ntasks))
+
     # -- nothing to tune -----------------------------------------------------------------
     specify_name = _ignored("specify_name", "a queue's name is given when it is created")
     specify_log = _ignored("specify_log", "use `wq-redis status` or WorkQueue.stats")
@@ -185,7 +190,6 @@ class WorkQueueCompat:
     specify_algorithm = _ignored("specify_algorithm", "workers choose tasks that fit them")
     specify_task_order = _ignored("specify_task_order", "tasks run by priority, then FIFO")
     specify_priority = _ignored("specify_priority", "queues have no priority among themselves")
-    specify_num_tasks_left = _ignored("specify_num_tasks_left", "there is no work_queue_factory")
     specify_category_autolabel_resource = _ignored("specify_category_autolabel_resource", "tasks are not resized")
     specify_category_first_allocation_guess = _ignored(
         "specify_category_first_allocation_guess", "use specify_category_max_resources"

@@ -1,3 +1,4 @@
 """A laptop without Redis: a private Redis server started on demand, worker processes on
-this machine, and the ``WorkQueue``/``Executor`` that use them (what ``wq.WorkQueue`` is).
+this machine, the ``WorkQueue``/``Executor`` that use them (what ``wq.WorkQueue`` is), and
+``wq.Factory("local", ...)``, which starts such workers as a queue's tasks need them.
 """

@@ -85,6 +85,13 @@ def tie_to_caller() -> Callable[[], None] | None:
     return _die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
+def tie_to_thread() -> Callable[[], None]:
+    """``preexec_fn`` making a child die when the thread starting it ends (the kernel ties
+    the death signal to that thread): for a thread that outlives its children, as a
+    factory's does (it stops its workers before it ends)."""
+    return _die_with_parent
+
+
 class RedisServer:
     """A redis-server child process on ``host:port`` with AOF ``appendfsync everysec``."""
 
