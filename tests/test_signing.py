@@ -100,3 +100,14 @@ def test_manager_never_unpickles_an_unsigned_result(redis_url, queue_name, tmp_p
         assert task.result == wq.WORK_QUEUE_RESULT_UNKNOWN and "not signed" in task.error
         assert isinstance(task.output, wq.PythonTaskNoResult)
     assert not marker.exists()
+
+
+def test_local_workers_of_a_signed_queue_get_its_secret(redis_url, queue_name, monkeypatch):
+    """``WorkQueue(secret=..., local_workers=N)``: the workers it starts verify its tasks (the
+    secret travels in their environment, never on their command line)."""
+    monkeypatch.delenv("WQ_REDIS_SECRET", raising=False)
+    with wq.WorkQueue(queue_name, redis_url=redis_url, secret="s3cret", local_workers=1) as q:
+        assert q.worker_environment()["WQ_REDIS_SECRET"] == "s3cret"
+        q.submit(wq.PythonTask(my_sum, 20, 22))
+        (task,) = drain(q, 1)
+        assert task.result == wq.WORK_QUEUE_RESULT_SUCCESS and task.output == 42

@@ -19,6 +19,7 @@ import atexit
 import functools
 import json
 import logging
+import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -119,7 +120,7 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
     ) -> None:
         if isinstance(name, int):  # WorkQueue(9123): Work Queue's positional port
             port, name = name, work_queue_options.pop("name", None) or "default"
-        if port is not None or work_queue_options:
+        if port or work_queue_options:  # WorkQueue(0): Work Queue's 'any port', nothing ignored
             warnings.warn(
                 f"ignored Work Queue options {sorted(work_queue_options) + (['port'] if port else [])}: "
                 "workers find this queue through Redis",
@@ -164,6 +165,15 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
             self._adopt_unfinished()
         if local_workers:
             self._local = self._start_local_workers(local_workers, local_worker_resources)
+
+    def worker_environment(self) -> dict[str, str]:
+        """What a worker of this queue needs in its environment besides its options: the
+        Redis URL (never on a command line, where other users could read a password) and,
+        for a signed queue, its secret.  Local workers and ``wq.Factory`` start theirs with it."""
+        env = {"WQ_REDIS_URL": self.redis_url}
+        if self._signer is not None:
+            env["WQ_REDIS_SECRET"] = os.fsdecode(self._signer.secret)
+        return env
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> WorkQueue:

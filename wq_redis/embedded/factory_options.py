@@ -3,7 +3,6 @@ its workers go (a queue object, a queue name, or a ``HOST:PORT``)."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -150,9 +149,8 @@ def where_is_the_queue(manager: Any, host_port: str | None, name: str | None) ->
     if manager is not None:
         if name and name != manager.name:
             raise ValueError(f"manager_name {name!r} differs from the manager's queue {manager.name!r}")
-        # a signed queue's workers verify its tasks with its secret (WQ_REDIS_SECRET)
-        secret = getattr(getattr(manager, "_signer", None), "_secret", None)
-        env = {"WQ_REDIS_SECRET": os.fsdecode(secret)} if secret else {}
+        env = manager.worker_environment()  # a signed queue's workers verify its tasks with its secret
+        env.pop("WQ_REDIS_URL", None)  # the URL is returned apart
         return manager.redis_url, manager.name, env
     if host_port is None:
         return resolve_url(None), str(name), {}

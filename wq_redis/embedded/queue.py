@@ -26,7 +26,8 @@ class WorkQueue(ClientWorkQueue):
         release_embedded()
 
     def _start_local_workers(self, count: int, resources: Mapping[str, Any] | None) -> LocalWorkers:
-        return LocalWorkers(self.redis_url, self.name, count, resources)
+        secret = {k: v for k, v in self.worker_environment().items() if k == "WQ_REDIS_SECRET"}
+        return LocalWorkers(self.redis_url, self.name, count, resources, env=secret)
 
 
 class Executor(ClientExecutor):

@@ -88,6 +88,7 @@ class Signer:
             raise ValueError("the signing secret must not be empty")
         self._secret = secret
         self._queue = queue.encode()
+        self.secret = secret  # what this queue's workers are given (WQ_REDIS_SECRET) to verify its tasks
         self.key_id = hashlib.sha256(b"wq-redis key id" + secret).hexdigest()[:12]
 
     def _mac(self, parts: list[bytes]) -> str:
