@@ -216,6 +216,7 @@ KEY_NAMES = {
     "worker_wake": "7@host",
     "function": "ab" * 32,
     "categories": None,
+    "blocked_hosts": None,
     "file": "cd" * 32,
     "fifo": "c1.m0.d0.g0|tag",
     "value": "w@h#1:42:1",
