@@ -14,6 +14,12 @@ def multiply(x: int, y: int) -> int:
     return x * y
 
 
+def product(pair: tuple[int, int]) -> int:
+    """What ``pair`` calls: one ``(x, y)`` tuple, as Work Queue's ``pair`` passes it."""
+    x, y = pair
+    return x * y
+
+
 def concat(parts: list[str]) -> str:
     """Not commutative: a reduction that scrambled the order would show."""
     return "".join(parts)

@@ -74,3 +74,19 @@ def test_cancel_by_category_cancels_only_that_category(queue, workers):
     assert queue.stats_category("doomed").tasks_cancelled == 3
     workers.start("--cores", "2")
     assert {t.category for t in drain(queue, 2)} == {"kept"}
+
+
+def test_the_fixed_allocation_mode_is_taken_silently_and_the_others_warn(queue):
+    """Work Queue's mode constants (category.h's values); only FIXED is given for now."""
+    import warnings
+
+    import pytest
+
+    assert (wq.WORK_QUEUE_ALLOCATION_MODE_FIXED, wq.WORK_QUEUE_ALLOCATION_MODE_MAX) == (0, 1)
+    assert wq.WORK_QUEUE_ALLOCATION_MODE_QUANTIZED_BUCKETING == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        queue.specify_category_mode("c", wq.WORK_QUEUE_ALLOCATION_MODE_FIXED)
+        queue.specify_category_mode(None, wq.WORK_QUEUE_ALLOCATION_MODE_FIXED)
+    with pytest.warns(UserWarning, match=r"only the FIXED category mode \(0\), not 1"):
+        queue.specify_category_mode("c", wq.WORK_QUEUE_ALLOCATION_MODE_MAX)

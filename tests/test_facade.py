@@ -14,9 +14,8 @@ PUBLIC = {
     "result_str", "RedisUnavailable", "EnvelopeError", "Executor", "TaskFuture", "TaskFailed", "RemoteTraceback",
     "FileTooLarge", "Factory", "__version__",
 }  # fmt: skip
-WORK_QUEUE_NAMES = (
-    27  # WORK_QUEUE_RESULT_* (14), WORK_QUEUE_TASK_* (7), file types and flags (4), WAITFORTASK, DEFAULT_PORT
-)
+# RESULT_* (14), TASK_* (7), file types and flags (4), WAITFORTASK, DEFAULT_PORT, ALLOCATION_MODE_* (9)
+WORK_QUEUE_NAMES = 36
 
 
 def _modules_after(code: str) -> list[str]:

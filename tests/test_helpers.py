@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from everyday_tasks import add_all, concat, multiply, reject_negative, square
+from everyday_tasks import add_all, concat, product, reject_negative, square
 
 import wq_redis as wq
 
@@ -15,11 +15,11 @@ def busy_queue(queue, workers):
 
 
 def test_pair_calls_the_function_on_every_pair_in_product_order(busy_queue):
-    assert busy_queue.pair(multiply, [1, 2, 3], [1, 10]) == [1, 10, 2, 20, 3, 30]
+    assert busy_queue.pair(product, [1, 2, 3], [1, 10]) == [1, 10, 2, 20, 3, 30]
 
 
 def test_pair_with_chunks_gives_the_same_results(busy_queue):
-    assert busy_queue.pair(multiply, range(4), range(5), chunksize=7) == [x * y for x in range(4) for y in range(5)]
+    assert busy_queue.pair(product, range(4), range(5), chunksize=7) == [x * y for x in range(4) for y in range(5)]
 
 
 def test_tree_reduce_keeps_the_order_of_the_sequence(busy_queue):
@@ -57,6 +57,6 @@ def test_map_shows_a_progress_bar_when_forced(queue, workers, capsys):
 
 
 def test_progress_is_off_by_default_without_a_terminal_and_when_disabled(busy_queue, capsys):
-    assert busy_queue.pair(multiply, [1, 2], [3]) == [3, 6]
+    assert busy_queue.pair(product, [1, 2], [3]) == [3, 6]
     assert busy_queue.tree_reduce(add_all, [1, 2, 3], progress=False) == 6
     assert capsys.readouterr().err == ""

@@ -39,4 +39,16 @@ WORK_QUEUE_CACHE = 1
 WORK_QUEUE_WAITFORTASK = -1  # wait(timeout=WORK_QUEUE_WAITFORTASK) waits forever
 WORK_QUEUE_DEFAULT_PORT = 9123  # accepted and ignored: workers find the queue through Redis
 
+# specify_category_mode: Work Queue's allocation modes (dttools category.h); wq-redis gives
+# FIXED only, for now (the others warn: issue 16, item 6)
+WORK_QUEUE_ALLOCATION_MODE_FIXED = 0
+WORK_QUEUE_ALLOCATION_MODE_MAX = 1
+WORK_QUEUE_ALLOCATION_MODE_MIN_WASTE = 2
+WORK_QUEUE_ALLOCATION_MODE_MAX_THROUGHPUT = 3
+WORK_QUEUE_ALLOCATION_MODE_GREEDY_BUCKETING = 4
+WORK_QUEUE_ALLOCATION_MODE_EXHAUSTIVE_BUCKETING = 5
+WORK_QUEUE_ALLOCATION_MODE_DET_GREEDY_BUCKETING = 6
+WORK_QUEUE_ALLOCATION_MODE_DET_EXHAUSTIVE_BUCKETING = 7
+WORK_QUEUE_ALLOCATION_MODE_QUANTIZED_BUCKETING = 8
+
 __all__ = ["Result", "TaskState", "result_str"] + [name for name in dir() if name.startswith("WORK_QUEUE_")]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.resources import RESOURCE_NAMES
+from .codes import WORK_QUEUE_ALLOCATION_MODE_FIXED
 
 if TYPE_CHECKING:
     import redis
@@ -117,10 +118,13 @@ class WorkQueueCompat:
         self.enable_monitoring()
 
     def specify_category_mode(self, category: str | None, mode: int) -> None:
-        """Only Work Queue's FIXED mode (1) exists here: a task gets its declared or its
-        category's resources and is not resized."""
-        if mode not in (None, 0, 1):
-            warnings.warn("wq-redis has only the FIXED category mode; tasks are not resized", stacklevel=2)
+        """Only Work Queue's FIXED mode (``WORK_QUEUE_ALLOCATION_MODE_FIXED``, 0) exists
+        here: a task gets its declared or its category's resources and is not resized.  The
+        other modes are accepted with a warning (Work Queue's allocations: issue 16, item 6)."""
+        if mode is not None and int(mode) != WORK_QUEUE_ALLOCATION_MODE_FIXED:
+            warnings.warn(
+                f"wq-redis has only the FIXED category mode (0), not {int(mode)}; tasks are not resized", stacklevel=2
+            )
 
     # -- the queue's workers (protocol/worker_control.py: read at each worker's heartbeat) ---
     def shutdown_workers(self, n: int) -> int:

@@ -61,13 +61,14 @@ class ChunkRunner:
 
 
 class PairChunkRunner:
-    """Calls ``func(x, y)`` on each pair of a chunk (exceptions per pair, as ChunkRunner)."""
+    """Calls ``func((x, y))`` on each pair of a chunk, one tuple as Work Queue's ``pair``
+    passes it (exceptions per pair, as ChunkRunner)."""
 
-    def __init__(self, func: Callable[[Any, Any], Any]) -> None:
+    def __init__(self, func: Callable[[tuple[Any, Any]], Any]) -> None:
         self.func = func
 
     def __call__(self, pairs: list[tuple[Any, Any]]) -> list[Any]:
-        return [_call(self.func, x, y) for x, y in pairs]
+        return [_call(self.func, pair) for pair in pairs]
 
 
 def auto_chunksize(queue: WorkQueue, iterable: Iterable[Any]) -> int:
@@ -210,7 +211,7 @@ def map_tasks(
 
 def pair_tasks(
     queue: WorkQueue,
-    func: Callable[[Any, Any], Any],
+    func: Callable[[tuple[Any, Any]], Any],
     seq1: Iterable[Any],
     seq2: Iterable[Any],
     chunksize: int,
@@ -221,7 +222,7 @@ def pair_tasks(
     bar = _progress(progress, _length(seq1, seq2), "pair")
     pairs = itertools.product(seq1, seq2)
     if chunksize == 1:
-        return _stream(queue, func, pairs, lambda args: 1, bar)
+        return _stream(queue, func, ((pair,) for pair in pairs), lambda args: 1, bar)  # one tuple per call
     sizes: list[int] = []
     chunks = _chunk_calls(pairs, chunksize, sizes)
     return _flatten(_stream(queue, PairChunkRunner(func), chunks, lambda args: len(args[0]), bar), sizes)

@@ -327,14 +327,20 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
 
     def pair(
         self,
-        func: Callable[[Any, Any], Any],
+        func: Callable[[tuple[Any, Any]], Any],
         seq1: Iterable[Any],
         seq2: Iterable[Any],
         chunksize: int = 1,
         progress: bool | None = None,
     ) -> list[Any]:
-        """``[func(x, y) for x, y in itertools.product(seq1, seq2)]`` run on the workers, in
-        that order (Work Queue's ``pair``); failed calls' slots hold their exceptions."""
+        """``[func(p) for p in itertools.product(seq1, seq2)]`` run on the workers, in that
+        order: ``func`` takes one ``(x, y)`` tuple, as Work Queue's ``pair`` passes it (its
+        manual's two-argument lambda fails under Work Queue too); failed calls' slots hold
+        their exceptions.
+
+        >>> q.pair(lambda p: p[0] * p[1], [1, 2], [10, 20])
+        [10, 20, 20, 40]
+        """
         return pair_tasks(self, func, seq1, seq2, chunksize, progress)
 
     def tree_reduce(

@@ -391,7 +391,10 @@ class Manager:
     def map(self, fn: Callable[[Any], Any], seq: Iterable[Any], chunksize: int = 1) -> list[Any]:
         return self._queue.map(fn, seq, chunksize)
 
-    def pair(self, fn: Callable[[Any, Any], Any], seq1: Iterable[Any], seq2: Iterable[Any], chunksize: int = 1) -> Any:
+    def pair(
+        self, fn: Callable[[tuple[Any, Any]], Any], seq1: Iterable[Any], seq2: Iterable[Any], chunksize: int = 1
+    ) -> Any:
+        """TaskVine's ``pair``: ``fn`` takes one ``(x, y)`` tuple, as TaskVine passes it."""
         return self._queue.pair(fn, seq1, seq2, chunksize)
 
     def tree_reduce(self, fn: Callable[[list[Any]], Any], seq: Iterable[Any], chunksize: int = 2) -> Any:
