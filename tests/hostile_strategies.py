@@ -250,6 +250,7 @@ KNOWN_FIELDS = (
     "host",
     "alloc",
     "meas",
+    "xfer",
     "rsig",
     "sig",
     "lt",

@@ -370,6 +370,7 @@ class Case:
             self.violations.append(f"wait() returned tasks more than once: {twice}")
         for task in returned:
             output = task.output  # what a user reads: loads a PythonTask's return value
+            task.total_bytes_transferred, task.total_transfer_time  # noqa: B018  # parse the transfer field
             if task.id not in accepted:
                 continue
             index = accepted.index(task.id)

@@ -34,6 +34,7 @@ from ..protocol.resources import parse_class
 from .codes import WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
 from .compat import TaskCompat
 from .spec import InputFile, Resources, TaskSpec, cache_flag, check_remote, non_negative
+from .transfer import TaskTransfer
 
 __all__ = ["InputFile", "PythonTask", "PythonTaskNoResult", "Resources", "Task"]
 
@@ -42,7 +43,7 @@ class PythonTaskNoResult(Exception):
     """``PythonTask.output`` when the task failed as a task (lost, timed out, cancelled)."""
 
 
-class Task(TaskCompat):
+class Task(TaskCompat, TaskTransfer):
     """A command line run on a worker, in a sandbox holding its input files.
 
     >>> t = Task("wc -l < data.txt > count.txt")

@@ -56,6 +56,7 @@ VALUE_SIGNATURE = "rsig"  # the worker's signature of the return value (signing.
 HOST = "host"  # the host that ran it (absent when it is the one in the worker's name)
 ALLOCATED = "alloc"  # resources allocated, JSON (absent: its resource class, MEMBER)
 MEASURED = "meas"  # resources measured (cores, memory, wall time, cpu time), JSON
+TRANSFER = "xfer"  # bytes and times (us) of staging inputs and collecting outputs, JSON (absent: no files)
 # Files (files.py): prefixes followed by the file's name inside the task's sandbox
 INLINE_FILE = "in:"  # an input file's bytes, inline
 CACHED_FILE = "cin:"  # the SHA-256 of a cached input file (bytes under keys.file)
@@ -78,7 +79,7 @@ PACK_SIZE_B, PACK_CANCELLED_B, PACK_ARGS_B, PACK_RESULTS_B = b"n", b"nc", b"pa",
 PACK_FAILED_B, PACK_FAILED_IDS_B, PACK_VALUE_KEYS_B, PACK_CANCELLED_MEMBER_B = b"nf", b"fids", b"vks", b"pc:"
 RESULT_B, RETURN_STATUS_B, OUTPUT_B, ERROR_B = b"r", b"rs", b"out", b"err"
 VALUE_B, VALUE_KEY_B, VALUE_SIGNATURE_B = b"val", b"vk", b"rsig"
-HOST_B, ALLOCATED_B, MEASURED_B = b"host", b"alloc", b"meas"
+HOST_B, ALLOCATED_B, MEASURED_B, TRANSFER_B = b"host", b"alloc", b"meas", b"xfer"
 INLINE_FILE_B, CACHED_FILE_B, INLINE_DIR_B, CACHED_DIR_B = b"in:", b"cin:", b"tin:", b"ctin:"
 OUTPUT_FILE_B, OUTPUT_DIR_B, INPUT_MODE_B, OUTPUT_MODE_B = b"o:", b"od:", b"im:", b"om:"
 URL_FILE_B, CACHED_URL_FILE_B, COMMAND_FILE_B, CACHED_COMMAND_FILE_B = b"url:", b"curl:", b"fcmd:", b"cfcmd:"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol.codes import INPUT_MISSING_STATUS, KILLED_STATUS, NOT_RUN_STATUS, OVER_LIMITS_STATUS, Result
-from ..protocol.fields import ARGS_B, ATTEMPTS_B, FUNCTION_B, OUTPUT_DIR, OUTPUT_FILE, OUTPUT_MODE
+from ..protocol.fields import ARGS_B, ATTEMPTS_B, FUNCTION_B, OUTPUT_DIR, OUTPUT_FILE, OUTPUT_MODE, TRANSFER
 from ..protocol.files import DEFAULT_MODE, mode_text, pack_directory, transferred_mode
 from ..protocol.resources import Request
 from ..protocol.serialize import EnvelopeError, worker_view
@@ -38,7 +38,7 @@ from .command import SHELL, as_shell_reports, direct_argv, shell_environment, wo
 from .guardian import guardian
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
 from .resources import GPU
-from .staging import stage_inputs
+from .staging import Staged, stage_inputs, transfer_field
 from .waiting import CancelSignal, Limits, Verdict, supervise
 
 
@@ -77,6 +77,8 @@ class TaskRun:
         self.cancel_signal = CancelSignal()
         self.deadline_kind = Result.TASK_MAX_RUN_TIME
         self.limits = Limits(sandbox=self.sandbox)
+        self.staged: Staged | None = None  # the inputs' bytes and times (None: no inputs)
+        self.collected: tuple[int, int] | None = None  # when outputs were collected, us (None: none declared)
 
     def cancel(self) -> None:
         """Stop the task from another thread (lease lost or task cancelled)."""
@@ -143,7 +145,7 @@ class TaskRun:
 
     def _stage_inputs(self) -> None:
         """Files, directories, URLs and file commands into the sandbox (staging.py)."""
-        stage_inputs(self.fields, self.sandbox, self.slot.files)
+        self.staged = stage_inputs(self.fields, self.sandbox, self.slot.files)
 
     def _environment(self, task_env: dict[str, str | None]) -> dict[str, str | None]:
         """The slot's variables (``Slot.environment``), the task id, then the task's own."""
@@ -263,10 +265,16 @@ class TaskRun:
         return Result.TASK_MAX_RUN_TIME, KILLED_STATUS, message
 
     def _collect_outputs(self, spec: dict[str, Any], outcome: Outcome) -> dict[str, bytes]:
-        """Result fields of the output files (``o:NAME``) and directories (``od:NAME``)."""
+        """Result fields of the output files (``o:NAME``) and directories (``od:NAME``),
+        and when collecting them started and ended (``collected``; only for a task that
+        declares outputs: the clock is not read for others)."""
         outputs: dict[str, bytes] = {}
+        files, dirs = spec.get("outputs", []), spec.get("output_dirs", [])
+        if not files and not dirs:
+            return outputs
+        start = time.time_ns() // 1000
         missing = []
-        for _local, remote in spec.get("outputs", []):
+        for _local, remote in files:
             try:
                 with open(os.path.join(self.sandbox, remote), "rb") as handle:
                     outputs[OUTPUT_FILE + remote] = handle.read(self.slot.max_result_bytes + 1)
@@ -276,7 +284,7 @@ class TaskRun:
                 continue
             if mode != DEFAULT_MODE:  # the manager writes it with these bits (wire.apply_results)
                 outputs[OUTPUT_MODE + remote] = mode_text(mode).encode()
-        for _local, remote in spec.get("output_dirs", []):
+        for _local, remote in dirs:
             try:
                 outputs[OUTPUT_DIR + remote] = pack_directory(
                     os.path.join(self.sandbox, remote), max_file_bytes=self.slot.max_result_bytes
@@ -286,13 +294,17 @@ class TaskRun:
         if missing and outcome.result == Result.SUCCESS:
             outcome.result = Result.OUTPUT_MISSING
             outcome.error = f"output file(s) not produced: {', '.join(missing)}"
+        self.collected = (start, time.time_ns() // 1000)
         return outputs
 
     # -- the result ----------------------------------------------------------------------
     def _fields(self, outcome: Outcome, outputs: dict[str, bytes], wall: float) -> dict[str, Any]:
-        return result_fields(
+        fields = result_fields(
             self.task_id, outcome, outputs, wall, self.slot.max_result_bytes, self.slot.signer, named_host(self.fields)
         )
+        if self.staged is not None or self.collected is not None:  # a task with files: what moving them took
+            fields[TRANSFER] = transfer_field(self.staged, self.collected, fields)
+        return fields
 
 
 def remove_sandbox(path: str) -> None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from ..protocol.fields import (
     CACHED_COMMAND_FILE,
@@ -24,6 +27,8 @@ from ..protocol.fields import (
     INLINE_DIR,
     INLINE_FILE,
     INPUT_MODE,
+    OUTPUT_DIR,
+    OUTPUT_FILE,
     URL_FILE,
 )
 from ..protocol.files import parse_mode, unpack_directory
@@ -36,16 +41,31 @@ _MADE = (URL_FILE, CACHED_URL_FILE, COMMAND_FILE, CACHED_COMMAND_FILE)
 _KINDS = frozenset((*_FILES, INLINE_DIR, CACHED_DIR, *_MADE))
 
 
-def stage_inputs(fields: Mapping[bytes, bytes], sandbox: str, files: FileCache | None) -> None:
-    """Every input of the task into ``sandbox`` (made).  Raises OSError (FetchError for a
-    URL or command) for an input that cannot be put there, ValueError for a field that
-    does not decode (another client's garbage)."""
+@dataclass
+class Staged:
+    """What staging a task's inputs took: their bytes (as they travelled: a file's
+    bytes, a directory's tar, a fetched or made file's bytes) and when it started and
+    ended, microseconds since the epoch (Work Queue's ``send_input_start``/``_finish``)."""
+
+    size: int
+    start: int
+    end: int
+
+
+def stage_inputs(fields: Mapping[bytes, bytes], sandbox: str, files: FileCache | None) -> Staged | None:
+    """Every input of the task into ``sandbox`` (made); what it took, or None for a task
+    without inputs (no clock read for it).  Raises OSError (FetchError for a URL or
+    command) for an input that cannot be put there, ValueError for a field that does not
+    decode (another client's garbage)."""
     os.makedirs(sandbox, exist_ok=True)
+    staged: Staged | None = None
     for name, data in fields.items():
         kind, colon, remote = name.decode(errors="replace").partition(":")
         kind += colon
         if kind not in _KINDS:
             continue
+        if staged is None:
+            staged = Staged(0, time.time_ns() // 1000, 0)
         path = os.path.join(sandbox, remote)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         if kind in _FILES:
@@ -53,14 +73,36 @@ def stage_inputs(fields: Mapping[bytes, bytes], sandbox: str, files: FileCache |
             mode = None if mode_field is None else parse_mode(mode_field)
             if kind == INLINE_FILE:
                 _write(path, data, mode)
+                staged.size += len(data)
             else:
                 _needed(files).link_into(data.decode(), path, mode)
+                staged.size += os.stat(path).st_size
         elif kind == INLINE_DIR:
             unpack_directory(data, path)
+            staged.size += len(data)
         elif kind == CACHED_DIR:
-            unpack_directory(_needed(files).path(data.decode()), path)
+            tar = _needed(files).path(data.decode())
+            unpack_directory(tar, path)
+            staged.size += os.stat(tar).st_size
         else:
             _make(kind, data.decode(), path, sandbox, _needed(files))
+            staged.size += os.stat(path).st_size
+    if staged is not None:
+        staged.end = time.time_ns() // 1000
+    return staged
+
+
+_TRANSFER = '{"in":%d,"out":%d,"in_start":%d,"in_end":%d,"out_start":%d,"out_end":%d}'  # JSON, one C-level format
+
+
+def transfer_field(staged: Staged | None, collected: tuple[int, int] | None, result: Mapping[str, Any]) -> str:
+    """The ``xfer`` result field of a task with files: the bytes staged in and the bytes
+    of the outputs the result carries (none when it went over the result limit), and
+    the four times, 0 for a phase that did not happen."""
+    size_in, in_start, in_end = (0, 0, 0) if staged is None else (staged.size, staged.start, staged.end)
+    out_start, out_end = collected or (0, 0)
+    size_out = sum(len(v) for k, v in result.items() if k.startswith((OUTPUT_FILE, OUTPUT_DIR)))
+    return _TRANSFER % (size_in, size_out, in_start, in_end, out_start, out_end)
 
 
 def _needed(files: FileCache | None) -> FileCache:
