@@ -23,6 +23,7 @@ from typing import TypeVar
 import redis
 
 from ..protocol.connection import RedisUnavailable, safe_url
+from ..protocol.outage import OutageLog
 
 log = logging.getLogger("wq_redis.client.queue")
 T = TypeVar("T")
@@ -57,7 +58,14 @@ class Reconnect:
         self.url = safe_url(url)
         self.queue = queue
         self.timeout = timeout
-        self._down_since: float | None = None  # when the current outage began (monotonic)
+        self._outage = OutageLog(
+            log,
+            down="Redis at {url} is unreachable ({error}); queue {queue!r} waits for it for up to {timeout:g} s",
+            back="Redis at {url} is back after {seconds:.1f} s; queue {queue!r} goes on",
+            url=self.url,
+            queue=queue,
+            timeout=timeout,
+        )
 
     def call(self, operation: Callable[[], T]) -> T:
         """``operation()``, tried again with backoff while Redis is unreachable; raises
@@ -67,19 +75,10 @@ class Reconnect:
             try:
                 result = operation()
             except OUTAGE_ERRORS as exc:
-                now = time.monotonic()
-                if self._down_since is None:
-                    self._down_since = now
-                    log.warning(
-                        "Redis at %s is unreachable (%s); queue %r waits for it for up to %g s",
-                        self.url,
-                        exc,
-                        self.queue,
-                        self.timeout,
-                    )
-                if now - self._down_since + delay > self.timeout:
-                    waited = now - self._down_since
-                    self._down_since = None  # a later call waits again, from then on
+                self._outage.failed(error=exc)
+                waited = self._outage.lasted()
+                if waited + delay > self.timeout:
+                    self._outage.forget()  # a later call waits again, from then on
                     raise RedisUnavailable(
                         f"Redis at {self.url} has been unreachable for {waited:.0f} s (reconnect_timeout="
                         f"{self.timeout:g}): {exc}.  The tasks already submitted are kept in Redis: once it is "
@@ -88,12 +87,5 @@ class Reconnect:
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_DELAY)
                 continue
-            if self._down_since is not None:
-                log.warning(
-                    "Redis at %s is back after %.1f s; queue %r goes on",
-                    self.url,
-                    time.monotonic() - self._down_since,
-                    self.queue,
-                )
-                self._down_since = None
+            self._outage.succeeded()
             return result

@@ -26,8 +26,7 @@ class WorkQueue(ClientWorkQueue):
         release_embedded()
 
     def _start_local_workers(self, count: int, resources: Mapping[str, Any] | None) -> LocalWorkers:
-        secret = {k: v for k, v in self.worker_environment().items() if k == "WQ_REDIS_SECRET"}
-        return LocalWorkers(self.redis_url, self.name, count, resources, env=secret)
+        return LocalWorkers(self.redis_url, self.name, count, resources, env=self.worker_environment())
 
 
 class Executor(ClientExecutor):
