@@ -197,7 +197,7 @@ def test_a_re_sent_submit_call_queues_its_tasks_once(queue, redis_url):
     client = redis.Redis.from_url(redis_url)
     store = QueueStore(client, queue.name)
     task_id = _next_ids(client, queue, 1)[0] + 100
-    fields, _ = encode_task(wq.Task("echo once"), Request(), FunctionCache())
+    fields, _ = encode_task(wq.Task("echo once"), FunctionCache())
     row = (task_id, queue_member(Request(), None), 0.0, fields)
     first = store.submit([row], queue._incarnation)
     again = store.submit([row], queue._incarnation)  # a reply lost on the wire, the call sent again
@@ -210,7 +210,7 @@ def test_a_re_sent_submit_call_queues_its_tasks_once(queue, redis_url):
 def test_a_submit_in_another_incarnation_queues_nothing(queue, redis_url):
     client = redis.Redis.from_url(redis_url)
     store = QueueStore(client, queue.name)
-    fields, _ = encode_task(wq.Task("echo never"), Request(), FunctionCache())
+    fields, _ = encode_task(wq.Task("echo never"), FunctionCache())
     row = (990008, queue_member(Request(), None), 0.0, fields)
     for incarnation in ("another", ""):
         with pytest.raises(QueueStateLost):

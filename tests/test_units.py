@@ -548,7 +548,7 @@ def test_a_local_path_without_remote_name_lands_under_its_base_name():
     t = Task("true")
     t.specify_output_file("/some/where/result.txt")
     t.specify_buffer("hello", "sub/dir/../in.txt")
-    fields, _ = encode_task(t, Request(), FunctionCache())
+    fields, _ = encode_task(t, FunctionCache())
     spec = unpack_spec(fields["spec"])
     assert spec["outputs"] == [["/some/where/result.txt", "result.txt"]]
     assert fields["in:sub/in.txt"] == b"hello"
@@ -556,7 +556,7 @@ def test_a_local_path_without_remote_name_lands_under_its_base_name():
 
 def _encoded_spec(task: Task) -> dict:
     """The spec as the worker reads it (a PythonTask that specifies nothing has no spec field)."""
-    fields, _ = encode_task(task, Request(), FunctionCache())
+    fields, _ = encode_task(task, FunctionCache())
     return task_spec({name.encode(): value for name, value in fields.items()})
 
 
@@ -579,7 +579,7 @@ def test_python_task_rejects_a_non_callable():
 
 def test_python_task_envelope_names_its_function_by_digest():
     t = PythonTask(_square, 3)
-    fields, bodies = encode_task(t, Request(), FunctionCache())
+    fields, bodies = encode_task(t, FunctionCache())
     assert _encoded_spec(t)["kind"] == "py"
     assert set(bodies) == {fields["fn"].hex()}  # the raw digest in the hash
     assert cloudpickle.loads(fields["args"]) == ((3,), {})

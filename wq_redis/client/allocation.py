@@ -18,10 +18,11 @@ computation: the manager feeds it measurements and asks for allocations.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
+
+from .bucketing import BucketingManager
 
 FIRST, MAX, ERROR = "first", "max", "error"  # category_allocation_t
 FIXED, MAX_MODE, MIN_WASTE, MAX_THROUGHPUT = 0, 1, 2, 3  # category_mode_t; MAX_MODE is C's MODE_MAX
@@ -43,11 +44,8 @@ class BucketingLike(Protocol):
 
 
 def _default_bucketing(mode: int) -> BucketingLike:
-    """``bucketing_manager_initialize``: imported only when a category enters a bucketing
-    mode, and by name because client/bucketing.py is written alongside this module."""
-    module = importlib.import_module(".bucketing", __package__)
-    manager: BucketingLike = module.BucketingManager(mode)
-    return manager
+    """``bucketing_manager_initialize`` (client/bucketing.py)."""
+    return BucketingManager(mode)
 
 
 def unset() -> Resources:

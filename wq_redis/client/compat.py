@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.resources import RESOURCE_NAMES
-from .codes import WORK_QUEUE_ALLOCATION_MODE_FIXED
 
 if TYPE_CHECKING:
     import redis
@@ -117,15 +116,6 @@ class WorkQueueCompat:
         """As ``enable_monitoring`` (no time series are written)."""
         self.enable_monitoring()
 
-    def specify_category_mode(self, category: str | None, mode: int) -> None:
-        """Only Work Queue's FIXED mode (``WORK_QUEUE_ALLOCATION_MODE_FIXED``, 0) exists
-        here: a task gets its declared or its category's resources and is not resized.  The
-        other modes are accepted with a warning (Work Queue's allocations: issue 16, item 6)."""
-        if mode is not None and int(mode) != WORK_QUEUE_ALLOCATION_MODE_FIXED:
-            warnings.warn(
-                f"wq-redis has only the FIXED category mode (0), not {int(mode)}; tasks are not resized", stacklevel=2
-            )
-
     # -- the queue's workers (protocol/worker_control.py: read at each worker's heartbeat) ---
     def shutdown_workers(self, n: int) -> int:
         """Ask up to ``n`` workers of this queue (``n`` < 1: all) to exit, as Work Queue
@@ -185,7 +175,6 @@ class WorkQueueCompat:
     specify_master_preferred_connection = _ignored("specify_master_preferred_connection", _MANAGER)
     specify_keepalive_interval = _ignored("specify_keepalive_interval", "workers renew leases (--lease-seconds)")
     specify_keepalive_timeout = _ignored("specify_keepalive_timeout", "workers renew leases (--lease-seconds)")
-    tune = _ignored("tune", "Work Queue's tunables belong to its manager loop")
     estimate_capacity = _ignored("estimate_capacity", "stats report capacity always")
     activate_fast_abort = _ignored("activate_fast_abort", "no fast abort; use specify_running_time_max")
     activate_fast_abort_category = _ignored(
@@ -194,17 +183,14 @@ class WorkQueueCompat:
     specify_algorithm = _ignored("specify_algorithm", "workers choose tasks that fit them")
     specify_task_order = _ignored("specify_task_order", "tasks run by priority, then FIFO")
     specify_priority = _ignored("specify_priority", "queues have no priority among themselves")
-    specify_category_autolabel_resource = _ignored("specify_category_autolabel_resource", "tasks are not resized")
-    specify_category_first_allocation_guess = _ignored(
-        "specify_category_first_allocation_guess", "use specify_category_max_resources"
+    initialize_categories = _ignored(
+        "initialize_categories",
+        "categories learn from the tasks of this run; use specify_category_first_allocation_guess",
     )
-    initialize_categories = _ignored("initialize_categories", "use specify_category_max_resources")
 
     # -- effects wq-redis cannot give --------------------------------------------------------
     specify_password = _unsupported("specify_password", "put the password in the Redis URL (redis://:PASSWORD@host)")
     specify_password_file = _unsupported("specify_password_file", "put the password in the Redis URL")
-    specify_min_resources = _unsupported("specify_min_resources", "there are no minimums; declare what tasks need")
-    specify_category_min_resources = _unsupported("specify_category_min_resources", "there are no minimums")
     specify_min_taskid = _unsupported("specify_min_taskid", "ids come from the queue's Redis counter")
     specify_draining_by_hostname = _unsupported("specify_draining_by_hostname", "send the workers SIGTERM: they drain")
     invalidate_cache_file = _unsupported(

@@ -31,11 +31,11 @@ from redis.retry import Retry
 
 from ..protocol.connection import open_client, resolve_url
 from ..protocol.fields import STATE
-from ..protocol.resources import RESOURCE_NAMES
 from ..protocol.serialize import FunctionCache
 from ..protocol.signing import Signer, secret_from
 from ..protocol.store import WORKER_TIMEOUT_MS, QueueStateLost, QueueStore
 from ..protocol.views import QueueView
+from .allocating import Allocating
 from .asyncwait import wait_async
 from .books import TaskBooks
 from .cancelling import Cancelling
@@ -80,7 +80,7 @@ def _close_at_exit(queue_ref: weakref.ref[WorkQueue]) -> None:
             logging.getLogger("wq_redis").warning("closing queue %r at exit: %s", queue.name, exc)
 
 
-class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat):
+class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat):
     """A named queue of tasks in Redis; workers anywhere that reach Redis run them.
 
     ``WorkQueue(name="default", redis_url=None)``: the URL falls back to ``WQ_REDIS_URL``,
@@ -153,7 +153,7 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
         self._unacked = []
         self._released = []
         self._drained = False
-        self._categories = {}
+        self._init_allocation()
         self._files = FileStager()
         self.hungry_minimum = HUNGRY_MINIMUM
         self._local: LocalWorkerPool | None = None
@@ -245,18 +245,10 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
             pass
 
     # -- categories ------------------------------------------------------------------
-    def specify_category_max_resources(self, category: str, resources: Mapping[str, int]) -> None:
-        """Resources given to tasks of ``category`` that declare none themselves."""
-        unknown = set(resources) - set(RESOURCE_NAMES)
-        if unknown:
-            raise ValueError(f"unknown resources {sorted(unknown)}; use {RESOURCE_NAMES}")
-        self._categories[category] = {k: int(v) for k, v in resources.items() if v is not None and v >= 0}
-        self._placements.clear()
-        self._store_category(category)
-
     def _store_category(self, category: str) -> None:
-        """Write a category's resources into Redis, for `wq-redis status -A`."""
-        resources_json = json.dumps(self._categories[category])
+        """Write a category's maximum resources into Redis, for `wq-redis status -A`."""
+        maximum = self._allocation.get(category).max_allocation
+        resources_json = json.dumps({k: int(v) for k, v in maximum.items() if v > -1})
         self._redis.call(lambda: self._store.set_category(category, resources_json))
 
     def enable_monitoring(self, *args: Any, **kwargs: Any) -> None:
@@ -264,9 +256,6 @@ class WorkQueue(Submitting, Retrieving, Cancelling, Recovering, WorkQueueCompat)
         than they declared are killed and come back as RESOURCE_EXHAUSTION or
         DISK_ALLOC_FULL (the same as ``WorkQueue(..., enforce_limits=True)``)."""
         self.enforce_limits = True
-
-    def specify_max_resources(self, resources: Mapping[str, int]) -> None:
-        self.specify_category_max_resources("default", resources)
 
     def empty(self) -> bool:
         """True when every task this manager submitted (or adopted when it re-attached) has

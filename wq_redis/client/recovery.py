@@ -130,8 +130,9 @@ class Recovering(QueueState):
         self._uploaded.clear()  # the functions and cached files it stored are gone too
         self._files.forget_uploads()
         self._drained = False
-        for category in self._categories:
-            self._store_category(category)
+        for category in self._allocation:
+            self._store_category(category.name)
+        self._republish_labels()
         for task_id in adopted:
             books.adopted.discard(task_id)
             books.pack_of.pop(task_id, None)
@@ -158,8 +159,8 @@ class Recovering(QueueState):
             books.unpack(task_id)
             stamp = task.submit_time
             try:
-                request, member = self._placement(task)
-                fields, needed = self._encode_fields(task, request)
+                member = self._placement(task)
+                fields, needed = self._encode_fields(task)
                 if stamp is not None:
                     fields[SUBMITTED] = task.submit_time = stamp
             except Exception as exc:

@@ -191,6 +191,7 @@ class Retrieving(QueueState):
                 RESULT_B: str(int(Result.OUTPUT_TRANSFER_ERROR)).encode(),
                 ERROR_B: f"output file could not be written on the manager: {exc}".encode(),
             }
+        self._learn(task)
         return task
 
     def _flush_acks(self) -> None:

@@ -1,7 +1,7 @@
 """Submitting: a task's way from ``submit`` to Redis.
 
 Each task is checked and encoded into hash fields (wire.py; input files staged by
-files.py), given its ready queue from its resources or its category's (``_placement``),
+files.py), given its ready queue, its resource class (allocating.py: ``_placement``),
 an id from a block reserved in Redis, and signed when the queue has a secret.  ``submit``
 leaves the row in the submit buffer (submit_buffer.py), whose thread sends it with
 whatever else was submitted meanwhile; ``submit_many`` sends its rows at once, packing
@@ -24,7 +24,6 @@ from typing import Any, cast
 from ..protocol import gcpause
 from ..protocol.codes import NOT_RUN_STATUS, Result
 from ..protocol.fields import SIGNATURE
-from ..protocol.resources import DEFAULT_CORES, RESOURCE_NAMES, Request, queue_member
 from ..protocol.store import QueueStateLost, Submitted
 from .queue_state import QueueState, some_ids
 from .recovery import failed_locally
@@ -35,12 +34,11 @@ from .wire import encode_task
 log = logging.getLogger("wq_redis.client.queue")
 
 ID_BLOCK = 1024  # task ids reserved per round trip
-PLACEMENTS_KEPT = 4096  # memoized (category, resources, tag) placements; more are a sign of per-task values
 FUNCTION_TTL_SECONDS = 7 * 24 * 3600  # a stored function outlives its last submit by this much
 FUNCTION_REFRESH_SECONDS = 3600  # how often a manager re-stores (and re-times) a function it uses
 
 
-Encoded = tuple[dict[str, Any], dict[str, bytes], Request, str]  # fields, function bodies, request, queue member
+Encoded = tuple[dict[str, Any], dict[str, bytes], str]  # fields, function bodies, queue member
 
 
 def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
@@ -49,27 +47,6 @@ def _bytes_fields(fields: Mapping[str, Any]) -> dict[bytes, bytes]:
 
 class Submitting(QueueState):
     """``submit`` and ``submit_many``, and the steps of encoding, placing and sending tasks."""
-
-    def _placement(self, task: Task) -> tuple[Request, str]:
-        """The task's resolved request and its ready queue ``CLASS|TAG`` (memoized: most
-        tasks of a queue share a handful of (category, request, tag) combinations)."""
-        spec = task._spec
-        key = (spec.category, spec.cores, spec.memory, spec.disk, spec.gpus, spec.tag)
-        found = self._placements.get(key)
-        if found is None:
-            category = self._categories.get(spec.category, {})
-            fallback = self._categories.get("default", {})
-            values = {}
-            for name in RESOURCE_NAMES:
-                value = getattr(spec, name)
-                if value is None:
-                    value = category.get(name, fallback.get(name, DEFAULT_CORES if name == "cores" else 0))
-                values[name] = value
-            request = Request(**values)
-            if len(self._placements) >= PLACEMENTS_KEPT:
-                self._placements.clear()
-            found = self._placements[key] = (request, queue_member(request, spec.tag))
-        return found
 
     def _next_id(self) -> int:
         for task_id in self._ids:
@@ -87,9 +64,9 @@ class Submitting(QueueState):
             self._send_buffered()  # an earlier send failed: raises if Redis stays away
         if not isinstance(task, Task) or task._spec.inputs:
             return self.submit_many([task])[0]  # input files are staged and stored first
-        fields, bodies, request, member = self._encode(task)
+        fields, bodies, member = self._encode(task)
         self._upload_functions(bodies)
-        row = self._row(task, request, member, fields)
+        row = self._row(task, member, fields)
         books = self._books
         books.submitted[row[0]] = task
         books.categories.submitted([task])
@@ -126,8 +103,8 @@ class Submitting(QueueState):
                 rows, sent = self._rows_around_missing(tasks, encoded)
             else:
                 rows = [
-                    self._row(task, request, member, fields)
-                    for task, (fields, _, request, member) in zip(tasks, cast("Sequence[Encoded]", encoded))
+                    self._row(task, member, fields)
+                    for task, (fields, _, member) in zip(tasks, cast("Sequence[Encoded]", encoded))
                 ]
             packs: dict[int, list[int]] = {}
             # a signature is per task, and enforced limits are watched per task: neither is packed
@@ -180,8 +157,8 @@ class Submitting(QueueState):
             if item is None:
                 task._id = self._next_id()
                 continue
-            fields, _, request, member = item
-            rows.append(self._row(task, request, member, fields))
+            fields, _, member = item
+            rows.append(self._row(task, member, fields))
             sent.append(task)
         return rows, sent
 
@@ -201,13 +178,13 @@ class Submitting(QueueState):
             raise TypeError(f"submit takes Task or PythonTask objects, got {type(task).__name__}")
         if task._id is not None and task._id in self._books.submitted:
             raise ValueError(f"task {task._id} is already submitted")
-        request, member = self._placement(task)
-        fields, bodies = self._encode_fields(task, request)
-        return fields, bodies, request, member
+        member = self._placement(task)
+        fields, bodies = self._encode_fields(task)
+        return fields, bodies, member
 
-    def _encode_fields(self, task: Task, request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+    def _encode_fields(self, task: Task) -> tuple[dict[str, Any], dict[str, bytes]]:
         self._files.last_inputs_bytes = 0
-        fields, bodies = encode_task(task, request, self._functions, self.enforce_limits, self._files)
+        fields, bodies = encode_task(task, self._functions, self.enforce_limits, self._files)
         self._files.check_task_size(task, fields, bodies)  # what no worker would load
         return fields, bodies
 
@@ -247,7 +224,7 @@ class Submitting(QueueState):
         except QueueStateLost as lost:
             self._recover_lost_state(lost.seen)
 
-    def _row(self, task: Task, request: Request, member: str, fields: dict[str, Any]) -> Row:
+    def _row(self, task: Task, member: str, fields: dict[str, Any]) -> Row:
         return self._signed_row(task, self._next_id(), member, fields)
 
     def _signed_row(self, task: Task, task_id: int, member: str, fields: dict[str, Any]) -> Row:

@@ -21,7 +21,6 @@ from ..protocol.fields import (
     FINISHED,
     HOST,
     MEASURED,
-    MEMBER,
     OUTPUT,
     OUTPUT_FILE_B,
     RESULT,
@@ -30,7 +29,7 @@ from ..protocol.fields import (
     VALUE,
     WORKER,
 )
-from ..protocol.resources import parse_class
+from ..protocol.resources import allocation_of
 from .codes import WORK_QUEUE_INPUT, WORK_QUEUE_OUTPUT, Result, result_str
 from .compat import TaskCompat
 from .spec import InputFile, Resources, TaskSpec, cache_flag, check_remote, non_negative
@@ -313,8 +312,8 @@ class Task(TaskCompat, TaskTransfer):
         return result_str(self.result)
 
     # A worker leaves out what is empty or known otherwise (worker/runner.py
-    # ``result_fields``): no RETURN_STATUS for status 0, no OUTPUT for no output, no ALLOCATED
-    # (the task's resource class, MEMBER), no HOST when it is the one in the worker's name.
+    # ``result_fields``): no RETURN_STATUS for status 0, no OUTPUT for no output, no HOST when
+    # it is the one in the worker's name (ALLOCATED is the claim's, written with the lease).
     @property
     def return_status(self) -> int | None:
         """Exit code of the command (or signal number when ``result`` is SIGNAL)."""
@@ -363,15 +362,12 @@ class Task(TaskCompat, TaskTransfer):
 
     @property
     def resources_allocated(self) -> Resources:
-        alloc = self._get(ALLOCATED)
-        member = self._get(MEMBER)
-        if alloc is None and member and self._get(RESULT) is not None:
-            try:
-                request = parse_class(member.decode().partition("|")[0])
-            except ValueError:
-                return Resources.from_json(None)
-            return Resources(request.cores, request.memory, request.disk, request.gpus)
-        return Resources.from_json(alloc)
+        """What the worker that ran it gave it (the box its claim computed: claim.lua);
+        unknown until a worker took it."""
+        box = allocation_of(self._get(ALLOCATED))
+        if box is None:
+            return Resources()
+        return Resources(box.cores, box.memory, box.disk, box.gpus)
 
     @property
     def resources_measured(self) -> Resources:
@@ -381,15 +377,15 @@ class Task(TaskCompat, TaskTransfer):
     def limits_exceeded(self) -> Resources | None:
         """The limit the task went over, as Work Queue reports it: None unless it was killed
         for it, else a ``Resources`` holding only that limit (memory in MB for
-        RESOURCE_EXHAUSTION, disk in MB for DISK_ALLOC_FULL): the worker enforces what the
-        task declared, else what it was allocated."""
+        RESOURCE_EXHAUSTION, disk in MB for DISK_ALLOC_FULL): the worker enforces what it
+        gave the task (``resources_allocated``), as Work Queue's does."""
         result = self.result
         if result not in (Result.RESOURCE_EXHAUSTION, Result.DISK_ALLOC_FULL):
             return None
         if result == Result.RESOURCE_EXHAUSTION:
-            memory = self._spec.memory or self.resources_allocated.memory
+            memory = self.resources_allocated.memory
             return None if memory is None else Resources(memory=memory)
-        disk = self._spec.disk or self.resources_allocated.disk
+        disk = self.resources_allocated.disk
         return None if disk is None else Resources(disk=disk)
 
     @property

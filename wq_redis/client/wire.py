@@ -42,14 +42,14 @@ from ..protocol.fields import (
     WORKER_B,
 )
 from ..protocol.files import DEFAULT_MODE, parse_mode, unpack_directory
-from ..protocol.resources import RESOURCE_NAMES, Request
+from ..protocol.resources import RESOURCE_NAMES
 from ..protocol.serialize import DEFAULT_PY_SPEC, FunctionCache, pack_spec, pickle_arguments, unpack_spec
 from .files import FileStager
 from .spec import InputFile
 from .task import PythonTask, Task
 
 
-def _envelope(task: Task, request: Request, enforce: bool) -> dict[str, Any]:
+def _envelope(task: Task, enforce: bool) -> dict[str, Any]:
     """Everything the worker needs to know of a task, before defaults are left out."""
     spec = task._spec
     return {
@@ -60,10 +60,6 @@ def _envelope(task: Task, request: Request, enforce: bool) -> dict[str, Any]:
         "priority": spec.priority,
         "max_retries": spec.max_retries,
         "request": [spec.cores, spec.memory, spec.disk, spec.gpus],
-        "cores": request.cores,
-        "memory": request.memory,
-        "disk": request.disk,
-        "gpus": request.gpus,
         "env": spec.env,
         "inputs": [[i.local, i.remote] for i in spec.inputs],
         "outputs": [list(o) for o in spec.outputs],
@@ -75,13 +71,12 @@ def _envelope(task: Task, request: Request, enforce: bool) -> dict[str, Any]:
 
 
 # What a task that specifies nothing looks like: these values are left out of the wire.
-SPEC_DEFAULTS: dict[str, Any] = _envelope(Task(""), Request(), enforce=False)
+SPEC_DEFAULTS: dict[str, Any] = _envelope(Task(""), enforce=False)
 _PLAIN_SPEC = Task("")._spec
-_PLAIN_REQUEST = Request()
 
 
 def encode_task(
-    task: Task, request: Request, functions: FunctionCache, enforce: bool = False, files: FileStager | None = None
+    task: Task, functions: FunctionCache, enforce: bool = False, files: FileStager | None = None
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Hash fields of ``task`` (without state fields) and the function bodies it needs.
 
@@ -93,11 +88,11 @@ def encode_task(
     spec = task._spec
     now_us = time.time_ns() // 1000
     fields: dict[str, Any] = {SUBMITTED: now_us}
-    if spec == _PLAIN_SPEC and request == _PLAIN_REQUEST and not enforce:
+    if spec == _PLAIN_SPEC and not enforce:
         if task.kind != "py":  # a PythonTask's display name is not needed by the worker
             fields[SPEC] = pack_spec({"kind": task.kind, "command": task.command})
     else:
-        envelope = _envelope(task, request, enforce)
+        envelope = _envelope(task, enforce)
         # Only what differs from the defaults travels: a small spec keeps the task's hash in
         # Redis' compact listpack encoding (values up to 64 bytes), about 5x smaller than a
         # hashtable (MEMORY USAGE of a task's hash; `python -m bench.run` reports the bytes

@@ -54,7 +54,7 @@ VALUE = "val"  # a PythonTask's pickled return value
 VALUE_KEY = "vk"  # the key of a return value too large for the hash (stored beside it: keys.value)
 VALUE_SIGNATURE = "rsig"  # the worker's signature of the return value (signing.py)
 HOST = "host"  # the host that ran it (absent when it is the one in the worker's name)
-ALLOCATED = "alloc"  # resources allocated, JSON (absent: its resource class, MEMBER)
+ALLOCATED = "alloc"  # what the worker gives it, "cores memory disk gpus" (claim.lua writes it with the lease)
 MEASURED = "meas"  # resources measured (cores, memory, wall time, cpu time), JSON
 TRANSFER = "xfer"  # bytes and times (us) of staging inputs and collecting outputs, JSON (absent: no files)
 # Files (files.py): prefixes followed by the file's name inside the task's sandbox

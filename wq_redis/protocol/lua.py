@@ -16,6 +16,7 @@ SCRIPT_NAMES = (
     "renew",
     "complete",
     "release",
+    "escalate",
     "reap",
     "retrieve",
     "cancel",

@@ -142,6 +142,10 @@ class ManagerCalls(ScriptPipeline):
     def set_category(self, category: str, resources_json: str) -> None:
         self.client.hset(self.keys.categories, category, resources_json)
 
+    def set_label(self, category_hex: str, label: str) -> None:
+        """Publish an automatic category's allocation label (keys.label) for claim.lua."""
+        self.client.set(self.keys.label(category_hex), label)
+
     def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]], incarnation: str) -> Submitted:
         """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields),
         in the queue ``incarnation`` the manager attached to.

@@ -1,13 +1,24 @@
-"""Resource requests and resource classes.
+"""Resource requests, resource classes, and the allocation they stand for.
 
-A task's request (cores, memory MB, disk MB, gpus) is canonicalised into a *resource
-class*, the name of the ready queue it waits in.  Memory and disk are rounded *up* into
-buckets (1, 1.5, 2, 3, 4, 6, 8, ... x 256 MB: at most a third wasted) so that the number
-of classes, and therefore of queues a worker must look at, stays small.  The worker
-allocates the class's values, so its books always match what the claim script checked.
+A task waits in the ready queue of its *resource class*: what it declared (cores, memory
+MB, disk MB, gpus; -1 for a resource it left unset), its category's minimum, whether the
+queue gives proportional resources, and for a category in an automatic allocation mode
+the category itself.  What a task is *given* is decided on the worker when it is
+claimed, as Work Queue's manager decides it when it dispatches (``task_worker_box_size``
+in work_queue.c): ``scripts/claim.lua`` computes the box from the class and the worker's
+size, writes it into the task's hash (field ``alloc``), and the worker allocates exactly
+that.  A task that declares nothing gets the whole worker; with proportional resources
+(Work Queue's default) the resources it left unset get the same share of the worker as
+the largest one it declared, rounded so that a whole number of tasks fit.
 
-Lua parses the class name with the pattern ``c(%d+)%.m(%d+)%.d(%d+)%.g(%d+)``; keep
-``class_name`` and ``scripts/claim.lua`` in step.
+Class names (Lua parses them in claim.lua; keep both in step)::
+
+    c{cores}.m{memory}.d{disk}.g{gpus}[.n{c}.{m}.{d}.{g}][.p{P}{W}][.k{hex} | .K{hex}]
+
+``.n`` the category minimum (absent: none), ``.p`` the proportional flags when not both
+on, ``.k`` an automatic category (hex of its name) whose current label the claim reads
+(``keys.label``), ``.K`` the same category at its maximum: where a task that ran out of
+its first allocation is retried.
 """
 
 from __future__ import annotations
@@ -17,16 +28,21 @@ import re
 from dataclasses import dataclass
 
 RESOURCE_NAMES = ("cores", "memory", "disk", "gpus")  # a task's resources, in the order of a class name
-DEFAULT_CORES = 1
-BUCKET_BASE_MB = 256
-_CLASS_RE = re.compile(r"^c(\d+)\.m(\d+)\.d(\d+)\.g(\d+)$")
+UNSET = -1  # a resource the task did not declare (rmsummary's -1)
+Quad = tuple[int, int, int, int]  # cores, memory MB, disk MB, gpus
+NO_RESOURCES: Quad = (UNSET, UNSET, UNSET, UNSET)
+_NUM = r"(-1|\d+)"
+_CLASS_RE = re.compile(
+    rf"^c{_NUM}\.m{_NUM}\.d{_NUM}\.g{_NUM}"
+    rf"(?:\.n{_NUM}\.{_NUM}\.{_NUM}\.{_NUM})?(?:\.p([01])([01]))?(?:\.([kK])([0-9a-f]+))?$"
+)
 
 
 @dataclass(frozen=True)
 class Request:
-    """Resolved resources of one task: what it needs to run."""
+    """Amounts of the four resources (an allocation, or what a class needs at least)."""
 
-    cores: int = DEFAULT_CORES
+    cores: int = 0
     memory: int = 0  # MB
     disk: int = 0  # MB
     gpus: int = 0
@@ -36,8 +52,6 @@ class Request:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{field} must be a non-negative integer, got {value!r}")
-        if self.cores < 1 and self.gpus < 1:
-            raise ValueError("a task needs at least one core or one GPU (cores=0 suits GPU-only tasks)")
 
     def fits(self, free: Request | dict[str, int]) -> bool:
         f = free if isinstance(free, dict) else free.as_dict()
@@ -48,41 +62,74 @@ class Request:
         return {"cores": self.cores, "memory": self.memory, "disk": self.disk, "gpus": self.gpus}
 
 
-def bucket(megabytes: int) -> int:
-    """Round a memory or disk request up to its bucket (0 stays 0)."""
-    if megabytes <= 0:
-        return 0
-    size = BUCKET_BASE_MB
-    while True:
-        if megabytes <= size:
-            return size
-        if megabytes <= size * 3 // 2:
-            return size * 3 // 2
-        size *= 2
+@dataclass(frozen=True)
+class ResourceClass:
+    """What the tasks of one ready queue declared, from which each worker computes the box
+    it gives them (claim.lua)."""
+
+    declared: Quad = NO_RESOURCES  # the task's own values over its category's maximum
+    minimum: Quad = NO_RESOURCES  # the category's minimum (specify_category_min_resources)
+    proportional: bool = True  # tune("force-proportional-resources")
+    whole_tasks: bool = True  # tune("proportional-whole-tasks")
+    category: str = ""  # hex of an automatic category's name ("" for none)
+    at_max: bool = False  # retried at the category's maximum after running out
+
+    def __post_init__(self) -> None:
+        for quad in (self.declared, self.minimum):
+            if len(quad) != 4 or any(not isinstance(v, int) or isinstance(v, bool) or v < UNSET for v in quad):
+                raise ValueError(f"resources must be whole numbers >= -1 (unset), got {quad!r}")
+
+    @property
+    def name(self) -> str:
+        c, m, d, g = self.declared
+        text = f"c{c}.m{m}.d{d}.g{g}"
+        if self.minimum != NO_RESOURCES:
+            text += ".n{}.{}.{}.{}".format(*self.minimum)
+        if not (self.proportional and self.whole_tasks):
+            text += f".p{int(self.proportional)}{int(self.whole_tasks)}"
+        if self.category:
+            text += f".{'K' if self.at_max else 'k'}{self.category}"
+        return text
+
+    def nominal(self) -> Request:
+        """The least a task of this class is given on any worker: what counts and displays
+        use where no worker is in view (an undeclared resource counts as none, cores as
+        one unless the task asks for GPUs)."""
+        c, m, d, g = (max(a, b) for a, b in zip(self.declared, self.minimum))
+        return Request(c if c >= 0 else (0 if g > 0 else 1), max(m, 0), max(d, 0), max(g, 0))
 
 
-def class_of(request: Request) -> Request:
-    """The resource class a request falls in (memory and disk rounded up)."""
-    return Request(request.cores, bucket(request.memory), bucket(request.disk), request.gpus)
+def category_hex(category: str) -> str:
+    """A category's name as a class suffix and key part (any text, and never a '|')."""
+    return category.encode().hex()
 
 
-def class_name(request: Request) -> str:
-    """Name of the class of ``request``, e.g. ``c4.m0.d0.g1``."""
-    c = class_of(request)
-    return f"c{c.cores}.m{c.memory}.d{c.disk}.g{c.gpus}"
+def class_name(request: Request | ResourceClass) -> str:
+    """Name of a class; a plain Request names the class of a task declaring exactly it."""
+    if isinstance(request, Request):
+        request = ResourceClass((request.cores, request.memory, request.disk, request.gpus))
+    return request.name
 
 
-@functools.lru_cache(maxsize=256)  # a worker parses its few classes once per claimed group
-def parse_class(name: str) -> Request:
-    """Inverse of ``class_name`` (a Request is frozen: the cached one is shared)."""
+@functools.lru_cache(maxsize=1024)  # classes are few: a worker or a status parses each once
+def parse_resource_class(name: str) -> ResourceClass:
+    """Inverse of ``ResourceClass.name`` (frozen: the cached one is shared)."""
     match = _CLASS_RE.match(name)
     if not match:
         raise ValueError(f"not a resource class: {name!r}")
-    cores, memory, disk, gpus = (int(g) for g in match.groups())
-    return Request(cores, memory, disk, gpus)
+    g = match.groups()
+    declared = (int(g[0]), int(g[1]), int(g[2]), int(g[3]))
+    minimum = NO_RESOURCES if g[4] is None else (int(g[4]), int(g[5]), int(g[6]), int(g[7]))
+    proportional, whole = (True, True) if g[8] is None else (g[8] == "1", g[9] == "1")
+    return ResourceClass(declared, minimum, proportional, whole, g[11] or "", g[10] == "K")
 
 
-def queue_member(request: Request, tag: str | None) -> str:
+def parse_class(name: str) -> Request:
+    """What a task of class ``name`` needs at least (``ResourceClass.nominal``)."""
+    return parse_resource_class(name).nominal()
+
+
+def queue_member(request: Request | ResourceClass, tag: str | None) -> str:
     """The registry member ``CLASS|TAG`` naming one ready queue."""
     return f"{class_name(request)}|{tag or ''}"
 
@@ -91,3 +138,22 @@ def split_member(member: str) -> tuple[str, str]:
     """``CLASS|TAG`` -> (class name, tag); the tag may itself contain '|'."""
     cls, _, tag = member.partition("|")
     return cls, tag
+
+
+def given(member: str, alloc: str | bytes | None) -> Request:
+    """What a claimed task was given: the box claim.lua wrote (``alloc``), else (a hash
+    without one) the least its class needs."""
+    box = allocation_of(alloc)
+    return box if box is not None else parse_class(split_member(member)[0])
+
+
+def allocation_of(text: str | bytes | None) -> Request | None:
+    """The box claim.lua wrote into a task's ``alloc`` field ("cores memory disk gpus"),
+    or None when it is absent or not four whole numbers."""
+    if not text:
+        return None
+    try:
+        parts = [int(p) for p in (text.decode() if isinstance(text, bytes) else text).split()]
+        return Request(*parts) if len(parts) == 4 else None
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None

@@ -72,8 +72,6 @@ _SPEC_TYPES: dict[str, Any] = {  # the entries a worker reads, and what each mus
     "running_time_max": _NUMBER,
     "end_time": _NUMBER,
     "enforce": bool,
-    "memory": _NUMBER + (type(None),),
-    "disk": _NUMBER + (type(None),),
 }
 
 

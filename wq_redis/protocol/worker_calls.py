@@ -344,6 +344,15 @@ class WorkerCalls(ScriptPipeline):
         k = self.keys
         self._call_many("release", [([k.task(i), k.leases], [i, token]) for i, token in held.items()])
 
+    def escalate(self, task_id: int, token: str) -> bool:
+        """Requeue a task that ran out of its category's first allocation at the category's
+        maximum (escalate.lua); False when it cannot be (then its result is recorded)."""
+        k = self.keys
+        answer = self._scripts["escalate"](
+            keys=[k.task(task_id), k.leases, k.registry, k.new_queue_wake], args=[k.prefix, task_id, token]
+        )
+        return bool(answer)
+
     def reap(self, lock_ms: int, worker_timeout_ms: int, force: bool = False) -> list[int] | None:
         """Requeue expired leases if no other worker is reaping now (SET NX PX guard)."""
         k = self.keys

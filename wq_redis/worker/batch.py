@@ -35,11 +35,12 @@ from .waiting import CancelSignal
 class Attempt:
     """A claimed attempt this worker holds a lease on, from claim until delivery."""
 
-    __slots__ = ("_stop", "cancelled", "fields", "members", "task_id", "token")
+    __slots__ = ("_stop", "cancelled", "fields", "member", "members", "task_id", "token")
 
     def __init__(self, claimed: Claimed) -> None:
         self.task_id = claimed.task_id
         self.token = claimed.token
+        self.member = claimed.member  # its ready queue "CLASS|TAG"
         self.fields = claimed.fields
         self.members: list[tuple[int, bytes | None]] = []  # a pack's, read before it runs (Worker._readable)
         self.cancelled = False

@@ -24,8 +24,8 @@ import redis
 
 from ..protocol import packing
 from ..protocol.codes import Result
-from ..protocol.fields import PACK_RESULTS
-from ..protocol.resources import Request, parse_class, split_member
+from ..protocol.fields import ALLOCATED_B, PACK_RESULTS, RESULT
+from ..protocol.resources import RESOURCE_NAMES, Request, given, parse_resource_class, split_member
 from ..protocol.signing import Signer
 from ..protocol.store import Claimed, QueueStore
 from .batch import Attempt, Ending, QuickBatch, attempt_results, calls_of
@@ -45,6 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("wq_redis.worker")
 
 
+_EXHAUSTED = {  # result code -> the index of the resource the task ran out of
+    int(Result.RESOURCE_EXHAUSTION): RESOURCE_NAMES.index("memory"),
+    int(Result.DISK_ALLOC_FULL): RESOURCE_NAMES.index("disk"),
+}
+
+
 def groups(claimed: list[Claimed]) -> list[list[Claimed]]:
     """Claimed tasks grouped by slot: each task with the followers claimed after it."""
     grouped: list[list[Claimed]] = []
@@ -54,6 +60,21 @@ def groups(claimed: list[Claimed]) -> list[list[Claimed]]:
         else:
             grouped.append([task])
     return grouped
+
+
+def retried_at_max(member: str, fields: dict[str, Any]) -> bool:
+    """Whether a task that ran out of memory or disk is retried at its category's maximum
+    instead of failing, as Work Queue's category_next_label decides: only in an automatic
+    category, only from its first allocation, and only when the task did not declare the
+    resource it ran out of itself (then a larger allocation is not the task's to get)."""
+    index = _EXHAUSTED.get(int(fields.get(RESULT, -1)))
+    if index is None:
+        return False
+    try:
+        declared = parse_resource_class(split_member(member)[0])
+    except ValueError:
+        return False
+    return bool(declared.category) and not declared.at_max and declared.declared[index] < 0
 
 
 def left_more(claimed: list[Claimed], followers: int) -> bool:
@@ -104,7 +125,7 @@ class Groups:
             if not group:
                 return
         lead = group[0]
-        request = parse_class(split_member(lead.member)[0])
+        request = given(lead.member, lead.fields.get(ALLOCATED_B))
         attempts = [Attempt(task) for task in group]
         ids = {a.task_id for a in attempts}
         with self._lock:
@@ -257,6 +278,14 @@ class Groups:
         started = time.monotonic()
         fields = self._task_run(attempt, attempt.task_id, attempt.fields, slot)
         self._pace.record(1, time.monotonic() - started)
+        if fields is not None and not attempt.cancelled and retried_at_max(attempt.member, fields):
+            try:
+                if self.store.escalate(attempt.task_id, attempt.token):
+                    log.info("task %d ran out of its first allocation; it waits again at its maximum", attempt.task_id)
+                    self._finish([(attempt, None)])
+                    return
+            except redis.RedisError as exc:  # its result is recorded instead: nothing is lost
+                log.warning("could not retry task %d at its maximum (%s)", attempt.task_id, exc)
         self._finish([(attempt, fields)])
 
     @staticmethod

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ..protocol.fields import TOKEN_B
-from ..protocol.resources import Request, parse_class, split_member
+from ..protocol.fields import ALLOCATED_B, TOKEN_B
+from ..protocol.resources import Request, given
 from ..protocol.store import Claimed, Delivery, QueueStore
 from .batch import Attempt
 from .child.messages import LaneSpec
@@ -122,7 +122,7 @@ class LaneSide(LaneHost):
             self._lane_tokens.add(token)
         if self.metrics is not None:
             self.metrics.task_started(fields)
-        request = parse_class(split_member(member)[0])
+        request = given(member, fields.get(ALLOCATED_B))
         self.allocator.allocate(attempt.token, request)
         attempt.stop_with(stop)
         return attempt, request

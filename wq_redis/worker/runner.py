@@ -27,6 +27,7 @@ from ..protocol.files import DEFAULT_MODE, mode_text, pack_directory, transferre
 from ..protocol.resources import Request
 from ..protocol.serialize import EnvelopeError, worker_view
 from ..protocol.signing import SignatureError, Signer
+from ..protocol.sizes import MB
 from ..protocol.store import TaskRefused
 from .cache import FileCache
 from .child.channel import out_of_band
@@ -39,7 +40,7 @@ from .guardian import guardian
 from .pool import ChildDied, ChildGone, Interrupted, WarmPool, worker_lifeline
 from .resources import GPU
 from .staging import Staged, stage_inputs, transfer_field
-from .waiting import CancelSignal, Limits, Verdict, supervise
+from .waiting import CancelSignal, Limits, Verdict, disk_usage, supervise
 
 
 @dataclass
@@ -77,6 +78,7 @@ class TaskRun:
         self.cancel_signal = CancelSignal()
         self.deadline_kind = Result.TASK_MAX_RUN_TIME
         self.limits = Limits(sandbox=self.sandbox)
+        self.monitored = False  # the manager monitors resources (Work Queue's enable_monitoring)
         self.staged: Staged | None = None  # the inputs' bytes and times (None: no inputs)
         self.collected: tuple[int, int] | None = None  # when outputs were collected, us (None: none declared)
 
@@ -129,7 +131,8 @@ class TaskRun:
         return outcome, self._collect_outputs(spec, outcome)
 
     def _limits(self, spec: dict[str, Any]) -> Limits:
-        """Time limits always; memory and disk only when the manager enforces them."""
+        """Time limits always; memory and disk only when the manager enforces them (Work
+        Queue's monitoring), and then what the task was given: its box (claim.lua)."""
         deadlines = []
         if spec.get("running_time_max"):
             deadlines.append((float(spec["running_time_max"]), Result.TASK_MAX_RUN_TIME))
@@ -139,7 +142,8 @@ class TaskRun:
         if deadlines:
             limits.timeout, self.deadline_kind = min(deadlines)
         if spec.get("enforce"):
-            limits.memory_mb, limits.disk_mb = int(spec.get("memory") or 0), int(spec.get("disk") or 0)
+            self.monitored = True
+            limits.memory_mb, limits.disk_mb = self.slot.allocation.memory, self.slot.allocation.disk
         self.limits = limits
         return limits
 
@@ -178,17 +182,19 @@ class TaskRun:
         finally:
             guard.finished(self.sandbox)
         cpu, rss = usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
+        # the sandbox's size, as Work Queue's resource monitor reports it, when the manager monitors
+        disk = -(-disk_usage(self.sandbox) // MB) if self.monitored else -1
         if verdict is not Verdict.DONE:
             result, status, message = self._interruption(verdict)
-            return Outcome(result, status, output, message, None, cpu, rss)
+            return Outcome(result, status, output, message, None, cpu, rss, disk)
         if direct:  # report what the shell would have: see command.py
             code, said = as_shell_reports(status)
             output = (output + said)[:MAX_STDOUT_BYTES]
         else:
             code = process.returncode
         if code < 0:
-            return Outcome(Result.SIGNAL, -code, output, f"killed by signal {-code}", None, cpu, rss)
-        return Outcome(Result.SUCCESS, code, output, "", None, cpu, rss)
+            return Outcome(Result.SIGNAL, -code, output, f"killed by signal {-code}", None, cpu, rss, disk)
+        return Outcome(Result.SUCCESS, code, output, "", None, cpu, rss, disk)
 
     def _start_command(self, command: str, env: dict[str, str], stdout: Any) -> tuple[subprocess.Popen[bytes], bool]:
         """The task's process, in its own session: the program itself when the command is

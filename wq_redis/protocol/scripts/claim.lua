@@ -54,14 +54,97 @@ local registered = redis.pcall('SMEMBERS', KEYS[1])
 if failed(registered, KEYS[1]) or failed(redis.pcall('ZCARD', KEYS[2]), KEYS[2]) then
   return {{}, {}, broken}  -- nothing can be claimed (and leased) from this queue now
 end
+local total = {tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])}
+
+-- A class (resources.py): what its tasks declared (-1 unset), the category minimum,
+-- the proportional flags and an automatic category.  Returns nil for a name that is not
+-- a class (another client's member: skipped).
+local function parse_class(cls)
+  local c, m, d, g, rest = string.match(cls, '^c(%-?%d+)%.m(%-?%d+)%.d(%-?%d+)%.g(%-?%d+)(.*)$')
+  if not c then return nil end
+  local class = {max = {tonumber(c), tonumber(m), tonumber(d), tonumber(g)}, min = {-1, -1, -1, -1},
+                 proportional = true, whole = true}
+  local n1, n2, n3, n4, after = string.match(rest, '^%.n(%-?%d+)%.(%-?%d+)%.(%-?%d+)%.(%-?%d+)(.*)$')
+  if n1 then
+    class.min, rest = {tonumber(n1), tonumber(n2), tonumber(n3), tonumber(n4)}, after
+  end
+  local p, w, after_p = string.match(rest, '^%.p([01])([01])(.*)$')
+  if p then
+    class.proportional, class.whole, rest = p == '1', w == '1', after_p
+  end
+  local kind, hex, after_k = string.match(rest, '^%.([kK])(%x+)(.*)$')
+  if kind then
+    class.label, class.at_max, rest = prefix .. 'label:' .. hex, kind == 'K', after_k
+  end
+  if rest ~= '' then return nil end
+  return class
+end
+
+-- An automatic category's label (keys.label): its declared values fill what the task left
+-- unset, and its minimum is the label, else the largest measured, never below the
+-- category's minimum (category.c: category_task_max_resources, _min_resources).  A label
+-- that is absent or unreadable leaves the task as it declared itself.
+local function apply_label(class)
+  local text = redis.pcall('GET', class.label)
+  if failed(text, class.label) or type(text) ~= 'string' then return end
+  local v = {}
+  for n in string.gmatch(text, '%-?%d+') do v[#v + 1] = tonumber(n) end
+  if #v ~= 16 then return end
+  local base = class.at_max and 4 or 0
+  for i = 1, 4 do
+    if class.max[i] < 0 then class.max[i] = v[base + i] end
+    local least = class.max[i] > -1 and class.max[i] or v[8 + i]
+    class.min[i] = math.max(class.min[i], least, v[12 + i])
+  end
+end
+
+-- What a task of `class` is given on this worker: Work Queue's task_worker_box_size, with
+-- the worker's total as its "largest" (cores, memory, disk, gpus in the class's order).
+local function box(class)
+  local L = {class.max[1], class.max[2], class.max[3], class.max[4]}
+  local T = total
+  local whole_worker = true
+  if class.proportional then
+    local share = -1
+    for i = 1, 4 do
+      if T[i] > 0 then share = math.max(share, L[i] / T[i]) end
+    end
+    if share > 0 and share <= 1 then
+      whole_worker = false
+      if class.whole then share = 1.0 / math.floor(1.0 / share) end
+      if L[1] < 0 and L[4] > 0 then
+        L[1] = 0  -- a GPU task that did not declare cores gets none
+      else
+        L[1] = math.max(1, L[1], math.floor(T[1] * share))
+      end
+      if L[4] < 0 then L[4] = 0 end
+      L[2] = math.max(1, L[2], math.floor(T[2] * share))
+      L[3] = math.max(1, L[3], math.floor(T[3] * share))
+    end
+  end
+  if L[1] < 1 and L[2] < 1 and L[3] < 1 and L[4] < 1 then whole_worker = true end
+  for i = 1, 4 do
+    if L[i] > 0 and L[i] >= T[i] then whole_worker = true end
+  end
+  if whole_worker then
+    if L[1] <= 0 then L[1] = L[4] > 0 and 0 or T[1] end
+    if L[4] <= 0 then L[4] = 0 end
+    if L[2] <= 0 then L[2] = T[2] end
+    if L[3] <= 0 then L[3] = T[3] end
+  end
+  for i = 1, 4 do L[i] = math.max(L[i], class.min[i]) end
+  return L
+end
+
 local cands = {}
 for _, m in ipairs(registered) do
   local cls, tag = string.match(m, '^([^|]*)|(.*)$')
   if cls and (tags == nil or tags[tag]) then
-    local c, mem, d, g = string.match(cls, '^c(%d+)%.m(%d+)%.d(%d+)%.g(%d+)$')
-    if c then
-      cands[#cands + 1] = {member = m, key = prefix .. 'ready:' .. m, fifo = prefix .. 'fifo:' .. m,
-                           need = {tonumber(c), tonumber(mem), tonumber(d), tonumber(g)}}
+    local class = parse_class(cls)
+    if class then
+      if class.label then apply_label(class) end
+      local need = box(class)
+      cands[#cands + 1] = {member = m, key = prefix .. 'ready:' .. m, fifo = prefix .. 'fifo:' .. m, need = need}
     end
   end
 end
@@ -113,7 +196,6 @@ for _, c in ipairs(cands) do
   if fits(c.need) then eligible[#eligible + 1] = c.member end
 end
 
-local total = {tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])}
 local reserve_after_ms = tonumber(ARGV[15])
 if reserve_after_ms > 0 then
   for _, c in ipairs(cands) do
@@ -147,7 +229,7 @@ local members = 0  -- tasks claimed, a pack's members each counted
 -- and one write per task: the hash comes back with its lease fields as just written.
 -- Returns the bytes it holds and the tasks it stands for (a pack's live members, else 1).
 -- An id whose key is not a hash (nor a task: no id) is dropped, reported as broken.
-local lease_fields = {'s', 'tok', 'w', 'ts', 'a'}
+local lease_fields = {'s', 'tok', 'w', 'ts', 'a', 'alloc'}
 --#include counts
 -- what a refused task keeps of its hash: enough to fail it and count it, nothing large
 local small_fields = {sub = true, q = true, n = true, nc = true, spec = true}
@@ -177,7 +259,10 @@ local function take(c, id, follows)
   end
   local attempt = math.floor(at.a and (tonumber(flat[at.a]) or 0) + 1 or 1)
   local token = ARGV[10] .. ':' .. id .. ':' .. attempt
-  local values = {'2', token, worker, now_us, tostring(attempt)}
+  if not c.alloc then  -- (only for a class that fits: its values are the worker's size or less)
+    c.alloc = string.format('%d %d %d %d', c.need[1], c.need[2], c.need[3], c.need[4])
+  end
+  local values = {'2', token, worker, now_us, tostring(attempt), c.alloc}
   local write = {}
   for k, name in ipairs(lease_fields) do
     write[#write + 1] = name

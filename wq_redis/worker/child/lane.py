@@ -18,8 +18,8 @@ import redis
 
 from ...protocol import packing
 from ...protocol.connection import client_from
-from ...protocol.fields import ARGS_B, MEASURED, RESULT, STARTED_B, SUBMITTED_B
-from ...protocol.resources import parse_class, split_member
+from ...protocol.fields import ALLOCATED_B, ARGS_B, MEASURED, RESULT, STARTED_B, SUBMITTED_B
+from ...protocol.resources import given
 from ...protocol.serialize import NO_ARGS, function_digest
 from ...protocol.signing import SignatureError, verify_function_body
 from ...protocol.store import Claimed, Delivery, QueueStore, TaskRefused
@@ -187,7 +187,7 @@ class ChildLane:
                     bodies[digest] = body
                 except SignatureError:
                     pass  # reported as a missing function: it is not the one the task names
-        env = slot_environment(parse_class(split_member(task.member)[0]), [], spec.sandbox)
+        env = slot_environment(given(task.member, task.fields.get(ALLOCATED_B)), [], spec.sandbox)
         task_env = (quick_spec(task.fields) or {}).get("env") or {}
         args = task.fields.get(ARGS_B) or NO_ARGS
         batch = RunBatch([task.task_id], [digest], [args], [task_env], bodies, env, spec.sandbox)

@@ -31,6 +31,7 @@ class Outcome:
     value: bytes | None = None
     cpu_time: float = 0.0
     max_rss_mb: int = 0
+    disk_mb: int = -1  # the sandbox's size when the task ended (-1: not measured)
 
 
 def named_host(fields: dict[bytes, bytes]) -> str:
@@ -44,6 +45,7 @@ def _host_of(worker: bytes) -> str:
 
 
 _MEASURED = '{"cores":%.3f,"memory":%d,"wall_time":%.6f,"cpu_time":%.6f}'  # JSON, one C-level format
+_MEASURED_DISK = '{"cores":%.3f,"memory":%d,"disk":%d,"wall_time":%.6f,"cpu_time":%.6f}'  # with the sandbox measured
 
 
 def result_fields(
@@ -70,13 +72,15 @@ def result_fields(
         )
         outputs = {}
     # What the manager can tell otherwise is left out (fewer fields to write and read):
-    # the allocation is the task's resource class ("q"), the host is the one in the
+    # the allocation is the claim's ("alloc", written with the lease), the host is the one in the
     # worker's name ("w" = NAME@HOST) unless told here, and output and status default to
     # empty and 0.
     cores = outcome.cpu_time / wall if wall > 0 else 0.0
     fields: dict[str, Any] = {
         RESULT: int(outcome.result),
-        MEASURED: _MEASURED % (cores, outcome.max_rss_mb, wall, outcome.cpu_time),
+        MEASURED: _MEASURED % (cores, outcome.max_rss_mb, wall, outcome.cpu_time)
+        if outcome.disk_mb < 0
+        else _MEASURED_DISK % (cores, outcome.max_rss_mb, outcome.disk_mb, wall, outcome.cpu_time),
     }
     if outcome.return_status:
         fields[RETURN_STATUS] = outcome.return_status
