@@ -22,11 +22,14 @@ work is split where the knowledge is:
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ..protocol.codes import Result
+from ..protocol.fields import MEMBER_B
 from ..protocol.resources import (
     NO_RESOURCES,
     RESOURCE_NAMES,
@@ -53,6 +56,7 @@ _LEARNED = {
     Result.DISK_ALLOC_FULL: -1,
     Result.OUTPUT_TRANSFER_ERROR: -1,
 }
+_SIZED = re.compile(rb"^[^|]*\.[kK]([0-9a-f]+)\|")  # the category of a ready queue of an automatic category
 _warned_tunes: set[str] = set()
 
 
@@ -92,12 +96,18 @@ class Allocating(QueueState):
     _proportional: bool
     _whole_tasks: bool
     _labels_sent: dict[str, str]  # category hex -> the label last published
+    _learned: dict[str, int]  # category hex -> results learned and not yet published
+    _members_of: dict[str, set[str]]  # category hex -> the ready queues of its tasks (woken on a publish)
+    _auto: dict[str, Category]  # category hex -> the category, once it has a label
 
     def _init_allocation(self) -> None:
         self._allocation = Categories()
         self._proportional = True  # Work Queue's defaults
         self._whole_tasks = True
         self._labels_sent = {}
+        self._learned = {}
+        self._members_of = {}
+        self._auto = {}
 
     # -- Work Queue's calls ---------------------------------------------------------------
     def specify_category_max_resources(self, category: str, resources: Mapping[str, Any]) -> None:
@@ -166,7 +176,12 @@ class Allocating(QueueState):
         if member is None:
             if len(self._placements) >= PLACEMENTS_KEPT:
                 self._placements.clear()
-            member = self._placements[key] = queue_member(self._class_of(task), spec.tag)
+            resource_class = self._class_of(task)
+            member = self._placements[key] = queue_member(resource_class, spec.tag)
+            if resource_class.category:  # its queue and its queue at the maximum are woken by a publish
+                members = self._members_of.setdefault(resource_class.category, set())
+                members.add(member)
+                members.add(queue_member(replace(resource_class, at_max=True), spec.tag))
         return member
 
     def _class_of(self, task: Task) -> ResourceClass:
@@ -189,31 +204,40 @@ class Allocating(QueueState):
     # -- what finished tasks teach their category --------------------------------------------
     def _learn(self, task: Task) -> None:
         """Feed a finished task's measurements to its category's model when the category
-        sizes tasks automatically, and publish its label if that changed."""
-        category = self._allocation.get(task._spec.category or "default")
-        if category.mode == FIXED:
+        sizes tasks automatically, and count the result as learned (``_publish_learned``
+        tells the claims, which wait for it: keys.label).  Nothing for a manager that uses
+        no automatic category."""
+        if not self._labels_sent:
             return
-        result = task.result
-        success = _LEARNED.get(result)  # type: ignore[call-overload]
-        if success is None:
+        member = task._fields.get(MEMBER_B)
+        found = _SIZED.match(member) if member else None
+        if found is not None:
+            hex_name = found.group(1).decode()
+            self._learned[hex_name] = self._learned.get(hex_name, 0) + 1
+        category = self._allocation.get(task._spec.category or "default")
+        success = _LEARNED.get(task.result)  # type: ignore[call-overload]
+        if category.mode == FIXED or success is None:
             return
         measured = task.resources_measured
-        values = {
-            "cores": measured.cores,
-            "memory": measured.memory,
-            "disk": measured.disk,
-            "gpus": measured.gpus,
-        }
+        values = {"cores": measured.cores, "memory": measured.memory, "disk": measured.disk, "gpus": measured.gpus}
         wall = measured.wall_time if measured.wall_time is not None else 0.0
-        category.accumulate(values, wall, result == Result.SUCCESS, success, None, task.id or NEW_TASK)
-        self._publish_label(category)
+        category.accumulate(values, wall, task.result == Result.SUCCESS, success, None, task.id or NEW_TASK)
+        hex_name = category_hex(category.name)
+        if hex_name in self._auto:  # its label may have changed: published after the batch
+            self._learned.setdefault(hex_name, 0)
+
+    def _publish_learned(self) -> None:
+        """After a batch of results: publish the labels of the categories they taught."""
+        for hex_name in list(self._learned):
+            self._publish_label(self._auto[hex_name])
 
     def _publish_label(self, category: Category) -> None:
-        """Write the category's label for claim.lua when it differs from the one last
-        written: the first attempt's maximum, the maximum for a retry, the largest
-        measured, and the category's minimum (keys.label)."""
-        if category.mode == FIXED:
-            return
+        """Publish the category's label for claim.lua (label.lua) when it or the count of
+        results learned changed: the first attempt's maximum, the maximum for a retry, the
+        largest measured, and the category's minimum."""
+        hex_name = category_hex(category.name)
+        if category.mode == FIXED and hex_name not in self._labels_sent:
+            return  # (a category that was automatic keeps its label: tasks sized by it may wait)
         first = category.max_resources(None, FIRST, NEW_TASK)
         if category.mode in BUCKETING_MODES:  # a retry gets the category's maximum
             at_max = dict(category.max_allocation)
@@ -221,15 +245,25 @@ class Allocating(QueueState):
             at_max = category.max_resources(None, MAX)
         parts = (*quad(first), *quad(at_max), *quad(category.max_resources_seen), *quad(category.min_allocation))
         label = " ".join(str(v) for v in parts)
-        hex_name = category_hex(category.name)
-        if self._labels_sent.get(hex_name) == label:
+        learned = self._learned.pop(hex_name, 0)
+        if not learned and self._labels_sent.get(hex_name) == label:
             return
-        self._redis.call(lambda: self._store.set_label(hex_name, label))
+        starting = hex_name not in self._labels_sent
+        members = sorted(self._members_of.get(hex_name, ()))
+        try:
+            self._redis.call(lambda: self._store.publish_label(hex_name, label, learned, starting, members))
+        except BaseException:
+            if learned:  # told next time: the claims wait for it
+                self._learned[hex_name] = self._learned.get(hex_name, 0) + learned
+            raise
         self._labels_sent[hex_name] = label
+        self._auto[hex_name] = category
 
     def _republish_labels(self) -> None:
-        """Publish every automatic category's label again (Redis lost them)."""
+        """Publish every automatic category's label again (Redis lost them); the results
+        learned before are of the lost state."""
         self._labels_sent.clear()
+        self._learned.clear()
         for category in self._allocation:
             self._publish_label(category)
 

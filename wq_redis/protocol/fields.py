@@ -91,6 +91,12 @@ STATE_FINISHED_B = b"%d" % TaskState.WAITING_RETRIEVAL  # result recorded, waiti
 STATE_RETRIEVED_B = b"%d" % TaskState.RETRIEVED  # handed to the manager, kept for a TTL
 UNFINISHED_STATES_B = (STATE_READY_B, STATE_RUNNING_B, STATE_FINISHED_B)  # still the manager's to retrieve
 
+# -- an automatic category's label (keys.label: label.lua writes it, claim.lua reads it)
+LABEL_VALUES = "v"  # 16 whole numbers (-1 unset), each four as cores memory disk gpus: the maximum
+# of a first attempt, the maximum of a retry, the largest measured, the category's minimum
+LABEL_SEEN = "seen"  # results of the category its manager has learned from
+LABEL_DONE = "done"  # results of the category recorded (complete.lua counts them)
+
 # -- a worker's record (keys.QueueKeys.worker; worker/loop.py registers it, renew.lua updates it)
 WORKER_NAME = "name"  # the worker's name (also the record's key)
 WORKER_HOST = "host"  # its host name

@@ -23,7 +23,7 @@ WORKER_WAKE = "ww:"  # LIST a worker rings on itself, see worker_wake()
 VALUE = "v:"  # STRING of one attempt's large return value, see value()
 FUNCTION = "fn:"  # STRING of one function body, see function()
 FILE = "file:"  # STRING of one cached input, see file()
-LABEL = "label:"  # STRING of an automatic category's current allocation label, see label()
+LABEL = "label:"  # HASH of an automatic category's current allocation label, see label()
 
 ID_WIDTH = 12  # task ids are zero-padded in ready sets, so equal priorities sort FIFO
 
@@ -175,9 +175,8 @@ class QueueKeys:
         return f"{self.prefix}{FILE}{digest}"
 
     def label(self, category_hex: str) -> str:
-        """STRING: the allocation of an automatic category (``resources.category_hex`` of its
-        name) as its manager last computed it: 16 whole numbers (-1 unset), the label of a
-        first attempt, the label at the maximum, the largest measured, the category's
-        minimum, each as cores memory disk gpus.  claim.lua reads it for the tasks of
-        classes ``.k``/``.K`` of that category (see resources.py)."""
+        """HASH: the allocation of an automatic category (``resources.category_hex`` of its
+        name) as its manager last computed it (label.lua), read by claim.lua for the tasks
+        of classes ``.k``/``.K`` of that category (see resources.py); fields.py names its
+        fields: the label, the results learned and the results done."""
         return f"{self.prefix}{LABEL}{category_hex}"

@@ -17,6 +17,7 @@ SCRIPT_NAMES = (
     "complete",
     "release",
     "escalate",
+    "label",
     "reap",
     "retrieve",
     "cancel",

@@ -142,9 +142,11 @@ class ManagerCalls(ScriptPipeline):
     def set_category(self, category: str, resources_json: str) -> None:
         self.client.hset(self.keys.categories, category, resources_json)
 
-    def set_label(self, category_hex: str, label: str) -> None:
-        """Publish an automatic category's allocation label (keys.label) for claim.lua."""
-        self.client.set(self.keys.label(category_hex), label)
+    def publish_label(self, category_hex: str, label: str, learned: int, starting: bool, members: list[str]) -> None:
+        """Publish an automatic category's allocation label and the results learned since
+        the last call (label.lua), and wake the workers of its queues ``members``."""
+        k = self.keys
+        self._scripts["label"](keys=[k.label(category_hex)], args=[k.prefix, label, learned, int(starting), *members])
 
     def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]], incarnation: str) -> Submitted:
         """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields),

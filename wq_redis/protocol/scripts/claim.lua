@@ -83,10 +83,17 @@ end
 -- An automatic category's label (keys.label): its declared values fill what the task left
 -- unset, and its minimum is the label, else the largest measured, never below the
 -- category's minimum (category.c: category_task_max_resources, _min_resources).  A label
--- that is absent or unreadable leaves the task as it declared itself.
+-- that is absent or unreadable leaves the task as it declared itself.  While results of
+-- the category are recorded that its manager has not learned from yet ("done" above
+-- "seen"), its tasks are not taken (`stale`): Work Queue sizes each task knowing every
+-- result before it.
 local function apply_label(class)
-  local text = redis.pcall('GET', class.label)
-  if failed(text, class.label) or type(text) ~= 'string' then return end
+  local got = redis.pcall('HMGET', class.label, 'v', 'seen', 'done')
+  if failed(got, class.label) then return end
+  local done, seen = tonumber(got[3] or '0'), tonumber(got[2] or '0')
+  class.stale = done ~= nil and seen ~= nil and done > seen
+  local text = got[1]
+  if type(text) ~= 'string' then return end
   local v = {}
   for n in string.gmatch(text, '%-?%d+') do v[#v + 1] = tonumber(n) end
   if #v ~= 16 then return end
@@ -144,7 +151,8 @@ for _, m in ipairs(registered) do
     if class then
       if class.label then apply_label(class) end
       local need = box(class)
-      cands[#cands + 1] = {member = m, key = prefix .. 'ready:' .. m, fifo = prefix .. 'fifo:' .. m, need = need}
+      cands[#cands + 1] = {member = m, key = prefix .. 'ready:' .. m, fifo = prefix .. 'fifo:' .. m, need = need,
+                           stale = class.stale, sized = class.label ~= nil}
     end
   end
 end
@@ -327,7 +335,7 @@ local leads = 0
 while leads < max_tasks do
   local best, best_score, best_from = nil, nil, nil
   for _, c in ipairs(cands) do
-    if not c.empty and fits(c.need) then
+    if not c.empty and not c.stale and fits(c.need) then
       local score, from = head_of(c)
       if score == nil then
         c.empty = true
@@ -343,6 +351,7 @@ while leads < max_tasks do
     leads = leads + 1
     for i = 1, 4 do free[i] = free[i] - best.need[i] end
     local n = lead_count - 1  -- a pack's other members use up the followers' share
+    if best.sized then n = followers end  -- an automatic category's tasks are each sized when taken
     -- Followers (counted in tasks: a pack's members each count) at priority 0 come off
     -- the list in one LPOP (what the byte cap or a pack's size leaves is pushed back in
     -- order); prioritized ones one by one, in priority order.

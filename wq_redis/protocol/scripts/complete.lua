@@ -93,8 +93,13 @@ end
 
 -- 3. the results themselves (task hashes were read as hashes above: these cannot fail)
 local head = {'s', 3, 'tok', '', 'lt', '', 'tf', finished}
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #'leases')  -- (keys.py: every key is the queue's prefix and a suffix)
 for _, w in ipairs(writes) do
   local key, token, first, last, others, member = w[1], w[2], w[3], w[4], w[5], w[6]
+  local sized = member and string.match(member, '^[^|]*%.[kK](%x+)|')
+  if sized then  -- a result of an automatic category: its manager must learn it before the next is sized
+    failed(redis.pcall('HINCRBY', prefix .. 'label:' .. sized, 'done', 1), prefix .. 'label:' .. sized)
+  end
   if others > 0 and member then  -- a pack's other live members: from running to done
     failed(redis.pcall('HINCRBY', KEYS[4], 'pack_running:' .. member, -others), KEYS[4])
     failed(redis.pcall('HINCRBY', KEYS[4], 'pack_done', others), KEYS[4])

@@ -1,0 +1,19 @@
+-- Publish an automatic category's label (keys.label, a hash): the 16 numbers claim.lua
+-- sizes the category's tasks with ("v"), and how many results of the category its
+-- manager has learned from ("seen", against "done", which complete.lua counts); then
+-- ring the wake keys of the category's queues, whose tasks a claim may now take.
+-- KEYS: 1 label hash
+-- ARGV: 1 key prefix, 2 the label, 3 results learned since the last call, 4 "1" when this
+--       manager starts (or starts again after Redis lost the queue): whatever was done
+--       before is taken as learned, 5.. the queue members ("CLASS|TAG") to ring
+-- Another client's garbage at the key (not a hash, or counts that are no numbers) is
+-- replaced: the label is the manager's to write.
+--#include broken
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+local got = redis.call('HMGET', KEYS[1], 'seen', 'done')
+local seen, done = tonumber(got[1] or '0') or 0, tonumber(got[2] or '0') or 0
+if ARGV[4] == '1' then seen = math.max(seen, done) end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'seen', seen + tonumber(ARGV[3]), 'done', done)
+for i = 5, #ARGV do ring(ARGV[1] .. 'wake:' .. ARGV[i]) end
+return 1
