@@ -69,7 +69,10 @@ def test_wait_for_tag_leaves_other_tasks_for_wait(queue, workers):
 
 
 def test_stats_fields_follow_the_task_lifecycle(queue, workers):
-    queue.submit_many([wq.PythonTask(timed_sleep, 1.0) for _ in range(3)])
+    tasks = [wq.PythonTask(timed_sleep, 1.0) for _ in range(3)]
+    for task in tasks:
+        task.specify_cores(1)  # (declaring nothing, each would take the whole worker)
+    queue.submit_many(tasks)
     stats = queue.stats
     assert (stats.tasks_waiting, stats.tasks_submitted, stats.workers_connected) == (3, 3, 0)
     workers.start("--cores", "2", "--memory", "1000", "--disk", "1000")

@@ -223,7 +223,10 @@ def test_the_guardian_kills_a_sigkilled_workers_tasks(tmp_path, mode):
 @pytest.mark.faults
 def test_a_sigkilled_workers_command_tasks_and_their_children_die(queue, workers):
     doomed = workers.start("--cores", "2", "--lease-seconds", "1")
-    queue.submit_many([wq.Task("sleep 60"), wq.Task("sleep 60 & sleep 60")])  # without and with the shell
+    tasks = [wq.Task("sleep 60"), wq.Task("sleep 60 & sleep 60")]  # without and with the shell
+    for task in tasks:
+        task.specify_cores(1)  # both at once
+    queue.submit_many(tasks)
     assert wait_until(lambda: queue.stats.tasks_running == 2)
     worker = psutil.Process(doomed.pid)
     assert wait_until(lambda: sum(p.name() == "sleep" for p in worker.children(recursive=True)) == 3)

@@ -72,8 +72,10 @@ def test_a_task_template_gives_every_call_its_settings(executor):
 def test_executor_wide_resources_apply_unless_a_call_says_otherwise(redis_url, queue_name, workers):
     workers.start("--cores", "4")
     with wq.Executor(queue_name, redis_url=redis_url, resources={"cores": 2}) as pool:
-        default, own = pool.submit(cores_seen), pool.submit(cores_seen, resources={"cores": 3})
-        assert (default.result(timeout=30), own.result(timeout=30)) == ("2", "3")
+        default, own = pool.submit(cores_seen), pool.submit(cores_seen, resources={"cores": 1})
+        plain = wq.Executor(pool.queue)  # a call that declares nothing takes one core, not the whole worker
+        assert (default.result(timeout=30), own.result(timeout=30)) == ("2", "1")
+        assert plain.submit(cores_seen).result(timeout=30) == "1"
 
 
 def test_unknown_resource_names_are_refused(executor):

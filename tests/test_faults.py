@@ -22,6 +22,8 @@ LEASE = "1"
 
 def submit_logged(queue, log_path, count, seconds):
     tasks = [wq.PythonTask(logged_work, str(log_path), seconds, i) for i in range(count)]
+    for task in tasks:
+        task.specify_cores(1)  # many at once on a worker (declaring nothing takes a whole worker)
     queue.submit_many(tasks)
     return tasks
 

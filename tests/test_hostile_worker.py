@@ -261,7 +261,10 @@ def test_results_are_held_while_leases_have_the_wrong_type_and_arrive_once_it_is
     leases = f"wq:{{{queue.name}}}:leases"
     log_path = tmp_path / "worker.log"
     process = start_logged_worker(workers, log_path, "--cores", "4")
-    ids = submitted(queue, [wq.Task(f"sleep 1; echo {i}") for i in range(3)])
+    tasks = [wq.Task(f"sleep 1; echo {i}") for i in range(3)]
+    for task in tasks:
+        task.specify_cores(1)  # all three at once
+    ids = submitted(queue, tasks)
     assert wait_until(lambda: [client.hget(task_key(queue, i), "s") for i in ids] == [b"2"] * 3, 30)
     client.delete(leases)
     client.rpush(leases, "garbage")  # while they run: their results find it at delivery

@@ -340,9 +340,9 @@ def test_exporter_reports_waiting_tasks_by_class_and_tag_with_the_oldest_age(red
     queue.submit_many([urgent, wq.Task("true"), wq.Task("true")])
     parsed = exporter_samples(redis_url)
     q = queue.name
-    assert value(parsed, "wq_tasks_waiting", queue=q, resource_class="c2.m0.d0.g0", tag="t") == 2
-    assert value(parsed, "wq_tasks_waiting", queue=q, resource_class="c1.m0.d0.g0", tag="") == 2
-    assert value(parsed, "wq_oldest_waiting_task_age_seconds", queue=q, resource_class="c2.m0.d0.g0", tag="t") >= 0.3
+    assert value(parsed, "wq_tasks_waiting", queue=q, resource_class="c2.m-1.d-1.g-1", tag="t") == 2
+    assert value(parsed, "wq_tasks_waiting", queue=q, resource_class="c-1.m-1.d-1.g-1", tag="") == 2
+    assert value(parsed, "wq_oldest_waiting_task_age_seconds", queue=q, resource_class="c2.m-1.d-1.g-1", tag="t") >= 0.3
     assert value(parsed, "wq_tasks_waiting_cores", queue=q) == 6
     assert value(parsed, "wq_tasks_submitted_total", queue=q) == 4
     assert value(parsed, "wq_redis_up") == 1
@@ -352,14 +352,16 @@ def test_exporter_reports_running_tasks_workers_by_state_and_held_results(redis_
     workers.start("--cores", "2", "--name", "busy")
     workers.start("--cores", "1", "--name", "idle", "--tags", "nothing")
     assert wait_until(lambda: len(record_of(redis_url, queue.name, "resources")) == 2)
-    queue.submit(wq.Task("sleep 30"))
-    queue.submit(wq.Task("head -c 5000 /dev/zero"))
+    for command in ("sleep 30", "head -c 5000 /dev/zero"):
+        task = wq.Task(command)
+        task.specify_cores(1)  # one core each: both fit the busy worker
+        queue.submit(task)
     q = queue.name
 
     def ready():
         parsed = exporter_samples(redis_url)
         if (
-            value(parsed, "wq_tasks_running", queue=q, resource_class="c1.m0.d0.g0", tag="") == 1
+            value(parsed, "wq_tasks_running", queue=q, resource_class="c1.m-1.d-1.g-1", tag="") == 1
             and value(parsed, "wq_tasks_with_results", queue=q) == 1
         ):
             return parsed
@@ -449,7 +451,7 @@ def test_exporter_json_dump(redis_url, queue):
     )
     assert out.returncode == 0, out.stderr
     dump = json.loads(out.stdout)
-    assert dump["queues"][queue.name]["waiting"] == {"c1.m0.d0.g0|": 1}
+    assert dump["queues"][queue.name]["waiting"] == {"c-1.m-1.d-1.g-1|": 1}
     assert dump["targets"] == []
 
 

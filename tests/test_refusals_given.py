@@ -56,7 +56,7 @@ def test_limits_exceeded_names_the_limit_a_killed_task_went_over(redis_url, queu
         disk.specify_disk(1)
         fine = wq.Task("true")
         fine.specify_memory(100)
-        workers.start("--cores", "3", "--memory", "2000")
+        workers.start("--cores", "3", "--memory", "2000", "--disk", "100")  # the disk task gets 20 MB of memory
         q.submit_many([memory, disk, fine])
         for _ in range(3):
             assert q.wait(30) is not None

@@ -217,8 +217,8 @@ def test_disk_over_its_limit_is_disk_full_with_status_143(redis_url, queue_name,
     with wq.WorkQueue(queue_name, redis_url=redis_url) as q:
         q.enable_monitoring()
         task = wq.Task("head -c 5000000 /dev/zero > big; sleep 10")
-        task.specify_disk(1)
-        workers.start("--cores", "1")
+        task.specify_disk(1)  # a hundredth of the worker's disk: and of its memory, 20 MB
+        workers.start("--cores", "1", "--memory", "2000", "--disk", "100")
         q.submit(task)
         assert q.wait(30) is task
     assert (task.result, task.return_status) == (wq.WORK_QUEUE_RESULT_DISK_ALLOC_FULL, 143)

@@ -33,12 +33,12 @@ def sleeper(cores: int, seconds: float = 1.0, tag: str | None = None) -> wq.Pyth
     return task
 
 
-def test_a_task_that_declares_nothing_takes_one_core(queue, workers):
-    workers.start("--cores", "4")
-    queue.submit_many([wq.PythonTask(timed_sleep, 1.0) for _ in range(4)])
-    done = drain(queue, 4)
-    assert all(t.resources_allocated.cores == 1 for t in done)
-    assert max_overlap([t.output[:2] for t in done]) == 4
+def test_a_task_that_declares_nothing_takes_the_whole_worker(queue, workers):
+    workers.start("--cores", "4", "--memory", "1000", "--disk", "1000")
+    queue.submit_many([wq.PythonTask(timed_sleep, 0.3) for _ in range(3)])
+    done = drain(queue, 3)
+    assert all((t.resources_allocated.cores, t.resources_allocated.memory) == (4, 1000) for t in done)
+    assert max_overlap([t.output[:2] for t in done]) == 1
 
 
 def test_four_core_worker_runs_four_one_core_tasks_at_once(queue, workers):
@@ -50,6 +50,7 @@ def test_four_core_worker_runs_four_one_core_tasks_at_once(queue, workers):
 
 
 def test_three_core_and_one_core_share_a_worker_but_two_three_core_never_do(queue, workers):
+    queue.tune("proportional-whole-tasks", 0)  # else a three-core task's share is the whole worker
     queue.submit_many([sleeper(3), sleeper(3), sleeper(1), sleeper(1)])
     workers.start("--cores", "4")
     done = drain(queue, 4)
@@ -100,7 +101,7 @@ def test_tagged_worker_takes_only_its_tags(queue, workers, redis_url):
     done = drain(queue, 3)
     assert {t.tag for t in done} == {"blue"}
     assert queue.wait(1.0) is None
-    assert queue.stats.waiting_by_queue == {"c1.m0.d0.g0|red": 3}
+    assert queue.stats.waiting_by_queue == {"c-1.m-1.d-1.g-1|red": 3}
     workers.start("--cores", "2")  # untagged: takes every tag
     assert {t.tag for t in drain(queue, 3)} == {"red"}
 
@@ -159,7 +160,7 @@ def test_category_resources_apply_to_tasks_that_declare_none(queue, workers):
     workers.start("--cores", "2", "--memory", "1000")
     done = {x.id: x for x in drain(queue, 2)}
     assert done[t.id].resources_allocated.cores == 2
-    assert done[t.id].resources_allocated.memory == 256  # 100 MB rounds up to its bucket
+    assert done[t.id].resources_allocated.memory == 1000  # 2 of 2 cores: the worker's whole memory
     assert done[own.id].resources_allocated.cores == 1
 
 

@@ -102,7 +102,7 @@ def test_environment_variables_reach_both_kinds_of_task(queue, workers, monkeypa
     workers.start("--cores", "2", env={"DROPPED": "worker-value"})
     queue.submit_many([cmd, py])
     drain(queue, 2)
-    assert cmd.output.strip() == "hola-unset-1"
+    assert cmd.output.strip() == "hola-unset-2"  # it declared no cores: the whole worker's
     assert py.output == "salut"
 
 
@@ -253,8 +253,8 @@ def test_disk_over_the_declared_limit_is_disk_alloc_full(redis_url, queue_name, 
     with wq.WorkQueue(queue_name, redis_url=redis_url) as q:
         q.enable_monitoring()
         task = wq.Task("head -c 5000000 /dev/zero > big; sleep 10")
-        task.specify_disk(1)
-        workers.start("--cores", "1")
+        task.specify_disk(1)  # a hundredth of the worker's disk: and of its memory, 20 MB
+        workers.start("--cores", "1", "--memory", "2000", "--disk", "100")
         q.submit(task)
         assert q.wait(30) is task
     assert task.result == wq.WORK_QUEUE_RESULT_DISK_ALLOC_FULL

@@ -11,6 +11,8 @@ import json
 import logging
 
 import cloudpickle
+from dataclasses import replace
+
 import pytest
 import redis
 from redis.crc import key_slot
@@ -23,12 +25,14 @@ from wq_redis.protocol import keys as keymod
 from wq_redis.protocol import serialize
 from wq_redis.protocol.keys import QueueKeys, check_queue_name, padded_id
 from wq_redis.protocol.resources import (
-    BUCKET_BASE_MB,
     Request,
-    bucket,
+    ResourceClass,
+    allocation_of,
+    category_hex,
     class_name,
-    class_of,
+    given,
     parse_class,
+    parse_resource_class,
     queue_member,
     split_member,
 )
@@ -38,74 +42,12 @@ from wq_redis.worker import resources as worker_resources
 from wq_redis.worker.resources import GPU, Allocator, Capacity, declared
 
 # ======================================================================================
-# resources.py: buckets
+# resources.py: Request, resource classes, queue members
 # ======================================================================================
 
 
-def _bucket_values(limit: int = 1 << 22) -> list[int]:
-    """256, 384, 512, 768, 1024, 1536, ... up to ``limit``."""
-    values, size = [], BUCKET_BASE_MB
-    while size <= limit:
-        values += [size, size * 3 // 2]
-        size *= 2
-    return values
-
-
-def test_bucket_of_zero_is_zero():
-    assert bucket(0) == 0
-
-
-def test_bucket_of_a_negative_request_is_zero():
-    assert bucket(-5) == 0
-
-
-@pytest.mark.parametrize("megabytes", [1, 2, 100, 255, 256])
-def test_bucket_rounds_anything_up_to_256_to_256(megabytes):
-    assert bucket(megabytes) == 256
-
-
-@pytest.mark.parametrize(
-    "megabytes, expected",
-    [(257, 384), (384, 384), (385, 512), (513, 768), (1000, 1024), (1025, 1536), (3000, 3072), (3073, 4096)],
-)
-def test_bucket_rounds_up_to_the_next_bucket(megabytes, expected):
-    assert bucket(megabytes) == expected
-
-
-def test_bucket_maps_every_bucket_value_to_itself():
-    for value in _bucket_values():
-        assert bucket(value) == value
-
-
-def test_bucket_never_rounds_down():
-    for megabytes in range(1, 70_000):
-        assert bucket(megabytes) >= megabytes
-
-
-def test_bucket_wastes_less_than_half_of_a_request_above_256():
-    for megabytes in range(BUCKET_BASE_MB + 1, 70_000):
-        assert bucket(megabytes) < 1.5 * megabytes, megabytes
-
-
-def test_bucket_is_monotonic():
-    previous = 0
-    for megabytes in range(0, 20_000):
-        assert bucket(megabytes) >= previous
-        previous = bucket(megabytes)
-
-
-# ======================================================================================
-# resources.py: Request, class names, queue members
-# ======================================================================================
-
-
-def test_request_defaults_to_one_core_and_nothing_else():
-    assert Request() == Request(cores=1, memory=0, disk=0, gpus=0)
-
-
-def test_request_needs_at_least_one_core():
-    with pytest.raises(ValueError, match="at least one core"):
-        Request(cores=0)
+def test_request_defaults_to_nothing():
+    assert Request() == Request(cores=0, memory=0, disk=0, gpus=0)
 
 
 @pytest.mark.parametrize("field", ["cores", "memory", "disk", "gpus"])
@@ -138,35 +80,60 @@ def test_request_fits_free_resources_given_as_a_dict():
     assert not Request(1, 0, 0, 2).fits(free)
 
 
-def test_class_name_spells_cores_memory_disk_gpus():
-    assert class_name(Request(4, 0, 0, 1)) == "c4.m0.d0.g1"
+def test_class_name_spells_what_was_declared_exactly():
+    # no rounding: the worker computes what the task is given from these (claim.lua)
+    assert class_name(Request(2, 1000, 3000, 0)) == "c2.m1000.d3000.g0"
+    assert ResourceClass().name == "c-1.m-1.d-1.g-1"
+    assert ResourceClass((1, -1, -1, -1)).name == "c1.m-1.d-1.g-1"
 
 
-def test_class_name_rounds_memory_and_disk_into_buckets():
-    assert class_name(Request(2, 1000, 3000, 0)) == "c2.m1024.d3072.g0"
+def test_class_name_adds_the_minimum_the_flags_and_the_category_only_when_set():
+    full = ResourceClass((-1, 1000, -1, -1), (3, -1, -1, 2), False, True, category_hex("big"))
+    assert full.name == "c-1.m1000.d-1.g-1.n3.-1.-1.2.p01.k626967"
+    assert ResourceClass((1, 2, 3, 4), whole_tasks=False).name == "c1.m2.d3.g4.p10"
+    assert replace(full, at_max=True).name.endswith(".K626967")
 
 
 @pytest.mark.parametrize(
-    "request_", [Request(), Request(4, 0, 0, 1), Request(2, 1000, 3000, 0), Request(64, 300_000, 1, 8)]
+    "resource_class",
+    [
+        ResourceClass(),
+        ResourceClass((4, 0, 0, 1)),
+        ResourceClass((2, 1000, 3000, 0), (1, 1, 1, 1)),
+        ResourceClass((-1, -1, 5, -1), proportional=False, whole_tasks=False),
+        ResourceClass((64, 300_000, 1, 8), category=category_hex("ünïcode|cat"), at_max=True),
+    ],
 )
-def test_parse_class_inverts_class_name(request_):
-    assert parse_class(class_name(request_)) == class_of(request_)
+def test_parse_resource_class_inverts_its_name(resource_class):
+    assert parse_resource_class(resource_class.name) == resource_class
 
 
-def test_class_of_a_class_is_itself():
-    cls = class_of(Request(3, 5000, 700, 2))
-    assert class_of(cls) == cls
-
-
-@pytest.mark.parametrize("name", ["", "c4.m0.d0", "c4.m0.d0.g1.x", "x4.m0.d0.g1", "c-1.m0.d0.g0", "c4.m0.d0.g1|tag"])
+@pytest.mark.parametrize(
+    "name",
+    ["", "c4.m0.d0", "c4.m0.d0.g1.x", "x4.m0.d0.g1", "c-2.m0.d0.g0", "c4.m0.d0.g1|tag", "c1.m1.d1.g1.kXY", "c1.m1.d1.g1.p2"],
+)
 def test_parse_class_rejects_a_malformed_name(name):
     with pytest.raises(ValueError):
         parse_class(name)
 
 
-def test_parse_class_rejects_a_class_without_cores():
+def test_a_class_refuses_values_below_unset():
     with pytest.raises(ValueError):
-        parse_class("c0.m0.d0.g0")
+        ResourceClass((-2, 0, 0, 0))
+
+
+def test_nominal_is_the_least_any_worker_gives():
+    assert parse_class("c-1.m-1.d-1.g-1") == Request(1, 0, 0, 0)  # the whole worker: at least a core
+    assert parse_class("c-1.m-1.d-1.g2") == Request(0, 0, 0, 2)  # a GPU task that declared no cores
+    assert parse_class("c1.m100.d-1.g-1.n3.-1.200.-1") == Request(3, 100, 200, 0)  # never below the minimum
+
+
+def test_allocation_of_reads_the_box_the_claim_wrote():
+    assert allocation_of(b"2 500 1000 0") == Request(2, 500, 1000, 0)
+    for garbage in (None, b"", b"1 2 3", b"a b c d", b"-1 0 0 0", b"\xff\xfe", "1 2 3 4 5"):
+        assert allocation_of(garbage) is None
+    assert given("c1.m-1.d-1.g-1|", b"1 250 250 0") == Request(1, 250, 250, 0)
+    assert given("c1.m-1.d-1.g-1|", b"garbage") == Request(1, 0, 0, 0)  # then what its class needs at least
 
 
 def test_queue_member_joins_class_and_tag_with_a_bar():
@@ -174,14 +141,14 @@ def test_queue_member_joins_class_and_tag_with_a_bar():
 
 
 def test_queue_member_of_an_untagged_task_has_an_empty_tag():
-    member = queue_member(Request(), None)
-    assert member == "c1.m0.d0.g0|"
-    assert split_member(member) == ("c1.m0.d0.g0", "")
+    member = queue_member(ResourceClass((1, -1, -1, -1)), None)
+    assert member == "c1.m-1.d-1.g-1|"
+    assert split_member(member) == ("c1.m-1.d-1.g-1", "")
 
 
 def test_split_member_keeps_bars_inside_the_tag():
     member = queue_member(Request(1, 300, 0, 0), "a|b||c")
-    assert split_member(member) == ("c1.m384.d0.g0", "a|b||c")
+    assert split_member(member) == ("c1.m300.d0.g0", "a|b||c")
 
 
 def test_split_member_inverts_queue_member():
@@ -221,6 +188,7 @@ KEY_NAMES = {
     "fifo": "c1.m0.d0.g0|tag",
     "value": "w@h#1:42:1",
     "big_field": (42, "args"),
+    "label": "626967",
 }
 
 
@@ -660,9 +628,10 @@ def test_task_result_fields_are_decoded():
 
 def test_result_fields_a_worker_leaves_out_are_derived():
     t = Task("true")
-    apply_results(t, 4, {b"r": b"0", b"w": b"7@node-3", b"q": b"c2.m384.d0.g1|tag", b"meas": b'{"cores":0.5}'})
+    fields = {b"r": b"0", b"w": b"7@node-3", b"q": b"c2.m-1.d-1.g1|tag", b"alloc": b"2 384 0 1", b"meas": b'{"cores":0.5}'}
+    apply_results(t, 4, fields)
     assert (t.return_status, t.std_output, t.hostname) == (0, "", "node-3")
-    allocated = t.resources_allocated
+    allocated = t.resources_allocated  # what the claim gave it ("alloc"), not what it declared
     assert (allocated.cores, allocated.memory, allocated.disk, allocated.gpus) == (2, 384, 0, 1)
     waiting = Task("true")
     assert (waiting.return_status, waiting.std_output, waiting.hostname) == (None, None, None)

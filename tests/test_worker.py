@@ -54,7 +54,10 @@ def test_idle_timeout_exits(queue, workers):
 @pytest.mark.faults
 def test_killed_worker_tasks_are_finished_by_another(queue, workers):
     doomed = workers.start("--cores", "2", "--lease-seconds", "1", "--name", "doomed")
-    ids = queue.submit_many([wq.PythonTask(timed_sleep, 2), wq.Task("sleep 2 | cat && sleep 1")])
+    tasks = [wq.PythonTask(timed_sleep, 2), wq.Task("sleep 2 | cat && sleep 1")]
+    for task in tasks:
+        task.specify_cores(1)  # both at once
+    ids = queue.submit_many(tasks)
     assert wait_until(lambda: queue.stats.tasks_running == 2)
     time.sleep(0.3)
     children = psutil.Process(doomed.pid).children(recursive=True)

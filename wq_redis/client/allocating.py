@@ -48,7 +48,7 @@ PROPORTIONAL = ("force-proportional-resources", "proportional-resources")
 WHOLE_TASKS = ("force-proportional-resources-whole-tasks", "proportional-whole-tasks")
 NEW_TASK = 0  # a task id no task has (Work Queue's ids start at 1): a bucketing prediction for a new task
 # the results whose measurements a category learns from, and how (category.c's success)
-_LEARNED = {
+_LEARNED: dict[int | None, int] = {
     Result.SUCCESS: 1,
     Result.RESOURCE_EXHAUSTION: 0,
     Result.SIGNAL: -1,
@@ -215,7 +215,7 @@ class Allocating(QueueState):
             hex_name = found.group(1).decode()
             self._learned[hex_name] = self._learned.get(hex_name, 0) + 1
         category = self._allocation.get(task._spec.category or "default")
-        success = _LEARNED.get(task.result)  # type: ignore[call-overload]
+        success = _LEARNED.get(task.result)
         if category.mode == FIXED or success is None:
             return
         measured = task.resources_measured

@@ -77,7 +77,8 @@ class Executor(concurrent.futures.Executor):
     ``template=Task`` (whose tag, category, priority, retries, limits, environment and
     input files are copied) apply to every call, and per call as keyword arguments of
     ``submit`` and ``map``; those two names are therefore reserved there (pass a function
-    argument of that name with ``functools.partial``).
+    argument of that name with ``functools.partial``).  A call that declares no resources
+    there takes one core (a Work Queue task that declares none takes a whole worker).
     """
 
     queue_type: type[WorkQueue] = WorkQueue  # what a queue name opens (wq.Executor: embedded/queue.py's)
@@ -170,7 +171,11 @@ class Executor(concurrent.futures.Executor):
         task = PythonTask(fn, *args, **kwargs)
         if template is None:  # a template of this call replaces the executor's settings whole
             _configure(task, self.template, self.resources)
-        return _configure(task, template, resources)
+        _configure(task, template, resources)
+        spec = task._spec
+        if spec.cores is None and spec.memory is None and spec.disk is None and spec.gpus is None:
+            task.specify_cores(1)  # a pool of calls: one core each, not Work Queue's whole worker
+        return task
 
     def _submit_tasks(self, tasks: list[Task]) -> list[TaskFuture]:
         futures = []

@@ -36,6 +36,13 @@ UNSIZED_CHUNKSIZE = 32  # for an iterable without a length (a generator)
 BLOCK_SECONDS = 1.0  # longest one blocking retrieve waits for a completion before looking again
 
 
+def one_core(task: PythonTask) -> PythonTask:
+    """A call of map, pair or tree_reduce takes one core: under Work Queue's allocation a
+    task that declares nothing gets a whole worker, which would run one call at a time."""
+    task.specify_cores(1)
+    return task
+
+
 def _call(func: Callable[..., Any], *args: Any) -> Any:
     """``func(*args)``, or the exception it raised, as one task per item would give it
     (an exception that cannot be pickled travels as a RuntimeError with its text)."""
@@ -163,7 +170,7 @@ def _stream(
         for batch in _chunks(calls, SUBMIT_BATCH):
             while len(pending) + len(batch) > MAX_IN_FLIGHT:
                 collect(block=True)
-            ids = queue.submit_many([PythonTask(func, *args) for args in batch])
+            ids = queue.submit_many([one_core(PythonTask(func, *args)) for args in batch])
             for task_id, args in zip(ids, batch):
                 pending[task_id] = (len(slots), weight(args))
                 slots.append(None)
@@ -247,7 +254,7 @@ def reduce_tree(
     pending: dict[int, tuple[int, int]] = {}  # task id -> (level, index)
 
     def submit(chunks: list[tuple[int, int]]) -> None:
-        tasks = [PythonTask(func, levels[lv - 1][i * chunksize : (i + 1) * chunksize]) for lv, i in chunks]
+        tasks = [one_core(PythonTask(func, levels[lv - 1][i * chunksize : (i + 1) * chunksize])) for lv, i in chunks]
         for start in range(0, len(tasks), SUBMIT_BATCH):
             ids = queue.submit_many(tasks[start : start + SUBMIT_BATCH])
             pending.update(zip(ids, chunks[start : start + SUBMIT_BATCH]))

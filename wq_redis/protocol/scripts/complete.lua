@@ -93,7 +93,7 @@ end
 
 -- 3. the results themselves (task hashes were read as hashes above: these cannot fail)
 local head = {'s', 3, 'tok', '', 'lt', '', 'tf', finished}
-local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #'leases')  -- (keys.py: every key is the queue's prefix and a suffix)
+local prefix = string.match(KEYS[1], '^(.*:)')  -- the queue's prefix (keys.py: every key is it and a suffix without ':')
 for _, w in ipairs(writes) do
   local key, token, first, last, others, member = w[1], w[2], w[3], w[4], w[5], w[6]
   local sized = member and string.match(member, '^[^|]*%.[kK](%x+)|')
