@@ -73,9 +73,15 @@ def test_executor_wide_resources_apply_unless_a_call_says_otherwise(redis_url, q
     workers.start("--cores", "4")
     with wq.Executor(queue_name, redis_url=redis_url, resources={"cores": 2}) as pool:
         default, own = pool.submit(cores_seen), pool.submit(cores_seen, resources={"cores": 1})
-        plain = wq.Executor(pool.queue)  # a call that declares nothing takes one core, not the whole worker
         assert (default.result(timeout=30), own.result(timeout=30)) == ("2", "1")
-        assert plain.submit(cores_seen).result(timeout=30) == "1"
+
+
+def test_a_call_that_declares_nothing_takes_one_core_not_the_whole_worker(redis_url, queue_name, workers):
+    workers.start("--cores", "4")
+    with wq.Executor(queue_name, redis_url=redis_url) as pool:
+        futures = [pool.submit(cores_seen) for _ in range(4)]
+        assert [f.result(timeout=30) for f in futures] == ["1"] * 4
+        assert all(f.task.resources_allocated.cores == 1 for f in futures)
 
 
 def test_unknown_resource_names_are_refused(executor):
