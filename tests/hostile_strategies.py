@@ -127,6 +127,7 @@ SCHEMA_KEYS: dict[str, tuple[str, bool]] = {
     # that task may fail (cleanly), the others must not
     "fn:other": ("string", True),
     "file:other": ("string", True),
+    "label:own": ("hash", True),  # an automatic category's label: claims size its tasks without it
 }
 
 

@@ -63,7 +63,7 @@ import wq_redis as wq
 from wq_redis.embedded.server import RedisServer
 from wq_redis.protocol import packing
 from wq_redis.protocol.keys import QueueKeys
-from wq_redis.protocol.resources import Request, queue_member
+from wq_redis.protocol.resources import ResourceClass, category_hex, queue_member
 from wq_redis.protocol.serialize import digest_pickle, pack_spec
 
 # hostile: run in CI; the timeout leaves room for hypothesis to shrink a failing case
@@ -74,8 +74,9 @@ CONFIGS = {"plain": None, "secret": SECRET}
 SCALE = float(os.environ.get("WQ_FUZZ_SCALE", "1"))
 CASE_TIMEOUT = float(os.environ.get("WQ_FUZZ_CASE_TIMEOUT", "5"))
 REPORT = os.environ.get("WQ_FUZZ_REPORT")
-OWN_MEMBER = queue_member(Request(), None)  # where the manager's tasks wait
-FOREIGN_MEMBER = queue_member(Request(), "hostile")  # a registered queue none of them uses
+OWN_MEMBER = queue_member(ResourceClass(), None)  # where the manager's tasks wait
+FOREIGN_MEMBER = queue_member(ResourceClass(), "hostile")  # a registered queue none of them uses
+AUTO_CATEGORY = "fuzz-auto"  # one task of each case is sized by an automatic category (its label: keys.label)
 FOREIGN_BASE = 10_000_000  # foreign ids: far past any id a manager reserves in this module
 EXPECTED = {0: 5, 1: None, 2: "fuzz-ok\n"}  # own task index -> output (1: the case's constant)
 
@@ -252,6 +253,7 @@ class Case:
             "fn:other": k.function("0" * 64),
             "incarnation": k.incarnation,
             "file:other": k.file("0" * 64),
+            "label:own": k.label(category_hex(AUTO_CATEGORY)),
         }
         return fixed[role]
 
@@ -278,7 +280,9 @@ class Case:
 
     # the case itself
     def own_tasks(self) -> list[wq.Task]:
-        return [wq.PythonTask(my_sum, 2, 3), wq.PythonTask(self.fn), wq.Task("echo fuzz-ok")]
+        sized = wq.Task("echo fuzz-ok")
+        sized.specify_category(AUTO_CATEGORY)
+        return [wq.PythonTask(my_sum, 2, 3), wq.PythonTask(self.fn), sized]
 
     def run(self, apply: Callable[[Case], None], tolerated: bool = True) -> list[str]:
         """Write the plan, run the manager's tasks through it, check the invariants.
@@ -286,6 +290,7 @@ class Case:
         once it is gone; the manager may meet Redis errors meanwhile)."""
         queue = wq.WorkQueue(self.fleet.queue, redis_url=self.fleet.redis_url, secret=self.fleet.secret)
         try:
+            queue.specify_category_mode(AUTO_CATEGORY, wq.WORK_QUEUE_ALLOCATION_MODE_MAX)
             apply(self)
             accepted: list[int] = []
             try:

@@ -146,7 +146,9 @@ def test_the_exporter_reports_keys_it_cannot_read(redis_url, queue):
     parsed = samples(exporter.exposition())
     key = ("key", f"wq:{{{queue.name}}}:fifo:c1.m0.d0.g0|broken")
     assert parsed[("wq_queue_unreadable_keys", (key, ("queue", queue.name)))] == 1
-    assert parsed[("wq_tasks_waiting", (("queue", queue.name), ("resource_class", "c-1.m-1.d-1.g-1"), ("tag", "")))] == 1
+    assert (
+        parsed[("wq_tasks_waiting", (("queue", queue.name), ("resource_class", "c-1.m-1.d-1.g-1"), ("tag", "")))] == 1
+    )
 
 
 def test_status_counts_a_broken_sub_queue_as_empty(redis_url, queue):

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-
-import cloudpickle
 from dataclasses import replace
 
+import cloudpickle
 import pytest
 import redis
 from redis.crc import key_slot
@@ -110,7 +109,16 @@ def test_parse_resource_class_inverts_its_name(resource_class):
 
 @pytest.mark.parametrize(
     "name",
-    ["", "c4.m0.d0", "c4.m0.d0.g1.x", "x4.m0.d0.g1", "c-2.m0.d0.g0", "c4.m0.d0.g1|tag", "c1.m1.d1.g1.kXY", "c1.m1.d1.g1.p2"],
+    [
+        "",
+        "c4.m0.d0",
+        "c4.m0.d0.g1.x",
+        "x4.m0.d0.g1",
+        "c-2.m0.d0.g0",
+        "c4.m0.d0.g1|tag",
+        "c1.m1.d1.g1.kXY",
+        "c1.m1.d1.g1.p2",
+    ],
 )
 def test_parse_class_rejects_a_malformed_name(name):
     with pytest.raises(ValueError):
@@ -628,7 +636,13 @@ def test_task_result_fields_are_decoded():
 
 def test_result_fields_a_worker_leaves_out_are_derived():
     t = Task("true")
-    fields = {b"r": b"0", b"w": b"7@node-3", b"q": b"c2.m-1.d-1.g1|tag", b"alloc": b"2 384 0 1", b"meas": b'{"cores":0.5}'}
+    fields = {
+        b"r": b"0",
+        b"w": b"7@node-3",
+        b"q": b"c2.m-1.d-1.g1|tag",
+        b"alloc": b"2 384 0 1",
+        b"meas": b'{"cores":0.5}',
+    }
     apply_results(t, 4, fields)
     assert (t.return_status, t.std_output, t.hostname) == (0, "", "node-3")
     allocated = t.resources_allocated  # what the claim gave it ("alloc"), not what it declared

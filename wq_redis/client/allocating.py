@@ -96,9 +96,7 @@ class Allocating(QueueState):
     _proportional: bool
     _whole_tasks: bool
     _labels_sent: dict[str, str]  # category hex -> the label last published
-    _learned: dict[str, int]  # category hex -> results learned and not yet published
     _members_of: dict[str, set[str]]  # category hex -> the ready queues of its tasks (woken on a publish)
-    _auto: dict[str, Category]  # category hex -> the category, once it has a label
 
     def _init_allocation(self) -> None:
         self._allocation = Categories()
@@ -226,12 +224,14 @@ class Allocating(QueueState):
         if hex_name in self._auto:  # its label may have changed: published after the batch
             self._learned.setdefault(hex_name, 0)
 
-    def _publish_learned(self) -> None:
-        """After a batch of results: publish the labels of the categories they taught."""
-        for hex_name in list(self._learned):
-            self._publish_label(self._auto[hex_name])
+    def _publish_learned(self, everything: bool = False) -> None:
+        """After a batch of results: publish the labels of the categories they taught
+        (``everything``: of every automatic category, whatever changed: a retrieve that
+        found nothing may be waiting for tasks that a hostile count holds back)."""
+        for hex_name in list(self._auto if everything else self._learned):
+            self._publish_label(self._auto[hex_name], force=everything)
 
-    def _publish_label(self, category: Category) -> None:
+    def _publish_label(self, category: Category, force: bool = False) -> None:
         """Publish the category's label for claim.lua (label.lua) when it or the count of
         results learned changed: the first attempt's maximum, the maximum for a retry, the
         largest measured, and the category's minimum."""
@@ -246,12 +246,16 @@ class Allocating(QueueState):
         parts = (*quad(first), *quad(at_max), *quad(category.max_resources_seen), *quad(category.min_allocation))
         label = " ".join(str(v) for v in parts)
         learned = self._learned.pop(hex_name, 0)
-        if not learned and self._labels_sent.get(hex_name) == label:
+        if not learned and not force and self._labels_sent.get(hex_name) == label:
             return
         starting = hex_name not in self._labels_sent
         members = sorted(self._members_of.get(hex_name, ()))
+        counts = self._books.categories.of(category.name)
+        outstanding = max(0, counts["submitted"] - counts["done"] - counts["cancelled"])
         try:
-            self._redis.call(lambda: self._store.publish_label(hex_name, label, learned, starting, members))
+            self._redis.call(
+                lambda: self._store.publish_label(hex_name, label, learned, starting, outstanding, members)
+            )
         except BaseException:
             if learned:  # told next time: the claims wait for it
                 self._learned[hex_name] = self._learned.get(hex_name, 0) + learned

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..protocol.serialize import FunctionCache
     from ..protocol.signing import Signer
     from ..protocol.store import QueueStore, Submitted
-    from .allocation import Categories
+    from .allocation import Categories, Category
     from .books import TaskBooks
     from .files import FileStager
     from .packs import PackPlanner
@@ -61,6 +61,7 @@ class QueueState:
     _files: FileStager
     _allocation: Categories  # the categories' allocation models (allocating.py)
     _learned: dict[str, int]  # results of automatic categories learned, not yet published (allocating.py)
+    _auto: dict[str, Category]  # automatic categories with a label, by hex name (allocating.py)
 
     if TYPE_CHECKING:  # steps one part calls in another
 
@@ -74,5 +75,5 @@ class QueueState:
         def _store_category(self, category: str) -> None: ...
         def _republish_labels(self) -> None: ...
         def _learn(self, task: Task) -> None: ...
-        def _publish_learned(self) -> None: ...
+        def _publish_learned(self, everything: bool = False) -> None: ...
         def _retrieve(self, max_tasks: int = ..., block: float = 0.0) -> int: ...

@@ -134,8 +134,8 @@ class Retrieving(QueueState):
         self._released += [ack_id for ack_id in acks if ack_id not in own]
         for ack_id in own:
             books.packs.pop(ack_id, None)
-        if self._learned:
-            self._publish_learned()  # the claims of automatic categories wait for what they taught
+        if self._learned or (not rows and self._auto):
+            self._publish_learned(everything=not rows)  # claims of automatic categories wait for what they taught
         return taken
 
     def _finished(self, task_id: int, fields: dict[bytes, bytes]) -> bool:

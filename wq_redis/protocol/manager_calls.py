@@ -142,11 +142,15 @@ class ManagerCalls(ScriptPipeline):
     def set_category(self, category: str, resources_json: str) -> None:
         self.client.hset(self.keys.categories, category, resources_json)
 
-    def publish_label(self, category_hex: str, label: str, learned: int, starting: bool, members: list[str]) -> None:
+    def publish_label(
+        self, category_hex: str, label: str, learned: int, starting: bool, outstanding: int, members: list[str]
+    ) -> None:
         """Publish an automatic category's allocation label and the results learned since
-        the last call (label.lua), and wake the workers of its queues ``members``."""
+        the last call (label.lua; ``outstanding``: the category's tasks the manager still
+        waits for), and wake the workers of its queues ``members``."""
         k = self.keys
-        self._scripts["label"](keys=[k.label(category_hex)], args=[k.prefix, label, learned, int(starting), *members])
+        args = [k.prefix, label, learned, int(starting), outstanding, *members]
+        self._scripts["label"](keys=[k.label(category_hex)], args=args)
 
     def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]], incarnation: str) -> Submitted:
         """Queue tasks in one round trip: (id, member "CLASS|TAG", priority, hash fields),

@@ -5,7 +5,11 @@
 -- KEYS: 1 label hash
 -- ARGV: 1 key prefix, 2 the label, 3 results learned since the last call, 4 "1" when this
 --       manager starts (or starts again after Redis lost the queue): whatever was done
---       before is taken as learned, 5.. the queue members ("CLASS|TAG") to ring
+--       before is taken as learned, 5 how many of the category's tasks the manager still
+--       waits for, 6.. the category's queue members ("CLASS|TAG"), rung here: no more
+--       results can be unlearned than those tasks less the ones still waiting in these
+--       queues, and a larger gap (another client's garbage) would hold the category's
+--       tasks back for ever
 -- Another client's garbage at the key (not a hash, or counts that are no numbers) is
 -- replaced: the label is the manager's to write.
 --#include broken
@@ -13,7 +17,16 @@ local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
 local got = redis.call('HMGET', KEYS[1], 'seen', 'done')
 local seen, done = tonumber(got[1] or '0') or 0, tonumber(got[2] or '0') or 0
+seen = seen + tonumber(ARGV[3])
 if ARGV[4] == '1' then seen = math.max(seen, done) end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'seen', seen + tonumber(ARGV[3]), 'done', done)
-for i = 5, #ARGV do ring(ARGV[1] .. 'wake:' .. ARGV[i]) end
+local waiting = 0
+for i = 6, #ARGV do
+  for _, count in ipairs({redis.pcall('LLEN', ARGV[1] .. 'fifo:' .. ARGV[i]),
+                          redis.pcall('ZCARD', ARGV[1] .. 'ready:' .. ARGV[i])}) do
+    if type(count) == 'number' then waiting = waiting + count end
+  end
+end
+seen = math.max(seen, done - math.max(0, tonumber(ARGV[5]) - waiting))
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'seen', seen, 'done', done)
+for i = 6, #ARGV do ring(ARGV[1] .. 'wake:' .. ARGV[i]) end
 return 1
