@@ -16,7 +16,7 @@ FIELDS_SOURCE = Path(fields.__file__).read_text()
 # Lower-case literals of the scripts that are neither fields nor keys: Lua's type names,
 # the status of a TYPE reply and the Redis types it names, and claim.lua's tags for where
 # a queue's head is.
-LUA_WORDS = frozenset({"table", "string", "ok", "set", "hash", "none", "z", "l"})
+LUA_WORDS = frozenset({"table", "string", "number", "ok", "set", "hash", "none", "z", "l"})
 NAME_LIKE = re.compile(r"^[a-z_]+:?$")  # what a field name or key suffix looks like (not '%06d', not 'HSET')
 KEY_PREFIX = re.compile(r"(?:\bprefix|ARGV\[1\])\s*$")  # `prefix .. 't:'`: a key suffix follows
 HASH_COMMAND = re.compile(r"^H[A-Z]+$")

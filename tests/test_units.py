@@ -964,7 +964,8 @@ def snapshot():
             "b@h": _worker_record(4, 8000, 50000, 0),
             "c@h": _worker_record(2, 4000, 0, 0),
         },
-        running_tasks=[("a@h", "c2.m1024.d0.g1|gpu"), ("a@h", "c1.m0.d0.g0|"), ("b@h", "c1.m384.d512.g0|x")],
+        running_tasks=[("a@h", "c2.m1024.d0.g1|gpu"), ("a@h", "c-1.m-1.d-1.g-1|"), ("b@h", "c1.m384.d512.g0|x")],
+        running_given=[Request(2, 1024, 0, 1), Request(8, 0, 0, 0), Request(1, 384, 512, 0)],
     )
 
 
@@ -978,9 +979,9 @@ def test_stats_total_resources_sum_the_worker_records(snapshot):
     assert (s.total_cores, s.total_memory, s.total_disk, s.total_gpus) == (14, 28000, 150000, 2)
 
 
-def test_stats_committed_resources_sum_the_classes_of_running_tasks(snapshot):
-    s = stats_from_snapshot(snapshot)
-    assert (s.committed_cores, s.committed_memory, s.committed_disk, s.committed_gpus) == (4, 1408, 512, 1)
+def test_stats_committed_resources_sum_what_running_tasks_were_given(snapshot):
+    s = stats_from_snapshot(snapshot)  # (the second declared nothing: it was given its worker's 8 cores)
+    assert (s.committed_cores, s.committed_memory, s.committed_disk, s.committed_gpus) == (11, 1408, 512, 1)
 
 
 def test_stats_task_counts_come_from_queues_leases_done_list_and_counters(snapshot):

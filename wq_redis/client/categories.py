@@ -1,8 +1,8 @@
 """Categories: ``stats_category`` and ``cancel_by_category``.
 
 A task's category (``specify_category``, default ``"default"``) chooses the resources it
-gets when it declares none (``specify_category_max_resources``).  The managers publish
-those in the queue's ``categories`` hash so ``wq-redis status -A`` can show them; each
+gets where it declares none (allocating.py).  The managers publish the categories' maximums
+in the queue's ``categories`` hash so ``wq-redis status -A`` can show them; each
 task carries its category in its hash (field ``cat``) so a category's tasks can be found.
 
 As in Work Queue, ``stats_category`` is the view of one manager: its cumulative counters
@@ -11,8 +11,8 @@ As in Work Queue, ``stats_category`` is the view of one manager: its cumulative 
 
 from __future__ import annotations
 
-from ..protocol.fields import MEMBER, STATE, STATE_FINISHED_B, STATE_READY_B, STATE_RUNNING_B
-from ..protocol.resources import parse_class, split_member
+from ..protocol.fields import ALLOCATED, MEMBER, STATE, STATE_FINISHED_B, STATE_READY_B, STATE_RUNNING_B
+from ..protocol.resources import given
 from ..protocol.views import QueueView
 from .books import TaskBooks
 from .stats import Stats
@@ -31,13 +31,13 @@ def category_stats(books: TaskBooks, view: QueueView, category: str) -> Stats:
     stats.tasks_with_results = len(books.results_in(category))
     hash_ids = [books.hash_id(i) for i in books.waiting_in(category)]  # a packed task's state is its pack's
     holding = set()
-    for hash_id, (state, member) in zip(hash_ids, view.task_fields(hash_ids, (STATE, MEMBER))):
+    for hash_id, (state, member, alloc) in zip(hash_ids, view.task_fields(hash_ids, (STATE, MEMBER, ALLOCATED))):
         if state == STATE_READY_B:
             stats.tasks_waiting += 1
         elif state == STATE_RUNNING_B:
             stats.tasks_running += 1
             stats.tasks_on_workers += 1
-            held = parse_class(split_member(member.decode())[0]) if member and hash_id not in holding else None
+            held = given(member.decode(), alloc) if member and hash_id not in holding else None
             holding.add(hash_id)  # a pack holds one task's resources, whatever its size
             if held is not None:
                 stats.committed_cores += held.cores

@@ -92,8 +92,7 @@ def stats_from_snapshot(snap: Snapshot) -> Stats:
             s.workers_idle += 1
         for resource in ("cores", "memory", "disk", "gpus"):
             setattr(s, f"total_{resource}", getattr(s, f"total_{resource}") + int(total.get(resource, 0)))
-    for _, member in snap.running_tasks:
-        held = parse_class(split_member(member)[0])
+    for held in snap.running_given:  # what each running task was given (its claim's box)
         s.committed_cores += held.cores
         s.committed_memory += held.memory
         s.committed_disk += held.disk

@@ -11,6 +11,7 @@ from typing import Any
 
 from .codes import Result
 from .fields import PACK_COUNT_PREFIX_B
+from .resources import Request
 
 Fields = dict[bytes, bytes]
 Call = tuple[str, list[str], list[Any]]  # (script name, or "set"/"blpop"; keys; arguments): one command of a pipeline
@@ -59,7 +60,7 @@ def broken_keys(rows: Sequence[Sequence[bytes]]) -> list[tuple[str, str]]:
 
 def tasks_by_worker(running: Sequence[Sequence[Any]]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for worker, _, tasks in running:
+    for worker, _, tasks, *_ in running:
         counts[worker.decode()] = counts.get(worker.decode(), 0) + int(tasks)
     return counts
 
@@ -166,6 +167,7 @@ class Snapshot:
     counters: dict[str, int]
     workers: dict[str, Fields]
     running_tasks: list[tuple[str, str]]  # (worker, member "CLASS|TAG") per running task (or pack)
+    running_given: list[Request] = field(default_factory=list)  # what each of those was given (its claim's box)
     running_by_worker: dict[str, int] = field(default_factory=dict)  # worker -> tasks (a pack's members each)
     broken: list[tuple[str, str]] = field(default_factory=list)  # (key, error) it could not read, skipped
 

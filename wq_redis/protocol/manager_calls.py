@@ -42,6 +42,7 @@ from .fields import (
 from .keys import TASK, padded_id
 from .packer import BIG_VALUE, VALUE_TTL_SECONDS
 from .pipeline import ScriptPipeline
+from .resources import given
 
 SUBMIT_CHUNK_TASKS = 500  # tasks per submit.lua call (a call holds Redis while it runs)
 SUBMIT_CHUNK_BYTES = 4 << 20  # ... or fewer, when their fields are this large
@@ -333,7 +334,8 @@ class ManagerCalls(ScriptPipeline):
             with_results=int(with_results),
             counters=counters_of(counters),
             workers={name.decode(): flat_to_dict(flat) for name, flat in workers},
-            running_tasks=[(w.decode(), m.decode()) for w, m, _ in running_tasks],
+            running_tasks=[(w.decode(), m.decode()) for w, m, _, _ in running_tasks],
+            running_given=[given(m.decode(), alloc) for _, m, _, alloc in running_tasks],
             running_by_worker=tasks_by_worker(running_tasks),
             broken=broken_keys(broken),
         )

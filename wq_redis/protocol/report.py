@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from . import fields as f
-from .resources import RESOURCE_NAMES, parse_class, split_member
+from .resources import RESOURCE_NAMES, split_member
 from .store import find_queues
 from .views import QueueView, count_by
 
@@ -22,14 +22,6 @@ log = logging.getLogger(__name__)
 
 class QueueUnreadable(PermissionError):
     """A queue named by the caller that this Redis user may not read (ACL)."""
-
-
-def _class_dict(name: str) -> dict[str, int]:
-    try:
-        request = parse_class(name)
-    except ValueError:
-        return dict.fromkeys(RESOURCE_NAMES, 0)
-    return {r: getattr(request, r) for r in RESOURCE_NAMES}
 
 
 def queue_report(
@@ -68,9 +60,9 @@ def queue_report(
 def _workers(view: QueueView, snap: Any, now_us: int) -> list[dict[str, Any]]:
     beats = view.heartbeats()
     in_use: dict[str, dict[str, int]] = {}
-    for worker, member in snap.running_tasks:  # from the leases: exact at this instant
+    for (worker, _), held in zip(snap.running_tasks, snap.running_given):  # from the leases: exact now
         used = in_use.setdefault(worker, dict.fromkeys(RESOURCE_NAMES, 0))
-        for name, value in _class_dict(split_member(member)[0]).items():
+        for name, value in held.as_dict().items():
             used[name] += value
     running = snap.running_by_worker  # a pack's members each count
     out = []

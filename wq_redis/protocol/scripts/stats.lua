@@ -3,7 +3,7 @@
 -- KEYS: 1 registry set, 2 leases zset, 3 done list, 4 stats hash, 5 workers zset
 -- ARGV: 1 key prefix, 2 worker timeout ms, 3 the caller's clock in us (used without TIME)
 -- Returns {{{member, waiting}...}, running count, with_results, {counters},
---          {{name, {record}}...}, {{worker, member, tasks} per running task or pack},
+--          {{name, {record}}...}, {{worker, member, tasks, alloc} per running task or pack},
 --          {{key, error}...} keys it could not read (wrong type, or not readable by this
 --          ACL user): skipped, counted as empty}
 -- Counts are in tasks: a pack's members each count (the stats hash's pack_* fields).
@@ -27,8 +27,8 @@ for _, name in ipairs(read({}, 'ZRANGEBYSCORE', KEYS[5], now_ms - tonumber(ARGV[
 end
 local running = {}
 for _, id in ipairs(read({}, 'ZRANGE', KEYS[2], 0, -1)) do
-  local t = read({}, 'HMGET', prefix .. 't:' .. id, 'w', 'q', 'n', 'nc')
-  if t[1] and t[2] then running[#running + 1] = {t[1], t[2], live(t[3], t[4])} end
+  local t = read({}, 'HMGET', prefix .. 't:' .. id, 'w', 'q', 'n', 'nc', 'alloc')
+  if t[1] and t[2] then running[#running + 1] = {t[1], t[2], live(t[3], t[4]), t[5] or ''} end
 end
 local counters = read({}, 'HGETALL', KEYS[4])
 local running_count, done_count = #running, read(0, 'LLEN', KEYS[3])
