@@ -17,8 +17,8 @@ from wq_redis.client.allocation import (
     MIN_WASTE,
     Categories,
     Category,
-    Histogram,
 )
+from wq_redis.client.first_allocation import Histogram
 
 
 class FakeBucketing:
