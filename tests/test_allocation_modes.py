@@ -21,7 +21,9 @@ from wq_redis.protocol.resources import category_hex
 
 SPARSE_800_MB = "dd count=0 bs=800M seek=1 of=nulls 2>/dev/null"  # an 800 MB sandbox, no blocks written
 SMALL = "dd count=0 bs=1M seek=1 of=nulls 2>/dev/null"
-HOG = "b = bytearray(700 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+# 700 MB held for a second: the worker samples memory every 0.25 s, and a task gone before a
+# sample is not caught
+HOG = "b = bytearray(700 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(1)"
 
 
 def _given(task: wq.Task) -> tuple:
