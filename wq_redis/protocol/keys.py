@@ -20,6 +20,7 @@ WAKE = "wake:"  # LIST holding at most one data-free token, see wake()
 TASK = "t:"  # HASH of one task, see task()
 WORKER = "w:"  # HASH of one worker's record, see worker()
 WORKER_WAKE = "ww:"  # LIST a worker rings on itself, see worker_wake()
+WORKER_CONTROL = "wc:"  # LIST that wakes a worker's heartbeat, see control()
 VALUE = "v:"  # STRING of one attempt's large return value, see value()
 FUNCTION = "fn:"  # STRING of one function body, see function()
 FILE = "file:"  # STRING of one cached input, see file()
@@ -160,6 +161,12 @@ class QueueKeys:
     def worker_wake(self, worker_name: str) -> str:
         """LIST: token a worker rings on itself when a local task finishes."""
         return f"{self.prefix}{WORKER_WAKE}{worker_name}"
+
+    def control(self, worker_name: str) -> str:
+        """LIST: token that wakes a worker's heartbeat at once (it blocks on it between
+        beats): rung by cancel.lua for a task the worker runs, by the manager's requests
+        to workers (worker_control.py), and by the worker itself on a signal or at exit."""
+        return f"{self.prefix}{WORKER_CONTROL}{worker_name}"
 
     def value(self, token: str) -> str:
         """STRING: a large return value of one attempt (``token``), kept out of the task's

@@ -222,12 +222,13 @@ class WorkerCalls(ScriptPipeline):
                 f"{what} cannot be read: {key} holds another type ({exc}); delete or repair that key"
             ) from None
 
-    def ring_worker(self, worker: str) -> None:
-        key = self.keys.worker_wake(worker)
+    def ring_worker(self, worker: str, control: bool = False) -> None:
+        """Wake the worker's main loop (its wake key) and, with ``control``, its heartbeat."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.lpush(key, 1)
-        pipe.ltrim(key, 0, 0)
-        pipe.execute()
+        for key in [self.keys.worker_wake(worker)] + ([self.keys.control(worker)] if control else []):
+            pipe.lpush(key, 1)
+            pipe.ltrim(key, 0, 0)
+        pipe.execute(raise_on_error=False)
 
     def complete(
         self,
@@ -309,18 +310,32 @@ class WorkerCalls(ScriptPipeline):
         held: dict[int, str],
         lease_ms: int,
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
+        wait_seconds: float = 0.0,
     ) -> Renewal:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost,
         whether its record is still there (False after a reaper gave it up for dead, or
         when its key holds another type: registering again replaces it), and what the
         manager asks of it (worker_control.py: exit; its host blocked).  Keys of the
-        wrong type go to ``on_broken`` as (key, error) pairs."""
+        wrong type go to ``on_broken`` as (key, error) pairs.
+
+        ``wait_seconds``: first wait that long, or until the worker's control key rings
+        (a cancel, a request of the manager, a signal), in the same round trip: the
+        renewal runs the moment the wait ends, so it sees what rang."""
         k = self.keys
         args: list[Any] = [k.prefix, lease_ms, worker, status]
         for task_id, token in held.items():
             args += (task_id, token)
         keys = [k.leases, k.workers, k.worker(worker), k.blocked_hosts]
-        lost, registered, broken, shutdown, blocked = self._scripts["renew"](keys=keys, args=args)
+        calls: list[Any] = [("renew", keys, args)]
+        if wait_seconds > 0:
+            calls.insert(0, ("blpop", [k.control(worker)], [wait_seconds]))
+        answers = self._pipeline(calls)
+        if wait_seconds > 0 and isinstance(answers[0], redis.ResponseError):
+            # its control key holds another type: reported, and the wait kept (no spinning)
+            if on_broken is not None:
+                on_broken([(k.control(worker), str(answers[0]))])
+            time.sleep(wait_seconds)
+        lost, registered, broken, shutdown, blocked = answers[-1]
         if broken and on_broken is not None:
             on_broken(broken_keys(broken))
         return Renewal([int(i) for i in lost], bool(registered), bool(shutdown), bool(blocked))
@@ -373,7 +388,7 @@ class WorkerCalls(ScriptPipeline):
     def unregister_worker(self, worker: str) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.zrem(self.keys.workers, worker)
-        pipe.delete(self.keys.worker(worker), self.keys.worker_wake(worker))
+        pipe.delete(self.keys.worker(worker), self.keys.worker_wake(worker), self.keys.control(worker))
         pipe.execute()
 
     def task_hash(self, task_id: int) -> Fields:

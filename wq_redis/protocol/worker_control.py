@@ -2,8 +2,10 @@
 (``shutdown_workers``), and to take no task while their host is blocked (``block_host``).
 
 Nothing here is per task: the manager writes a mark (a worker record's "shutdown" field,
-an entry of the queue's blocked-hosts hash) and each worker reads its own at the heartbeat
-it sends anyway (renew.lua), so claims and runs cost what they did.
+an entry of the queue's blocked-hosts hash) and each worker reads its own at its
+heartbeat (renew.lua), so claims and runs cost what they did; the manager also rings the
+workers' control keys (keys.control), which end the wait between their heartbeats, so
+that a request takes effect at once however far apart heartbeats are.
 """
 
 from __future__ import annotations
@@ -22,8 +24,21 @@ class WorkerControl(ScriptPipeline):
         """Ask the workers ``names`` to exit; how many were asked (those still registered)."""
         if not names:
             return 0
-        keys = [self.keys.worker(name) for name in names]
+        keys = [key for name in names for key in (self.keys.worker(name), self.keys.control(name))]
         return int(cast(int, self._scripts["shutdown"](keys=keys, args=[])))
+
+    def wake_workers(self) -> None:
+        """Ring the control key of every registered worker: each heartbeats at once and
+        reads what was asked of it (a host blocked or unblocked).  One round trip."""
+        names = cast("list[bytes]", self.client.zrange(self.keys.workers, 0, -1))
+        if not names:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            control = self.keys.control(name.decode())
+            pipe.lpush(control, 1)
+            pipe.ltrim(control, 0, 0)
+        pipe.execute(raise_on_error=False)  # a control key of the wrong type: that worker sees it at its next beat
 
     def block_host(self, host: str, seconds: float) -> None:
         """Workers on ``host`` claim no task of this queue for ``seconds`` (< 1: until
@@ -33,6 +48,7 @@ class WorkerControl(ScriptPipeline):
             now_s, now_us = self.client.time()
             until = now_s * 1000 + now_us // 1000 + int(seconds * 1000)
         self.client.hset(self.keys.blocked_hosts, host, until)
+        self.wake_workers()
 
     def unblock_host(self, host: str | None) -> None:
         """Unblock ``host``, or every host when None."""
@@ -40,6 +56,7 @@ class WorkerControl(ScriptPipeline):
             self.client.delete(self.keys.blocked_hosts)
         else:
             self.client.hdel(self.keys.blocked_hosts, host)
+        self.wake_workers()
 
     def blocked_hosts(self) -> list[str]:
         """The hosts blocked now (entries whose time ran out left out)."""

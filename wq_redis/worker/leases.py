@@ -2,7 +2,11 @@
 
 Every ``lease/3`` (at most ``HEARTBEAT_MAX_SECONDS``) the heartbeat renews, in one round
 trip, the leases of the running attempts and of the results waiting in the outbox, and the
-worker's record (status, liveness).  Its answer names the leases lost (the task was
+worker's record (status, liveness).  Between beats it blocks in Redis on the worker's
+control key (keys.control), in that same round trip: a cancel of a task it runs, a
+request of the manager (exit, a blocked host) or a signal rings it, and the renewal runs
+at once.  So an idle worker costs Redis one call per beat, and a cancel still reaches a
+running task within a round trip.  Its answer names the leases lost (the task was
 cancelled, or the lease expired while the worker stalled): those attempts are stopped.
 The heartbeat runs in its own thread, which a CPU-bound task cannot starve (tasks run in
 other processes), and also runs the reaper under a Redis lock.  On abort (a second
@@ -47,7 +51,8 @@ if TYPE_CHECKING:
     from .loop import WorkerOptions
 
 log = logging.getLogger("wq_redis.worker")
-HEARTBEAT_MAX_SECONDS = 0.5  # also how fast a cancel reaches a running task
+HEARTBEAT_MAX_SECONDS = 10.0  # (a cancel is pushed: it does not wait for the next beat)
+HEARTBEAT_JOIN_SECONDS = 5.0  # exit waits this long for the heartbeat thread, woken from its wait
 HEARTBEATS_PER_LEASE = 3  # a lease survives at least two lost heartbeats in a row
 REAP_EVERY_LEASES = 0.5  # the reaper runs about this often (in leases), under a lock held as long
 SILENT_LEASES = 2  # a worker silent this many leases is given up for dead (its leases expired long ago)
@@ -77,6 +82,7 @@ class Leases:
     _changed: threading.Event
     _abort: bool
     _last_beat: float
+    _heartbeat_thread: threading.Thread | None
 
     def _status(self) -> str:
         return json.dumps(
@@ -92,13 +98,19 @@ class Leases:
     def _heartbeat_loop(self) -> None:
         interval = min(self.options.lease_seconds / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)
         beats = 0
-        while not self._stopping.wait(interval):
+        failed = False
+        while not self._stopping.is_set():
             if self._abort:
                 self._stop_and_hand_back()
+                self._stopping.wait(interval)
                 continue
             beats += 1
             try:
-                self._heartbeat()
+                # (after a failure, wait here: a Redis that is away answers at once)
+                if failed and self._stopping.wait(interval):
+                    break
+                self._heartbeat(wait=interval)
+                failed = False
                 self._last_beat = time.monotonic()
                 self.outage.succeeded()
                 if beats % max(1, int(self.options.lease_seconds * REAP_EVERY_LEASES / interval)) == 0:
@@ -106,16 +118,25 @@ class Leases:
                         lock_ms=int(self.lease_ms * REAP_EVERY_LEASES), worker_timeout_ms=self.lease_ms * SILENT_LEASES
                     )
             except redis.RedisError as exc:
+                failed = True
                 self.outage.failed("heartbeat", exc)
             except Exception:  # the heartbeat thread must never die: leases depend on it
+                failed = True
                 log.exception("heartbeat error; retrying")
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, wait: float = 0.0) -> None:
+        """Renew, after waiting up to ``wait`` seconds for the control key (see the module
+        doc).  What it holds is read before the wait: a task claimed meanwhile was leased
+        for a whole lease by its claim, and one finished meanwhile is renewed in vain."""
         with self._lock:
             # finished results waiting for delivery (Redis was away) keep their leases too
             held = self.outbox.leases()
             held.update({attempt.task_id: token for token, attempt in self._running.items()})
-        renewal = self.store.renew(self.name, self._status(), held, self.lease_ms, self.broken_keys.report)
+        renewal = self.store.renew(
+            self.name, self._status(), held, self.lease_ms, self.broken_keys.report, wait_seconds=wait
+        )
+        if self._stopping.is_set():
+            return  # woken to stop: the record may be gone already, and must not come back
         if not renewal.registered:
             log.warning("this worker had been given up for dead; registering again")
             self._register()
@@ -148,6 +169,18 @@ class Leases:
         if changed:  # end the main loop's wait for work now (its claim is sent with that wait)
             self._changed.set()
             self.store.ring_worker(self.name)
+
+    def _end_heartbeat(self) -> None:
+        """Stop the heartbeat thread: wake it from its wait (its control key) and wait for
+        it, so that no renewal runs after the worker unregisters."""
+        self._stopping.set()
+        try:
+            self.store.ring_worker(self.name, control=True)
+        except redis.RedisError:
+            pass  # Redis away: its wait ends by itself
+        thread = self._heartbeat_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(HEARTBEAT_JOIN_SECONDS)
 
     def _health(self) -> tuple[bool, str]:
         """For ``/healthz``: healthy while heartbeats (and so lease renewals) reach Redis."""

@@ -71,7 +71,6 @@ BATCH_BYTES = 4 * 1024 * 1024  # the followers a claim brings stay under this ma
 CLAIM_RETRY_SECONDS = 1.0  # wait after a failed claim (Redis away): the loop would otherwise spin
 DRAIN_POLL_SECONDS = 0.2  # a draining worker looks this often whether its tasks are done (a result also wakes it)
 SHUTDOWN_DELIVERY_SECONDS = 30.0  # exit tries this long to deliver held results; then their leases expire
-HEARTBEAT_JOIN_SECONDS = 5.0  # exit waits this long for the heartbeat thread, which wakes every 0.5 s at most
 # a runner thread still returning from a group it finished (its slot is free already) must
 # not delay the next group claimed for that slot: a few threads more than slots
 SPARE_RUNNER_THREADS = 2
@@ -85,7 +84,9 @@ class WorkerOptions:
     idle_timeout: float = 0.0  # seconds; 0 = never
     burst: bool = False  # exit once nothing is left that this worker can take
     lease_seconds: float = 30.0
-    block_seconds: float = 1.0  # longest a lost wake-up can delay a claim
+    # longest a lost wake-up can delay a claim: an idle worker's claim (one Redis call, sent
+    # with its wait) runs this often; wake-ups (a submit, a finished task, a signal) end it
+    block_seconds: float = 10.0
     reserve_after: float = 30.0  # seconds a too-big-for-now task waits before smaller ones yield
     workdir: str | None = None
     max_result_bytes: int = 256 * 1024 * 1024
@@ -147,6 +148,8 @@ class Worker(Groups, LaneSide, Leases):
         self._host_blocked = False  # the manager blocked this host (leases.py reads it at each heartbeat)
         self._abort = False
         self._last_beat = time.monotonic()
+        self._heartbeat_thread: threading.Thread | None = None
+        self._idle_block = options.block_seconds  # this idle wait's bound (_loop: never past the idle timeout)
         self.metrics: WorkerMetrics | None = None
         self.metrics_address = ""
         if options.metrics_ports is not None:
@@ -176,10 +179,24 @@ class Worker(Groups, LaneSide, Leases):
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        # The main loop and the heartbeat wait in Redis (BLPOP), where a signal cannot end
+        # the wait: Python writes each signal's number to this pipe, and a thread that
+        # reads it rings the worker's own keys, which end both waits at once.
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        threading.Thread(target=self._wake_on_signals, args=(read_fd,), name="signals", daemon=True).start()
+
+    def _wake_on_signals(self, read_fd: int) -> None:
+        while os.read(read_fd, 64):
+            try:
+                self.store.ring_worker(self.name, control=True)
+            except redis.RedisError:
+                pass  # Redis away: the waits end by themselves (block_seconds, the heartbeat)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         # Only flags: taking a lock here (Event.set) could deadlock with the interrupted
-        # main thread.  Every wait of the main loop is bounded by block_seconds.
+        # main thread; the wait it interrupted ends by _wake_on_signals.
         if self._draining:
             log.warning("second %s: stopping now, handing running tasks back", signal.Signals(signum).name)
             self._abort = True
@@ -203,7 +220,9 @@ class Worker(Groups, LaneSide, Leases):
             )
             log.info("Prometheus metrics: http://%s/metrics (bound to %s)", self.metrics_address, o.metrics_addr)
         self._register()
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        heartbeat = self._heartbeat_thread = threading.Thread(
+            target=self._heartbeat_loop, name="heartbeat", daemon=True
+        )
         heartbeat.start()
         # What is alive now (modules, clients, the metrics server) lives as long as the
         # worker: out of the collector's sight, its full collections scan only what tasks
@@ -221,8 +240,7 @@ class Worker(Groups, LaneSide, Leases):
             self._loop()
         finally:
             self._shutdown()
-            self._stopping.set()
-            heartbeat.join(HEARTBEAT_JOIN_SECONDS)
+            self._end_heartbeat()
         return 0
 
     def _loop(self) -> None:
@@ -259,6 +277,10 @@ class Worker(Groups, LaneSide, Leases):
                 self._changed.wait(self.options.block_seconds)
                 self._changed.clear()
                 continue
+            self._idle_block = self.options.block_seconds
+            if self.options.idle_timeout:  # an idle worker leaves on time, whatever the bound of its wait
+                left = self.options.idle_timeout - (time.monotonic() - idle_since)
+                self._idle_block = max(min(self._idle_block, left), 0.05)
             if self._lane_allowed:
                 claimed, eligible = self._claim_in_lane(free, eligible)
                 if self._lane_ran:
@@ -343,7 +365,7 @@ class Worker(Groups, LaneSide, Leases):
             followers=followers,
             follower_bytes=BATCH_BYTES,
             wake_on=wake_on,
-            block_seconds=self.options.block_seconds,
+            block_seconds=self._idle_block,
             max_task_bytes=self.options.max_task_bytes,
         )
 
@@ -357,7 +379,7 @@ class Worker(Groups, LaneSide, Leases):
             self.outbox.deliver()
             if self.outbox.results:  # held: Redis away, or a key complete.lua writes is broken
                 time.sleep(DELIVERY_RETRY_SECONDS)
-        self._stopping.set()  # else a last heartbeat could find the record gone and register again
+        self._end_heartbeat()  # else a last heartbeat could find the record gone and register again
         try:
             self.store.unregister_worker(self.name)
         except redis.RedisError:

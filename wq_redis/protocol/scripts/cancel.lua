@@ -1,6 +1,6 @@
 -- Cancel a task that has not been retrieved: take it out of its ready set, revoke its
--- lease (its worker sees the loss at its next heartbeat and kills it) or take it off the
--- done list; return its fields and delete it.
+-- lease (and wake its worker's heartbeat, which sees the loss and kills it at once) or
+-- take it off the done list; return its fields and delete it.
 -- A pack (packing.py) is cancelled whole the same way, or one member at a time (ARGV 3):
 -- the member is marked ("pc:ID", counted in "nc"), so it is not run if the pack has not
 -- started, and its result is never handed out or counted.  Cancelling a pack's last
@@ -8,7 +8,13 @@
 -- KEYS: 1 task hash, 2 leases zset, 3 done list, 4 stats hash
 -- ARGV: 1 key prefix, 2 task id, 3 member id of the pack ("" = the whole task)
 --#include counts
-local t = redis.call('HMGET', KEYS[1], 's', 'q', 'n', 'nc')
+local t = redis.call('HMGET', KEYS[1], 's', 'q', 'n', 'nc', 'w')
+local function wake_worker()  -- its heartbeat blocks on its control key between beats (keys.control)
+  if t[1] == '2' and t[5] then
+    local control = ARGV[1] .. 'wc:' .. t[5]
+    if type(redis.pcall('LPUSH', control, 1)) == 'number' then redis.call('LTRIM', control, 0, 0) end
+  end
+end
 if not t[1] then return false end
 local left = live(t[3], t[4])  -- a pack's members not cancelled
 local stage = ({['1'] = 'pack_waiting:' .. (t[2] or ''), ['2'] = 'pack_running:' .. (t[2] or ''), ['3'] = 'pack_done'})[t[1]]
@@ -19,6 +25,7 @@ if member ~= '' and left > 1 then
   redis.call('HINCRBY', KEYS[1], 'nc', 1)
   redis.call('HINCRBY', KEYS[4], stage, -1)  -- one live member less beyond the first
   redis.call('HINCRBY', KEYS[4], 'canceled', 1)
+  wake_worker()
   return redis.call('HGETALL', KEYS[1])
 end
 if member ~= '' and redis.call('HEXISTS', KEYS[1], 'pc:' .. member) == 1 then return false end
@@ -29,6 +36,7 @@ if t[1] == '1' then
   end
 elseif t[1] == '2' then
   redis.call('ZREM', KEYS[2], ARGV[2])
+  wake_worker()
 else
   redis.call('LREM', KEYS[3], 1, ARGV[2])
 end
