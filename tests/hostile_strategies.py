@@ -120,6 +120,7 @@ SCHEMA_KEYS: dict[str, tuple[str, bool]] = {
     "t:own:0:args": ("string", True),  # a large field name the task does not use
     "w:worker": ("hash", True),  # a worker's own record
     "ww:worker": ("list", True),  # ... and its own wake key
+    "wc:worker": ("list", True),  # ... and the control key its heartbeat waits on
     "w:ghost": ("hash", True),
     "ww:ghost": ("list", True),
     "v:token": ("string", True),

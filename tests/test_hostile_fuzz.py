@@ -65,6 +65,7 @@ from wq_redis.protocol import packing
 from wq_redis.protocol.keys import QueueKeys
 from wq_redis.protocol.resources import ResourceClass, category_hex, queue_member
 from wq_redis.protocol.serialize import digest_pickle, pack_spec
+from wq_redis.worker.loop import WorkerOptions
 
 # hostile: run in CI; the timeout leaves room for hypothesis to shrink a failing case
 pytestmark = [pytest.mark.hostile, pytest.mark.timeout(600)]
@@ -73,6 +74,9 @@ SECRET = "fuzz-s3cret"
 CONFIGS = {"plain": None, "secret": SECRET}
 SCALE = float(os.environ.get("WQ_FUZZ_SCALE", "1"))
 CASE_TIMEOUT = float(os.environ.get("WQ_FUZZ_CASE_TIMEOUT", "5"))
+# once the garbage is gone, an idle worker notices at the end of its wait at the latest
+# (nothing rings when a key is repaired): the tasks' time after a repair includes it
+REPAIR_TIMEOUT = CASE_TIMEOUT + WorkerOptions().block_seconds
 REPORT = os.environ.get("WQ_FUZZ_REPORT")
 OWN_MEMBER = queue_member(ResourceClass(), None)  # where the manager's tasks wait
 FOREIGN_MEMBER = queue_member(ResourceClass(), "hostile")  # a registered queue none of them uses
@@ -148,6 +152,7 @@ class Fleet:
         for name in self.worker_names():
             keep[self.keys.worker(name)] = b"hash"
             keep[self.keys.worker_wake(name)] = b"list"
+            keep[self.keys.control(name)] = b"list"
         doomed = []
         for key in self.client.scan_iter(match=self.keys.prefix + "*", count=1000):
             name = key.decode(errors="replace")
@@ -248,6 +253,7 @@ class Case:
             "ww:worker": k.worker_wake(self.fleet.worker_names()[0]),
             "w:ghost": k.worker("ghost@nowhere"),
             "ww:ghost": k.worker_wake("ghost@nowhere"),
+            "wc:worker": k.control(self.fleet.worker_names()[0]),
             "v:token": k.value("ghost:1:1"),
             "fn:own": k.function(self.digest),
             "fn:other": k.function("0" * 64),
@@ -306,7 +312,9 @@ class Case:
                     self.client.delete(key)
                     if dump is not None:
                         self.client.restore(key, 0, dump, replace=True)
-                returned += self.drain(queue, set(accepted) - {t.id for t in returned}, strict=True)
+                returned += self.drain(
+                    queue, set(accepted) - {t.id for t in returned}, strict=True, timeout=REPAIR_TIMEOUT
+                )
             self.check(queue, accepted, returned)
         finally:
             try:
@@ -321,16 +329,18 @@ class Case:
                 os.unlink(os.path.join(self.marker_dir, name))
         return self.violations
 
-    def drain(self, queue: wq.WorkQueue, wanted: set[int], strict: bool) -> list[wq.Task]:
-        """``wait()`` until every id in ``wanted`` is back or the case's time is up."""
+    def drain(
+        self, queue: wq.WorkQueue, wanted: set[int], strict: bool, timeout: float = CASE_TIMEOUT
+    ) -> list[wq.Task]:
+        """``wait()`` until every id in ``wanted`` is back or ``timeout`` is up."""
         returned: list[wq.Task] = []
-        deadline = time.monotonic() + CASE_TIMEOUT
+        deadline = time.monotonic() + timeout
         while wanted - {t.id for t in returned}:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if strict:
                     self.violations.append(
-                        f"tasks {sorted(wanted - {t.id for t in returned})} did not come back within {CASE_TIMEOUT:g} s"
+                        f"tasks {sorted(wanted - {t.id for t in returned})} did not come back within {timeout:g} s"
                     )
                 break
             try:

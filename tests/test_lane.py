@@ -80,7 +80,7 @@ def test_cancelling_a_task_the_lane_runs_kills_it_and_the_worker_goes_on(queue, 
     assert queue.cancel_by_taskid(task_id) is not None
     assert wait_until(
         lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=5
-    )  # the heartbeat (every 0.5 s) saw the lease gone
+    )  # the heartbeat, woken by the cancel (its control key), saw the lease gone
     queue.submit(wq.PythonTask(my_sum, 2, 2))
     task = queue.wait(30)
     assert task is not None and task.output == 4

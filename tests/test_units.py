@@ -189,6 +189,7 @@ KEY_NAMES = {
     "wake": "c1.m0.d0.g0|tag",
     "worker": "7@host",
     "worker_wake": "7@host",
+    "control": "7@host",
     "function": "ab" * 32,
     "categories": None,
     "blocked_hosts": None,

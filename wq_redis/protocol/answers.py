@@ -44,6 +44,7 @@ class Renewal:
     registered: bool
     shutdown: bool = False  # asked to exit: drain, then exit
     blocked: bool = False  # its host is blocked: claim nothing
+    rung: bool = False  # its wait before the renewal was ended by its control key, not by time
 
 
 def too_large_message(what: str, size: int, limit: int) -> str:

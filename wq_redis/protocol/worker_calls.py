@@ -330,15 +330,17 @@ class WorkerCalls(ScriptPipeline):
         if wait_seconds > 0:
             calls.insert(0, ("blpop", [k.control(worker)], [wait_seconds]))
         answers = self._pipeline(calls)
+        rung = wait_seconds > 0 and answers[0] is not None
         if wait_seconds > 0 and isinstance(answers[0], redis.ResponseError):
             # its control key holds another type: reported, and the wait kept (no spinning)
             if on_broken is not None:
                 on_broken([(k.control(worker), str(answers[0]))])
             time.sleep(wait_seconds)
+            rung = False
         lost, registered, broken, shutdown, blocked = answers[-1]
         if broken and on_broken is not None:
             on_broken(broken_keys(broken))
-        return Renewal([int(i) for i in lost], bool(registered), bool(shutdown), bool(blocked))
+        return Renewal([int(i) for i in lost], bool(registered), bool(shutdown), bool(blocked), rung)
 
     def leases_with_prefix(self, prefix: str) -> dict[int, str]:
         """The tasks leased now with a token that starts with ``prefix``, by id (one scan

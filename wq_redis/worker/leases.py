@@ -127,14 +127,12 @@ class Leases:
     def _heartbeat(self, wait: float = 0.0) -> None:
         """Renew, after waiting up to ``wait`` seconds for the control key (see the module
         doc).  What it holds is read before the wait: a task claimed meanwhile was leased
-        for a whole lease by its claim, and one finished meanwhile is renewed in vain."""
-        with self._lock:
-            # finished results waiting for delivery (Redis was away) keep their leases too
-            held = self.outbox.leases()
-            held.update({attempt.task_id: token for token, attempt in self._running.items()})
-        renewal = self.store.renew(
-            self.name, self._status(), held, self.lease_ms, self.broken_keys.report, wait_seconds=wait
-        )
+        for a whole lease by its claim, and one finished meanwhile is renewed in vain; when
+        the control key ended the wait (a cancel may be of a task claimed during it), it
+        renews again at once with what it holds now."""
+        renewal = self._renew(wait)
+        if renewal.rung and not self._stopping.is_set():
+            renewal = self._renew(0.0)
         if self._stopping.is_set():
             return  # woken to stop: the record may be gone already, and must not come back
         if not renewal.registered:
@@ -152,6 +150,15 @@ class Leases:
                 else:
                     log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
                 attempt.cancel()
+
+    def _renew(self, wait: float) -> Renewal:
+        with self._lock:
+            # finished results waiting for delivery (Redis was away) keep their leases too
+            held = self.outbox.leases()
+            held.update({attempt.task_id: token for token, attempt in self._running.items()})
+        return self.store.renew(
+            self.name, self._status(), held, self.lease_ms, self.broken_keys.report, wait_seconds=wait
+        )
 
     def _obey(self, renewal: Renewal) -> None:
         """What the manager asked at this heartbeat (WorkQueue.shutdown_workers, block_host):
