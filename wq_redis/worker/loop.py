@@ -19,7 +19,9 @@ Threads:
              it also runs the reaper under a Redis lock.
 SIGTERM drains (finish running tasks, then exit); a second SIGTERM stops at once and hands
 the running tasks back without counting the attempt (the heartbeat thread does, so a task
-running in the main thread is stopped too).
+running in the main thread is stopped too).  A worker with ``--wall-time`` claims only tasks
+that can end before its end (claim.lua), and at its end stops as a second SIGTERM does
+(leases.py), before the batch system's allocation ends.
 
 The parts of ``Worker``, each in a module of its own:
   loop.py        the claim loop (this module): claim, prefetch, drain, exit;
@@ -95,6 +97,7 @@ class WorkerOptions:
     secret: bytes | None = None  # verify tasks and sign results (HMAC-SHA256)
     cache_mb: int = 1024  # size of the cache of inputs declared with cache=True
     max_task_bytes: int = MAX_TASK_BYTES  # a task holding more (arguments, function, inputs) fails unloaded
+    wall_time: float = 0.0  # seconds this worker may live (work_queue_worker --wall-time); 0 = no end
 
 
 class Worker(Groups, LaneSide, Leases):
@@ -146,6 +149,7 @@ class Worker(Groups, LaneSide, Leases):
         self._draining = False
         self._host_blocked = False  # the manager blocked this host (leases.py reads it at each heartbeat)
         self._abort = False
+        self._ends_at = time.time() + options.wall_time if options.wall_time > 0 else 0.0  # claims read it
         self._last_beat = time.monotonic()
         self.metrics: WorkerMetrics | None = None
         self.metrics_address = ""
@@ -345,6 +349,7 @@ class Worker(Groups, LaneSide, Leases):
             wake_on=wake_on,
             block_seconds=self.options.block_seconds,
             max_task_bytes=self.options.max_task_bytes,
+            ends_at=self._ends_at,
         )
 
     # -- the end -----------------------------------------------------------------------
