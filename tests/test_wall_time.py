@@ -110,3 +110,38 @@ def test_a_claim_brings_only_the_followers_that_end_in_time(queue, redis_url, pr
     assert claim(time.time() + 1) == ([], [])  # its head is left, and does not wake this worker
     assert claim(time.time() - 1) == ([], [])  # a worker whose end came takes nothing
     assert claim(0)[0] == [(ids[4], False)]  # one without an end takes it
+
+
+@pytest.mark.parametrize(
+    ("spec", "taken"),
+    [
+        (b'WQ\x01{"kind":"cmd","command":"true","running_time_max":1e999}', False),  # forever: left
+        (b'WQ\x01{"kind":"cmd","command":"true","running_time_max":"soon"}', True),  # the worker fails it
+        (b'WQ\x01{"kind":"cmd","command":"true","running_time_max":-}', True),
+        (b'WQ\x01{"kind":"cmd","command":"echo \\"running_time_max\\":99999"}', True),  # inside a string
+        (b"\xff\x00 not an envelope", True),
+    ],
+    ids=["infinite", "text", "dash", "quoted", "garbage"],
+)
+def test_a_spec_written_by_another_client_cannot_break_a_claim_with_an_end(queue, redis_url, spec, taken):
+    task_id = queue.submit(wq.Task("true"))
+    queue._buffer.flush()
+    client = connect(redis_url)
+    store = QueueStore(client, queue.name)
+    client.hset(store.keys.task(task_id), "spec", spec)
+    free = {"cores": 1, "memory": 1000, "disk": 1000, "gpus": 0}
+    claimed, _, _ = store.claim("w@h", free, [], 1, 30000, "s", ends_at=time.time() + 60)
+    assert [c.task_id for c in claimed] == ([task_id] if taken else [])
+
+
+def test_a_task_key_of_the_wrong_type_is_reported_by_a_claim_with_an_end(queue, redis_url):
+    task_id = queue.submit(wq.Task("true"))
+    queue._buffer.flush()
+    client = connect(redis_url)
+    store = QueueStore(client, queue.name)
+    client.delete(store.keys.task(task_id))
+    client.set(store.keys.task(task_id), "not a hash")
+    reported: list[tuple[str, str]] = []
+    free = {"cores": 1, "memory": 1000, "disk": 1000, "gpus": 0}
+    claimed, _, _ = store.claim("w@h", free, [], 1, 30000, "s", ends_at=time.time() + 60, on_broken=reported.extend)
+    assert claimed == [] and [key for key, _ in reported] == [store.keys.task(task_id)]
