@@ -417,7 +417,7 @@ while leads < max_tasks do
         local ids = redis.call('LPOP', best.fifo, followers - n)
         for i, id in ipairs(ids) do
           local asked = 0
-          if life_ms > 0 then asked = time_asked(id, budget_ms) end
+          if life_ms > 0 and size < max_bytes and n < followers then asked = time_asked(tonumber(id), budget_ms) end
           if size >= max_bytes or n >= followers or not asked then
             for back = #ids, i, -1 do redis.call('LPUSH', best.fifo, ids[back]) end
             in_time = asked ~= nil
