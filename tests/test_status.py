@@ -162,7 +162,15 @@ def test_the_commands_defaults_are_those_of_what_they_configure():
 
     worker = defaults(main.commands["worker"])
     option_defaults = {f.name: f.default for f in dataclasses.fields(WorkerOptions)}
-    for name in ("queue", "idle_timeout", "lease_seconds", "reserve_after", "max_result_bytes", "cache_mb"):
+    for name in (
+        "queue",
+        "idle_timeout",
+        "wall_time",
+        "lease_seconds",
+        "reserve_after",
+        "max_result_bytes",
+        "cache_mb",
+    ):
         assert worker[name] == option_defaults[name], name
     assert worker["metrics_addr"] == option_defaults["metrics_addr"]
     assert parse_size(worker["max_task_bytes"]) == option_defaults["max_task_bytes"]

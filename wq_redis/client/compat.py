@@ -242,10 +242,12 @@ class TaskCompat:
     specify_algorithm = _ignored("specify_algorithm", "workers choose tasks that fit them")
 
     def specify_running_time_min(self, seconds: int) -> None:
-        """Work Queue sends such a task only to a worker whose declared end of life
-        (``work_queue_worker --wall-time``) leaves it ``seconds``, and to any worker that
-        declares none; wq-redis workers declare none, so every worker may take it."""
-        int(seconds)  # Work Queue's check of the argument
+        """Work Queue sends such a task only to a worker whose end of life
+        (``work_queue_worker --wall-time``) leaves it ``seconds``, and to any worker without
+        one; so do wq-redis workers (``wq-redis worker --wall-time``, checked in the claim).
+        Less than 1: no minimum."""
+        seconds = int(seconds)
+        self._spec.running_time_min = seconds if seconds >= 1 else 0
 
     specify_start_time_min = _ignored(
         "specify_start_time_min",

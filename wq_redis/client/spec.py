@@ -69,6 +69,7 @@ class TaskSpec:
     priority: float = 0.0
     max_retries: int = 0
     running_time_max: float = 0.0
+    running_time_min: int = 0  # seconds a worker with an end (--wall-time) must have left
     end_time: int = 0  # microseconds since the epoch
     env: dict[str, str | None] = field(default_factory=dict)  # untracked while it holds only strings
     inputs: Sequence[InputFile] = ()

@@ -65,6 +65,7 @@ def _envelope(task: Task, enforce: bool) -> dict[str, Any]:
         "outputs": [list(o) for o in spec.outputs],
         "output_dirs": [list(o) for o in spec.output_dirs],
         "running_time_max": spec.running_time_max,
+        "running_time_min": spec.running_time_min,  # read by claim.lua only
         "end_time": spec.end_time,
         "enforce": enforce,
     }
@@ -134,6 +135,7 @@ def task_from_fields(task_id: int, fields: dict[bytes, bytes]) -> Task:
     s.tag, s.category = spec.get("tag"), spec.get("category", "default")
     s.priority, s.max_retries = spec.get("priority", 0.0), spec.get("max_retries", 0)
     s.running_time_max, s.end_time = spec.get("running_time_max", 0.0), spec.get("end_time", 0)
+    s.running_time_min = spec.get("running_time_min", 0)
     s.env = spec.get("env", {})
     s.inputs = [InputFile(local, remote) for local, remote in spec.get("inputs", [])]
     s.outputs = [(local, remote) for local, remote in spec.get("outputs", [])]

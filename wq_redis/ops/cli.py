@@ -62,6 +62,15 @@ def main() -> None:
     default=0.0,
     help="Exit after this many idle seconds (0: never).",
 )
+@click.option(
+    "--wall-time",
+    envvar="WQ_WALL_TIME",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Seconds this worker may live (env WQ_WALL_TIME; 0: no end): it takes no task whose "
+    "running_time_max, running_time_min or end time reaches past that, and at its end hands back "
+    "what still runs, delivers what finished and exits 0. Set it below the batch job's time limit.",
+)
 @click.option("--burst", is_flag=True, envvar="WQ_BURST", help="Exit once nothing is left that this worker can take.")
 @click.option(
     "--lease-seconds",
@@ -163,6 +172,7 @@ def worker(
     tags: str,
     name: str | None,
     idle_timeout: float,
+    wall_time: float,
     burst: bool,
     lease_seconds: float,
     workdir: str | None,
@@ -203,6 +213,7 @@ def worker(
         name=name,
         tags=[t.strip() for t in tags.split(",") if t.strip()],
         idle_timeout=idle_timeout,
+        wall_time=wall_time,
         burst=burst,
         lease_seconds=lease_seconds,
         workdir=workdir,

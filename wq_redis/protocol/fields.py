@@ -36,6 +36,10 @@ FUNCTION = "fn"  # a PythonTask's function digest (SHA-256, 32 raw bytes; the bo
 ARGS = "args"  # a PythonTask's pickled arguments (absent for a call without any)
 BIG = "big"  # names of its large fields, "\n"-joined, each a string key beside the hash (keys.big_field)
 SIGNATURE = "sig"  # the manager's signature of what the worker unpickles (signing.py)
+# Entries of the spec that claim.lua reads from its JSON text, for a worker with an end (--wall-time)
+SPEC_RUNNING_TIME_MAX = "running_time_max"  # seconds it may run (Task.specify_running_time_max)
+SPEC_RUNNING_TIME_MIN = "running_time_min"  # seconds a worker must have left (specify_running_time_min)
+SPEC_END_TIME = "end_time"  # its deadline, us since the epoch (specify_end_time)
 # A pack of tasks (packing.py): one hash for many short calls
 PACK_SIZE = "n"  # how many members the pack holds (its presence makes the hash a pack)
 PACK_CANCELLED = "nc"  # how many of them were cancelled

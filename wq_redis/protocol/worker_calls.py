@@ -47,6 +47,16 @@ def value_beside(fields: dict[str, Any], key: str, calls: list[Call]) -> tuple[d
     return fields, True
 
 
+def _time_left_ms(ends_at: float, blocked: float) -> int:
+    """claim.lua's ARGV 19: the milliseconds a worker ending at ``ends_at`` has left once
+    a block of ``blocked`` seconds is over; 0 for a worker without an end, -1 for one
+    whose end comes first (it takes nothing)."""
+    if not ends_at:
+        return 0
+    left = int((ends_at - time.time() - blocked) * 1000)
+    return left if left > 0 else -1
+
+
 class WorkerCalls(ScriptPipeline):
     """What a worker asks of a queue."""
 
@@ -68,6 +78,7 @@ class WorkerCalls(ScriptPipeline):
         delivered: Callable[[list[Delivery]], None] | None = None,
         max_task_bytes: int = 0,
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
+        ends_at: float = 0.0,
     ) -> tuple[list[Claimed], list[str], list[Delivery]]:
         """Deliver finished ``results`` (see ``complete``: per result a ``Delivery``) and
         claim new tasks, in one round trip: the results' resources are free again, so the
@@ -88,7 +99,11 @@ class WorkerCalls(ScriptPipeline):
         fails it.  Keys of this queue that could not be read (a wrong type written by some
         other client) are skipped, the other sub-queues served, and passed to
         ``on_broken`` as (key, error) pairs; a wake key among them is left out of the
-        waits for BROKEN_WAKE_SECONDS."""
+        waits for BROKEN_WAKE_SECONDS.
+
+        A worker that ends at ``ends_at`` (``time.time()``; 0: never, ``--wall-time``)
+        takes only tasks that can end before it (claim.lua tells which); the time left is
+        counted from the end of the block, the latest the claim can run."""
         k = self.keys
         claim_args = [
             k.prefix,
@@ -112,6 +127,7 @@ class WorkerCalls(ScriptPipeline):
             followers,
             follower_bytes,
             max_task_bytes,
+            _time_left_ms(ends_at, block_seconds if wake_on is not None else 0.0),
         ]
         calls = self._complete_calls(results)
         told: list[bool] = []

@@ -10,7 +10,8 @@ running task within a round trip.  Its answer names the leases lost (the task wa
 cancelled, or the lease expired while the worker stalled): those attempts are stopped.
 The heartbeat runs in its own thread, which a CPU-bound task cannot starve (tasks run in
 other processes), and also runs the reaper under a Redis lock.  On abort (a second
-SIGTERM) it stops every running attempt and hands its task back.
+SIGTERM, or the end of a worker's ``--wall-time``) it stops every running attempt and hands
+its task back.
 
 ``Leases`` is a part of ``Worker`` (worker/loop.py), which holds the state it reads.
 """
@@ -81,6 +82,7 @@ class Leases:
     _host_blocked: bool  # the manager blocked this host (WorkQueue.block_host): claim nothing
     _changed: threading.Event
     _abort: bool
+    _ends_at: float  # time.time() of this worker's end (--wall-time), 0 = none
     _last_beat: float
     _heartbeat_thread: threading.Thread | None
 
@@ -104,12 +106,18 @@ class Leases:
                 self._stop_and_hand_back()
                 self._stopping.wait(interval)
                 continue
+            if self._ends_at and time.time() >= self._ends_at:
+                self._end_of_life()
+                continue
             beats += 1
             try:
                 # (after a failure, wait here: a Redis that is away answers at once)
                 if failed and self._stopping.wait(interval):
                     break
-                self._heartbeat(wait=interval)
+                wait = interval
+                if self._ends_at:  # wake at the wall time's end, not a beat later
+                    wait = max(min(wait, self._ends_at - time.time()), 0.05)
+                self._heartbeat(wait=wait)
                 failed = False
                 self._last_beat = time.monotonic()
                 self.outage.succeeded()
@@ -159,6 +167,23 @@ class Leases:
         return self.store.renew(
             self.name, self._status(), held, self.lease_ms, self.broken_keys.report, wait_seconds=wait
         )
+
+    def _end_of_life(self) -> None:
+        """The wall time is over (work_queue_worker: "reached the wall time limit"): what
+        still runs is stopped and handed back, its attempt not counted, as on a second
+        SIGTERM (Work Queue forsakes it); the main loop then delivers the results it holds,
+        deregisters and exits 0.  Claims took only tasks whose running_time_max could end
+        in time, so this stops only tasks that declared none."""
+        log.info(
+            "reached the wall time limit of %g s: handing back what still runs, then exiting", self.options.wall_time
+        )
+        self._abort = True
+        self._changed.set()
+        self._stop_and_hand_back()
+        try:
+            self.store.ring_worker(self.name)  # end the main loop's (or the lane's) wait for work now
+        except redis.RedisError:
+            pass  # its block ends after block_seconds anyway
 
     def _obey(self, renewal: Renewal) -> None:
         """What the manager asked at this heartbeat (WorkQueue.shutdown_workers, block_host):

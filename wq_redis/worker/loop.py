@@ -19,7 +19,9 @@ Threads:
              it also runs the reaper under a Redis lock.
 SIGTERM drains (finish running tasks, then exit); a second SIGTERM stops at once and hands
 the running tasks back without counting the attempt (the heartbeat thread does, so a task
-running in the main thread is stopped too).
+running in the main thread is stopped too).  A worker with ``--wall-time`` claims only tasks
+that can end before its end (claim.lua), and at its end stops as a second SIGTERM does
+(leases.py), before the batch system's allocation ends.
 
 The parts of ``Worker``, each in a module of its own:
   loop.py        the claim loop (this module): claim, prefetch, drain, exit;
@@ -96,6 +98,7 @@ class WorkerOptions:
     secret: bytes | None = None  # verify tasks and sign results (HMAC-SHA256)
     cache_mb: int = 1024  # size of the cache of inputs declared with cache=True
     max_task_bytes: int = MAX_TASK_BYTES  # a task holding more (arguments, function, inputs) fails unloaded
+    wall_time: float = 0.0  # seconds this worker may live (work_queue_worker --wall-time); 0 = no end
 
 
 class Worker(Groups, LaneSide, Leases):
@@ -147,6 +150,7 @@ class Worker(Groups, LaneSide, Leases):
         self._draining = False
         self._host_blocked = False  # the manager blocked this host (leases.py reads it at each heartbeat)
         self._abort = False
+        self._ends_at = time.time() + options.wall_time if options.wall_time > 0 else 0.0  # claims read it
         self._last_beat = time.monotonic()
         self._heartbeat_thread: threading.Thread | None = None
         self._idle_block = options.block_seconds  # this idle wait's bound (_loop: never past the idle timeout)
@@ -281,6 +285,8 @@ class Worker(Groups, LaneSide, Leases):
             if self.options.idle_timeout:  # an idle worker leaves on time, whatever the bound of its wait
                 left = self.options.idle_timeout - (time.monotonic() - idle_since)
                 self._idle_block = max(min(self._idle_block, left), 0.05)
+            if self._ends_at:  # ... and at the end of its wall time
+                self._idle_block = max(min(self._idle_block, self._ends_at - time.time()), 0.05)
             if self._lane_allowed:
                 claimed, eligible = self._claim_in_lane(free, eligible)
                 if self._lane_ran:
@@ -367,6 +373,7 @@ class Worker(Groups, LaneSide, Leases):
             wake_on=wake_on,
             block_seconds=self._idle_block,
             max_task_bytes=self.options.max_task_bytes,
+            ends_at=self._ends_at,
         )
 
     # -- the end -----------------------------------------------------------------------

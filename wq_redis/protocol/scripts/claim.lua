@@ -13,7 +13,8 @@
 --       taken, to run after it on the same resources (short tasks: one round trip and
 --       one message to a warm child for many), 17 bytes a task and its followers may
 --       hold at most (the first task is taken whatever its size), 18 bytes one task may
---       hold at most (--max-task-bytes; 0 = no cap)
+--       hold at most (--max-task-bytes; 0 = no cap), 19 milliseconds this worker has left
+--       (wq-redis worker --wall-time; 0 = no end, below 0 = ended: take nothing)
 -- Large fields named by a task's "big" field (string keys HASH:NAME) are left for the
 -- worker to read; their sizes are read here (STRLEN), so that a task over the cap, or
 -- one whose large field is not a string, is leased and handed to the worker "refused"
@@ -24,6 +25,15 @@
 -- redis.call), and a sub-queue, task hash or wake key that cannot be read is skipped and
 -- reported in `broken`; the leases zset is checked before anything is popped (a claim
 -- whose leases cannot be written must take nothing).
+-- A worker with an end (ARGV 19) takes only tasks that can end before it (Work Queue's
+-- check_worker_against_task, with our running_time_max): a group whose running_time_max
+-- adds up to more than its time left, or whose running_time_min (Work Queue) is more, or
+-- whose end_time is later than the worker's end stays queued, for others.  Those three are
+-- read from the head's spec before it is popped (one HGET, only for such a worker); a task
+-- without them is taken, as Work Queue does, and handed back if still running at the end.
+-- A queue whose head is left is not taken from again in this claim (its other tasks wait
+-- behind it), its wake key is rung for other workers, and it is left out of `eligible`, so
+-- that this worker does not wake itself for it.
 -- A task that fits the worker's total but not its free resources, and has waited longer
 -- than "reserve after", makes the worker claim nothing smaller until it fits: without
 -- that, a stream of small tasks would starve it forever.
@@ -47,6 +57,8 @@ local lease_ms = tonumber(ARGV[9])
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
+local life_ms = tonumber(ARGV[19] or 0)
+if life_ms < 0 then return {{}, {}, {}} end  -- this worker's end has come: it takes nothing
 
 --#include broken
 
@@ -199,6 +211,8 @@ local function peek(c)
   return nil
 end
 
+--#include time_left
+
 local eligible = {}
 for _, c in ipairs(cands) do
   if fits(c.need) then eligible[#eligible + 1] = c.member end
@@ -213,6 +227,9 @@ if reserve_after_ms > 0 then
     end
     if fits_total and not fits(c.need) then
       local head = peek(c)
+      if head and life_ms > 0 and not time_asked(tonumber(head), life_ms) then
+        head = nil  -- this worker would not take it: no reason to hold back for it
+      end
       if head then
         local submitted = tonumber(head) and redis.pcall('HGET', prefix .. 't:' .. tonumber(head), 'sub')
         if type(submitted) ~= 'string' or not tonumber(submitted) then submitted = nil end  -- not a task hash
@@ -335,7 +352,7 @@ local leads = 0
 while leads < max_tasks do
   local best, best_score, best_from = nil, nil, nil
   for _, c in ipairs(cands) do
-    if not c.empty and not c.stale and fits(c.need) then
+    if not c.empty and not c.stale and not c.left and fits(c.need) then
       local score, from = head_of(c)
       if score == nil then
         c.empty = true
@@ -346,7 +363,24 @@ while leads < max_tasks do
   end
   if best == nil then break end
   touched[best.member] = best
-  local size, lead_count = take(best, pop(best, best_from), 0)
+  local id, budget_ms = nil, life_ms  -- (with an end: what the group may still run for)
+  if life_ms > 0 then
+    local head
+    if best_from == 'l' then
+      head = redis.call('LINDEX', best.fifo, 0)
+    else
+      head = redis.call('ZRANGE', best.key, 0, 0)[1]
+    end
+    local asked = time_asked(tonumber(head), budget_ms)
+    if asked then
+      id, budget_ms = pop(best, best_from), budget_ms - asked
+    else
+      best.left = true
+    end
+  else
+    id = pop(best, best_from)
+  end
+  local size, lead_count = take(best, id, 0)
   if size then
     leads = leads + 1
     for i = 1, 4 do free[i] = free[i] - best.need[i] end
@@ -355,7 +389,8 @@ while leads < max_tasks do
     -- Followers (counted in tasks: a pack's members each count) at priority 0 come off
     -- the list in one LPOP (what the byte cap or a pack's size leaves is pushed back in
     -- order); prioritized ones one by one, in priority order.
-    while n < followers and size < max_bytes do
+    local in_time = true  -- (a follower over the group's time left ends the group, not the queue)
+    while n < followers and size < max_bytes and in_time do
       local _, from = head_of(best)
       if from == nil then
         best.empty = true
@@ -364,10 +399,14 @@ while leads < max_tasks do
       if from == 'l' then
         local ids = redis.call('LPOP', best.fifo, followers - n)
         for i, id in ipairs(ids) do
-          if size >= max_bytes or n >= followers then
+          local asked = 0
+          if life_ms > 0 and size < max_bytes and n < followers then asked = time_asked(tonumber(id), budget_ms) end
+          if size >= max_bytes or n >= followers or not asked then
             for back = #ids, i, -1 do redis.call('LPUSH', best.fifo, ids[back]) end
+            in_time = asked ~= nil
             break
           end
+          budget_ms = budget_ms - asked
           local more, count = take(best, tonumber(id), 1)
           if more then
             size = size + more
@@ -375,6 +414,13 @@ while leads < max_tasks do
           end
         end
       else
+        local asked = 0
+        if life_ms > 0 then asked = time_asked(tonumber(redis.call('ZRANGE', best.key, 0, 0)[1]), budget_ms) end
+        if not asked then
+          in_time = false
+          break
+        end
+        budget_ms = budget_ms - asked
         local more, count = take(best, pop(best, from), 1)
         if more then
           size = size + more
@@ -400,4 +446,12 @@ for _, c in ipairs(cands) do
   end
 end
 if members > 0 then bump('dispatched', members) end
+if life_ms > 0 then  -- a queue whose head this worker left must not wake it (see the top)
+  local kept = {}  -- (its wake key was rung above, for the others)
+  for _, m in ipairs(eligible) do
+    local c = touched[m]
+    if not (c and c.left) then kept[#kept + 1] = m end
+  end
+  eligible = kept
+end
 return {claimed, eligible, broken}
