@@ -37,7 +37,7 @@ from wq_redis.ops.exporter import QueueExporter
 from wq_redis.protocol.resources import Request
 from wq_redis.protocol.store import find_queues
 from wq_redis.worker.metrics import NvmlProvider, TaskCpuMeter, WorkerMetrics, match_gpus
-from wq_redis.worker.metrics_server import advertised_address, parse_port_range
+from wq_redis.worker.ports import advertised_address, parse_port_range
 from wq_redis.worker.resources import GPU, Allocator, Capacity
 
 pytestmark = pytest.mark.monitoring

@@ -341,6 +341,15 @@ def test_envelope_error_is_a_value_error_exported_by_the_package():
     assert wq.EnvelopeError is EnvelopeError
 
 
+@pytest.mark.parametrize("args", [(), (1, "a", b"b", None, 2.5), ([1, 2], {"k": (3, "v")})])
+def test_built_in_arguments_pickle_to_the_bytes_cloudpickle_writes(args):
+    """The worker's default arguments and the manager's fast path for built-in data use the
+    standard pickler (the worker's main process never loads cloudpickle): the bytes must be
+    those cloudpickle writes, or equal calls would hash and compare differently."""
+    assert serialize.NO_ARGS == cloudpickle.dumps(((), {}))
+    assert serialize.pickle_arguments(args, {"n": 1}) == cloudpickle.dumps((args, {"n": 1}))
+
+
 # ======================================================================================
 # serialize.py: FunctionCache
 # ======================================================================================
@@ -356,7 +365,7 @@ def dumps_calls(monkeypatch):
         calls.append(obj)
         return real(obj, *args, **kwargs)
 
-    monkeypatch.setattr(serialize.cloudpickle, "dumps", spy)
+    monkeypatch.setattr(cloudpickle, "dumps", spy)
     return calls
 
 
@@ -853,7 +862,7 @@ def test_a_second_allocation_for_a_task_id_that_still_holds_resources_is_not_los
 def detected(monkeypatch):
     """Pretend the host has 4 cores, 8000 MB of memory, 50000 MB of disk and no GPUs."""
     found = Capacity(4, 8000, 50000, [])
-    monkeypatch.setattr(worker_resources, "detect", lambda workdir: found)
+    monkeypatch.setattr(worker_resources, "detect", lambda workdir, gpus=True: found)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     return found
 
@@ -910,7 +919,7 @@ def test_cuda_visible_devices_uuids_define_the_gpu_pool(detected, tmp_path, monk
 
 
 def test_cuda_visible_devices_wins_over_detected_gpus(monkeypatch, tmp_path):
-    monkeypatch.setattr(worker_resources, "detect", lambda workdir: Capacity(4, 8000, 50000, list(GPUS)))
+    monkeypatch.setattr(worker_resources, "detect", lambda workdir, gpus=True: Capacity(4, 8000, 50000, list(GPUS)))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     c = declared(str(tmp_path), None, None, None, None)
     assert [g.device_id for g in c.gpus] == ["1"]

@@ -193,7 +193,7 @@ def worker(
 
     from ..protocol.connection import RedisUnavailable, open_client
     from ..worker.loop import Worker, WorkerOptions
-    from ..worker.metrics_server import PortUnavailable
+    from ..worker.ports import PortUnavailable
     from ..worker.resources import declared
 
     setup_logging(log_level)
@@ -286,7 +286,7 @@ def exporter(
     """Export queue metrics (waiting, running, workers, counters) of every queue on a Redis
     to Prometheus, and serve Prometheus' http_sd list of the workers' metrics addresses."""
     from ..protocol.connection import RedisUnavailable, open_client
-    from ..worker.metrics_server import PortUnavailable
+    from ..worker.ports import PortUnavailable
     from .exporter import QueueExporter
 
     setup_logging(log_level)

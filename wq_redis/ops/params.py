@@ -2,7 +2,7 @@
 option types (port ranges, byte sizes) and the log set-up.
 
 Kept light: ``wq-redis worker`` imports this before anything of the worker, so the
-modules behind an option type (the metrics server, the size parser) load when an option
+modules behind an option type (the port parser, the size parser) load when an option
 of that type is given, not at start.
 """
 
@@ -27,7 +27,7 @@ class PortRange(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> range:
         if isinstance(value, range):
             return value
-        from ..worker.metrics_server import parse_port_range
+        from ..worker.ports import parse_port_range
 
         try:
             return parse_port_range(value)

@@ -21,7 +21,6 @@ from typing import Any
 
 import click
 
-from ..protocol.report import QueueUnreadable, gather
 from .params import REDIS_URL_ENV
 
 MINUTE, HOUR = 60, 3600  # ages show in seconds up to two minutes, in minutes up to two hours
@@ -184,6 +183,7 @@ def status_command(
     from rich.console import Console
 
     from ..protocol.connection import RedisUnavailable, open_client
+    from ..protocol.report import QueueUnreadable, gather  # not at import: cli.py loads this for every command
 
     try:
         client = open_client(redis_url)

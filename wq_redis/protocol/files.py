@@ -26,10 +26,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tarfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .sizes import show_size
+
+if TYPE_CHECKING:
+    import tarfile
 
 DEFAULT_MODE = 0o644  # a file's mode when no ``im:``/``om:`` field says otherwise
 OWNER_RW = 0o600  # what Work Queue's worker adds to every mode it is sent
@@ -87,6 +89,8 @@ def pack_directory(root: str, recursive: bool = True, max_file_bytes: int | None
     ``recursive``).  Regular files, directories and symbolic links; nothing else."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"directory {root!r} of the task does not exist")
+    import tarfile  # here and in unpack_directory: only tasks with directories need it
+
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path, name in _walk(root) if recursive else []:
@@ -110,6 +114,8 @@ def unpack_directory(data: bytes | str, destination: str) -> None:
     """Unpack a tar made by ``pack_directory`` (its bytes, or the path of a file holding
     them) into ``destination`` (created), refusing entries that would land outside it.
     Raises OSError for anything that cannot be unpacked."""
+    import tarfile
+
     os.makedirs(destination, exist_ok=True)
     try:
         opened = (

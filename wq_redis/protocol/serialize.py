@@ -19,15 +19,17 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import cloudpickle
-
 MAGIC = b"WQ"
 VERSION = 1
 
 # What a task hash may leave out, because it is the default: one place, read by the
 # manager (task_from_fields) and by the worker (TaskRun, through ``worker_view``).
 DEFAULT_PY_SPEC: dict[str, Any] = {"kind": "py", "command": "python"}  # a PythonTask that specifies nothing
-NO_ARGS = cloudpickle.dumps(((), {}))  # the arguments of a call without any
+# cloudpickle's DEFAULT_PROTOCOL: built-in data pickles to the same bytes with either
+# pickler.  cloudpickle itself is imported where a function or an object is pickled (the
+# manager): a worker's main process reads these envelopes and never loads it.
+PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+NO_ARGS = pickle.dumps(((), {}), protocol=PICKLE_PROTOCOL)  # the arguments of a call without any
 
 
 class EnvelopeError(ValueError):
@@ -174,6 +176,8 @@ def _pickled_by_reference(func: Any) -> bool:
 
 
 def digest_pickle(func: Callable[..., Any]) -> tuple[str, bytes]:
+    import cloudpickle
+
     body = cloudpickle.dumps(func)
     return hashlib.sha256(body).hexdigest(), body
 
@@ -197,5 +201,7 @@ def plain_data(value: Any, depth: int = 3) -> bool:
 
 def pickle_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     if plain_data(args) and (not kwargs or plain_data(kwargs)):
-        return pickle.dumps((args, kwargs), protocol=cloudpickle.DEFAULT_PROTOCOL)
+        return pickle.dumps((args, kwargs), protocol=PICKLE_PROTOCOL)
+    import cloudpickle
+
     return cloudpickle.dumps((args, kwargs))

@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
-import urllib.error
-import urllib.request
 
 from ..protocol.sizes import show_size
 from .command import SHELL
@@ -44,6 +42,9 @@ def fetch_url(url: str, destination: str, max_bytes: int) -> None:
     scheme = url.partition(":")[0].lower()
     if scheme not in URL_SCHEMES:
         raise FetchError(f"cannot fetch {url[:200]!r}: only http, https and file URLs are supported")
+    import urllib.error  # (here: urllib's http client and e-mail parser are no part of an idle worker)
+    import urllib.request
+
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=_context()))
     try:
         with opener.open(url, timeout=SOCKET_TIMEOUT_SECONDS) as response, open(destination, "wb") as out:

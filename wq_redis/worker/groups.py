@@ -32,7 +32,6 @@ from .batch import Attempt, Ending, QuickBatch, attempt_results, calls_of
 from .cache import FileCache, FunctionBodies
 from .child.quick import Pace, quick_spec
 from .child.results import Outcome, named_host, result_fields
-from .metrics import WorkerMetrics
 from .outbox import Outbox
 from .pool import WarmPool
 from .resources import GPU, Allocator
@@ -41,6 +40,7 @@ from .screening import Screening
 
 if TYPE_CHECKING:
     from .loop import WorkerOptions
+    from .metrics import WorkerMetrics  # loaded only with --metrics-port (loop.py)
 
 log = logging.getLogger("wq_redis.worker")
 

@@ -30,7 +30,6 @@ from .child.messages import LaneSpec
 from .child.quick import Pace
 from .groups import left_more
 from .lane import LaneHost, drive
-from .metrics import WorkerMetrics
 from .outage import BrokenKeys, RedisOutage
 from .outbox import Outbox
 from .pool import WarmPool
@@ -39,6 +38,7 @@ from .runner import Slot
 
 if TYPE_CHECKING:
     from .loop import WorkerOptions
+    from .metrics import WorkerMetrics  # loaded only with --metrics-port (loop.py)
 
 log = logging.getLogger("wq_redis.worker")
 LANE_FAILED_RETRY_SECONDS = 1.0  # wait after the lane's claim failed (Redis away), as after a failed claim

@@ -45,7 +45,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -60,13 +60,15 @@ from .child.quick import Pace
 from .groups import Groups, groups, left_more
 from .lane_host import LaneSide
 from .leases import Leases
-from .metrics import WorkerMetrics
 from .outage import BrokenKeys, RedisOutage, redis_address
 from .outbox import DELIVERY_RETRY_SECONDS, Outbox
 from .pool import WarmPool
 from .resources import Allocator, Capacity
 from .screening import Screening
 from .workdir import WorkDir, remove_orphans
+
+if TYPE_CHECKING:
+    from .metrics import WorkerMetrics
 
 log = logging.getLogger("wq_redis.worker")
 BATCH_BYTES = 4 * 1024 * 1024  # the followers a claim brings stay under this many bytes of hash fields
@@ -157,6 +159,10 @@ class Worker(Groups, LaneSide, Leases):
         self.metrics: WorkerMetrics | None = None
         self.metrics_address = ""
         if options.metrics_ports is not None:
+            # imported here: prometheus_client, psutil's process readings and the HTTP
+            # server are no part of a worker without --metrics-port
+            from .metrics import WorkerMetrics
+
             self.metrics = WorkerMetrics(
                 self.name,
                 capacity,

@@ -2,7 +2,8 @@
 
 Built on prometheus_client's WSGI app, with a few more routes and a port *range*: several
 workers on one host each take the first free port of ``--metrics-port 9750-9799`` (or any
-free port with ``0``) instead of colliding on one fixed port.
+free port with ``0``) instead of colliding on one fixed port.  Parsing a port range and
+``PortUnavailable`` live in ``ports``, which loads none of this.
 """
 
 from __future__ import annotations
@@ -19,41 +20,16 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from .ports import PortUnavailable, advertised_address
+
 SERVER_JOIN_SECONDS = 5.0  # close waits this long for the serving thread (shutdown has stopped it already)
 
 # A route answers (HTTP status, content type, body).
 Route = Callable[[], tuple[int, str, bytes]]
 
 
-def parse_port_range(text: str | int) -> range:
-    """``"9750"``, ``"9750-9799"`` or ``"0"`` (any free port) as a range of ports to try."""
-    first, _, last = str(text).strip().partition("-")
-    try:
-        low, high = int(first), int(last or first)
-    except ValueError:
-        raise ValueError(f"not a port or a port range: {text!r}") from None
-    if not (0 <= low <= high <= 65535) or (low == 0 and high != 0):
-        raise ValueError(f"not a port or a port range: {text!r}")
-    return range(low, high + 1)
-
-
-def advertised_address(bind: str, port: int, advertise: str | None = None) -> str:
-    """``host:port`` other hosts should scrape: ``advertise`` when given, else the bind
-    address unless it is a wildcard, else this host's name."""
-    host = advertise or bind
-    if not advertise and host in ("", "0.0.0.0", "::"):
-        host = socket.gethostname()
-    if ":" in host and not host.startswith("["):  # a bare IPv6 address
-        host = f"[{host}]"
-    return f"{host}:{port}"
-
-
 def json_route(payload: Callable[[], Any]) -> Route:
     return lambda: (200, "application/json", json.dumps(payload()).encode())
-
-
-class PortUnavailable(OSError):
-    """Every port of the range is taken (or the address cannot be bound)."""
 
 
 class _QuietHandler(WSGIRequestHandler):

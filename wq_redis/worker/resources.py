@@ -13,8 +13,6 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 
-import psutil
-
 from ..protocol.resources import Request
 from ..protocol.sizes import MB
 
@@ -32,8 +30,26 @@ class GPU:
         return self.uuid or str(self.index)
 
 
+NVML_LIBRARY = "libnvidia-ml.so.1"  # the name pynvml loads outside Windows (where no worker runs: fcntl)
+
+
+def _nvml_library_present() -> bool:
+    """Whether NVML's library loads here, as pynvml would load it (``nvmlInit`` fails
+    without it).  Tried first because pynvml is a large module: a host without NVIDIA's
+    driver never imports it, and its idle workers stay lighter."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(NVML_LIBRARY)
+    except OSError:
+        return False
+    return True
+
+
 def detect_gpus() -> list[GPU]:
     """GPUs NVML reports; none (never an error) without a driver, a GPU or permission."""
+    if not _nvml_library_present():
+        return []
     try:
         import pynvml  # nvidia-ml-py
     except ImportError:
@@ -92,9 +108,17 @@ class Capacity:
         return {"cores": self.cores, "memory": self.memory, "disk": self.disk, "gpus": len(self.gpus)}
 
 
-def detect(workdir: str) -> Capacity:
+def physical_memory() -> int:
+    """Bytes of RAM the kernel manages: the total ``psutil.virtual_memory()`` reports
+    (Linux's MemTotal, macOS' hw.memsize), read without loading psutil."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def detect(workdir: str, gpus: bool = True) -> Capacity:
+    """What this host offers; its GPUs only when ``gpus`` (NVML is not asked otherwise)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return Capacity(cores, psutil.virtual_memory().total // MB, shutil.disk_usage(workdir).free // MB, detect_gpus())
+    found = detect_gpus() if gpus else []
+    return Capacity(cores, physical_memory() // MB, shutil.disk_usage(workdir).free // MB, found)
 
 
 def declared(
@@ -102,7 +126,10 @@ def declared(
 ) -> Capacity:
     """Declared values win over detected ones; disagreements are logged, not refused
     (as warnings, unless ``warn`` is False: the declaration is known to be deliberate)."""
-    found = detect(workdir)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    # NVML is asked only when its answer is used: not when a scheduler chose the GPUs
+    # (CUDA_VISIBLE_DEVICES) nor with --gpus 0
+    found = detect(workdir, gpus=visible is None and gpus != 0)
     report = log.warning if warn else log.debug
     chosen = Capacity(
         cores if cores is not None else found.cores,
@@ -116,7 +143,6 @@ def declared(
     ):
         if value is not None and value > seen:
             report("declared --%s %s exceeds the %s detected; taking it as declared", name, value, seen)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:  # a scheduler (Slurm, Kubernetes) already chose our GPUs
         pool = _visible_gpus(visible)
     else:

@@ -15,8 +15,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-import psutil
-
 from ..protocol.sizes import MB
 
 CHECK_INTERVAL = 0.25  # seconds between resource measurements when limits are enforced
@@ -79,6 +77,8 @@ def readable(fd: int, cancel_fd: int, timeout: float | None) -> str | None:
 
 def tree_rss(pid: int) -> int:
     """Resident memory of a process and all its descendants, in bytes."""
+    import psutil  # on the first task with a memory limit: an idle worker does without it
+
     try:
         root = psutil.Process(pid)
         procs = [root] + root.children(recursive=True)

@@ -25,8 +25,6 @@ import re
 import shutil
 import tempfile
 
-import psutil
-
 log = logging.getLogger("wq_redis.worker")
 
 PREFIX = "wq-redis-worker-"
@@ -102,6 +100,8 @@ def _legacy_owner_is_gone(path: str) -> bool:
     owners = [int(m.group(1)) for m in map(_LEGACY_CACHE.match, os.listdir(path)) if m]
     if not owners:
         return False
+    import psutil  # only for such directories (rare): a worker's start does without it
+
     changed = os.stat(path).st_mtime
     for pid in owners:
         try:
