@@ -107,6 +107,7 @@ class Factory:
         self._log_file = log_file
         self._log_handler: logging.Handler | None = None
         self._log_level = logging.NOTSET
+        self._cycle_seconds: float | None = None  # wq-redis factory --cycle-seconds
         if manager is None and not manager_host_port and not manager_name:
             raise ValueError("Either manager, manager_host_port, or manager_name or manager should be specified.")
         self._manager = manager
@@ -191,7 +192,7 @@ class Factory:
                 spec,
                 pool,
                 tasks_left=self._tasks_left,
-                cycle_seconds=CYCLE_SECONDS if local else BATCH_CYCLE_SECONDS,
+                cycle_seconds=self._cycle_seconds or (CYCLE_SECONDS if local else BATCH_CYCLE_SECONDS),
             )
             self._thread.start()
         except BaseException:
@@ -223,6 +224,11 @@ class Factory:
             self.stop()
         except Exception:  # never started, or half built: nothing of ours runs
             pass
+
+    @property
+    def running(self) -> bool:
+        """Whether the factory runs (False once stopped, or ended by its factory_timeout)."""
+        return self._thread is not None and self._thread.running()
 
     @property
     def workers_started(self) -> int:
