@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -30,7 +30,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -130,6 +130,12 @@ class SlurmCluster:
         )
         return dict(line.split() for line in done.stdout.splitlines() if line.strip())
 
+    def _no_live_jobs(self) -> bool:
+        try:
+            return not set(self.jobs().values()) & {"RUNNING", "COMPLETING", "PENDING", "CONFIGURING"}
+        except subprocess.CalledProcessError:  # slurmctld gone: nothing more to wait for
+            return True
+
     def _logs(self) -> str:
         out = []
         for name in sorted(os.listdir(os.path.join(self.root, "log"))):
@@ -142,7 +148,7 @@ class SlurmCluster:
         slurmd), then every daemon by its pid: SIGTERM, SIGKILL whatever is left after 15 s."""
         if self.processes and self.processes[-1].poll() is None:
             subprocess.run(["scancel", "--full", "--user", "root"], env=self.env, capture_output=True, check=False)
-            _wait(lambda: not set(self.jobs().values()) & {"RUNNING", "COMPLETING", "PENDING"}, 30)
+            _wait(self._no_live_jobs, 30)
         for process in reversed(self.processes):
             if process.poll() is None:
                 process.terminate()
