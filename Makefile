@@ -20,7 +20,7 @@ PROFILE_ARGS ?=
 LINT_PATHS := wq_redis tests bench examples
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test-venv lint-venv lint demo test deploy-check clean bench bench-quick bench-venv bench-profile prometheus
+.PHONY: help venv test-venv lint-venv lint demo test deploy-check clean bench bench-quick bench-venv bench-profile prometheus slurm
 
 help:
 	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
@@ -28,6 +28,7 @@ help:
 	@echo "make lint    ruff check and ruff format --check ($(LINT_PATHS)), mypy (wq_redis): pyproject.toml"
 	@echo "             configures them; reformat with: $(VPY) -m ruff format $(LINT_PATHS)"
 	@echo "make prometheus  install Debian's prometheus (and promtool) for the monitoring tests, when root"
+	@echo "make slurm   install Debian's slurm-wlm and munge for the factory's SLURM tests, when root"
 	@echo "make deploy-check  render the Helm chart (deploy/) and validate it offline (part of make test)"
 	@echo "make venv    create $(VENV) and install wq-redis (PYTHON=$(PYTHON)); test-venv adds the test extras,"
 	@echo "             lint-venv the linters"
@@ -126,7 +127,7 @@ lint: lint-venv
 	echo "mypy (files: [tool.mypy] in pyproject.toml)"; $(VPY) -m mypy || status=1; \
 	exit $$status
 
-test: test-venv prometheus
+test: test-venv prometheus slurm
 	$(VPY) -m pytest -ra tests $(PYTEST_ARGS)
 
 # The monitoring tests run a real Prometheus (tests/test_prometheus.py) and promtool.  As
@@ -154,6 +155,27 @@ prometheus:
 	  fi; \
 	  exit $$status; \
 	fi
+# The factory's SLURM tests (tests/test_factory_slurm.py) start a one-node SLURM cluster
+# (munged, slurmctld, slurmd) from a generated slurm.conf.  As root, Debian's slurm-wlm and
+# munge are installed when missing, their services kept from starting as for prometheus;
+# elsewhere the tests skip with a message (under CI=true they fail instead).
+slurm:
+	@if command -v sbatch >/dev/null 2>&1 && command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; then \
+	  exit 0; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "SLURM not found and not root: the factory's SLURM tests will be skipped (apt-get install slurm-wlm munge)"; \
+	else \
+	  guard=; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    guard=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' > $$guard; chmod +x $$guard; \
+	  fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; \
+	  status=$$?; \
+	  if [ -n "$$guard" ]; then rm -f $$guard; fi; \
+	  exit $$status; \
+	fi
+
 # The Helm chart rendered by Helm's own Go SDK (helm-python-sdk) and checked against the
 # Kubernetes schemas (kubernetes-validate): no cluster, no helm binary, no network.
 deploy-check: test-venv

@@ -24,12 +24,14 @@ ALLOWED = {
     "client": {"protocol"},
     "worker": {"protocol"},
     "worker.child": {"protocol"},
-    "embedded": {"protocol", "client", "worker"},
-    "ops": {"protocol", "client", "worker", "embedded"},
+    # batch systems' command lines (submit, status, remove): knows nothing of queues or Redis
+    "batch": set(),
+    "embedded": {"protocol", "client", "worker", "batch"},
+    "ops": {"protocol", "client", "worker", "embedded", "batch"},
     # TaskVine's names over the same engine: a facade like the package's own (its Manager is
     # embedded's WorkQueue, for the embedded Redis); never imported by the engine's layers
     "vine": {"protocol", "client", "embedded"},
-    "": {"protocol", "client", "worker", "embedded", "ops"},  # the package's facade (__init__, __main__)
+    "": {"protocol", "client", "worker", "embedded", "ops", "batch"},  # the package's facade (__init__, __main__)
 }
 
 
@@ -176,7 +178,7 @@ def test_the_checker_sees_imports_inside_functions_and_ignores_type_checking(tmp
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.parametrize("layer", ["protocol", "client", "worker", "embedded", "ops", "vine"])
+@pytest.mark.parametrize("layer", ["protocol", "client", "worker", "embedded", "ops", "vine", "batch"])
 def test_each_layer_is_a_package(layer):
     assert (PACKAGE / layer / "__init__.py").is_file()
 

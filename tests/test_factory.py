@@ -203,8 +203,8 @@ def test_a_signed_queue_gives_its_factory_workers_its_secret(redis_url, queue_na
 def test_options_unknown_unset_or_of_batch_systems():
     with pytest.raises(ValueError, match="manager_name"):
         wq.Factory("local")
-    with pytest.raises(NotImplementedError, match="thousands-of-workers"):
-        wq.Factory("condor", manager_name="proj")
+    with pytest.raises(NotImplementedError, match="not available"):
+        wq.Factory("k8s", manager_name="proj")
     factory = wq.Factory("local", manager_name="proj")
     with pytest.raises(AttributeError, match="not a supported option"):
         factory.no_such_option = 1

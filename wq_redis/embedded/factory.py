@@ -1,4 +1,4 @@
-"""``wq.Factory``: Work Queue's ``Factory`` for the ``local`` batch type, on Redis.
+"""``wq.Factory``: Work Queue's ``Factory``, on Redis: local workers or batch-system jobs.
 
 Work Queue programs start their workers with a factory::
 
@@ -14,8 +14,14 @@ A background thread reads the queue's demand once a cycle (one read-only script 
 and starts ``wq-redis worker`` processes on this machine up to the need, by Work Queue's
 rule (factory_demand.py).  It never kills a busy worker: surplus workers exit by their
 idle ``timeout``.  The workers get the Redis URL in their environment, never on their
-command line.  Batch systems (condor, slurm, sge, ...) come with the thousands-of-workers
-issue; for now they raise ``NotImplementedError``.
+command line.
+
+``Factory("slurm" | "condor" | "sge" | "pbs" | "lsf", ...)`` submits the workers as jobs
+through the batch system's own commands instead (wq_redis.batch: sbatch/squeue/scancel,
+condor_submit/condor_q/condor_rm, qsub/qstat/qdel, bsub/bjobs/bkill), with the same rule,
+tracks its jobs each cycle, and at ``stop()`` cancels the pending ones and removes the
+running ones (their workers finish or hand back their tasks).  ``wq-redis factory`` (the
+command line) runs this very class.
 """
 
 from __future__ import annotations
@@ -35,12 +41,12 @@ from .factory_options import (
     COMMAND_LINE_OPTIONS,
     LIVE_OPTIONS,
     UnsetOption,
-    batch_type_error,
     checked_value,
     ignored_options,
     where_is_the_queue,
 )
-from .factory_thread import FactoryThread, WorkerSpec
+from .factory_pools import BatchPool, LocalPool, WorkerPool
+from .factory_thread import BATCH_CYCLE_SECONDS, CYCLE_SECONDS, FactoryThread, WorkerSpec
 from .server import acquire_embedded, release_embedded
 
 log = logging.getLogger("wq_redis.embedded.factory")
@@ -75,6 +81,13 @@ class Factory:
     (``condor_requirements``, ``batch_options``, ``k8s_image``...) mean nothing for local
     workers, as in Work Queue; those that would change local workers but cannot here
     (``wrapper``, ``python_env``, ``password``, ``capacity``...) warn at ``start()``.
+
+    Batch types (``slurm``, ``condor``, ``sge``/``uge``, ``pbs``/``torque``, ``lsf``) take
+    ``batch_options`` (further submit options; for condor, submit-file lines),
+    ``python_env`` (a shell line run before the worker, e.g. ``source venv/bin/activate``;
+    the worker is then that environment's ``python3``), ``scratch_dir`` (where the job
+    scripts go; default a temporary directory), and ``tags`` (the workers take only tasks
+    of these tags, and the factory counts only their demand).
     """
 
     def __init__(
@@ -94,6 +107,7 @@ class Factory:
         self._log_file = log_file
         self._log_handler: logging.Handler | None = None
         self._log_level = logging.NOTSET
+        self._cycle_seconds: float | None = None  # wq-redis factory --cycle-seconds
         if manager is None and not manager_host_port and not manager_name:
             raise ValueError("Either manager, manager_host_port, or manager_name or manager should be specified.")
         self._manager = manager
@@ -147,19 +161,38 @@ class Factory:
                 self._thread.update(self._spec())
                 return self
             self.stop()  # ended by its factory_timeout: start afresh
-        if self.batch_type != "local":
-            raise batch_type_error(self.batch_type)
-        ignored = ignored_options(self._opts)
+        local = self.batch_type == "local"
+        ignored = ignored_options(self._opts, local)
         if ignored:
-            warnings.warn(f"Factory options without effect on local wq-redis workers: {ignored}", stacklevel=2)
+            warnings.warn(
+                f"Factory options without effect on {self.batch_type} wq-redis workers: {ignored}", stacklevel=2
+            )
         url, queue, env = where_is_the_queue(self._manager, self._host_port, self._opts.get("manager_name"))
         if url is None:
             url = acquire_embedded()
             self._embedded = True
         self._open_log()
         try:
+            spec = self._spec()
+            pool: WorkerPool
+            if local:
+                pool = LocalPool(url, queue, {**env, **spec.env}, prefix=f"factory{next(_numbers)}-")
+            else:
+                if self._embedded:
+                    log.warning(
+                        "batch workers of this factory use the embedded Redis at %s: other hosts may not reach it", url
+                    )
+                options = batch_options(
+                    self.batch_type, self._opts.get("batch_options"), self._opts.get("condor_requirements")
+                )
+                pool = BatchPool(self.batch_type, url, queue, {**env, **spec.env}, spec.scratch_dir, options)
             self._thread = FactoryThread(
-                url, queue, self._spec(), env, prefix=f"factory{next(_numbers)}-", tasks_left=self._tasks_left
+                url,
+                queue,
+                spec,
+                pool,
+                tasks_left=self._tasks_left,
+                cycle_seconds=self._cycle_seconds or (CYCLE_SECONDS if local else BATCH_CYCLE_SECONDS),
             )
             self._thread.start()
         except BaseException:
@@ -193,6 +226,11 @@ class Factory:
             pass
 
     @property
+    def running(self) -> bool:
+        """Whether the factory runs (False once stopped, or ended by its factory_timeout)."""
+        return self._thread is not None and self._thread.running()
+
+    @property
     def workers_started(self) -> int:
         """Worker processes of this factory alive now (not in Work Queue: for tests and logs)."""
         return self._thread.alive() if self._thread is not None else 0
@@ -204,7 +242,8 @@ class Factory:
 
     def _spec(self) -> WorkerSpec:
         opts = self._opts
-        return WorkerSpec.from_options(opts, _extra_options(opts.get("extra_options")), _env(opts.get("env")))
+        extra = _extra_options(opts.get("extra_options"))
+        return WorkerSpec.from_options(opts, extra, _env(opts.get("env")), local=self.batch_type == "local")
 
     def _open_log(self) -> None:
         """Work Queue's ``log_file``: the factory's lines (each cycle's, with ``debug`` set)."""
@@ -237,6 +276,21 @@ def _extra_options(value: Any) -> list[str]:
         return []
     words = shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
     return [w for w in words if w != "--parent-death"]
+
+
+def batch_options(batch_type: str, value: Any, condor_requirements: Any = None) -> list[str]:
+    """``batch_options`` as submit-command words (split as a shell would), or for condor as
+    submit-file lines (one per line; a literal ``\\n`` separates them too, as in Work
+    Queue), with ``condor_requirements`` as its ``requirements`` line."""
+    if batch_type == "condor":
+        text = value if isinstance(value, str) else "\n".join(str(v) for v in value or ())
+        lines = [line.strip() for line in text.replace("\\n", "\n").splitlines() if line.strip()]
+        if condor_requirements:
+            lines.append(f"requirements = ({condor_requirements})")
+        return lines
+    if not value:
+        return []
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
 
 
 def _env(value: Any) -> dict[str, str]:

@@ -52,19 +52,28 @@ class Sizing:
     gpus: int | None = None
 
 
-def demand_from_stats(stats: Stats, tasks_left: int = 0) -> Demand:
+def demand_from_stats(stats: Stats, tasks_left: int = 0, tags: str | None = None) -> Demand:
     """The demand in one ``WorkQueue.stats`` snapshot (the stats script: one round trip),
-    and the tasks the manager said are still coming (``specify_num_tasks_left``)."""
+    and the tasks the manager said are still coming (``specify_num_tasks_left``).
+
+    A factory whose workers take only some ``tags`` (comma-separated) counts the waiting
+    tasks of those tags alone: its workers could take no other."""
+    wanted = {t.strip() for t in tags.split(",") if t.strip()} if tags else None
     asked = dict.fromkeys(RESOURCE_NAMES, 0)
+    waiting = 0
     for member, count in stats.waiting_by_queue.items():
+        cls, tag = split_member(member)
+        if wanted is not None and tag not in wanted:
+            continue
         try:
-            request = parse_class(split_member(member)[0])
+            request = parse_class(cls)
         except ValueError:  # a registry member that is not ours: nothing waits in it for us
             continue
+        waiting += count
         for name in RESOURCE_NAMES:
             asked[name] += getattr(request, name) * count
     return Demand(
-        tasks_waiting=stats.tasks_waiting,
+        tasks_waiting=stats.tasks_waiting if wanted is None else waiting,
         tasks_on_workers=stats.tasks_on_workers,
         tasks_left=tasks_left,
         workers_connected=stats.workers_connected,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..batch import BATCH_TYPES
 from ..protocol.connection import resolve_url
 
 # every option Work Queue's Python Factory takes (ndcctools.work_queue.Factory)
@@ -45,6 +46,7 @@ COMMAND_LINE_OPTIONS = frozenset(
         "runos",
         "scratch_dir",
         "ssl",
+        "tags",  # not in Work Queue: the workers' --tags (wq-redis factory --tags)
         "tasks_per_worker",
         "timeout",
         "worker_binary",
@@ -66,6 +68,7 @@ LIVE_OPTIONS = frozenset(
         "max_workers",
         "memory",
         "min_workers",
+        "tags",
         "tasks_per_worker",
         "timeout",
         "workers_per_cycle",
@@ -88,6 +91,10 @@ WITHOUT_EFFECT = frozenset(
         "wrapper_input",
     }
 )
+# What batch workers take besides (python_env: a shell line that activates their environment).
+BATCH_ONLY = frozenset({"python_env"})
+# Work Queue's other names for batch types we have
+BATCH_ALIASES = {"torque": "pbs", "uge": "sge"}
 # The rest mean nothing for local workers in Work Queue either (batch-system options,
 # the factory's own debug output and config file; TLS, which the Redis URL decides).
 INTEGER_OPTIONS = {  # name -> the lowest value it takes
@@ -112,8 +119,10 @@ class UnsetOption(KeyError, AttributeError):
 
 def checked_value(name: str, value: Any) -> Any:
     """``value`` for option ``name``, or ValueError when Work Queue's factory would refuse it."""
-    if name == "batch_type" and value != "local":
-        raise batch_type_error(value)
+    if name == "batch_type":
+        value = BATCH_ALIASES.get(value, value)
+        if value not in BATCH_TYPES:
+            raise batch_type_error(value)
     if name not in INTEGER_OPTIONS or value is None:
         return value
     try:
@@ -132,14 +141,16 @@ def checked_value(name: str, value: Any) -> Any:
 
 def batch_type_error(batch_type: Any) -> NotImplementedError:
     return NotImplementedError(
-        f"Factory batch type {batch_type!r} is not available yet: wq-redis's Factory starts "
-        "'local' workers; batch systems (condor, slurm, sge, pbs, ...) come with the "
-        "thousands-of-workers issue.  Meanwhile run `wq-redis worker` as their jobs."
+        f"Factory batch type {batch_type!r} is not available: wq-redis's factory starts workers "
+        f"as {', '.join(BATCH_TYPES)} (torque is pbs, uge is sge).  Elsewhere run "
+        "`wq-redis worker` as the jobs yourself."
     )
 
 
-def ignored_options(opts: dict[str, Any]) -> list[str]:
-    return sorted(name for name in WITHOUT_EFFECT if opts.get(name) not in (None, False, "", 0))
+def ignored_options(opts: dict[str, Any], local: bool = True) -> list[str]:
+    """The options set that change nothing for this batch type's workers."""
+    without = WITHOUT_EFFECT if local else WITHOUT_EFFECT - BATCH_ONLY
+    return sorted(name for name in without if opts.get(name) not in (None, False, "", 0))
 
 
 def where_is_the_queue(manager: Any, host_port: str | None, name: str | None) -> tuple[str | None, str, dict[str, str]]:

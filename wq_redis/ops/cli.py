@@ -1,6 +1,7 @@
 """``wq-redis``: the command line (click).  Every option has an environment fallback.
 
-Commands: ``worker``, ``server``, and ``status`` (defined in ``status.py``).
+Commands: ``worker``, ``server``, ``exporter``, ``status`` (defined in ``status.py``) and
+``factory`` (``factory_command.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 
 from ..protocol.sizes import MAX_TASK_BYTES
 from ..protocol.version import __version__
+from .factory_command import factory_command
 from .params import REDIS_URL_ENV, ByteSize, PortRange, log_level_option, setup_logging
 from .status import status_command
 
@@ -369,6 +371,7 @@ def server(host: str, port: int, data_dir: str | None, password: str | None, as_
 
 
 main.add_command(status_command)
+main.add_command(factory_command)
 
 if __name__ == "__main__":
     main()
