@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import select
 import subprocess
 import sys
 import time
@@ -16,8 +17,10 @@ import redis
 from wq_redis.embedded.server import tie_to_caller
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WORKERS_PER_FLEET = 2_500  # auto: one fleet process per this many workers, at most one per spare core
+WORKERS_PER_FLEET = 2_500  # auto: one fleet process per this many workers
 REAL_READY_SECONDS = 60.0
+ANSWER_SECONDS = 120.0  # longest wait for a fleet process's answer (its start: FLEET_READY_SECONDS)
+FLEET_READY_SECONDS = 600.0
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -46,8 +49,13 @@ class FleetProcess:
                 preexec_fn=tie_to_caller(),
             )
 
-    def read(self) -> dict[str, Any]:
+    def read(self, timeout: float = ANSWER_SECONDS) -> dict[str, Any]:
         assert self.proc.stdout is not None
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            raise TimeoutError(
+                f"a fleet process did not answer within {timeout:.0f} s: too many simulated workers for this "
+                "machine's CPUs (each 1,000 take about a third of a core at the real cadence)"
+            )
         line = self.proc.stdout.readline()
         if not line:
             with open(self.log_path) as handle:
@@ -67,7 +75,7 @@ class FleetProcess:
         except (RuntimeError, OSError, ValueError):
             pass
         try:
-            self.proc.wait(30)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -91,7 +99,8 @@ class Simulated:
     label = "sim"
 
     def __init__(self, n: int, urls: list[str], queue: str, capacity: dict[str, int], processes: int, logs: str):
-        processes = processes or max(1, min((os.cpu_count() or 2) - 1, math.ceil(n / WORKERS_PER_FLEET)))
+        # one interpreter's lock carries a few thousand threads (more start ever slower)
+        processes = processes or max(1, math.ceil(n / WORKERS_PER_FLEET))
         share = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
         self.fleets: list[FleetProcess] = []
         first = 0
@@ -101,7 +110,7 @@ class Simulated:
             first += count
 
     def wait_ready(self) -> str:
-        return f"{len(self.fleets)} fleet process(es): {[fleet.read() for fleet in self.fleets]}"
+        return f"{len(self.fleets)} fleet process(es): {[f.read(FLEET_READY_SECONDS) for f in self.fleets]}"
 
     def stats(self) -> dict[str, Any] | None:
         return summed([fleet.ask("stats") for fleet in self.fleets])

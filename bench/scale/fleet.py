@@ -115,7 +115,9 @@ class SimWorker:
         self.claims = self.blocking = self.fruitful = 0
         self.empty_measured = 0  # woken, and nothing to take (measured claims only)
         self.tasks = self.delivered = self.errors = 0
-        self.latencies: list[float] = []  # seconds, claims that brought tasks, sent after ``measure_from``
+        # seconds: claims sent after ``measure_from`` without a wait (the main loop's, which
+        # deliver the last batch's results) that brought tasks
+        self.latencies: list[float] = []
         self.measure_from = float("inf")
 
     def status(self) -> str:
@@ -152,7 +154,7 @@ class SimWorker:
                 lock_ms=int(self.lease_ms * REAP_EVERY_LEASES), worker_timeout_ms=self.lease_ms * SILENT_LEASES
             )
 
-    def serve(self, stop: threading.Event) -> None:
+    def serve(self, go: threading.Event, stop: threading.Event) -> None:
         """The worker's claim loop (Worker._loop with its fast lane, one slot): a plain claim
         on the main store, which delivers what waits; when it brings nothing, the lane's
         claims, each waiting on the wake keys first, for as long as each brings exactly one
@@ -160,6 +162,7 @@ class SimWorker:
         results: list[tuple[int, str, dict[str, Any]]] = []
         eligible: list[str] = []
         pace = Pace()
+        go.wait()
         while not stop.is_set():
             claimed, eligible, results = self._claim(self.main, None, eligible, results, pace)
             if claimed:
@@ -208,7 +211,7 @@ class SimWorker:
         self.blocking += wake_on is not None
         self.delivered += sum(1 for ok in accepted if ok)
         if sent >= self.measure_from:
-            if claimed:
+            if claimed and wake_on is None:  # a busy worker's round trip: no wait for work in it
                 self.latencies.append(elapsed)
             elif wake_on is not None and elapsed < WOKEN_BEFORE * DEFAULTS.block_seconds:
                 self.empty_measured += 1  # woken (not timed out), and found nothing to take
@@ -270,6 +273,7 @@ class Fleet:
         capacity = spec["capacity"]
         self.interval = heartbeat_interval(DEFAULTS.lease_seconds)
         self.stop = threading.Event()
+        self.go = threading.Event()  # every thread started (each start waits for the lock) before any claims
         self.workers = [
             SimWorker(f"sim{index}@{HOST}", urls[index % len(urls)], spec["queue"], capacity)
             for index in range(spec["first"], spec["first"] + spec["count"])
@@ -277,7 +281,7 @@ class Fleet:
         for worker in self.workers:
             worker.register()
         self.claimers = [
-            threading.Thread(target=w.serve, args=(self.stop,), name="claim", daemon=True) for w in self.workers
+            threading.Thread(target=w.serve, args=(self.go, self.stop), name="claim", daemon=True) for w in self.workers
         ]
         step = WORKERS_PER_BEAT_THREAD
         self.beaters = [
@@ -286,7 +290,10 @@ class Fleet:
         self.started = 0.0
 
     def start(self) -> None:
-        for thread in self.claimers + self.beaters:
+        for thread in self.claimers:
+            thread.start()
+        self.go.set()
+        for thread in self.beaters:
             thread.start()
         self.started = time.monotonic()
 

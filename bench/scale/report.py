@@ -78,6 +78,8 @@ def idle_reading(
         due = (workers / fleet_after["heartbeat_s"], workers / block_seconds)
         reading.update(renewals_s=round(renewals, 1), waits_s=round(waits, 1), claims_s=round(claims, 1))
         reading["cadence"] = round(min(renewals / due[0], waits / due[1]), 3)
+    # what a worker costs at the real worker's cadence (the Redis work is per call)
+    reading["us_per_worker_s_full"] = round(reading["us_per_worker_s"] / (reading["cadence"] or 1.0), 1)
     return reading
 
 
@@ -118,12 +120,13 @@ def busy_reading(
 
 
 def memory_reading(before: dict[str, Any], after: dict[str, Any], workers: int, connections: int) -> dict[str, Any]:
-    """Bytes of Redis per worker: its record (used_memory less the clients' buffers) and
-    its connections (``mem_clients_normal``)."""
+    """Bytes of Redis per worker: all it adds but its connections (used_memory less the
+    clients' buffers: noisy below a few hundred workers) and its connections
+    (``mem_clients_normal``)."""
     clients = int(after["mem_clients_normal"]) - int(before["mem_clients_normal"])
     used = int(after["used_memory"]) - int(before["used_memory"])
     return {
-        "record_bytes": round((used - clients) / workers),
+        "used_bytes": round((used - clients) / workers),
         "connections_bytes": round(clients / workers),
         "bytes_per_connection": round(clients / max(connections, 1)),
     }
@@ -135,6 +138,7 @@ COLUMNS = [  # row key, header, format
     ("conns_per_worker", "conn/w", "float"),
     ("idle_cpu_pct", "idle CPU%", "float"),
     ("idle_us_per_worker_s", "us/s/worker", "float"),
+    ("idle_us_full", "at cadence 1", "float"),
     ("idle_commands_s", "idle cmd/s", "int"),
     ("cadence", "cadence", "float"),
     ("record_bytes", "B/record", "int"),
@@ -159,6 +163,7 @@ def row(
         "conns_per_worker": connections / workers,
         "idle_cpu_pct": idle["redis_cpu_pct"],
         "idle_us_per_worker_s": idle["us_per_worker_s"],
+        "idle_us_full": idle["us_per_worker_s_full"],
         "idle_commands_s": idle["commands_s"],
         "cadence": idle["cadence"],
         "record_bytes": memory["record_bytes"],
@@ -189,14 +194,14 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def per_core(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """What one Redis core can carry, from the largest simulated worker count measured:
-    idle workers (1e6 us/s over one idle worker's us/s) and tasks (1e6 over the net us per
+    idle workers (1e6 us/s over one idle worker's us/s at the real cadence) and tasks (1e6 over the net us per
     task)."""
-    measured = [r for r in rows if r.get("idle_us_per_worker_s") and r.get("cadence")]
+    measured = [r for r in rows if r.get("idle_us_full") and r.get("cadence")]
     if not measured:
         return {}
     last = max(measured, key=lambda r: r["workers"])
     out: dict[str, Any] = {"from_workers": last["workers"]}
-    out["idle_workers_per_core"] = round(1e6 / last["idle_us_per_worker_s"])
+    out["idle_workers_per_core"] = round(1e6 / last["idle_us_full"])
     if last.get("net_us_per_task"):
         out["tasks_s_per_core"] = round(1e6 / last["net_us_per_task"])
     return out

@@ -39,6 +39,7 @@ from bench import tasks
 from bench.scale import drivers, report
 from bench.scale.fleet import CONNECTIONS_AT_MOST, DEFAULTS, raise_file_limit
 from wq_redis.embedded.server import RedisServer, find_server_binary
+from wq_redis.protocol.keys import QueueKeys
 
 ROOT = drivers.ROOT
 CAPACITY = {"cores": 1, "memory": 4096, "disk": 16384, "gpus": 0}  # each simulated worker's
@@ -100,6 +101,16 @@ def server_binary(chosen: str | None) -> str:
     return find_server_binary()
 
 
+def record_bytes(client: redis.Redis, workers: int, sample: int = 50) -> int:
+    """Bytes of Redis per worker record: MEMORY USAGE of a sample of the workers' hashes,
+    plus their share of the registry's sorted set (steadier than used_memory deltas)."""
+    keys = QueueKeys(QUEUE)
+    names = [n.decode() for n in client.zrange(keys.workers, 0, sample - 1)]
+    hashes = [int(client.memory_usage(keys.worker(name)) or 0) for name in names]
+    registry = int(client.memory_usage(keys.workers) or 0)
+    return round(sum(hashes) / max(len(hashes), 1) + registry / workers)
+
+
 def info(client: redis.Redis) -> dict[str, Any]:
     return dict(client.info("everything"))
 
@@ -133,6 +144,7 @@ def measure_count(
         idle["client_cpu_pct"] = round(100 * (cpu1 - cpu0) / (t1 - t0), 1)
         connections = int(info1["connected_clients"]) - int(before_memory["connected_clients"])
         memory = report.memory_reading(before_memory, info1, n, connections)
+        memory["record_bytes"] = record_bytes(client, n)
         log(f"  idle: {json.dumps(idle)}")
         log(f"  memory: {json.dumps(memory)}, {connections} connections")
 
@@ -206,12 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         runs = [(n, "real") for n in reals] + [(n, "sim") for n in counts]
         for n, kind in runs:
             log(f"[{n} {kind} workers]")
-            results.append(measure_count(n, kind, args, server, client, baseline, logs))
+            try:
+                results.append(measure_count(n, kind, args, server, client, baseline, logs))
+            except Exception as exc:  # one count too many for this machine must not hide the others
+                log(f"  {n} {kind} workers: FAILED: {type(exc).__name__}: {exc}")
+                results.append({"workers": n, "kind": kind, "error": f"{type(exc).__name__}: {exc}"})
     finally:
         client.close()
         server.stop()
 
-    rows = [r["row"] for r in results]
+    rows = [r["row"] for r in results if "row" in r]
     print()
     print(
         f"wq-redis scale: simulated one-core workers; {meta['redis']}, appendonly no; {meta['cpus']} CPUs; "
@@ -227,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             f"~{capacity['idle_workers_per_core']:,} idle workers, "
             f"~{capacity.get('tasks_s_per_core', 0):,} tasks/s net of idle cost"
         )
+    for failed in (r for r in results if "error" in r):
+        print(f"{failed['workers']} {failed['kind']} workers: not measured: {failed['error']}")
     print(f"{time.monotonic() - started:.0f} s in all")
     if args.json_out:
         with open(args.json_out, "w") as handle:
