@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wq_redis.worker")
 BATCH_BYTES = 4 * 1024 * 1024  # the followers a claim brings stay under this many bytes of hash fields
+HELD_RESULTS_RETRY_SECONDS = 1.0  # results a delivery could not record are sent again this often
 CLAIM_RETRY_SECONDS = 1.0  # wait after a failed claim (Redis away): the loop would otherwise spin
 DRAIN_POLL_SECONDS = 0.2  # a draining worker looks this often whether its tasks are done (a result also wakes it)
 SHUTDOWN_DELIVERY_SECONDS = 30.0  # exit tries this long to deliver held results; then their leases expire
@@ -89,8 +90,10 @@ class WorkerOptions:
     burst: bool = False  # exit once nothing is left that this worker can take
     lease_seconds: float = 30.0
     # longest a lost wake-up can delay a claim: an idle worker's claim (one Redis call, sent
-    # with its wait) runs this often; wake-ups (a submit, a finished task, a signal) end it
-    block_seconds: float = 10.0
+    # with its wait) runs this often; wake-ups (a submit, a finished task, a signal) end it.
+    # (10 s cut the idle cost further, but a wake-up lost to another client's garbage then
+    # delayed tasks by as much: tests/test_hostile_fuzz.py)
+    block_seconds: float = 2.0
     reserve_after: float = 30.0  # seconds a too-big-for-now task waits before smaller ones yield
     workdir: str | None = None
     max_result_bytes: int = 256 * 1024 * 1024
@@ -284,7 +287,10 @@ class Worker(Groups, LaneSide, Leases):
                 log.info("idle for %.0f s, exiting", self.options.idle_timeout)
                 return
             if not can_take_more or self.outbox.results:
-                self._changed.wait(self.options.block_seconds)
+                wait = self.options.block_seconds
+                if self.outbox.results:  # held (Redis away, a key it writes broken): try again soon
+                    wait = min(wait, HELD_RESULTS_RETRY_SECONDS)
+                self._changed.wait(wait)
                 self._changed.clear()
                 continue
             self._idle_block = self.options.block_seconds
