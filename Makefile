@@ -151,20 +151,28 @@ test: test-venv prometheus slurm
 # start its service (invoke-rc.d runs /etc/init.d/prometheus where there is no systemd):
 # a policy-rc.d answering 101 ("action forbidden") is put in place for the install when
 # none exists, and removed after, so nothing is left running.
+# Install Debian packages without starting their services: a policy-rc.d answering 101
+# ("action forbidden") is put in place for the install when none exists, and removed after.
+define apt_install_quietly
+guard=; \
+if [ ! -e /usr/sbin/policy-rc.d ]; then \
+  guard=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' > $$guard; chmod +x $$guard; \
+fi; \
+DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(1) >/dev/null; \
+status=$$?; \
+if [ -n "$$guard" ]; then rm -f $$guard; fi; \
+(exit $$status)
+endef
+
 prometheus:
 	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then \
 	  exit 0; \
 	elif [ "$$(id -u)" != 0 ]; then \
 	  echo "prometheus not found and not root: the monitoring tests will be skipped (apt-get install prometheus)"; \
 	else \
-	  guard=; \
-	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
-	    guard=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' > $$guard; chmod +x $$guard; \
-	  fi; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  $(call apt_install_quietly,prometheus); \
 	  status=$$?; \
-	  if [ -n "$$guard" ]; then rm -f $$guard; fi; \
 	  if [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then \
 	    /etc/init.d/prometheus stop >/dev/null 2>&1 || true; \
 	  fi; \
@@ -180,14 +188,8 @@ slurm:
 	elif [ "$$(id -u)" != 0 ]; then \
 	  echo "SLURM not found and not root: the factory's SLURM tests will be skipped (apt-get install slurm-wlm munge)"; \
 	else \
-	  guard=; \
-	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
-	    guard=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' > $$guard; chmod +x $$guard; \
-	  fi; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null; \
+	  $(call apt_install_quietly,slurm-wlm munge); \
 	  status=$$?; \
-	  if [ -n "$$guard" ]; then rm -f $$guard; fi; \
 	  exit $$status; \
 	fi
 

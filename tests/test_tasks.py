@@ -249,17 +249,6 @@ def test_memory_over_the_declared_limit_is_resource_exhaustion(redis_url, queue_
     assert done[modest.id].output == 2
 
 
-def test_disk_over_the_declared_limit_is_disk_alloc_full(redis_url, queue_name, workers):
-    with wq.WorkQueue(queue_name, redis_url=redis_url) as q:
-        q.enable_monitoring()
-        task = wq.Task("head -c 5000000 /dev/zero > big; sleep 10")
-        task.specify_disk(1)  # a hundredth of the worker's disk: and of its memory, 20 MB
-        workers.start("--cores", "1", "--memory", "2000", "--disk", "100")
-        q.submit(task)
-        assert q.wait(30) is task
-    assert task.result == wq.WORK_QUEUE_RESULT_DISK_ALLOC_FULL
-
-
 def test_limits_are_not_enforced_unless_asked(queue, workers):
     task = wq.Task("head -c 3000000 /dev/zero > big")
     task.specify_disk(1)

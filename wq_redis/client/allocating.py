@@ -22,7 +22,6 @@ work is split where the knowledge is:
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
@@ -37,7 +36,9 @@ from ..protocol.resources import (
     Quad,
     ResourceClass,
     category_hex,
+    parse_resource_class,
     queue_member,
+    split_member,
 )
 from .allocation import BUCKETING_MODES, FIRST, FIXED, MAX, STEADY_N_TASKS, Categories, Category
 from .queue_state import QueueState
@@ -56,8 +57,16 @@ _LEARNED: dict[int | None, int] = {
     Result.DISK_ALLOC_FULL: -1,
     Result.OUTPUT_TRANSFER_ERROR: -1,
 }
-_SIZED = re.compile(rb"^[^|]*\.[kK]([0-9a-f]+)\|")  # the category of a ready queue of an automatic category
 _warned_tunes: set[str] = set()
+
+
+def _sized_category(member: bytes) -> str:
+    """The hex name of the automatic category whose label sized a task of queue ``member``
+    ("" for another queue, or a member that is not ours)."""
+    try:
+        return parse_resource_class(split_member(member.decode())[0]).category
+    except (ValueError, UnicodeDecodeError):
+        return ""
 
 
 def whole(value: float | int | None) -> int:
@@ -208,10 +217,9 @@ class Allocating(QueueState):
         if not self._labels_sent:
             return
         member = task._fields.get(MEMBER_B)
-        found = _SIZED.match(member) if member else None
-        if found is not None:
-            hex_name = found.group(1).decode()
-            self._learned[hex_name] = self._learned.get(hex_name, 0) + 1
+        sized = _sized_category(member) if member else ""
+        if sized:  # counted as complete.lua counted it: by the queue the task ran from
+            self._learned[sized] = self._learned.get(sized, 0) + 1
         category = self._allocation.get(task._spec.category or "default")
         success = _LEARNED.get(task.result)
         if category.mode == FIXED or success is None:

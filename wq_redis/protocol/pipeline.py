@@ -35,6 +35,15 @@ class ScriptPipeline:
         self._own: Any = None  # that connection, once made
         self._broken_wake: dict[str, float] = {}  # wake keys of the wrong type -> when found (monotonic)
 
+    def _ring(self, keys: list[str]) -> None:
+        """Ring wake-up lists (a token each, at most one kept: as ``ring`` in
+        scripts/include/broken.lua), in one round trip; a key of another type is skipped."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.lpush(key, 1)
+            pipe.ltrim(key, 0, 0)
+        pipe.execute(raise_on_error=False)
+
     def _call_many(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run one script many times in one pipeline (one round trip)."""
         return self._pipeline([(name, keys, args) for keys, args in calls])

@@ -240,11 +240,7 @@ class WorkerCalls(ScriptPipeline):
 
     def ring_worker(self, worker: str, control: bool = False) -> None:
         """Wake the worker's main loop (its wake key) and, with ``control``, its heartbeat."""
-        pipe = self.client.pipeline(transaction=False)
-        for key in [self.keys.worker_wake(worker)] + ([self.keys.control(worker)] if control else []):
-            pipe.lpush(key, 1)
-            pipe.ltrim(key, 0, 0)
-        pipe.execute(raise_on_error=False)
+        self._ring([self.keys.worker_wake(worker)] + ([self.keys.control(worker)] if control else []))
 
     def complete(
         self,

@@ -31,14 +31,8 @@ class WorkerControl(ScriptPipeline):
         """Ring the control key of every registered worker: each heartbeats at once and
         reads what was asked of it (a host blocked or unblocked).  One round trip."""
         names = cast("list[bytes]", self.client.zrange(self.keys.workers, 0, -1))
-        if not names:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for name in names:
-            control = self.keys.control(name.decode())
-            pipe.lpush(control, 1)
-            pipe.ltrim(control, 0, 0)
-        pipe.execute(raise_on_error=False)  # a control key of the wrong type: that worker sees it at its next beat
+        if names:  # (a control key of the wrong type: that worker sees the request at its next beat)
+            self._ring([self.keys.control(name.decode()) for name in names])
 
     def block_host(self, host: str, seconds: float) -> None:
         """Workers on ``host`` claim no task of this queue for ``seconds`` (< 1: until
