@@ -25,7 +25,7 @@ from wq_redis.ops.exporter import QueueExporter
 from wq_redis.protocol.serialize import function_digest
 
 MiB = 1024 * 1024
-PLAIN = "c-1.m-1.d-1.g-1|"  # the sub-queue of a task that declares nothing, no tag
+PLAIN = "c-1|"  # the sub-queue of a task that declares nothing, no tag
 
 
 def start_logged_worker(workers, log_path, *args: str) -> subprocess.Popen[bytes]:
@@ -146,9 +146,7 @@ def test_the_exporter_reports_keys_it_cannot_read(redis_url, queue):
     parsed = samples(exporter.exposition())
     key = ("key", f"wq:{{{queue.name}}}:fifo:c1.m0.d0.g0|broken")
     assert parsed[("wq_queue_unreadable_keys", (key, ("queue", queue.name)))] == 1
-    assert (
-        parsed[("wq_tasks_waiting", (("queue", queue.name), ("resource_class", "c-1.m-1.d-1.g-1"), ("tag", "")))] == 1
-    )
+    assert parsed[("wq_tasks_waiting", (("queue", queue.name), ("resource_class", "c-1"), ("tag", "")))] == 1
 
 
 def test_status_counts_a_broken_sub_queue_as_empty(redis_url, queue):

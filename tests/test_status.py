@@ -55,12 +55,12 @@ def test_queues_show_waiting_by_resource_class_and_tag(queue, redis_url, queue_n
     queue.submit_many(tagged + [wq.Task("true")])
     out = status(redis_url)
     assert queue_name in out
-    assert "c2.m-1.d-1.g-1" in out and "render" in out and "c-1.m-1.d-1.g-1" in out
+    assert "c2" in out and "render" in out and "c-1" in out
     report = _by_name(status_json(redis_url))[queue_name]
     assert report["waiting"] == 3
     assert {(r["class"], r["tag"], r["tasks"]) for r in report["waiting_by_class"]} == {
-        ("c2.m-1.d-1.g-1", "render", 2),
-        ("c-1.m-1.d-1.g-1", "", 1),
+        ("c2", "render", 2),
+        ("c-1", "", 1),
     }
 
 
@@ -98,7 +98,7 @@ def test_tasks_of_a_queue_show_state_tag_worker_and_age(one_running, redis_url, 
     assert [t["state"] for t in tasks] == ["RUNNING", "READY", "READY"]
     running, big, _ = tasks
     assert running["worker"].startswith("w1@") and running["attempts"] == 1 and running["age_s"] >= 0
-    assert big["tag"] == "huge" and big["class"] == "c8.m-1.d-1.g-1" and big["worker"] is None
+    assert big["tag"] == "huge" and big["class"] == "c8" and big["worker"] is None
     out = status(redis_url, "-T")
     assert "RUNNING" in out and "huge" in out
 

@@ -82,13 +82,20 @@ def test_request_fits_free_resources_given_as_a_dict():
 def test_class_name_spells_what_was_declared_exactly():
     # no rounding: the worker computes what the task is given from these (claim.lua)
     assert class_name(Request(2, 1000, 3000, 0)) == "c2.m1000.d3000.g0"
-    assert ResourceClass().name == "c-1.m-1.d-1.g-1"
-    assert ResourceClass((1, -1, -1, -1)).name == "c1.m-1.d-1.g-1"
+    assert ResourceClass().name == "c-1"
+    assert ResourceClass((1, -1, -1, -1)).name == "c1"
+    assert ResourceClass((-1, -1, 4000, -1)).name == "c-1.d4000"
+
+
+def test_the_full_spelling_of_unset_resources_still_parses():
+    # queues written before unset resources were left out of class names
+    assert parse_resource_class("c-1.m-1.d-1.g-1") == ResourceClass()
+    assert parse_resource_class("c2.m-1.d-1.g1.p01") == ResourceClass((2, -1, -1, 1), proportional=False)
 
 
 def test_class_name_adds_the_minimum_the_flags_and_the_category_only_when_set():
     full = ResourceClass((-1, 1000, -1, -1), (3, -1, -1, 2), False, True, category_hex("big"))
-    assert full.name == "c-1.m1000.d-1.g-1.n3.-1.-1.2.p01.k626967"
+    assert full.name == "c-1.m1000.n3.-1.-1.2.p01.k626967"
     assert ResourceClass((1, 2, 3, 4), whole_tasks=False).name == "c1.m2.d3.g4.p10"
     assert replace(full, at_max=True).name.endswith(".K626967")
 
@@ -111,7 +118,8 @@ def test_parse_resource_class_inverts_its_name(resource_class):
     "name",
     [
         "",
-        "c4.m0.d0",
+        "c4.d0.m0",  # out of order
+        "c4.m0.m0",
         "c4.m0.d0.g1.x",
         "x4.m0.d0.g1",
         "c-2.m0.d0.g0",
@@ -131,8 +139,8 @@ def test_a_class_refuses_values_below_unset():
 
 
 def test_nominal_is_the_least_any_worker_gives():
-    assert parse_class("c-1.m-1.d-1.g-1") == Request(1, 0, 0, 0)  # the whole worker: at least a core
-    assert parse_class("c-1.m-1.d-1.g2") == Request(0, 0, 0, 2)  # a GPU task that declared no cores
+    assert parse_class("c-1") == Request(1, 0, 0, 0)  # the whole worker: at least a core
+    assert parse_class("c-1.g2") == Request(0, 0, 0, 2)  # a GPU task that declared no cores
     assert parse_class("c1.m100.d-1.g-1.n3.-1.200.-1") == Request(3, 100, 200, 0)  # never below the minimum
 
 
@@ -140,8 +148,8 @@ def test_allocation_of_reads_the_box_the_claim_wrote():
     assert allocation_of(b"2 500 1000 0") == Request(2, 500, 1000, 0)
     for garbage in (None, b"", b"1 2 3", b"a b c d", b"-1 0 0 0", b"\xff\xfe", "1 2 3 4 5"):
         assert allocation_of(garbage) is None
-    assert given("c1.m-1.d-1.g-1|", b"1 250 250 0") == Request(1, 250, 250, 0)
-    assert given("c1.m-1.d-1.g-1|", b"garbage") == Request(1, 0, 0, 0)  # then what its class needs at least
+    assert given("c1|", b"1 250 250 0") == Request(1, 250, 250, 0)
+    assert given("c1|", b"garbage") == Request(1, 0, 0, 0)  # then what its class needs at least
 
 
 def test_queue_member_joins_class_and_tag_with_a_bar():
@@ -150,8 +158,8 @@ def test_queue_member_joins_class_and_tag_with_a_bar():
 
 def test_queue_member_of_an_untagged_task_has_an_empty_tag():
     member = queue_member(ResourceClass((1, -1, -1, -1)), None)
-    assert member == "c1.m-1.d-1.g-1|"
-    assert split_member(member) == ("c1.m-1.d-1.g-1", "")
+    assert member == "c1|"
+    assert split_member(member) == ("c1", "")
 
 
 def test_split_member_keeps_bars_inside_the_tag():
@@ -649,7 +657,7 @@ def test_result_fields_a_worker_leaves_out_are_derived():
     fields = {
         b"r": b"0",
         b"w": b"7@node-3",
-        b"q": b"c2.m-1.d-1.g1|tag",
+        b"q": b"c2.g1|tag",
         b"alloc": b"2 384 0 1",
         b"meas": b'{"cores":0.5}',
     }
@@ -974,7 +982,7 @@ def snapshot():
             "b@h": _worker_record(4, 8000, 50000, 0),
             "c@h": _worker_record(2, 4000, 0, 0),
         },
-        running_tasks=[("a@h", "c2.m1024.d0.g1|gpu"), ("a@h", "c-1.m-1.d-1.g-1|"), ("b@h", "c1.m384.d512.g0|x")],
+        running_tasks=[("a@h", "c2.m1024.d0.g1|gpu"), ("a@h", "c-1|"), ("b@h", "c1.m384.d512.g0|x")],
         running_given=[Request(2, 1024, 0, 1), Request(8, 0, 0, 0), Request(1, 384, 512, 0)],
     )
 

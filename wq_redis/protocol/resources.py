@@ -13,8 +13,12 @@ the largest one it declared, rounded so that a whole number of tasks fit.
 
 Class names (Lua parses them in claim.lua; keep both in step)::
 
-    c{cores}.m{memory}.d{disk}.g{gpus}[.n{c}.{m}.{d}.{g}][.p{P}{W}][.k{hex} | .K{hex}]
+    c{cores}[.m{memory}][.d{disk}][.g{gpus}][.n{c}.{m}.{d}.{g}][.p{P}{W}][.k{hex} | .K{hex}]
 
+memory, disk and gpus are left out when unset (-1): a task that declares nothing waits in
+``c-1``.  Every queued task's hash holds its class (field ``q``): the short name keeps a
+queued no-op task under 200 bytes of Redis 7.0 (the full ``c-1.m-1.d-1.g-1`` put its hash
+in the next allocator size class, 16 bytes more); the full form still parses.
 ``.n`` the category minimum (absent: none), ``.p`` the proportional flags when not both
 on, ``.k`` an automatic category (hex of its name) whose current label the claim reads
 (``keys.label``), ``.K`` the same category at its maximum: where a task that ran out of
@@ -33,7 +37,7 @@ Quad = tuple[int, int, int, int]  # cores, memory MB, disk MB, gpus
 NO_RESOURCES: Quad = (UNSET, UNSET, UNSET, UNSET)
 _NUM = r"(-1|\d+)"
 _CLASS_RE = re.compile(
-    rf"^c{_NUM}\.m{_NUM}\.d{_NUM}\.g{_NUM}"
+    rf"^c{_NUM}(?:\.m{_NUM})?(?:\.d{_NUM})?(?:\.g{_NUM})?"
     rf"(?:\.n{_NUM}\.{_NUM}\.{_NUM}\.{_NUM})?(?:\.p([01])([01]))?(?:\.([kK])([0-9a-f]+))?$"
 )
 
@@ -82,7 +86,13 @@ class ResourceClass:
     @property
     def name(self) -> str:
         c, m, d, g = self.declared
-        text = f"c{c}.m{m}.d{d}.g{g}"
+        text = f"c{c}"
+        if m != UNSET:
+            text += f".m{m}"
+        if d != UNSET:
+            text += f".d{d}"
+        if g != UNSET:
+            text += f".g{g}"
         if self.minimum != NO_RESOURCES:
             text += ".n{}.{}.{}.{}".format(*self.minimum)
         if not (self.proportional and self.whole_tasks):
@@ -118,7 +128,8 @@ def parse_resource_class(name: str) -> ResourceClass:
     if not match:
         raise ValueError(f"not a resource class: {name!r}")
     g = match.groups()
-    declared = (int(g[0]), int(g[1]), int(g[2]), int(g[3]))
+    m, d, gpus = (UNSET if v is None else int(v) for v in g[1:4])  # left out: unset
+    declared = (int(g[0]), m, d, gpus)
     minimum = NO_RESOURCES if g[4] is None else (int(g[4]), int(g[5]), int(g[6]), int(g[7]))
     proportional, whole = (True, True) if g[8] is None else (g[8] == "1", g[9] == "1")
     return ResourceClass(declared, minimum, proportional, whole, g[11] or "", g[10] == "K")

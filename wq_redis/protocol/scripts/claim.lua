@@ -72,10 +72,13 @@ local total = {tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonum
 -- the proportional flags and an automatic category.  Returns nil for a name that is not
 -- a class (another client's member: skipped).
 local function parse_class(cls)
-  local c, m, d, g, rest = string.match(cls, '^c(%-?%d+)%.m(%-?%d+)%.d(%-?%d+)%.g(%-?%d+)(.*)$')
+  local c, rest = string.match(cls, '^c(%-?%d+)(.*)$')
   if not c then return nil end
-  local class = {max = {tonumber(c), tonumber(m), tonumber(d), tonumber(g)}, min = {-1, -1, -1, -1},
-                 proportional = true, whole = true}
+  local class = {max = {tonumber(c), -1, -1, -1}, min = {-1, -1, -1, -1}, proportional = true, whole = true}
+  for i, letter in ipairs({'m', 'd', 'g'}) do  -- each left out when unset
+    local v, after = string.match(rest, '^%.' .. letter .. '(%-?%d+)(.*)$')
+    if v then class.max[i + 1], rest = tonumber(v), after end
+  end
   local n1, n2, n3, n4, after = string.match(rest, '^%.n(%-?%d+)%.(%-?%d+)%.(%-?%d+)%.(%-?%d+)(.*)$')
   if n1 then
     class.min, rest = {tonumber(n1), tonumber(n2), tonumber(n3), tonumber(n4)}, after
