@@ -65,7 +65,7 @@ from wq_redis.protocol import packing
 from wq_redis.protocol.keys import QueueKeys
 from wq_redis.protocol.resources import ResourceClass, category_hex, queue_member
 from wq_redis.protocol.serialize import digest_pickle, pack_spec
-from wq_redis.worker.loop import WorkerOptions
+from wq_redis.worker.loop import WorkerOptions, idle_wait_seconds
 
 # hostile: run in CI; the timeout leaves room for hypothesis to shrink a failing case
 pytestmark = [pytest.mark.hostile, pytest.mark.timeout(600)]
@@ -74,9 +74,10 @@ SECRET = "fuzz-s3cret"
 CONFIGS = {"plain": None, "secret": SECRET}
 SCALE = float(os.environ.get("WQ_FUZZ_SCALE", "1"))
 CASE_TIMEOUT = float(os.environ.get("WQ_FUZZ_CASE_TIMEOUT", "5"))
+LEASE_SECONDS = 2  # the workers' lease: short, so that a case's lost leases come back fast
 # once the garbage is gone, an idle worker notices at the end of its wait at the latest
 # (nothing rings when a key is repaired): the tasks' time after a repair includes it
-REPAIR_TIMEOUT = CASE_TIMEOUT + WorkerOptions().block_seconds
+REPAIR_TIMEOUT = CASE_TIMEOUT + idle_wait_seconds(WorkerOptions(lease_seconds=LEASE_SECONDS))
 REPORT = os.environ.get("WQ_FUZZ_REPORT")
 OWN_MEMBER = queue_member(ResourceClass(), None)  # where the manager's tasks wait
 FOREIGN_MEMBER = queue_member(ResourceClass(), "hostile")  # a registered queue none of them uses
@@ -126,7 +127,7 @@ class Fleet:
         assert wait_until(lambda: self.client.zcard(self.keys.workers) == len(self.specs), timeout=30)
 
     def _start(self, name: str) -> None:
-        args = ["--cores", self.specs[name], "--name", name, "--lease-seconds", "2"]
+        args = ["--cores", self.specs[name], "--name", name, "--lease-seconds", str(LEASE_SECONDS)]
         if self.secret:
             args += ["--secret", self.secret]
         self.processes[name] = self.pool.start(*args)

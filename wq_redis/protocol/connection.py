@@ -16,6 +16,9 @@ from .packer import CommandPacker
 
 URL_SCHEMES = ("redis", "rediss", "unix")
 log = logging.getLogger("wq_redis.protocol.connection")
+# The longest any of our blocking calls (BLPOP) waits in Redis: a socket read that times out
+# first would be retried by redis-py, and the wait would never end (see socket_timeout).
+LONGEST_WAIT_SECONDS = 30.0
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
@@ -29,9 +32,9 @@ def connect_options() -> dict[str, Any]:
         command_packer=CommandPacker(),
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        # longer than any blocking call we make (at most 5 s), short enough that a
-        # partition is noticed instead of hanging until TCP gives up
-        socket_timeout=30,
+        # longer than any blocking call we make (LONGEST_WAIT_SECONDS), short enough that
+        # a partition is noticed instead of hanging until TCP gives up
+        socket_timeout=LONGEST_WAIT_SECONDS + 30,
         socket_connect_timeout=10,
         socket_keepalive=True,
         health_check_interval=30,

@@ -24,6 +24,7 @@ from .answers import (
     flat_to_dict,
     too_large_message,
 )
+from .connection import LONGEST_WAIT_SECONDS
 from .fields import BIG_B, PACK_FAILED, PACK_RESULTS, PACK_VALUE_KEYS, TOKEN, VALUE, VALUE_KEY
 from .packer import BIG_VALUE, VALUE_TTL_SECONDS
 from .pipeline import ScriptPipeline, wrong_type
@@ -59,6 +60,10 @@ def _time_left_ms(ends_at: float, blocked: float) -> int:
 
 class WorkerCalls(ScriptPipeline):
     """What a worker asks of a queue."""
+
+    # queues registered at this store's last claim (-1: none yet): a claim that finds more
+    # passes the news on to the idle workers that wait only on the new-queue key (claim.lua)
+    _registry_seen: int = -1
 
     def claim(
         self,
@@ -128,6 +133,8 @@ class WorkerCalls(ScriptPipeline):
             follower_bytes,
             max_task_bytes,
             _time_left_ms(ends_at, block_seconds if wake_on is not None else 0.0),
+            self._registry_seen,
+            1 if wake_on is not None else 0,
         ]
         calls = self._complete_calls(results)
         told: list[bool] = []
@@ -142,15 +149,24 @@ class WorkerCalls(ScriptPipeline):
         if wake_on is not None:
             names = self._wake_keys([k.wake(m) for m in wake_on] + [k.new_queue_wake, k.worker_wake(worker)])
             if names:
-                calls.append(("blpop", names, [max(block_seconds, 0.001)]))
+                calls.append(("blpop", names, [min(max(block_seconds, 0.001), LONGEST_WAIT_SECONDS)]))
             else:  # every key to wait on is broken: wait here, or the worker would spin
                 time.sleep(block_seconds)
         answers = self._pipeline(
-            calls + [("claim", [k.registry, k.leases, k.stats], claim_args)],
+            calls
+            + [
+                (
+                    "claim",
+                    [k.registry, k.leases, k.stats, k.blocked_hosts, k.new_queue_wake, k.worker(worker)],
+                    claim_args,
+                )
+            ],
             early=(delivering, tell) if delivering and delivered is not None else None,
         )
         tell(answers[:delivering])
-        claimed, eligible, broken = answers[-1]
+        claimed, eligible, broken = answers[-1][:3]
+        if len(answers[-1]) > 3:
+            self._registry_seen = int(answers[-1][3])
         found = self._complete_broken(calls, answers) + broken_keys(broken)
         if names and isinstance(answers[-2], redis.ResponseError):
             found += self._find_broken_wake(names, answers[-2])

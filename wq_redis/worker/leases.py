@@ -2,7 +2,9 @@
 
 Every ``lease/3`` (at most ``HEARTBEAT_MAX_SECONDS``) the heartbeat renews, in one round
 trip, the leases of the running attempts and of the results waiting in the outbox, and the
-worker's record (status, liveness).  Between beats it blocks in Redis on the worker's
+worker's record (status, liveness); a worker that holds no lease only keeps its record
+alive, every ``lease/2`` (at most ``IDLE_HEARTBEAT_MAX_SECONDS``): with its wait for work
+(loop.py) that is about one Redis call per lease/3 for an idle worker.  Between beats it blocks in Redis on the worker's
 control key (keys.control), in that same round trip: a cancel of a task it runs, a
 request of the manager (exit, a blocked host) or a signal rings it, and the renewal runs
 at once.  So an idle worker costs Redis one call per beat, and a cancel still reaches a
@@ -55,6 +57,10 @@ log = logging.getLogger("wq_redis.worker")
 HEARTBEAT_MAX_SECONDS = 10.0  # (a cancel is pushed: it does not wait for the next beat)
 HEARTBEAT_JOIN_SECONDS = 5.0  # exit waits this long for the heartbeat thread, woken from its wait
 HEARTBEATS_PER_LEASE = 3  # a lease survives at least two lost heartbeats in a row
+# a worker that holds no lease beats this often: a task it claims meanwhile was leased for a
+# whole lease by the claim, and is renewed by the next beat, within half of it
+IDLE_HEARTBEATS_PER_LEASE = 2
+IDLE_HEARTBEAT_MAX_SECONDS = 15.0
 REAP_EVERY_LEASES = 0.5  # the reaper runs about this often (in leases), under a lock held as long
 SILENT_LEASES = 2  # a worker silent this many leases is given up for dead (its leases expired long ago)
 
@@ -98,21 +104,23 @@ class Leases:
         )
 
     def _heartbeat_loop(self) -> None:
-        interval = min(self.options.lease_seconds / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)
-        beats = 0
+        busy_interval = min(self.options.lease_seconds / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)
+        idle_interval = min(self.options.lease_seconds / IDLE_HEARTBEATS_PER_LEASE, IDLE_HEARTBEAT_MAX_SECONDS)
+        reap_every = self.options.lease_seconds * REAP_EVERY_LEASES
+        last_reap = time.monotonic()
         failed = False
         while not self._stopping.is_set():
             if self._abort:
                 self._stop_and_hand_back()
-                self._stopping.wait(interval)
+                self._stopping.wait(busy_interval)
                 continue
             if self._ends_at and time.time() >= self._ends_at:
                 self._end_of_life()
                 continue
-            beats += 1
+            interval = idle_interval if self._holds_nothing() else busy_interval
             try:
                 # (after a failure, wait here: a Redis that is away answers at once)
-                if failed and self._stopping.wait(interval):
+                if failed and self._stopping.wait(busy_interval):
                     break
                 wait = interval
                 if self._ends_at:  # wake at the wall time's end, not a beat later
@@ -121,7 +129,8 @@ class Leases:
                 failed = False
                 self._last_beat = time.monotonic()
                 self.outage.succeeded()
-                if beats % max(1, int(self.options.lease_seconds * REAP_EVERY_LEASES / interval)) == 0:
+                if time.monotonic() - last_reap >= reap_every:
+                    last_reap = time.monotonic()
                     self.store.reap(
                         lock_ms=int(self.lease_ms * REAP_EVERY_LEASES), worker_timeout_ms=self.lease_ms * SILENT_LEASES
                     )
@@ -131,6 +140,11 @@ class Leases:
             except Exception:  # the heartbeat thread must never die: leases depend on it
                 failed = True
                 log.exception("heartbeat error; retrying")
+
+    def _holds_nothing(self) -> bool:
+        """No attempt runs and no result waits in the outbox: no lease to renew."""
+        with self._lock:
+            return not self._running and not self.outbox.results
 
     def _heartbeat(self, wait: float = 0.0) -> None:
         """Renew, after waiting up to ``wait`` seconds for the control key (see the module
@@ -146,7 +160,8 @@ class Leases:
         if not renewal.registered:
             log.warning("this worker had been given up for dead; registering again")
             self._register()
-        self._obey(renewal)
+        if self._obey(renewal):
+            self._renew(0.0)  # the record says so now, not a beat later (status, blocked hosts)
         for task_id in renewal.lost:
             with self._lock:
                 attempts = [a for a in self._running.values() if a.task_id == task_id]
@@ -185,7 +200,7 @@ class Leases:
         except redis.RedisError:
             pass  # its block ends after block_seconds anyway
 
-    def _obey(self, renewal: Renewal) -> None:
+    def _obey(self, renewal: Renewal) -> bool:
         """What the manager asked at this heartbeat (WorkQueue.shutdown_workers, block_host):
         to exit drains the worker as a SIGTERM does; a blocked host stops its claims (the
         main loop and the lane read ``_host_blocked``) while what runs finishes.  The claim
@@ -201,6 +216,7 @@ class Leases:
         if changed:  # end the main loop's wait for work now (its claim is sent with that wait)
             self._changed.set()
             self.store.ring_worker(self.name)
+        return changed
 
     def _end_heartbeat(self) -> None:
         """Stop the heartbeat thread: wake it from its wait (its control key) and wait for

@@ -14,9 +14,10 @@ Threads:
              warm child, which claims, runs and delivers quick PythonTasks itself and
              records them in a ledger this worker reads (``lane``): a task then takes the
              hops of a hand-written queue;
-  heartbeat  renews leases every ``lease/3`` (at most 0.5 s, so cancels land fast) from its
-             own thread, which a CPU-bound task cannot starve: tasks run in other processes;
-             it also runs the reaper under a Redis lock.
+  heartbeat  renews leases every ``lease/3`` (every ``lease/2`` while it holds none) from
+             its own thread, which a CPU-bound task cannot starve: tasks run in other
+             processes; between beats it waits on the worker's control key, where cancels
+             are pushed (leases.py); it also runs the reaper under a Redis lock.
 SIGTERM drains (finish running tasks, then exit); a second SIGTERM stops at once and hands
 the running tasks back without counting the attempt (the heartbeat thread does, so a task
 running in the main thread is stopped too).  A worker with ``--wall-time`` claims only tasks
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from ..protocol.connection import settings_of
+from ..protocol.connection import LONGEST_WAIT_SECONDS, settings_of
 from ..protocol.resources import Request
 from ..protocol.signing import Signer
 from ..protocol.sizes import MAX_TASK_BYTES, MB
@@ -79,6 +80,16 @@ SHUTDOWN_DELIVERY_SECONDS = 30.0  # exit tries this long to deliver held results
 # a runner thread still returning from a group it finished (its slot is free already) must
 # not delay the next group claimed for that slot: a few threads more than slots
 SPARE_RUNNER_THREADS = 2
+# An idle worker makes one Redis call per wait for work and one per idle heartbeat
+# (leases.py): about one per lease/3, whatever the pool's size (issue 17: ~4 us of Redis
+# CPU per idle worker per second).  Longer waits would save little more and make a lost
+# wake-up (rare: claim.lua passes every token on) cost more.
+IDLE_WAIT_MAX_SECONDS = LONGEST_WAIT_SECONDS
+
+
+def idle_wait_seconds(options: WorkerOptions) -> float:
+    """How long an idle worker waits for work before it looks again by itself."""
+    return options.block_seconds or min(options.lease_seconds, IDLE_WAIT_MAX_SECONDS)
 
 
 @dataclass
@@ -89,11 +100,11 @@ class WorkerOptions:
     idle_timeout: float = 0.0  # seconds; 0 = never
     burst: bool = False  # exit once nothing is left that this worker can take
     lease_seconds: float = 30.0
-    # longest a lost wake-up can delay a claim: an idle worker's claim (one Redis call, sent
-    # with its wait) runs this often; wake-ups (a submit, a finished task, a signal) end it.
-    # (10 s cut the idle cost further, but a wake-up lost to another client's garbage then
-    # delayed tasks by as much: tests/test_hostile_fuzz.py)
-    block_seconds: float = 2.0
+    # an idle worker's wait for work (its claim is sent with it, one Redis call): wake-ups
+    # (a submit, a finished task, a signal, the manager's requests) end it, so its bound is
+    # only the longest a wake-up lost to a crash or another client's garbage can delay a
+    # claim; 0: the lease, at most IDLE_WAIT_MAX_SECONDS (see ``idle_wait_seconds``)
+    block_seconds: float = 0.0
     reserve_after: float = 30.0  # seconds a too-big-for-now task waits before smaller ones yield
     workdir: str | None = None
     max_result_bytes: int = 256 * 1024 * 1024
@@ -158,7 +169,9 @@ class Worker(Groups, LaneSide, Leases):
         self._ends_at = time.time() + options.wall_time if options.wall_time > 0 else 0.0  # claims read it
         self._last_beat = time.monotonic()
         self._heartbeat_thread: threading.Thread | None = None
-        self._idle_block = options.block_seconds  # this idle wait's bound (_loop: never past the idle timeout)
+        self._wait_seconds = idle_wait_seconds(options)
+        self._idle_block = self._wait_seconds  # this idle wait's bound (_loop: never past the idle timeout)
+        self._looked = False  # the last idle wait's claim found nothing, and nothing changed since
         self.metrics: WorkerMetrics | None = None
         self.metrics_address = ""
         if options.metrics_ports is not None:
@@ -271,11 +284,14 @@ class Worker(Groups, LaneSide, Leases):
             claimed: list[Claimed] = []
             can_take_more = (free["cores"] >= 1 or free["gpus"] >= 1) and not self._host_blocked
             if can_take_more:
-                claimed, eligible = self._deliver_and_claim(free)
-                for group in groups(claimed):
-                    self._start(group)
+                # (not when the last idle wait's claim found nothing and nothing changed since)
+                if not (self._looked and not self._running and not self.outbox.results):
+                    claimed, eligible = self._deliver_and_claim(free)
+                    for group in groups(claimed):
+                        self._start(group)
             elif not self._prefetch():
                 self.outbox.deliver()
+            self._looked = False
             if claimed or self._running:
                 idle_since = time.monotonic()
                 if claimed:
@@ -287,13 +303,13 @@ class Worker(Groups, LaneSide, Leases):
                 log.info("idle for %.0f s, exiting", self.options.idle_timeout)
                 return
             if not can_take_more or self.outbox.results:
-                wait = self.options.block_seconds
+                wait = self._wait_seconds
                 if self.outbox.results:  # held (Redis away, a key it writes broken): try again soon
                     wait = min(wait, HELD_RESULTS_RETRY_SECONDS)
                 self._changed.wait(wait)
                 self._changed.clear()
                 continue
-            self._idle_block = self.options.block_seconds
+            self._idle_block = self._wait_seconds
             if self.options.idle_timeout:  # an idle worker leaves on time, whatever the bound of its wait
                 left = self.options.idle_timeout - (time.monotonic() - idle_since)
                 self._idle_block = max(min(self._idle_block, left), 0.05)
@@ -305,6 +321,8 @@ class Worker(Groups, LaneSide, Leases):
                     self._lane_ran, idle_since = False, time.monotonic()
             else:
                 claimed, eligible = self._deliver_and_claim(free, wake_on=eligible)
+            # (the wait's claim ran at its end: the next turn need not look again at once)
+            self._looked = not claimed
             for group in groups(claimed):
                 self._start(group)
 

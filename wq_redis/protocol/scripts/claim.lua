@@ -4,7 +4,8 @@
 -- Each pick takes the head with the highest priority among queues whose class still
 -- fits; ties go to the larger class (gpus, cores, memory, disk), so big tasks are not
 -- starved by a stream of small ones.
--- KEYS: 1 registry set, 2 leases zset, 3 stats hash
+-- KEYS: 1 registry set, 2 leases zset, 3 stats hash, 4 blocked-hosts hash, 5 new-queue wake
+--       key, 6 this worker's record hash
 -- ARGV: 1 key prefix, 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
 --       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms,
 --       10 token prefix (unique per worker process, so tokens never repeat),
@@ -14,7 +15,9 @@
 --       one message to a warm child for many), 17 bytes a task and its followers may
 --       hold at most (the first task is taken whatever its size), 18 bytes one task may
 --       hold at most (--max-task-bytes; 0 = no cap), 19 milliseconds this worker has left
---       (wq-redis worker --wall-time; 0 = no end, below 0 = ended: take nothing)
+--       (wq-redis worker --wall-time; 0 = no end, below 0 = ended: take nothing),
+--       20 how many queues were registered at this worker's last claim (-1: unknown),
+--       21 "1" when this claim ends a wait for work (its BLPOP came first in the pipeline)
 -- Large fields named by a task's "big" field (string keys HASH:NAME) are left for the
 -- worker to read; their sizes are read here (STRLEN), so that a task over the cap, or
 -- one whose large field is not a string, is leased and handed to the worker "refused"
@@ -37,13 +40,20 @@
 -- A task that fits the worker's total but not its free resources, and has waited longer
 -- than "reserve after", makes the worker claim nothing smaller until it fits: without
 -- that, a stream of small tasks would starve it forever.
--- Returns {claimed, eligible, broken}: claimed = {{id, token, member, {hash fields...}, follows[, refused, code]}, ...}
+-- Wake-ups are one data-free token per queue, so none may be lost (an idle worker waits
+-- for them long, see worker/loop.py): a claim that ends a wait rings again the queues it
+-- found waiting and did not take from (the token that ended its wait may have been
+-- theirs), and a worker that finds more queues registered than at its last claim rings
+-- the new-queue key once: idle workers that do not know the new queue yet wait on it
+-- only, so each wakes the next in turn until all know it.
+-- Returns {claimed, eligible, broken, registered}: claimed = {{id, token, member, {hash fields...}, follows[, refused, code]}, ...}
 -- (follows = 1: runs after the task before it, on its resources; refused: why the worker
 -- must fail the task without loading it, with result code `code` (16 resource exhaustion:
 -- over the cap, 1 input missing: a large field unreadable, 32 unknown: a pack's count or
 -- members that another client made unreadable), absent for a task to run);
 -- eligible = members that fit the free resources (the worker blocks on their wake keys);
--- broken = {{key, error}...}: keys of this queue that could not be read or written.
+-- broken = {{key, error}...}: keys of this queue that could not be read or written;
+-- registered = how many queues are registered (absent when the claim stopped before).
 local prefix = ARGV[1]
 local worker = ARGV[2]
 local free = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])}
@@ -68,6 +78,14 @@ if failed(registered, KEYS[1]) or failed(redis.pcall('ZCARD', KEYS[2]), KEYS[2])
 end
 local total = {tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])}
 
+-- A worker on a host the manager blocked (WorkQueue.block_host; renew.lua reads the same
+-- entry) takes nothing, even with a claim sent before it heard of the block (with its wait).
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
+  local host = read(false, 'HGET', KEYS[6], 'host')
+  local untl = host and read(false, 'HGET', KEYS[4], host)
+  if untl and (untl == '0' or (tonumber(untl) or 0) > now_ms) then return {{}, {}, broken, #registered} end
+end
+
 -- A class (resources.py): what its tasks declared (-1 unset), the category minimum,
 -- the proportional flags and an automatic category.  Returns nil for a name that is not
 -- a class (another client's member: skipped).
@@ -75,8 +93,8 @@ local function parse_class(cls)
   local c, rest = string.match(cls, '^c(%-?%d+)(.*)$')
   if not c then return nil end
   local class = {max = {tonumber(c), -1, -1, -1}, min = {-1, -1, -1, -1}, proportional = true, whole = true}
-  for i, letter in ipairs({'m', 'd', 'g'}) do  -- each left out when unset
-    local v, after = string.match(rest, '^%.' .. letter .. '(%-?%d+)(.*)$')
+  for i, pattern in ipairs({'^%.m(%-?%d+)(.*)$', '^%.d(%-?%d+)(.*)$', '^%.g(%-?%d+)(.*)$'}) do  -- each left out when unset
+    local v, after = string.match(rest, pattern)
     if v then class.max[i + 1], rest = tonumber(v), after end
   end
   local n1, n2, n3, n4, after = string.match(rest, '^%.n(%-?%d+)%.(%-?%d+)%.(%-?%d+)%.(%-?%d+)(.*)$')
@@ -359,8 +377,9 @@ while leads < max_tasks do
       local score, from = head_of(c)
       if score == nil then
         c.empty = true
-      elseif best == nil or score < best_score then
-        best, best_score, best_from = c, score, from
+      else
+        c.seen = true  -- holds tasks: rung again if this claim ends a wait and leaves them
+        if best == nil or score < best_score then best, best_score, best_from = c, score, from end
       end
     end
   end
@@ -442,12 +461,17 @@ end
 -- worker (one seen empty in this call is known to be, without asking).  Emptied queues
 -- stay registered (so the next submit does not wake every worker as for a new queue);
 -- the reaper forgets the ones that stay empty.
+-- After a wait for work, the queues seen holding tasks and left alone are rung again too.
+local woken = ARGV[21] == '1'
 for _, c in ipairs(cands) do
-  if touched[c.member] and not c.empty and redis.call('EXISTS', c.key, c.fifo) > 0 then
-    local wake = prefix .. 'wake:' .. c.member
-    ring(wake)
+  if touched[c.member] then
+    if not c.empty and redis.call('EXISTS', c.key, c.fifo) > 0 then ring(prefix .. 'wake:' .. c.member) end
+  elseif woken and c.seen and not c.empty then
+    ring(prefix .. 'wake:' .. c.member)
   end
 end
+local known = tonumber(ARGV[20] or -1)
+if KEYS[5] and known >= 0 and #registered > known then ring(KEYS[5]) end  -- pass on the news of a new queue
 if members > 0 then bump('dispatched', members) end
 if life_ms > 0 then  -- a queue whose head this worker left must not wake it (see the top)
   local kept = {}  -- (its wake key was rung above, for the others)
@@ -457,4 +481,4 @@ if life_ms > 0 then  -- a queue whose head this worker left must not wake it (se
   end
   eligible = kept
 end
-return {claimed, eligible, broken}
+return {claimed, eligible, broken, #registered}
