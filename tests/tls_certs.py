@@ -55,6 +55,8 @@ def make_certificates(directory: str) -> Certificates:
     os.makedirs(directory, exist_ok=True)
     ca = _ca(directory, "ca")
     wrong_ca, _ = _ca(directory, "wrong-ca")
-    server = _signed(directory, "server", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    server = _signed(
+        directory, "server", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    )
     client = _signed(directory, "client", ca, "extendedKeyUsage=clientAuth\n")
     return Certificates(ca[0], server[0], server[1], client[0], client[1], wrong_ca)
