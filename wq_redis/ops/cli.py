@@ -1,7 +1,7 @@
 """``wq-redis``: the command line (click).  Every option has an environment fallback.
 
-Commands: ``worker``, ``server``, ``exporter``, ``status`` (defined in ``status.py``) and
-``factory`` (``factory_command.py``).
+Commands: ``worker``, ``server``, ``exporter``, ``status`` (defined in ``status.py``),
+``factory`` (``factory_command.py``) and ``acl`` (``acl_command.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import click
 
 from ..protocol.sizes import MAX_TASK_BYTES
 from ..protocol.version import __version__
+from .acl_command import acl_command
 from .factory_command import factory_command
 from .params import REDIS_URL_ENV, ByteSize, PortRange, log_level_option, setup_logging, tls_options
 from .status import status_command
@@ -413,6 +414,7 @@ def server(
 
 main.add_command(status_command)
 main.add_command(factory_command)
+main.add_command(acl_command)
 
 if __name__ == "__main__":
     main()

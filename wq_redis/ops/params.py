@@ -82,7 +82,9 @@ def tls_options(command: Callable[..., Any]) -> Callable[..., Any]:
         from ..protocol.tls import TlsFileError, tls_files, with_tls
 
         try:
-            kwargs["redis_url"] = with_tls(kwargs["redis_url"], tls_files(tls_ca_cert, tls_cert, tls_key))
+            files = tls_files(tls_ca_cert, tls_cert, tls_key)
+            if kwargs["redis_url"] is not None:  # optional for some (acl without --apply)
+                kwargs["redis_url"] = with_tls(kwargs["redis_url"], files)
         except TlsFileError as exc:
             raise click.UsageError(str(exc)) from None
         return command(*args, **kwargs)
