@@ -84,7 +84,7 @@ def handshake_failure(exc: BaseException, url_shown: str) -> str | None:
         return None
     if isinstance(cause, ssl.SSLCertVerificationError):
         hint = "is --tls-ca-cert (WQ_TLS_CA_CERT) the CA that signed the server's certificate?"
-    elif isinstance(cause, ssl.SSLEOFError):
+    elif isinstance(cause, ssl.SSLEOFError) or "CERTIFICATE_REQUIRED" in str(cause).upper().replace(" ", "_"):
         hint = "the server closed the connection: does it require a client certificate (--tls-cert, --tls-key)?"
     elif "KEY_VALUES_MISMATCH" in str(cause):
         hint = "--tls-key is not the key of --tls-cert"
