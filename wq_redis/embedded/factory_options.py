@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from ..batch import BATCH_TYPES
 from ..protocol.connection import resolve_url
+from ..protocol.tls import tls_url
 
 # every option Work Queue's Python Factory takes (ndcctools.work_queue.Factory)
 COMMAND_LINE_OPTIONS = frozenset(
@@ -164,13 +165,13 @@ def where_is_the_queue(manager: Any, host_port: str | None, name: str | None) ->
         env.pop("WQ_REDIS_URL", None)  # the URL is returned apart
         return manager.redis_url, manager.name, env
     if host_port is None:
-        return resolve_url(None), str(name), {}
+        return tls_url(resolve_url(None)), str(name), {}  # TLS files from WQ_TLS_* as WorkQueue's
     parts = [part for part in str(host_port).split(":") if part]
     if len(parts) != 2 or not parts[1].isdigit():
         raise ValueError("manager_host_port is not of the form HOST:PORT")
     host, port = parts[0], int(parts[1])
     queue = str(name) if name else "default"
-    known = resolve_url(None)
+    known = tls_url(resolve_url(None))
     if port == 0:  # WorkQueue.port: the queue has no port of its own, its Redis is this process's
         return known, queue, {}
     if known and _same_address(known, host, port):

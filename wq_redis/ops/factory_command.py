@@ -16,7 +16,7 @@ import threading
 
 import click
 
-from .params import REDIS_URL_ENV, log_level_option, setup_logging
+from .params import REDIS_URL_ENV, log_level_option, setup_logging, tls_options
 
 BATCH_TYPES = ["local", "slurm", "condor", "sge", "uge", "pbs", "torque", "lsf"]
 # How often the foreground loop looks whether the factory ended by itself (factory_timeout).
@@ -131,6 +131,7 @@ POLL_SECONDS = 0.5
     help="Seconds between looks at the queue and the jobs (default: 2 local, 10 batch).",
 )
 @log_level_option
+@tls_options
 def factory_command(
     batch_type: str,
     redis_url: str,

@@ -1,5 +1,5 @@
-"""What the commands of ``wq-redis`` share: the Redis URL's environment variables, the
-option types (port ranges, byte sizes) and the log set-up.
+"""What the commands of ``wq-redis`` share: the Redis URL's environment variables, its
+TLS options, the option types (port ranges, byte sizes) and the log set-up.
 
 Kept light: ``wq-redis worker`` imports this before anything of the worker, so the
 modules behind an option type (the port parser, the size parser) load when an option
@@ -8,8 +8,10 @@ of that type is given, not at start.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -65,3 +67,42 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+def tls_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--tls-ca-cert``, ``--tls-cert`` and ``--tls-key`` (env ``WQ_TLS_*``) for a command
+    with a ``redis_url`` parameter: the command gets the URL with them (``rediss://...``,
+    see protocol/tls.py), so whatever it starts (workers, lanes) inherits them; a missing
+    or unreadable file is a usage error naming it."""
+
+    @functools.wraps(command)
+    def with_tls_url(
+        *args: Any, tls_ca_cert: str | None, tls_cert: str | None, tls_key: str | None, **kwargs: Any
+    ) -> Any:
+        from ..protocol.tls import TlsFileError, tls_files, with_tls
+
+        try:
+            files = tls_files(tls_ca_cert, tls_cert, tls_key)
+            if kwargs["redis_url"] is not None:  # optional for some (acl without --apply)
+                kwargs["redis_url"] = with_tls(kwargs["redis_url"], files)
+        except TlsFileError as exc:
+            raise click.UsageError(str(exc)) from None
+        return command(*args, **kwargs)
+
+    path = click.Path(dir_okay=False)
+    decorated = click.option(
+        "--tls-key", envvar="WQ_TLS_KEY", type=path, help="Private key of --tls-cert (env WQ_TLS_KEY)."
+    )(with_tls_url)
+    decorated = click.option(
+        "--tls-cert",
+        envvar="WQ_TLS_CERT",
+        type=path,
+        help="Client certificate for a Redis that requires one (env WQ_TLS_CERT; with --tls-key).",
+    )(decorated)
+    return click.option(
+        "--tls-ca-cert",
+        envvar="WQ_TLS_CA_CERT",
+        type=path,
+        help="CA certificate that signed the Redis server's: speak TLS (rediss://) and check the "
+        "server against it (env WQ_TLS_CA_CERT).",
+    )(decorated)

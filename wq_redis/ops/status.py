@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from .params import REDIS_URL_ENV
+from .params import REDIS_URL_ENV, tls_options
 
 MINUTE, HOUR = 60, 3600  # ages show in seconds up to two minutes, in minutes up to two hours
 PIPED_WIDTH = 200  # columns of the tables when stdout is not a terminal (rich would assume 80)
@@ -168,6 +168,7 @@ def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool)
     show_default=True,
     help="Seconds between redraws with --watch.",
 )
+@tls_options
 def status_command(
     redis_url: str,
     queues: tuple[str, ...],

@@ -13,6 +13,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from .packer import CommandPacker
+from .tls import handshake_failure
 
 URL_SCHEMES = ("redis", "rediss", "unix")
 log = logging.getLogger("wq_redis.protocol.connection")
@@ -98,6 +99,9 @@ def open_client(url: str, wait_seconds: float = 2.0, **client_options: Any) -> r
                 ) from None
             raise
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            tls_failure = handshake_failure(exc, safe_url(url))  # retrying would not help
+            if tls_failure:
+                raise RedisUnavailable(tls_failure) from None
             if time.monotonic() + delay > deadline:
                 raise RedisUnavailable(f"cannot reach Redis at {safe_url(url)}: {exc}") from None
             if not told:  # once, not per retry
