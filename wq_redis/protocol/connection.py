@@ -154,7 +154,9 @@ def client_from(settings: dict[str, Any], client_name: str | None = None) -> red
     if settings.get("sentinel"):  # the lane finds the master through the sentinels too
         client = sentinel.client_from(settings["sentinel"], options)
     else:
-        client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=settings["connection_class"], **options))
+        client = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=settings["connection_class"], **options)
+        )
     if client_name:
         try:
             client.ping()  # the name is set as each connection opens: try it once now

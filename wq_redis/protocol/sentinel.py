@@ -26,6 +26,10 @@ connection options, so the lane too follows the master as it moves.
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
+import weakref
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -38,6 +42,7 @@ DEFAULT_PORT = 26379
 # A sentinel that does not answer quickly is skipped for the next (redis-py asks them in
 # turn, without retries): a dead one must not hold up finding the master.
 SENTINEL_TIMEOUT = 1.0
+WATCH_SECONDS = 0.5  # how often each client asks the sentinels whether the master moved
 SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
 
 
@@ -129,7 +134,58 @@ def _master_client(
             **sentinel_options,
         },
     )
-    return manager.master_for(service, **options)
+    client = manager.master_for(service, **options)
+    MasterWatch.start(client.connection_pool)
+    return client
+
+
+class MasterWatch:
+    """Asks the sentinels every WATCH_SECONDS which server is the master, and cuts every
+    connection of ``pool`` to another.
+
+    redis-py asks only when a connection opens, and a connection to the old master learns
+    of the failover only when that server refuses a write.  After ``SENTINEL FAILOVER``
+    the old master goes on taking writes until the sentinels reconfigure it, several
+    seconds later: claims and completions written there meanwhile are lost with it (the
+    issue measured 850 tasks run twice).  Cut at once, the calls in flight fail as on a
+    dropped connection (the owner's thread sees ConnectionError and retries on a fresh
+    connection, which asks the sentinels): only the calls of the last WATCH_SECONDS go to
+    the old master.  Idle connections are closed by redis-py itself
+    (``get_master_address``); busy ones (a worker's wait for work, a lane's own
+    connection) have their socket shut down, never closed from this thread, so that their
+    owner's read ends with an error it handles.
+
+    One SENTINEL call per WATCH_SECONDS per process, on its own connection."""
+
+    @classmethod
+    def start(cls, pool: SentinelConnectionPool) -> None:
+        ref = weakref.ref(pool)
+        threading.Thread(target=cls._watch, args=(ref,), name="wq-sentinel-watch", daemon=True).start()
+
+    @staticmethod
+    def _watch(ref: weakref.ReferenceType[SentinelConnectionPool]) -> None:
+        while True:
+            time.sleep(WATCH_SECONDS)
+            pool = ref()
+            if pool is None:
+                return
+            try:
+                known = pool.proxy.master_address
+                if known is None:  # no connection opened yet
+                    continue
+                found = pool.get_master_address()  # closes the idle connections when it moved
+            except redis.RedisError:
+                continue  # no sentinel answers: the connections' own errors tell
+            if found != known:
+                for conn in list(pool._get_in_use_connections()):
+                    if (conn.host, conn.port) != found:
+                        sock = getattr(conn, "_sock", None)
+                        if sock is not None:
+                            try:
+                                sock.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
+            del pool
 
 
 def _is_tls(connection_class: type) -> bool:
