@@ -37,7 +37,7 @@ def server_binary() -> str:
     return find_server_binary()
 
 
-class _Server(RedisServer):
+class ServerOn(RedisServer):
     """A server of the set, on the set's binary."""
 
     def __init__(self, binary: str, **options: Any) -> None:
@@ -69,7 +69,7 @@ class SentinelSet:
         data = os.path.join(self.dir, name)
         os.makedirs(data)
         extra = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
-        return _Server(self.binary, data_dir=data, extra_args=extra)
+        return ServerOn(self.binary, data_dir=data, extra_args=extra)
 
     def _sentinel(self, port: int) -> subprocess.Popen[bytes]:
         conf = os.path.join(self.dir, f"sentinel-{port}.conf")
