@@ -15,6 +15,7 @@ BENCH_VENV := bench/.venv
 BPY := $(BENCH_VENV)/bin/python
 BENCH_ARGS ?=
 PROFILE_ARGS ?=
+DURABILITY_ARGS ?=
 SCALE_ARGS ?=
 # make bench-scale: simulated worker counts (comma-separated), no-op tasks, idle seconds
 WQ_SCALE_WORKERS ?= 4,100,1000,10000
@@ -25,7 +26,7 @@ WQ_SCALE_IDLE_SECONDS ?= 10
 LINT_PATHS := wq_redis tests bench examples
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test-venv lint-venv lint demo test deploy-check clean bench bench-quick bench-venv bench-profile bench-scale prometheus slurm redis
+.PHONY: help venv test-venv lint-venv lint demo test deploy-check clean bench bench-durability bench-quick bench-venv bench-profile bench-scale prometheus slurm redis
 
 help:
 	@echo "make demo    run examples/quickstart.py on an embedded Redis with 2 local workers"
@@ -41,6 +42,7 @@ help:
 	@echo "             lint-venv the linters"
 	@echo "make bench   benchmark wq-redis against huey, RQ, Celery and a hand-written queue (a few minutes;"
 	@echo "             BENCH_ARGS='--tasks 10000 --workers 2 --systems wq,huey --repeat 3 --json out.json')"
+	@echo "make bench-durability  submit+wait latency and batch rate with durability none, replica, aof"
 	@echo "make bench-quick    the same with tiny counts: checks that the benchmark runs (well under a minute)"
 	@echo "make bench-profile  profile wq-redis: client (cProfile), workers (py-spy), Redis (per-script times)"
 	@echo "make bench-scale    simulated workers ($(WQ_SCALE_WORKERS)) against one Redis: idle cost per worker,"
@@ -117,6 +119,11 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 
 bench: bench-venv
 	$(BPY) -m bench.run $(BENCH_ARGS)
+	$(BPY) -m bench.durability
+
+# What each durability level costs (none, replica, aof): a master and a replica of its own.
+bench-durability: bench-venv
+	$(BPY) -m bench.durability $(DURABILITY_ARGS)
 
 bench-quick: bench-venv
 	$(BPY) -m bench.run --quick $(BENCH_ARGS)

@@ -12,7 +12,7 @@ import wq_redis as wq
 PUBLIC = {
     "WorkQueue", "Task", "PythonTask", "PythonTaskNoResult", "Resources", "Stats", "Result", "TaskState",
     "result_str", "RedisUnavailable", "EnvelopeError", "Executor", "TaskFuture", "TaskFailed", "RemoteTraceback",
-    "FileTooLarge", "Factory", "__version__",
+    "FileTooLarge", "Factory", "DurabilityUnavailable", "__version__",
 }  # fmt: skip
 # RESULT_* (14), TASK_* (7), file types and flags (4), WAITFORTASK, DEFAULT_PORT, ALLOCATION_MODE_* (9)
 WORK_QUEUE_NAMES = 36

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .embedded.queue import Executor as Executor
     from .embedded.queue import WorkQueue as WorkQueue
     from .protocol.connection import RedisUnavailable as RedisUnavailable
+    from .protocol.durability import DurabilityUnavailable as DurabilityUnavailable
     from .protocol.files import FileTooLarge as FileTooLarge
     from .protocol.serialize import EnvelopeError as EnvelopeError
 
@@ -71,6 +72,7 @@ _EXPORTS = {
     "TaskState": "protocol.codes",
     "result_str": "protocol.codes",
     "RedisUnavailable": "protocol.connection",
+    "DurabilityUnavailable": "protocol.durability",
     "EnvelopeError": "protocol.serialize",
     "FileTooLarge": "protocol.files",
 }

@@ -30,6 +30,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ..protocol.connection import open_client, resolve_url
+from ..protocol.durability import durability_from
 from ..protocol.fields import STATE
 from ..protocol.serialize import FunctionCache
 from ..protocol.signing import Signer, secret_from
@@ -102,6 +103,11 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
     Redis is back; only then does it raise ``wq.RedisUnavailable``.  Nothing submitted is
     lost meanwhile: ``WorkQueue(name)`` on the same Redis re-attaches to the queue's tasks.
 
+    ``durability="none"|"replica"|"aof"`` (or ``WQ_DURABILITY``; default none): a submit
+    is acknowledged once Redis has it in memory (none), in a replica's (replica: WAIT), or
+    fsynced to its AOF (aof: WAITAOF, Redis >= 7.2 / valkey >= 8.0); the local workers it
+    starts deliver their results so too.  docs/production.md says what each survives.
+
     The manager counts its own tasks: ``empty()`` is true once every task it submitted (or,
     re-attached, found unfinished in the queue) came back or was cancelled, whatever else
     is written into Redis.  Should Redis lose the queue's state (restarted without its
@@ -122,6 +128,7 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
         tls_ca_cert: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        durability: str | None = None,
         port: int | None = None,
         **work_queue_options: Any,
     ) -> None:
@@ -139,13 +146,14 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
         key = secret_from(secret)
         self._signer = Signer(key, self.name) if key else None
         self.reconnect_timeout = reconnect_timeout_from(reconnect_timeout)
+        self.durability = durability_from(durability)
         url = tls_url(resolve_url(redis_url), tls_ca_cert, tls_cert, tls_key)
         self._embedded = url is None
         self.redis_url = url or self._start_local_redis()
         self._redis = Reconnect(self.redis_url, self.name, self.reconnect_timeout)
         try:
             self._client = open_client(self.redis_url, **QUICK_RETRY)
-            self._store = QueueStore(self._client, self.name)
+            self._store = QueueStore(self._client, self.name, durability=self.durability)
             self._incarnation, maybe_busy = self._redis.call(lambda: self._store.attach(new_incarnation(), 0))
         except Exception:
             self._release_server()
@@ -178,6 +186,8 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
         Redis URL (never on a command line, where other users could read a password) and,
         for a signed queue, its secret.  Local workers and ``wq.Factory`` start theirs with it."""
         env = {"WQ_REDIS_URL": self.redis_url}
+        if self.durability != "none":
+            env["WQ_DURABILITY"] = self.durability
         if self._signer is not None:
             env["WQ_REDIS_SECRET"] = os.fsdecode(self._signer.secret)
         return env

@@ -158,6 +158,15 @@ def main() -> None:
     show_default=True,
     help="MB of cached input files (cache=True) kept for reuse, least recently used evicted.",
 )
+@click.option(
+    "--durability",
+    envvar="WQ_DURABILITY",
+    type=click.Choice(["none", "replica", "aof"], case_sensitive=False),
+    default="none",
+    show_default=True,
+    help="Before a result counts as delivered: none, replica (WAIT for one replica), aof (WAITAOF: "
+    "fsynced by Redis, Redis >= 7.2 / valkey >= 8.0); see docs/production.md (env WQ_DURABILITY).",
+)
 @log_level_option
 @click.option(
     "--declared-as-given",
@@ -190,12 +199,14 @@ def worker(
     cache_mb: int,
     log_level: str,
     max_task_bytes: int,
+    durability: str = "none",
     declared_as_given: bool = False,
 ) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
     import os
 
     from ..protocol.connection import RedisUnavailable, open_client
+    from ..protocol.durability import DurabilityUnavailable
     from ..worker.loop import Worker, WorkerOptions
     from ..worker.ports import PortUnavailable
     from ..worker.resources import declared
@@ -229,8 +240,12 @@ def worker(
         reserve_after=reserve_after,
         cache_mb=cache_mb,
         max_task_bytes=max_task_bytes,
+        durability=durability.lower(),
     )
-    w = Worker(client, capacity, options)
+    try:
+        w = Worker(client, capacity, options)
+    except DurabilityUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     w.install_signal_handlers()
     try:
         sys.exit(w.run())

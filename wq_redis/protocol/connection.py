@@ -12,10 +12,11 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
+from . import sentinel
 from .packer import CommandPacker
 from .tls import handshake_failure
 
-URL_SCHEMES = ("redis", "rediss", "unix")
+URL_SCHEMES = ("redis", "rediss", "unix", *sentinel.SCHEMES)
 log = logging.getLogger("wq_redis.protocol.connection")
 # The longest any of our blocking calls (BLPOP) waits in Redis: a socket read that times out
 # first would be retried by redis-py, and the wait would never end (see socket_timeout).
@@ -23,7 +24,10 @@ LONGEST_WAIT_SECONDS = 30.0
 
 
 def connect(url: str, **kwargs: Any) -> redis.Redis:
-    """A binary-safe client that reconnects with exponential backoff on dropped connections."""
+    """A binary-safe client that reconnects with exponential backoff on dropped connections
+    (for a Sentinel URL, to the master the sentinels name: protocol/sentinel.py)."""
+    if sentinel.is_sentinel_url(url):
+        return sentinel.connect(url, {**connect_options(), **kwargs})
     return redis.Redis.from_url(url, **{**connect_options(), **kwargs})
 
 
@@ -60,10 +64,14 @@ def check_url(url: str) -> None:
         shown = safe_url(f"redis://{url}").removeprefix("redis://")
         raise ValueError(
             f"Redis URL {shown!r} has no redis:// scheme: write redis://{shown} "
-            "(rediss:// for TLS, unix:///path/to/redis.sock for a socket)"
+            "(rediss:// for TLS, unix:///path/to/redis.sock for a socket, "
+            "redis+sentinel://host:port[,host:port...]/SERVICE for Sentinel)"
         )
     try:
-        redis.ConnectionPool.from_url(url)
+        if sentinel.is_sentinel_url(url):
+            sentinel.parse(url)
+        else:
+            redis.ConnectionPool.from_url(url)
     except ValueError as exc:
         raise ValueError(f"invalid Redis URL {safe_url(url)}: {exc}") from None
 
@@ -124,6 +132,8 @@ def _display(url: str) -> str:
 
 def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
+    if sentinel.is_sentinel_url(url):
+        url = sentinel.hide_password(url)
     if "@" not in url:
         return url
     scheme, _, rest = url.partition("://")
@@ -139,7 +149,7 @@ def settings_of(client: redis.Redis) -> dict[str, Any]:
         for name, value in pool.connection_kwargs.items()
         if isinstance(value, (str, int, float, bool, type(None))) and not name.startswith("orig_")
     }
-    return {"connection_class": pool.connection_class, "kwargs": plain}
+    return {"connection_class": pool.connection_class, "kwargs": plain, "sentinel": sentinel.settings(pool)}
 
 
 def client_from(settings: dict[str, Any], client_name: str | None = None) -> redis.Redis:
@@ -148,7 +158,12 @@ def client_from(settings: dict[str, Any], client_name: str | None = None) -> red
     options = {**connect_options(), **settings["kwargs"]}
     if client_name:
         options["client_name"] = client_name
-    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=settings["connection_class"], **options))
+    if settings.get("sentinel"):  # the lane finds the master through the sentinels too
+        client = sentinel.client_from(settings["sentinel"], options)
+    else:
+        client = redis.Redis(
+            connection_pool=redis.ConnectionPool(connection_class=settings["connection_class"], **options)
+        )
     if client_name:
         try:
             client.ping()  # the name is set as each connection opens: try it once now

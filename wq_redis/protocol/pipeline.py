@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from .answers import Call
+from .durability import Durability
 from .keys import QueueKeys
 from .lua import SCRIPT_NAMES, load_script
 
@@ -23,10 +24,14 @@ class ScriptPipeline:
     """A queue's keys, its scripts registered with ``client``, and the round trips that
     run them."""
 
-    def __init__(self, client: redis.Redis, queue: str, one_thread: bool = False) -> None:
+    def __init__(self, client: redis.Redis, queue: str, one_thread: bool = False, durability: str = "none") -> None:
         """``one_thread``: only one thread ever uses this store; its round trips then keep
         one connection of their own instead of taking one from the pool each time (which
-        polls the socket: a system call per round trip)."""
+        polls the socket: a system call per round trip).  ``durability``: see durability.py
+        (a server that cannot give it raises ``DurabilityUnavailable`` here)."""
+        self.durability = Durability.of(durability)
+        if self.durability is not None:
+            self.durability.check_server(client)
         self.client = client
         self.keys = QueueKeys(queue)
         self._scripts = {name: load_script(client, name) for name in SCRIPT_NAMES}
@@ -61,13 +66,20 @@ class ScriptPipeline:
         (a retrieve answered before the submit it was sent after).  Calls answered NOSCRIPT
         all the same (Redis restarted or flushed its scripts) did not run: every script is
         loaded again, and those calls are sent again with the retrieves after them (a
-        retrieve is safe to repeat; the others did not depend on them).
+        retrieve is safe to repeat; the others did not depend on them).  With a durability
+        level, its WAIT goes right after the last submit or completion (durability.py).
 
         ``early``: (n, callback) calls back with the first n answers as soon as they are read
         (on the first try only), while later calls may still block.
         """
         if not self._scripts_loaded:
             self._load_scripts()
+        wait_at = None if self.durability is None else self.durability.insert(list(calls))
+        if wait_at is not None:  # the WAIT of the durability level, after the last submit or completion
+            calls = [*calls[:wait_at], ("wait", [], []), *calls[wait_at:]]
+            if early is not None and early[0] >= wait_at:
+                told = early[1]
+                early = (early[0] + 1, lambda answers: told(answers[:wait_at] + answers[wait_at + 1 :]))
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):
@@ -78,6 +90,8 @@ class ScriptPipeline:
                     commands.append(("SET", keys[0], args[0], "EX", args[1]))
                 elif name == "blpop":  # an idle worker waits, then its claim runs at once
                     commands.append(("BLPOP", *keys, args[0]))
+                elif name == "wait":
+                    commands.append(self.durability.command)  # type: ignore[union-attr]
                 else:
                     commands.append(("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args))
             answers = self._round_trip(commands, early if len(todo) == len(calls) else None)
@@ -92,9 +106,15 @@ class ScriptPipeline:
                 else:
                     results[index] = answer
             if not retry:
+                if wait_at is not None:
+                    self.durability.check(results.pop(wait_at))  # type: ignore[union-attr]
                 return results
             self._load_scripts()
-            todo = [index for index in todo if index in retry or (index > retry[0] and calls[index][0] == "retrieve")]
+            todo = [
+                index
+                for index in todo
+                if index in retry or (index > retry[0] and calls[index][0] in ("retrieve", "wait"))
+            ]
         raise RuntimeError("scripts could not be loaded into Redis")
 
     def _round_trip(

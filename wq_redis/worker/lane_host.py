@@ -94,6 +94,7 @@ class LaneSide(LaneHost):
                 self.options.max_result_bytes,
                 proc.sandbox_in(self.workdir),
                 self._pace.seconds_per_call,
+                self.options.durability,
             )
             end = drive(proc, spec, self)
         finally:

@@ -115,6 +115,7 @@ class WorkerOptions:
     cache_mb: int = 1024  # size of the cache of inputs declared with cache=True
     max_task_bytes: int = MAX_TASK_BYTES  # a task holding more (arguments, function, inputs) fails unloaded
     wall_time: float = 0.0  # seconds this worker may live (work_queue_worker --wall-time); 0 = no end
+    durability: str = "none"  # WAIT after each delivery: none, replica, aof (protocol/durability.py)
 
 
 class Worker(Groups, LaneSide, Leases):
@@ -123,7 +124,7 @@ class Worker(Groups, LaneSide, Leases):
 
     def __init__(self, client: redis.Redis, capacity: Capacity, options: WorkerOptions) -> None:
         self.options = options
-        self.store = QueueStore(client, options.queue)
+        self.store = QueueStore(client, options.queue, durability=options.durability)
         self.capacity = capacity
         self.allocator = Allocator(capacity)
         host = socket.gethostname()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import redis
 
 from ..protocol.outage import OutageLog
+from ..protocol.sentinel import address as sentinel_address
 
 log = logging.getLogger("wq_redis.worker")
 BROKEN_KEY_LOG_SECONDS = 60.0  # a key of the wrong type is logged at most this often (it is counted every time)
@@ -23,6 +24,9 @@ BROKEN_KEY_LOG_SECONDS = 60.0  # a key of the wrong type is logged at most this 
 
 def redis_address(client: redis.Redis) -> str:
     """Where ``client`` connects, for messages: never its password."""
+    found = sentinel_address(client.connection_pool)
+    if found:
+        return found
     kwargs = client.connection_pool.connection_kwargs
     if kwargs.get("path"):
         return f"unix://{kwargs['path']}"

@@ -56,7 +56,7 @@ class ChildLane:
     def __init__(self, child: Child) -> None:
         self.child = child
         self._store: QueueStore | None = None
-        self._settings: tuple[dict[str, Any], str] | None = None
+        self._settings: tuple[dict[str, Any], str, str] | None = None
         self._by_socket = False  # this lane's records go over the socket (its ledger was full)
 
     def serve(self, spec: LaneSpec) -> LaneEnd:
@@ -148,11 +148,14 @@ class ChildLane:
         self.child.conn.send_message(record)
 
     def _store_for(self, spec: LaneSpec) -> QueueStore:
-        key = (spec.redis, spec.queue)
+        key = (spec.redis, spec.queue, spec.durability)
         if self._store is None or self._settings != key:
             # named for operators: CLIENT LIST tells a lane's connection from its worker's
             self._store = QueueStore(
-                client_from(spec.redis, lane_client_name(spec.claim["worker"])), spec.queue, one_thread=True
+                client_from(spec.redis, lane_client_name(spec.claim["worker"])),
+                spec.queue,
+                one_thread=True,
+                durability=spec.durability,
             )
             self._settings = key
         return self._store

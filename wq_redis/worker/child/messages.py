@@ -87,6 +87,7 @@ class LaneSpec(NamedTuple):
     max_result_bytes: int
     sandbox: str
     seconds_per_call: float | None  # the worker's pace: the lane keeps it (followers per claim)
+    durability: str = "none"  # the worker's: the lane's deliveries wait as its own do
 
 
 class StopLane(NamedTuple):
