@@ -20,7 +20,7 @@ SCALE_ARGS ?=
 # make bench-scale: simulated worker counts (comma-separated), no-op tasks, idle seconds
 WQ_SCALE_WORKERS ?= 4,100,1000,10000
 WQ_SCALE_TASKS ?= 20000
-WQ_SCALE_IDLE_SECONDS ?= 10
+WQ_SCALE_IDLE_SECONDS ?= 60
 # What ruff checks and formats (bench/.venv is excluded in pyproject.toml's [tool.ruff]);
 # mypy's files are in [tool.mypy].
 LINT_PATHS := wq_redis tests bench examples

@@ -15,14 +15,17 @@ defaults are imported, not copied):
   ``ChildLane._serve``): a plain ``QueueStore.claim`` on the worker process's store; when
   it brings nothing, the lane's claims on a connection of its own (named as the lane's),
   each with ``wake_on`` = the eligible queues of the last claim and ``block_seconds`` =
-  ``WorkerOptions.block_seconds`` (a BLPOP on the wake keys, then claim.lua, in one round
-  trip), for as long as each brings exactly one task; followers per claim from the
-  worker's own ``Pace``;
+  ``idle_wait_seconds`` (a BLPOP on the wake keys, then claim.lua, in one round trip), for
+  as long as each brings exactly one task; after a wait whose claim brought nothing, the
+  next wait follows without a plain claim between; followers per claim from the worker's
+  own ``Pace``;
 * "runs" a claimed task at once: its result fields are made by the worker's own
   ``result_fields`` (success, the value ``None`` pickled as a child pickles it) and
   delivered with the next claim, as the lane delivers;
 * renews every ``min(lease / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)`` after the
-  previous renewal ended (``QueueStore.renew``: its record, status and the leases it holds)
+  previous renewal ended while it holds leases, every ``min(lease /
+  IDLE_HEARTBEATS_PER_LEASE, IDLE_HEARTBEAT_MAX_SECONDS)`` while it holds none
+  (``QueueStore.renew``: its record, status and the leases it holds)
   and tries the reaper every ``lease * REAP_EVERY_LEASES`` (``QueueStore.reap``: SET NX,
   reap.lua for the one that wins), on the worker process's store, whose connection pool
   opens a second connection only when the main loop and the heartbeat meet, as the
@@ -72,8 +75,15 @@ from wq_redis.protocol.version import __version__
 from wq_redis.worker.child.lane import lane_client_name
 from wq_redis.worker.child.quick import Pace
 from wq_redis.worker.child.results import Outcome, named_host, result_fields
-from wq_redis.worker.leases import HEARTBEAT_MAX_SECONDS, HEARTBEATS_PER_LEASE, REAP_EVERY_LEASES, SILENT_LEASES
-from wq_redis.worker.loop import BATCH_BYTES, CLAIM_RETRY_SECONDS, WorkerOptions
+from wq_redis.worker.leases import (
+    HEARTBEAT_MAX_SECONDS,
+    HEARTBEATS_PER_LEASE,
+    IDLE_HEARTBEAT_MAX_SECONDS,
+    IDLE_HEARTBEATS_PER_LEASE,
+    REAP_EVERY_LEASES,
+    SILENT_LEASES,
+)
+from wq_redis.worker.loop import BATCH_BYTES, CLAIM_RETRY_SECONDS, WorkerOptions, idle_wait_seconds
 
 HOST = socket.gethostname()
 NONE_VALUE = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)  # a no-op's return value, as a child pickles it
@@ -82,17 +92,15 @@ CONNECTIONS_AT_MOST = 3  # per worker: the lane's, and the main process' pool (m
 FLEET_NICE = 10  # Redis (and whatever else shares the machine) comes first: its readings are the point
 THREAD_STACK = 256 * 1024  # thousands of threads: small stacks (they only make Redis calls)
 DEFAULTS = WorkerOptions()
+WAIT_SECONDS = idle_wait_seconds(DEFAULTS)  # an idle worker's wait for work
 WOKEN_BEFORE = 0.9  # a wait that ended before this share of block_seconds was ended by a wake-up
 
 
-def heartbeat_interval(lease_seconds: float) -> float:
-    """The worker's heartbeat period (Leases._heartbeat_loop)."""
+def heartbeat_interval(lease_seconds: float, idle: bool = False) -> float:
+    """The worker's heartbeat period (Leases._heartbeat_loop), holding leases or not."""
+    if idle:
+        return min(lease_seconds / IDLE_HEARTBEATS_PER_LEASE, IDLE_HEARTBEAT_MAX_SECONDS)
     return min(lease_seconds / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)
-
-
-def reap_every(lease_seconds: float) -> int:
-    """Heartbeats between the worker's reaper tries (Leases._heartbeat_loop)."""
-    return max(1, int(lease_seconds * REAP_EVERY_LEASES / heartbeat_interval(lease_seconds)))
 
 
 class SimWorker:
@@ -112,6 +120,7 @@ class SimWorker:
         self.main._scripts_loaded = self.lane._scripts_loaded = True
         self.held: dict[int, str] = {}  # leases of results not yet delivered (the heartbeat renews them)
         self.beats = 0
+        self.last_reap = time.monotonic()
         self.claims = self.blocking = self.fruitful = 0
         self.empty_measured = 0  # woken, and nothing to take (measured claims only)
         self.tasks = self.delivered = self.errors = 0
@@ -144,12 +153,13 @@ class SimWorker:
         self.main.renew(self.name, self.status(), {}, self.lease_ms)
 
     def beat(self) -> None:
-        """One heartbeat: renewal, and every ``reap_every`` beats the reaper's try."""
+        """One heartbeat: renewal, and every ``lease * REAP_EVERY_LEASES`` the reaper's try."""
         self.beats += 1
         renewal = self.main.renew(self.name, self.status(), dict(self.held), self.lease_ms)
         if not renewal.registered:
             self.register()
-        if self.beats % reap_every(DEFAULTS.lease_seconds) == 0:
+        if time.monotonic() - self.last_reap >= DEFAULTS.lease_seconds * REAP_EVERY_LEASES:
+            self.last_reap = time.monotonic()
             self.main.reap(
                 lock_ms=int(self.lease_ms * REAP_EVERY_LEASES), worker_timeout_ms=self.lease_ms * SILENT_LEASES
             )
@@ -162,14 +172,17 @@ class SimWorker:
         results: list[tuple[int, str, dict[str, Any]]] = []
         eligible: list[str] = []
         pace = Pace()
+        looked = False  # the last wait's claim brought nothing: no plain claim before the next
         go.wait()
         while not stop.is_set():
-            claimed, eligible, results = self._claim(self.main, None, eligible, results, pace)
-            if claimed:
-                continue
+            if not looked:
+                claimed, eligible, results = self._claim(self.main, None, eligible, results, pace)
+                if claimed:
+                    continue
             while not stop.is_set():
                 claimed, eligible, results = self._claim(self.lane, eligible, eligible, results, pace)
                 if len(claimed) != 1:  # nothing (the wait ran out), or a batch: back to the main loop
+                    looked = not claimed
                     break
         if results:  # the last results, delivered alone
             self.main.complete(results)
@@ -199,7 +212,7 @@ class SimWorker:
                 followers=pace.followers(),
                 follower_bytes=BATCH_BYTES,
                 wake_on=wake_on,
-                block_seconds=DEFAULTS.block_seconds,
+                block_seconds=WAIT_SECONDS,
                 max_task_bytes=MAX_TASK_BYTES,
             )
         except redis.RedisError:
@@ -213,7 +226,7 @@ class SimWorker:
         if sent >= self.measure_from:
             if claimed and wake_on is None:  # a busy worker's round trip: no wait for work in it
                 self.latencies.append(elapsed)
-            elif wake_on is not None and elapsed < WOKEN_BEFORE * DEFAULTS.block_seconds:
+            elif wake_on is not None and elapsed < WOKEN_BEFORE * WAIT_SECONDS:
                 self.empty_measured += 1  # woken (not timed out), and found nothing to take
         results = self._run(claimed, pace)
         self.held = {task_id: token for task_id, token, _ in results}
@@ -245,6 +258,7 @@ class Heartbeats(threading.Thread):
         super().__init__(name="beats", daemon=True)
         self.workers = workers
         self.interval = interval
+        self.busy_interval = heartbeat_interval(DEFAULTS.lease_seconds)
         self.stop = stop
         self.errors = 0
 
@@ -262,7 +276,9 @@ class Heartbeats(threading.Thread):
                 self.workers[index].beat()
             except redis.RedisError:
                 self.errors += 1
-            heapq.heapreplace(due, (time.monotonic() + self.interval, index))
+            # (the period of a worker holding leases, or of one holding none)
+            interval = self.busy_interval if self.workers[index].held else self.interval
+            heapq.heapreplace(due, (time.monotonic() + interval, index))
 
 
 class Fleet:
@@ -271,7 +287,7 @@ class Fleet:
     def __init__(self, spec: dict[str, Any]) -> None:
         urls = spec["urls"]
         capacity = spec["capacity"]
-        self.interval = heartbeat_interval(DEFAULTS.lease_seconds)
+        self.interval = heartbeat_interval(DEFAULTS.lease_seconds, idle=True)  # the idle workers' period
         self.stop = threading.Event()
         self.go = threading.Event()  # every thread started (each start waits for the lock) before any claims
         self.workers = [
@@ -325,7 +341,7 @@ class Fleet:
     def close(self) -> None:
         self.stop.set()
         for thread in self.claimers:
-            thread.join(DEFAULTS.block_seconds + 5)
+            thread.join(WAIT_SECONDS + 5)
 
 
 def raise_file_limit(needed: int) -> None:

@@ -37,7 +37,7 @@ import redis
 import wq_redis as wq
 from bench import tasks
 from bench.scale import drivers, report
-from bench.scale.fleet import CONNECTIONS_AT_MOST, DEFAULTS, raise_file_limit
+from bench.scale.fleet import CONNECTIONS_AT_MOST, DEFAULTS, WAIT_SECONDS, raise_file_limit
 from wq_redis.embedded.server import RedisServer, find_server_binary
 from wq_redis.protocol.keys import QueueKeys
 
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.scale.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default=os.environ.get("WQ_SCALE_WORKERS", "4,100,1000,10000"))
     parser.add_argument("--tasks", type=int, default=int(os.environ.get("WQ_SCALE_TASKS", "20000")))
-    parser.add_argument("--idle-seconds", type=float, default=float(os.environ.get("WQ_SCALE_IDLE_SECONDS", "10")))
+    parser.add_argument("--idle-seconds", type=float, default=float(os.environ.get("WQ_SCALE_IDLE_SECONDS", "60")))
     parser.add_argument("--baseline-seconds", type=float, default=5.0, help="Redis with the manager and no workers")
     parser.add_argument("--settle-seconds", type=float, default=3.0, help="after the workers start, before readings")
     parser.add_argument(
@@ -139,7 +139,7 @@ def measure_count(
         time.sleep(args.idle_seconds)
         info1, t1 = info(client), time.monotonic()
         fleet1, cpu1 = workers.stats(), workers.cpu_seconds()
-        idle = report.idle_reading(info0, info1, fleet0, fleet1, t1 - t0, n, baseline, DEFAULTS.block_seconds)
+        idle = report.idle_reading(info0, info1, fleet0, fleet1, t1 - t0, n, baseline, WAIT_SECONDS)
         idle["blocked_clients"] = int(info1["blocked_clients"])
         idle["client_cpu_pct"] = round(100 * (cpu1 - cpu0) / (t1 - t0), 1)
         connections = int(info1["connected_clients"]) - int(before_memory["connected_clients"])
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "tasks": args.tasks,
             "idle_seconds": args.idle_seconds,
             "lease_seconds": DEFAULTS.lease_seconds,
-            "block_seconds": DEFAULTS.block_seconds,
+            "block_seconds": WAIT_SECONDS,
         }
         log(f"bench.scale: workers {counts}; {meta['redis']}; {meta['cpus']} CPUs; logs in {logs}")
         client.flushall()
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wq-redis scale: simulated one-core workers; {meta['redis']}, appendonly no; {meta['cpus']} CPUs; "
         f"{args.tasks} no-op PythonTasks (submit_many); idle {args.idle_seconds:g} s; "
-        f"lease {DEFAULTS.lease_seconds:g} s, block {DEFAULTS.block_seconds:g} s"
+        f"lease {DEFAULTS.lease_seconds:g} s, wait for work {WAIT_SECONDS:g} s"
     )
     print()
     print(report.table(rows))
