@@ -26,8 +26,8 @@ defaults are imported, not copied):
   previous renewal ended while it holds leases, every ``min(lease /
   IDLE_HEARTBEATS_PER_LEASE, IDLE_HEARTBEAT_MAX_SECONDS)`` while it holds none
   (``QueueStore.renew``: its record, status and the leases it holds)
-  and tries the reaper every ``lease * REAP_EVERY_LEASES`` (``QueueStore.reap``: SET NX,
-  reap.lua for the one that wins), on the worker process's store, whose connection pool
+  and tries the reaper's lock every ``lease * REAP_EVERY_LEASES`` with the renewal (SET NX
+  in renew.lua; reap.lua by the one that takes it), on the worker process's store, whose connection pool
   opens a second connection only when the main loop and the heartbeat meet, as the
   worker's does.
 
@@ -153,16 +153,18 @@ class SimWorker:
         self.main.renew(self.name, self.status(), {}, self.lease_ms)
 
     def beat(self) -> None:
-        """One heartbeat: renewal, and every ``lease * REAP_EVERY_LEASES`` the reaper's try."""
+        """One heartbeat: renewal, with the reaper's lock tried every ``lease *
+        REAP_EVERY_LEASES`` (and the reaper run by the worker that took it)."""
         self.beats += 1
-        renewal = self.main.renew(self.name, self.status(), dict(self.held), self.lease_ms)
+        reap_due = time.monotonic() - self.last_reap >= DEFAULTS.lease_seconds * REAP_EVERY_LEASES
+        lock_ms = int(self.lease_ms * REAP_EVERY_LEASES) if reap_due else 0
+        renewal = self.main.renew(self.name, self.status(), dict(self.held), self.lease_ms, reaper_lock_ms=lock_ms)
+        if reap_due:
+            self.last_reap = time.monotonic()
         if not renewal.registered:
             self.register()
-        if time.monotonic() - self.last_reap >= DEFAULTS.lease_seconds * REAP_EVERY_LEASES:
-            self.last_reap = time.monotonic()
-            self.main.reap(
-                lock_ms=int(self.lease_ms * REAP_EVERY_LEASES), worker_timeout_ms=self.lease_ms * SILENT_LEASES
-            )
+        if renewal.reaper:
+            self.main.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * SILENT_LEASES, force=True)
 
     def serve(self, go: threading.Event, stop: threading.Event) -> None:
         """The worker's claim loop (Worker._loop with its fast lane, one slot): a plain claim

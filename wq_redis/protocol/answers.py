@@ -45,6 +45,7 @@ class Renewal:
     shutdown: bool = False  # asked to exit: drain, then exit
     blocked: bool = False  # its host is blocked: claim nothing
     rung: bool = False  # its wait before the renewal was ended by its control key, not by time
+    reaper: bool = False  # it took the reaper's lock: it runs the reaper now (QueueStore.reap, force)
 
 
 def too_large_message(what: str, size: int, limit: int) -> str:

@@ -339,6 +339,7 @@ class WorkerCalls(ScriptPipeline):
         lease_ms: int,
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
         wait_seconds: float = 0.0,
+        reaper_lock_ms: int = 0,
     ) -> Renewal:
         """Heartbeat and lease renewal in one call: the ids whose lease this worker lost,
         whether its record is still there (False after a reaper gave it up for dead, or
@@ -348,12 +349,15 @@ class WorkerCalls(ScriptPipeline):
 
         ``wait_seconds``: first wait that long, or until the worker's control key rings
         (a cancel, a request of the manager, a signal), in the same round trip: the
-        renewal runs the moment the wait ends, so it sees what rang."""
+        renewal runs the moment the wait ends, so it sees what rang.
+
+        ``reaper_lock_ms``: also try the reaper's lock (as ``reap`` does, in this call):
+        ``Renewal.reaper`` says whether this worker took it and runs ``reap(force=True)``."""
         k = self.keys
-        args: list[Any] = [k.prefix, lease_ms, worker, status]
+        args: list[Any] = [k.prefix, lease_ms, worker, status, reaper_lock_ms]
         for task_id, token in held.items():
             args += (task_id, token)
-        keys = [k.leases, k.workers, k.worker(worker), k.blocked_hosts]
+        keys = [k.leases, k.workers, k.worker(worker), k.blocked_hosts, k.reaper_lock]
         calls: list[Any] = [("renew", keys, args)]
         if wait_seconds > 0:
             calls.insert(0, ("blpop", [k.control(worker)], [wait_seconds]))
@@ -365,10 +369,10 @@ class WorkerCalls(ScriptPipeline):
                 on_broken([(k.control(worker), str(answers[0]))])
             time.sleep(wait_seconds)
             rung = False
-        lost, registered, broken, shutdown, blocked = answers[-1]
+        lost, registered, broken, shutdown, blocked, reaper = answers[-1]
         if broken and on_broken is not None:
             on_broken(broken_keys(broken))
-        return Renewal([int(i) for i in lost], bool(registered), bool(shutdown), bool(blocked), rung)
+        return Renewal([int(i) for i in lost], bool(registered), bool(shutdown), bool(blocked), rung, bool(reaper))
 
     def leases_with_prefix(self, prefix: str) -> dict[int, str]:
         """The tasks leased now with a token that starts with ``prefix``, by id (one scan

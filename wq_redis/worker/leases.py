@@ -125,15 +125,15 @@ class Leases:
                 wait = interval
                 if self._ends_at:  # wake at the wall time's end, not a beat later
                     wait = max(min(wait, self._ends_at - time.time()), 0.05)
-                self._heartbeat(wait=wait)
+                # the reaper's lock is tried with the renewal that is due for it (no call of its own)
+                reap_due = time.monotonic() - last_reap >= reap_every
+                if self._heartbeat(wait=wait, reaper_lock_ms=int(self.lease_ms * REAP_EVERY_LEASES) if reap_due else 0):
+                    self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * SILENT_LEASES, force=True)
+                if reap_due:
+                    last_reap = time.monotonic()
                 failed = False
                 self._last_beat = time.monotonic()
                 self.outage.succeeded()
-                if time.monotonic() - last_reap >= reap_every:
-                    last_reap = time.monotonic()
-                    self.store.reap(
-                        lock_ms=int(self.lease_ms * REAP_EVERY_LEASES), worker_timeout_ms=self.lease_ms * SILENT_LEASES
-                    )
             except redis.RedisError as exc:
                 failed = True
                 self.outage.failed("heartbeat", exc)
@@ -146,17 +146,19 @@ class Leases:
         with self._lock:
             return not self._running and not self.outbox.results
 
-    def _heartbeat(self, wait: float = 0.0) -> None:
+    def _heartbeat(self, wait: float = 0.0, reaper_lock_ms: int = 0) -> bool:
         """Renew, after waiting up to ``wait`` seconds for the control key (see the module
         doc).  What it holds is read before the wait: a task claimed meanwhile was leased
         for a whole lease by its claim, and one finished meanwhile is renewed in vain; when
         the control key ended the wait (a cancel may be of a task claimed during it), it
-        renews again at once with what it holds now."""
-        renewal = self._renew(wait)
+        renews again at once with what it holds now.  Returns whether it took the
+        reaper's lock (tried with ``reaper_lock_ms``)."""
+        renewal = self._renew(wait, reaper_lock_ms)
+        reaper = renewal.reaper
         if renewal.rung and not self._stopping.is_set():
             renewal = self._renew(0.0)
         if self._stopping.is_set():
-            return  # woken to stop: the record may be gone already, and must not come back
+            return False  # woken to stop: the record may be gone already, and must not come back
         if not renewal.registered:
             log.warning("this worker had been given up for dead; registering again")
             self._register()
@@ -173,14 +175,21 @@ class Leases:
                 else:
                     log.warning("lease of task %d lost (cancelled or expired): stopping it", task_id)
                 attempt.cancel()
+        return reaper
 
-    def _renew(self, wait: float) -> Renewal:
+    def _renew(self, wait: float, reaper_lock_ms: int = 0) -> Renewal:
         with self._lock:
             # finished results waiting for delivery (Redis was away) keep their leases too
             held = self.outbox.leases()
             held.update({attempt.task_id: token for token, attempt in self._running.items()})
         return self.store.renew(
-            self.name, self._status(), held, self.lease_ms, self.broken_keys.report, wait_seconds=wait
+            self.name,
+            self._status(),
+            held,
+            self.lease_ms,
+            self.broken_keys.report,
+            wait_seconds=wait,
+            reaper_lock_ms=reaper_lock_ms,
         )
 
     def _end_of_life(self) -> None:

@@ -283,16 +283,16 @@ class Worker(Groups, LaneSide, Leases):
                 continue
             free = self.allocator.free()
             claimed: list[Claimed] = []
+            looked, self._looked = self._looked, False
             can_take_more = (free["cores"] >= 1 or free["gpus"] >= 1) and not self._host_blocked
             if can_take_more:
                 # (not when the last idle wait's claim found nothing and nothing changed since)
-                if not (self._looked and not self._running and not self.outbox.results):
+                if not (looked and not self._running and not self.outbox.results):
                     claimed, eligible = self._deliver_and_claim(free)
                     for group in groups(claimed):
                         self._start(group)
             elif not self._prefetch():
                 self.outbox.deliver()
-            self._looked = False
             if claimed or self._running:
                 idle_since = time.monotonic()
                 if claimed:
@@ -316,6 +316,8 @@ class Worker(Groups, LaneSide, Leases):
                 self._idle_block = max(min(self._idle_block, left), 0.05)
             if self._ends_at:  # ... and at the end of its wall time
                 self._idle_block = max(min(self._idle_block, self._ends_at - time.time()), 0.05)
+            if not looked:  # idle after work: close what the work opened (runners' calls, the lane's turn)
+                self.store.close_idle_connections()
             if self._lane_allowed:
                 claimed, eligible = self._claim_in_lane(free, eligible)
                 if self._lane_ran:

@@ -5,14 +5,19 @@
 -- It also reads what the manager asks of this worker (worker_control.py): whether it was
 -- asked to exit (the record's "shutdown"), and whether its host is blocked now (its entry
 -- in the queue's blocked-hosts hash: "0" for good, else the Redis ms it lasts until).
--- KEYS: 1 leases zset, 2 workers zset, 3 this worker's record hash, 4 blocked-hosts hash
--- ARGV: 1 key prefix, 2 lease ms, 3 worker name, 4 status (JSON), 5.. id, token pairs
+-- It also takes the reaper's lock when asked (ARGV 5): the beat that is due to try the
+-- reaper tries it here, without a round trip of its own (an idle worker's calls are few).
+-- KEYS: 1 leases zset, 2 workers zset, 3 this worker's record hash, 4 blocked-hosts hash,
+--       5 the reaper's lock
+-- ARGV: 1 key prefix, 2 lease ms, 3 worker name, 4 status (JSON), 5 reaper lock ms (0: not
+--       this beat), 6.. id, token pairs
 -- A key of the wrong type (another client's garbage) is skipped and reported, so that the
 -- others still renew: a record that is no hash reads as gone (the worker registers again,
 -- which replaces it), a task hash that is no hash as a lost lease.  Renewals change
 -- nothing but deadlines and the record: a failure halfway loses nothing.
 -- Returns {lost ids, 1 if the worker's record is intact else 0 (reaped: register again),
--- broken = {{key, error}...}, 1 if asked to exit else 0, 1 if its host is blocked else 0}
+-- broken = {{key, error}...}, 1 if asked to exit else 0, 1 if its host is blocked else 0,
+-- 1 if it took the reaper's lock else 0}
 --#include broken
 local now = redis.call('TIME')
 local registered = redis.pcall('HEXISTS', KEYS[3], 'resources')
@@ -33,7 +38,7 @@ else
 end
 local lost = {}
 local leases_ok = true
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local id = ARGV[i]
   local tkey = ARGV[1] .. 't:' .. id
   local t = redis.pcall('HMGET', tkey, 'tok', 'lt')
@@ -47,4 +52,10 @@ for i = 5, #ARGV, 2 do
     lost[#lost + 1] = id
   end
 end
-return {lost, registered, broken, shutdown, blocked}
+local reaper = 0
+local lock_ms = tonumber(ARGV[5]) or 0
+if lock_ms > 0 and KEYS[5] then
+  local took = redis.pcall('SET', KEYS[5], ARGV[3], 'NX', 'PX', lock_ms)
+  if not failed(took, KEYS[5]) and took then reaper = 1 end
+end
+return {lost, registered, broken, shutdown, blocked, reaper}

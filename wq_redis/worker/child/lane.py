@@ -94,6 +94,8 @@ class ChildLane:
                 return LaneEnd(claimed, broken, eligible, undelivered=_sendable(results[0][2]))
             task = lane_task(claimed)
             if task is None or broken:  # broken keys: the worker reports them (log, metrics)
+                if claimed:  # the worker runs them, on its own connections: this one would idle meanwhile
+                    store.close_idle_connections()
                 return LaneEnd(claimed, broken, eligible)
             self._record(
                 LaneClaimed(
