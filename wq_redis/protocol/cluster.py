@@ -266,6 +266,12 @@ def client_from(found: dict[str, Any], options: dict[str, Any]) -> QueueCluster:
     return _cluster([tuple(node) for node in found["nodes"]], {**options, **found["options"]})
 
 
+def used_memory(client: Any) -> int:
+    """Memory the cluster's primaries use together (INFO memory on each)."""
+    per_node = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+    return sum(int(info.get("used_memory", 0)) for info in per_node.values())
+
+
 def address(client: Any) -> str | None:
     """Where a cluster client connects, for messages (never a password); None for any other."""
     if not isinstance(client, RedisCluster):
