@@ -6,13 +6,14 @@
 -- asked to exit (the record's "shutdown"), and whether its host is blocked now (its entry
 -- in the queue's blocked-hosts hash: "0" for good, else the Redis ms it lasts until).
 -- KEYS: 1 leases zset, 2 workers zset, 3 this worker's record hash, 4 blocked-hosts hash
--- ARGV: 1 key prefix, 2 lease ms, 3 worker name, 4 status (JSON), 5.. id, token pairs
+-- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 lease ms, 3 worker name, 4 status (JSON), 5.. id, token pairs
 -- A key of the wrong type (another client's garbage) is skipped and reported, so that the
 -- others still renew: a record that is no hash reads as gone (the worker registers again,
 -- which replaces it), a task hash that is no hash as a lost lease.  Renewals change
 -- nothing but deadlines and the record: a failure halfway loses nothing.
 -- Returns {lost ids, 1 if the worker's record is intact else 0 (reaped: register again),
 -- broken = {{key, error}...}, 1 if asked to exit else 0, 1 if its host is blocked else 0}
+--#include prefix
 --#include broken
 local now = redis.call('TIME')
 local registered = redis.pcall('HEXISTS', KEYS[3], 'resources')
@@ -35,7 +36,7 @@ local lost = {}
 local leases_ok = true
 for i = 5, #ARGV, 2 do
   local id = ARGV[i]
-  local tkey = ARGV[1] .. 't:' .. id
+  local tkey = prefix .. 't:' .. id
   local t = redis.pcall('HMGET', tkey, 'tok', 'lt')
   if failed(t, tkey) then
     lost[#lost + 1] = id
