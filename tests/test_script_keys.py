@@ -181,7 +181,8 @@ class KeyFlow:
         for match in re.finditer(r"function\s+(\w+)\(([^)]*)\)", self.source):
             params = [p.strip() for p in match.group(2).split(",")]
             if name in params:
-                found.append(lambda seen, f=match.group(1), i=params.index(name): self.calls_allowed(f, i, seen))
+                function, index = match.group(1), params.index(name)
+                found.append(lambda seen, f=function, i=index: self.calls_allowed(f, i, seen))
         return found
 
     def calls_allowed(self, function: str, index: int, seen: frozenset[str]) -> bool:
