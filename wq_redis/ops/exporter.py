@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..protocol.cluster import is_cluster, used_memory
 from ..protocol.resources import parse_class, split_member
 from ..protocol.store import ExportSnapshot, QueueStore, find_queues
 from ..worker.metrics_server import MetricsServer, json_route, serve
@@ -220,8 +221,11 @@ class QueueExporter(Collector):
         )
 
     def _memory(self) -> int | None:
-        """Redis' used memory, or None for a user without INFO (a read-only ACL user)."""
+        """Redis' used memory (a cluster's: its primaries' together), or None for a user
+        without INFO (a read-only ACL user)."""
         try:
+            if is_cluster(self.client):
+                return used_memory(self.client)
             return int(self.client.info("memory").get("used_memory", 0))
         except redis.exceptions.NoPermissionError:
             return None

@@ -6,17 +6,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
-from . import sentinel
+from . import cluster, sentinel
 from .packer import CommandPacker
 from .tls import handshake_failure
 
-URL_SCHEMES = ("redis", "rediss", "unix", *sentinel.SCHEMES)
+URL_SCHEMES = ("redis", "rediss", "unix", *sentinel.SCHEMES, *cluster.SCHEMES)
 log = logging.getLogger("wq_redis.protocol.connection")
 # The longest any of our blocking calls (BLPOP) waits in Redis: a socket read that times out
 # first would be retried by redis-py, and the wait would never end (see socket_timeout).
@@ -28,6 +28,8 @@ def connect(url: str, **kwargs: Any) -> redis.Redis:
     (for a Sentinel URL, to the master the sentinels name: protocol/sentinel.py)."""
     if sentinel.is_sentinel_url(url):
         return sentinel.connect(url, {**connect_options(), **kwargs})
+    if cluster.is_cluster_url(url):  # a RedisCluster: the same commands (protocol/cluster.py)
+        return cast("redis.Redis", cluster.connect(url, {**connect_options(), **kwargs}))
     return redis.Redis.from_url(url, **{**connect_options(), **kwargs})
 
 
@@ -65,11 +67,14 @@ def check_url(url: str) -> None:
         raise ValueError(
             f"Redis URL {shown!r} has no redis:// scheme: write redis://{shown} "
             "(rediss:// for TLS, unix:///path/to/redis.sock for a socket, "
-            "redis+sentinel://host:port[,host:port...]/SERVICE for Sentinel)"
+            "redis+sentinel://host:port[,host:port...]/SERVICE for Sentinel, "
+            "redis+cluster://host:port[,host:port...] for Redis Cluster)"
         )
     try:
         if sentinel.is_sentinel_url(url):
             sentinel.parse(url)
+        elif cluster.is_cluster_url(url):
+            cluster.parse(url)
         else:
             redis.ConnectionPool.from_url(url)
     except ValueError as exc:
@@ -93,6 +98,8 @@ def open_client(url: str, wait_seconds: float = 2.0, **client_options: Any) -> r
         probe = connect(url, retry=Retry(NoBackoff(), 0), retry_on_error=[], socket_connect_timeout=5)
         try:
             probe.ping()
+            if not cluster.is_cluster(probe) and cluster.enabled(probe):  # any node's URL: the cluster
+                return cast("redis.Redis", cluster.from_node(url, {**connect_options(), **client_options}))
             return connect(url, **client_options)
         except redis.AuthenticationError as exc:
             raise RedisUnavailable(f"Redis at {safe_url(url)} refused the credentials: {exc}") from None
@@ -143,6 +150,8 @@ def safe_url(url: str) -> str:
 def settings_of(client: redis.Redis) -> dict[str, Any]:
     """What another process needs to open a client like ``client`` (address, credentials,
     TLS options: the plain values of its connection pool), picklable."""
+    if cluster.is_cluster(client):
+        return {"kwargs": {}, "cluster": cluster.settings(client)}
     pool = client.connection_pool
     plain = {
         name: value
@@ -158,7 +167,9 @@ def client_from(settings: dict[str, Any], client_name: str | None = None) -> red
     options = {**connect_options(), **settings["kwargs"]}
     if client_name:
         options["client_name"] = client_name
-    if settings.get("sentinel"):  # the lane finds the master through the sentinels too
+    if settings.get("cluster"):
+        client: Any = cluster.client_from(settings["cluster"], options)
+    elif settings.get("sentinel"):  # the lane finds the master through the sentinels too
         client = sentinel.client_from(settings["sentinel"], options)
     else:
         client = redis.Redis(

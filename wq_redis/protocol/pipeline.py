@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from .answers import Call
+from .cluster import queue_client
 from .durability import Durability
 from .keys import QueueKeys
 from .lua import SCRIPT_NAMES, load_script
@@ -29,11 +30,13 @@ class ScriptPipeline:
         one connection of their own instead of taking one from the pool each time (which
         polls the socket: a system call per round trip).  ``durability``: see durability.py
         (a server that cannot give it raises ``DurabilityUnavailable`` here)."""
+        self.keys = QueueKeys(queue)
+        # on Redis Cluster: a client of the primary that owns the queue's slot (cluster.py)
+        client = queue_client(client, self.keys.prefix)
         self.durability = Durability.of(durability)
         if self.durability is not None:
             self.durability.check_server(client)
         self.client = client
-        self.keys = QueueKeys(queue)
         self._scripts = {name: load_script(client, name) for name in SCRIPT_NAMES}
         self._scripts_loaded = False  # in Redis: loaded before the first pipeline
         self._one_thread = one_thread

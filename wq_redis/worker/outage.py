@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import redis
 
+from ..protocol.cluster import address as cluster_address
 from ..protocol.outage import OutageLog
 from ..protocol.sentinel import address as sentinel_address
 
@@ -24,7 +25,7 @@ BROKEN_KEY_LOG_SECONDS = 60.0  # a key of the wrong type is logged at most this 
 
 def redis_address(client: redis.Redis) -> str:
     """Where ``client`` connects, for messages: never its password."""
-    found = sentinel_address(client.connection_pool)
+    found = cluster_address(client) or sentinel_address(client.connection_pool)
     if found:
         return found
     kwargs = client.connection_pool.connection_kwargs

@@ -6,12 +6,13 @@
 -- started, and its result is never handed out or counted.  Cancelling a pack's last
 -- live member cancels the pack.
 -- KEYS: 1 task hash, 2 leases zset, 3 done list, 4 stats hash
--- ARGV: 1 key prefix, 2 task id, 3 member id of the pack ("" = the whole task)
+-- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 task id, 3 member id of the pack ("" = the whole task)
+--#include prefix
 --#include counts
 local t = redis.call('HMGET', KEYS[1], 's', 'q', 'n', 'nc', 'w')
 local function wake_worker()  -- its heartbeat blocks on its control key between beats (keys.control)
   if t[1] == '2' and t[5] then
-    local control = ARGV[1] .. 'wc:' .. t[5]
+    local control = prefix .. 'wc:' .. t[5]
     if type(redis.pcall('LPUSH', control, 1)) == 'number' then redis.call('LTRIM', control, 0, 0) end
   end
 end
@@ -31,8 +32,8 @@ end
 if member ~= '' and redis.call('HEXISTS', KEYS[1], 'pc:' .. member) == 1 then return false end
 if t[1] == '1' then
   -- bulk cancels go in queue order, so LREM finds each id at the head of the list
-  if redis.call('ZREM', ARGV[1] .. 'ready:' .. t[2], string.format('%012d', tonumber(ARGV[2]))) == 0 then
-    redis.call('LREM', ARGV[1] .. 'fifo:' .. t[2], 1, ARGV[2])
+  if redis.call('ZREM', prefix .. 'ready:' .. t[2], string.format('%012d', tonumber(ARGV[2]))) == 0 then
+    redis.call('LREM', prefix .. 'fifo:' .. t[2], 1, ARGV[2])
   end
 elseif t[1] == '2' then
   redis.call('ZREM', KEYS[2], ARGV[2])
@@ -43,12 +44,14 @@ end
 if left > 1 then redis.call('HINCRBY', KEYS[4], stage, 1 - left) end
 local fields = redis.call('HGETALL', KEYS[1])
 local owned = redis.call('HMGET', KEYS[1], 'vk', 'big', 'vks')
-if owned[1] then redis.call('DEL', owned[1]) end  -- its large return value
+if own(owned[1]) then redis.call('DEL', own(owned[1])) end  -- its large return value
 if owned[2] then  -- its large fields
   for name in string.gmatch(owned[2], '[^\n]+') do redis.call('DEL', KEYS[1] .. ':' .. name) end
 end
 if owned[3] then  -- its members' large return values
-  for name in string.gmatch(owned[3], '[^\n]+') do redis.call('DEL', name) end
+  for name in string.gmatch(owned[3], '[^\n]+') do
+    if own(name) then redis.call('DEL', own(name)) end
+  end
 end
 redis.call('DEL', KEYS[1])
 redis.call('HINCRBY', KEYS[4], 'canceled', left)

@@ -6,7 +6,7 @@
 -- starved by a stream of small ones.
 -- KEYS: 1 registry set, 2 leases zset, 3 stats hash, 4 blocked-hosts hash, 5 new-queue wake
 --       key, 6 this worker's record hash
--- ARGV: 1 key prefix, 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
+-- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
 --       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms,
 --       10 token prefix (unique per worker process, so tokens never repeat),
 --       11-14 the worker's total cores, memory, disk, gpus, 15 reserve after ms (0 = never),
@@ -54,7 +54,7 @@
 -- eligible = members that fit the free resources (the worker blocks on their wake keys);
 -- broken = {{key, error}...}: keys of this queue that could not be read or written;
 -- registered = how many queues are registered (absent when the claim stopped before).
-local prefix = ARGV[1]
+--#include prefix
 local worker = ARGV[2]
 local free = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])}
 local tags = nil

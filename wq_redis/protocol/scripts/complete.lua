@@ -26,6 +26,7 @@
 local now = redis.call('TIME')
 local finished = now[1] .. string.format('%06d', tonumber(now[2]))
 local answers, recorded, late = {}, {}, 0
+--#include prefix
 --#include broken
 --#include counts
 
@@ -57,9 +58,11 @@ for i = 6, #KEYS do
       answers[#answers + 1] = -2
     end
     for f = first, last - 1, 2 do  -- a large value stored beside the result goes too
-      if ARGV[f] == 'vk' then redis.call('DEL', ARGV[f + 1]) end
+      if ARGV[f] == 'vk' and own(ARGV[f + 1]) then redis.call('DEL', own(ARGV[f + 1])) end
       if ARGV[f] == 'vks' then  -- a pack's members' large return values
-        for name in string.gmatch(ARGV[f + 1], '[^\n]+') do redis.call('DEL', name) end
+        for name in string.gmatch(ARGV[f + 1], '[^\n]+') do
+          if own(name) then redis.call('DEL', own(name)) end
+        end
       end
     end
   end
@@ -93,7 +96,6 @@ end
 
 -- 3. the results themselves (task hashes were read as hashes above: these cannot fail)
 local head = {'s', 3, 'tok', '', 'lt', '', 'tf', finished}
-local prefix = string.match(KEYS[1], '^(.*:)')  -- the queue's prefix (keys.py: every key is it and a suffix without ':')
 for _, w in ipairs(writes) do
   local key, token, first, last, others, member = w[1], w[2], w[3], w[4], w[5], w[6]
   local sized = member and string.match(member, '^[^|]*%.[kK](%x+)|')

@@ -4,10 +4,10 @@
 -- its class at the maximum (".k" becomes ".K", resources.py), where claim.lua gives it
 -- the category's maximum label.  Fenced by the lease token, as complete.lua is.
 -- KEYS: 1 task hash, 2 leases zset, 3 registry set, 4 new-queue wake list
--- ARGV: 1 key prefix, 2 task id, 3 lease token
+-- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 task id, 3 lease token
 -- Returns 1 when requeued, 0 when not (the lease is not this attempt's, or the class has
 -- no first allocation to leave): the worker then records the result as it is.
-local prefix = ARGV[1]
+--#include prefix
 --#include broken
 --#include enqueue
 local t = redis.pcall('HMGET', KEYS[1], 'tok', 'q', 'p')

@@ -4,7 +4,7 @@
 -- sampled results), so a scrape never holds Redis for long.
 -- KEYS: 1 registry set, 2 leases zset, 3 done list, 4 stats hash, 5 workers zset,
 --       6 in-flight (retrieving) set
--- ARGV: 1 key prefix, 2 priority levels looked at per ready queue, 3 results sampled,
+-- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 priority levels looked at per ready queue, 3 results sampled,
 --       4 the caller's clock in us (used without TIME)
 -- Returns {now_us, {{member, waiting, oldest submit us or -1}...}, {{member, running}...},
 --          {counters}, {{name, heartbeat ms, leases held, status, metrics, host, tags, resources}...},
@@ -12,7 +12,7 @@
 --          {{key, error}...}}: the last, keys of the queue it could not read (a wrong type
 --          written by another client, or a key this ACL user may not read), skipped.
 -- Flagged no-writes and called with EVALSHA_RO: a user with read-only access runs it.
-local prefix = ARGV[1]
+--#include prefix
 local levels = tonumber(ARGV[2])
 local sample = tonumber(ARGV[3])
 local now = redis.pcall('TIME')  -- a read-only ACL user may lack TIME: then the caller's clock
@@ -80,7 +80,7 @@ for _, id in ipairs(ids) do
       bytes = bytes + read(0, 'HSTRLEN', tkey, field)
     elseif field == 'vk' then  -- a large return value, kept beside the hash
       local vk = read(false, 'HGET', tkey, 'vk')
-      if vk and string.sub(vk, 1, #prefix) == prefix then bytes = bytes + read(0, 'STRLEN', vk) end
+      if own(vk) then bytes = bytes + read(0, 'STRLEN', own(vk)) end
     end
   end
 end

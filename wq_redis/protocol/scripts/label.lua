@@ -3,7 +3,7 @@
 -- manager has learned from ("seen", against "done", which complete.lua counts); then
 -- ring the wake keys of the category's queues, whose tasks a claim may now take.
 -- KEYS: 1 label hash
--- ARGV: 1 key prefix, 2 the label, 3 results learned since the last call, 4 "1" when this
+-- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 the label, 3 results learned since the last call, 4 "1" when this
 --       manager starts (or starts again after Redis lost the queue): whatever was done
 --       before is taken as learned, 5 how many of the category's tasks the manager still
 --       waits for, 6.. the category's queue members ("CLASS|TAG"), rung here: no more
@@ -12,6 +12,7 @@
 --       tasks back for ever
 -- Another client's garbage at the key (not a hash, or counts that are no numbers) is
 -- replaced: the label is the manager's to write.
+--#include prefix
 --#include broken
 local kind = redis.call('TYPE', KEYS[1]).ok
 if kind ~= 'hash' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
@@ -21,12 +22,12 @@ seen = seen + tonumber(ARGV[3])
 if ARGV[4] == '1' then seen = math.max(seen, done) end
 local waiting = 0
 for i = 6, #ARGV do
-  for _, count in ipairs({redis.pcall('LLEN', ARGV[1] .. 'fifo:' .. ARGV[i]),
-                          redis.pcall('ZCARD', ARGV[1] .. 'ready:' .. ARGV[i])}) do
+  for _, count in ipairs({redis.pcall('LLEN', prefix .. 'fifo:' .. ARGV[i]),
+                          redis.pcall('ZCARD', prefix .. 'ready:' .. ARGV[i])}) do
     if type(count) == 'number' then waiting = waiting + count end
   end
 end
 seen = math.max(seen, done - math.max(0, tonumber(ARGV[5]) - waiting))
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'seen', seen, 'done', done)
-for i = 6, #ARGV do ring(ARGV[1] .. 'wake:' .. ARGV[i]) end
+for i = 6, #ARGV do ring(prefix .. 'wake:' .. ARGV[i]) end
 return 1

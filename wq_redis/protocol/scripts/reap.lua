@@ -3,12 +3,12 @@
 -- heartbeat stopped, and empty ready queues.  Uses Redis TIME, never a client clock.
 -- KEYS: 1 leases zset, 2 registry set, 3 done list, 4 done wake list, 5 stats hash,
 --       6 workers zset, 7 new-queue wake list
--- ARGV: 1 key prefix, 2 max leases per call, 3 worker timeout ms
+-- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 max leases per call, 3 worker timeout ms
 -- A key of the wrong type (another client's garbage) loses nothing: a task is taken out
 -- of the leases only once the list it goes to (its queue, or done) took it, and the
 -- counters and wake-ups (not worth a task) are skipped when theirs is broken.  (What
 -- broke is not returned: the claims and renewals of every worker report it.)
-local prefix = ARGV[1]
+--#include prefix
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 --#include broken

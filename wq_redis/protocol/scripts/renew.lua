@@ -9,8 +9,8 @@
 -- reaper tries it here, without a round trip of its own (an idle worker's calls are few).
 -- KEYS: 1 leases zset, 2 workers zset, 3 this worker's record hash, 4 blocked-hosts hash,
 --       5 the reaper's lock
--- ARGV: 1 key prefix, 2 lease ms, 3 worker name, 4 status (JSON), 5 reaper lock ms (0: not
---       this beat), 6.. id, token pairs
+-- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 lease ms, 3 worker
+--       name, 4 status (JSON), 5 reaper lock ms (0: not this beat), 6.. id, token pairs
 -- A key of the wrong type (another client's garbage) is skipped and reported, so that the
 -- others still renew: a record that is no hash reads as gone (the worker registers again,
 -- which replaces it), a task hash that is no hash as a lost lease.  Renewals change
@@ -18,6 +18,7 @@
 -- Returns {lost ids, 1 if the worker's record is intact else 0 (reaped: register again),
 -- broken = {{key, error}...}, 1 if asked to exit else 0, 1 if its host is blocked else 0,
 -- 1 if it took the reaper's lock else 0}
+--#include prefix
 --#include broken
 local now = redis.call('TIME')
 local registered = redis.pcall('HEXISTS', KEYS[3], 'resources')
@@ -40,7 +41,7 @@ local lost = {}
 local leases_ok = true
 for i = 6, #ARGV, 2 do
   local id = ARGV[i]
-  local tkey = ARGV[1] .. 't:' .. id
+  local tkey = prefix .. 't:' .. id
   local t = redis.pcall('HMGET', tkey, 'tok', 'lt')
   if failed(t, tkey) then
     lost[#lost + 1] = id

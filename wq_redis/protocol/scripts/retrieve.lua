@@ -14,10 +14,10 @@
 -- attach.lua): missing or changed, Redis lost the queue's state, and the manager
 -- resubmits what it holds, with no extra round trip to find out.
 -- KEYS: 1 done list, 2 stats hash, 3 in-flight set, 4 incarnation
--- ARGV: 1 key prefix, 2 max tasks, 3 keep seconds (0 = delete now), 4 n, 5..4+n acked
+-- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 max tasks, 3 keep seconds (0 = delete now), 4 n, 5..4+n acked
 --       ids, then ids to release (taken, not the manager's)
 -- Returns {{{id, {fields}}...}, incarnation or false}
-local prefix = ARGV[1]
+--#include prefix
 local max_tasks = tonumber(ARGV[2])
 local keep = tonumber(ARGV[3])
 local last_acked = 4 + tonumber(ARGV[4])
@@ -37,7 +37,7 @@ for first = 5, last_acked, 1000 do  -- in chunks: unpack() has a stack limit
 end
 local owned = {}  -- each acked task's keys: its hash, its large return value, its large fields
 local function own_lines(list, base)
-  for name in string.gmatch(list, '[^\n]+') do owned[#owned + 1] = base .. name end
+  for name in string.gmatch(list, '[^\n]+') do owned[#owned + 1] = own(base .. name) end
 end
 for _, id in ipairs(acked) do
   local tkey = prefix .. 't:' .. id
@@ -66,7 +66,7 @@ for _, id in ipairs(acked) do
     if t[1] ~= '0' then failed = failed + 1 end
   end
   owned[#owned + 1] = tkey
-  if t[2] then owned[#owned + 1] = t[2] end
+  if own(t[2]) then owned[#owned + 1] = own(t[2]) end
   if t[3] then own_lines(t[3], tkey .. ':') end
   if keep > 0 then redis.call('HSET', tkey, 's', 4) end
 end

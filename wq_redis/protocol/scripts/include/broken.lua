@@ -3,9 +3,9 @@
 -- price), and an error answer is reported in `broken` ({key, error} pairs, returned to the
 -- caller, which logs and counts them) instead of raised.
 local broken = {}
-local function failed(reply, key)  -- whether a redis.pcall answered an error (then reported)
+local function failed(reply, where)  -- whether a redis.pcall answered an error (then reported, with its key)
   if type(reply) == 'table' and reply.err then
-    broken[#broken + 1] = {key, reply.err}
+    broken[#broken + 1] = {where, reply.err}
     return true
   end
   return false

@@ -1,0 +1,237 @@
+"""Redis Cluster: any node's URL (or ``redis+cluster://``) for the manager, the workers
+and their lanes, and status; queues on different primaries through one URL; a run that
+goes on through ``CLUSTER FAILOVER`` and through a primary SIGKILLed, with every task back
+once.  On a real cluster on loopback: three primaries, three replicas."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import redis
+from cluster_servers import RedisClusterSet, binaries
+from conftest import Workers
+from failover_tasks import stamped_work
+from helpers_tasks import my_sum
+
+import wq_redis as wq
+from wq_redis.ops.exporter import QueueExporter
+from wq_redis.protocol import cluster
+from wq_redis.protocol.connection import check_url, client_from, open_client, safe_url, settings_of
+from wq_redis.protocol.store import QueueStore, find_queues
+
+
+def test_a_cluster_url_names_nodes_credentials_and_options() -> None:
+    found = cluster.parse("redis+cluster://me:s%40cret@10.0.0.1:7000,[::1]:7001,node-3?socket_timeout=7")
+    assert found["nodes"] == [("10.0.0.1", 7000), ("::1", 7001), ("node-3", 6379)]
+    assert found["options"] == {"username": "me", "password": "s@cret", "socket_timeout": 7.0}
+    assert cluster.parse("rediss+cluster://h:1")["options"]["ssl"] is True
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("redis+cluster://", "names no node"), ("redis+cluster://h:x", "not a number"), ("redis+cluster://h:1/3", "0")],
+)
+def test_a_wrong_cluster_url_fails_in_one_line_that_says_why(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        check_url(url)
+
+
+def test_messages_hide_the_password_of_a_cluster_url() -> None:
+    assert "pw" not in safe_url("redis+cluster://u:pw@h:1,h:2")
+
+
+def need_binaries() -> None:
+    """Skip without redis-server and redis-cli; fail under CI, which must run these tests."""
+    if binaries() is None:
+        message = "redis-server and redis-cli are needed for a cluster: make redis"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterSet]:
+    need_binaries()
+    found = RedisClusterSet()
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
+@pytest.fixture
+def no_url_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WQ_REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+
+
+def names_on_two_primaries(found: RedisClusterSet, base: str) -> tuple[str, str, int]:
+    """Two queue names whose slots are on different primaries, and the port of the third
+    primary (owning neither)."""
+    first = f"{base}-a"
+    owner = found.owner_port("{" + first + "}")
+    for i in range(1000):
+        second = f"{base}-{i}"
+        other = found.owner_port("{" + second + "}")
+        if other != owner:
+            third = next(
+                n.port
+                for n in found.nodes
+                if n.port not in (owner, other) and found.client(n.port).role()[0] == b"master"
+            )
+            return first, second, third
+    raise AssertionError("no two names on different primaries")
+
+
+def test_two_queues_on_two_primaries_through_a_third_nodes_url(redis_cluster, queue_name, no_url_env) -> None:
+    first, second, third = names_on_two_primaries(redis_cluster, queue_name)
+    url = f"redis://127.0.0.1:{third}"  # a node that owns neither queue's slot
+    client = open_client(url)
+    assert cluster.is_cluster(client)
+    lane = client_from(settings_of(client), "lane")  # what a worker's fast lane opens
+    assert cluster.is_cluster(lane)
+    stores = [QueueStore(lane, name) for name in (first, second)]
+    owners = {store.client.connection_pool.get_connection().port for store in stores}  # type: ignore[union-attr]
+    assert owners == {redis_cluster.owner_port("{" + n + "}") for n in (first, second)}
+    pool = Workers(url, first)
+    try:
+        queues = [wq.WorkQueue(name, redis_url=url) for name in (first, second)]
+        pool.start("--cores", "2", queue=first)
+        pool.start("--cores", "2", queue=second)
+        for q in queues:
+            for i in range(20):
+                q.submit(wq.PythonTask(my_sum, i, 1))
+        for q in queues:
+            done = [q.wait(30) for _ in range(20)]
+            assert sorted(t.output for t in done if t is not None) == [i + 1 for i in range(20)]
+        assert {first, second} <= set(find_queues(client))  # SCAN on every primary
+        status = subprocess.run(
+            [sys.executable, "-m", "wq_redis", "status", "--redis-url", f"redis+cluster://127.0.0.1:{third}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        assert first in status.stdout and second in status.stdout
+        exporter = QueueExporter(open_client(url))
+        assert {first, second} <= set(exporter.snapshots())
+        assert b"wq_redis_memory_used_bytes" in exporter.exposition()
+        for q in queues:
+            q.close()
+    finally:
+        pool.stop_all()
+
+
+def _run_through(found: RedisClusterSet, queue_name: str, tmp_path, fail_over, count: int = 800):
+    """``count`` logged tasks on two workers, through a URL of a node that does not own the
+    queue; ``fail_over`` (given the set and the owner's port) runs once a quarter are back."""
+    log = tmp_path / "runs.log"
+    tag = "{" + queue_name + "}"
+    owner = found.owner_port(tag)
+    other = next(n.port for n in found.nodes if n.port != owner and found.replica_of(owner) != n.port)
+    url = f"redis://127.0.0.1:{other}"
+    pool = Workers(url, queue_name)
+    received: list[tuple[float, wq.Task]] = []
+    times: dict[str, float] = {}
+    try:
+        with wq.WorkQueue(queue_name, redis_url=url) as q:
+            for _ in range(2):
+                pool.start("--cores", "2", "--lease-seconds", "5")
+            tasks = [wq.PythonTask(stamped_work, str(log), 0.01, i) for i in range(count)]
+            for task in tasks:
+                task.specify_cores(1)
+            q.submit_many(tasks)
+            thread = None
+            deadline = time.monotonic() + 180
+            while len(received) < count and time.monotonic() < deadline:
+                task = q.wait(1)
+                if task is not None:
+                    received.append((time.monotonic(), task))
+                if thread is None and len(received) >= count // 4:
+
+                    def failover() -> None:
+                        times["failover"] = time.monotonic()
+                        fail_over(found, owner)
+                        found.wait_owner_moved(tag, owner)
+                        times["promoted"] = time.monotonic()
+
+                    thread = threading.Thread(target=failover)
+                    thread.start()
+            assert thread is not None
+            thread.join(60)
+            assert q.empty()
+    finally:
+        pool.stop_all()
+    runs: dict[str, list[float]] = {}
+    for line in log.read_text().splitlines():
+        task_id, started = line.split()
+        runs.setdefault(task_id, []).append(float(started))
+    return tasks, runs, times, received
+
+
+def _check(tasks, runs, times, received, scenario: str) -> None:
+    ids = Counter(t.id for _, t in received)
+    lost = len({t.id for t in tasks} - set(ids))
+    twice = [i for i, n in ids.items() if n > 1]
+    beyond = sum(len(starts) - 1 for starts in runs.values())
+    after = [at for at, _ in received if at > times["failover"]]
+    first = after[0] - times["failover"] if after else float("inf")
+    after_promotion = [at for at, _ in received if at > times["promoted"]]
+    resumed = after_promotion[0] - times["failover"] if after_promotion else float("inf")
+    print(
+        f"\n{scenario}: tasks lost {lost}, returned twice {len(twice)}, executions beyond one {beyond}, "
+        f"slot moved after {times['promoted'] - times['failover']:.2f} s, first completion after the failover "
+        f"began at {first:.2f} s, first after the new primary took writes at {resumed:.2f} s"
+    )
+    assert lost == 0 and not twice
+    assert sorted(t.output for _, t in received) == list(range(len(tasks)))
+    assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for _, t in received)
+
+
+@pytest.fixture
+def fresh_cluster(no_url_env) -> Iterator[RedisClusterSet]:
+    """A cluster of the test's own: a failover changes who is primary, a kill a node less."""
+    need_binaries()
+    found = RedisClusterSet()
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
+@pytest.mark.faults
+def test_cluster_failover_mid_run_every_task_back_once(fresh_cluster, queue_name, tmp_path) -> None:
+    def fail_over(found: RedisClusterSet, owner: int) -> None:
+        found.client(found.replica_of(owner)).execute_command("CLUSTER", "FAILOVER")
+
+    _check(*_run_through(fresh_cluster, queue_name, tmp_path, fail_over), "CLUSTER FAILOVER")
+
+
+@pytest.mark.faults
+def test_primary_sigkilled_mid_run_every_task_back_once(fresh_cluster, queue_name, tmp_path) -> None:
+    def kill(found: RedisClusterSet, owner: int) -> None:
+        found.kill(owner)
+
+    _check(*_run_through(fresh_cluster, queue_name, tmp_path, kill), "primary SIGKILL")
+
+
+def test_a_queue_client_follows_its_slot_to_the_new_primary(redis_cluster, queue_name, no_url_env) -> None:
+    """What the failover tests rely on: after CLUSTER FAILOVER the same queue client (its
+    connection to the demoted primary answered MOVED) writes on the new primary."""
+    client = open_client(redis_cluster.url(0))
+    tag = "{" + queue_name + "}"
+    queue = cluster.queue_client(client, tag)
+    queue.set(f"k{tag}", "before")
+    old = redis_cluster.owner_port(tag)
+    redis_cluster.client(redis_cluster.replica_of(old)).execute_command("CLUSTER", "FAILOVER")
+    new = redis_cluster.wait_owner_moved(tag, old)
+    assert queue.set(f"k{tag}", "after")
+    assert redis.Redis(port=new).get(f"k{tag}") == b"after"
+    redis_cluster.wait_ok()
