@@ -23,8 +23,8 @@ defaults are imported, not copied):
   ``result_fields`` (success, the value ``None`` pickled as a child pickles it) and
   delivered with the next claim, as the lane delivers;
 * renews every ``min(lease / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)`` after the
-  previous renewal ended while it holds leases, every ``min(lease /
-  IDLE_HEARTBEATS_PER_LEASE, IDLE_HEARTBEAT_MAX_SECONDS)`` while it holds none
+  previous renewal ended while it holds leases, every ``min(lease *
+  IDLE_HEARTBEAT_LEASES, IDLE_HEARTBEAT_MAX_SECONDS)`` while it holds none
   (``QueueStore.renew``: its record, status and the leases it holds)
   and tries the reaper's lock every ``lease * REAP_EVERY_LEASES`` with the renewal (SET NX
   in renew.lua; reap.lua by the one that takes it), on the worker process's store, whose connection pool
@@ -78,8 +78,8 @@ from wq_redis.worker.child.results import Outcome, named_host, result_fields
 from wq_redis.worker.leases import (
     HEARTBEAT_MAX_SECONDS,
     HEARTBEATS_PER_LEASE,
+    IDLE_HEARTBEAT_LEASES,
     IDLE_HEARTBEAT_MAX_SECONDS,
-    IDLE_HEARTBEATS_PER_LEASE,
     REAP_EVERY_LEASES,
     SILENT_LEASES,
 )
@@ -99,7 +99,7 @@ WOKEN_BEFORE = 0.9  # a wait that ended before this share of block_seconds was e
 def heartbeat_interval(lease_seconds: float, idle: bool = False) -> float:
     """The worker's heartbeat period (Leases._heartbeat_loop), holding leases or not."""
     if idle:
-        return min(lease_seconds / IDLE_HEARTBEATS_PER_LEASE, IDLE_HEARTBEAT_MAX_SECONDS)
+        return min(lease_seconds * IDLE_HEARTBEAT_LEASES, IDLE_HEARTBEAT_MAX_SECONDS)
     return min(lease_seconds / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)
 
 

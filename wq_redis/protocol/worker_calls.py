@@ -84,6 +84,7 @@ class WorkerCalls(ScriptPipeline):
         max_task_bytes: int = 0,
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
         ends_at: float = 0.0,
+        wake_heartbeat: bool = False,
     ) -> tuple[list[Claimed], list[str], list[Delivery]]:
         """Deliver finished ``results`` (see ``complete``: per result a ``Delivery``) and
         claim new tasks, in one round trip: the results' resources are free again, so the
@@ -108,7 +109,10 @@ class WorkerCalls(ScriptPipeline):
 
         A worker that ends at ``ends_at`` (``time.time()``; 0: never, ``--wall-time``)
         takes only tasks that can end before it (claim.lua tells which); the time left is
-        counted from the end of the block, the latest the claim can run."""
+        counted from the end of the block, the latest the claim can run.
+
+        ``wake_heartbeat``: a claim that takes anything rings the worker's control key
+        (its heartbeat waits an idle worker's long period: the busy beats start now)."""
         k = self.keys
         claim_args = [
             k.prefix,
@@ -135,6 +139,7 @@ class WorkerCalls(ScriptPipeline):
             _time_left_ms(ends_at, block_seconds if wake_on is not None else 0.0),
             self._registry_seen,
             1 if wake_on is not None else 0,
+            1 if wake_heartbeat else 0,
         ]
         calls = self._complete_calls(results)
         told: list[bool] = []
@@ -157,7 +162,15 @@ class WorkerCalls(ScriptPipeline):
             + [
                 (
                     "claim",
-                    [k.registry, k.leases, k.stats, k.blocked_hosts, k.new_queue_wake, k.worker(worker)],
+                    [
+                        k.registry,
+                        k.leases,
+                        k.stats,
+                        k.blocked_hosts,
+                        k.new_queue_wake,
+                        k.worker(worker),
+                        k.control(worker),
+                    ],
                     claim_args,
                 )
             ],

@@ -3,9 +3,13 @@
 Every ``lease/3`` (at most ``HEARTBEAT_MAX_SECONDS``) the heartbeat renews, in one round
 trip, the leases of the running attempts and of the results waiting in the outbox, and the
 worker's record (status, liveness); a worker that holds no lease only keeps its record
-alive, every ``lease/2`` (at most ``IDLE_HEARTBEAT_MAX_SECONDS``): with its wait for work
-(loop.py) that is about one Redis call per lease/3 for an idle worker.  Between beats it blocks in Redis on the worker's
-control key (keys.control), in that same round trip: a cancel of a task it runs, a
+alive, every ``IDLE_HEARTBEAT_LEASES`` of a lease (at most ``IDLE_HEARTBEAT_MAX_SECONDS``):
+with its wait for work (loop.py) that is fewer than one Redis call per lease/3 for an idle
+worker.  A claim that takes something while the heartbeat waits an idle period rings the
+control key (``_beat_idle``, claim.lua), so the busy worker's beats start at once; without that
+ring its leases would still be renewed in time (the idle period is shorter than the lease
+the claim gave).  Between beats it blocks in Redis on the worker's control key
+(keys.control), in that same round trip: a cancel of a task it runs, a
 request of the manager (exit, a blocked host) or a signal rings it, and the renewal runs
 at once.  So an idle worker costs Redis one call per beat, and a cancel still reaches a
 running task within a round trip.  Its answer names the leases lost (the task was
@@ -57,10 +61,11 @@ log = logging.getLogger("wq_redis.worker")
 HEARTBEAT_MAX_SECONDS = 10.0  # (a cancel is pushed: it does not wait for the next beat)
 HEARTBEAT_JOIN_SECONDS = 5.0  # exit waits this long for the heartbeat thread, woken from its wait
 HEARTBEATS_PER_LEASE = 3  # a lease survives at least two lost heartbeats in a row
-# a worker that holds no lease beats this often: a task it claims meanwhile was leased for a
-# whole lease by the claim, and is renewed by the next beat, within half of it
-IDLE_HEARTBEATS_PER_LEASE = 2
-IDLE_HEARTBEAT_MAX_SECONDS = 15.0
+# a worker that holds no lease beats this often (of a lease): a task it claims meanwhile was
+# leased for a whole lease by the claim, so the next beat renews it in time even if the
+# claim's ring of the control key (which starts the busy beats at once) were lost
+IDLE_HEARTBEAT_LEASES = 0.8
+IDLE_HEARTBEAT_MAX_SECONDS = 24.0
 REAP_EVERY_LEASES = 0.5  # the reaper runs about this often (in leases), under a lock held as long
 SILENT_LEASES = 2  # a worker silent this many leases is given up for dead (its leases expired long ago)
 
@@ -90,6 +95,7 @@ class Leases:
     _abort: bool
     _ends_at: float  # time.time() of this worker's end (--wall-time), 0 = none
     _last_beat: float
+    _beat_idle: bool  # the heartbeat waits an idle period: a claim that takes something rings it
     _heartbeat_thread: threading.Thread | None
 
     def _status(self) -> str:
@@ -105,7 +111,7 @@ class Leases:
 
     def _heartbeat_loop(self) -> None:
         busy_interval = min(self.options.lease_seconds / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)
-        idle_interval = min(self.options.lease_seconds / IDLE_HEARTBEATS_PER_LEASE, IDLE_HEARTBEAT_MAX_SECONDS)
+        idle_interval = min(self.options.lease_seconds * IDLE_HEARTBEAT_LEASES, IDLE_HEARTBEAT_MAX_SECONDS)
         reap_every = self.options.lease_seconds * REAP_EVERY_LEASES
         last_reap = time.monotonic()
         failed = False
@@ -117,7 +123,8 @@ class Leases:
             if self._ends_at and time.time() >= self._ends_at:
                 self._end_of_life()
                 continue
-            interval = idle_interval if self._holds_nothing() else busy_interval
+            self._beat_idle = self._holds_nothing()  # (claims then ring the control key: see the module doc)
+            interval = idle_interval if self._beat_idle else busy_interval
             try:
                 # (after a failure, wait here: a Redis that is away answers at once)
                 if failed and self._stopping.wait(busy_interval):

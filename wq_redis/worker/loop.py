@@ -169,6 +169,7 @@ class Worker(Groups, LaneSide, Leases):
         self._abort = False
         self._ends_at = time.time() + options.wall_time if options.wall_time > 0 else 0.0  # claims read it
         self._last_beat = time.monotonic()
+        self._beat_idle = False
         self._heartbeat_thread: threading.Thread | None = None
         self._wait_seconds = idle_wait_seconds(options)
         self._idle_block = self._wait_seconds  # this idle wait's bound (_loop: never past the idle timeout)
@@ -405,6 +406,7 @@ class Worker(Groups, LaneSide, Leases):
             follower_bytes=BATCH_BYTES,
             wake_on=wake_on,
             block_seconds=self._idle_block,
+            wake_heartbeat=self._beat_idle,
             max_task_bytes=self.options.max_task_bytes,
             ends_at=self._ends_at,
         )

@@ -5,7 +5,7 @@
 -- fits; ties go to the larger class (gpus, cores, memory, disk), so big tasks are not
 -- starved by a stream of small ones.
 -- KEYS: 1 registry set, 2 leases zset, 3 stats hash, 4 blocked-hosts hash, 5 new-queue wake
---       key, 6 this worker's record hash
+--       key, 6 this worker's record hash, 7 this worker's control key
 -- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
 --       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms,
 --       10 token prefix (unique per worker process, so tokens never repeat),
@@ -17,7 +17,9 @@
 --       hold at most (--max-task-bytes; 0 = no cap), 19 milliseconds this worker has left
 --       (wq-redis worker --wall-time; 0 = no end, below 0 = ended: take nothing),
 --       20 how many queues were registered at this worker's last claim (-1: unknown),
---       21 "1" when this claim ends a wait for work (its BLPOP came first in the pipeline)
+--       21 "1" when this claim ends a wait for work (its BLPOP came first in the pipeline),
+--       22 "1": ring the worker's control key if this claim takes anything (its heartbeat
+--       waits an idle worker's long period; worker/leases.py)
 -- Large fields named by a task's "big" field (string keys HASH:NAME) are left for the
 -- worker to read; their sizes are read here (STRLEN), so that a task over the cap, or
 -- one whose large field is not a string, is leased and handed to the worker "refused"
@@ -473,6 +475,7 @@ end
 local known = tonumber(ARGV[20] or -1)
 if KEYS[5] and known >= 0 and #registered > known then ring(KEYS[5]) end  -- pass on the news of a new queue
 if members > 0 then bump('dispatched', members) end
+if members > 0 and ARGV[22] == '1' and KEYS[7] then ring(KEYS[7]) end  -- the heartbeat's busy beats start now
 if life_ms > 0 then  -- a queue whose head this worker left must not wake it (see the top)
   local kept = {}  -- (its wake key was rung above, for the others)
   for _, m in ipairs(eligible) do
