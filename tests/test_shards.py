@@ -6,7 +6,6 @@ worker/partitions.py).  tests/test_cluster.py runs one on a real cluster."""
 from __future__ import annotations
 
 import collections
-import time
 
 import pytest
 import redis
@@ -14,8 +13,8 @@ from conftest import drain, wait_until
 from helpers_tasks import my_sum
 
 import wq_redis as wq
-from wq_redis.protocol.fields import RETRIEVED_COUNT, SUBMITTED_COUNT
 from wq_redis.protocol.acl import key_patterns
+from wq_redis.protocol.fields import RETRIEVED_COUNT, SUBMITTED_COUNT
 from wq_redis.protocol.keys import QueueKeys, check_queue_name
 from wq_redis.protocol.partitions import (
     check_shards,
@@ -159,3 +158,37 @@ def test_priorities_hold_within_a_partition(redis_url, queue_name, workers):
         assert sorted(len(order) for order in by_partition.values()) == [4, 4, 4]
         for part, order in by_partition.items():
             assert order == sorted(order, reverse=True), (part, order)  # highest first, in each partition
+
+
+def _one_core(command: str) -> wq.Task:
+    task = wq.Task(command)
+    task.specify_cores(1)  # (a task that declares nothing takes the whole worker)
+    return task
+
+
+def test_cancel_in_partition_two_and_stats_summed(redis_url, queue_name, workers, tmp_path):
+    with wq.WorkQueue(queue_name, redis_url=redis_url, shards=3) as q:
+        marker = tmp_path / "finished"
+        running = q.submit_many([_one_core(f"sleep 30; touch {marker}") for _ in range(3)])
+        workers.start("--cores", "3")
+        assert wait_until(lambda: all(q.task_state(i) == wq.WORK_QUEUE_TASK_RUNNING for i in running), 20)
+        waiting = q.submit_many([_one_core("true") for _ in range(3)])  # no core free: they wait
+        victim = next(i for i in running if partition_of(i, 3) == 2)
+        idle = next(i for i in waiting if partition_of(i, 3) == 2)
+        stats = q.stats
+        assert (stats.tasks_running, stats.tasks_waiting, stats.tasks_submitted) == (3, 3, 6)
+        assert stats.workers_connected == 1 and stats.total_cores == 3
+        cancelled = q.cancel_by_taskid(victim)
+        assert cancelled is not None and cancelled.id == victim
+        assert q.cancel_by_taskid(idle).id == idle
+        assert q.task_state(victim) == wq.WORK_QUEUE_TASK_CANCELED
+        assert q.cancel_by_taskid(victim) is None  # only once
+        # the worker stops the cancelled task at once (its control key in partition 0 rang),
+        # and its core runs the two tasks still waiting
+        done = drain(q, 2, timeout=10)
+        assert sorted(t.id for t in done) == sorted(set(waiting) - {idle})
+        stats = q.stats
+        assert (stats.tasks_cancelled, stats.tasks_running, stats.tasks_waiting, stats.tasks_done) == (2, 2, 0, 2)
+        assert [q.cancel_by_taskid(i) is not None for i in running if i != victim] == [True, True]  # the rest
+        assert q.wait(0.1) is None and q.empty()
+        assert not marker.exists()
