@@ -24,6 +24,7 @@ import wq_redis as wq
 from wq_redis.ops.exporter import QueueExporter
 from wq_redis.protocol import cluster
 from wq_redis.protocol.connection import check_url, client_from, open_client, safe_url, settings_of
+from wq_redis.protocol.partitions import prefixes
 from wq_redis.protocol.store import QueueStore, find_queues
 
 
@@ -125,6 +126,50 @@ def test_two_queues_on_two_primaries_through_a_third_nodes_url(redis_cluster, qu
         assert b"wq_redis_memory_used_bytes" in exporter.exposition()
         for q in queues:
             q.close()
+    finally:
+        pool.stop_all()
+
+
+def sharded_name_on_every_primary(found: RedisClusterSet, base: str, shards: int) -> str:
+    """A queue name whose ``shards`` partitions' hash tags land on every primary."""
+    primaries = {n.port for n in found.nodes if found.client(n.port).role()[0] == b"master"}
+    for i in range(1000):
+        name = f"{base}-s{i}"
+        tags = ["{" + prefix[4:].partition("}")[0] + "}" for prefix in prefixes(name, shards)]
+        if {found.owner_port(tag) for tag in tags} == primaries:
+            return name
+    raise AssertionError("no name whose partitions cover every primary")
+
+
+def test_a_sharded_queue_spans_every_primary(redis_cluster, queue_name, no_url_env) -> None:
+    name = sharded_name_on_every_primary(redis_cluster, queue_name, 3)
+    url = redis_cluster.url(0)
+    pool = Workers(url, name)
+    try:
+        with wq.WorkQueue(name, redis_url=url, shards=3) as q:
+            ids = q.submit_many([wq.PythonTask(my_sum, i, 1) for i in range(60)])
+            assert q.stats.tasks_waiting == 60
+            # each partition's tasks are on its own primary (asked of that node itself)
+            owners = set()
+            for prefix in prefixes(name, 3):
+                slot = redis_cluster.client(redis_cluster.nodes[0].port).cluster("keyslot", prefix + "t:1")
+                port = redis_cluster.owner_port(prefix + "t:1")
+                owners.add(port)
+                node = redis_cluster.client(port)
+                assert sum(1 for _ in node.scan_iter(match=prefix + "t:*", count=1000)) == 20, (prefix, slot)
+                node.close()
+            assert len(owners) == 3
+            pool.start("--cores", "2")  # finds the shard count in Redis
+            pool.start("--cores", "1")
+            done = [q.wait(30) for _ in range(60)]
+            assert sorted(t.id for t in done if t is not None) == sorted(ids)  # every task back once
+            assert sorted(t.output for t in done if t is not None) == [i + 1 for i in range(60)]
+            assert q.wait(0.2) is None and q.empty()
+            stats = q.stats
+            assert (stats.tasks_submitted, stats.tasks_done, stats.workers_connected) == (60, 60, 2)
+            assert find_queues(open_client(url)).count(name) == 1  # one queue, not three
+            exporter = QueueExporter(open_client(url))
+            assert exporter.snapshots()[name].counters["submitted"] == 60  # summed
     finally:
         pool.stop_all()
 

@@ -32,9 +32,10 @@ from redis.retry import Retry
 from ..protocol.connection import open_client, resolve_url
 from ..protocol.durability import durability_from
 from ..protocol.fields import STATE
+from ..protocol.partitions import resolve_shards
 from ..protocol.serialize import FunctionCache
 from ..protocol.signing import Signer, secret_from
-from ..protocol.store import WORKER_TIMEOUT_MS, QueueStateLost, QueueStore
+from ..protocol.store import WORKER_TIMEOUT_MS, QueueStateLost
 from ..protocol.tls import tls_url
 from ..protocol.views import QueueView
 from .allocating import Allocating
@@ -50,6 +51,7 @@ from .packs import PackPlanner
 from .reconnect import Reconnect, reconnect_timeout_from
 from .recovery import Recovering, new_incarnation
 from .retrieving import Retrieving
+from .shards import open_store
 from .stats import Stats, stats_from_snapshot, waiting_cores
 from .submit_buffer import SubmitBuffer
 from .submitting import Submitting
@@ -108,6 +110,11 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
     fsynced to its AOF (aof: WAITAOF, Redis >= 7.2 / valkey >= 8.0); the local workers it
     starts deliver their results so too.  docs/production.md says what each survives.
 
+    ``shards=N`` keeps the queue's tasks in N partitions, each with a hash tag of its own,
+    which Redis Cluster spreads over its primaries: the queue's depth and rate grow with
+    the cluster (protocol/partitions.py, client/shards.py).  Default: the count stored when
+    the queue was first made sharded, else 1 (one partition: the keys as always).
+
     The manager counts its own tasks: ``empty()`` is true once every task it submitted (or,
     re-attached, found unfinished in the queue) came back or was cancelled, whatever else
     is written into Redis.  Should Redis lose the queue's state (restarted without its
@@ -129,6 +136,7 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
         tls_cert: str | None = None,
         tls_key: str | None = None,
         durability: str | None = None,
+        shards: int | None = None,
         port: int | None = None,
         **work_queue_options: Any,
     ) -> None:
@@ -153,7 +161,8 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
         self._redis = Reconnect(self.redis_url, self.name, self.reconnect_timeout)
         try:
             self._client = open_client(self.redis_url, **QUICK_RETRY)
-            self._store = QueueStore(self._client, self.name, durability=self.durability)
+            self.shards = self._redis.call(lambda: resolve_shards(self._client, self.name, shards))
+            self._store = open_store(self._client, self.name, self.shards, durability=self.durability)
             self._incarnation, maybe_busy = self._redis.call(lambda: self._store.attach(new_incarnation(), 0))
         except Exception:
             self._release_server()
@@ -394,4 +403,4 @@ class WorkQueue(Allocating, Submitting, Retrieving, Cancelling, Recovering, Work
 
     def _view(self) -> QueueView:
         """The queue's state in Redis as ``wq-redis status`` reads it (for the category calls)."""
-        return QueueView(self._client, self.name)
+        return QueueView(self._client, self.name, self.shards)

@@ -167,6 +167,14 @@ def main() -> None:
     help="Before a result counts as delivered: none, replica (WAIT for one replica), aof (WAITAOF: "
     "fsynced by Redis, Redis >= 7.2 / valkey >= 8.0); see docs/production.md (env WQ_DURABILITY).",
 )
+@click.option(
+    "--shards",
+    envvar="WQ_SHARDS",
+    type=click.IntRange(min=1, max=1024),
+    default=None,
+    help="Partitions the queue's tasks are kept in (WorkQueue(shards=N)); default: the count its "
+    "manager stored in Redis, else 1 (env WQ_SHARDS).",
+)
 @log_level_option
 @click.option(
     "--declared-as-given",
@@ -200,6 +208,7 @@ def worker(
     log_level: str,
     max_task_bytes: int,
     durability: str = "none",
+    shards: int | None = None,
     declared_as_given: bool = False,
 ) -> None:
     """Run tasks of QUEUE from the Redis at --redis-url."""
@@ -241,6 +250,7 @@ def worker(
         cache_mb=cache_mb,
         max_task_bytes=max_task_bytes,
         durability=durability.lower(),
+        shards=shards or 0,
     )
     try:
         w = Worker(client, capacity, options)

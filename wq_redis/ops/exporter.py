@@ -29,7 +29,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..client.shards import open_store
 from ..protocol.cluster import is_cluster, used_memory
+from ..protocol.partitions import stored_shards
 from ..protocol.resources import parse_class, split_member
 from ..protocol.store import ExportSnapshot, QueueStore, find_queues
 from ..worker.metrics_server import MetricsServer, json_route, serve
@@ -147,7 +149,7 @@ class QueueExporter(Collector):
         for queue in self.queues():
             store = self._stores.get(queue)
             if store is None:
-                store = self._stores[queue] = QueueStore(self.client, queue)
+                store = self._stores[queue] = open_store(self.client, queue, stored_shards(self.client, queue) or 1)
             try:
                 out[queue] = store.export_snapshot(sample=self.result_sample)
             except redis.exceptions.NoPermissionError as exc:

@@ -79,6 +79,19 @@ def render(report: dict[str, Any], workers: bool, tasks: bool, categories: bool)
                 waiting.add_row(q["name"], row["class"], row["tag"] or "-", str(row["tasks"]))
         if waiting.row_count:
             parts.append(waiting)
+        sharded = _table(
+            "partitions of sharded queues", ("QUEUE", "PARTITION", "KEYS"), ("WAITING", "RUNNING", "RESULTS")
+        )
+        for q in queues:
+            for part in q.get("partitions", ()):
+                sharded.add_row(
+                    q["name"],
+                    str(part["partition"]),
+                    part["keys"],
+                    *(str(part[k]) for k in ("waiting", "running", "with_results")),
+                )
+        if sharded.row_count:
+            parts.append(sharded)
     if workers:
         table = _table(
             "workers",

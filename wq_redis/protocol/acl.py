@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import re
 
-from .keys import QueueKeys
+from .keys import PARTITION_SEPARATOR, QueueKeys
 from .lua import script_source
 
 ROLES = ("manager", "worker", "observer")
-PARTITION_SEPARATOR = "|"
 
 # Every connection: redis-py's handshake (AUTH, HELLO, SELECT for a database other than
 # 0, CLIENT SETINFO with its name and version), our CLIENT SETNAME, and PING (checks).

@@ -26,6 +26,7 @@ FUNCTION = "fn:"  # STRING of one function body, see function()
 FILE = "file:"  # STRING of one cached input, see file()
 LABEL = "label:"  # HASH of an automatic category's current allocation label, see label()
 
+PARTITION_SEPARATOR = "|"  # refused in queue names: NAME|i is partition i of NAME, never a queue
 ID_WIDTH = 12  # task ids are zero-padded in ready sets, so equal priorities sort FIFO
 
 
@@ -49,13 +50,26 @@ class QueueKeys:
     """Names of every Redis key of one queue."""
 
     name: str
+    part: int = 0  # a sharded queue's partition (partitions.py): 0 is the queue's own keys
 
     def __post_init__(self) -> None:
         check_queue_name(self.name)
+        if not isinstance(self.part, int) or self.part < 0:
+            raise ValueError(f"partition {self.part!r} must be an int >= 0")
 
     @property
     def prefix(self) -> str:
+        """``wq:{NAME}:``; partition i > 0 of a sharded queue ``wq:{NAME|i}:`` (its own hash
+        tag: its own slot, on whichever primary owns it)."""
+        if self.part:
+            return f"wq:{{{self.name}{PARTITION_SEPARATOR}{self.part}}}:"
         return f"wq:{{{self.name}}}:"
+
+    @property
+    def shards(self) -> str:
+        """STRING: how many partitions the queue's tasks are kept in (partitions.py); only
+        a sharded queue has it, in its partition 0 (written by its manager at attach)."""
+        return self.prefix + "shards"
 
     # -- counters and registries -------------------------------------------------
     @property

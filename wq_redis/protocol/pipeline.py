@@ -25,12 +25,15 @@ class ScriptPipeline:
     """A queue's keys, its scripts registered with ``client``, and the round trips that
     run them."""
 
-    def __init__(self, client: redis.Redis, queue: str, one_thread: bool = False, durability: str = "none") -> None:
+    def __init__(
+        self, client: redis.Redis, queue: str, one_thread: bool = False, durability: str = "none", part: int = 0
+    ) -> None:
         """``one_thread``: only one thread ever uses this store; its round trips then keep
         one connection of their own instead of taking one from the pool each time (which
         polls the socket: a system call per round trip).  ``durability``: see durability.py
-        (a server that cannot give it raises ``DurabilityUnavailable`` here)."""
-        self.keys = QueueKeys(queue)
+        (a server that cannot give it raises ``DurabilityUnavailable`` here).  ``part``:
+        partition ``part`` of a sharded queue (partitions.py)."""
+        self.keys = QueueKeys(queue, part)
         # on Redis Cluster: a client of the primary that owns the queue's slot (cluster.py)
         client = queue_client(client, self.keys.prefix)
         self.durability = Durability.of(durability)

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from . import fields as f
+from .partitions import merge_snapshots
 from .resources import RESOURCE_NAMES, split_member
 from .store import find_queues
 from .views import QueueView, count_by
@@ -28,7 +29,8 @@ def queue_report(
     view: QueueView, now_us: int, workers: bool, tasks: bool, categories: bool, limit: int
 ) -> dict[str, Any]:
     """Everything ``status`` shows of one queue, as plain data (what ``--json`` prints)."""
-    snap = view.snapshot()
+    parts = view.partition_snapshots()  # one, or a sharded queue's partitions (partitions.py)
+    snap = merge_snapshots(parts)
     c = snap.counters
     report: dict[str, Any] = {
         "name": view.name,
@@ -47,6 +49,19 @@ def queue_report(
             for (cls, tag), n in sorted((split_member(m), n) for m, n in snap.waiting.items() if n)
         ],
     }
+    if len(parts) > 1:
+        report["shards"] = len(parts)
+        report["partitions"] = [
+            {
+                "partition": i,
+                "keys": view.parts[i].keys.prefix,
+                "waiting": sum(part.waiting.values()),
+                "running": part.running,
+                "with_results": part.with_results,
+                "submitted": part.counters.get(f.SUBMITTED_COUNT, 0),
+            }
+            for i, part in enumerate(parts)
+        ]
     if workers:
         report["worker_list"] = _workers(view, snap, now_us)
     rows = view.tasks(limit) if tasks or categories else []

@@ -33,6 +33,7 @@ from .answers import (
     too_large_message,
 )
 from .connection import connect, connect_options
+from .keys import PARTITION_SEPARATOR
 from .lua import SCRIPT_NAMES, script_source
 from .manager_calls import WORKER_TIMEOUT_MS, ManagerCalls
 from .packer import BIG_VALUE, CommandPacker
@@ -65,13 +66,13 @@ __all__ = [
 def find_queues(client: redis.Redis, count: int = 1000) -> list[str]:
     """Names of the queues on this Redis: those with counters (a hash) or workers (a sorted
     set); keys of another type at those names are another client's, not a queue.  SCAN,
-    never KEYS."""
+    never KEYS.  A sharded queue's partitions (``NAME|i``) are its own, not queues."""
     names: set[str] = set()
     for suffix, kind in (("stats", "hash"), ("workers", "zset")):
         for key in client.scan_iter(match=f"wq:{{*}}:{suffix}", count=count, _type=kind):
             text = key.decode() if isinstance(key, bytes) else key
             if text.startswith("wq:{") and text.endswith("}:" + suffix):
-                names.add(text[4 : -len(suffix) - 2])
+                names.add(text[4 : -len(suffix) - 2].partition(PARTITION_SEPARATOR)[0])
     return sorted(names)
 
 
@@ -79,3 +80,4 @@ class QueueStore(ManagerCalls, WorkerCalls, WorkerControl):
     """Redis operations of one queue: the manager's calls and the worker's."""
 
     SCRIPTS = SCRIPT_NAMES
+    sharded = False  # the stores of a queue spread over partitions say True (partitions.py)

@@ -20,6 +20,7 @@ import redis
 from . import fields as f
 from .codes import TaskState
 from .keys import QueueKeys
+from .partitions import merge_snapshots, split, stored_shards
 from .resources import split_member
 from .store import WORKER_TIMEOUT_MS, QueueStore, Snapshot
 
@@ -56,14 +57,22 @@ class TaskRow:
 class QueueView:
     """Reads of one queue (no writes, no scripts but the stats snapshot)."""
 
-    def __init__(self, client: redis.Redis, name: str) -> None:
+    def __init__(self, client: redis.Redis, name: str, shards: int | None = None) -> None:
+        """``shards``: the queue's partitions (None: as its manager stored it, partitions.py)."""
         self.client = client
         self.store = QueueStore(client, name)
         self.keys: QueueKeys = self.store.keys
         self.name = name
+        self.shards = shards or stored_shards(client, name) or 1
+        # partition 0 (self.store) first; a task's reads go to its partition (id % shards)
+        self.parts = [self.store] + [QueueStore(client, name, part=i) for i in range(1, self.shards)]
 
     def snapshot(self) -> Snapshot:
-        return self.store.snapshot(WORKER_TIMEOUT_MS)
+        return merge_snapshots(self.partition_snapshots())
+
+    def partition_snapshots(self) -> list[Snapshot]:
+        """Each partition's snapshot, partition 0 first (one for an unsharded queue)."""
+        return [part.snapshot(WORKER_TIMEOUT_MS) for part in self.parts]
 
     def now_us(self) -> int:
         """Redis' clock (ages are measured against it); this host's for a user without TIME."""
@@ -90,9 +99,13 @@ class QueueView:
     # -- tasks ---------------------------------------------------------------------------
     def task_ids(self, limit: int = 1000, running: bool = True, finished: bool = True) -> list[int]:
         """Ids of waiting (up to ``limit`` per ready queue), running and finished tasks."""
-        k = self.keys
-        members = [m.decode() for m in cast("set[bytes]", self.client.smembers(k.registry))]
-        pipe = self.client.pipeline(transaction=False)
+        return sorted({i for part in self.parts for i in self._task_ids(part, limit, running, finished)})
+
+    @staticmethod
+    def _task_ids(part: QueueStore, limit: int, running: bool, finished: bool) -> set[int]:
+        k, client = part.keys, part.client
+        members = [m.decode() for m in cast("set[bytes]", client.smembers(k.registry))]
+        pipe = client.pipeline(transaction=False)
         for member in members:
             pipe.zrange(k.ready(member), 0, limit - 1)
             pipe.lrange(k.fifo(member), 0, limit - 1)
@@ -101,14 +114,24 @@ class QueueView:
         if finished:
             pipe.lrange(k.done, 0, limit - 1)
             pipe.srandmember(k.retrieving, limit)
-        ids = {int(i) for batch in pipe.execute() for i in (batch or [])}
-        return sorted(ids)
+        return {int(i) for batch in pipe.execute() for i in (batch or [])}
 
     def task_fields(self, ids: Sequence[int], names: Sequence[str] = TASK_FIELDS) -> list[list[bytes | None]]:
-        pipe = self.client.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hmget(self.keys.task(task_id), list(names))
-        return pipe.execute() if ids else []
+        if not ids:
+            return []
+        if self.shards == 1:
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in ids:
+                pipe.hmget(self.keys.task(task_id), list(names))
+            return cast("list[list[bytes | None]]", pipe.execute())
+        found: dict[int, list[bytes | None]] = {}
+        for part, part_ids in split(ids, self.shards, int).items():
+            store = self.parts[part]
+            pipe = store.client.pipeline(transaction=False)
+            for task_id in part_ids:
+                pipe.hmget(store.keys.task(task_id), list(names))
+            found.update(zip(part_ids, pipe.execute()))
+        return [found[task_id] for task_id in ids]
 
     def tasks(self, limit: int = 1000) -> list[TaskRow]:
         ids = self.task_ids(limit)

@@ -64,6 +64,9 @@ class WorkerCalls(ScriptPipeline):
     # queues registered at this store's last claim (-1: none yet): a claim that finds more
     # passes the news on to the idle workers that wait only on the new-queue key (claim.lua)
     _registry_seen: int = -1
+    # whether the last claim's wait for work was ended by a wake key (not by its bound):
+    # a sharded queue's worker then looks in its other partitions (worker/partitions.py)
+    woken: bool = False
 
     def claim(
         self,
@@ -181,6 +184,7 @@ class WorkerCalls(ScriptPipeline):
         if len(answers[-1]) > 3:
             self._registry_seen = int(answers[-1][3])
         found = self._complete_broken(calls, answers) + broken_keys(broken)
+        self.woken = bool(names) and answers[-2] is not None
         if names and isinstance(answers[-2], redis.ResponseError):
             found += self._find_broken_wake(names, answers[-2])
         if found and on_broken is not None:

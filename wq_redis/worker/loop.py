@@ -54,7 +54,7 @@ from ..protocol.connection import LONGEST_WAIT_SECONDS, settings_of
 from ..protocol.resources import Request
 from ..protocol.signing import Signer
 from ..protocol.sizes import MAX_TASK_BYTES, MB
-from ..protocol.store import Claimed, QueueStore
+from ..protocol.store import Claimed
 from .batch import Attempt
 from .cache import FileCache, FunctionBodies
 from .child.quick import Pace
@@ -63,6 +63,7 @@ from .lane_host import LaneSide
 from .leases import Leases
 from .outage import BrokenKeys, RedisOutage, redis_address
 from .outbox import DELIVERY_RETRY_SECONDS, Outbox
+from .partitions import worker_store
 from .pool import WarmPool
 from .resources import Allocator, Capacity
 from .screening import Screening
@@ -116,6 +117,7 @@ class WorkerOptions:
     max_task_bytes: int = MAX_TASK_BYTES  # a task holding more (arguments, function, inputs) fails unloaded
     wall_time: float = 0.0  # seconds this worker may live (work_queue_worker --wall-time); 0 = no end
     durability: str = "none"  # WAIT after each delivery: none, replica, aof (protocol/durability.py)
+    shards: int = 0  # partitions of the queue (protocol/partitions.py); 0: as stored in Redis, else 1
 
 
 class Worker(Groups, LaneSide, Leases):
@@ -124,7 +126,7 @@ class Worker(Groups, LaneSide, Leases):
 
     def __init__(self, client: redis.Redis, capacity: Capacity, options: WorkerOptions) -> None:
         self.options = options
-        self.store = QueueStore(client, options.queue, durability=options.durability)
+        self.store = worker_store(client, options.queue, options.shards, options.durability)
         self.capacity = capacity
         self.allocator = Allocator(capacity)
         host = socket.gethostname()
@@ -147,7 +149,7 @@ class Worker(Groups, LaneSide, Leases):
         # an idle one-slot worker lets its warm child wait for work (worker/lane.py); not
         # with a secret (the child holds no key) nor GPUs (a child is bound to its GPUs)
         self._inline = capacity.cores + len(capacity.gpus) == 1  # one slot: run groups in the main thread
-        self._lane_allowed = self._inline and not options.secret and not capacity.gpus
+        self._lane_allowed = self._inline and not options.secret and not capacity.gpus and not self.store.sharded
         self.pool = WarmPool(max_idle=max(capacity.cores, 1), hide_gpus=bool(capacity.gpus), ledgers=self._lane_allowed)
         # one runner thread per task slot (every task holds a core or a GPU), reused
         self._threads = ThreadPoolExecutor(

@@ -10,7 +10,9 @@
 -- KEYS: 1 leases zset, 2 workers zset, 3 this worker's record hash, 4 blocked-hosts hash,
 --       5 the reaper's lock
 -- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 lease ms, 3 worker
---       name, 4 status (JSON), 5 reaper lock ms (0: not this beat), 6.. id, token pairs
+--       name, 4 status (JSON; "": leases only, no heartbeat: a sharded queue's partitions
+--       other than 0, where the worker has no record, protocol/partitions.py), 5 reaper
+--       lock ms (0: not this beat), 6.. id, token pairs
 -- A key of the wrong type (another client's garbage) is skipped and reported, so that the
 -- others still renew: a record that is no hash reads as gone (the worker registers again,
 -- which replaces it), a task hash that is no hash as a lost lease.  Renewals change
@@ -25,16 +27,20 @@ local registered = redis.pcall('HEXISTS', KEYS[3], 'resources')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local deadline = now_ms + tonumber(ARGV[2])
 local shutdown, blocked = 0, 0
-failed(redis.pcall('ZADD', KEYS[2], now_ms, ARGV[3]), KEYS[2])
-if failed(registered, KEYS[3]) then
-  registered = 0
+if ARGV[4] == '' then
+  registered = 1  -- leases only: the worker's record is in partition 0
 else
-  redis.call('HSET', KEYS[3], 'status', ARGV[4], 'seen', now_ms)
-  local own = redis.call('HMGET', KEYS[3], 'shutdown', 'host')
-  if own[1] then shutdown = 1 end
-  if own[2] then
-    local untl = read(false, 'HGET', KEYS[4], own[2])
-    if untl and (untl == '0' or (tonumber(untl) or 0) > now_ms) then blocked = 1 end
+  failed(redis.pcall('ZADD', KEYS[2], now_ms, ARGV[3]), KEYS[2])
+  if failed(registered, KEYS[3]) then
+    registered = 0
+  else
+    redis.call('HSET', KEYS[3], 'status', ARGV[4], 'seen', now_ms)
+    local own = redis.call('HMGET', KEYS[3], 'shutdown', 'host')
+    if own[1] then shutdown = 1 end
+    if own[2] then
+      local untl = read(false, 'HGET', KEYS[4], own[2])
+      if untl and (untl == '0' or (tonumber(untl) or 0) > now_ms) then blocked = 1 end
+    end
   end
 end
 local lost = {}

@@ -1,0 +1,217 @@
+"""The manager's calls on a queue kept in N partitions (``WorkQueue(name, shards=N)``).
+
+``ShardedStore`` is the store of partition 0 (protocol/partitions.py says what lives
+there: ids, functions, files, categories, workers), and fans out what concerns tasks:
+
+- submit: each row goes to its task's partition (``id % N``: consecutive ids go round the
+  partitions), one submit.lua pipeline per partition; then the queue's doorbell, partition
+  0's new-queue wake key, is rung once, because idle workers wait in partition 0 only
+  (worker/partitions.py).  On a single Redis all partitions share one connection, and
+  their calls go in one round trip;
+- retrieve: every partition is asked in turn, from a partition that rotates per call so
+  that none is served first always, each up to the whole batch (so that "fewer than the
+  batch came back" still means every done list is empty: Retrieving's ``_drained``);
+  acknowledgements and releases go to their tasks' partitions;
+- blocking for a completion: each partition's completions ring its own ``done:wake``.
+  On a single Redis one BLPOP waits on all of them.  On a cluster it cannot (BLPOP's
+  keys must share a slot), so the manager waits on each partition in turn, at most
+  ``TURN_SECONDS`` each: a completion elsewhere waits at most that long per partition,
+  and a manager blocked in ``wait`` makes about 1/TURN_SECONDS calls a second;
+- the incarnation is the partitions' tokens joined by ",": any partition that lost its
+  state (a failover to a replica that missed writes) makes the manager recover, as one;
+- cancel, a task's fields: the task's partition; a running task cancelled in partition
+  i > 0 rings its worker's control key in partition 0 (where its heartbeat waits);
+- stats: the partitions' snapshots summed (partitions.merge_snapshots); labels of
+  automatic categories go to every partition (claims read them there).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..protocol.answers import Call, ExportSnapshot, Fields, Snapshot, Submitted
+from ..protocol.cluster import is_cluster
+from ..protocol.fields import STATE_B, STATE_RUNNING_B, WORKER
+from ..protocol.partitions import merge_exports, merge_snapshots, partition_of, split
+from ..protocol.store import QueueStore
+
+TURN_SECONDS = 0.1  # on a cluster, a blocked manager waits this long on one partition, then the next
+
+Row = tuple[int, str, float, dict[str, Any]]
+
+
+class ShardedStore(QueueStore):
+    """Partition 0's store, with the calls that concern tasks spread over all partitions."""
+
+    def __init__(self, client: Any, queue: str, shards: int, durability: str = "none") -> None:
+        super().__init__(client, queue, durability=durability)
+        self.shards = shards
+        self.parts: list[QueueStore] = [self] + [
+            QueueStore(client, queue, durability=durability, part=i) for i in range(1, shards)
+        ]
+        # a single Redis: every partition's calls may share one pipeline, and one BLPOP
+        self.one_server = not is_cluster(client)
+        self._turn = 0
+
+    def _order(self) -> list[int]:
+        """The partitions in the order this call asks them: the first rotates per call."""
+        first, self._turn = self._turn, (self._turn + 1) % self.shards
+        return [(first + i) % self.shards for i in range(self.shards)]
+
+    @staticmethod
+    def _tokens(incarnation: str, shards: int) -> list[str]:
+        """Each partition's incarnation from the queue's (one token for all while pending)."""
+        tokens = incarnation.split(",")
+        return tokens if len(tokens) == shards else [incarnation] * shards
+
+    # -- attach, recovery ------------------------------------------------------------------
+    def attach(self, new_token: str, highest_id: int) -> tuple[str, bool]:
+        """Every partition's incarnation joined (each keeps its own: ``new_token`` where it
+        had none), the id counter (partition 0's) past ``highest_id``, and the shard count
+        stored for the workers."""
+        tokens, busy = [], False
+        for part in self.parts:
+            token, maybe = QueueStore.attach(part, new_token, highest_id if part is self else 0)
+            tokens.append(token)
+            busy = busy or maybe
+        self.client.set(self.keys.shards, self.shards)
+        return ",".join(tokens), busy
+
+    def unfinished_tasks(self, count: int = 1000) -> dict[int, Fields]:
+        found: dict[int, Fields] = {}
+        for part in self.parts:
+            found.update(QueueStore.unfinished_tasks(part, count))
+        return found
+
+    def publish_label(
+        self, category_hex: str, label: str, learned: int, starting: bool, outstanding: int, members: list[str]
+    ) -> None:
+        for part in self.parts:  # each partition's claims read the label of its own keys
+            QueueStore.publish_label(part, category_hex, label, learned, starting, outstanding, members)
+
+    # -- submit ----------------------------------------------------------------------------
+    def submit(self, tasks: Iterable[Row], incarnation: str) -> Submitted:
+        done = self._submit(list(tasks), incarnation)
+        if done.lost is not None:
+            raise done.lost
+        return done
+
+    def _submit(self, rows: list[Row], incarnation: str) -> Submitted:
+        """Queue ``rows`` in their partitions (lost set, not raised, if any refused them)."""
+        if not rows:
+            return Submitted()
+        tokens = self._tokens(incarnation, self.shards)
+        by_part = split(rows, self.shards)
+        done = Submitted()
+        if self.one_server:  # one round trip for every partition
+            calls: list[Call] = []
+            for part, part_rows in by_part.items():
+                calls += self.parts[part]._submit_calls(part_rows, tokens[part])
+            done = Submitted.of(calls, self._pipeline(calls))
+        else:
+            for part, part_rows in by_part.items():
+                store = self.parts[part]
+                calls = store._submit_calls(part_rows, tokens[part])
+                answer = Submitted.of(calls, store._pipeline(calls))
+                done.queued += answer.queued
+                done.replaced += answer.replaced
+                done.lost = done.lost or answer.lost
+        if any(part for part in by_part):
+            self._ring([self.keys.new_queue_wake])  # the doorbell: idle workers wait in partition 0
+        return done
+
+    # -- retrieve --------------------------------------------------------------------------
+    def retrieve(
+        self,
+        max_tasks: int,
+        keep_seconds: int,
+        acked: Sequence[int],
+        block: float = 0.0,
+        submit: Sequence[Row] = (),
+        released: Sequence[int] = (),
+        read_packs: bool = True,
+        incarnation: str = "",
+    ) -> tuple[list[tuple[int, int, Fields]], str | None, Submitted]:
+        submitted = self._submit(list(submit), incarnation)
+        acks, frees = split(acked, self.shards, int), split(released, self.shards, int)
+        rows: list[tuple[int, int, Fields]] = []
+        found: list[str | None] = [None] * self.shards
+        for part in self._order():
+            taken, found[part], _ = QueueStore.retrieve(
+                self.parts[part], max_tasks, keep_seconds, acks.get(part, ()), 0.0, (), frees.get(part, ()), read_packs
+            )
+            rows += taken
+        if block > 0 and not rows and max_tasks > 0:
+            rung = self._wait_any(block)
+            if rung is not None:
+                taken, seen, _ = QueueStore.retrieve(
+                    self.parts[rung], max_tasks, keep_seconds, (), 0.0, (), (), read_packs
+                )
+                rows += taken
+                found[rung] = seen
+        whole = None if any(token is None for token in found) else ",".join(t or "" for t in found)
+        return rows, whole, submitted
+
+    def _wait_any(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` for a completion in any partition; the partition rung."""
+        wakes = [part.keys.done_wake for part in self.parts]
+        if self.one_server:
+            answer = self.client.blpop(wakes, timeout=max(timeout, 0.001))
+            if not answer:
+                return None
+            key = answer[0].decode() if isinstance(answer[0], bytes) else answer[0]
+            return wakes.index(key)
+        deadline = time.monotonic() + timeout
+        while True:
+            for part in self._order():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if self.parts[part].client.blpop([wakes[part]], timeout=max(min(left, TURN_SECONDS), 0.001)):
+                    return part
+
+    def wait_done(self, timeout: float) -> None:
+        self._wait_any(timeout)
+
+    # -- by task ---------------------------------------------------------------------------
+    def cancel(self, requests: Sequence[tuple[int, int | None]]) -> list[Fields | None]:
+        answers: dict[tuple[int, int | None], Fields | None] = {}
+        for part, part_requests in split(requests, self.shards).items():
+            for request, fields in zip(part_requests, QueueStore.cancel(self.parts[part], part_requests)):
+                answers[request] = fields
+                worker = (fields or {}).get(WORKER.encode())
+                if part and worker and fields and fields.get(STATE_B) == STATE_RUNNING_B:
+                    # its heartbeat waits on its control key in partition 0: it stops the task now
+                    self._ring([self.keys.control(worker.decode(errors="replace"))])
+        return [answers[request] for request in requests]
+
+    def ids_with_tag(self, tag: str) -> list[int]:
+        return [i for part in self.parts for i in QueueStore.ids_with_tag(part, tag)]
+
+    def task_fields(self, task_id: int, *names: str) -> list[bytes | None]:
+        return QueueStore.task_fields(self.parts[partition_of(task_id, self.shards)], task_id, *names)
+
+    # -- stats -----------------------------------------------------------------------------
+    def snapshot(self, worker_timeout_ms: int) -> Snapshot:
+        return merge_snapshots([QueueStore.snapshot(part, worker_timeout_ms) for part in self.parts])
+
+    def partition_snapshots(self, worker_timeout_ms: int) -> list[Snapshot]:
+        """Each partition's own snapshot, partition 0 first (per-partition detail)."""
+        return [QueueStore.snapshot(part, worker_timeout_ms) for part in self.parts]
+
+    def export_snapshot(self, levels: int = 16, sample: int = 1000) -> ExportSnapshot:
+        return merge_exports([QueueStore.export_snapshot(part, levels, sample) for part in self.parts])
+
+    def close_idle_connections(self) -> None:
+        for part in self.parts:
+            QueueStore.close_idle_connections(part)
+
+
+def open_store(client: Any, queue: str, shards: int, durability: str = "none") -> QueueStore:
+    """The manager's store of ``queue``: a plain one for an unsharded queue (exactly as
+    before sharding existed), else a ShardedStore."""
+    if shards == 1:
+        return QueueStore(client, queue, durability=durability)
+    return ShardedStore(client, queue, shards, durability)
