@@ -141,12 +141,18 @@ def _cluster(nodes: list[tuple[str, int]], options: dict[str, Any]) -> QueueClus
 
 
 def enabled(client: redis.Redis) -> bool:
-    """Whether the server of ``client`` is a cluster node (``INFO cluster``); a user not
-    allowed INFO is taken to be on a single Redis (use ``redis+cluster://`` then)."""
+    """Whether the server of ``client`` is a cluster node: HELLO without a protocol version
+    (Redis 6.2+, Valkey) tells the server's mode without changing the connection, and every
+    ACL role of ``wq-redis acl`` may send it (INFO is not granted).  A server that refuses
+    it is taken to be a single Redis (``redis+cluster://`` names a cluster then)."""
     try:
-        return int(client.info("cluster").get("cluster_enabled", 0)) == 1
+        hello = client.execute_command("HELLO")
     except redis.ResponseError:
         return False
+    if isinstance(hello, list):  # RESP2: a flat list of names and values
+        hello = dict(zip(hello[::2], hello[1::2]))
+    mode = hello.get(b"mode", hello.get("mode")) if isinstance(hello, dict) else None
+    return mode in (b"cluster", "cluster")
 
 
 def is_cluster(client: Any) -> bool:
