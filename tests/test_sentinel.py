@@ -228,3 +228,21 @@ def test_one_client_follows_a_failover_without_a_restart(sentinels) -> None:
         time.sleep(0.1)  # the sentinels reconfigure the old master a few seconds later
     assert client.set("k", "after")  # on the new master, without a restart
     assert redis.Redis(port=new).get("k") == b"after"
+
+
+def test_a_blocked_wait_moves_to_the_new_master(sentinels) -> None:
+    """A worker's wait for work (BLPOP) in flight at a failover is cut by the
+    +switch-master watch and sent again to the new master, where the work arrives: the
+    retry inside the call asks the sentinels again (redis-py's own reopened the socket
+    on the old master's address)."""
+    client = open_client(sentinels.url)
+    client.ping()
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(client.blpop(["wake"], 20)))
+    waiter.start()
+    old = sentinels.master_port()
+    sentinels.sentinel().execute_command("SENTINEL", "FAILOVER", SERVICE)
+    new = sentinels.wait_promoted(old)
+    redis.Redis(port=new).lpush("wake", "work")
+    waiter.join(30)
+    assert got == [(b"wake", b"work")]
