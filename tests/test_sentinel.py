@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 import redis
-from conftest import Workers
+from conftest import Workers, wait_until
 from failover_tasks import stamped_work
 from helpers_tasks import my_sum
 from sentinel_servers import DOWN_AFTER_MS, SERVICE, SentinelSet
@@ -148,9 +148,9 @@ def _check(tasks, runs, times, received, scenario: str) -> None:
     twice = [i for i, n in ids.items() if n > 1]
     beyond = sum(len(starts) - 1 for starts in runs.values())
     # a task runs twice where the failover lost its claim or its completion: written to the
-    # old master before the clients could know of the new one (the sentinels announce it
-    # once they saw it promoted; each client asks them every WATCH_SECONDS)
-    known = times["promoted"] + sentinel.WATCH_SECONDS + 1.0
+    # old master before the clients could know of the new one (the sentinels announce it,
+    # +switch-master, once they saw it promoted: sentinel_watch.py)
+    known = times["promoted"] + 1.0
     repeated = [min(starts) for starts in runs.values() if len(starts) > 1]
     late = [start - times["failover"] for start in repeated if start > known]
     after = [at for at, _ in received if at > times["promoted"]]
@@ -184,6 +184,35 @@ def test_master_sigkilled_mid_run_every_task_back_once(sentinels, queue_name, tm
     _check(*_run_through(sentinels, queue_name, tmp_path, kill_master), "master SIGKILL")
 
 
+def _our_sentinel_connections(sentinels: SentinelSet) -> list[dict[str, str]]:
+    """Every connection to the three sentinels but their own to each other and the probe's."""
+    found = []
+    for index in range(3):
+        probe = sentinels.sentinel(index)
+        probe.client_setname("probe")
+        for line in probe.execute_command("CLIENT", "LIST").decode().splitlines():
+            fields = dict(item.partition("=")[::2] for item in line.split())
+            if not fields["name"].startswith("sentinel-") and fields["name"] != "probe":
+                found.append(fields)
+        probe.close()
+    return found
+
+
+def test_a_process_watches_the_sentinels_on_one_subscription_without_polling(sentinels) -> None:
+    """Issue 17's thousands of workers: a process's clients (here three, as a worker's
+    stores) cost the sentinels one subscribed connection and no call while the master
+    stays where it is."""
+    clients = [open_client(sentinels.url) for _ in range(3)]
+    for client in clients:
+        client.set("k", "v")
+    assert wait_until(lambda: sum(c["sub"] == "1" for c in _our_sentinel_connections(sentinels)) == 1, 10)
+    before = sum(int(c["tot-cmds"]) for c in _our_sentinel_connections(sentinels))
+    time.sleep(2)  # a poll (each 0.5 s, per client) would ask in this time
+    after = _our_sentinel_connections(sentinels)
+    assert sum(c["sub"] == "1" for c in after) == 1
+    assert sum(int(c["tot-cmds"]) for c in after) == before
+
+
 def test_one_client_follows_a_failover_without_a_restart(sentinels) -> None:
     """What the failover tests rely on: once the old master is demoted, a write through
     the same client lands on the new master (its connection cut by the watch, or refused
@@ -199,3 +228,21 @@ def test_one_client_follows_a_failover_without_a_restart(sentinels) -> None:
         time.sleep(0.1)  # the sentinels reconfigure the old master a few seconds later
     assert client.set("k", "after")  # on the new master, without a restart
     assert redis.Redis(port=new).get("k") == b"after"
+
+
+def test_a_blocked_wait_moves_to_the_new_master(sentinels) -> None:
+    """A worker's wait for work (BLPOP) in flight at a failover is cut by the
+    +switch-master watch and sent again to the new master, where the work arrives: the
+    retry inside the call asks the sentinels again (redis-py's own reopened the socket
+    on the old master's address)."""
+    client = open_client(sentinels.url)
+    client.ping()
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(client.blpop(["wake"], 20)))
+    waiter.start()
+    old = sentinels.master_port()
+    sentinels.sentinel().execute_command("SENTINEL", "FAILOVER", SERVICE)
+    new = sentinels.wait_promoted(old)
+    redis.Redis(port=new).lpush("wake", "work")
+    waiter.join(30)
+    assert got == [(b"wake", b"work")]

@@ -22,8 +22,9 @@ from tls_certs import Certificates, make_certificates
 import wq_redis as wq
 from wq_redis.embedded.server import RedisServer, ServerStartFailed, bundled_server_binary
 from wq_redis.embedded.server_tls import ServerTls, supports_tls
+from wq_redis.protocol import cluster, sentinel
 from wq_redis.protocol.connection import RedisUnavailable
-from wq_redis.protocol.tls import TlsFileError
+from wq_redis.protocol.tls import TlsFileError, tls_files, with_tls
 
 
 def tls_server_binary() -> str:
@@ -184,3 +185,26 @@ def test_server_command_serves_tls_and_names_a_binary_without_it(certs: Certific
             server.start()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme"),
+    [
+        ("redis://h:6379/0", "rediss"),
+        ("redis+sentinel://h:26379/svc", "rediss+sentinel"),
+        ("sentinel://h:26379/svc", "rediss+sentinel"),
+        ("rediss+sentinel://h:26379/svc", "rediss+sentinel"),
+        ("redis+cluster://h:7000", "rediss+cluster"),
+    ],
+)
+def test_tls_options_turn_tls_on_for_every_kind_of_url(url: str, scheme: str, certs: Certificates) -> None:
+    """``--tls-*`` with a plain Sentinel or Cluster URL: the files alone would be read and
+    ignored (their code turns TLS on by the scheme), so the scheme says TLS too."""
+    found = with_tls(url, tls_files(certs.ca, certs.client_cert, certs.client_key))
+    assert found.partition("://")[0] == scheme
+    if "sentinel" in scheme:
+        parts = sentinel.parse(found)
+        assert parts["master"]["ssl"] and parts["sentinel"]["ssl"]
+        assert parts["master"]["ssl_ca_certs"] == parts["sentinel"]["ssl_ca_certs"] == certs.ca
+    elif "cluster" in scheme:
+        assert cluster.parse(found)["options"]["ssl"] is True

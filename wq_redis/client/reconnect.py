@@ -4,7 +4,11 @@ Redis may be away for a restart, a failover or a network fault: the workers hold
 results and deliver them later, so a manager that keeps trying loses nothing.  Every
 manager round trip goes through ``Reconnect.call``: on a connection error it retries
 with backoff until Redis answers or ``reconnect_timeout`` seconds have passed since the
-outage began, logging once when it starts waiting and once when Redis is back.  Only
+outage began, logging once when it starts waiting and once when Redis is back.  An
+outage is what ``protocol.pipeline.outage`` says: refused or dropped connections,
+timeouts, a Redis still loading its data (BusyLoadingError is a ConnectionError), and a
+Redis that takes no writes for now (READONLY from a master demoted under a plain
+``redis://`` URL, NOREPLICAS, MASTERDOWN).  Only
 then does it raise ``RedisUnavailable``, which says how to re-attach: the tasks already
 submitted stay in Redis.
 
@@ -24,15 +28,13 @@ import redis
 
 from ..protocol.connection import RedisUnavailable, safe_url
 from ..protocol.outage import OutageLog
+from ..protocol.pipeline import described, outage
 
 log = logging.getLogger("wq_redis.client.queue")
 T = TypeVar("T")
 
 DEFAULT_RECONNECT_TIMEOUT = 60.0
 FIRST_DELAY, MAX_DELAY = 0.1, 2.0
-# what an outage raises: refused or dropped connections, timeouts, a Redis still loading
-# its data after a restart (BusyLoadingError is a ConnectionError)
-OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
 def reconnect_timeout_from(value: float | None) -> float:
@@ -60,7 +62,8 @@ class Reconnect:
         self.timeout = timeout
         self._outage = OutageLog(
             log,
-            down="Redis at {url} is unreachable ({error}); queue {queue!r} waits for it for up to {timeout:g} s",
+            down="Redis at {url} is unreachable or takes no writes ({error}); queue {queue!r} waits for it for up "
+            "to {timeout:g} s",
             back="Redis at {url} is back after {seconds:.1f} s; queue {queue!r} goes on",
             url=self.url,
             queue=queue,
@@ -74,15 +77,18 @@ class Reconnect:
         while True:
             try:
                 result = operation()
-            except OUTAGE_ERRORS as exc:
-                self._outage.failed(error=exc)
+            except redis.RedisError as exc:
+                if not outage(exc):
+                    raise
+                self._outage.failed(error=described(exc))
                 waited = self._outage.lasted()
                 if waited + delay > self.timeout:
                     self._outage.forget()  # a later call waits again, from then on
                     raise RedisUnavailable(
-                        f"Redis at {self.url} has been unreachable for {waited:.0f} s (reconnect_timeout="
-                        f"{self.timeout:g}): {exc}.  The tasks already submitted are kept in Redis: once it is "
-                        f"back, WorkQueue({self.queue!r}) on the same Redis re-attaches to them"
+                        f"Redis at {self.url} has been unreachable or read-only for {waited:.0f} s "
+                        f"(reconnect_timeout={self.timeout:g}): {described(exc)}.  The tasks already submitted are "
+                        f"kept in Redis: once it is back, WorkQueue({self.queue!r}) on the same Redis re-attaches "
+                        "to them"
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_DELAY)

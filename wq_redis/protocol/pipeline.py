@@ -15,6 +15,39 @@ from .durability import Durability
 from .keys import QueueKeys
 from .lua import SCRIPT_NAMES, load_script
 
+# Refusals of a server that takes no writes for now, where waiting helps (another server
+# is being promoted, a replica reconnects): a master demoted under a plain redis:// URL
+# (READONLY; a BLPOP it was serving ends UNBLOCKED), one with min-replicas-to-write and
+# too few replicas (NOREPLICAS), a replica cut from its master (MASTERDOWN).  A refused
+# call wrote nothing (Redis refuses a script at its first write, before any), and each
+# of ours is safe to send again.
+NOT_WRITABLE_CODES = ("READONLY", "NOREPLICAS", "MASTERDOWN", "UNBLOCKED")
+
+
+def not_writable(error: BaseException) -> bool:
+    """Whether Redis refused a call only because it takes no writes now (see
+    NOT_WRITABLE_CODES): an outage to ride out, as a lost connection is."""
+    if isinstance(error, (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError)):
+        return True  # redis-py strips the code from these messages
+    if not isinstance(error, redis.ResponseError):
+        return False
+    # the reply's code; redis-py's pipelines put "Command # n (...) of pipeline caused
+    # error: " before the message
+    return getattr(error, "status_code", None) in NOT_WRITABLE_CODES or str(error).startswith(NOT_WRITABLE_CODES)
+
+
+def outage(error: BaseException) -> bool:
+    """Whether ``error`` is an outage of Redis (unreachable, or not writable now) rather
+    than a refusal that retrying would only repeat."""
+    return isinstance(error, (redis.ConnectionError, redis.TimeoutError)) or not_writable(error)
+
+
+def described(error: BaseException) -> str:
+    """``error`` for an outage's log line: redis-py drops READONLY's code from its text."""
+    if isinstance(error, redis.exceptions.ReadOnlyError):
+        return f"READONLY {error} (a replica: was the master demoted? a redis+sentinel:// URL follows the master)"
+    return str(error)
+
 
 def wrong_type(error: Exception) -> bool:
     """Whether Redis refused a call because a key holds another type (another client's garbage)."""

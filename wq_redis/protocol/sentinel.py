@@ -17,6 +17,9 @@ ConnectionError, which every caller of ours already retries on a fresh connectio
 sentinels again.  So a failover costs the calls in flight a retry, never a restart.  The
 scripts are not on the promoted master (SCRIPT LOAD is not replicated): its first
 EVALSHA answers NOSCRIPT, and the pipeline loads them again (``ScriptPipeline._pipeline``).
+Connections do not wait for the old master to refuse them: the sentinels' ``+switch-master``
+event cuts them as soon as the master moved (sentinel_watch.py, one subscription per
+process).
 
 A worker's fast lane (another process) opens its client from ``settings_of``: for a
 Sentinel client those are the sentinels' addresses, the service and the master's
@@ -25,24 +28,23 @@ connection options, so the lane too follows the master as it moves.
 
 from __future__ import annotations
 
+import os
 import re
-import socket
 import threading
-import time
-import weakref
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.connection import parse_url
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
+
+from .sentinel_watch import SwitchWatch
 
 SCHEMES = ("redis+sentinel", "rediss+sentinel", "sentinel")
 DEFAULT_PORT = 26379
 # A sentinel that does not answer quickly is skipped for the next (redis-py asks them in
 # turn, without retries): a dead one must not hold up finding the master.
 SENTINEL_TIMEOUT = 1.0
-WATCH_SECONDS = 0.5  # how often each client asks the sentinels whether the master moved
 SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
 
 
@@ -124,68 +126,69 @@ def _master_client(
     sentinels: list[tuple[str, int]], service: str, sentinel_options: dict[str, Any], options: dict[str, Any]
 ) -> redis.Redis:
     """``options["ssl"]``: TLS to the master (SentinelConnectionPool picks its connection
-    class by it)."""
-    manager = Sentinel(
-        sentinels,
-        sentinel_kwargs={
-            "socket_timeout": SENTINEL_TIMEOUT,
-            "socket_connect_timeout": SENTINEL_TIMEOUT,
-            "socket_keepalive": True,
-            **sentinel_options,
-        },
-    )
-    client = manager.master_for(service, **options)
-    MasterWatch.start(client.connection_pool)
+    class by it).  The process's clients of the same sentinels share one ``Sentinel``
+    (its connections to the sentinels) and one watch of their ``+switch-master`` events
+    (sentinel_watch.py)."""
+    manager = _manager(sentinels, sentinel_options)
+    tls = bool(options.pop("ssl", False))
+    connection_class = FollowingSSLConnection if tls else FollowingConnection
+    client = manager.master_for(service, connection_class=connection_class, **options)
+    SwitchWatch.add(manager, client.connection_pool)
     return client
 
 
-class MasterWatch:
-    """Asks the sentinels every WATCH_SECONDS which server is the master, and cuts every
-    connection of ``pool`` to another.
+class FollowingConnection(SentinelManagedConnection):
+    """A connection of a master pool that asks the sentinels for the master every time
+    it opens a socket.
 
-    redis-py asks only when a connection opens, and a connection to the old master learns
-    of the failover only when that server refuses a write.  After ``SENTINEL FAILOVER``
-    the old master goes on taking writes until the sentinels reconfigure it, several
-    seconds later: claims and completions written there meanwhile are lost with it (the
-    issue measured 850 tasks run twice).  Cut at once, the calls in flight fail as on a
-    dropped connection (the owner's thread sees ConnectionError and retries on a fresh
-    connection, which asks the sentinels): only the calls of the last WATCH_SECONDS go to
-    the old master.  Idle connections are closed by redis-py itself
-    (``get_master_address``); busy ones (a worker's wait for work, a lane's own
-    connection) have their socket shut down, never closed from this thread, so that their
-    owner's read ends with an error it handles.
+    redis-py's own asks only in ``connect``, which its pool calls; a connection dropped
+    in the middle of a command (a failover cut it: sentinel_watch.py; the old master
+    refused a write READONLY) is reopened by the client's retry through
+    ``send_packed_command`` -> ``connect_check_health``, on the host and port it had:
+    the old master, which takes writes until the sentinels demote it, and they are lost
+    with it.  So the address is asked here, where every opening passes, and ``connect``
+    does not ask a second time."""
 
-    One SENTINEL call per WATCH_SECONDS per process, on its own connection."""
+    def connect(self) -> None:
+        if not self.connection_pool.is_master:
+            return super().connect()
+        self.retry.call_with_retry(
+            lambda: self.connect_check_health(
+                check_health=self.connection_pool.check_connection, retry_socket_connect=False
+            ),
+            lambda _error: None,
+        )
 
-    @classmethod
-    def start(cls, pool: SentinelConnectionPool) -> None:
-        ref = weakref.ref(pool)
-        threading.Thread(target=cls._watch, args=(ref,), name="wq-sentinel-watch", daemon=True).start()
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if self.connection_pool.is_master and not self.is_connected:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
 
-    @staticmethod
-    def _watch(ref: weakref.ReferenceType[SentinelConnectionPool]) -> None:
-        while True:
-            time.sleep(WATCH_SECONDS)
-            pool = ref()
-            if pool is None:
-                return
-            try:
-                known = pool.proxy.master_address
-                if known is None:  # no connection opened yet
-                    continue
-                found = pool.get_master_address()  # closes the idle connections when it moved
-            except redis.RedisError:
-                continue  # no sentinel answers: the connections' own errors tell
-            if found != known:
-                for conn in list(pool._get_in_use_connections()):
-                    if (conn.host, conn.port) != found:
-                        sock = getattr(conn, "_sock", None)
-                        if sock is not None:
-                            try:
-                                sock.shutdown(socket.SHUT_RDWR)
-                            except OSError:
-                                pass
-            del pool
+
+class FollowingSSLConnection(FollowingConnection, SentinelManagedSSLConnection):
+    pass
+
+
+_managers: dict[tuple[Any, ...], Sentinel] = {}
+_managers_lock = threading.Lock()
+
+
+def _manager(sentinels: list[tuple[str, int]], sentinel_options: dict[str, Any]) -> Sentinel:
+    """This process's ``Sentinel`` for those sentinels and options (all plain values)."""
+    key = (os.getpid(), tuple(sentinels), tuple(sorted((k, repr(v)) for k, v in sentinel_options.items())))
+    with _managers_lock:
+        manager = _managers.get(key)
+        if manager is None:
+            manager = _managers[key] = Sentinel(
+                sentinels,
+                sentinel_kwargs={
+                    "socket_timeout": SENTINEL_TIMEOUT,
+                    "socket_connect_timeout": SENTINEL_TIMEOUT,
+                    "socket_keepalive": True,
+                    **sentinel_options,
+                },
+            )
+        return manager
 
 
 def _is_tls(connection_class: type) -> bool:

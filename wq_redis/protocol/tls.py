@@ -22,6 +22,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 TLS_ENV = {"ca_cert": "WQ_TLS_CA_CERT", "cert": "WQ_TLS_CERT", "key": "WQ_TLS_KEY"}
 # Our names -> redis-py's client options (and URL query parameters).
 REDIS_PY_OPTION = {"ca_cert": "ssl_ca_certs", "cert": "ssl_certfile", "key": "ssl_keyfile"}
+# A URL's scheme -> the one that speaks TLS (redis-py's and ours: sentinel.py, cluster.py).
+TLS_SCHEME = {
+    "redis": "rediss",
+    "redis+sentinel": "rediss+sentinel",
+    "sentinel": "rediss+sentinel",
+    "redis+cluster": "rediss+cluster",
+}
 # What each file is, for messages: the command-line option that names it.
 OPTION_NAME = {"ca_cert": "--tls-ca-cert", "cert": "--tls-cert", "key": "--tls-key"}
 
@@ -58,16 +65,17 @@ def tls_files(
 
 def with_tls(url: str, files: Mapping[str, str]) -> str:
     """``url`` speaking TLS with ``files`` (see ``tls_files``): ``redis://`` becomes
-    ``rediss://``; parameters already in the URL stay unless a file replaces them.  Other
-    schemes keep theirs (their own code reads the same parameters); ``unix://`` refuses."""
+    ``rediss://``, ``redis+sentinel://`` (and ``sentinel://``) ``rediss+sentinel://``,
+    ``redis+cluster://`` ``rediss+cluster://`` (TLS is the scheme's choice in all three:
+    the files alone would be read and not used); parameters already in the URL stay
+    unless a file replaces them.  ``unix://`` refuses."""
     if not files:
         return url
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "unix":
         raise TlsFileError("TLS options need a TCP Redis URL (redis:// or rediss://), not a unix socket")
-    if scheme == "redis":
-        scheme = "rediss"
+    scheme = TLS_SCHEME.get(scheme, scheme)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     query.update({REDIS_PY_OPTION[what]: path for what, path in files.items()})
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))

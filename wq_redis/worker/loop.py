@@ -249,7 +249,8 @@ class Worker(Groups, LaneSide, Leases):
                 o.metrics_addr, o.metrics_ports or range(0, 1), o.metrics_advertise
             )
             log.info("Prometheus metrics: http://%s/metrics (bound to %s)", self.metrics_address, o.metrics_addr)
-        self._register()
+        if not self.outage.ride_out("registration", self._register, lambda: self._draining or self._abort):
+            return 0  # stopped while Redis took no writes: nothing registered, nothing to hand back
         heartbeat = self._heartbeat_thread = threading.Thread(
             target=self._heartbeat_loop, name="heartbeat", daemon=True
         )

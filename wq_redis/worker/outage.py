@@ -17,9 +17,11 @@ import redis
 
 from ..protocol.cluster import address as cluster_address
 from ..protocol.outage import OutageLog
+from ..protocol.pipeline import described, outage
 from ..protocol.sentinel import address as sentinel_address
 
 log = logging.getLogger("wq_redis.worker")
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.1, 2.0  # ``ride_out``'s backoff
 BROKEN_KEY_LOG_SECONDS = 60.0  # a key of the wrong type is logged at most this often (it is counted every time)
 
 
@@ -50,12 +52,36 @@ class RedisOutage:
         )
 
     def failed(self, what: str, exc: BaseException) -> None:
-        self._log.failed(what=what, error=exc)
+        self._log.failed(what=what, error=described(exc))
 
     def succeeded(self) -> None:
         if self._log.since is None:  # the usual case (every claim): not even a call
             return
         self._log.succeeded()
+
+    def ride_out(self, what: str, call: Callable[[], None], stopping: Callable[[], bool]) -> bool:
+        """``call()`` until it gets through an outage (``protocol.pipeline.outage``: Redis
+        unreachable, or taking no writes: a demoted master, NOREPLICAS), with backoff up
+        to RETRY_MAX_SECONDS; for the calls a worker makes once, at start (its
+        registration), which would otherwise end it.  False when ``stopping()`` turned
+        true first (a signal); any other error is raised."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                call()
+            except redis.RedisError as exc:
+                if not outage(exc):
+                    raise
+                self.failed(what, exc)
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline:
+                    if stopping():
+                        return False
+                    time.sleep(min(0.1, delay))
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            self.succeeded()
+            return True
 
 
 class BrokenKeys:
