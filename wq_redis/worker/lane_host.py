@@ -85,6 +85,11 @@ class LaneSide(LaneHost):
         followers = self._pace.followers()
         self._lane_runs += 1  # each lane leases under a token prefix of its own (see lane_gone)
         claim = self._claim_arguments(free, followers, f"{self.session}~{self._lane_runs}", eligible)
+        # The lane's claims do not ring the heartbeat: a renewal right after a lane's claim
+        # races the lane's own delivery (a quick task is delivered and retrieved within a
+        # millisecond), and a lease found gone before the ledger says the task is done
+        # stops the child.  The idle beats renew a task the lane runs long in time anyway.
+        claim["wake_heartbeat"] = False
         proc = self.pool.acquire([])
         try:
             spec = LaneSpec(

@@ -90,8 +90,6 @@ class ChildLane:
                     return LaneEnd([], [], eligible, undelivered=_sendable(results[0][2]))
                 return LaneEnd([], [], error=f"claim failed ({exc})")
             claim["wake_on"] = eligible
-            if claimed:  # the heartbeat was rung for it (claim.lua): once is enough
-                claim["wake_heartbeat"] = False
             if results and not delivered:  # not recorded now (a key it writes is broken): the worker holds it
                 return LaneEnd(claimed, broken, eligible, undelivered=_sendable(results[0][2]))
             task = lane_task(claimed)
