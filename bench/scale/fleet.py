@@ -121,6 +121,7 @@ class SimWorker:
         self.held: dict[int, str] = {}  # leases of results not yet delivered (the heartbeat renews them)
         self.beats = 0
         self.last_reap = time.monotonic()
+        self.last_work = 0.0  # monotonic time of the last task "run" (its beats are busy for a period after)
         self.claims = self.blocking = self.fruitful = 0
         self.empty_measured = 0  # woken, and nothing to take (measured claims only)
         self.tasks = self.delivered = self.errors = 0
@@ -239,6 +240,7 @@ class SimWorker:
         if not claimed:
             return []
         self.fruitful += 1
+        self.last_work = time.monotonic()
         self.tasks += len(claimed)
         started = time.perf_counter()
         results = []
@@ -279,7 +281,9 @@ class Heartbeats(threading.Thread):
             except redis.RedisError:
                 self.errors += 1
             # (the period of a worker holding leases, or of one holding none)
-            interval = self.busy_interval if self.workers[index].held else self.interval
+            worker = self.workers[index]
+            busy = worker.held or time.monotonic() - worker.last_work <= self.busy_interval
+            interval = self.busy_interval if busy else self.interval
             heapq.heapreplace(due, (time.monotonic() + interval, index))
 
 

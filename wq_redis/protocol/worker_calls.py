@@ -88,6 +88,7 @@ class WorkerCalls(ScriptPipeline):
         on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
         ends_at: float = 0.0,
         wake_heartbeat: bool = False,
+        known_queues: int = -1,
     ) -> tuple[list[Claimed], list[str], list[Delivery]]:
         """Deliver finished ``results`` (see ``complete``: per result a ``Delivery``) and
         claim new tasks, in one round trip: the results' resources are free again, so the
@@ -115,7 +116,10 @@ class WorkerCalls(ScriptPipeline):
         counted from the end of the block, the latest the claim can run.
 
         ``wake_heartbeat``: a claim that takes anything rings the worker's control key
-        (its heartbeat waits an idle worker's long period: the busy beats start now)."""
+        (its heartbeat waits an idle worker's long period: the busy beats start now).
+
+        ``known_queues``: how many queues the worker knew registered (``registry_seen`` of
+        another store of it: a lane's first claim), used until this store's own first claim."""
         k = self.keys
         claim_args = [
             k.prefix,
@@ -140,7 +144,7 @@ class WorkerCalls(ScriptPipeline):
             follower_bytes,
             max_task_bytes,
             _time_left_ms(ends_at, block_seconds if wake_on is not None else 0.0),
-            self._registry_seen,
+            self._registry_seen if self._registry_seen >= 0 else known_queues,
             1 if wake_on is not None else 0,
             1 if wake_heartbeat else 0,
         ]
@@ -203,6 +207,11 @@ class WorkerCalls(ScriptPipeline):
         ]
         self._read_big_fields(tasks)
         return tasks, [m.decode() for m in eligible], self._accepted(calls, answers)
+
+    @property
+    def registry_seen(self) -> int:
+        """Queues registered at this store's last claim (-1: none yet)."""
+        return self._registry_seen
 
     def _wake_keys(self, names: list[str]) -> list[str]:
         """``names`` without the wake keys found broken in the last BROKEN_WAKE_SECONDS."""

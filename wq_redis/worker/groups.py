@@ -118,6 +118,7 @@ class Groups:
 
         ``after``: a prefetched group, left for the next slot holding ``after`` that is
         done (when none holds it any more, it starts now)."""
+        self._last_work = time.monotonic()
         refused = [task for task in group if task.refused]
         if refused:
             self._refuse(refused)

@@ -90,6 +90,9 @@ class LaneSide(LaneHost):
         # millisecond), and a lease found gone before the ledger says the task is done
         # stops the child.  The idle beats renew a task the lane runs long in time anyway.
         claim["wake_heartbeat"] = False
+        # the lane's own store knows no queue before its first claim: it starts from ours,
+        # so that a new queue it is woken for is passed on to the other idle workers
+        claim["known_queues"] = self.store.registry_seen
         proc = self.pool.acquire([])
         try:
             spec = LaneSpec(
@@ -121,6 +124,7 @@ class LaneSide(LaneHost):
         self, task_id: int, token: str, member: str, fields: dict[bytes, bytes], stop: Any
     ) -> tuple[Attempt, Request]:
         attempt = Attempt(Claimed(task_id, token, member, fields))
+        self._last_work = time.monotonic()
         with self._lock:
             for stale in [a for a in self._running.values() if a.task_id == task_id]:
                 stale.cancel()

@@ -96,6 +96,7 @@ class Leases:
     _ends_at: float  # time.time() of this worker's end (--wall-time), 0 = none
     _last_beat: float
     _beat_idle: bool  # the heartbeat waits an idle period: a claim that takes something rings it
+    _last_work: float  # time.monotonic() of the last task started (groups.py, lane_host.py)
     _heartbeat_thread: threading.Thread | None
 
     def _status(self) -> str:
@@ -123,7 +124,9 @@ class Leases:
             if self._ends_at and time.time() >= self._ends_at:
                 self._end_of_life()
                 continue
-            self._beat_idle = self._holds_nothing()  # (claims then ring the control key: see the module doc)
+            # idle: nothing held, and no task started for a busy beat's period (a worker
+            # between short tasks stays on the busy beat: its claims would ring it each time)
+            self._beat_idle = self._holds_nothing() and time.monotonic() - self._last_work > busy_interval
             interval = idle_interval if self._beat_idle else busy_interval
             try:
                 # (after a failure, wait here: a Redis that is away answers at once)

@@ -172,6 +172,7 @@ class Worker(Groups, LaneSide, Leases):
         self._ends_at = time.time() + options.wall_time if options.wall_time > 0 else 0.0  # claims read it
         self._last_beat = time.monotonic()
         self._beat_idle = False
+        self._last_work = 0.0
         self._heartbeat_thread: threading.Thread | None = None
         self._wait_seconds = idle_wait_seconds(options)
         self._idle_block = self._wait_seconds  # this idle wait's bound (_loop: never past the idle timeout)
