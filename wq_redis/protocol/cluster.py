@@ -202,22 +202,28 @@ class _SlotMixin:
     owner: SlotOwner
     host: str
     port: int
+    is_connected: bool  # (Connection's property)
 
     def __init__(self, *args: Any, owner: SlotOwner, **kwargs: Any) -> None:
         self.owner = owner
         super().__init__(*args, **kwargs)
 
-    def _connect(self) -> Any:
-        self.host, self.port = self.owner.address()
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        """Every socket opening passes here (``connect``, and a retry's reconnect through
+        ``send_packed_command``): it opens to the slot's owner as known now."""
+        if not self.is_connected:
+            self.host, self.port = self.owner.address()
         try:
-            return super()._connect()  # type: ignore[misc]
-        except OSError:
+            super().connect_check_health(  # type: ignore[misc]  # a mixin: Connection is the next class
+                check_health=check_health, retry_socket_connect=retry_socket_connect
+            )
+        except (OSError, redis.ConnectionError):
             self.owner.lost()
             raise
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]  # a mixin: Connection is the next class
         except MovedError as exc:
             self.owner.moved((exc.host, exc.port))
             raise SlotMoved(f"slot {exc.slot_id} moved to {exc.host}:{exc.port}") from None

@@ -139,7 +139,7 @@ class ScriptPipeline:
                 elif name == "blpop":  # an idle worker waits, then its claim runs at once
                     commands.append(("BLPOP", *keys, args[0]))
                 elif name == "wait":
-                    commands.append(self.durability.command)  # type: ignore[union-attr]
+                    commands.append(self.durability.command)  # type: ignore[union-attr]  # a "wait" call exists only with a level
                 else:
                     commands.append(("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args))
             answers = self._round_trip(commands, early if len(todo) == len(calls) else None)
@@ -155,7 +155,7 @@ class ScriptPipeline:
                     results[index] = answer
             if not retry:
                 if wait_at is not None:
-                    self.durability.check(results.pop(wait_at))  # type: ignore[union-attr]
+                    self.durability.check(results.pop(wait_at))  # type: ignore[union-attr]  # wait_at is set only with a level
                 return results
             self._load_scripts()
             todo = [
