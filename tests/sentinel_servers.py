@@ -69,6 +69,9 @@ class SentinelSet:
         data = os.path.join(self.dir, name)
         os.makedirs(data)
         extra = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
+        # no diskless-sync delay (a replica's first sync would wait 5 s for others to join),
+        # no shutdown-timeout (a stopped master would wait for its replicas)
+        extra += ["--repl-diskless-sync-delay", "0", "--shutdown-timeout", "0"]
         return ServerOn(self.binary, data_dir=data, extra_args=extra)
 
     def _sentinel(self, port: int) -> subprocess.Popen[bytes]:

@@ -27,8 +27,15 @@ def replicated(tmp_path, monkeypatch):
     os.makedirs(tmp_path / "m")
     os.makedirs(tmp_path / "r")
     binary = server_binary()  # valkey's where installed: it has WAITAOF
-    master = ServerOn(binary, data_dir=str(tmp_path / "m")).start()
-    replica = ServerOn(binary, data_dir=str(tmp_path / "r"), extra_args=["--replicaof", "127.0.0.1", str(master.port)])
+    # (no diskless-sync delay: the replica's first sync would wait 5 s for others to join;
+    # shutdown-timeout 0: a server's exit would wait for its replicas)
+    quick = ["--repl-diskless-sync-delay", "0", "--shutdown-timeout", "0"]
+    master = ServerOn(binary, data_dir=str(tmp_path / "m"), extra_args=quick).start()
+    replica = ServerOn(
+        binary,
+        data_dir=str(tmp_path / "r"),
+        extra_args=["--replicaof", "127.0.0.1", str(master.port), *quick],
+    )
     replica.start()
     client = redis.Redis(port=master.port)
     try:
@@ -36,8 +43,8 @@ def replicated(tmp_path, monkeypatch):
         yield master
     finally:
         client.close()
-        replica.stop()
-        master.stop()
+        replica.stop(timeout=2)
+        master.stop(timeout=2)  # (one whose AOF a test turned off may not exit on SIGTERM at once)
 
 
 def waits(url: str, command: str = "wait") -> int:

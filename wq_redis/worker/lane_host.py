@@ -116,7 +116,7 @@ class LaneSide(LaneHost):
         if end.error:
             self.outage.failed("the fast lane's claim", RuntimeError(end.error))
             time.sleep(LANE_FAILED_RETRY_SECONDS)
-            return [], []
+            return [], eligible  # (the queues to wait on stay those last seen)
         self._queue_had_more = left_more(end.claimed, followers)
         return end.claimed, eligible if end.eligible is None else end.eligible
 

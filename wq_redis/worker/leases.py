@@ -114,7 +114,10 @@ class Leases:
         busy_interval = min(self.options.lease_seconds / HEARTBEATS_PER_LEASE, HEARTBEAT_MAX_SECONDS)
         idle_interval = min(self.options.lease_seconds * IDLE_HEARTBEAT_LEASES, IDLE_HEARTBEAT_MAX_SECONDS)
         reap_every = self.options.lease_seconds * REAP_EVERY_LEASES
-        last_reap = time.monotonic()
+        # a worker that just started (often in the place of one that died) tries the reaper
+        # a busy beat's period after its start, its beat shortened for it; then every
+        # reap_every, at the beats that come due
+        next_reap, first_reap = time.monotonic() + busy_interval, True
         failed = False
         while not self._stopping.is_set():
             if self._abort:
@@ -135,12 +138,15 @@ class Leases:
                 wait = interval
                 if self._ends_at:  # wake at the wall time's end, not a beat later
                     wait = max(min(wait, self._ends_at - time.time()), 0.05)
-                # the reaper's lock is tried with the renewal that is due for it (no call of its own)
-                reap_due = time.monotonic() - last_reap >= reap_every
+                if first_reap:
+                    wait = max(min(wait, next_reap - time.monotonic()), 0.05)
+                # the reaper's lock is tried with the renewal that is due for it, at the end of
+                # this wait (no call of its own)
+                reap_due = time.monotonic() + wait >= next_reap
                 if self._heartbeat(wait=wait, reaper_lock_ms=int(self.lease_ms * REAP_EVERY_LEASES) if reap_due else 0):
                     self.store.reap(lock_ms=0, worker_timeout_ms=self.lease_ms * SILENT_LEASES, force=True)
                 if reap_due:
-                    last_reap = time.monotonic()
+                    next_reap, first_reap = time.monotonic() + reap_every, False
                 failed = False
                 self._last_beat = time.monotonic()
                 self.outage.succeeded()
@@ -228,7 +234,7 @@ class Leases:
         changed = False
         if renewal.blocked != self._host_blocked:
             log.info("this host is %s for queue %r", "blocked" if renewal.blocked else "unblocked", self.options.queue)
-            self._host_blocked = changed = renewal.blocked
+            self._host_blocked, changed = renewal.blocked, True
         if renewal.shutdown and not self._draining:
             log.info("the manager asked this worker to shut down: finishing running tasks, then exiting")
             self._draining = changed = True

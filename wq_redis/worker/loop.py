@@ -177,6 +177,7 @@ class Worker(Groups, LaneSide, Leases):
         self._wait_seconds = idle_wait_seconds(options)
         self._idle_block = self._wait_seconds  # this idle wait's bound (_loop: never past the idle timeout)
         self._looked = False  # the last idle wait's claim found nothing, and nothing changed since
+        self._eligible: list[str] = []  # the queues the last claim found this worker can take
         self.metrics: WorkerMetrics | None = None
         self.metrics_address = ""
         if options.metrics_ports is not None:
@@ -385,10 +386,13 @@ class Worker(Groups, LaneSide, Leases):
             self.outage.failed("claim", exc)
             self.outbox.hold(batch)
             time.sleep(CLAIM_RETRY_SECONDS)
-            return [], []
+            # the queues to wait on stay those last seen: a wait on none of them would hear
+            # only of new queues, and tasks submitted when Redis is back would wait it out
+            return [], list(wake_on) if wake_on is not None else self._eligible
         finally:
             self._blocked = False
         self.outage.succeeded()
+        self._eligible = eligible
         self.outbox.delivered(batch, accepted)
         self._queue_had_more = left_more(claimed, followers)
         return claimed, eligible
