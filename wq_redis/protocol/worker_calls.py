@@ -31,6 +31,7 @@ from .pipeline import ScriptPipeline, wrong_type
 
 COMPLETE_BATCH = 256  # results per complete.lua call
 COMPLETE_BYTES = 16 * 1024 * 1024  # a call past its first result carries at most this much
+BROKEN_WAIT_SECONDS = 2.0  # a worker whose every wake key is broken claims again this often
 BROKEN_WAKE_SECONDS = 60.0  # a wake key of the wrong type is left out of a worker's waits this long
 
 
@@ -162,8 +163,9 @@ class WorkerCalls(ScriptPipeline):
             names = self._wake_keys([k.wake(m) for m in wake_on] + [k.new_queue_wake, k.worker_wake(worker)])
             if names:
                 calls.append(("blpop", names, [min(max(block_seconds, 0.001), LONGEST_WAIT_SECONDS)]))
-            else:  # every key to wait on is broken: wait here, or the worker would spin
-                time.sleep(block_seconds)
+            else:  # every key to wait on is broken: wait here, or the worker would spin (not
+                # for a whole idle wait: nothing can ring it, and a local task may finish)
+                time.sleep(min(block_seconds, BROKEN_WAIT_SECONDS))
         answers = self._pipeline(
             calls
             + [
