@@ -46,6 +46,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
 
+from .hostlist import parse_hostlist
+
 SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_PORT = 6379
 REFRESH_SECONDS = 0.2  # the slot map is asked again at most this often per queue client
@@ -67,7 +69,7 @@ def parse(url: str) -> dict[str, Any]:
     TLS, redis-py's URL options).  Raises ValueError saying what is wrong."""
     parts = urlsplit(url)
     userinfo, _, hostlist = parts.netloc.rpartition("@")
-    nodes = [_address(item) for item in hostlist.split(",") if item.strip()]
+    nodes = parse_hostlist(hostlist, "node", DEFAULT_PORT)
     if not nodes:
         raise ValueError("it names no node (host:port after ://)")
     if parts.path.strip("/") not in ("", "0"):
@@ -87,20 +89,6 @@ def parse(url: str) -> dict[str, Any]:
     if parts.scheme.lower() == "rediss+cluster":
         options["ssl"] = True
     return {"nodes": nodes, "options": options}
-
-
-def _address(item: str) -> tuple[str, int]:
-    item = item.strip()
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        port = rest.removeprefix(":")
-    else:
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
-    if not host:
-        raise ValueError(f"node {item!r} has no host")
-    if port and not port.isdigit():
-        raise ValueError(f"node {item!r}: port {port!r} is not a number")
-    return host, int(port) if port else DEFAULT_PORT
 
 
 class QueueCluster(RedisCluster):

@@ -38,6 +38,7 @@ import redis
 from redis.connection import parse_url
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
+from .hostlist import parse_hostlist
 from .sentinel_watch import SwitchWatch
 
 SCHEMES = ("redis+sentinel", "rediss+sentinel", "sentinel")
@@ -65,7 +66,7 @@ def parse(url: str) -> dict[str, Any]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     userinfo, _, hostlist = parts.netloc.rpartition("@")
-    sentinels = [_address(item) for item in hostlist.split(",") if item.strip()]
+    sentinels = parse_hostlist(hostlist, "sentinel", DEFAULT_PORT)
     if not sentinels:
         raise ValueError("it names no sentinel (host:port after ://)")
     path = [unquote(p) for p in parts.path.split("/") if p]
@@ -98,21 +99,6 @@ def parse(url: str) -> dict[str, Any]:
             if name in master:
                 sentinel[name] = master[name]
     return {"sentinels": sentinels, "service": path[0], "master": master, "sentinel": sentinel}
-
-
-def _address(item: str) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6]:port``."""
-    item = item.strip()
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        port = rest.removeprefix(":")
-    else:
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
-    if not host:
-        raise ValueError(f"sentinel {item!r} has no host")
-    if port and not port.isdigit():
-        raise ValueError(f"sentinel {item!r}: port {port!r} is not a number")
-    return host, int(port) if port else DEFAULT_PORT
 
 
 def connect(url: str, options: dict[str, Any]) -> redis.Redis:
