@@ -84,6 +84,19 @@ def _count(client: redis.Redis, pattern: str) -> int:
     return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
 
 
+@pytest.mark.parametrize("garbage", ["hash", "not a count", "0"])
+def test_another_clients_value_at_the_shard_count_reads_as_never_sharded(redis_url, queue_name, garbage):
+    client = redis.Redis.from_url(redis_url)
+    key = QueueKeys(queue_name).shards
+    if garbage == "hash":
+        client.hset(key, "a", "b")
+    else:
+        client.set(key, garbage)
+    assert stored_shards(client, queue_name) is None
+    with wq.WorkQueue(queue_name, redis_url=redis_url) as q:  # the manager goes on, unsharded
+        assert q.shards == 1
+
+
 def test_shard_count_is_stored_and_a_different_count_is_refused(redis_url, queue_name):
     client = redis.Redis.from_url(redis_url)
     assert stored_shards(client, queue_name) is None
