@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from cluster_servers import RedisClusterSet, binaries
-from conftest import Workers
+from conftest import Workers, wait_until
 from failover_tasks import stamped_work
 from helpers_tasks import my_sum
 
@@ -165,6 +165,8 @@ def test_a_sharded_queue_spans_every_primary(redis_cluster, queue_name, no_url_e
             assert sorted(t.id for t in done if t is not None) == sorted(ids)  # every task back once
             assert sorted(t.output for t in done if t is not None) == [i + 1 for i in range(60)]
             assert q.wait(0.2) is None and q.empty()
+            # (the two-core worker may run all 60 before the other has registered)
+            assert wait_until(lambda: q.stats.workers_connected == 2, timeout=30)
             stats = q.stats
             assert (stats.tasks_submitted, stats.tasks_done, stats.workers_connected) == (60, 60, 2)
             assert find_queues(open_client(url)).count(name) == 1  # one queue, not three
