@@ -17,9 +17,9 @@ ConnectionError, which every caller of ours already retries on a fresh connectio
 sentinels again.  So a failover costs the calls in flight a retry, never a restart.  The
 scripts are not on the promoted master (SCRIPT LOAD is not replicated): its first
 EVALSHA answers NOSCRIPT, and the pipeline loads them again (``ScriptPipeline._pipeline``).
-Connections do not wait for the old master to refuse them: the sentinels' ``+switch-master``
-event cuts them as soon as the master moved (sentinel_watch.py, one subscription per
-process).
+Connections do not wait for the old master to refuse them: the sentinels' failover events
+cut them as soon as a failover starts and hold new ones until the replica is promoted
+(sentinel_watch.py, one subscription per sentinel and process).
 
 A worker's fast lane (another process) opens its client from ``settings_of``: for a
 Sentinel client those are the sentinels' addresses, the service and the master's
@@ -132,8 +132,9 @@ class FollowingConnection(SentinelManagedConnection):
     refused a write READONLY) is reopened by the client's retry through
     ``send_packed_command`` -> ``connect_check_health``, on the host and port it had:
     the old master, which takes writes until the sentinels demote it, and they are lost
-    with it.  So the address is asked here, where every opening passes, and ``connect``
-    does not ask a second time."""
+    with it.  So the address is asked here, where every opening passes (of the failover
+    watch while a failover is under way, else of the sentinels), and ``connect`` does not
+    ask a second time."""
 
     def connect(self) -> None:
         if not self.connection_pool.is_master:
@@ -147,7 +148,7 @@ class FollowingConnection(SentinelManagedConnection):
 
     def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
         if self.connection_pool.is_master and not self.is_connected:
-            self.host, self.port = self.connection_pool.get_master_address()
+            self.host, self.port = SwitchWatch.master_address(self.connection_pool)
         super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
 
 
