@@ -8,22 +8,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 import redis
 from cluster_servers import RedisClusterSet, binaries
 from conftest import Workers, wait_until
-from failover_tasks import stamped_work
+from failover_run import FailoverRun, run_through
 from helpers_tasks import my_sum
+from redis.cluster import RedisCluster
 
 import wq_redis as wq
 from wq_redis.ops.exporter import QueueExporter
 from wq_redis.protocol import cluster
 from wq_redis.protocol.connection import check_url, client_from, open_client, safe_url, settings_of
+from wq_redis.protocol.keys import QueueKeys
 from wq_redis.protocol.partitions import prefixes
 from wq_redis.protocol.store import QueueStore, find_queues
 
@@ -176,70 +175,26 @@ def test_a_sharded_queue_spans_every_primary(redis_cluster, queue_name, no_url_e
         pool.stop_all()
 
 
-def _run_through(found: RedisClusterSet, queue_name: str, tmp_path, fail_over, count: int = 800):
-    """``count`` logged tasks on two workers, through a URL of a node that does not own the
-    queue; ``fail_over`` (given the set and the owner's port) runs once a quarter are back."""
-    log = tmp_path / "runs.log"
-    tag = "{" + queue_name + "}"
+def _run_through(
+    found: RedisClusterSet, name: str, tmp_path, fail_over, shards: int | None = None, part: int = 0
+) -> FailoverRun:
+    """The shared run (failover_run.py) through the URL of a node that neither owns the
+    queue (its partition ``part``, if sharded) nor replicates its owner; ``fail_over`` is
+    given the set and the owner's port."""
+    tag = "{" + (prefixes(name, shards)[part][4:].partition("}")[0] if shards else name) + "}"
     owner = found.owner_port(tag)
     other = next(n.port for n in found.nodes if n.port != owner and found.replica_of(owner) != n.port)
-    url = f"redis://127.0.0.1:{other}"
-    pool = Workers(url, queue_name)
-    received: list[tuple[float, wq.Task]] = []
-    times: dict[str, float] = {}
-    try:
-        with wq.WorkQueue(queue_name, redis_url=url) as q:
-            for _ in range(2):
-                pool.start("--cores", "2", "--lease-seconds", "5")
-            tasks = [wq.PythonTask(stamped_work, str(log), 0.01, i) for i in range(count)]
-            for task in tasks:
-                task.specify_cores(1)
-            q.submit_many(tasks)
-            thread = None
-            deadline = time.monotonic() + 180
-            while len(received) < count and time.monotonic() < deadline:
-                task = q.wait(1)
-                if task is not None:
-                    received.append((time.monotonic(), task))
-                if thread is None and len(received) >= count // 4:
-
-                    def failover() -> None:
-                        times["failover"] = time.monotonic()
-                        fail_over(found, owner)
-                        found.wait_owner_moved(tag, owner)
-                        times["promoted"] = time.monotonic()
-
-                    thread = threading.Thread(target=failover)
-                    thread.start()
-            assert thread is not None
-            thread.join(60)
-            assert q.empty()
-    finally:
-        pool.stop_all()
-    runs: dict[str, list[float]] = {}
-    for line in log.read_text().splitlines():
-        task_id, started = line.split()
-        runs.setdefault(task_id, []).append(float(started))
-    return tasks, runs, times, received
-
-
-def _check(tasks, runs, times, received, scenario: str) -> None:
-    ids = Counter(t.id for _, t in received)
-    lost = len({t.id for t in tasks} - set(ids))
-    twice = [i for i, n in ids.items() if n > 1]
-    beyond = sum(len(starts) - 1 for starts in runs.values())
-    after = [at for at, _ in received if at > times["failover"]]
-    first = after[0] - times["failover"] if after else float("inf")
-    after_promotion = [at for at, _ in received if at > times["promoted"]]
-    resumed = after_promotion[0] - times["failover"] if after_promotion else float("inf")
-    print(
-        f"\n{scenario}: tasks lost {lost}, returned twice {len(twice)}, executions beyond one {beyond}, "
-        f"slot moved after {times['promoted'] - times['failover']:.2f} s, first completion after the failover "
-        f"began at {first:.2f} s, first after the new primary took writes at {resumed:.2f} s"
+    leases = [prefix + "leases" for prefix in prefixes(name, shards)] if shards else [QueueKeys(name).leases]
+    counter = RedisCluster(host="127.0.0.1", port=other)
+    return run_through(
+        f"redis://127.0.0.1:{other}",
+        name,
+        tmp_path / "runs.log",
+        lambda: fail_over(found, owner),
+        lambda: found.wait_owner_moved(tag, owner),
+        lambda: sum(counter.zcard(key) for key in leases),
+        shards=shards,
     )
-    assert lost == 0 and not twice
-    assert sorted(t.output for _, t in received) == list(range(len(tasks)))
-    assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for _, t in received)
 
 
 @pytest.fixture
@@ -258,15 +213,21 @@ def test_cluster_failover_mid_run_every_task_back_once(fresh_cluster, queue_name
     def fail_over(found: RedisClusterSet, owner: int) -> None:
         found.client(found.replica_of(owner)).execute_command("CLUSTER", "FAILOVER")
 
-    _check(*_run_through(fresh_cluster, queue_name, tmp_path, fail_over), "CLUSTER FAILOVER")
+    _run_through(fresh_cluster, queue_name, tmp_path, fail_over).check("CLUSTER FAILOVER")
 
 
 @pytest.mark.faults
-def test_primary_sigkilled_mid_run_every_task_back_once(fresh_cluster, queue_name, tmp_path) -> None:
+def test_primary_sigkilled_under_a_sharded_queue_every_task_back_once(fresh_cluster, queue_name, tmp_path) -> None:
+    """A queue of three partitions, one on each primary: the primary of one is killed, the
+    others go on, and that one's tasks resume on the replica promoted in its place."""
+
     def kill(found: RedisClusterSet, owner: int) -> None:
         found.kill(owner)
 
-    _check(*_run_through(fresh_cluster, queue_name, tmp_path, kill), "primary SIGKILL")
+    name = sharded_name_on_every_primary(fresh_cluster, queue_name, 3)
+    _run_through(fresh_cluster, name, tmp_path, kill, shards=3, part=1).check(
+        "primary SIGKILL, a queue of 3 partitions"
+    )
 
 
 def test_a_queue_client_follows_its_slot_to_the_new_primary(redis_cluster, queue_name, no_url_env) -> None:

@@ -8,12 +8,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 
 import pytest
 import redis
 from conftest import Workers, wait_until
-from failover_tasks import stamped_work
+from failover_run import FailoverRun, run_through
 from helpers_tasks import my_sum
 from sentinel_servers import DOWN_AFTER_MS, SERVICE, SentinelSet
 
@@ -99,87 +98,19 @@ def test_queue_workers_lane_and_status_all_go_through_the_sentinels(sentinels, q
         pool.stop_all()
 
 
-def _run_through(sentinels: SentinelSet, queue_name: str, tmp_path, fail_over, count: int = 800):
-    """``count`` logged tasks on two workers; ``fail_over`` (given the set) runs once a
-    quarter are back.  Returns the tasks, the executions per task id, when the failover
-    began and when the new master took writes, when each task came back, and the most
-    leases held at once before the failover (read on the master every 10 ms)."""
-    log = tmp_path / "runs.log"
-    pool = Workers(sentinels.url, queue_name)
-    received: list[tuple[float, wq.Task]] = []
-    times: dict[str, float] = {}
-    held = [0]
+def _run_through(sentinels: SentinelSet, queue_name: str, tmp_path, fail_over) -> FailoverRun:
+    """The shared run (failover_run.py) through the sentinels; ``fail_over`` is given the set."""
+    old = sentinels.master_port()
+    master = redis.Redis(port=old)
     leases = QueueKeys(queue_name).leases
-    master = redis.Redis(port=sentinels.master.port)
-    watching = threading.Event()
-
-    def count_leases() -> None:
-        while not watching.is_set():
-            held[0] = max(held[0], master.zcard(leases))
-            time.sleep(0.01)
-
-    try:
-        with wq.WorkQueue(queue_name, redis_url=sentinels.url) as q:
-            for _ in range(2):
-                pool.start("--cores", "2", "--lease-seconds", "5")
-            tasks = [wq.PythonTask(stamped_work, str(log), 0.01, i) for i in range(count)]
-            for task in tasks:
-                task.specify_cores(1)
-            q.submit_many(tasks)
-            counter = threading.Thread(target=count_leases, daemon=True)
-            counter.start()
-            thread = None
-            deadline = time.monotonic() + 180
-            while len(received) < count and time.monotonic() < deadline:
-                task = q.wait(1)
-                if task is not None:
-                    received.append((time.monotonic(), task))
-                if thread is None and len(received) >= count // 4:
-                    old = sentinels.master_port()
-
-                    def failover(old: int = old) -> None:
-                        watching.set()
-                        counter.join(5)
-                        times["failover"] = time.monotonic()
-                        fail_over(sentinels)
-                        sentinels.wait_promoted(old)
-                        times["promoted"] = time.monotonic()
-
-                    thread = threading.Thread(target=failover)
-                    thread.start()
-            assert thread is not None
-            thread.join(60)
-            assert q.empty()
-    finally:
-        pool.stop_all()
-    runs: dict[str, list[float]] = {}
-    for line in log.read_text().splitlines():
-        task_id, started = line.split()
-        runs.setdefault(task_id, []).append(float(started))
-    return tasks, runs, times, received, held[0]
-
-
-def _check(tasks, runs, times, received, held: int, scenario: str) -> None:
-    ids = Counter(t.id for _, t in received)
-    lost = len({t.id for t in tasks} - set(ids))
-    twice = [i for i, n in ids.items() if n > 1]
-    beyond = sum(len(starts) - 1 for starts in runs.values())
-    # a task runs twice where the failover lost its claim or its completion: written to the
-    # old master after the replica's promotion.  The clients stop writing there when the
-    # failover starts (sentinel_watch.py), so only the leases held then can be redone.
-    after = [at for at, _ in received if at > times["promoted"]]
-    resumed = after[0] - times["failover"] if after else float("inf")
-    print(
-        f"\n{scenario}: tasks lost {lost}, returned twice {len(twice)}, executions beyond one {beyond} "
-        f"(most leases held at once before the failover: {held}), "
-        f"promoted after {times['promoted'] - times['failover']:.2f} s, "
-        f"first completion after the failover at {resumed:.2f} s"
+    return run_through(
+        sentinels.url,
+        queue_name,
+        tmp_path / "runs.log",
+        lambda: fail_over(sentinels),
+        lambda: sentinels.wait_promoted(old),
+        lambda: master.zcard(leases),
     )
-    assert lost == 0 and not twice
-    assert sorted(t.output for _, t in received) == list(range(len(tasks)))
-    assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS for _, t in received)
-    assert resumed <= RESUME_BOUND
-    assert beyond <= held, f"{beyond} executions beyond one, more than the {held} leases held at the failover"
 
 
 @pytest.mark.faults
@@ -187,7 +118,7 @@ def test_sentinel_failover_mid_run_every_task_back_once(sentinels, queue_name, t
     def fail_over(found: SentinelSet) -> None:
         found.sentinel().execute_command("SENTINEL", "FAILOVER", SERVICE)
 
-    _check(*_run_through(sentinels, queue_name, tmp_path, fail_over), "SENTINEL FAILOVER")
+    _run_through(sentinels, queue_name, tmp_path, fail_over).check("SENTINEL FAILOVER", RESUME_BOUND)
 
 
 @pytest.mark.faults
@@ -195,7 +126,7 @@ def test_master_sigkilled_mid_run_every_task_back_once(sentinels, queue_name, tm
     def kill_master(found: SentinelSet) -> None:
         found.server_on(found.master_port()).kill()
 
-    _check(*_run_through(sentinels, queue_name, tmp_path, kill_master), "master SIGKILL")
+    _run_through(sentinels, queue_name, tmp_path, kill_master).check("master SIGKILL", RESUME_BOUND)
 
 
 def _our_sentinel_connections(sentinels: SentinelSet) -> list[dict[str, str]]:
