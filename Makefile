@@ -152,7 +152,7 @@ lint: lint-venv
 	exit $$status
 
 test: test-venv prometheus slurm redis
-	$(VPY) -m pytest -ra tests $(PYTEST_ARGS)
+	$(VPY) -m pytest -ra --durations=30 tests $(PYTEST_ARGS)
 
 # The monitoring tests run a real Prometheus (tests/test_prometheus.py) and promtool.  As
 # root, Debian's package is installed when `prometheus` is not on PATH; elsewhere the tests
