@@ -129,7 +129,12 @@ SCHEMA_KEYS: dict[str, tuple[str, bool]] = {
     "fn:other": ("string", True),
     "file:other": ("string", True),
     "label:own": ("hash", True),  # an automatic category's label: claims size its tasks without it
+    "shards": ("string", True),  # the shard count (partitions.py): what is no count reads as never sharded
 }
+
+# Roles read when a manager opens the queue (and a worker starts), not while tasks run:
+# their garbage is written before the case's manager opens the queue, or nobody would read it.
+READ_AT_OPEN = frozenset({"shards"})
 
 
 # Roles whose own type is drawn too, with another value ("string" at a string key), and
@@ -146,6 +151,10 @@ class WrongType:
     @property
     def tolerated(self) -> bool:
         return SCHEMA_KEYS[self.key.role][1]
+
+    @property
+    def at_open(self) -> bool:
+        return self.key.role in READ_AT_OPEN
 
 
 @st.composite

@@ -261,6 +261,7 @@ class Case:
             "incarnation": k.incarnation,
             "file:other": k.file("0" * 64),
             "label:own": k.label(category_hex(AUTO_CATEGORY)),
+            "shards": k.shards,
         }
         return fixed[role]
 
@@ -291,14 +292,18 @@ class Case:
         sized.specify_category(AUTO_CATEGORY)
         return [wq.PythonTask(my_sum, 2, 3), wq.PythonTask(self.fn), sized]
 
-    def run(self, apply: Callable[[Case], None], tolerated: bool = True) -> list[str]:
+    def run(self, apply: Callable[[Case], None], tolerated: bool = True, at_open: bool = False) -> list[str]:
         """Write the plan, run the manager's tasks through it, check the invariants.
         ``tolerated``: the tasks must come back while the garbage is there (else only
-        once it is gone; the manager may meet Redis errors meanwhile)."""
+        once it is gone; the manager may meet Redis errors meanwhile).  ``at_open``: the
+        plan is written before the manager opens the queue (a key read only then)."""
+        if at_open:
+            apply(self)
         queue = wq.WorkQueue(self.fleet.queue, redis_url=self.fleet.redis_url, secret=self.fleet.secret)
         try:
             queue.specify_category_mode(AUTO_CATEGORY, wq.WORK_QUEUE_ALLOCATION_MODE_MAX)
-            apply(self)
+            if not at_open:
+                apply(self)
             accepted: list[int] = []
             try:
                 accepted = queue.submit_many(self.own_tasks())
@@ -550,10 +555,12 @@ def apply_pickle(plan: PicklePlacement) -> Callable[[Case], None]:
 @example(plan=WrongType(KeyRef("incarnation"), "string", b"1"))  # another incarnation, a token
 @example(plan=WrongType(KeyRef("incarnation"), "hash", b"1"))
 @example(plan=WrongType(KeyRef("t:own:0"), "list", b"1"))  # at the manager's next id
+@example(plan=WrongType(KeyRef("shards"), "hash", b"1"))  # read when the manager opens the queue
 @fuzz_settings(100)
 def test_a_wrong_type_at_any_key_of_the_schema(config, plan, fleets, marker_dir):
     case = Case(fleets[config], marker_dir)
-    verdict("wrong type", config, plan, case.run(apply_wrong_type(plan), tolerated=plan.tolerated))
+    run = case.run(apply_wrong_type(plan), tolerated=plan.tolerated, at_open=plan.at_open)
+    verdict("wrong type", config, plan, run)
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))

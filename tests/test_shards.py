@@ -93,6 +93,7 @@ def test_another_clients_value_at_the_shard_count_reads_as_never_sharded(redis_u
     else:
         client.set(key, garbage)
     assert stored_shards(client, queue_name) is None
+    assert not worker_store(client, queue_name).sharded  # a worker that starts now goes on unsharded
     with wq.WorkQueue(queue_name, redis_url=redis_url) as q:  # the manager goes on, unsharded
         assert q.shards == 1
 

@@ -19,7 +19,16 @@ from ..protocol.sizes import MAX_TASK_BYTES
 from ..protocol.version import __version__
 from .acl_command import acl_command
 from .factory_command import factory_command
-from .params import REDIS_URL_ENV, ByteSize, PortRange, log_level_option, setup_logging, tls_options
+from .params import (
+    REDIS_URL_ENV,
+    ByteSize,
+    PortRange,
+    log_level_option,
+    queue_options,
+    resource_options,
+    setup_logging,
+    tls_options,
+)
 from .status import status_command
 
 # Defaults written here rather than imported: `wq-redis worker` must not load the worker,
@@ -39,23 +48,17 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--redis-url",
-    "--redis",
-    envvar=REDIS_URL_ENV,
-    required=True,
-    help="Redis URL, e.g. redis://:PASSWORD@HOST:6379/0 (env WQ_REDIS_URL, then REDIS_URL).",
+@queue_options(
+    redis_url="Redis URL, e.g. redis://:PASSWORD@HOST:6379/0 (env WQ_REDIS_URL, then REDIS_URL).",
+    queue="Queue name (env WQ_QUEUE).",
 )
-@click.option(
-    "--queue", "-M", envvar="WQ_QUEUE", default="default", show_default=True, help="Queue name (env WQ_QUEUE)."
+@resource_options(
+    cores="Cores to offer (default: CPU affinity).",
+    memory="Memory in MB (default: detected).",
+    disk="Disk in MB (default: free space of --workdir).",
+    gpus="GPUs (default: those NVML reports).",
+    tags="Comma-separated tags to take (default: every tag).",
 )
-@click.option("--cores", envvar="WQ_CORES", type=click.IntRange(min=1), help="Cores to offer (default: CPU affinity).")
-@click.option("--memory", envvar="WQ_MEMORY", type=click.IntRange(min=0), help="Memory in MB (default: detected).")
-@click.option(
-    "--disk", envvar="WQ_DISK", type=click.IntRange(min=0), help="Disk in MB (default: free space of --workdir)."
-)
-@click.option("--gpus", envvar="WQ_GPUS", type=click.IntRange(min=0), help="GPUs (default: those NVML reports).")
-@click.option("--tags", envvar="WQ_TAGS", default="", help="Comma-separated tags to take (default: every tag).")
 @click.option("--name", envvar="WQ_WORKER_NAME", help="Worker name; shown as NAME@HOST (default: the pid).")
 @click.option(
     "--idle-timeout",

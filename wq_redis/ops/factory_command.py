@@ -16,7 +16,7 @@ import threading
 
 import click
 
-from .params import REDIS_URL_ENV, log_level_option, setup_logging, tls_options
+from .params import log_level_option, queue_options, resource_options, setup_logging, tls_options
 
 BATCH_TYPES = ["local", "slurm", "condor", "sge", "uge", "pbs", "torque", "lsf"]
 # How often the foreground loop looks whether the factory ended by itself (factory_timeout).
@@ -32,16 +32,10 @@ POLL_SECONDS = 0.5
     type=click.Choice(BATCH_TYPES),
     help="Where workers run: local processes or jobs of a batch system (env WQ_FACTORY_BATCH_TYPE).",
 )
-@click.option(
-    "--redis-url",
-    "--redis",
-    envvar=REDIS_URL_ENV,
-    required=True,
-    help="Redis URL, e.g. redis://:PASSWORD@HOST:6379/0 (env WQ_REDIS_URL, then REDIS_URL); "
+@queue_options(
+    redis_url="Redis URL, e.g. redis://:PASSWORD@HOST:6379/0 (env WQ_REDIS_URL, then REDIS_URL); "
     "the workers get it in their environment, never on a command line.",
-)
-@click.option(
-    "--queue", "-M", envvar="WQ_QUEUE", default="default", show_default=True, help="Queue to serve (env WQ_QUEUE)."
+    queue="Queue to serve (env WQ_QUEUE).",
 )
 @click.option(
     "--min-workers",
@@ -84,14 +78,12 @@ POLL_SECONDS = 0.5
     show_default=True,
     help="Workers exit after this many idle seconds (env WQ_IDLE_TIMEOUT): surplus workers leave so.",
 )
-@click.option("--cores", envvar="WQ_CORES", type=click.IntRange(min=1), help="Cores per worker (env WQ_CORES).")
-@click.option(
-    "--memory", envvar="WQ_MEMORY", type=click.IntRange(min=0), help="Memory per worker in MB (env WQ_MEMORY)."
-)
-@click.option("--disk", envvar="WQ_DISK", type=click.IntRange(min=0), help="Disk per worker in MB (env WQ_DISK).")
-@click.option("--gpus", envvar="WQ_GPUS", type=click.IntRange(min=0), help="GPUs per worker (env WQ_GPUS).")
-@click.option(
-    "--tags", envvar="WQ_TAGS", default="", help="Workers take only tasks of these comma-separated tags (env WQ_TAGS)."
+@resource_options(
+    cores="Cores per worker (env WQ_CORES).",
+    memory="Memory per worker in MB (env WQ_MEMORY).",
+    disk="Disk per worker in MB (env WQ_DISK).",
+    gpus="GPUs per worker (env WQ_GPUS).",
+    tags="Workers take only tasks of these comma-separated tags (env WQ_TAGS).",
 )
 @click.option(
     "--batch-options",

@@ -1,5 +1,6 @@
 """What the commands of ``wq-redis`` share: the Redis URL's environment variables, its
-TLS options, the option types (port ranges, byte sizes) and the log set-up.
+TLS options, the options a worker is told (``worker`` and ``factory``), the option types
+(port ranges, byte sizes) and the log set-up.
 
 Kept light: ``wq-redis worker`` imports this before anything of the worker, so the
 modules behind an option type (the port parser, the size parser) load when an option
@@ -12,9 +13,11 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 # Where every command looks for the Redis URL when --redis-url is not given, in this order.
 REDIS_URL_ENV = ["WQ_REDIS_URL", "REDIS_URL"]
@@ -59,6 +62,41 @@ log_level_option = click.option(
     show_default=True,
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
 )
+
+
+def option_group(*options: Callable[[Command], Command]) -> Callable[[Command], Command]:
+    """One decorator of several click options, listed by ``--help`` in the order given."""
+
+    def apply(command: Command) -> Command:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+# -- what a worker is told: `wq-redis worker` reads it, `wq-redis factory` passes it on to the
+# workers it starts.  One declaration of each option's names, environment variable, type and
+# default, so that the two commands cannot drift apart; the help texts are each command's
+# own (the factory's speak of the workers it starts).  Two groups, because the factory
+# lists its own options between them.
+def queue_options(redis_url: str, queue: str) -> Callable[[Command], Command]:
+    """``--redis-url`` (required; env WQ_REDIS_URL, then REDIS_URL) and ``--queue``/``-M``."""
+    return option_group(
+        click.option("--redis-url", "--redis", envvar=REDIS_URL_ENV, required=True, help=redis_url),
+        click.option("--queue", "-M", envvar="WQ_QUEUE", default="default", show_default=True, help=queue),
+    )
+
+
+def resource_options(cores: str, memory: str, disk: str, gpus: str, tags: str) -> Callable[[Command], Command]:
+    """A worker's resources and tags: ``--cores``, ``--memory``, ``--disk``, ``--gpus``, ``--tags``."""
+    return option_group(
+        click.option("--cores", envvar="WQ_CORES", type=click.IntRange(min=1), help=cores),
+        click.option("--memory", envvar="WQ_MEMORY", type=click.IntRange(min=0), help=memory),
+        click.option("--disk", envvar="WQ_DISK", type=click.IntRange(min=0), help=disk),
+        click.option("--gpus", envvar="WQ_GPUS", type=click.IntRange(min=0), help=gpus),
+        click.option("--tags", envvar="WQ_TAGS", default="", help=tags),
+    )
 
 
 def setup_logging(level: str) -> None:

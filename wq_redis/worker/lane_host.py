@@ -71,6 +71,7 @@ class LaneSide(LaneHost):
     _draining: bool
     _host_blocked: bool
     _abort: bool
+    _eligible: list[str]  # the queues the last claim found this worker can take
     # the worker's other parts this one calls
     _claim_arguments: Callable[[dict[str, int], int, str, list[str] | None], dict[str, Any]]
     _screened: Callable[[list[Attempt]], list[Attempt]]
@@ -79,12 +80,13 @@ class LaneSide(LaneHost):
     _finish: Callable[[list[tuple[Attempt, dict[str, Any] | None]]], None]
     _give_back: Callable[[dict[int, str]], None]
 
-    def _claim_in_lane(self, free: dict[str, int], eligible: list[str]) -> tuple[list[Claimed], list[str]]:
-        """Block for work as ``Worker._deliver_and_claim`` with ``wake_on`` does, in the warm
-        child, which runs quick tasks itself until a claim brings anything else."""
+    def _claim_in_lane(self, free: dict[str, int]) -> list[Claimed]:
+        """Block for work as ``Worker._deliver_and_claim`` with ``wake_on=_eligible`` does
+        (and update ``_eligible`` as it does), in the warm child, which runs quick tasks
+        itself until a claim brings anything else."""
         followers = self._pace.followers()
         self._lane_runs += 1  # each lane leases under a token prefix of its own (see lane_gone)
-        claim = self._claim_arguments(free, followers, f"{self.session}~{self._lane_runs}", eligible)
+        claim = self._claim_arguments(free, followers, f"{self.session}~{self._lane_runs}", self._eligible)
         # The lane's claims do not ring the heartbeat: a renewal right after a lane's claim
         # races the lane's own delivery (a quick task is delivered and retrieved within a
         # millisecond), and a lease found gone before the ledger says the task is done
@@ -112,13 +114,16 @@ class LaneSide(LaneHost):
         if end.failed:
             log.error("the fast lane failed; this worker claims without it from now on:\n%s", end.failed)
             self._lane_allowed = False
-            return [], []
+            self._eligible = []
+            return []
         if end.error:
             self.outage.failed("the fast lane's claim", RuntimeError(end.error))
             time.sleep(LANE_FAILED_RETRY_SECONDS)
-            return [], eligible  # (the queues to wait on stay those last seen)
+            return []  # (the queues to wait on stay those last seen)
         self._queue_had_more = left_more(end.claimed, followers)
-        return end.claimed, eligible if end.eligible is None else end.eligible
+        if end.eligible is not None:
+            self._eligible = end.eligible
+        return end.claimed
 
     def lane_claimed(
         self, task_id: int, token: str, member: str, fields: dict[bytes, bytes], stop: Any

@@ -177,7 +177,8 @@ class Worker(Groups, LaneSide, Leases):
         self._wait_seconds = idle_wait_seconds(options)
         self._idle_block = self._wait_seconds  # this idle wait's bound (_loop: never past the idle timeout)
         self._looked = False  # the last idle wait's claim found nothing, and nothing changed since
-        self._eligible: list[str] = []  # the queues the last claim found this worker can take
+        # the queues the last claim found this worker can take: an idle wait blocks on their wake keys
+        self._eligible: list[str] = []
         self.metrics: WorkerMetrics | None = None
         self.metrics_address = ""
         if options.metrics_ports is not None:
@@ -278,7 +279,6 @@ class Worker(Groups, LaneSide, Leases):
 
     def _loop(self) -> None:
         idle_since = time.monotonic()
-        eligible: list[str] = []
         while not self._abort:
             if self._draining:
                 self.outbox.deliver()
@@ -294,7 +294,7 @@ class Worker(Groups, LaneSide, Leases):
             if can_take_more:
                 # (not when the last idle wait's claim found nothing and nothing changed since)
                 if not (looked and not self._running and not self.outbox.results):
-                    claimed, eligible = self._deliver_and_claim(free)
+                    claimed = self._deliver_and_claim(free)
                     for group in groups(claimed):
                         self._start(group)
             elif not self._prefetch():
@@ -325,11 +325,11 @@ class Worker(Groups, LaneSide, Leases):
             if not looked:  # idle after work: close what the work opened (runners' calls, the lane's turn)
                 self.store.close_idle_connections()
             if self._lane_allowed:
-                claimed, eligible = self._claim_in_lane(free, eligible)
+                claimed = self._claim_in_lane(free)
                 if self._lane_ran:
                     self._lane_ran, idle_since = False, time.monotonic()
             else:
-                claimed, eligible = self._deliver_and_claim(free, wake_on=eligible)
+                claimed = self._deliver_and_claim(free, wake_on=self._eligible)
             # (the wait's claim ran at its end: the next turn need not look again at once)
             self._looked = not claimed
             for group in groups(claimed):
@@ -352,7 +352,7 @@ class Worker(Groups, LaneSide, Leases):
             ):
                 return False
             request = next(reversed(self._busy.values()))
-        claimed, _ = self._deliver_and_claim(request.as_dict())
+        claimed = self._deliver_and_claim(request.as_dict())
         for group in groups(claimed)[:1]:  # max_tasks is 1 for one slot's resources
             self._start(group, after=request)
         return True
@@ -365,10 +365,9 @@ class Worker(Groups, LaneSide, Leases):
         except Exception:  # the batch running now must not be lost to a bug here
             log.exception("claiming the next batch ahead failed")
 
-    def _deliver_and_claim(
-        self, free: dict[str, int], wake_on: list[str] | None = None
-    ) -> tuple[list[Claimed], list[str]]:
-        """Deliver finished results and claim what fits, in one round trip.
+    def _deliver_and_claim(self, free: dict[str, int], wake_on: list[str] | None = None) -> list[Claimed]:
+        """Deliver finished results and claim what fits, in one round trip; the queues the
+        claim found this worker can take become ``_eligible``.
 
         With ``wake_on`` (the queues the worker can take from), first block until one of
         them (or our own wake key) rings, or ``block_seconds`` pass: the claim is sent in the
@@ -386,16 +385,16 @@ class Worker(Groups, LaneSide, Leases):
             self.outage.failed("claim", exc)
             self.outbox.hold(batch)
             time.sleep(CLAIM_RETRY_SECONDS)
-            # the queues to wait on stay those last seen: a wait on none of them would hear
-            # only of new queues, and tasks submitted when Redis is back would wait it out
-            return [], list(wake_on) if wake_on is not None else self._eligible
+            # the queues to wait on stay those last seen (_eligible): a wait on none of them would
+            # hear only of new queues, and tasks submitted when Redis is back would wait it out
+            return []
         finally:
             self._blocked = False
         self.outage.succeeded()
         self._eligible = eligible
         self.outbox.delivered(batch, accepted)
         self._queue_had_more = left_more(claimed, followers)
-        return claimed, eligible
+        return claimed
 
     def _claim_arguments(
         self, free: dict[str, int], followers: int, token_prefix: str, wake_on: list[str] | None
