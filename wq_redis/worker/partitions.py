@@ -30,7 +30,9 @@ A partition i > 0 that does not answer (its primary died, and the cluster has no
 promoted its replica: protocol/partition_outage.py) is skipped for a second at a time:
 claims ask the others, the results of its tasks are held in the outbox (``Delivery.RETRY``:
 sent again with the next claims, until it answers), the leases held in the others are
-renewed, the reaper passes it by.  Partition 0's failures are raised, as unsharded.
+renewed, the reaper passes it by.  Nothing rings when it is back, so while one is away an
+idle worker's wait lasts at most that second, and its claim asks the partitions away
+too.  Partition 0's failures are raised, as unsharded.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 
 import redis
 
+from ..protocol import partition_outage
 from ..protocol.answers import Claimed, Delivery, Fields, Renewal
 from ..protocol.partition_outage import DownPartitions, fail_fast
 from ..protocol.partitions import partition_of, split, stored_shards
@@ -90,8 +93,12 @@ class PartitionedStore(QueueStore):
         """Deliver ``results`` to their partitions and claim, as ``QueueStore.claim`` (see
         the module doc for the order partitions are asked in)."""
         by_part = split(range(len(results)), self.shards, lambda index: results[index][0])
+        away = self.down.down()  # (usually none)
         if wake_on is not None:  # an idle worker's wait: in partition 0 (the doorbell's)
             first = 0
+            if away:  # nothing rings when a partition is back: look again after its back-off
+                backoff = partition_outage.BACKOFF_SECONDS
+                options["block_seconds"] = min(options.get("block_seconds", backoff), backoff)
         else:
             first, self._turn = self._turn, (self._turn + 1) % self.shards
             if first and self.down.skipped(first):
@@ -115,6 +122,8 @@ class PartitionedStore(QueueStore):
             rest = [(spare - 1 + i) % (self.shards - 1) + 1 for i in range(self.shards - 1)]
         else:  # the wait ran out: one other partition, in turn (see the module doc)
             rest = [self._next_spare()]
+        if wake_on is not None and away:
+            rest += [part for part in away if part not in rest]
         for part in rest:
             if claimed:
                 break
