@@ -25,7 +25,7 @@ there: ids, functions, files, categories, workers), and fans out what concerns t
   automatic categories go to every partition (claims read them there).
 
 A partition i > 0 that does not answer (its primary died and the cluster has not yet
-promoted its replica: protocol/partition_outage.py) is skipped for a second at a time by
+promoted its replica: protocol/partition_outage.py) is skipped for half a second at a time by
 retrieve and the blocking wait, so ``wait`` goes on handing out the other partitions'
 tasks: its incarnation is taken as unchanged (the token this manager holds: not asking is
 no sign of lost state), acknowledgements and releases of its tasks are kept for the next

@@ -27,11 +27,11 @@ tasks are never left in a partition while the worker that could run them sleeps.
 Idle cost: two calls per idle wait (one with an unsharded queue) and the heartbeat.
 
 A partition i > 0 that does not answer (its primary died, and the cluster has not yet
-promoted its replica: protocol/partition_outage.py) is skipped for a second at a time:
+promoted its replica: protocol/partition_outage.py) is skipped for half a second at a time:
 claims ask the others, the results of its tasks are held in the outbox (``Delivery.RETRY``:
 sent again with the next claims, until it answers), the leases held in the others are
 renewed, the reaper passes it by.  Nothing rings when it is back, so while one is away an
-idle worker's wait lasts at most that second, and its claim asks the partitions away
+idle worker's wait lasts at most that long, and its claim asks the partitions away
 too.  Partition 0's failures are raised, as unsharded.
 """
 
