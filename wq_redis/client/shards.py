@@ -23,20 +23,37 @@ there: ids, functions, files, categories, workers), and fans out what concerns t
   i > 0 rings its worker's control key in partition 0 (where its heartbeat waits);
 - stats: the partitions' snapshots summed (partitions.merge_snapshots); labels of
   automatic categories go to every partition (claims read them there).
+
+A partition i > 0 that does not answer (its primary died and the cluster has not yet
+promoted its replica: protocol/partition_outage.py) is skipped for half a second at a time by
+retrieve and the blocking wait, so ``wait`` goes on handing out the other partitions'
+tasks: its incarnation is taken as unchanged (the token this manager holds: not asking is
+no sign of lost state), acknowledgements and releases of its tasks are kept for the next
+retrieve that reaches it, and once it answers again the wait reports it rung, so its done
+list is read at once.  ``_drained`` keeps its meaning for the partitions asked: the
+blocking wait that follows is what finds the skipped one back.  Submits whose rows go to
+it, stats and cancels are raised (the manager's Reconnect retries them, as for an
+unsharded queue): a sum that leaves a partition out would read as fewer tasks waiting
+and running, and a factory would let workers go for it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import redis
+
 from ..protocol.answers import Call, ExportSnapshot, Fields, Snapshot, Submitted
 from ..protocol.cluster import is_cluster
 from ..protocol.fields import STATE_B, STATE_RUNNING_B, WORKER
+from ..protocol.partition_outage import DownPartitions, fail_fast
 from ..protocol.partitions import merge_exports, merge_snapshots, partition_of, split
 from ..protocol.store import QueueStore
 
+log = logging.getLogger("wq_redis.client.queue")
 TURN_SECONDS = 0.1  # on a cluster, a blocked manager waits this long on one partition, then the next
 
 Row = tuple[int, str, float, dict[str, Any]]
@@ -54,6 +71,11 @@ class ShardedStore(QueueStore):
         # a single Redis: every partition's calls may share one pipeline, and one BLPOP
         self.one_server = not is_cluster(client)
         self._turn = 0
+        fail_fast(client, self.parts[1:])
+        self.down = DownPartitions(log, queue, "wait goes on with the other partitions' tasks")
+        # acknowledgements and releases of tasks of partitions that were down, for the next
+        # retrieve that reaches them
+        self._kept: dict[int, tuple[list[int], list[int]]] = {}
 
     def _order(self) -> list[int]:
         """The partitions in the order this call asks them: the first rotates per call."""
@@ -136,26 +158,60 @@ class ShardedStore(QueueStore):
     ) -> tuple[list[tuple[int, int, Fields]], str | None, Submitted]:
         submitted = self._submit(list(submit), incarnation)
         acks, frees = split(acked, self.shards, int), split(released, self.shards, int)
+        for part, (kept_acks, kept_frees) in self._kept.items():  # (usually none)
+            acks[part] = kept_acks + acks.get(part, [])
+            frees[part] = kept_frees + frees.get(part, [])
         rows: list[tuple[int, int, Fields]] = []
         found: list[str | None] = [None] * self.shards
+        tokens = self._tokens(incarnation, self.shards)
         for part in self._order():
-            taken, found[part], _ = QueueStore.retrieve(
-                self.parts[part], max_tasks, keep_seconds, acks.get(part, ()), 0.0, (), frees.get(part, ()), read_packs
-            )
+            if part and self.down.skipped(part):
+                found[part] = self._keep(part, acks, frees, tokens)
+                continue
+            try:
+                taken, found[part], _ = QueueStore.retrieve(
+                    self.parts[part],
+                    max_tasks,
+                    keep_seconds,
+                    acks.get(part, ()),
+                    0.0,
+                    (),
+                    frees.get(part, ()),
+                    read_packs,
+                )
+            except redis.RedisError as exc:
+                self.down.failed(part, "retrieve", exc)  # (raised for partition 0, or unless an outage)
+                found[part] = self._keep(part, acks, frees, tokens)
+                continue
+            self.down.answered(part)
+            if self._kept:
+                self._kept.pop(part, None)  # sent now
             rows += taken
         if block > 0 and not rows and max_tasks > 0:
             rung = self._wait_any(block)
             if rung is not None:
-                taken, seen, _ = QueueStore.retrieve(
-                    self.parts[rung], max_tasks, keep_seconds, (), 0.0, (), (), read_packs
-                )
-                rows += taken
-                found[rung] = seen
+                try:
+                    taken, seen, _ = QueueStore.retrieve(
+                        self.parts[rung], max_tasks, keep_seconds, (), 0.0, (), (), read_packs
+                    )
+                except redis.RedisError as exc:
+                    self.down.failed(rung, "retrieve", exc)
+                else:
+                    rows += taken
+                    found[rung] = seen
         whole = None if any(token is None for token in found) else ",".join(t or "" for t in found)
         return rows, whole, submitted
 
+    def _keep(self, part: int, acks: dict[int, list[int]], frees: dict[int, list[int]], tokens: list[str]) -> str:
+        """Partition ``part`` was not asked: keep what was for it (with what was kept
+        already) for a later retrieve; its incarnation as this manager holds it."""
+        if part in acks or part in frees:
+            self._kept[part] = (list(acks.get(part, [])), list(frees.get(part, [])))
+        return tokens[part]
+
     def _wait_any(self, timeout: float) -> int | None:
-        """Wait up to ``timeout`` for a completion in any partition; the partition rung."""
+        """Wait up to ``timeout`` for a completion in any partition; the partition rung
+        (or one that answers again after an outage: its done list may hold tasks)."""
         wakes = [part.keys.done_wake for part in self.parts]
         if self.one_server:
             answer = self.client.blpop(wakes, timeout=max(timeout, 0.001))
@@ -169,7 +225,14 @@ class ShardedStore(QueueStore):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
-                if self.parts[part].client.blpop([wakes[part]], timeout=max(min(left, TURN_SECONDS), 0.001)):
+                if part and self.down.skipped(part):
+                    continue
+                try:
+                    rung = self.parts[part].client.blpop([wakes[part]], timeout=max(min(left, TURN_SECONDS), 0.001))
+                except redis.RedisError as exc:
+                    self.down.failed(part, "wait", exc)
+                    continue
+                if self.down.answered(part) or rung:
                     return part
 
     def wait_done(self, timeout: float) -> None:

@@ -25,18 +25,33 @@ doorbell: the manager rings it after every submit that reached another partition
 A worker becomes idle only after a claim that asked every partition found nothing, so
 tasks are never left in a partition while the worker that could run them sleeps.
 Idle cost: two calls per idle wait (one with an unsharded queue) and the heartbeat.
+
+A partition i > 0 that does not answer (its primary died, and the cluster has not yet
+promoted its replica: protocol/partition_outage.py) is skipped for half a second at a time:
+claims ask the others, the results of its tasks are held in the outbox (``Delivery.RETRY``:
+sent again with the next claims, until it answers), the leases held in the others are
+renewed, the reaper passes it by.  Nothing rings when it is back, so while one is away an
+idle worker's wait lasts at most that long, and its claim asks the partitions away
+too.  Partition 0's failures are raised, as unsharded.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
+
+from ..protocol import partition_outage
 from ..protocol.answers import Claimed, Delivery, Fields, Renewal
+from ..protocol.partition_outage import DownPartitions, fail_fast
 from ..protocol.partitions import partition_of, split, stored_shards
 from ..protocol.store import QueueStore
 
+log = logging.getLogger("wq_redis.worker")
 Result = tuple[int, str, dict[str, Any]]
+Broken = Callable[[list[tuple[str, str]]], None] | None
 
 
 class PartitionedStore(QueueStore):
@@ -50,6 +65,10 @@ class PartitionedStore(QueueStore):
         self.parts: list[QueueStore] = [self] + [
             QueueStore(client, queue, durability=durability, part=i) for i in range(1, shards)
         ]
+        fail_fast(client, self.parts[1:])
+        self.down = DownPartitions(
+            log, queue, "the others are served meanwhile; results of its tasks are held until it answers"
+        )
         self._turn = 0  # the partition a claim that does not wait asks first
         self._spare = 1  # the partition an idle wait that ran out asks besides partition 0
 
@@ -74,22 +93,27 @@ class PartitionedStore(QueueStore):
         """Deliver ``results`` to their partitions and claim, as ``QueueStore.claim`` (see
         the module doc for the order partitions are asked in)."""
         by_part = split(range(len(results)), self.shards, lambda index: results[index][0])
+        away = self.down.down()  # (usually none)
         if wake_on is not None:  # an idle worker's wait: in partition 0 (the doorbell's)
             first = 0
+            if away:  # nothing rings when a partition is back: look again after its back-off
+                backoff = partition_outage.BACKOFF_SECONDS
+                options["block_seconds"] = min(options.get("block_seconds", backoff), backoff)
         else:
             first, self._turn = self._turn, (self._turn + 1) % self.shards
+            if first and self.down.skipped(first):
+                first = 0  # (partition 0 is never skipped: its outage is the queue's)
         accepted: dict[int, Delivery] = {}
         for part, indexes in by_part.items():  # results of the other partitions: delivered there
             if part != first:
-                answers = QueueStore.complete(self.parts[part], [results[i] for i in indexes], on_broken)
-                accepted.update(zip(indexes, answers))
+                accepted.update(zip(indexes, self._complete_in(part, [results[i] for i in indexes], on_broken)))
         mine = by_part.get(first, [])
         common: dict[str, Any] = dict(worker=worker, free=free, tags=tags, max_tasks=max_tasks, lease_ms=lease_ms)
         common.update(token_prefix=token_prefix, on_broken=on_broken, **options)
-        claimed, eligible, answers = QueueStore.claim(
-            self.parts[first], results=[results[i] for i in mine], wake_on=wake_on, **common
+        claimed, eligible, answers = self._claim_in(
+            first, dict(results=[results[i] for i in mine], wake_on=wake_on, **common)
         )
-        accepted.update(zip(mine, answers))
+        accepted.update(zip(mine, answers or [Delivery.RETRY] * len(mine)))
         seen = dict.fromkeys(eligible)
         if wake_on is None:
             rest = [(first + i) % self.shards for i in range(1, self.shards)]
@@ -98,10 +122,12 @@ class PartitionedStore(QueueStore):
             rest = [(spare - 1 + i) % (self.shards - 1) + 1 for i in range(self.shards - 1)]
         else:  # the wait ran out: one other partition, in turn (see the module doc)
             rest = [self._next_spare()]
+        if wake_on is not None and away:
+            rest += [part for part in away if part not in rest]
         for part in rest:
             if claimed:
                 break
-            claimed, eligible, _ = QueueStore.claim(self.parts[part], **common)
+            claimed, eligible, _ = self._claim_in(part, common)
             seen.update(dict.fromkeys(eligible))
             if claimed and wake_on is not None:
                 self._ring([self.keys.new_queue_wake])  # pass the doorbell on: more may wait there
@@ -110,6 +136,32 @@ class PartitionedStore(QueueStore):
             delivered(deliveries)
         return claimed, list(seen), deliveries
 
+    def _claim_in(self, part: int, arguments: dict[str, Any]) -> tuple[list[Claimed], list[str], list[Delivery]]:
+        """``QueueStore.claim`` in partition ``part``; nothing (its results not answered:
+        the caller holds them) when a partition i > 0 is down."""
+        if part and self.down.skipped(part):
+            return [], [], []
+        try:
+            found = QueueStore.claim(self.parts[part], **arguments)
+        except redis.RedisError as exc:
+            self.down.failed(part, "claim", exc)  # (raised for partition 0, or unless an outage)
+            return [], [], []
+        self.down.answered(part)
+        return found
+
+    def _complete_in(self, part: int, results: list[Result], on_broken: Broken) -> list[Delivery]:
+        """``QueueStore.complete`` in partition ``part``; every result ``Delivery.RETRY``
+        (held by the worker, sent again later) while a partition i > 0 is down."""
+        if part and self.down.skipped(part):
+            return [Delivery.RETRY] * len(results)
+        try:
+            answers = QueueStore.complete(self.parts[part], results, on_broken)
+        except redis.RedisError as exc:
+            self.down.failed(part, "delivery", exc)
+            return [Delivery.RETRY] * len(results)
+        self.down.answered(part)
+        return answers
+
     def _next_spare(self) -> int:
         """The partition other than 0 an idle wait's claim asks next (rotating)."""
         spare = self._spare
@@ -117,13 +169,10 @@ class PartitionedStore(QueueStore):
         return spare
 
     # -- a task's calls, in its partition ------------------------------------------------------
-    def complete(
-        self, results: Sequence[Result], on_broken: Callable[[list[tuple[str, str]]], None] | None = None
-    ) -> list[Delivery]:
+    def complete(self, results: Sequence[Result], on_broken: Broken = None) -> list[Delivery]:
         accepted: dict[int, Delivery] = {}
         for part, indexes in split(range(len(results)), self.shards, lambda index: results[index][0]).items():
-            answers = QueueStore.complete(self.parts[part], [results[i] for i in indexes], on_broken)
-            accepted.update(zip(indexes, answers))
+            accepted.update(zip(indexes, self._complete_in(part, [results[i] for i in indexes], on_broken)))
         return [accepted[i] for i in range(len(results))]
 
     def renew(
@@ -132,27 +181,41 @@ class PartitionedStore(QueueStore):
         status: str,
         held: dict[int, str],
         lease_ms: int,
-        on_broken: Callable[[list[tuple[str, str]]], None] | None = None,
+        on_broken: Broken = None,
         wait_seconds: float = 0.0,
         reaper_lock_ms: int = 0,
     ) -> Renewal:
         """The heartbeat in partition 0 (with its wait and the reaper's lock), then the
         leases held in other partitions, renewed there without a heartbeat (renew.lua's
-        empty status): a worker holding nothing elsewhere makes one call, as unsharded."""
+        empty status): a worker holding nothing elsewhere makes one call, as unsharded.
+        A partition that is down is passed by (its leases run on; the others are renewed)."""
         by_part = split(list(held.items()), self.shards)
         renewal = QueueStore.renew(
             self, worker, status, dict(by_part.pop(0, [])), lease_ms, on_broken, wait_seconds, reaper_lock_ms
         )
         lost = list(renewal.lost)
         for part, pairs in by_part.items():
-            lost += QueueStore.renew(self.parts[part], worker, "", dict(pairs), lease_ms, on_broken).lost
+            if self.down.skipped(part):
+                continue
+            try:
+                lost += QueueStore.renew(self.parts[part], worker, "", dict(pairs), lease_ms, on_broken).lost
+            except redis.RedisError as exc:
+                self.down.failed(part, "lease renewal", exc)
+                continue
+            self.down.answered(part)
         if len(lost) == len(renewal.lost):
             return renewal
         return Renewal(lost, renewal.registered, renewal.shutdown, renewal.blocked, renewal.rung, renewal.reaper)
 
     def release(self, held: dict[int, str]) -> None:
+        """Hand leases back; those of a partition that is down expire there instead."""
         for part, pairs in split(list(held.items()), self.shards).items():
-            QueueStore.release(self.parts[part], dict(pairs))
+            if self.down.skipped(part):
+                continue
+            try:
+                QueueStore.release(self.parts[part], dict(pairs))
+            except redis.RedisError as exc:
+                self.down.failed(part, "hand-back", exc)
 
     def escalate(self, task_id: int, token: str) -> bool:
         return QueueStore.escalate(self._part(task_id), task_id, token)
@@ -171,8 +234,13 @@ class PartitionedStore(QueueStore):
         if not force and not self.client.set(self.keys.reaper_lock, 1, nx=True, px=lock_ms):
             return None
         found: list[int] = []
-        for part in self.parts:
-            found += QueueStore.reap(part, 0, worker_timeout_ms, force=True) or []
+        for index, part in enumerate(self.parts):
+            if self.down.skipped(index):
+                continue
+            try:
+                found += QueueStore.reap(part, 0, worker_timeout_ms, force=True) or []
+            except redis.RedisError as exc:
+                self.down.failed(index, "reaper", exc)
         return found
 
     def close_idle_connections(self) -> None:
