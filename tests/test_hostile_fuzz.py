@@ -222,6 +222,10 @@ class Case:
         self.own_ids = [self.seq + 1 + i for i in range(3)]
         self.tampered: set[int] = set()  # own tasks whose function body the plan damaged: a clean failure will do
         self.restore: list[tuple[str, bytes | None]] = []  # (key, DUMP) put back after the garbage
+        # after the repair, ring the queue's wake key as a manager's next submit would: the
+        # workers claim now, not at the end of their idle wait (garbage at a wake key itself
+        # leaves it unrung: there the end of the idle wait is what the case checks)
+        self.ring_after_repair = False
         self.violations: list[str] = []
 
     # symbolic names of hostile_strategies, resolved
@@ -318,6 +322,9 @@ class Case:
                     self.client.delete(key)
                     if dump is not None:
                         self.client.restore(key, 0, dump, replace=True)
+                if self.ring_after_repair:
+                    self.client.lpush(self.keys.wake(OWN_MEMBER), 1)
+                    self.client.ltrim(self.keys.wake(OWN_MEMBER), 0, 0)
                 returned += self.drain(
                     queue, set(accepted) - {t.id for t in returned}, strict=True, timeout=REPAIR_TIMEOUT
                 )
@@ -441,6 +448,9 @@ def write_type(client: redis.Redis, key: str, kind: str, payload: bytes) -> None
     # "none": deleted
 
 
+WAKE_ROLES = frozenset({"wake", "wake:own", "done:wake"})  # garbage there: no ring after the repair
+
+
 def apply_wrong_type(plan: WrongType) -> Callable[[Case], None]:
     def apply(case: Case) -> None:
         key = case.key(plan.key.role)
@@ -450,6 +460,7 @@ def apply_wrong_type(plan: WrongType) -> Callable[[Case], None]:
             case.tampered.add(case.own_ids[1])
         if not plan.tolerated:
             case.restore.append((key, case.client.dump(key)))
+            case.ring_after_repair = plan.key.role not in WAKE_ROLES
         write_type(case.client, key, plan.type, plan.payload)
 
     return apply
