@@ -13,6 +13,7 @@ from conftest import drain, wait_until
 from helpers_tasks import my_sum
 
 import wq_redis as wq
+from wq_redis.ops.exporter import QueueExporter
 from wq_redis.protocol.acl import key_patterns
 from wq_redis.protocol.fields import RETRIEVED_COUNT, SUBMITTED_COUNT
 from wq_redis.protocol.keys import QueueKeys, check_queue_name
@@ -206,3 +207,24 @@ def test_cancel_in_partition_two_and_stats_summed(redis_url, queue_name, workers
         assert [q.cancel_by_taskid(i) is not None for i in running if i != victim] == [True, True]  # the rest
         assert q.wait(0.1) is None and q.empty()
         assert not marker.exists()
+
+
+def test_workers_started_before_a_sharded_manager_serve_every_partition(redis_url, queue_name, workers):
+    """Workers waiting for a queue its manager then keeps in partitions (Work Queue users
+    start workers first) read the count at a heartbeat, which the manager rings when it
+    stores the count, and claim across the partitions without a restart; before, they
+    claimed in partition 0 only and the others' tasks waited forever."""
+    workers.start("--cores", "2", "--lease-seconds", "60")  # idle beats every 48 s: only the ring is quick
+    workers.start("--cores", "1", "--lease-seconds", "60")
+    client = redis.Redis.from_url(redis_url)
+    keys = QueueKeys(queue_name)
+    assert wait_until(lambda: client.zcard(keys.workers) == 2, timeout=30)
+    exporter = QueueExporter(client, discover_seconds=0)
+    assert exporter.snapshots()[queue_name].counters.get("submitted", 0) == 0  # seen unsharded
+    with wq.WorkQueue(queue_name, redis_url=redis_url, shards=3) as q:
+        ids = q.submit_many([wq.PythonTask(my_sum, i, 1) for i in range(30)])
+        assert {partition_of(i, 3) for i in ids} == {0, 1, 2}
+        done = drain(q, 30, timeout=20)
+        assert sorted(t.id for t in done) == sorted(ids)
+        assert sorted(t.output for t in done) == [i + 1 for i in range(30)]
+    assert exporter.snapshots()[queue_name].counters["submitted"] == 30  # every partition's, summed

@@ -50,7 +50,7 @@ from ..protocol.answers import Call, ExportSnapshot, Fields, Snapshot, Submitted
 from ..protocol.cluster import is_cluster
 from ..protocol.fields import STATE_B, STATE_RUNNING_B, WORKER
 from ..protocol.partition_outage import DownPartitions, fail_fast
-from ..protocol.partitions import merge_exports, merge_snapshots, partition_of, split
+from ..protocol.partitions import merge_exports, merge_snapshots, parse_stored_shards, partition_of, split
 from ..protocol.store import QueueStore
 
 log = logging.getLogger("wq_redis.client.queue")
@@ -98,7 +98,17 @@ class ShardedStore(QueueStore):
             token, maybe = QueueStore.attach(part, new_token, highest_id if part is self else 0)
             tokens.append(token)
             busy = busy or maybe
-        self.client.set(self.keys.shards, self.shards)
+        try:
+            before = self.client.set(self.keys.shards, self.shards, get=True)
+        except redis.ResponseError:  # another type there (another client's): replaced
+            self.client.delete(self.keys.shards)
+            before = self.client.set(self.keys.shards, self.shards, get=True)
+        if parse_stored_shards(before) is None:
+            # the queue had no count: its workers (started before this manager) claim in
+            # partition 0 only until a heartbeat reads it; ring their heartbeats now
+            found: Any = self.client.zrange(self.keys.workers, 0, -1)
+            workers = [w.decode(errors="replace") if isinstance(w, bytes) else str(w) for w in found]
+            self._ring([self.keys.control(worker) for worker in workers])
         return ",".join(tokens), busy
 
     def unfinished_tasks(self, count: int = 1000) -> dict[int, Fields]:

@@ -147,9 +147,12 @@ class QueueExporter(Collector):
         logged once), so that one such queue does not hide the others."""
         out = {}
         for queue in self.queues():
+            # the count is read at every scrape (one GET): a queue seen before its manager
+            # kept it in partitions is then read in all of them
+            shards = stored_shards(self.client, queue) or 1
             store = self._stores.get(queue)
-            if store is None:
-                store = self._stores[queue] = open_store(self.client, queue, stored_shards(self.client, queue) or 1)
+            if store is None or store.shards != shards:
+                store = self._stores[queue] = open_store(self.client, queue, shards)
             try:
                 out[queue] = store.export_snapshot(sample=self.result_sample)
             except redis.exceptions.NoPermissionError as exc:

@@ -46,6 +46,7 @@ class Renewal:
     blocked: bool = False  # its host is blocked: claim nothing
     rung: bool = False  # its wait before the renewal was ended by its control key, not by time
     reaper: bool = False  # it took the reaper's lock: it runs the reaper now (QueueStore.reap, force)
+    shards: int | None = None  # the partitions its manager stored for the queue (None: none stored, or garbage)
 
 
 def too_large_message(what: str, size: int, limit: int) -> str:

@@ -71,9 +71,17 @@ def stored_shards(client: Any, name: str) -> int | None:
         value = queue_client(client, keys.prefix).get(keys.shards)
     except redis.ResponseError:
         return None
+    return parse_stored_shards(value)
+
+
+def parse_stored_shards(value: Any) -> int | None:
+    """The value at a queue's shard-count key as a count; None for none, or for anything
+    that is no count (another client's, or a wrong type's error)."""
+    if not isinstance(value, (bytes, str)):
+        return None
     try:
-        return check_shards(value.decode() if isinstance(value, bytes) else value) if value is not None else None
-    except ValueError:
+        return check_shards(value.decode() if isinstance(value, bytes) else value)
+    except (ValueError, UnicodeDecodeError):
         return None
 
 

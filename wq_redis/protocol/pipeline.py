@@ -131,13 +131,15 @@ class ScriptPipeline:
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):
-            commands = []
+            commands: list[tuple[Any, ...]] = []
             for index in todo:
                 name, keys, args = calls[index]
                 if name == "set":  # a large value, beside a script that refers to it
                     commands.append(("SET", keys[0], args[0], "EX", args[1]))
                 elif name == "blpop":  # an idle worker waits, then its claim runs at once
                     commands.append(("BLPOP", *keys, args[0]))
+                elif name == "get":  # a small key read in the same round trip (a heartbeat's shard count)
+                    commands.append(("GET", keys[0]))
                 elif name == "wait":
                     commands.append(self.durability.command)  # type: ignore[union-attr]  # a "wait" call exists only with a level
                 else:
@@ -147,8 +149,12 @@ class ScriptPipeline:
             for index, answer in zip(todo, answers):
                 if isinstance(answer, redis.exceptions.NoScriptError):
                     retry.append(index)
-                elif isinstance(answer, redis.ResponseError) and calls[index][0] == "blpop" and wrong_type(answer):
-                    results[index] = answer  # a wake key of the wrong type: the calls after it still count
+                elif (
+                    isinstance(answer, redis.ResponseError)
+                    and calls[index][0] in ("blpop", "get")
+                    and wrong_type(answer)
+                ):
+                    results[index] = answer  # a wake key (a key read) of the wrong type: the calls after it still count
                 elif isinstance(answer, Exception):
                     raise answer
                 else:

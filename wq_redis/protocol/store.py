@@ -81,3 +81,4 @@ class QueueStore(ManagerCalls, WorkerCalls, WorkerControl):
 
     SCRIPTS = SCRIPT_NAMES
     sharded = False  # the stores of a queue spread over partitions say True (partitions.py)
+    shards = 1  # ... and how many partitions (set by those stores)

@@ -27,6 +27,7 @@ from .answers import (
 from .connection import LONGEST_WAIT_SECONDS
 from .fields import BIG_B, PACK_FAILED, PACK_RESULTS, PACK_VALUE_KEYS, TOKEN, VALUE, VALUE_KEY
 from .packer import BIG_VALUE, VALUE_TTL_SECONDS
+from .partitions import parse_stored_shards
 from .pipeline import ScriptPipeline, wrong_type
 
 COMPLETE_BATCH = 256  # results per complete.lua call
@@ -387,9 +388,12 @@ class WorkerCalls(ScriptPipeline):
             args += (task_id, token)
         keys = [k.leases, k.workers, k.worker(worker), k.blocked_hosts, k.reaper_lock]
         calls: list[Any] = [("renew", keys, args)]
+        if status:  # a heartbeat (not a partition's leases only): the queue's shard count too
+            calls.append(("get", [k.shards], []))
         if wait_seconds > 0:
             calls.insert(0, ("blpop", [k.control(worker)], [wait_seconds]))
         answers = self._pipeline(calls)
+        shards = parse_stored_shards(answers.pop()) if status else None
         rung = wait_seconds > 0 and answers[0] is not None
         if wait_seconds > 0 and isinstance(answers[0], redis.ResponseError):
             # its control key holds another type: reported, and the wait kept (no spinning)
@@ -400,7 +404,9 @@ class WorkerCalls(ScriptPipeline):
         lost, registered, broken, shutdown, blocked, reaper = answers[-1]
         if broken and on_broken is not None:
             on_broken(broken_keys(broken))
-        return Renewal([int(i) for i in lost], bool(registered), bool(shutdown), bool(blocked), rung, bool(reaper))
+        return Renewal(
+            [int(i) for i in lost], bool(registered), bool(shutdown), bool(blocked), rung, bool(reaper), shards
+        )
 
     def leases_with_prefix(self, prefix: str) -> dict[int, str]:
         """The tasks leased now with a token that starts with ``prefix``, by id (one scan

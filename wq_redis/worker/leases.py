@@ -91,6 +91,7 @@ class Leases:
     _stopping: threading.Event
     _draining: bool
     _host_blocked: bool  # the manager blocked this host (WorkQueue.block_host): claim nothing
+    _new_shards: int | None  # the partitions the queue's manager stored since the worker started
     _changed: threading.Event
     _abort: bool
     _ends_at: float  # time.time() of this worker's end (--wall-time), 0 = none
@@ -228,13 +229,24 @@ class Leases:
     def _obey(self, renewal: Renewal) -> bool:
         """What the manager asked at this heartbeat (WorkQueue.shutdown_workers, block_host):
         to exit drains the worker as a SIGTERM does; a blocked host stops its claims (the
-        main loop and the lane read ``_host_blocked``) while what runs finishes.  The claim
+        main loop and the lane read ``_host_blocked``) while what runs finishes; a shard
+        count stored since the worker started (a manager that keeps the queue in N
+        partitions, started after the worker) is adopted by the main loop once nothing runs
+        (``Worker._adopt_shards``), unless the worker was given one (``--shards``).  The claim
         that an idle worker sends with its wait for work may still bring one batch, which
         it runs (nothing is lost or handed back)."""
         changed = False
         if renewal.blocked != self._host_blocked:
             log.info("this host is %s for queue %r", "blocked" if renewal.blocked else "unblocked", self.options.queue)
             self._host_blocked, changed = renewal.blocked, True
+        if (
+            not self.options.shards  # (a count given to the worker is kept)
+            and renewal.shards is not None  # (a count gone, or garbage, changes nothing)
+            and renewal.shards != self.store.shards
+            and renewal.shards != self._new_shards
+        ):
+            log.info("queue %r is kept in %d partitions now", self.options.queue, renewal.shards)
+            self._new_shards, changed = renewal.shards, True
         if renewal.shutdown and not self._draining:
             log.info("the manager asked this worker to shut down: finishing running tasks, then exiting")
             self._draining = changed = True

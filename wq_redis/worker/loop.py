@@ -126,6 +126,7 @@ class Worker(Groups, LaneSide, Leases):
 
     def __init__(self, client: redis.Redis, capacity: Capacity, options: WorkerOptions) -> None:
         self.options = options
+        self.client = client
         self.store = worker_store(client, options.queue, options.shards, options.durability)
         self.capacity = capacity
         self.allocator = Allocator(capacity)
@@ -168,6 +169,9 @@ class Worker(Groups, LaneSide, Leases):
         self._blocked = False
         self._draining = False
         self._host_blocked = False  # the manager blocked this host (leases.py reads it at each heartbeat)
+        # the partitions the queue's manager stored since this worker started (read at each
+        # heartbeat: leases.py), adopted by the main loop once nothing is running
+        self._new_shards: int | None = None
         self._abort = False
         self._ends_at = time.time() + options.wall_time if options.wall_time > 0 else 0.0  # claims read it
         self._last_beat = time.monotonic()
@@ -280,6 +284,8 @@ class Worker(Groups, LaneSide, Leases):
     def _loop(self) -> None:
         idle_since = time.monotonic()
         while not self._abort:
+            if self._new_shards is not None:
+                self._adopt_shards()
             if self._draining:
                 self.outbox.deliver()
                 if not self._running and not self.outbox.results:
@@ -334,6 +340,23 @@ class Worker(Groups, LaneSide, Leases):
             self._looked = not claimed
             for group in groups(claimed):
                 self._start(group)
+
+    def _adopt_shards(self) -> None:
+        """Claim across the partitions the queue's manager stored since this worker started
+        (a worker started before its manager, which then kept the queue in N partitions,
+        would otherwise serve partition 0 only and leave the others' tasks waiting).  Done
+        between claims, once nothing runs and no result waits: a task's calls go to its
+        partition, and what this worker holds was claimed under the old count."""
+        with self._lock:
+            if self._running or self.outbox.results or self._prefetched is not None:
+                return
+            count, self._new_shards = self._new_shards, None
+        if count is None or count == self.store.shards:
+            return
+        store = worker_store(self.client, self.options.queue, count, self.options.durability)
+        self.store = self.outbox.store = self.functions.store = store
+        self._lane_allowed = self._lane_allowed and not store.sharded  # (the lane claims in one partition)
+        log.info("queue %r is kept in %d partitions now: this worker claims across them", self.options.queue, count)
 
     def _prefetch(self) -> bool:
         """Every slot is busy with short tasks: deliver, and claim the group that a slot

@@ -37,6 +37,7 @@ too.  Partition 0's failures are raised, as unsharded.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -205,7 +206,7 @@ class PartitionedStore(QueueStore):
             self.down.answered(part)
         if len(lost) == len(renewal.lost):
             return renewal
-        return Renewal(lost, renewal.registered, renewal.shutdown, renewal.blocked, renewal.rung, renewal.reaper)
+        return dataclasses.replace(renewal, lost=lost)
 
     def release(self, held: dict[int, str]) -> None:
         """Hand leases back; those of a partition that is down expire there instead."""
