@@ -130,11 +130,12 @@ class Network:
         stderr: int | None = None,
         stdin: int | None = subprocess.DEVNULL,
         mounts: Mapping[str, str] | None = None,
+        read_only: Iterable[str] = (),
     ) -> subprocess.Popen[bytes]:
         """Run ``args`` on ``host``: in its namespace, under its host name (a UTS namespace)
         and, with ``mounts`` (mount point -> directory), in a mount namespace of its own
         where each directory is bind-mounted at its mount point, as a container's volumes
-        are.  /run gets a fresh tmpfs there, so mount points under it need no directory on
+        are (those in ``read_only`` read-only).  /run gets a fresh tmpfs there, so mount points under it need no directory on
         this machine; other missing mount points are created here and removed at close.
         Every program execs the next, so the process's pid ends up the program's own."""
         setup = f"hostname {host}"
@@ -149,6 +150,8 @@ class Network:
                 else:
                     self.make_dir(point)
                 setup += f" && mount --bind {source} {point}"
+                if point in read_only:
+                    setup += f" && mount -o remount,bind,ro {point}"
         command = ["ip", "netns", "exec", self.ns_of[host], *unshare, "sh", "-c", f'{setup} && exec "$@"', "sh", *args]
         process = subprocess.Popen(command, env=dict(env), stdin=stdin, stdout=stdout, stderr=stderr)
         self.processes.append(process)

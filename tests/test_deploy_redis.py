@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 import pytest
-from helpers_chart import by_kind, container, example, helm, render, worker_pools
+from helpers_chart import by_kind, container, example, expanded, helm, render, worker_pools
 
 from wq_redis.protocol import sentinel
 
@@ -22,19 +22,6 @@ FULL = "demo-wq-redis"  # release "demo"
 
 def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in c["env"]}
-
-
-def expanded(c: dict[str, Any], secrets: dict[tuple[str, str], str]) -> dict[str, str]:
-    """The container's environment as Kubernetes gives it: secretKeyRef values from
-    ``secrets`` by (secret, key), and $(VAR) replaced by variables defined earlier."""
-    out: dict[str, str] = {}
-    for e in c["env"]:
-        if "valueFrom" in e:
-            ref = e["valueFrom"]["secretKeyRef"]
-            out[e["name"]] = secrets[(ref["name"], ref["key"])]
-        else:
-            out[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: out.get(m[1], m[0]), e["value"])
-    return out
 
 
 def redis_clients(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
