@@ -236,6 +236,13 @@ def check_tasks(done: list[dict[str, Any]], count: int) -> None:
         assert task["host"] == WORKER_HOST and task["output"].strip() == WORKER_HOST, task
 
 
+def kill(pod: Pod) -> None:
+    """SIGKILL the pod's server (its pid: the script exec'd it), as a crash would."""
+    assert pod.process is not None
+    pod.process.send_signal(signal.SIGKILL)
+    pod.process.wait(5)
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     _require_servers()
@@ -293,9 +300,7 @@ def test_the_charts_scripts_start_sentinels_fail_over_and_rejoin_a_restarted_pri
     check_tasks(run_tasks(manager, 4), 4)
 
     # the primary's Redis dies; the sentinels promote a replica, the tasks go on
-    assert primary.process is not None
-    primary.process.send_signal(signal.SIGKILL)
-    primary.process.wait(5)
+    kill(primary)
     killed = time.monotonic()
     check_tasks(run_tasks(manager, 4), 4)
     promoted = next(
@@ -316,11 +321,32 @@ def test_the_charts_scripts_start_sentinels_fail_over_and_rejoin_a_restarted_pri
     others = [primary, *(r for r in replicas if r is not promoted)]
     assert wait_until(lambda: sentinels_see(promoted, others), 15)
     check_tasks(run_tasks(manager, 4), 4)
-    print(
-        f"\nchart live: servers up and agreed in {started - began:.1f} s, 4 tasks + kill + 4 tasks through the "
-        f"failover in {failed_over - started:.1f} s ({failed_over - killed:.1f} s from the kill), restart rejoined "
-        f"and 4 more tasks in {time.monotonic() - failed_over:.1f} s"
-    )
     assert manager.stdin is not None
     manager.stdin.close()
     assert manager.wait(15) == 0
+    rejoined = time.monotonic()
+
+    # a sentinel restarted after the failover watches the new primary (the others name it)
+    sentinel = cluster.sentinels[0]
+    kill(sentinel)
+    sentinel.start()
+    assert wait_until(sentinel.probe, 15)
+    assert f"sentinel monitor wq {promoted.fqdn} 6379 2\n" in sentinel.file("run", "sentinel.conf")
+    assert wait_until(lambda: sentinels_see(promoted, others), 15)
+
+    # no sentinel answers: a restarted replica's script finds the primary by asking the
+    # Redis pods for their role (and does not fall back to pod 0, now a replica)
+    for sentinel in cluster.sentinels:
+        kill(sentinel)
+    (last,) = (r for r in replicas if r is not promoted)
+    kill(last)
+    last.start()
+    assert wait_until(last.probe, 15)
+    assert f"replicaof {promoted.fqdn} 6379\n" in last.file("run", "redis.conf")
+    assert cluster.replication(last)["master_host"] == promoted.fqdn
+    print(
+        f"\nchart live: servers up and agreed in {started - began:.1f} s, 4 tasks + kill + 4 tasks through the "
+        f"failover in {failed_over - started:.1f} s ({failed_over - killed:.1f} s from the kill), restart rejoined "
+        f"and 4 more tasks in {rejoined - failed_over:.1f} s, sentinel restart and replica restart without "
+        f"sentinels in {time.monotonic() - rejoined:.1f} s"
+    )
