@@ -192,7 +192,7 @@ class Cluster:
             return None
         return (found[0], int(found[1])) if found else None
 
-    def start_worker(self) -> None:
+    def start_worker(self) -> subprocess.Popen[bytes]:
         args = list(self.worker["args"])
         args[args.index("--workdir") + 1] = str(self.tmp / "sandboxes")  # the image's /work/sandboxes
         env = {
@@ -203,8 +203,9 @@ class Cluster:
         }
         env.pop("WQ_REDIS_URL_FILE", None)
         log = open(self.tmp / "worker.log", "wb")  # noqa: SIM115 - the process holds it
-        self.network.spawn(WORKER_HOST, [sys.executable, "-m", "wq_redis", *args], env, stdout=log, stderr=log)
+        worker = self.network.spawn(WORKER_HOST, [sys.executable, "-m", "wq_redis", *args], env, stdout=log, stderr=log)
         log.close()
+        return worker
 
     def start_manager(self) -> subprocess.Popen[bytes]:
         env = {
@@ -250,10 +251,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     try:
         yield built
     finally:
-        # clients first (the worker drains while Redis is still there), then the servers
-        for process in built.network.processes[len(built.redis) + len(built.sentinels) :]:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
         built.network.close()
 
 
@@ -295,7 +292,7 @@ def test_the_charts_scripts_start_sentinels_fail_over_and_rejoin_a_restarted_pri
     assert wait_until(lambda: sentinels_see(primary, replicas), 15)
     started = time.monotonic()
 
-    cluster.start_worker()
+    worker = cluster.start_worker()
     manager = cluster.start_manager()
     check_tasks(run_tasks(manager, 4), 4)
 
@@ -324,6 +321,8 @@ def test_the_charts_scripts_start_sentinels_fail_over_and_rejoin_a_restarted_pri
     assert manager.stdin is not None
     manager.stdin.close()
     assert manager.wait(15) == 0
+    worker.send_signal(signal.SIGTERM)  # the pod deleted: the worker drains and exits
+    assert worker.wait(15) == 0
     rejoined = time.monotonic()
 
     # a sentinel restarted after the failover watches the new primary (the others name it)
