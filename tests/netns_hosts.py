@@ -135,9 +135,10 @@ class Network:
         """Run ``args`` on ``host``: in its namespace, under its host name (a UTS namespace)
         and, with ``mounts`` (mount point -> directory), in a mount namespace of its own
         where each directory is bind-mounted at its mount point, as a container's volumes
-        are (those in ``read_only`` read-only).  /run gets a fresh tmpfs there, so mount points under it need no directory on
-        this machine; other missing mount points are created here and removed at close.
-        Every program execs the next, so the process's pid ends up the program's own."""
+        are (those in ``read_only`` read-only).  /run gets a fresh tmpfs there, so mount
+        points under it need no directory on this machine; other missing mount points are
+        created here and removed at close.  Every program execs the next, so the process's
+        pid ends up the program's own."""
         setup = f"hostname {host}"
         unshare = ["unshare", "--uts"]
         if mounts:

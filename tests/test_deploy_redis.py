@@ -1,8 +1,11 @@
 """The Helm chart's production Redis options, rendered by Helm's Go SDK (tests/helpers_chart.py)
 and checked in what they render: Redis with replicas and sentinels, external Sentinel and
 Cluster URLs, TLS secrets, durability.  Every object of the examples is also checked
-against the Kubernetes schemas by tests/test_deploy.py (its cases are the example files);
-tests/test_deploy_redis_live.py starts the rendered Redis, sentinels and TLS for real.
+against the Kubernetes schemas by tests/test_deploy.py (its cases are the example files).
+tests/test_deploy_redis_live.py runs what the sentinel example renders for real: the Redis
+and sentinel pods' start scripts (one network namespace per pod), tasks through the chart's
+URL, a failover and restarted pods.  The TLS settings are checked here in the rendered text
+only.
 """
 
 from __future__ import annotations
