@@ -148,6 +148,21 @@ class Cluster:
         sets = by_kind(objects, "StatefulSet")
         redis_set, sentinel_set = sets["demo-wq-redis-redis"], sets["demo-wq-redis-sentinel"]
         self.network = network_or_skip(self._plan(redis_set, sentinel_set))
+        try:
+            self._lay_out(tmp, objects, chart, redis_set, sentinel_set)
+        except BaseException:
+            self.network.close()  # the fixture's teardown has not begun yet
+            raise
+
+    def _lay_out(
+        self,
+        tmp: Path,
+        objects: list[dict[str, Any]],
+        chart: dict[str, Any],
+        redis_set: dict[str, Any],
+        sentinel_set: dict[str, Any],
+    ) -> None:
+        """The pods' directories and hosts files, and the worker's spec."""
         self.redis = [Pod(self.network, redis_set, i, 11 + i, **chart) for i in range(redis_set["spec"]["replicas"])]
         self.sentinels = [
             Pod(self.network, sentinel_set, i, 21 + i, **chart) for i in range(sentinel_set["spec"]["replicas"])
