@@ -86,6 +86,19 @@ def container(workload: dict[str, Any]) -> dict[str, Any]:
     return only
 
 
+def expanded(c: dict[str, Any], secrets: dict[tuple[str, str], str]) -> dict[str, str]:
+    """The container's environment as Kubernetes gives it: secretKeyRef values from
+    ``secrets`` by (secret, key), and $(VAR) replaced by variables defined earlier."""
+    out: dict[str, str] = {}
+    for e in c["env"]:
+        if "valueFrom" in e:
+            ref = e["valueFrom"]["secretKeyRef"]
+            out[e["name"]] = secrets[(ref["name"], ref["key"])]
+        else:
+            out[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: out.get(m[1], m[0]), e["value"])
+    return out
+
+
 def flags(args: list[str]) -> dict[str, str]:
     """`worker --cores 4 --gpus 1 ...` as {"--cores": "4", ...} (every chart flag takes a value)."""
     assert args[0] == "worker" and len(args) % 2 == 1, args

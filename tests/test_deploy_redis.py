@@ -1,8 +1,11 @@
 """The Helm chart's production Redis options, rendered by Helm's Go SDK (tests/helpers_chart.py)
 and checked in what they render: Redis with replicas and sentinels, external Sentinel and
 Cluster URLs, TLS secrets, durability.  Every object of the examples is also checked
-against the Kubernetes schemas by tests/test_deploy.py (its cases are the example files);
-tests/test_deploy_redis_live.py starts the rendered Redis, sentinels and TLS for real.
+against the Kubernetes schemas by tests/test_deploy.py (its cases are the example files).
+tests/test_deploy_redis_live.py runs what the sentinel example renders for real: the Redis
+and sentinel pods' start scripts (one network namespace per pod), tasks through the chart's
+URL, a failover and restarted pods.  The TLS settings are checked here in the rendered text
+only.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 from typing import Any
 
 import pytest
-from helpers_chart import by_kind, container, example, helm, render, worker_pools
+from helpers_chart import by_kind, container, example, expanded, helm, render, worker_pools
 
 from wq_redis.protocol import sentinel
 
@@ -22,19 +25,6 @@ FULL = "demo-wq-redis"  # release "demo"
 
 def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in c["env"]}
-
-
-def expanded(c: dict[str, Any], secrets: dict[tuple[str, str], str]) -> dict[str, str]:
-    """The container's environment as Kubernetes gives it: secretKeyRef values from
-    ``secrets`` by (secret, key), and $(VAR) replaced by variables defined earlier."""
-    out: dict[str, str] = {}
-    for e in c["env"]:
-        if "valueFrom" in e:
-            ref = e["valueFrom"]["secretKeyRef"]
-            out[e["name"]] = secrets[(ref["name"], ref["key"])]
-        else:
-            out[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: out.get(m[1], m[0]), e["value"])
-    return out
 
 
 def redis_clients(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
