@@ -199,6 +199,38 @@ class RedisClusterSet:
             time.sleep(0.05)
         raise RuntimeError(f"the slot of {key!r} did not leave {old_port} within {timeout} s")
 
+    def migrate_slot(self, key: str, to_port: int, batch: int = 5, pause: float = 0.02) -> int:
+        """Move ``key``'s slot to the primary on ``to_port`` as ``redis-cli --cluster
+        reshard`` does (IMPORTING, MIGRATING, MIGRATE in batches of ``batch`` keys with
+        ``pause`` between them, so that the slot stays split a while, then SETSLOT NODE on
+        every primary); returns how many keys moved."""
+        source_port = self.owner_port(key)
+        source, target = self.client(source_port), self.client(to_port)
+        slot = source.cluster("keyslot", key)
+        source_id, target_id = source.execute_command("CLUSTER", "MYID"), target.execute_command("CLUSTER", "MYID")
+        target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        moved = 0
+        while True:
+            keys = source.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+            if not keys:
+                break
+            source.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+            time.sleep(pause)
+        for node in self.nodes:
+            if node.process is None:
+                continue
+            client = self.client(node.port)
+            try:
+                if client.role()[0] == b"master":
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            finally:
+                client.close()
+        source.close()
+        target.close()
+        return moved
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

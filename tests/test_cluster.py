@@ -231,6 +231,22 @@ def test_primary_sigkilled_under_a_sharded_queue_every_task_back_once(fresh_clus
     )
 
 
+@pytest.mark.faults
+def test_a_slot_migrated_mid_run_every_task_back_once(redis_cluster, queue_name, tmp_path, no_url_env) -> None:
+    """A resharding moves the queue's slot to another primary, a few keys at a time, while
+    the tasks run: calls that meet the split slot (ASK, TRYAGAIN) are retried until it has
+    moved, then follow MOVED to the new owner (protocol/cluster.py); every task back once."""
+    moved: list[int] = []
+
+    def migrate(found: RedisClusterSet, owner: int) -> None:
+        tag = "{" + queue_name + "}"
+        other = next(n.port for n in found.nodes if n.port != owner and found.client(n.port).role()[0] == b"master")
+        moved.append(found.migrate_slot(tag, other))
+
+    _run_through(redis_cluster, queue_name, tmp_path, migrate).check("slot migration")  # (the cluster stays whole)
+    assert moved and moved[0] > 100  # the slot held the queue's keys, moved in batches
+
+
 def test_a_queue_client_follows_its_slot_to_the_new_primary(redis_cluster, queue_name, no_url_env) -> None:
     """What the failover tests rely on: after CLUSTER FAILOVER the same queue client (its
     connection to the demoted primary answered MOVED) writes on the new primary."""
