@@ -18,7 +18,7 @@ FIELDS_SOURCE = Path(fields.__file__).read_text()
 # a queue's head is.
 LUA_WORDS = frozenset({"table", "string", "number", "ok", "set", "hash", "none", "z", "l"})
 NAME_LIKE = re.compile(r"^[a-z_]+:?$")  # what a field name or key suffix looks like (not '%06d', not 'HSET')
-KEY_PREFIX = re.compile(r"(?:\bprefix|ARGV\[1\])\s*$")  # `prefix .. 't:'`: a key suffix follows
+KEY_PREFIX = re.compile(r"\bprefix\s*$")  # `prefix .. 't:'`: a key suffix follows
 HASH_COMMAND = re.compile(r"^H[A-Z]+$")
 
 
@@ -54,7 +54,7 @@ def lua_tokens(source: str) -> list[tuple[str, str, str]]:
 def names_used(source: str) -> tuple[set[str], set[str]]:
     """The field names and the key suffixes a Lua source writes as literals.
 
-    Key suffixes: literals after ``prefix ..`` (or ``ARGV[1] ..``).  Field names: every
+    Key suffixes: literals after ``prefix ..``.  Field names: every
     other lower-case name-like literal (hash commands' fields, tables of fields, literals
     compared with a field's name) save LUA_WORDS, and the field names claim.lua reads by
     identifier (``at.n``, ``{sub = true}``)."""

@@ -4,8 +4,8 @@ Every key of queue ``NAME`` starts with ``wq:{NAME}:``.  The braces are a Redis 
 hash tag: all keys of one queue live in one slot, so every Lua script may touch any of
 them and the same code runs on a single Redis, on Sentinel and on Redis Cluster.
 
-The Lua scripts rebuild some of these names from the prefix (they are passed the prefix
-as an argument); the suffixes below are the contract between this module and
+The Lua scripts rebuild some of these names from the prefix (taken from their first key,
+scripts/include/prefix.lua); the suffixes below are the contract between this module and
 ``protocol/scripts/*.lua`` (the hashes' field names are ``fields.py``'s).  Change one, change both.
 """
 

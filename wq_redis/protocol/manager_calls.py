@@ -150,7 +150,7 @@ class ManagerCalls(ScriptPipeline):
         the last call (label.lua; ``outstanding``: the category's tasks the manager still
         waits for), and wake the workers of its queues ``members``."""
         k = self.keys
-        args = [k.prefix, label, learned, int(starting), outstanding, *members]
+        args = [label, learned, int(starting), outstanding, *members]
         self._scripts["label"](keys=[k.label(category_hex)], args=args)
 
     def submit(self, tasks: Iterable[tuple[int, str, float, dict[str, Any]]], incarnation: str) -> Submitted:
@@ -252,7 +252,7 @@ class ManagerCalls(ScriptPipeline):
             (
                 "retrieve",
                 [k.done, k.stats, k.retrieving, k.incarnation],
-                [k.prefix, max_tasks, keep_seconds, len(acked), *acked, *released],
+                [max_tasks, keep_seconds, len(acked), *acked, *released],
             )
         )
         answers = self._pipeline(calls)
@@ -295,7 +295,7 @@ class ManagerCalls(ScriptPipeline):
         k = self.keys
         answers = self._call_many(
             "cancel",
-            [([k.task(i), k.leases, k.done, k.stats], [k.prefix, i, "" if m is None else m]) for i, m in requests],
+            [([k.task(i), k.leases, k.done, k.stats], [i, "" if m is None else m]) for i, m in requests],
         )
         return [flat_to_dict(flat) if flat else None for flat in answers]
 
@@ -326,7 +326,7 @@ class ManagerCalls(ScriptPipeline):
         queues, running, with_results, counters, workers, running_tasks, broken = self._read_only(
             "stats",
             [k.registry, k.leases, k.done, k.stats, k.workers],
-            [k.prefix, worker_timeout_ms, time.time_ns() // 1000],
+            [worker_timeout_ms, time.time_ns() // 1000],
         )
         return Snapshot(
             waiting={m.decode(): int(n) for m, n in queues},
@@ -345,7 +345,7 @@ class ManagerCalls(ScriptPipeline):
         now_us, waiting, running, counters, workers, finished, result_bytes, sampled, broken = self._read_only(
             "export",
             [k.registry, k.leases, k.done, k.stats, k.workers, k.retrieving],
-            [k.prefix, levels, sample, time.time_ns() // 1000],
+            [levels, sample, time.time_ns() // 1000],
         )
         return ExportSnapshot(
             now_us=int(now_us),

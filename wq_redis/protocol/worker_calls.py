@@ -51,7 +51,7 @@ def value_beside(fields: dict[str, Any], key: str, calls: list[Call]) -> tuple[d
 
 
 def _time_left_ms(ends_at: float, blocked: float) -> int:
-    """claim.lua's ARGV 19: the milliseconds a worker ending at ``ends_at`` has left once
+    """claim.lua's ARGV 18: the milliseconds a worker ending at ``ends_at`` has left once
     a block of ``blocked`` seconds is over; 0 for a worker without an end, -1 for one
     whose end comes first (it takes nothing)."""
     if not ends_at:
@@ -124,7 +124,6 @@ class WorkerCalls(ScriptPipeline):
         another store of it: a lane's first claim), used until this store's own first claim."""
         k = self.keys
         claim_args = [
-            k.prefix,
             worker,
             free["cores"],
             free["memory"],
@@ -383,7 +382,7 @@ class WorkerCalls(ScriptPipeline):
         ``reaper_lock_ms``: also try the reaper's lock (as ``reap`` does, in this call):
         ``Renewal.reaper`` says whether this worker took it and runs ``reap(force=True)``."""
         k = self.keys
-        args: list[Any] = [k.prefix, lease_ms, worker, status, reaper_lock_ms]
+        args: list[Any] = [lease_ms, worker, status, reaper_lock_ms]
         for task_id, token in held.items():
             args += (task_id, token)
         keys = [k.leases, k.workers, k.worker(worker), k.blocked_hosts, k.reaper_lock]
@@ -432,7 +431,7 @@ class WorkerCalls(ScriptPipeline):
         maximum (escalate.lua); False when it cannot be (then its result is recorded)."""
         k = self.keys
         answer = self._scripts["escalate"](
-            keys=[k.task(task_id), k.leases, k.registry, k.new_queue_wake], args=[k.prefix, task_id, token]
+            keys=[k.task(task_id), k.leases, k.registry, k.new_queue_wake], args=[task_id, token]
         )
         return bool(answer)
 
@@ -443,7 +442,7 @@ class WorkerCalls(ScriptPipeline):
             return None
         result = self._scripts["reap"](
             keys=[k.leases, k.registry, k.done, k.done_wake, k.stats, k.workers, k.new_queue_wake],
-            args=[k.prefix, 1000, worker_timeout_ms],
+            args=[1000, worker_timeout_ms],
         )
         return [int(x) for x in cast("list[int]", result)]
 

@@ -1,12 +1,12 @@
 -- Cancel a task that has not been retrieved: take it out of its ready set, revoke its
 -- lease (and wake its worker's heartbeat, which sees the loss and kills it at once) or
 -- take it off the done list; return its fields and delete it.
--- A pack (packing.py) is cancelled whole the same way, or one member at a time (ARGV 3):
+-- A pack (packing.py) is cancelled whole the same way, or one member at a time (ARGV 2):
 -- the member is marked ("pc:ID", counted in "nc"), so it is not run if the pack has not
 -- started, and its result is never handed out or counted.  Cancelling a pack's last
 -- live member cancels the pack.
 -- KEYS: 1 task hash, 2 leases zset, 3 done list, 4 stats hash
--- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 task id, 3 member id of the pack ("" = the whole task)
+-- ARGV: 1 task id, 2 member id of the pack ("" = the whole task)
 --#include prefix
 --#include counts
 local t = redis.call('HMGET', KEYS[1], 's', 'q', 'n', 'nc', 'w')
@@ -20,7 +20,7 @@ if not t[1] then return false end
 local left = live(t[3], t[4])  -- a pack's members not cancelled
 local stage = ({['1'] = 'pack_waiting:' .. (t[2] or ''), ['2'] = 'pack_running:' .. (t[2] or ''), ['3'] = 'pack_done'})[t[1]]
 if not stage then return false end
-local member = ARGV[3] or ''
+local member = ARGV[2] or ''
 if member ~= '' and left > 1 then
   if redis.call('HSETNX', KEYS[1], 'pc:' .. member, 1) == 0 then return false end
   redis.call('HINCRBY', KEYS[1], 'nc', 1)
@@ -32,14 +32,14 @@ end
 if member ~= '' and redis.call('HEXISTS', KEYS[1], 'pc:' .. member) == 1 then return false end
 if t[1] == '1' then
   -- bulk cancels go in queue order, so LREM finds each id at the head of the list
-  if redis.call('ZREM', prefix .. 'ready:' .. t[2], string.format('%012d', tonumber(ARGV[2]))) == 0 then
-    redis.call('LREM', prefix .. 'fifo:' .. t[2], 1, ARGV[2])
+  if redis.call('ZREM', prefix .. 'ready:' .. t[2], string.format('%012d', tonumber(ARGV[1]))) == 0 then
+    redis.call('LREM', prefix .. 'fifo:' .. t[2], 1, ARGV[1])
   end
 elseif t[1] == '2' then
-  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[1])
   wake_worker()
 else
-  redis.call('LREM', KEYS[3], 1, ARGV[2])
+  redis.call('LREM', KEYS[3], 1, ARGV[1])
 end
 if left > 1 then redis.call('HINCRBY', KEYS[4], stage, 1 - left) end
 local fields = redis.call('HGETALL', KEYS[1])

@@ -6,19 +6,19 @@
 -- starved by a stream of small ones.
 -- KEYS: 1 registry set, 2 leases zset, 3 stats hash, 4 blocked-hosts hash, 5 new-queue wake
 --       key, 6 this worker's record hash, 7 this worker's control key
--- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 worker name, 3 free cores, 4 free memory, 5 free disk, 6 free gpus,
---       7 tags joined by "\n" ("" = every tag), 8 max tasks, 9 lease ms,
---       10 token prefix (unique per worker process, so tokens never repeat),
---       11-14 the worker's total cores, memory, disk, gpus, 15 reserve after ms (0 = never),
---       16 followers: up to this many more tasks of the same queue may follow each task
+-- ARGV: 1 worker name, 2 free cores, 3 free memory, 4 free disk, 5 free gpus,
+--       6 tags joined by "\n" ("" = every tag), 7 max tasks, 8 lease ms,
+--       9 token prefix (unique per worker process, so tokens never repeat),
+--       10-13 the worker's total cores, memory, disk, gpus, 14 reserve after ms (0 = never),
+--       15 followers: up to this many more tasks of the same queue may follow each task
 --       taken, to run after it on the same resources (short tasks: one round trip and
---       one message to a warm child for many), 17 bytes a task and its followers may
---       hold at most (the first task is taken whatever its size), 18 bytes one task may
---       hold at most (--max-task-bytes; 0 = no cap), 19 milliseconds this worker has left
+--       one message to a warm child for many), 16 bytes a task and its followers may
+--       hold at most (the first task is taken whatever its size), 17 bytes one task may
+--       hold at most (--max-task-bytes; 0 = no cap), 18 milliseconds this worker has left
 --       (wq-redis worker --wall-time; 0 = no end, below 0 = ended: take nothing),
---       20 how many queues were registered at this worker's last claim (-1: unknown),
---       21 "1" when this claim ends a wait for work (its BLPOP came first in the pipeline),
---       22 "1": ring the worker's control key if this claim takes anything (its heartbeat
+--       19 how many queues were registered at this worker's last claim (-1: unknown),
+--       20 "1" when this claim ends a wait for work (its BLPOP came first in the pipeline),
+--       21 "1": ring the worker's control key if this claim takes anything (its heartbeat
 --       waits an idle worker's long period; worker/leases.py)
 -- Large fields named by a task's "big" field (string keys HASH:NAME) are left for the
 -- worker to read; their sizes are read here (STRLEN), so that a task over the cap, or
@@ -30,7 +30,7 @@
 -- redis.call), and a sub-queue, task hash or wake key that cannot be read is skipped and
 -- reported in `broken`; the leases zset is checked before anything is popped (a claim
 -- whose leases cannot be written must take nothing).
--- A worker with an end (ARGV 19) takes only tasks that can end before it (Work Queue's
+-- A worker with an end (ARGV 18) takes only tasks that can end before it (Work Queue's
 -- check_worker_against_task, with our running_time_max): a group whose running_time_max
 -- adds up to more than its time left, or whose running_time_min (Work Queue) is more, or
 -- whose end_time is later than the worker's end stays queued, for others.  Those three are
@@ -57,19 +57,19 @@
 -- broken = {{key, error}...}: keys of this queue that could not be read or written;
 -- registered = how many queues are registered (absent when the claim stopped before).
 --#include prefix
-local worker = ARGV[2]
-local free = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])}
+local worker = ARGV[1]
+local free = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
 local tags = nil
-if ARGV[7] ~= '' then
+if ARGV[6] ~= '' then
   tags = {}
-  for t in string.gmatch(ARGV[7], '[^\n]+') do tags[t] = true end
+  for t in string.gmatch(ARGV[6], '[^\n]+') do tags[t] = true end
 end
-local max_tasks = tonumber(ARGV[8])
-local lease_ms = tonumber(ARGV[9])
+local max_tasks = tonumber(ARGV[7])
+local lease_ms = tonumber(ARGV[8])
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
-local life_ms = tonumber(ARGV[19] or 0)
+local life_ms = tonumber(ARGV[18] or 0)
 if life_ms < 0 then return {{}, {}, {}} end  -- this worker's end has come: it takes nothing
 
 --#include broken
@@ -78,7 +78,7 @@ local registered = redis.pcall('SMEMBERS', KEYS[1])
 if failed(registered, KEYS[1]) or failed(redis.pcall('ZCARD', KEYS[2]), KEYS[2]) then
   return {{}, {}, broken}  -- nothing can be claimed (and leased) from this queue now
 end
-local total = {tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])}
+local total = {tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])}
 
 -- A worker on a host the manager blocked (WorkQueue.block_host; renew.lua reads the same
 -- entry) takes nothing, even with a claim sent before it heard of the block (with its wait).
@@ -241,7 +241,7 @@ for _, c in ipairs(cands) do
   if fits(c.need) then eligible[#eligible + 1] = c.member end
 end
 
-local reserve_after_ms = tonumber(ARGV[15])
+local reserve_after_ms = tonumber(ARGV[14])
 if reserve_after_ms > 0 then
   for _, c in ipairs(cands) do
     local fits_total = true
@@ -264,9 +264,9 @@ if reserve_after_ms > 0 then
   end
 end
 
-local followers = tonumber(ARGV[16] or 0)
-local max_bytes = tonumber(ARGV[17] or 0)
-local max_task_bytes = tonumber(ARGV[18] or 0)
+local followers = tonumber(ARGV[15] or 0)
+local max_bytes = tonumber(ARGV[16] or 0)
+local max_task_bytes = tonumber(ARGV[17] or 0)
 local claimed = {}
 local touched = {}
 local deadline = now_ms + lease_ms
@@ -306,7 +306,7 @@ local function take(c, id, follows)
     end  -- (its members, pa, may be a large field beside the hash: the worker checks them)
   end
   local attempt = math.floor(at.a and (tonumber(flat[at.a]) or 0) + 1 or 1)
-  local token = ARGV[10] .. ':' .. id .. ':' .. attempt
+  local token = ARGV[9] .. ':' .. id .. ':' .. attempt
   if not c.alloc then  -- (only for a class that fits: its values are the worker's size or less)
     c.alloc = string.format('%d %d %d %d', c.need[1], c.need[2], c.need[3], c.need[4])
   end
@@ -464,7 +464,7 @@ end
 -- stay registered (so the next submit does not wake every worker as for a new queue);
 -- the reaper forgets the ones that stay empty.
 -- After a wait for work, the queues seen holding tasks and left alone are rung again too.
-local woken = ARGV[21] == '1'
+local woken = ARGV[20] == '1'
 for _, c in ipairs(cands) do
   if touched[c.member] then
     if not c.empty and redis.call('EXISTS', c.key, c.fifo) > 0 then ring(prefix .. 'wake:' .. c.member) end
@@ -472,10 +472,10 @@ for _, c in ipairs(cands) do
     ring(prefix .. 'wake:' .. c.member)
   end
 end
-local known = tonumber(ARGV[20] or -1)
+local known = tonumber(ARGV[19] or -1)
 if KEYS[5] and known >= 0 and #registered > known then ring(KEYS[5]) end  -- pass on the news of a new queue
 if members > 0 then bump('dispatched', members) end
-if members > 0 and ARGV[22] == '1' and KEYS[7] then ring(KEYS[7]) end  -- the heartbeat's busy beats start now
+if members > 0 and ARGV[21] == '1' and KEYS[7] then ring(KEYS[7]) end  -- the heartbeat's busy beats start now
 if life_ms > 0 then  -- a queue whose head this worker left must not wake it (see the top)
   local kept = {}  -- (its wake key was rung above, for the others)
   for _, m in ipairs(eligible) do

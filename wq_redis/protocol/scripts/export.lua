@@ -4,8 +4,8 @@
 -- sampled results), so a scrape never holds Redis for long.
 -- KEYS: 1 registry set, 2 leases zset, 3 done list, 4 stats hash, 5 workers zset,
 --       6 in-flight (retrieving) set
--- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 priority levels looked at per ready queue, 3 results sampled,
---       4 the caller's clock in us (used without TIME)
+-- ARGV: 1 priority levels looked at per ready queue, 2 results sampled, 3 the caller's
+--       clock in us (used without TIME)
 -- Returns {now_us, {{member, waiting, oldest submit us or -1}...}, {{member, running}...},
 --          {counters}, {{name, heartbeat ms, leases held, status, metrics, host, tags, resources}...},
 --          finished tasks waiting for retrieval, result bytes sampled, tasks sampled,
@@ -13,10 +13,10 @@
 --          written by another client, or a key this ACL user may not read), skipped.
 -- Flagged no-writes and called with EVALSHA_RO: a user with read-only access runs it.
 --#include prefix
-local levels = tonumber(ARGV[2])
-local sample = tonumber(ARGV[3])
+local levels = tonumber(ARGV[1])
+local sample = tonumber(ARGV[2])
 local now = redis.pcall('TIME')  -- a read-only ACL user may lack TIME: then the caller's clock
-if now.err then now = {string.sub(ARGV[4], 1, -7), string.sub(ARGV[4], -6)} end
+if now.err then now = {string.sub(ARGV[3], 1, -7), string.sub(ARGV[3], -6)} end
 local now_us = now[1] .. string.format('%06d', tonumber(now[2]))
 --#include broken
 local function number(value)

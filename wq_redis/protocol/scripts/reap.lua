@@ -3,7 +3,7 @@
 -- heartbeat stopped, and empty ready queues.  Uses Redis TIME, never a client clock.
 -- KEYS: 1 leases zset, 2 registry set, 3 done list, 4 done wake list, 5 stats hash,
 --       6 workers zset, 7 new-queue wake list
--- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 max leases per call, 3 worker timeout ms
+-- ARGV: 1 max leases per call, 2 worker timeout ms
 -- A key of the wrong type (another client's garbage) loses nothing: a task is taken out
 -- of the leases only once the list it goes to (its queue, or done) took it, and the
 -- counters and wake-ups (not worth a task) are skipped when theirs is broken.  (What
@@ -15,7 +15,7 @@ local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 --#include counts
 --#include enqueue
 local function bump(field, by) redis.pcall('HINCRBY', KEYS[5], field, by) end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[2]))
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[1]))
 local requeued, given_up = 0, 0
 for _, id in ipairs(expired) do
   local tkey = prefix .. 't:' .. id
@@ -64,7 +64,7 @@ for _, id in ipairs(expired) do
     end
   end
 end
-local dead = redis.pcall('ZRANGEBYSCORE', KEYS[6], '-inf', now_ms - tonumber(ARGV[3]))
+local dead = redis.pcall('ZRANGEBYSCORE', KEYS[6], '-inf', now_ms - tonumber(ARGV[2]))
 if failed(dead, KEYS[6]) then dead = {} end
 for _, name in ipairs(dead) do
   redis.call('ZREM', KEYS[6], name)

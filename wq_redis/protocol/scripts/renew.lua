@@ -5,14 +5,13 @@
 -- It also reads what the manager asks of this worker (worker_control.py): whether it was
 -- asked to exit (the record's "shutdown"), and whether its host is blocked now (its entry
 -- in the queue's blocked-hosts hash: "0" for good, else the Redis ms it lasts until).
--- It also takes the reaper's lock when asked (ARGV 5): the beat that is due to try the
+-- It also takes the reaper's lock when asked (ARGV 4): the beat that is due to try the
 -- reaper tries it here, without a round trip of its own (an idle worker's calls are few).
 -- KEYS: 1 leases zset, 2 workers zset, 3 this worker's record hash, 4 blocked-hosts hash,
 --       5 the reaper's lock
--- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 lease ms, 3 worker
---       name, 4 status (JSON; "": leases only, no heartbeat: a sharded queue's partitions
---       other than 0, where the worker has no record, protocol/partitions.py), 5 reaper
---       lock ms (0: not this beat), 6.. id, token pairs
+-- ARGV: 1 lease ms, 2 worker name, 3 status (JSON; "": leases only, no heartbeat: a
+--       sharded queue's partitions other than 0, where the worker has no record,
+--       protocol/partitions.py), 4 reaper lock ms (0: not this beat), 5.. id, token pairs
 -- A key of the wrong type (another client's garbage) is skipped and reported, so that the
 -- others still renew: a record that is no hash reads as gone (the worker registers again,
 -- which replaces it), a task hash that is no hash as a lost lease.  Renewals change
@@ -25,16 +24,16 @@
 local now = redis.call('TIME')
 local registered = redis.pcall('HEXISTS', KEYS[3], 'resources')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local deadline = now_ms + tonumber(ARGV[2])
+local deadline = now_ms + tonumber(ARGV[1])
 local shutdown, blocked = 0, 0
-if ARGV[4] == '' then
+if ARGV[3] == '' then
   registered = 1  -- leases only: the worker's record is in partition 0
 else
-  failed(redis.pcall('ZADD', KEYS[2], now_ms, ARGV[3]), KEYS[2])
+  failed(redis.pcall('ZADD', KEYS[2], now_ms, ARGV[2]), KEYS[2])
   if failed(registered, KEYS[3]) then
     registered = 0
   else
-    redis.call('HSET', KEYS[3], 'status', ARGV[4], 'seen', now_ms)
+    redis.call('HSET', KEYS[3], 'status', ARGV[3], 'seen', now_ms)
     local own = redis.call('HMGET', KEYS[3], 'shutdown', 'host')
     if own[1] then shutdown = 1 end
     if own[2] then
@@ -45,7 +44,7 @@ else
 end
 local lost = {}
 local leases_ok = true
-for i = 6, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local id = ARGV[i]
   local tkey = prefix .. 't:' .. id
   local t = redis.pcall('HMGET', tkey, 'tok', 'lt')
@@ -60,9 +59,9 @@ for i = 6, #ARGV, 2 do
   end
 end
 local reaper = 0
-local lock_ms = tonumber(ARGV[5]) or 0
+local lock_ms = tonumber(ARGV[4]) or 0
 if lock_ms > 0 and KEYS[5] then
-  local took = redis.pcall('SET', KEYS[5], ARGV[3], 'NX', 'PX', lock_ms)
+  local took = redis.pcall('SET', KEYS[5], ARGV[2], 'NX', 'PX', lock_ms)
   if not failed(took, KEYS[5]) and took then reaper = 1 end
 end
 return {lost, registered, broken, shutdown, blocked, reaper}

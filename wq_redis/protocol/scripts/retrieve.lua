@@ -14,13 +14,13 @@
 -- attach.lua): missing or changed, Redis lost the queue's state, and the manager
 -- resubmits what it holds, with no extra round trip to find out.
 -- KEYS: 1 done list, 2 stats hash, 3 in-flight set, 4 incarnation
--- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 max tasks, 3 keep seconds (0 = delete now), 4 n, 5..4+n acked
---       ids, then ids to release (taken, not the manager's)
+-- ARGV: 1 max tasks, 2 keep seconds (0 = delete now), 3 n, 4..3+n acked ids, then ids
+--       to release (taken, not the manager's)
 -- Returns {{{id, {fields}}...}, incarnation or false}
 --#include prefix
-local max_tasks = tonumber(ARGV[2])
-local keep = tonumber(ARGV[3])
-local last_acked = 4 + tonumber(ARGV[4])
+local max_tasks = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
+local last_acked = 3 + tonumber(ARGV[3])
 local retrieved, failed = 0, 0
 --#include counts
 for first = last_acked + 1, #ARGV, 1000 do
@@ -28,7 +28,7 @@ for first = last_acked + 1, #ARGV, 1000 do
 end
 -- Ids still in flight (a re-sent ack finds them gone), then their keys end in bulk.
 local acked = {}
-for first = 5, last_acked, 1000 do  -- in chunks: unpack() has a stack limit
+for first = 4, last_acked, 1000 do  -- in chunks: unpack() has a stack limit
   local chunk = {unpack(ARGV, first, math.min(first + 999, last_acked))}
   local present = redis.call('SMISMEMBER', KEYS[3], unpack(chunk))
   for i, id in ipairs(chunk) do

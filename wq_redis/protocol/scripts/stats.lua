@@ -1,7 +1,7 @@
 #!lua flags=no-writes
 -- One consistent snapshot for WorkQueue.stats and `wq-redis status`.
 -- KEYS: 1 registry set, 2 leases zset, 3 done list, 4 stats hash, 5 workers zset
--- ARGV: 1 key prefix (unused: taken from KEYS[1], include/prefix.lua), 2 worker timeout ms, 3 the caller's clock in us (used without TIME)
+-- ARGV: 1 worker timeout ms, 2 the caller's clock in us (used without TIME)
 -- Returns {{{member, waiting}...}, running count, with_results, {counters},
 --          {{name, {record}}...}, {{worker, member, tasks, alloc} per running task or pack},
 --          {{key, error}...} keys it could not read (wrong type, or not readable by this
@@ -11,7 +11,7 @@
 -- exact at every instant.  Flagged no-writes, called with EVALSHA_RO: read-only users run it.
 --#include prefix
 local now = redis.pcall('TIME')  -- a read-only ACL user may lack TIME: then the caller's clock
-if now.err then now = {string.sub(ARGV[3], 1, -7), string.sub(ARGV[3], -6)} end
+if now.err then now = {string.sub(ARGV[2], 1, -7), string.sub(ARGV[2], -6)} end
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 --#include broken
 --#include counts
@@ -22,7 +22,7 @@ for _, m in ipairs(read({}, 'SMEMBERS', KEYS[1])) do
   queues[#queues + 1] = {m, read(0, 'ZCARD', prefix .. 'ready:' .. m) + read(0, 'LLEN', prefix .. 'fifo:' .. m) + packed}
 end
 local workers = {}
-for _, name in ipairs(read({}, 'ZRANGEBYSCORE', KEYS[5], now_ms - tonumber(ARGV[2]), '+inf')) do
+for _, name in ipairs(read({}, 'ZRANGEBYSCORE', KEYS[5], now_ms - tonumber(ARGV[1]), '+inf')) do
   workers[#workers + 1] = {name, read({}, 'HGETALL', prefix .. 'w:' .. name)}
 end
 local running = {}

@@ -1,4 +1,4 @@
--- (include/time_left.lua) For claim.lua, a worker with an end (--wall-time, ARGV 19): what
+-- (include/time_left.lua) For claim.lua, a worker with an end (--wall-time, ARGV 18): what
 -- time a task asks of it.  Needs `prefix`, `now_ms` and `life_ms` (the worker's time left).
 -- The milliseconds task `id` runs at most (0: no maximum), or nil when it cannot end
 -- within `budget_ms` nor before this worker's end (claim.lua's header).  Numbers are read from
