@@ -17,7 +17,7 @@ from helpers_tasks import my_sum
 from sentinel_servers import DOWN_AFTER_MS, SERVICE, SentinelSet
 
 import wq_redis as wq
-from wq_redis.protocol import sentinel
+from wq_redis.protocol import sentinel, sentinel_watch
 from wq_redis.protocol.connection import check_url, client_from, open_client, safe_url, settings_of
 from wq_redis.protocol.keys import QueueKeys
 from wq_redis.protocol.sentinel_watch import SELECTED, SwitchWatch
@@ -250,3 +250,22 @@ def test_a_failover_that_aborts_sends_the_held_connections_back(sentinels) -> No
     writer.join(5)
     assert done == [True]
     assert redis.Redis(port=master).get("k") == b"1"
+
+
+def test_a_failover_without_news_lets_the_held_connections_go(sentinels, monkeypatch) -> None:
+    """A leader that falls silent after its first event (it died mid-failover): after
+    MOVE_SECONDS the held connections go to the master the sentinels name, and so do
+    later ones at once, without waiting again."""
+    monkeypatch.setattr(sentinel_watch, "MOVE_SECONDS", 0.5)
+    client = open_client(sentinels.url)
+    client.set("k", "0")
+    watch = SwitchWatch._watches[id(client.connection_pool.sentinel_manager)]
+    master, replica = sentinels.master.port, sentinels.replicas[0].port
+    with watch.handling:
+        watch._event(SELECTED, f"slave 127.0.0.1:{replica} 127.0.0.1 {replica} @ {SERVICE} 127.0.0.1 {master}".split())
+    assert client.set("k", "1")  # held, then let go to the old master
+    move = watch.moves[SERVICE]
+    assert move.ended.is_set() and move.address is None  # ended: later connections do not wait
+    client.connection_pool.disconnect()
+    assert client.set("k", "2")
+    assert redis.Redis(port=master).get("k") == b"2"

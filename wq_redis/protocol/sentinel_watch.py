@@ -83,12 +83,16 @@ class Move:
         self.target = target
         self.address: Address | None = None
         self.ended = threading.Event()
-        self.expires = time.monotonic() + MOVE_SECONDS + MOVED_SECONDS
+        self.deadline = time.monotonic() + MOVE_SECONDS
+        self.expires = self.deadline + MOVED_SECONDS
 
     def wait(self) -> Address | None:
-        """Where to connect, once the move ended (or after MOVE_SECONDS: None)."""
-        self.ended.wait(MOVE_SECONDS)
-        return self.address if self.ended.is_set() else None
+        """Where to connect, once the move ended; None once MOVE_SECONDS passed without
+        news since it began (the move ends so: later connections ask the sentinels at once,
+        and news that comes after changes nothing)."""
+        if not self.ended.wait(max(self.deadline - time.monotonic(), 0.0)):
+            self.ended.set()
+        return self.address
 
 
 class SwitchWatch:
