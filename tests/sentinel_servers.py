@@ -60,6 +60,10 @@ class SentinelSet:
         for replica in self.replicas:
             replica.start()
         self.sentinel_ports = [free_port() for _ in range(3)]
+        # each sentinel's run id, written in the configuration of every other one (as a sentinel
+        # that restarts reads it back): they know each other from the start instead of after
+        # their first hello (every 2 s); their hellos go on as ever
+        self.sentinel_ids = [os.urandom(20).hex() for _ in self.sentinel_ports]
         self.sentinels: list[subprocess.Popen[bytes]] = []
         for port in self.sentinel_ports:
             self.sentinels.append(self._sentinel(port))
@@ -83,7 +87,11 @@ class SentinelSet:
                 f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
+                f"sentinel myid {self.sentinel_ids[self.sentinel_ports.index(port)]}\n"
             )
+            for other, run_id in zip(self.sentinel_ports, self.sentinel_ids):
+                if other != port:
+                    handle.write(f"sentinel known-sentinel {SERVICE} 127.0.0.1 {other} {run_id}\n")
         log = open(os.path.join(self.dir, f"sentinel-{port}.log"), "ab")
         try:
             return subprocess.Popen(
@@ -99,8 +107,8 @@ class SentinelSet:
         return int(self.sentinel().sentinel_get_master_addr_by_name(SERVICE)[1])
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until every sentinel knows the replica (in sync) and the two other sentinels:
-        before that a failover cannot be agreed on."""
+        """Until every sentinel knows the replica (in sync) and the two other sentinels, linked
+        to each: before that a failover cannot be agreed on."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -116,7 +124,7 @@ class SentinelSet:
         client = self.sentinel(index)
         try:
             replicas = client.sentinel_slaves(SERVICE)
-            others = client.sentinel_sentinels(SERVICE)
+            others = [s for s in client.sentinel_sentinels(SERVICE) if not s["is_disconnected"]]
             up = [r for r in replicas if not r.get("is_sdown") and r.get("master-link-status") == "ok"]
             return len(up) >= len(self.replicas) and len(others) >= 2
         finally:

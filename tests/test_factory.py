@@ -15,6 +15,7 @@ from conftest import drain, wait_until
 from helpers_tasks import my_sum
 
 import wq_redis as wq
+from wq_redis.embedded import factory as factory_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +35,13 @@ def _next_cycles(factory: wq.Factory, count: int = 2) -> bool:
     """Wait until the factory has looked at the queue ``count`` more times."""
     target = factory._thread.cycles + count
     return wait_until(lambda: factory._thread.cycles >= target, timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def quick_cycles(monkeypatch):
+    """The factories of this module look at their queue every 0.5 s, not every 2 s: the
+    tests that wait for the factory's next cycles (``_next_cycles``) wait that much less."""
+    monkeypatch.setattr(factory_module, "CYCLE_SECONDS", 0.5)
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def _asked(fakes: StandIns) -> str:
 @pytest.mark.parametrize("standins", KINDS, indirect=True)
 def test_stand_in_jobs_run_the_tasks_then_idle_out_and_are_forgotten(standins, queue, redis_url, tmp_path):
     factory = wq.Factory(standins.kind, manager=queue)
-    factory.min_workers, factory.max_workers, factory.cores, factory.memory, factory.timeout = 0, 2, 1, 300, 2
+    factory.min_workers, factory.max_workers, factory.cores, factory.memory, factory.timeout = 0, 2, 1, 300, 1
     factory.scratch_dir = str(tmp_path / "scratch")
     with factory:
         for n in range(4):

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import redis
@@ -115,7 +114,14 @@ def test_wake_keys_of_the_wrong_type_are_reported_and_left_out_of_the_waits(redi
     log_path = tmp_path / "worker.log"
     process = start_logged_worker(workers, log_path, "--cores", cores, "--name", "w1")
     assert len(drain(queue, 1, timeout=30)) == 1
-    time.sleep(2.5)  # idle: its waits meet the broken keys
+    # idle: its waits meet the broken keys, and it says so
+    assert wait_until(
+        lambda: (
+            f"cannot read wq:{{{queue.name}}}:wake " in log_path.read_text()
+            and f"cannot read {own} " in log_path.read_text()
+        ),
+        timeout=30,
+    )
     queue.submit_many([wq.PythonTask(my_sum, i, 0) for i in range(5)])  # rings the sub-queue's own wake key
     assert sorted(t.output for t in drain(queue, 5, timeout=60)) == list(range(5))
     assert process.poll() is None

@@ -150,7 +150,7 @@ def test_a_pack_whose_worker_is_killed_runs_again_elsewhere(queue, workers):
     time.sleep(0.3)
     victim.send_signal(signal.SIGKILL)  # mid-pack
     victim.wait(10)
-    workers.start("--cores", "1")
+    workers.start("--cores", "1", "--lease-seconds", "2")  # its reaper runs every second
     tasks = {t.id: t for t in drain(queue, 3, timeout=60)}
     assert sorted(tasks) == sorted(ids)
     assert all(t.result == wq.WORK_QUEUE_RESULT_SUCCESS and t.output[2] == str(t.id) for t in tasks.values())

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
+import psutil
 import redis
-from conftest import drain
+from conftest import drain, wait_until
 from helpers_tasks import env_value, fail, hard_exit, my_sum
 
 import wq_redis as wq
@@ -124,10 +125,20 @@ def test_running_time_max_kills_a_command_and_its_children(queue, workers, tmp_p
     run_one(queue, workers, task)
     assert task.result == wq.WORK_QUEUE_RESULT_TASK_MAX_RUN_TIME
     assert "time limit" in task.error
-    import time
-
-    time.sleep(3.5)
+    # the task's shell and its subshell (a fork: the same command line, which names the
+    # marker) are gone, so nothing is left to touch it; instead of waiting out the sleep
+    assert wait_until(lambda: not _alive_naming(str(marker))), "a child of the killed task kept running"
     assert not marker.exists(), "a child of the killed task kept running"
+
+
+def _alive_naming(text: str) -> list[psutil.Process]:
+    """The processes (not zombies) whose command line mentions ``text``."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline, status = process.info["cmdline"], process.info["status"]
+        if cmdline and status != psutil.STATUS_ZOMBIE and any(text in part for part in cmdline):
+            found.append(process)
+    return found
 
 
 def test_running_time_max_kills_a_python_task_and_the_worker_goes_on(queue, workers):

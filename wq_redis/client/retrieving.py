@@ -27,7 +27,11 @@ from .wire import apply_results, task_from_fields, unreadable_result
 log = logging.getLogger("wq_redis.client.queue")
 
 RETRIEVE_BATCH = 512  # finished tasks fetched per round trip
-LONGEST_BLOCK = 5.0  # seconds one blocking retrieve lasts at most, so that a wait(-1) looks around now and then
+# Seconds one blocking retrieve lasts at most, so that a wait looks around now and then: what
+# only its retrieve can tell (Redis restarted without the queue's state, or without its scripts,
+# and the submit sent in the same round trip was refused) waits this long to be noticed.  An
+# idle manager pays one round trip a second for it.
+LONGEST_BLOCK = 1.0
 
 
 class Retrieving(QueueState):
