@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import redis
@@ -175,11 +176,11 @@ class ShardedStore(QueueStore):
         found: list[str | None] = [None] * self.shards
         tokens = self._tokens(incarnation, self.shards)
         for part in self._order():
-            if part and self.down.skipped(part):
-                found[part] = self._keep(part, acks, frees, tokens)
-                continue
-            try:
-                taken, found[part], _ = QueueStore.retrieve(
+            answer = self.down.ask(
+                part,
+                "retrieve",
+                partial(
+                    QueueStore.retrieve,
                     self.parts[part],
                     max_tasks,
                     keep_seconds,
@@ -188,12 +189,13 @@ class ShardedStore(QueueStore):
                     (),
                     frees.get(part, ()),
                     read_packs,
-                )
-            except redis.RedisError as exc:
-                self.down.failed(part, "retrieve", exc)  # (raised for partition 0, or unless an outage)
+                ),
+                None,
+            )
+            if answer is None:  # skipped, or down now
                 found[part] = self._keep(part, acks, frees, tokens)
                 continue
-            self.down.answered(part)
+            taken, found[part], _ = answer
             if self._kept:
                 self._kept.pop(part, None)  # sent now
             rows += taken

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -38,6 +39,7 @@ from .cluster import is_cluster
 from .outage import OutageLog
 from .pipeline import described, outage
 
+T = TypeVar("T")
 BACKOFF_SECONDS = 0.5  # a partition found down is not asked again before this (also: how late its return is seen)
 
 
@@ -92,6 +94,20 @@ class DownPartitions:
                 meanwhile=self._meanwhile,
             )
         log.failed(what=what, error=described(error))
+
+    def ask(self, part: int, what: str, call: Callable[[], T], otherwise: T) -> T:
+        """``call()``, a call to partition ``part``; ``otherwise`` without calling while the
+        partition is skipped, or when the call finds it down (an outage of partition i > 0:
+        ``failed``; any other error is raised).  An answer ends its outage."""
+        if part and self.skipped(part):
+            return otherwise
+        try:
+            answer = call()
+        except redis.RedisError as exc:
+            self.failed(part, what, exc)
+            return otherwise
+        self.answered(part)
+        return answer
 
     def answered(self, part: int) -> bool:
         """A call to ``part`` succeeded; True when that ends its outage."""

@@ -40,9 +40,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
-
-import redis
 
 from ..protocol import partition_outage
 from ..protocol.answers import Claimed, Delivery, Fields, Renewal
@@ -140,28 +139,18 @@ class PartitionedStore(QueueStore):
     def _claim_in(self, part: int, arguments: dict[str, Any]) -> tuple[list[Claimed], list[str], list[Delivery]]:
         """``QueueStore.claim`` in partition ``part``; nothing (its results not answered:
         the caller holds them) when a partition i > 0 is down."""
-        if part and self.down.skipped(part):
-            return [], [], []
-        try:
-            found = QueueStore.claim(self.parts[part], **arguments)
-        except redis.RedisError as exc:
-            self.down.failed(part, "claim", exc)  # (raised for partition 0, or unless an outage)
-            return [], [], []
-        self.down.answered(part)
-        return found
+        nothing: tuple[list[Claimed], list[str], list[Delivery]] = ([], [], [])
+        return self.down.ask(part, "claim", partial(QueueStore.claim, self.parts[part], **arguments), nothing)
 
     def _complete_in(self, part: int, results: list[Result], on_broken: Broken) -> list[Delivery]:
         """``QueueStore.complete`` in partition ``part``; every result ``Delivery.RETRY``
         (held by the worker, sent again later) while a partition i > 0 is down."""
-        if part and self.down.skipped(part):
-            return [Delivery.RETRY] * len(results)
-        try:
-            answers = QueueStore.complete(self.parts[part], results, on_broken)
-        except redis.RedisError as exc:
-            self.down.failed(part, "delivery", exc)
-            return [Delivery.RETRY] * len(results)
-        self.down.answered(part)
-        return answers
+        return self.down.ask(
+            part,
+            "delivery",
+            partial(QueueStore.complete, self.parts[part], results, on_broken),
+            [Delivery.RETRY] * len(results),
+        )
 
     def _next_spare(self) -> int:
         """The partition other than 0 an idle wait's claim asks next (rotating)."""
@@ -196,14 +185,14 @@ class PartitionedStore(QueueStore):
         )
         lost = list(renewal.lost)
         for part, pairs in by_part.items():
-            if self.down.skipped(part):
-                continue
-            try:
-                lost += QueueStore.renew(self.parts[part], worker, "", dict(pairs), lease_ms, on_broken).lost
-            except redis.RedisError as exc:
-                self.down.failed(part, "lease renewal", exc)
-                continue
-            self.down.answered(part)
+            renewed: Renewal | None = self.down.ask(
+                part,
+                "lease renewal",
+                partial(QueueStore.renew, self.parts[part], worker, "", dict(pairs), lease_ms, on_broken),
+                None,
+            )
+            if renewed is not None:
+                lost += renewed.lost
         if len(lost) == len(renewal.lost):
             return renewal
         return dataclasses.replace(renewal, lost=lost)
@@ -211,12 +200,7 @@ class PartitionedStore(QueueStore):
     def release(self, held: dict[int, str]) -> None:
         """Hand leases back; those of a partition that is down expire there instead."""
         for part, pairs in split(list(held.items()), self.shards).items():
-            if self.down.skipped(part):
-                continue
-            try:
-                QueueStore.release(self.parts[part], dict(pairs))
-            except redis.RedisError as exc:
-                self.down.failed(part, "hand-back", exc)
+            self.down.ask(part, "hand-back", partial(QueueStore.release, self.parts[part], dict(pairs)), None)
 
     def escalate(self, task_id: int, token: str) -> bool:
         return QueueStore.escalate(self._part(task_id), task_id, token)
@@ -236,12 +220,10 @@ class PartitionedStore(QueueStore):
             return None
         found: list[int] = []
         for index, part in enumerate(self.parts):
-            if self.down.skipped(index):
-                continue
-            try:
-                found += QueueStore.reap(part, 0, worker_timeout_ms, force=True) or []
-            except redis.RedisError as exc:
-                self.down.failed(index, "reaper", exc)
+            reaped: list[int] | None = self.down.ask(
+                index, "reaper", partial(QueueStore.reap, part, 0, worker_timeout_ms, force=True), None
+            )
+            found += reaped or []
         return found
 
     def close_idle_connections(self) -> None:
