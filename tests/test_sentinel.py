@@ -231,15 +231,23 @@ def test_no_write_acknowledged_during_a_failover_is_lost(sentinels) -> None:
     assert int(redis.Redis(port=new).get("n")) >= acknowledged[0]
 
 
-def test_a_failover_that_aborts_sends_the_held_connections_back(sentinels) -> None:
-    """A failover's first event holds the connections; when the leader aborts it (here
-    no replica would do) they open on the master the sentinels still name, the old one."""
+def _client_with_a_move_begun(sentinels: SentinelSet) -> tuple[redis.Redis, SwitchWatch]:
+    """A client (its key "k" set on the master), and its process's watch told that a
+    failover to the replica began (+selected-slave, as the leading sentinel says it)."""
     client = open_client(sentinels.url)
     client.set("k", "0")
     watch = SwitchWatch._watches[id(client.connection_pool.sentinel_manager)]
     master, replica = sentinels.master.port, sentinels.replicas[0].port
     with watch.handling:
         watch._event(SELECTED, f"slave 127.0.0.1:{replica} 127.0.0.1 {replica} @ {SERVICE} 127.0.0.1 {master}".split())
+    return client, watch
+
+
+def test_a_failover_that_aborts_sends_the_held_connections_back(sentinels) -> None:
+    """A failover's first event holds the connections; when the leader aborts it (here
+    no replica would do) they open on the master the sentinels still name, the old one."""
+    client, watch = _client_with_a_move_begun(sentinels)
+    master = sentinels.master.port
     done: list[object] = []
     writer = threading.Thread(target=lambda: done.append(client.set("k", "1")))
     writer.start()
@@ -257,12 +265,8 @@ def test_a_failover_without_news_lets_the_held_connections_go(sentinels, monkeyp
     MOVE_SECONDS the held connections go to the master the sentinels name, and so do
     later ones at once, without waiting again."""
     monkeypatch.setattr(sentinel_watch, "MOVE_SECONDS", 0.5)
-    client = open_client(sentinels.url)
-    client.set("k", "0")
-    watch = SwitchWatch._watches[id(client.connection_pool.sentinel_manager)]
-    master, replica = sentinels.master.port, sentinels.replicas[0].port
-    with watch.handling:
-        watch._event(SELECTED, f"slave 127.0.0.1:{replica} 127.0.0.1 {replica} @ {SERVICE} 127.0.0.1 {master}".split())
+    client, watch = _client_with_a_move_begun(sentinels)
+    master = sentinels.master.port
     assert client.set("k", "1")  # held, then let go to the old master
     move = watch.moves[SERVICE]
     assert move.ended.is_set() and move.address is None  # ended: later connections do not wait

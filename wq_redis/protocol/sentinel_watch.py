@@ -153,6 +153,9 @@ class SwitchWatch:
                 self.threads = []
             return pools
 
+    def _pools_of(self, service: str) -> list[SentinelConnectionPool]:
+        return [pool for pool in self._live_pools() if pool.service_name == service]
+
     def _needed(self) -> bool:
         """Whether this thread still has pools to watch."""
         return bool(self._live_pools()) and threading.current_thread() in self.threads
@@ -219,7 +222,7 @@ class SwitchWatch:
     def _moving(self, service: str, target: Address) -> None:
         """``+selected-slave``: no more writes on the old master; connections wait for the
         replica's promotion."""
-        pools = [pool for pool in self._live_pools() if pool.service_name == service]
+        pools = self._pools_of(service)
         if not pools:
             return
         self.moves[service] = Move(target)
@@ -236,9 +239,8 @@ class SwitchWatch:
             return
         if address is not None and address != move.target:
             address = None
-        for pool in self._live_pools():
-            if pool.service_name == service:
-                pool.disconnect(inuse_connections=True)
+        for pool in self._pools_of(service):
+            pool.disconnect(inuse_connections=True)
         move.address = address
         move.expires = time.monotonic() + MOVED_SECONDS
         move.ended.set()
@@ -263,7 +265,7 @@ class SwitchWatch:
         self._cut(service, new)
 
     def _cut(self, service: str, new: Address, only_if_elsewhere: bool = False) -> None:
-        pools = [pool for pool in self._live_pools() if pool.service_name == service]
+        pools = self._pools_of(service)
         if only_if_elsewhere:
             pools = [pool for pool in pools if pool.master_address not in (None, new)]
         if not pools:
